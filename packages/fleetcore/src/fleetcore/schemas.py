@@ -1,0 +1,314 @@
+"""Batch schemas of the push protocol and their per-row validation.
+
+A batch body is `{"items": [...]}`. A body that is not JSON, or has no `items` list, is a
+`BatchFormatError` (HTTP 400: the client must fix it). Inside a well-formed body every row is
+validated on its own: a bad row becomes a `Rejection` (index, reason, the row's JSON text) and
+the rest of the batch goes on. Nothing is dropped silently.
+
+Decoding is done by msgspec, which parses JSON straight into typed structs and checks types and
+constraints in C. The common case, a batch where every row is valid, is decoded in one call;
+only when that fails is the body re-read as a list of raw rows and each row decoded alone, so
+the cost of per-row error reporting is paid only by batches that have errors.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Generic, TypeVar
+
+import msgspec
+
+__all__ = [
+    "MEASUREMENT_VALUE_FIELDS",
+    "BatchFormatError",
+    "BatchType",
+    "DeviceRow",
+    "MeasurementRow",
+    "ParsedBatch",
+    "Rejection",
+    "SiteRow",
+    "ValidationWindow",
+    "parse_batch",
+]
+
+
+class BatchType(enum.StrEnum):
+    SITES = "sites"
+    DEVICES = "devices"
+    MEASUREMENTS = "measurements"
+
+
+class BatchFormatError(ValueError):
+    """The body as a whole is unusable (not JSON, not UTF-8, no `items` list)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+# Field types. Ids are PostgreSQL bigints; ids below 0 are not used by meter stacks.
+Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
+# Finite by construction: JSON has no NaN/Infinity literals, and overflowing literals such as
+# 1e999 are refused by the decoder. The bound keeps values meaningful for double precision maths.
+Value = Annotated[float, msgspec.Meta(ge=-1e15, le=1e15)]
+_NO_NUL = r"^[^\x00]*$"
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_NO_NUL)]
+OptionalText = Annotated[str, msgspec.Meta(max_length=500, pattern=_NO_NUL)]
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=_NO_NUL)]
+TimeZone = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_NO_NUL)]
+
+
+class SiteRow(msgspec.Struct, frozen=True):
+    id: Id
+    name: Name
+    timezone: TimeZone
+    updated_at: AwareTime
+    address: OptionalText | None = None
+
+
+class DeviceRow(msgspec.Struct, frozen=True):
+    id: Id
+    site_id: Id
+    serial_number: ShortText
+    model: ShortText
+    updated_at: AwareTime
+    name: Name | None = None
+
+
+MEASUREMENT_VALUE_FIELDS: tuple[str, ...] = (
+    "v1", "v2", "v3", "v12", "v23", "v31",
+    "i1", "i2", "i3", "i_n",
+    "p1", "p2", "p3", "p_total",
+    "q_total", "s_total", "pf_total", "freq",
+    "energy_imp_kwh", "energy_exp_kwh", "energy_q_imp_kvarh", "energy_q_exp_kvarh",
+    "thd_v", "thd_i",
+)  # fmt: skip
+
+
+class MeasurementRow(msgspec.Struct, frozen=True):
+    """One sample. Field order is the column order used for COPY (see `astuple`)."""
+
+    time: AwareTime
+    device_id: Id
+    received_at: AwareTime
+    v1: Value | None = None
+    v2: Value | None = None
+    v3: Value | None = None
+    v12: Value | None = None
+    v23: Value | None = None
+    v31: Value | None = None
+    i1: Value | None = None
+    i2: Value | None = None
+    i3: Value | None = None
+    i_n: Value | None = None
+    p1: Value | None = None
+    p2: Value | None = None
+    p3: Value | None = None
+    p_total: Value | None = None
+    q_total: Value | None = None
+    s_total: Value | None = None
+    pf_total: Value | None = None
+    freq: Value | None = None
+    energy_imp_kwh: Value | None = None
+    energy_exp_kwh: Value | None = None
+    energy_q_imp_kvarh: Value | None = None
+    energy_q_exp_kvarh: Value | None = None
+    thd_v: Value | None = None
+    thd_i: Value | None = None
+
+
+Row = TypeVar("Row", SiteRow, DeviceRow, MeasurementRow)
+
+
+class _Envelope(msgspec.Struct):
+    items: list[msgspec.Raw]
+
+
+class _SiteBatch(msgspec.Struct):
+    items: list[SiteRow]
+
+
+class _DeviceBatch(msgspec.Struct):
+    items: list[DeviceRow]
+
+
+class _MeasurementBatch(msgspec.Struct):
+    items: list[MeasurementRow]
+
+
+_ROW_TYPES: dict[BatchType, type[Any]] = {
+    BatchType.SITES: SiteRow,
+    BatchType.DEVICES: DeviceRow,
+    BatchType.MEASUREMENTS: MeasurementRow,
+}
+_BATCH_DECODERS: dict[BatchType, msgspec.json.Decoder[Any]] = {
+    BatchType.SITES: msgspec.json.Decoder(_SiteBatch),
+    BatchType.DEVICES: msgspec.json.Decoder(_DeviceBatch),
+    BatchType.MEASUREMENTS: msgspec.json.Decoder(_MeasurementBatch),
+}
+_ROW_DECODERS: dict[BatchType, msgspec.json.Decoder[Any]] = {
+    kind: msgspec.json.Decoder(row_type) for kind, row_type in _ROW_TYPES.items()
+}
+_ENVELOPE_DECODER = msgspec.json.Decoder(_Envelope)
+_ID_PROBE = msgspec.json.Decoder(dict[str, Any])
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationWindow:
+    """Accepted range of sample times, relative to the server's clock at parse time."""
+
+    now: datetime
+    max_age: timedelta
+    max_ahead: timedelta
+
+    @property
+    def earliest(self) -> datetime:
+        return self.now - self.max_age
+
+    @property
+    def latest(self) -> datetime:
+        return self.now + self.max_ahead
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A row refused by validation; `payload` is its JSON text, kept for the dead-letter table."""
+
+    index: int
+    reason: str
+    payload: str
+
+
+@dataclass(slots=True)
+class ParsedBatch(Generic[Row]):
+    """Rows that passed validation (in batch order) and those that did not.
+
+    `ids_seen` holds every id that could be read from the batch, valid row or not: a full-set
+    batch must not mark a site deleted just because this delivery of it was malformed.
+    `duplicates` counts rows of a full-set batch whose id appeared again later in the batch
+    (the last one wins).
+    """
+
+    rows: list[Row]
+    rejections: list[Rejection] = field(default_factory=list)
+    ids_seen: set[int] = field(default_factory=set)
+    duplicates: int = 0
+
+    @property
+    def total(self) -> int:
+        return len(self.rows) + len(self.rejections) + self.duplicates
+
+
+def _payload_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+
+
+def _check_text(row: SiteRow | DeviceRow) -> str | None:
+    """Strings must survive UTF-8 encoding (no lone surrogates from `\\ud800` escapes)."""
+    for value in msgspec.structs.astuple(row):
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return "string is not valid Unicode (lone surrogate escape)"
+    return None
+
+
+def _window_reason(row: MeasurementRow, window: ValidationWindow) -> str | None:
+    if row.time < window.earliest:
+        return f"time {row.time.isoformat()} is older than the accepted horizon ({window.earliest.isoformat()})"
+    if row.time > window.latest:
+        return f"time {row.time.isoformat()} is too far in the future (after {window.latest.isoformat()})"
+    return None
+
+
+def _row_reason(row: Any, kind: BatchType, window: ValidationWindow) -> str | None:
+    if kind is BatchType.MEASUREMENTS:
+        return _window_reason(row, window)
+    return _check_text(row)
+
+
+def _decode_rows(body: bytes, kind: BatchType) -> tuple[list[tuple[int, Any]] | list[Any], list[Rejection], bool]:
+    """Return (rows, rejections, indexed): `indexed` says rows are (index, row) pairs."""
+    try:
+        return _BATCH_DECODERS[kind].decode(body).items, [], False
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        pass  # fall through to the per-row path, which tells which rows are bad and why
+    try:
+        raws = _ENVELOPE_DECODER.decode(body).items
+    except msgspec.ValidationError as exc:
+        raise BatchFormatError("invalid_batch", f'body must be an object with an "items" list: {exc}') from None
+    except msgspec.DecodeError as exc:
+        raise BatchFormatError("invalid_json", f"body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise BatchFormatError("invalid_json", "body is not valid UTF-8") from None
+    except RecursionError:
+        raise BatchFormatError("invalid_json", "body is nested too deeply") from None
+    decoder = _ROW_DECODERS[kind]
+    rows: list[tuple[int, Any]] = []
+    rejections: list[Rejection] = []
+    for index, raw in enumerate(raws):
+        try:
+            rows.append((index, decoder.decode(raw)))
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            rejections.append(Rejection(index, str(exc), _payload_text(bytes(raw))))
+        except UnicodeDecodeError:
+            rejections.append(Rejection(index, "row is not valid UTF-8", _payload_text(bytes(raw))))
+        except RecursionError:
+            rejections.append(Rejection(index, "row is nested too deeply", _payload_text(bytes(raw))))
+    return rows, rejections, True
+
+
+def _probe_id(raw: str) -> int | None:
+    """Best-effort id of a rejected full-set row (so it is not marked deleted)."""
+    try:
+        obj = _ID_PROBE.decode(raw.encode("utf-8", "surrogatepass"))
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError, ValueError):
+        return None
+    value = obj.get("id")
+    return value if type(value) is int and 0 <= value < 2**63 else None
+
+
+def parse_batch(body: bytes, kind: BatchType, window: ValidationWindow) -> ParsedBatch[Any]:
+    """Decode and validate a batch body; raise `BatchFormatError` only for whole-body problems."""
+    decoded, rejections, is_indexed = _decode_rows(body, kind)
+    if kind is BatchType.MEASUREMENTS and not is_indexed:
+        # Fast path: check the window once on min/max; only a batch with an out-of-window
+        # sample pays for a per-row pass.
+        times = [row.time for row in decoded]
+        if not times or (min(times) >= window.earliest and max(times) <= window.latest):
+            return ParsedBatch(rows=decoded)
+    indexed: Sequence[tuple[int, Any]] = decoded if is_indexed else list(enumerate(decoded))
+
+    good: list[tuple[int, Any]] = []
+    for index, row in indexed:
+        reason = _row_reason(row, kind, window)
+        if reason is None:
+            good.append((index, row))
+        else:
+            rejections.append(Rejection(index, reason, msgspec.json.encode(row).decode()))
+    rejections.sort(key=lambda r: r.index)
+
+    if kind is BatchType.MEASUREMENTS:
+        return ParsedBatch(rows=[row for _, row in good], rejections=rejections)
+
+    # Full-set batches: one row per id, the last occurrence wins.
+    by_id: dict[int, Any] = {}
+    for _, row in good:
+        by_id[row.id] = row
+    ids_seen = set(by_id)
+    for rejection in rejections:
+        probed = _probe_id(rejection.payload)
+        if probed is not None:
+            ids_seen.add(probed)
+    return ParsedBatch(
+        rows=list(by_id.values()),
+        rejections=rejections,
+        ids_seen=ids_seen,
+        duplicates=len(good) - len(by_id),
+    )

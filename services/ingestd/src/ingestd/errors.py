@@ -1,0 +1,110 @@
+"""Errors that end a request, each with its protocol status and JSON body.
+
+    IngestError                       (base: status, code, JSON body, headers)
+     ├── BadRequest            400    unknown batch type, body not JSON, no items list, bad header
+     ├── Unauthorized          401    token missing, unknown, revoked or expired — one body for all
+     ├── NotFound              404
+     ├── RequestTimeout        408    the body did not arrive within the deadline
+     ├── PayloadTooLarge       413    compressed or decompressed body over its limit
+     ├── UnsupportedMediaType  415    Content-Type or Content-Encoding not supported
+     ├── RateLimited           429    the customer is over its rate limit (Retry-After)
+     └── ServiceUnavailable    503    database unreachable or pool exhausted (Retry-After)
+
+The error middleware in `app.py` turns any of these into its JSON body; anything else becomes a
+generic 500 with no detail (and is logged with its traceback, server-side only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BadRequest",
+    "IngestError",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "RequestTimeout",
+    "ServiceUnavailable",
+    "Unauthorized",
+    "UnsupportedMediaType",
+]
+
+
+class IngestError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.code)
+        self.detail = detail
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code}
+        if self.detail:
+            body["detail"] = self.detail
+        body.update(self.extra)
+        return body
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class BadRequest(IngestError):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+class Unauthorized(IngestError):
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self) -> None:
+        super().__init__(None)  # never say which of missing/unknown/revoked/expired
+
+
+class NotFound(IngestError):
+    status = 404
+    code = "not_found"
+
+
+class RequestTimeout(IngestError):
+    status = 408
+    code = "request_timeout"
+
+
+class PayloadTooLarge(IngestError):
+    status = 413
+    code = "payload_too_large"
+
+    def __init__(self, max_bytes: int, detail: str) -> None:
+        super().__init__(detail, max_bytes=max_bytes)
+
+
+class UnsupportedMediaType(IngestError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class _RetryLater(IngestError):
+    def __init__(self, retry_after_s: int, detail: str | None = None) -> None:
+        super().__init__(detail, retry_after=retry_after_s)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class RateLimited(_RetryLater):
+    status = 429
+    code = "rate_limited"
+
+
+class ServiceUnavailable(_RetryLater):
+    status = 503
+    code = "unavailable"
