@@ -233,7 +233,9 @@ def _row_reason(row: Any, kind: BatchType, window: ValidationWindow) -> str | No
     return _check_text(row)
 
 
-def _decode_rows(body: bytes, kind: BatchType) -> tuple[list[tuple[int, Any]] | list[Any], list[Rejection], bool]:
+def _decode_rows(
+    body: bytes | bytearray, kind: BatchType
+) -> tuple[list[Any], list[Rejection], bool]:
     """Return (rows, rejections, indexed): `indexed` says rows are (index, row) pairs."""
     try:
         return _BATCH_DECODERS[kind].decode(body).items, [], False
@@ -242,7 +244,9 @@ def _decode_rows(body: bytes, kind: BatchType) -> tuple[list[tuple[int, Any]] | 
     try:
         raws = _ENVELOPE_DECODER.decode(body).items
     except msgspec.ValidationError as exc:
-        raise BatchFormatError("invalid_batch", f'body must be an object with an "items" list: {exc}') from None
+        raise BatchFormatError(
+            "invalid_batch", f'body must be an object with an "items" list: {exc}'
+        ) from None
     except msgspec.DecodeError as exc:
         raise BatchFormatError("invalid_json", f"body is not valid JSON: {exc}") from None
     except UnicodeDecodeError:
@@ -260,7 +264,9 @@ def _decode_rows(body: bytes, kind: BatchType) -> tuple[list[tuple[int, Any]] | 
         except UnicodeDecodeError:
             rejections.append(Rejection(index, "row is not valid UTF-8", _payload_text(bytes(raw))))
         except RecursionError:
-            rejections.append(Rejection(index, "row is nested too deeply", _payload_text(bytes(raw))))
+            rejections.append(
+                Rejection(index, "row is nested too deeply", _payload_text(bytes(raw)))
+            )
     return rows, rejections, True
 
 
@@ -268,13 +274,19 @@ def _probe_id(raw: str) -> int | None:
     """Best-effort id of a rejected full-set row (so it is not marked deleted)."""
     try:
         obj = _ID_PROBE.decode(raw.encode("utf-8", "surrogatepass"))
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError, ValueError):
+    except (
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+        UnicodeDecodeError,
+        RecursionError,
+        ValueError,
+    ):
         return None
     value = obj.get("id")
     return value if type(value) is int and 0 <= value < 2**63 else None
 
 
-def parse_batch(body: bytes, kind: BatchType, window: ValidationWindow) -> ParsedBatch[Any]:
+def parse_batch(body: bytes | bytearray, kind: BatchType, window: ValidationWindow) -> ParsedBatch[Any]:
     """Decode and validate a batch body; raise `BatchFormatError` only for whole-body problems."""
     decoded, rejections, is_indexed = _decode_rows(body, kind)
     if kind is BatchType.MEASUREMENTS and not is_indexed:

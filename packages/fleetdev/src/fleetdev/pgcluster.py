@@ -94,9 +94,13 @@ class PgCluster:
             os.chown(root, entry.pw_uid, entry.pw_gid)
             for name in dirs + files:
                 with contextlib.suppress(FileNotFoundError):
-                    os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+                    os.chown(
+                        os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False
+                    )
 
-    def _run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [*self._run_as, *args],
             capture_output=True,
@@ -105,7 +109,9 @@ class PgCluster:
             check=False,
         )
         if check and proc.returncode != 0:
-            raise PgClusterError(f"{' '.join(args[:2])} failed ({proc.returncode}): {proc.stderr.strip()}")
+            raise PgClusterError(
+                f"{' '.join(args[:2])} failed ({proc.returncode}): {proc.stderr.strip()}"
+            )
         return proc
 
     @property
@@ -123,8 +129,10 @@ class PgCluster:
         self._chown(self.datadir)
         self._run(
             str(self.bindir / "initdb"),
-            "-D", str(self.datadir),
-            "-U", self.user,
+            "-D",
+            str(self.datadir),
+            "-U",
+            self.user,
             "--auth=trust",
             "--encoding=UTF8",
             "--locale=C",
@@ -147,8 +155,19 @@ class PgCluster:
         options.update(self.settings)
         opts = " ".join(f"-c {k}={v}" for k, v in options.items())
         log = self.datadir / "server.log"
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(log), "-o", opts, "-w",
-                  "-t", str(int(wait_s)), "start")
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(log),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            str(int(wait_s)),
+            "start",
+        )
         self.wait_ready(wait_s)
 
     def wait_ready(self, wait_s: float = 30.0) -> None:
@@ -159,17 +178,30 @@ class PgCluster:
                 if sock.connect_ex(("127.0.0.1", self.port)) == 0:
                     return
             time.sleep(0.05)
-        raise PgClusterError(f"PostgreSQL on port {self.port} did not accept connections in {wait_s}s")
+        raise PgClusterError(
+            f"PostgreSQL on port {self.port} did not accept connections in {wait_s}s"
+        )
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server; `mode="immediate"` is a hard stop (no checkpoint, like a crash)."""
         if not (self.datadir / "postmaster.pid").exists():
             return
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop", check=False)
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-m",
+            mode,
+            "-w",
+            "stop",
+            check=False,
+        )
 
     @property
     def running(self) -> bool:
-        proc = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "status", check=False)
+        proc = self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "status", check=False
+        )
         return proc.returncode == 0
 
     def create_database(self, name: str) -> str:
@@ -177,7 +209,9 @@ class PgCluster:
         import psycopg
 
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{name}"')  # name comes from our own code
         return self.dsn(name)
@@ -188,7 +222,7 @@ def temporary_cluster(prefix: str = "fleet-pg-", **settings: str) -> Iterator[Pg
     """A started cluster in a temporary folder, stopped and removed on exit."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     if os.geteuid() == 0:
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, 0o755)  # noqa: S103 - the postgres user must reach its data folder
     cluster = PgCluster(datadir=tmp / "data", settings=dict(settings))
     try:
         cluster.init()

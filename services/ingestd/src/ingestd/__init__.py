@@ -1,0 +1,1 @@
+"""ingestd: Fleet's central ingest server (aiohttp + PostgreSQL)."""

@@ -39,8 +39,11 @@ def migration_ids(path: Path | None = None) -> list[str]:
 def apply_migrations(database_url: str, path: Path | None = None) -> list[str]:
     """Apply pending migrations under yoyo's lock (safe from several replicas); return their ids."""
     backend = get_backend(_yoyo_url(database_url))
-    migrations = read_migrations(str(path or migrations_dir()))
-    with backend.lock():
-        pending = backend.to_apply(migrations)
-        backend.apply_migrations(pending)
-    return [m.id for m in pending]
+    try:
+        migrations = read_migrations(str(path or migrations_dir()))
+        with backend.lock():
+            pending = backend.to_apply(migrations)
+            backend.apply_migrations(pending)
+        return [m.id for m in pending]
+    finally:
+        backend.connection.close()

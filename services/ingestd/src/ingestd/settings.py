@@ -81,7 +81,9 @@ class Settings:
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         log_format = _get(env, "INGESTD_LOG_FORMAT", "auto")
         if log_format not in {"auto", "json", "console"}:
-            raise ConfigError(f"INGESTD_LOG_FORMAT must be auto, json or console, got {log_format!r}")
+            raise ConfigError(
+                f"INGESTD_LOG_FORMAT must be auto, json or console, got {log_format!r}"
+            )
         database_url = _get(env, "INGESTD_DATABASE_URL", None)
         if not database_url.startswith(("postgresql://", "postgres://")):
             raise ConfigError("INGESTD_DATABASE_URL must be a postgresql:// URL")
@@ -96,8 +98,12 @@ class Settings:
             max_wire_bytes=_int(env, "INGESTD_MAX_WIRE_BYTES", 16 * _MiB, minimum=1024),
             max_body_bytes=_int(env, "INGESTD_MAX_BODY_BYTES", 64 * _MiB, minimum=1024),
             body_timeout_s=_float(env, "INGESTD_BODY_TIMEOUT_S", 60.0, minimum=0.1),
-            max_sample_age=timedelta(days=_int(env, "INGESTD_MAX_SAMPLE_AGE_DAYS", 3660, minimum=1)),
-            max_sample_ahead=timedelta(seconds=_int(env, "INGESTD_MAX_SAMPLE_AHEAD_S", 86400, minimum=0)),
+            max_sample_age=timedelta(
+                days=_int(env, "INGESTD_MAX_SAMPLE_AGE_DAYS", 3660, minimum=1)
+            ),
+            max_sample_ahead=timedelta(
+                seconds=_int(env, "INGESTD_MAX_SAMPLE_AHEAD_S", 86400, minimum=0)
+            ),
             rate_limit_per_s=_float(env, "INGESTD_RATE_LIMIT_PER_S", 50.0, minimum=0.001),
             rate_limit_burst=_int(env, "INGESTD_RATE_LIMIT_BURST", 100, minimum=1),
             pool_min_size=pool_min,

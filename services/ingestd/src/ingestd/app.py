@@ -1,0 +1,339 @@
+"""The ingestd HTTP application: `create_app(settings)` and its handlers.
+
+Request flow of `POST /api/fleet/ingest`, cheapest refusals first:
+token (401) → batch type and headers (400/415/413 by Content-Length) → rate limit (429) →
+body within limits (413/408/400) → per-row validation → one transaction that stores the rows,
+the dead letters and the audit row and marks the customer seen. A database that cannot be
+reached within the pool deadline answers 503 with Retry-After; the process stays up and the
+pool reconnects on its own when the database is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import psycopg
+import structlog
+from aiohttp import web
+from fleetcore import BatchFormatError, BatchType, ParsedBatch, ValidationWindow, parse_batch
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from ingestd.auth import TOKEN_HEADER, Customer, authenticate
+from ingestd.body import check_content_headers, read_body
+from ingestd.errors import BadRequest, IngestError, NotFound, RateLimited, ServiceUnavailable
+from ingestd.migrate import apply_migrations, migration_ids
+from ingestd.ratelimit import RateLimiter
+from ingestd.settings import Settings
+from ingestd.store import (
+    AuditRecord,
+    StoreResult,
+    record_event,
+    store_devices,
+    store_measurements,
+    store_rejections,
+    store_sites,
+)
+
+__all__ = ["INGEST_PATH", "POOL", "SERVER_OPTIONS", "SETTINGS", "create_app"]
+
+log = structlog.get_logger("ingestd")
+
+INGEST_PATH = "/api/fleet/ingest"
+BATCH_TYPE_HEADER = "X-Batch-Type"
+CURSOR_HEADER = "X-Push-Cursor"
+MAX_CURSOR_LENGTH = 256
+MAX_ERRORS_IN_RESPONSE = 100
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", AsyncConnectionPool)
+LIMITER = web.AppKey("limiter", RateLimiter)
+EXPECTED_MIGRATIONS = web.AppKey("expected_migrations", frozenset)
+
+# Options for the aiohttp server (AppRunner, TestServer, run_app) running this app: ingestd inflates
+# gzip bodies itself, counting wire and decompressed bytes against their limits.
+SERVER_OPTIONS: dict[str, Any] = {"auto_decompress": False}
+
+_DB_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
+_encode = msgspec.json.Encoder().encode
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=_encode(body), status=status, headers=headers, content_type="application/json"
+    )
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Bind a request id, and turn every error into the protocol's JSON body (never a trace)."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=str(uuid.uuid4()))
+    retry_after = request.app[SETTINGS].retry_after_s
+    try:
+        try:
+            return await handler(request)
+        except _DB_UNAVAILABLE as exc:
+            log.warning("database_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
+            raise ServiceUnavailable(retry_after, "database unavailable, retry later") from None
+    except IngestError as exc:
+        return _json(exc.body(), status=exc.status, headers=exc.headers())
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            return _json(NotFound("no such endpoint").body(), status=404)
+        if exc.status == 405:
+            return _json(
+                {"error": "method_not_allowed"},
+                status=405,
+                headers={"Allow": exc.headers.get("Allow", "")},
+            )
+        return _json({"error": exc.reason.lower().replace(" ", "_")}, status=exc.status)
+    except Exception:
+        log.exception("unhandled_error", path=request.path)
+        return _json({"error": "internal_error"}, status=500)
+
+
+@asynccontextmanager
+async def _connection(request: web.Request) -> AsyncIterator[AsyncConnection[Any]]:
+    settings = request.app[SETTINGS]
+    async with request.app[POOL].connection(timeout=settings.pool_timeout_s) as conn:
+        yield conn
+
+
+def _batch_type(request: web.Request) -> BatchType:
+    raw = request.headers.get(BATCH_TYPE_HEADER, "")
+    try:
+        return BatchType(raw.strip().lower())
+    except ValueError:
+        raise BadRequest(
+            "unknown_batch_type", f"{BATCH_TYPE_HEADER} must be sites, devices or measurements"
+        ) from None
+
+
+def _client_cursor(request: web.Request) -> str | None:
+    cursor = request.headers.get(CURSOR_HEADER)
+    if cursor is not None and len(cursor) > MAX_CURSOR_LENGTH:
+        raise BadRequest(
+            "invalid_cursor", f"{CURSOR_HEADER} is longer than {MAX_CURSOR_LENGTH} characters"
+        )
+    return cursor
+
+
+async def _store(
+    conn: AsyncConnection[Any], customer: Customer, kind: BatchType, parsed: ParsedBatch[Any]
+) -> StoreResult:
+    if kind is BatchType.MEASUREMENTS:
+        return await store_measurements(conn, customer.id, parsed.rows)
+    if kind is BatchType.SITES:
+        result = await store_sites(conn, customer.id, parsed.rows, parsed.ids_seen)
+    else:
+        result = await store_devices(conn, customer.id, parsed.rows, parsed.ids_seen)
+    return StoreResult(result.accepted, parsed.duplicates)
+
+
+async def _record_failure(request: web.Request, event: AuditRecord) -> None:
+    """Best effort: a refused batch still gets its audit row when the database is reachable."""
+    try:
+        async with _connection(request) as conn:
+            await record_event(conn, event, seen=False)
+    except (*_DB_UNAVAILABLE, psycopg.Error) as exc:
+        log.warning("audit_write_failed", error=type(exc).__name__)
+
+
+async def ingest(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    started = time.perf_counter()
+    async with _connection(request) as conn:
+        customer = await authenticate(conn, request.headers.get(TOKEN_HEADER))
+    structlog.contextvars.bind_contextvars(customer=customer.code)
+    batch_id = uuid.uuid4()
+    kind_header = request.headers.get(BATCH_TYPE_HEADER, "")[:32]
+    wire_bytes = request.content_length or 0
+    body_bytes: int | None = None
+    cursor: str | None = None
+    try:
+        kind = _batch_type(request)
+        cursor = _client_cursor(request)
+        gzip = check_content_headers(request, settings.max_wire_bytes)
+        wait = request.app[LIMITER].acquire(customer.id)
+        if wait > 0:
+            raise RateLimited(RateLimiter.retry_after(wait), "rate limit exceeded")
+        body = await read_body(
+            request,
+            gzip=gzip,
+            max_wire_bytes=settings.max_wire_bytes,
+            max_body_bytes=settings.max_body_bytes,
+            timeout_s=settings.body_timeout_s,
+        )
+        wire_bytes, body_bytes = body.wire_bytes, len(body.data)
+        window = ValidationWindow(
+            datetime.now(UTC), settings.max_sample_age, settings.max_sample_ahead
+        )
+        try:
+            parsed = parse_batch(body.data, kind, window)
+        except BatchFormatError as exc:
+            raise BadRequest(exc.code, exc.detail) from None
+        del body
+
+        min_time = max_time = None
+        if kind is BatchType.MEASUREMENTS and parsed.rows:
+            times = [row.time for row in parsed.rows]
+            min_time, max_time = min(times), max(times)
+        async with _connection(request) as conn:
+            result = await _store(conn, customer, kind, parsed)
+            await store_rejections(conn, customer.id, batch_id, kind, parsed.rejections)
+            duration_ms = (time.perf_counter() - started) * 1000
+            event = AuditRecord(
+                batch_id=batch_id,
+                customer_id=customer.id,
+                batch_type=kind.value,
+                wire_bytes=wire_bytes,
+                body_bytes=body_bytes,
+                duration_ms=duration_ms,
+                outcome="rejected_rows" if parsed.rejections else "ok",
+                status=200,
+                accepted=result.accepted,
+                duplicates=result.duplicates,
+                rejected=len(parsed.rejections),
+                client_cursor=cursor,
+                min_time=min_time,
+                max_time=max_time,
+            )
+            await record_event(conn, event, seen=True)
+    except IngestError as exc:
+        if exc.status not in (429, 503):  # overload answers are counted in logs, not written
+            await _record_failure(
+                request,
+                AuditRecord(
+                    batch_id=batch_id,
+                    customer_id=customer.id,
+                    batch_type=kind_header or "unknown",
+                    wire_bytes=wire_bytes,
+                    body_bytes=body_bytes,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    outcome=exc.code,
+                    status=exc.status,
+                    client_cursor=cursor,
+                    error=(exc.detail or exc.code)[:1000],
+                ),
+            )
+        log.info(
+            "batch",
+            batch_id=str(batch_id),
+            batch_type=kind_header,
+            status=exc.status,
+            error=exc.code,
+            detail=exc.detail,
+            wire_bytes=wire_bytes,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        raise
+
+    log.info(
+        "batch",
+        batch_id=str(batch_id),
+        batch_type=kind.value,
+        status=200,
+        accepted=result.accepted,
+        duplicates=result.duplicates,
+        rejected=len(parsed.rejections),
+        wire_bytes=wire_bytes,
+        body_bytes=body_bytes,
+        duration_ms=round(event.duration_ms, 2),
+    )
+    return _json(
+        {
+            "batch_type": kind.value,
+            "batch_id": str(batch_id),
+            "accepted": result.accepted,
+            "duplicates": result.duplicates,
+            "rejected": len(parsed.rejections),
+            "errors": [
+                {"index": r.index, "reason": r.reason}
+                for r in parsed.rejections[:MAX_ERRORS_IN_RESPONSE]
+            ],
+        }
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up and serving; says nothing about the database."""
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the database answers and every migration of this build is applied."""
+    expected = request.app[EXPECTED_MIGRATIONS]
+    try:
+        async with request.app[POOL].connection(
+            timeout=min(2.0, request.app[SETTINGS].pool_timeout_s)
+        ) as conn:
+            cur = await conn.execute("SELECT migration_id FROM _yoyo_migration")
+            applied = {row[0] for row in await cur.fetchall()}
+    except psycopg.errors.UndefinedTable:
+        return _json({"status": "not_ready", "reason": "migrations not applied"}, status=503)
+    except _DB_UNAVAILABLE:
+        return _json({"status": "not_ready", "reason": "database unavailable"}, status=503)
+    missing = sorted(expected - applied)
+    if missing:
+        return _json(
+            {"status": "not_ready", "reason": "migrations pending", "pending": missing}, status=503
+        )
+    return _json({"status": "ready"})
+
+
+def _pool_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            applied = await asyncio.to_thread(apply_migrations, settings.database_url)
+            log.info("migrations_applied", applied=applied)
+        pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+            settings.database_url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            timeout=settings.pool_timeout_s,
+            open=False,
+            check=AsyncConnectionPool.check_connection,
+            kwargs={
+                "application_name": "ingestd",
+                "connect_timeout": max(1, int(settings.connect_timeout_s)),
+            },
+            name="ingestd",
+        )
+        try:
+            await pool.open(wait=True, timeout=settings.connect_timeout_s)
+        except PoolTimeout:
+            await pool.close()
+            raise RuntimeError(
+                f"cannot connect to the database within {settings.connect_timeout_s:g} s "
+                "(check INGESTD_DATABASE_URL and that PostgreSQL is up)"
+            ) from None
+        app[POOL] = pool
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    return pool_ctx
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the application; the database pool opens (and fails fast) at startup."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_wire_bytes)
+    app[SETTINGS] = settings
+    app[LIMITER] = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    app[EXPECTED_MIGRATIONS] = frozenset(migration_ids())
+    app.cleanup_ctx.append(_pool_ctx(settings))
+    app.router.add_post(INGEST_PATH, ingest)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
