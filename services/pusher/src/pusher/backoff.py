@@ -1,0 +1,74 @@
+"""When to try a resource again, and how big its next batch is.
+
+Pure functions of their inputs (the random source and the clock are parameters), so the
+protocol's retry table is tested directly without sleeping.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+__all__ = [
+    "exponential_delay",
+    "grow_batch_size",
+    "parse_retry_after",
+    "retry_after_delay",
+    "shrink_batch_size",
+]
+
+
+def exponential_delay(failures: int, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**(failures-1))] (AWS architecture blog)."""
+    exponent = min(max(failures - 1, 0), 62)
+    ceiling = min(cap_s, base_s * 2.0**exponent)
+    return rng.uniform(0.0, ceiling)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date; None if absent
+    or unreadable. A date in the past means 0."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return float(int(text))
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def retry_after_delay(
+    retry_after_s: float | None,
+    *,
+    failures: int,
+    base_s: float,
+    cap_s: float,
+    jitter_s: float,
+    rng: random.Random,
+) -> float:
+    """Wait what the server asked (capped), plus jitter so many pushers do not return at once;
+    without a usable header fall back to the exponential schedule."""
+    if retry_after_s is None:
+        return exponential_delay(failures, base_s, cap_s, rng)
+    return min(retry_after_s, cap_s) + rng.uniform(0.0, jitter_s)
+
+
+def shrink_batch_size(size: int) -> int:
+    """413: halve, down to one row."""
+    return max(1, size // 2)
+
+
+def grow_batch_size(size: int, configured: int) -> int:
+    """After a success grow back by a quarter (at least one row), up to the configured size, so a
+    size just under the server's limit is not doubled straight back over it."""
+    return min(configured, max(size + 1, math.ceil(size * 1.25)))

@@ -1,0 +1,468 @@
+"""The push loop: sites, devices, then measurement batches, each resource on its own schedule.
+
+Every resource has a due time. A tick (every `push_interval_s`) makes all three due, in the
+protocol's order. A full measurement batch makes measurements due again at once, so a backlog
+drains back to back at the ingest rate instead of N batches per interval; while one batch is on
+the wire the next is already read and compressed. A failure makes only its resource wait
+(per-resource backoff, `backoff.py`). The stop event is checked between batches; `run` gives
+an in-flight batch until the shutdown deadline and then cancels it, which abandons the batch
+without advancing the cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Any
+
+import psycopg
+import structlog
+from fleetcore import PushCursor
+
+from pusher import source
+from pusher.backoff import (
+    exponential_delay,
+    grow_batch_size,
+    retry_after_delay,
+    shrink_batch_size,
+)
+from pusher.delivery import Delivered, IngestClient
+from pusher.errors import (
+    DeliveryError,
+    PayloadTooLarge,
+    PermanentDeliveryError,
+    RetryLater,
+)
+from pusher.settings import Settings
+from pusher.source import BlockingTransaction, FullSet, MeasurementBatch
+from pusher.state import (
+    Resource,
+    ResourceState,
+    load_states,
+    quarantine_row,
+    record_failure,
+    record_success,
+    reset_cursor,
+)
+
+__all__ = ["Pusher", "run"]
+
+log = structlog.get_logger("pusher")
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep, waking early when the stop event is set."""
+    if seconds <= 0:
+        await asyncio.sleep(0)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    batch: MeasurementBatch
+    gzipped: bytes
+
+
+class Pusher:
+    """State of one running daemon: per-resource schedule, batch size and failure counts."""
+
+    def __init__(self, settings: Settings, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.rng = rng or random.Random()
+        self.states: dict[Resource, ResourceState] = {}
+        self.due: dict[Resource, float] = {}
+        self.counters: Counter[str] = Counter()
+        self.blocker: BlockingTransaction | None = None
+        self._next_tick = 0.0
+        self._db_failures = 0
+
+    async def loop(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set; reconnect to the customer database when it goes away."""
+        s = self.settings
+        async with IngestClient(
+            s.ingest_url,
+            s.token,
+            timeout_s=s.request_timeout_s,
+            ca_bundle=s.ca_bundle,
+            gzip_level=s.gzip_level,
+        ) as client:
+            while not stop.is_set():
+                try:
+                    conn = await source.connect(s.database_url)
+                    async with conn:
+                        await self._session(conn, client, stop)
+                except psycopg.OperationalError as exc:
+                    self._db_failures += 1
+                    delay = exponential_delay(
+                        self._db_failures, min(s.backoff_base_s, 5.0), s.backoff_cap_s, self.rng
+                    )
+                    log.error(
+                        "customer database unavailable",
+                        error=str(exc).strip(),
+                        retry_in_s=round(delay, 3),
+                    )
+                    self.counters["database_errors"] += 1
+                    await _sleep(stop, delay)
+
+    async def _session(
+        self, conn: psycopg.AsyncConnection[Any], client: IngestClient, stop: asyncio.Event
+    ) -> None:
+        s = self.settings
+        self.states = await load_states(conn, s.batch_size)
+        for resource, state in self.states.items():
+            size = min(state.batch_size, s.batch_size)
+            self.states[resource] = replace(state, batch_size=size)
+        self._db_failures = 0
+        now = time.monotonic()
+        self._next_tick = now
+        self.due = dict.fromkeys(Resource, now)
+        log.info("pusher connected", cursor=str(self.states[Resource.MEASUREMENTS].cursor))
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= self._next_tick:
+                self._next_tick = now + s.push_interval_s
+                await self._check_horizon(conn)
+            for resource in (Resource.SITES, Resource.DEVICES):
+                if time.monotonic() >= self.due[resource] and not stop.is_set():
+                    await self._push_full_set(conn, client, resource)
+            if time.monotonic() >= self.due[Resource.MEASUREMENTS] and not stop.is_set():
+                await self._push_measurements(conn, client, stop)
+            wake = min(self._next_tick, *self.due.values())
+            await _sleep(stop, wake - time.monotonic())
+
+    async def _check_horizon(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Once per tick: recover from a restored database, report what holds the cursor back."""
+        horizon = await source.read_horizon(conn)
+        if horizon.has_future_rows:
+            log.error(
+                "rows stamped beyond this server's transaction counter (restored or moved "
+                "database?): restamping them so they ship",
+                xmax=horizon.xmax,
+            )
+            restamped = await source.restamp_future_rows(conn)
+            log.warning("future rows restamped", rows=restamped)
+            self.counters["restamped_rows"] += restamped
+        cursor = self.states[Resource.MEASUREMENTS].cursor
+        if cursor.xid >= horizon.xmax:
+            log.error(
+                "stored cursor lies beyond this server's transaction counter (restored or "
+                "moved database?): starting over; rows already shipped are sent again and "
+                "ingestd keeps one copy",
+                cursor=str(cursor),
+                xmax=horizon.xmax,
+            )
+            start = PushCursor.start()
+            await reset_cursor(conn, Resource.MEASUREMENTS, start)
+            self.states[Resource.MEASUREMENTS] = replace(
+                self.states[Resource.MEASUREMENTS], cursor=start
+            )
+            self.counters["cursor_resets"] += 1
+        self.blocker = await source.find_blocking_transaction(
+            conn, self.settings.blocking_txn_warn_s
+        )
+        if self.blocker is not None:
+            log.warning(
+                "a long-open transaction holds the push cursor back",
+                snapshot_xmin=horizon.xmin,
+                **self.blocker.as_log(),
+            )
+            self.counters["blocked_ticks"] += 1
+
+    async def _push_full_set(
+        self, conn: psycopg.AsyncConnection[Any], client: IngestClient, resource: Resource
+    ) -> None:
+        reader = source.read_sites if resource is Resource.SITES else source.read_devices
+        full: FullSet = await reader(conn)
+        started = time.perf_counter()
+        gzipped = await client.compress(full.body)
+        try:
+            answer = await client.send(resource.value, gzipped, full.cursor_label(resource.value))
+        except PayloadTooLarge as exc:
+            # A full set cannot be split without breaking its meaning (absent = deleted).
+            await self._on_failure(
+                conn,
+                resource,
+                PermanentDeliveryError(
+                    f"the full {resource.value} set ({full.count} rows, {len(gzipped)} bytes gzip'd) "
+                    f"is over ingestd's limit: {exc.detail}",
+                    status=413,
+                ),
+            )
+            return
+        except DeliveryError as exc:
+            await self._on_failure(conn, resource, exc)
+            return
+        await self._on_success(
+            conn,
+            resource,
+            answer,
+            rows=full.count,
+            cursor=None,
+            newest=None,
+            wire=len(gzipped),
+            raw=len(full.body),
+            started=started,
+        )
+        self.due[resource] = self._next_tick
+
+    async def _prepare(
+        self, conn: psycopg.AsyncConnection[Any], client: IngestClient, after: PushCursor, size: int
+    ) -> _Prepared:
+        batch = await source.read_measurements(conn, after, size)
+        gzipped = await client.compress(batch.body) if batch.count else b""
+        return _Prepared(batch, gzipped)
+
+    async def _push_measurements(
+        self, conn: psycopg.AsyncConnection[Any], client: IngestClient, stop: asyncio.Event
+    ) -> None:
+        """Up to N batches from the cursor; leaves measurements due now when the backlog goes on."""
+        resource = Resource.MEASUREMENTS
+        n = self.settings.max_batches_per_tick
+        state = self.states[resource]
+        pending: asyncio.Task[_Prepared] | None = asyncio.create_task(
+            self._prepare(conn, client, state.cursor, state.batch_size)
+        )
+        try:
+            for index in range(n):
+                assert pending is not None
+                prepared = await pending
+                pending = None
+                batch = prepared.batch
+                if batch.count == 0:
+                    self.due[resource] = self._next_tick
+                    return
+                if batch.full and index + 1 < n and not stop.is_set():
+                    pending = asyncio.create_task(
+                        self._prepare(conn, client, batch.end, self.states[resource].batch_size)
+                    )
+                started = time.perf_counter()
+                try:
+                    answer = await client.send(resource.value, prepared.gzipped, batch.end.encode())
+                except PayloadTooLarge as exc:
+                    await self._on_too_large(conn, batch, exc)
+                    self.due[resource] = time.monotonic()
+                    return
+                except DeliveryError as exc:
+                    await self._on_failure(conn, resource, exc)
+                    return
+                await self._on_success(
+                    conn,
+                    resource,
+                    answer,
+                    rows=batch.count,
+                    cursor=batch.end,
+                    newest=batch.newest_received_at,
+                    wire=len(prepared.gzipped),
+                    raw=len(batch.body),
+                    started=started,
+                )
+                if not batch.full:
+                    self.due[resource] = self._next_tick
+                    return
+                if stop.is_set():
+                    return
+            self.due[resource] = time.monotonic()
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+                    await pending
+
+    async def _on_success(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        resource: Resource,
+        answer: Delivered,
+        *,
+        rows: int,
+        cursor: PushCursor | None,
+        newest: Any,
+        wire: int,
+        raw: int,
+        started: float,
+    ) -> None:
+        state = self.states[resource]
+        size = grow_batch_size(state.batch_size, self.settings.batch_size)
+        await record_success(
+            conn,
+            resource,
+            cursor=cursor,
+            batch_size=size,
+            status=answer.status,
+            rows=rows,
+            newest_received_at=newest,
+        )
+        self.states[resource] = replace(
+            state,
+            cursor=cursor if cursor is not None else state.cursor,
+            batch_size=size,
+            consecutive_failures=0,
+            shipped_rows=state.shipped_rows + rows,
+        )
+        self.counters[f"{resource.value}_batches"] += 1
+        self.counters[f"{resource.value}_rows"] += rows
+        fields: dict[str, Any] = {
+            "resource": resource.value,
+            "rows": rows,
+            "accepted": answer.accepted,
+            "duplicates": answer.duplicates,
+            "rejected": answer.rejected,
+            "body_bytes": raw,
+            "wire_bytes": wire,
+            "ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+        if cursor is not None:
+            fields["cursor"] = str(cursor)
+        if answer.rejected:
+            self.counters[f"{resource.value}_rejected"] += answer.rejected
+            log.warning(
+                "batch delivered; ingestd refused some rows (kept in its dead-letter table)",
+                first_errors=answer.errors[:5],
+                **fields,
+            )
+        else:
+            log.info("batch delivered", **fields)
+
+    async def _on_too_large(
+        self, conn: psycopg.AsyncConnection[Any], batch: MeasurementBatch, exc: PayloadTooLarge
+    ) -> None:
+        resource = Resource.MEASUREMENTS
+        state = self.states[resource]
+        self.counters["measurements_too_large"] += 1
+        if batch.count > 1:
+            size = shrink_batch_size(min(state.batch_size, batch.count))
+            log.warning(
+                "batch too large for ingestd: halving",
+                rows=batch.count,
+                batch_size=size,
+                detail=exc.detail,
+            )
+            await record_failure(
+                conn,
+                resource,
+                batch_size=size,
+                delay_s=0.0,
+                status=413,
+                error=exc.detail,
+                counts_as_failure=False,
+            )
+            self.states[resource] = replace(state, batch_size=size)
+            return
+        assert batch.first_row_json is not None
+        reason = f"refused by ingestd even alone: {exc.detail}"
+        log.error(
+            "single row too large for ingestd: quarantined locally",
+            cursor=str(batch.end),
+            bytes=len(batch.body),
+            detail=exc.detail,
+        )
+        await quarantine_row(
+            conn, row_cursor=batch.end, payload=batch.first_row_json, reason=reason, batch_size=1
+        )
+        self.states[resource] = replace(state, cursor=batch.end, batch_size=1)
+        self.counters["measurements_quarantined"] += 1
+
+    async def _on_failure(
+        self, conn: psycopg.AsyncConnection[Any], resource: Resource, exc: DeliveryError
+    ) -> None:
+        s = self.settings
+        state = self.states[resource]
+        failures = state.consecutive_failures + 1
+        if isinstance(exc, RetryLater):
+            delay = retry_after_delay(
+                exc.retry_after_s,
+                failures=failures,
+                base_s=s.backoff_base_s,
+                cap_s=s.backoff_cap_s,
+                jitter_s=s.retry_after_jitter_s,
+                rng=self.rng,
+            )
+        elif isinstance(exc, PermanentDeliveryError):
+            delay = s.backoff_cap_s
+        else:
+            delay = exponential_delay(failures, s.backoff_base_s, s.backoff_cap_s, self.rng)
+        await record_failure(
+            conn,
+            resource,
+            batch_size=state.batch_size,
+            delay_s=delay,
+            status=exc.status,
+            error=exc.detail,
+        )
+        self.states[resource] = replace(state, consecutive_failures=failures)
+        self.due[resource] = time.monotonic() + delay
+        self.counters[f"{resource.value}_failures"] += 1
+        self.counters[f"http_{exc.status or 'error'}"] += 1
+        fields = {
+            "resource": resource.value,
+            "status": exc.status,
+            "error": exc.detail,
+            "failures": failures,
+            "retry_in_s": round(delay, 3),
+        }
+        if isinstance(exc, PermanentDeliveryError):
+            cause = _permanent_cause(exc.status)
+            log.error(
+                f"ingestd refused the request: {cause}; retrying at the backoff cap", **fields
+            )
+        else:
+            log.warning("batch not delivered; will retry", **fields)
+
+
+def _permanent_cause(status: int | None) -> str:
+    return {
+        400: "the request is malformed (pusher and ingestd disagree on the protocol)",
+        401: "the push token is missing, unknown, revoked or expired (check FLEET_TOKEN)",
+        403: "the push token is not allowed to push (check FLEET_TOKEN)",
+        404: "no ingest endpoint at this URL (check FLEET_INGEST_URL)",
+        413: "the batch can never fit ingestd's size limit",
+        415: "ingestd does not accept this encoding (pusher and ingestd disagree)",
+    }.get(status or 0, f"HTTP {status}: the configuration is wrong")
+
+
+async def run(
+    settings: Settings, stop_event: asyncio.Event, *, rng: random.Random | None = None
+) -> Pusher | None:
+    """Push until `stop_event` is set; then let the in-flight batch finish within the
+    shutdown deadline, or abandon it (its cursor not advanced). Returns the finished Pusher
+    (for its counters), or None when pushing is disabled."""
+    if not settings.enabled:
+        log.info("push disabled (FLEET_PUSH_ENABLED is not true): nothing to do")
+        return None
+    log.info(
+        "pusher starting",
+        ingest_url=settings.ingest_url,
+        interval_s=settings.push_interval_s,
+        batch_size=settings.batch_size,
+    )
+    pusher = Pusher(settings, rng)
+    main = asyncio.create_task(pusher.loop(stop_event), name="pusher-loop")
+    stopping = asyncio.create_task(stop_event.wait(), name="pusher-stop")
+    try:
+        await asyncio.wait({main, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not main.done():
+            done, _ = await asyncio.wait({main}, timeout=settings.shutdown_deadline_s)
+            if not done:
+                log.warning(
+                    "shutdown deadline passed: abandoning the in-flight batch (cursor not advanced)",
+                    deadline_s=settings.shutdown_deadline_s,
+                )
+                main.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await main
+        if not main.cancelled():
+            main.result()
+    finally:
+        stopping.cancel()
+        if not main.done():
+            main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await main
+    log.info("pusher stopped", **dict(pusher.counters))
+    return pusher

@@ -1,0 +1,158 @@
+"""pusher configuration, read once from the environment at start and passed down."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pusher.errors import ConfigError
+
+__all__ = ["INGEST_PATH", "Settings"]
+
+INGEST_PATH = "/api/fleet/ingest"
+
+
+def _get(env: Mapping[str, str], name: str, default: str | None) -> str:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        if default is None:
+            raise ConfigError(f"{name} is required but not set")
+        return default
+    return value.strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = _get(env, name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = _get(env, name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum or value == float("inf"):
+        raise ConfigError(f"{name} must be a finite number >= {minimum}, got {raw}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _get(env, name, "true" if default else "false").lower()
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _ingest_url(raw: str) -> str:
+    """Accept the server's base URL or the full endpoint; return the endpoint."""
+    parts = urlsplit(raw)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ConfigError(f"FLEET_INGEST_URL must be an http(s):// URL, got {raw!r}")
+    path = parts.path.rstrip("/")
+    if not path.endswith(INGEST_PATH):
+        path += INGEST_PATH
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def _token(env: Mapping[str, str]) -> str:
+    token = env.get("FLEET_TOKEN", "").strip()
+    token_file = env.get("FLEET_TOKEN_FILE", "").strip()
+    if token and token_file:
+        raise ConfigError("set FLEET_TOKEN or FLEET_TOKEN_FILE, not both")
+    if token_file:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"FLEET_TOKEN_FILE {token_file} cannot be read: {exc.strerror}"
+            ) from None
+        if not token:
+            raise ConfigError(f"FLEET_TOKEN_FILE {token_file} is empty")
+    if not token:
+        raise ConfigError("FLEET_TOKEN (or FLEET_TOKEN_FILE) is required but not set")
+    if not token.isascii() or any(c.isspace() for c in token):
+        raise ConfigError("the push token must be printable ASCII without spaces")
+    return token
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the pusher needs. The token and the database URL (which may carry a
+    password) are kept out of `repr`, so a logged Settings never leaks them."""
+
+    database_url: str = field(repr=False)
+    enabled: bool = True
+    ingest_url: str = ""
+    token: str = field(default="", repr=False)
+    push_interval_s: float = 60.0
+    batch_size: int = 5000
+    max_batches_per_tick: int = 3
+    backoff_base_s: float = 60.0
+    backoff_cap_s: float = 1800.0
+    retry_after_jitter_s: float = 2.0
+    request_timeout_s: float = 60.0
+    shutdown_deadline_s: float = 10.0
+    ca_bundle: Path | None = None
+    gzip_level: int = 1
+    blocking_txn_warn_s: float = 300.0
+    log_format: str = "auto"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Read FLEET_* variables; raise ConfigError naming the first bad one.
+
+        When FLEET_PUSH_ENABLED is not true only the database URL is required, so
+        `pusher migrate` and `pusher status` work on a stack that does not push yet.
+        """
+        log_format = _get(env, "FLEET_LOG_FORMAT", "auto")
+        if log_format not in {"auto", "json", "console"}:
+            raise ConfigError(f"FLEET_LOG_FORMAT must be auto, json or console, got {log_format!r}")
+        database_url = _get(env, "FLEET_DATABASE_URL", None)
+        if not database_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("FLEET_DATABASE_URL must be a postgresql:// URL")
+        enabled = _bool(env, "FLEET_PUSH_ENABLED", False)
+        ingest_url = ""
+        token = ""
+        if enabled:
+            ingest_url = _ingest_url(_get(env, "FLEET_INGEST_URL", None))
+            token = _token(env)
+        ca_raw = env.get("FLEET_CA_BUNDLE", "").strip()
+        ca_bundle = Path(ca_raw) if ca_raw else None
+        if ca_bundle is not None and not ca_bundle.is_file():
+            raise ConfigError(f"FLEET_CA_BUNDLE {ca_raw} is not a readable file")
+        base = _float(env, "FLEET_BACKOFF_BASE_S", 60.0, minimum=0.001)
+        cap = _float(env, "FLEET_BACKOFF_CAP_S", 1800.0, minimum=0.001)
+        if cap < base:
+            raise ConfigError("FLEET_BACKOFF_CAP_S must be >= FLEET_BACKOFF_BASE_S")
+        level = _int(env, "FLEET_GZIP_LEVEL", 1, minimum=1)
+        if level > 9:
+            raise ConfigError(f"FLEET_GZIP_LEVEL must be 1..9, got {level}")
+        return cls(
+            database_url=database_url,
+            enabled=enabled,
+            ingest_url=ingest_url,
+            token=token,
+            push_interval_s=_float(env, "FLEET_PUSH_INTERVAL_S", 60.0, minimum=0.01),
+            batch_size=_int(env, "FLEET_BATCH_SIZE", 5000, minimum=1),
+            max_batches_per_tick=_int(env, "FLEET_MAX_BATCHES_PER_TICK", 3, minimum=1),
+            backoff_base_s=base,
+            backoff_cap_s=cap,
+            retry_after_jitter_s=_float(env, "FLEET_RETRY_AFTER_JITTER_S", 2.0, minimum=0.0),
+            request_timeout_s=_float(env, "FLEET_REQUEST_TIMEOUT_S", 60.0, minimum=0.1),
+            shutdown_deadline_s=_float(env, "FLEET_SHUTDOWN_DEADLINE_S", 10.0, minimum=0.0),
+            ca_bundle=ca_bundle,
+            gzip_level=level,
+            blocking_txn_warn_s=_float(env, "FLEET_BLOCKING_TXN_WARN_S", 300.0, minimum=0.0),
+            log_format=log_format,
+        )

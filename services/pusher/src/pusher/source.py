@@ -1,0 +1,274 @@
+"""Reading what to push from the customer database.
+
+Measurements are read in `(push_xid, device_id, time)` order from the cursor on, and only rows
+whose writing transaction lies below the reading snapshot's xmin: every such transaction has
+ended, so no row can later appear behind the cursor (see `fleetcore.cursor`). Each query runs in
+its own autocommit statement, hence its own fresh snapshot.
+
+PostgreSQL builds each row's JSON itself (`json_build_object`, C code next to the data): the
+pusher only joins the rows into the batch envelope and never builds Python objects per value,
+which keeps the CPU cost and the memory of a batch small. Sessions run in UTC, so times come out
+as RFC 3339 with a `+00:00` offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from fleetcore import MEASUREMENT_VALUE_FIELDS, PushCursor
+from psycopg.rows import tuple_row
+
+__all__ = [
+    "APPLICATION_NAME",
+    "BlockingTransaction",
+    "FullSet",
+    "MeasurementBatch",
+    "SnapshotHorizon",
+    "connect",
+    "find_blocking_transaction",
+    "read_devices",
+    "read_horizon",
+    "read_measurements",
+    "read_sites",
+    "restamp_future_rows",
+]
+
+APPLICATION_NAME = "fleet-pusher"
+
+_MEASUREMENT_JSON = "json_strip_nulls(json_build_object({}))::text".format(
+    ", ".join(
+        f"'{name}', m.{name}"
+        for name in ("time", "device_id", "received_at", *MEASUREMENT_VALUE_FIELDS)
+    )
+)
+
+READ_MEASUREMENTS = f"""
+SELECT m.push_xid::text, m.device_id, m.time, m.received_at, {_MEASUREMENT_JSON}
+FROM monitoring.power_measurements AS m
+WHERE (m.push_xid, m.device_id, m.time) > (%(xid)s::xid8, %(device_id)s, %(time)s)
+  AND m.push_xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
+ORDER BY m.push_xid, m.device_id, m.time
+LIMIT %(limit)s
+"""
+
+READ_SITES = """
+SELECT json_strip_nulls(json_build_object(
+           'id', s.id, 'name', s.name, 'timezone', s.timezone,
+           'address', s.address, 'updated_at', s.updated_at))::text,
+       s.updated_at
+FROM monitoring.sites AS s
+ORDER BY s.id
+"""
+
+READ_DEVICES = """
+SELECT json_strip_nulls(json_build_object(
+           'id', d.id, 'site_id', d.site_id, 'serial_number', d.serial_number,
+           'model', d.model, 'name', d.name, 'updated_at', d.updated_at))::text,
+       d.updated_at
+FROM monitoring.devices AS d
+ORDER BY d.id
+"""
+
+READ_HORIZON = """
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text,
+       pg_snapshot_xmax(pg_current_snapshot())::text,
+       EXISTS (SELECT 1 FROM monitoring.power_measurements
+               WHERE push_xid >= pg_snapshot_xmax(pg_current_snapshot()))
+"""
+
+# Only transactions that hold an xid move the snapshot's xmin; read-only ones do not.
+FIND_BLOCKER = """
+SELECT 'backend' AS kind, a.pid, a.datname, a.usename, a.application_name, a.state,
+       a.backend_xid::text, a.xact_start, extract(epoch FROM now() - a.xact_start)::float8
+FROM pg_stat_activity AS a
+WHERE a.backend_xid IS NOT NULL AND a.pid <> pg_backend_pid()
+  AND a.xact_start < now() - make_interval(secs => %(min_age_s)s)
+UNION ALL
+SELECT 'prepared', NULL, p.database, p.owner::text, p.gid, 'prepared',
+       p.transaction::text, p.prepared, extract(epoch FROM now() - p.prepared)::float8
+FROM pg_prepared_xacts AS p
+WHERE p.prepared < now() - make_interval(secs => %(min_age_s)s)
+ORDER BY 9 DESC
+LIMIT 1
+"""
+
+# Rows stamped by a transaction id this server has not reached yet come from another
+# cluster (a logical restore): they would wait below no xmin forever. Restamp in chunks;
+# each chunk's rows get the chunk's own (current) xid, so they are not picked up again.
+RESTAMP_FUTURE_ROWS = """
+UPDATE monitoring.power_measurements AS m
+SET push_xid = pg_current_xact_id()
+WHERE (m.device_id, m.time) IN (
+    SELECT f.device_id, f.time FROM monitoring.power_measurements AS f
+    WHERE f.push_xid > pg_current_xact_id()
+    ORDER BY f.push_xid
+    LIMIT %(limit)s)
+"""
+
+
+async def connect(
+    database_url: str, *, connect_timeout_s: float = 10.0
+) -> psycopg.AsyncConnection[Any]:
+    """An autocommit session in UTC, named so the pusher can tell its own backends apart."""
+    return await psycopg.AsyncConnection.connect(
+        database_url,
+        autocommit=True,
+        application_name=APPLICATION_NAME,
+        connect_timeout=max(1, round(connect_timeout_s)),
+        options="-c TimeZone=UTC",
+    )
+
+
+def _envelope(rows: list[str]) -> bytes:
+    return ('{"items":[' + ",".join(rows) + "]}").encode()
+
+
+@dataclass(frozen=True, slots=True)
+class MeasurementBatch:
+    """Up to `limit` rows after `start`, as a ready JSON body; `end` is the cursor after them."""
+
+    start: PushCursor
+    end: PushCursor
+    body: bytes
+    count: int
+    limit: int
+    newest_received_at: datetime | None
+    first_row_json: str | None
+
+    @property
+    def full(self) -> bool:
+        return self.count >= self.limit
+
+
+@dataclass(frozen=True, slots=True)
+class FullSet:
+    """Every site (or device) of the customer, as a JSON body."""
+
+    body: bytes
+    count: int
+    newest_updated_at: datetime | None
+
+    def cursor_label(self, resource: str) -> str:
+        newest = self.newest_updated_at.isoformat() if self.newest_updated_at else "-"
+        return f"{resource}:{self.count}:{newest}"
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotHorizon:
+    """The snapshot's xmin (rows below it are final) and xmax (no xid at or above exists yet)."""
+
+    xmin: int
+    xmax: int
+    has_future_rows: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BlockingTransaction:
+    """A transaction old enough to hold the cursor back, as pg_stat_activity shows it."""
+
+    kind: str
+    pid: int | None
+    database: str | None
+    user: str | None
+    application_name: str | None
+    state: str | None
+    xid: int
+    started_at: datetime | None
+    age_s: float
+
+    def as_log(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "pid": self.pid,
+            "database": self.database,
+            "user": self.user,
+            "application_name": self.application_name,
+            "state": self.state,
+            "xid": self.xid,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "age_s": round(self.age_s, 1),
+        }
+
+
+async def read_measurements(
+    conn: psycopg.AsyncConnection[Any], after: PushCursor, limit: int
+) -> MeasurementBatch:
+    """Read the next batch; memory is bounded by `limit`, never by the backlog."""
+    params = {
+        "xid": str(after.xid),
+        "device_id": after.device_id,
+        "time": after.time,
+        "limit": limit,
+    }
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(READ_MEASUREMENTS, params)
+        rows = await cur.fetchall()
+    if not rows:
+        return MeasurementBatch(after, after, _envelope([]), 0, limit, None, None)
+    xid, device_id, time, _, _ = rows[-1]
+    newest = max(row[3] for row in rows)
+    body = _envelope([row[4] for row in rows])
+    return MeasurementBatch(
+        start=after,
+        end=PushCursor(int(xid), device_id, time),
+        body=body,
+        count=len(rows),
+        limit=limit,
+        newest_received_at=newest,
+        first_row_json=rows[0][4],
+    )
+
+
+async def _read_full_set(conn: psycopg.AsyncConnection[Any], query: str) -> FullSet:
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(query)
+        rows = await cur.fetchall()
+    newest = max((row[1] for row in rows), default=None)
+    return FullSet(_envelope([row[0] for row in rows]), len(rows), newest)
+
+
+async def read_sites(conn: psycopg.AsyncConnection[Any]) -> FullSet:
+    return await _read_full_set(conn, READ_SITES)
+
+
+async def read_devices(conn: psycopg.AsyncConnection[Any]) -> FullSet:
+    return await _read_full_set(conn, READ_DEVICES)
+
+
+async def read_horizon(conn: psycopg.AsyncConnection[Any]) -> SnapshotHorizon:
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(READ_HORIZON)
+        row = await cur.fetchone()
+    assert row is not None
+    return SnapshotHorizon(int(row[0]), int(row[1]), bool(row[2]))
+
+
+async def find_blocking_transaction(
+    conn: psycopg.AsyncConnection[Any], min_age_s: float
+) -> BlockingTransaction | None:
+    """The oldest xid-holding transaction (any database of the cluster) older than `min_age_s`.
+
+    Seeing other users' sessions needs the `pg_monitor` role (or superuser); without it the
+    blocker is still found but its details come back empty.
+    """
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(FIND_BLOCKER, {"min_age_s": min_age_s})
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    kind, pid, database, user, app, state, xid, started, age = row
+    return BlockingTransaction(kind, pid, database, user, app, state, int(xid), started, float(age))
+
+
+async def restamp_future_rows(conn: psycopg.AsyncConnection[Any], chunk: int = 50_000) -> int:
+    """Give rows stamped beyond this server's xid counter a current stamp; return how many."""
+    total = 0
+    while True:
+        async with conn.cursor() as cur:
+            await cur.execute(RESTAMP_FUTURE_ROWS, {"limit": chunk})
+            total += cur.rowcount
+            if cur.rowcount < chunk:
+                return total
