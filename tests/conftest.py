@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fix_pg", "tests.fix_ingestd"]
+pytest_plugins = ["tests.fix_pg", "tests.fix_ingestd", "tests.fix_pusher"]

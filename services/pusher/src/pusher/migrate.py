@@ -10,6 +10,7 @@ from yoyo import get_backend, read_migrations
 __all__ = ["MIGRATIONS_ENV", "apply_migrations", "migrations_dir", "pending_migrations"]
 
 MIGRATIONS_ENV = "PUSHER_MIGRATIONS_DIR"
+_TABLE = "_yoyo_pusher_migration"
 
 
 def migrations_dir() -> Path:
@@ -33,9 +34,12 @@ def _yoyo_url(database_url: str) -> str:
 
 def pending_migrations(database_url: str, path: Path | None = None) -> list[str]:
     """Ids of the migrations not yet applied (what `pusher check` reports)."""
-    backend = get_backend(_yoyo_url(database_url), migration_table="_yoyo_pusher_migration")
-    migrations = read_migrations(str(path or migrations_dir()))
-    return [m.id for m in backend.to_apply(migrations)]
+    backend = get_backend(_yoyo_url(database_url), migration_table=_TABLE)
+    try:
+        migrations = read_migrations(str(path or migrations_dir()))
+        return [m.id for m in backend.to_apply(migrations)]
+    finally:
+        backend.connection.close()
 
 
 def apply_migrations(database_url: str, path: Path | None = None) -> list[str]:
@@ -44,9 +48,12 @@ def apply_migrations(database_url: str, path: Path | None = None) -> list[str]:
     The pusher keeps its own yoyo bookkeeping table so it can share a database with the meter
     stack's own yoyo migrations without either seeing the other's set as unknown.
     """
-    backend = get_backend(_yoyo_url(database_url), migration_table="_yoyo_pusher_migration")
-    migrations = read_migrations(str(path or migrations_dir()))
-    with backend.lock():
-        pending = backend.to_apply(migrations)
-        backend.apply_migrations(pending)
-    return [m.id for m in pending]
+    backend = get_backend(_yoyo_url(database_url), migration_table=_TABLE)
+    try:
+        migrations = read_migrations(str(path or migrations_dir()))
+        with backend.lock():
+            pending = backend.to_apply(migrations)
+            backend.apply_migrations(pending)
+        return [m.id for m in pending]
+    finally:
+        backend.connection.close()

@@ -1,0 +1,157 @@
+"""pusher fixtures: a migrated customer database per test, an in-process ingestd on a loopback
+port, pusher settings pointing at both, and helpers to seed customer rows and to run the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from aiohttp.test_utils import TestServer
+from fleetdev.pgcluster import PgCluster
+from ingestd.app import INGEST_PATH, SERVER_OPTIONS, create_app
+from ingestd.settings import Settings as IngestdSettings
+from pusher.daemon import Pusher, run
+from pusher.migrate import apply_migrations
+from pusher.settings import Settings
+
+BASE_TIME = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
+
+INSERT_SITE = """
+INSERT INTO monitoring.sites (id, name, timezone, address) VALUES (%s, %s, 'Europe/Amsterdam', %s)
+"""
+INSERT_DEVICE = """
+INSERT INTO monitoring.devices (id, site_id, serial_number, model, name)
+VALUES (%s, %s, %s, 'Acuvim IIR', %s)
+"""
+# One sample per device per second from BASE_TIME + start seconds on, with plausible values.
+INSERT_MEASUREMENTS = """
+INSERT INTO monitoring.power_measurements
+    (device_id, time, v1, v2, v3, i1, i2, i3, p_total, pf_total, freq, energy_imp_kwh)
+SELECT d, %(base)s + make_interval(secs => s), 230.0 + d, 229.5, 231.2, 10.0 + s %% 7, 9.5, 10.1,
+       7.2, 0.97, 50.0, 1000.0 + s
+FROM generate_series(1, %(devices)s) AS d, generate_series(%(start)s, %(stop)s - 1) AS s
+"""
+
+
+def _recreate(cluster: PgCluster, name: str, template: str | None = None) -> str:
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        suffix = f' TEMPLATE "{template}"' if template else ""
+        conn.execute(f'CREATE DATABASE "{name}"{suffix}')
+    return cluster.dsn(name)
+
+
+@pytest.fixture(scope="session")
+def customer_template(pg_cluster: PgCluster) -> str:
+    """A customer database with the pusher migrations applied once (template of each test's)."""
+    dsn = _recreate(pg_cluster, "customer_template")
+    apply_migrations(dsn)
+    return dsn
+
+
+@pytest.fixture
+def customer_db(pg_cluster: PgCluster, customer_template: str) -> Iterator[str]:
+    """A migrated customer database, new for this test."""
+    name = f"customer_{os.getpid()}"
+    yield _recreate(pg_cluster, name, "customer_template")
+
+
+@pytest.fixture
+async def ingestd_server(ingestd_settings: IngestdSettings) -> AsyncIterator[TestServer]:
+    """A real ingestd on a loopback port of the test's event loop."""
+    server = TestServer(create_app(ingestd_settings), host="127.0.0.1")
+    await server.start_server(**SERVER_OPTIONS)
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def ingest_url(server: TestServer) -> str:
+    return str(server.make_url(INGEST_PATH))
+
+
+@pytest.fixture
+def pusher_settings(customer_db: str, ingestd_server: TestServer, customer_token: str) -> Settings:
+    """A pusher on the customer database, pushing to the in-process ingestd, with timings in
+    milliseconds so retries and ticks happen within a test."""
+    return Settings(
+        database_url=customer_db,
+        enabled=True,
+        ingest_url=ingest_url(ingestd_server),
+        token=customer_token,
+        push_interval_s=0.2,
+        batch_size=500,
+        max_batches_per_tick=3,
+        backoff_base_s=0.01,
+        backoff_cap_s=0.2,
+        retry_after_jitter_s=0.01,
+        request_timeout_s=10.0,
+        shutdown_deadline_s=5.0,
+        blocking_txn_warn_s=1.0,
+        log_format="json",
+    )
+
+
+def seed_inventory(dsn: str, *, sites: int = 2, devices: int = 4) -> None:
+    """Sites 1..sites and devices 1..devices spread over them."""
+    with psycopg.connect(dsn) as conn:
+        for site_id in range(1, sites + 1):
+            conn.execute(INSERT_SITE, (site_id, f"Plant {site_id}", f"Street {site_id}"))
+        for device_id in range(1, devices + 1):
+            site_id = (device_id - 1) % sites + 1
+            conn.execute(
+                INSERT_DEVICE, (device_id, site_id, f"AW21-{device_id:04d}", f"Feeder {device_id}")
+            )
+
+
+def seed_measurements(dsn: str, *, devices: int = 4, start: int = 0, stop: int = 100) -> int:
+    """Samples for devices 1..devices at seconds [start, stop) after BASE_TIME; returns rows."""
+    with psycopg.connect(dsn) as conn:
+        cur = conn.execute(
+            INSERT_MEASUREMENTS,
+            {"base": BASE_TIME, "devices": devices, "start": start, "stop": stop},
+        )
+        return cur.rowcount
+
+
+def scalar(dsn: str, query: str, params: Any = None) -> Any:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(query, params).fetchone()
+        return row[0] if row else None
+
+
+async def wait_for(
+    predicate: Callable[[], bool], *, timeout_s: float = 30.0, what: str = "condition"
+) -> None:
+    """Poll `predicate` (in a thread: it may query a database) until true or the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(predicate):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def central_count(central_dsn: str, table: str = "power_measurements") -> int:
+    return int(scalar(central_dsn, f"SELECT count(*) FROM fleet.{table}"))
+
+
+@contextlib.asynccontextmanager
+async def running_pusher(settings: Settings) -> AsyncIterator[asyncio.Task[Pusher | None]]:
+    """Run the daemon for the body of the `async with`, then stop it and surface its errors."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(settings, stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, settings.shutdown_deadline_s + 10)
+
