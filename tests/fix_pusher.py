@@ -154,4 +154,3 @@ async def running_pusher(settings: Settings) -> AsyncIterator[asyncio.Task[Pushe
     finally:
         stop.set()
         await asyncio.wait_for(task, settings.shutdown_deadline_s + 10)
-

@@ -1,0 +1,5 @@
+import sys
+
+from pusher.cli import main
+
+sys.exit(main())
