@@ -208,17 +208,6 @@ def _payload_text(raw: bytes) -> str:
     return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
 
 
-def _check_text(row: SiteRow | DeviceRow) -> str | None:
-    """Strings must survive UTF-8 encoding (no lone surrogates from `\\ud800` escapes)."""
-    for value in msgspec.structs.astuple(row):
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return "string is not valid Unicode (lone surrogate escape)"
-    return None
-
-
 def _window_reason(row: MeasurementRow, window: ValidationWindow) -> str | None:
     if row.time < window.earliest:
         return f"time {row.time.isoformat()} is older than the accepted horizon ({window.earliest.isoformat()})"
@@ -230,7 +219,7 @@ def _window_reason(row: MeasurementRow, window: ValidationWindow) -> str | None:
 def _row_reason(row: Any, kind: BatchType, window: ValidationWindow) -> str | None:
     if kind is BatchType.MEASUREMENTS:
         return _window_reason(row, window)
-    return _check_text(row)
+    return None
 
 
 def _decode_rows(
@@ -286,7 +275,9 @@ def _probe_id(raw: str) -> int | None:
     return value if type(value) is int and 0 <= value < 2**63 else None
 
 
-def parse_batch(body: bytes | bytearray, kind: BatchType, window: ValidationWindow) -> ParsedBatch[Any]:
+def parse_batch(
+    body: bytes | bytearray, kind: BatchType, window: ValidationWindow
+) -> ParsedBatch[Any]:
     """Decode and validate a batch body; raise `BatchFormatError` only for whole-body problems."""
     decoded, rejections, is_indexed = _decode_rows(body, kind)
     if kind is BatchType.MEASUREMENTS and not is_indexed:

@@ -277,7 +277,7 @@ async def readyz(request: web.Request) -> web.Response:
         async with request.app[POOL].connection(
             timeout=min(2.0, request.app[SETTINGS].pool_timeout_s)
         ) as conn:
-            cur = await conn.execute("SELECT migration_id FROM _yoyo_migration")
+            cur = await conn.execute("SELECT migration_id FROM public._yoyo_migration")
             applied = {row[0] for row in await cur.fetchall()}
     except psycopg.errors.UndefinedTable:
         return _json({"status": "not_ready", "reason": "migrations not applied"}, status=503)
@@ -327,7 +327,11 @@ def _pool_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
 
 
 def create_app(settings: Settings) -> web.Application:
-    """Build the application; the database pool opens (and fails fast) at startup."""
+    """Build the application; the database pool opens (and fails fast) at startup.
+
+    Serve it with `SERVER_OPTIONS` (aiohttp must not inflate bodies itself, or gzip bodies
+    arrive already inflated and are refused as invalid gzip).
+    """
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_wire_bytes)
     app[SETTINGS] = settings
     app[LIMITER] = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)

@@ -12,7 +12,6 @@ import asyncio
 import zlib
 from dataclasses import dataclass
 
-import structlog
 from aiohttp import web
 
 from ingestd.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
@@ -21,8 +20,6 @@ __all__ = ["Body", "check_content_headers", "read_body"]
 
 _CHUNK = 64 * 1024
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
-_GZIP_MAGIC = b"\x1f\x8b"
-log = structlog.get_logger("ingestd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +83,6 @@ async def _stream(request: web.Request, gzip: bool, max_wire: int, max_body: int
     inflater = _Inflater(max_body) if gzip else None
     plain = bytearray()
     async for chunk in request.content.iter_chunked(_CHUNK):
-        if wire == 0 and inflater is not None and not chunk.startswith(_GZIP_MAGIC[: len(chunk)]):
-            # A server started without SERVER_OPTIONS has inflated the body already (aiohttp's
-            # auto_decompress, which also inflates in bounded steps): count it as plain.
-            log.warning("body_already_inflated", hint="run the app with ingestd.app.SERVER_OPTIONS")
-            inflater = None
         wire += len(chunk)
         if wire > max_wire:
             raise PayloadTooLarge(max_wire, f"body is over the {max_wire}-byte limit")

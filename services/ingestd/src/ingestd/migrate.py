@@ -25,10 +25,16 @@ def migrations_dir() -> Path:
 
 
 def _yoyo_url(database_url: str) -> str:
+    """yoyo's URL for the database, with its bookkeeping tables pinned to schema `public`.
+
+    Without the pin yoyo looks for its tables in `current_schema`, which is `fleet` once that
+    schema exists and the role is also called fleet (`"$user"` leads the default search_path).
+    """
     scheme, sep, rest = database_url.partition("://")
     if not sep or scheme not in {"postgres", "postgresql"}:
         raise ValueError("database URL must start with postgresql://")
-    return f"postgresql+psycopg://{rest}"
+    joiner = "&" if "?" in rest else "?"
+    return f"postgresql+psycopg://{rest}{joiner}schema=public"
 
 
 def migration_ids(path: Path | None = None) -> list[str]:

@@ -1,0 +1,75 @@
+"""The `ingestd` command line: configuration errors and customer administration."""
+
+from __future__ import annotations
+
+import pytest
+from ingestd.cli import main
+from ingestd.settings import ConfigError, Settings
+
+
+def test_missing_database_url_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Starting without INGESTD_DATABASE_URL stops with a message naming it."""
+    monkeypatch.delenv("INGESTD_DATABASE_URL", raising=False)
+    assert main(["serve"]) == 2
+    assert "INGESTD_DATABASE_URL is required" in capsys.readouterr().err
+
+
+def test_malformed_setting_is_named() -> None:
+    """A malformed number names its variable."""
+    with pytest.raises(ConfigError, match="INGESTD_PORT must be an integer"):
+        Settings.from_env(
+            {"INGESTD_DATABASE_URL": "postgresql://x@localhost/db", "INGESTD_PORT": "http"}
+        )
+
+
+def test_settings_repr_hides_the_database_url() -> None:
+    """The database URL (which may hold a password) never shows in the settings' repr."""
+    settings = Settings.from_env({"INGESTD_DATABASE_URL": "postgresql://u:s3cret@localhost/db"})
+    assert "s3cret" not in repr(settings)
+
+
+def test_customer_lifecycle_through_the_cli(
+    central_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """add prints a token once, list shows the customer, rotate prints a new token, revoke ends them."""
+    monkeypatch.setenv("INGESTD_DATABASE_URL", central_db)
+    assert main(["customers", "add", "DEV0001", "--name", "Dev"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert token.startswith("flt_") and len(token) >= 47
+
+    assert main(["customers", "add", "DEV0001"]) == 1
+    assert "already exists" in capsys.readouterr().err
+
+    assert main(["customers", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "DEV0001" in listing and token not in listing
+
+    assert main(["customers", "rotate-token", "DEV0001", "--grace", "30m"]) == 0
+    new_token = capsys.readouterr().out.strip()
+    assert new_token.startswith("flt_") and new_token != token
+
+    assert main(["customers", "revoke", "DEV0001"]) == 0
+    assert "revoked 2 token(s)" in capsys.readouterr().out
+
+    assert main(["customers", "revoke", "NOPE"]) == 1
+    assert "no customer" in capsys.readouterr().err
+
+
+def test_invalid_customer_code_is_refused(
+    central_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Customer codes are short identifiers; anything else is refused with a message."""
+    monkeypatch.setenv("INGESTD_DATABASE_URL", central_db)
+    assert main(["customers", "add", "has space"]) == 1
+    assert "invalid customer code" in capsys.readouterr().err
+
+
+def test_migrate_is_idempotent(
+    central_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ingestd migrate` on a migrated database applies nothing and succeeds."""
+    monkeypatch.setenv("INGESTD_DATABASE_URL", central_db)
+    assert main(["migrate"]) == 0
+    assert "applied 0 migration(s)" in capsys.readouterr().out
