@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import os
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
+import msgspec
 import psycopg
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fleetdev.pgcluster import PgCluster
 from ingestd.app import INGEST_PATH, SERVER_OPTIONS, create_app
@@ -154,3 +160,100 @@ async def running_pusher(settings: Settings) -> AsyncIterator[asyncio.Task[Pushe
     finally:
         stop.set()
         await asyncio.wait_for(task, settings.shutdown_deadline_s + 10)
+
+
+@dataclass
+class Fault:
+    """One scripted answer: `status` with `headers` and a JSON `body`, for a batch type."""
+
+    status: int
+    batch_type: str = "measurements"
+    headers: dict[str, str] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Seen:
+    """A request as the front received it, and what it answered."""
+
+    at: float
+    batch_type: str
+    rows: int
+    cursor: str | None
+    status: int
+    items: list[dict[str, Any]] = field(repr=False, default_factory=list)
+
+
+class FaultFront:
+    """A real HTTP server in front of ingestd: it answers scripted faults (in turn, per batch
+    type) or by rule, and forwards everything else to the real ingestd."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.faults: deque[Fault] = deque()
+        self.refuse: Callable[[list[dict[str, Any]]], bool] | None = None
+        self.seen: list[Seen] = []
+        self.server: TestServer | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return ingest_url(self.server)
+
+    def statuses(self, batch_type: str = "measurements") -> list[int]:
+        return [s.status for s in self.seen if s.batch_type == batch_type]
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        assert self._session is not None
+        body = await request.read()  # aiohttp has already undone Content-Encoding: gzip
+        batch_type = request.headers.get("X-Batch-Type", "")
+        items = msgspec.json.decode(body)["items"] if body else []
+        seen = Seen(
+            time.monotonic(), batch_type, len(items), request.headers.get("X-Push-Cursor"), 0, items
+        )
+        self.seen.append(seen)
+        if self.faults and self.faults[0].batch_type == batch_type:
+            fault = self.faults.popleft()
+            seen.status = fault.status
+            return web.json_response(fault.body, status=fault.status, headers=fault.headers)
+        if batch_type == "measurements" and self.refuse is not None and self.refuse(items):
+            seen.status = 413
+            return web.json_response({"error": "payload_too_large", "max_bytes": 1}, status=413)
+        headers = {k: v for k, v in request.headers.items() if k.lower().startswith("x-")}
+        headers["Content-Type"] = request.headers.get("Content-Type", "")
+        if "Content-Encoding" in request.headers:
+            headers["Content-Encoding"] = request.headers["Content-Encoding"]
+        wire = gzip.compress(body, 1) if "Content-Encoding" in headers else body
+        async with self._session.post(self.upstream, data=wire, headers=headers) as upstream:
+            seen.status = upstream.status
+            return web.Response(
+                body=await upstream.read(),
+                status=upstream.status,
+                content_type="application/json",
+                headers={k: v for k, v in upstream.headers.items() if k == "Retry-After"},
+            )
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post(INGEST_PATH, self._handle)
+        self._session = aiohttp.ClientSession()
+        self.server = TestServer(app, host="127.0.0.1")
+        await self.server.start_server()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+        if self._session is not None:
+            await self._session.close()
+
+
+@pytest.fixture
+async def fault_front(ingestd_server: TestServer) -> AsyncIterator[FaultFront]:
+    """A fault-injecting front forwarding to the test's ingestd."""
+    front = FaultFront(ingest_url(ingestd_server))
+    await front.start()
+    try:
+        yield front
+    finally:
+        await front.close()
