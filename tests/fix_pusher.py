@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gzip
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -186,13 +187,18 @@ class Seen:
 
 class FaultFront:
     """A real HTTP server in front of ingestd: it answers scripted faults (in turn, per batch
-    type) or by rule, and forwards everything else to the real ingestd."""
+    type) or by rule, and forwards everything else to the real ingestd. With `stall_request`
+    set to n, the n-th measurements answer is held (after ingestd committed it) until
+    `release` is set."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.faults: deque[Fault] = deque()
         self.refuse: Callable[[list[dict[str, Any]]], bool] | None = None
         self.seen: list[Seen] = []
+        self.stall_request: int | None = None
+        self.stalled = asyncio.Event()
+        self.release = asyncio.Event()
         self.server: TestServer | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -227,8 +233,14 @@ class FaultFront:
         wire = gzip.compress(body, 1) if "Content-Encoding" in headers else body
         async with self._session.post(self.upstream, data=wire, headers=headers) as upstream:
             seen.status = upstream.status
+            answer = await upstream.read()
+            measurement_requests = sum(1 for s in self.seen if s.batch_type == "measurements")
+            if batch_type == "measurements" and measurement_requests == self.stall_request:
+                # ingestd has committed the batch; the answer is held back from the pusher.
+                self.stalled.set()
+                await self.release.wait()
             return web.Response(
-                body=await upstream.read(),
+                body=answer,
                 status=upstream.status,
                 content_type="application/json",
                 headers={k: v for k, v in upstream.headers.items() if k == "Retry-After"},
@@ -257,3 +269,35 @@ async def fault_front(ingestd_server: TestServer) -> AsyncIterator[FaultFront]:
         yield front
     finally:
         await front.close()
+
+
+def pusher_env(settings: Settings, **overrides: str) -> dict[str, str]:
+    """The environment that makes `pusher` (the command) run with these settings."""
+    env = dict(os.environ)
+    env.update(
+        FLEET_PUSH_ENABLED="true",
+        FLEET_DATABASE_URL=settings.database_url,
+        FLEET_INGEST_URL=settings.ingest_url,
+        FLEET_TOKEN=settings.token,
+        FLEET_PUSH_INTERVAL_S=str(settings.push_interval_s),
+        FLEET_BATCH_SIZE=str(settings.batch_size),
+        FLEET_BACKOFF_BASE_S=str(settings.backoff_base_s),
+        FLEET_BACKOFF_CAP_S=str(settings.backoff_cap_s),
+        FLEET_RETRY_AFTER_JITTER_S=str(settings.retry_after_jitter_s),
+        FLEET_SHUTDOWN_DEADLINE_S=str(settings.shutdown_deadline_s),
+        FLEET_LOG_FORMAT="json",
+    )
+    env.update(overrides)
+    return env
+
+
+async def start_pusher_process(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
+    """`python -m pusher run` (or other args) as a child process; its output goes to the test's
+    own stdout (pytest captures it at the file-descriptor level and shows it on failure)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pusher",
+        *(args or ("run",)),
+        env=env,
+    )
