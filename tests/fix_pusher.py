@@ -291,13 +291,17 @@ def pusher_env(settings: Settings, **overrides: str) -> dict[str, str]:
     return env
 
 
-async def start_pusher_process(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
+async def start_pusher_process(
+    env: dict[str, str], *args: str, capture: bool = False
+) -> asyncio.subprocess.Process:
     """`python -m pusher run` (or other args) as a child process; its output goes to the test's
-    own stdout (pytest captures it at the file-descriptor level and shows it on failure)."""
+    own stdout (pytest captures it at the file-descriptor level and shows it on failure),
+    or to a pipe with `capture` (for commands whose output is read)."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "pusher",
         *(args or ("run",)),
         env=env,
+        stdout=asyncio.subprocess.PIPE if capture else None,
     )
