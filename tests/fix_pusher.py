@@ -304,4 +304,5 @@ async def start_pusher_process(
         *(args or ("run",)),
         env=env,
         stdout=asyncio.subprocess.PIPE if capture else None,
+        stderr=asyncio.subprocess.STDOUT if capture else None,
     )
