@@ -1,0 +1,36 @@
+# Fleet — developer commands. Every target installs what it needs first (scripts/bootstrap.sh).
+SHELL := /bin/bash
+PYTEST_ARGS ?=
+
+.PHONY: help setup dev test lint typecheck check bench clean
+
+help:
+	@echo "make dev         the local two-stack demo (Ctrl-C stops it; DURATION=60 for a bounded run)"
+	@echo "make test        run the whole test suite (starts its own PostgreSQL)"
+	@echo "make check       lint + typecheck + tests"
+	@echo "make bench       benchmarks (results in bench/results/)"
+	@echo "make clean       remove local state and caches"
+
+setup:
+	@scripts/bootstrap.sh >/dev/null
+
+DURATION ?= 0
+dev:
+	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python -m fleetdev.devstack --duration $(DURATION)
+
+test:
+	@uv=$$(scripts/bootstrap.sh) && "$$uv" run pytest $(PYTEST_ARGS)
+
+lint:
+	@uv=$$(scripts/bootstrap.sh) && "$$uv" run ruff check . && "$$uv" run ruff format --check .
+
+typecheck:
+	@uv=$$(scripts/bootstrap.sh) && "$$uv" run mypy packages/fleetcore/src packages/fleetdev/src services/ingestd/src services/pusher/src
+
+check: lint typecheck test
+
+bench:
+	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python bench/ingest.py
+
+clean:
+	rm -rf .state bench/results .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what Fleet needs on a fresh machine, idempotently:
+#   - uv (into .tools/, a private virtualenv) unless it is already on PATH,
+#   - PostgreSQL server binaries (Debian's package) when none are installed,
+#   - the workspace's Python packages into .venv (exactly as pinned in uv.lock).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    log "Python 3.11 or newer is required (found: $("$python" --version 2>&1 || echo none))"
+    exit 1
+fi
+
+if command -v uv >/dev/null 2>&1; then
+    UV=$(command -v uv)
+else
+    if [ ! -x .tools/bin/uv ]; then
+        log "installing uv into .tools/"
+        "$python" -m venv .tools
+        .tools/bin/pip install --quiet --disable-pip-version-check 'uv>=0.5'
+    fi
+    UV=$PWD/.tools/bin/uv
+fi
+
+have_pg() {
+    [ -n "${FLEET_PG_BINDIR:-}" ] && [ -x "$FLEET_PG_BINDIR/initdb" ] && return 0
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && return 0
+    command -v initdb >/dev/null 2>&1
+}
+if ! have_pg; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing PostgreSQL server binaries (apt-get install postgresql)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    else
+        log "no PostgreSQL server binaries found: install postgresql (15 or newer) or set FLEET_PG_BINDIR"
+        exit 1
+    fi
+fi
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+    log "running as root needs a 'postgres' user for the throwaway clusters; creating it"
+    useradd --system --no-create-home --shell /usr/sbin/nologin postgres
+fi
+
+"$UV" sync --frozen --quiet
+echo "$UV"

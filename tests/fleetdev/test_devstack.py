@@ -1,0 +1,60 @@
+"""The README's main command: the local two-stack demo, run for a bounded time."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fleetdev.pgcluster import PgCluster
+from fleetdev.simulator import write_backlog
+
+
+@pytest.fixture
+def state_root() -> Iterator[Path]:
+    """A temporary folder the postgres user can reach (pytest's tmp_path is private to root)."""
+    root = Path(tempfile.mkdtemp(prefix="fleet-devstack-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_stack_demo_moves_rows_and_reuses_its_state(state_root: Path) -> None:
+    """`python -m fleetdev.devstack` brings up both stacks, rows arrive centrally, and a second run reuses the state."""
+    state = state_root / "dev"
+    cmd = [sys.executable, "-m", "fleetdev.devstack", "--state-dir", str(state), "--duration", "12",
+           "--interval", "2", "--sim-interval", "1", "--push-interval", "1"]  # fmt: skip
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "registered customer DEV0001" in first.stdout
+    last_line = first.stdout.strip().splitlines()[-1]
+    assert "rows arrived centrally" in last_line
+    arrived = int(last_line.split("stopped; ")[1].split()[0])
+    assert arrived > 0
+
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "registered customer" not in second.stdout
+    assert (state / "DEV0001.token").stat().st_mode & 0o077 == 0
+
+
+def test_backlog_generator_writes_the_rows_it_reports(pg_cluster: PgCluster) -> None:
+    """`--backlog N` writes about N plausible rows into the meter stack's table, fast."""
+    dsn = pg_cluster.create_database("sim_backlog")
+    subprocess.run([sys.executable, "-m", "pusher", "migrate"], env={"FLEET_DATABASE_URL": dsn, "PATH": "/usr/bin:/bin"},
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    written = write_backlog(dsn, 10_000, days=2)
+    with psycopg.connect(dsn) as conn:
+        count, devices, bad = conn.execute(
+            """SELECT count(*), count(DISTINCT device_id),
+                      count(*) FILTER (WHERE v1 NOT BETWEEN 200 AND 260 OR pf_total NOT BETWEEN -1 AND 1)
+               FROM monitoring.power_measurements"""
+        ).fetchone()  # type: ignore[misc]
+    assert written == count >= 10_000
+    assert devices == 8
+    assert bad == 0
