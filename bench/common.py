@@ -1,0 +1,413 @@
+"""Shared pieces of the benchmarks: a central database, a running ingestd, rows, and meters.
+
+Every bench script owns what it starts: a throwaway PostgreSQL cluster (`fleetdev.pgcluster`),
+an ingestd subprocess on a loopback port, and removes both on exit, Ctrl-C and SIGTERM
+included (`exit_on_sigterm` turns SIGTERM into `SystemExit` so `with` blocks unwind).
+
+Rows are generated once, as tuples in the column order ingestd uses for COPY
+(`time, device_id, received_at, <24 values>`), and turned into protocol items and gzip JSON
+bodies (the pusher's encoding: msgspec, then gzip level 1) before any clock starts.
+
+CPU is read from the kernel's accounting (`/proc/<pid>/stat`), not from wall time, so a cost per
+row stays comparable on a noisy shared machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import http.client
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import msgspec
+import psycopg
+from fleetcore import MEASUREMENT_VALUE_FIELDS
+from fleetdev.pgcluster import PgCluster, free_port
+
+__all__ = [
+    "BENCH_DIR",
+    "COPY_COLUMNS",
+    "COPY_TYPES",
+    "RESULTS_DIR",
+    "IngestdProcess",
+    "MeasurementTuple",
+    "Summary",
+    "chunks",
+    "cpu_seconds",
+    "create_central_database",
+    "customer_id",
+    "encode_batch",
+    "exit_on_sigterm",
+    "generate_measurements",
+    "machine_info",
+    "measurement_items",
+    "peak_rss_bytes",
+    "postgres_cpu_seconds",
+    "rss_bytes",
+    "summarize",
+    "write_results",
+]
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+
+COPY_COLUMNS: tuple[str, ...] = (
+    "time",
+    "device_id",
+    "received_at",
+    *MEASUREMENT_VALUE_FIELDS,
+    "customer_id",
+)
+COPY_TYPES: tuple[str, ...] = (
+    "timestamptz",
+    "int8",
+    "timestamptz",
+    *("float8",) * len(MEASUREMENT_VALUE_FIELDS),
+    "int8",
+)
+_ITEM_FIELDS: tuple[str, ...] = ("time", "device_id", "received_at", *MEASUREMENT_VALUE_FIELDS)
+
+# (time, device_id, received_at, v1 … thd_i): one sample, without the customer.
+MeasurementTuple = tuple[Any, ...]
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C, so subprocesses and clusters are stopped."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+# --- database ---------------------------------------------------------------------------------
+
+
+def create_central_database(cluster: PgCluster, name: str = "fleet_central") -> str:
+    """A database with the ingestd migrations applied; returns its DSN."""
+    from ingestd.migrate import apply_migrations
+
+    dsn = cluster.create_database(name)
+    apply_migrations(dsn)
+    return dsn
+
+
+def customer_id(dsn: str, code: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT id FROM fleet.customers WHERE code = %s", (code,)).fetchone()
+    if row is None:
+        raise LookupError(f"no customer {code!r}")
+    return int(row[0])
+
+
+# --- rows and bodies --------------------------------------------------------------------------
+
+
+def generate_measurements(
+    count: int,
+    *,
+    devices: int = 20,
+    start: datetime | None = None,
+    interval: timedelta = timedelta(minutes=1),
+    seed: int = 1,
+) -> list[MeasurementTuple]:
+    """`count` plausible three-phase samples, one per device per interval, in time order.
+
+    Keys (time, device_id) are distinct. Values carry the decimals a real meter reports
+    (230.4 V, 12.37 A, 0.982 pf, cumulative energy registers), so JSON text, gzip ratio and
+    float parsing cost look like production rather than like `1.0` repeated.
+    """
+    if count < 0 or devices < 1:
+        raise ValueError("count must be >= 0 and devices >= 1")
+    rng = random.Random(seed)
+    base = (start or datetime.now(UTC) - timedelta(days=30)).replace(second=0, microsecond=0)
+    load = [rng.uniform(5.0, 180.0) for _ in range(devices)]
+    energy = [rng.uniform(1_000.0, 900_000.0) for _ in range(devices)]
+    energy_exp = [rng.uniform(0.0, 5_000.0) for _ in range(devices)]
+    q_imp = [rng.uniform(100.0, 90_000.0) for _ in range(devices)]
+    rows: list[MeasurementTuple] = []
+    rnd = rng.random
+    for i in range(count):
+        d = i % devices
+        when = base + interval * (i // devices)
+        v1, v2, v3 = (round(228.0 + 5.0 * rnd(), 1) for _ in range(3))
+        i1, i2, i3 = (round(load[d] * (0.9 + 0.2 * rnd()), 2) for _ in range(3))
+        pf = round(0.85 + 0.14 * rnd(), 3)
+        p1, p2, p3 = (round(v * a * pf / 1000.0, 3) for v, a in ((v1, i1), (v2, i2), (v3, i3)))
+        p_total = round(p1 + p2 + p3, 3)
+        s_total = round(p_total / pf, 3)
+        q_total = round((max(s_total**2 - p_total**2, 0.0)) ** 0.5, 3)
+        energy[d] += p_total / 60.0
+        q_imp[d] += q_total / 60.0
+        rows.append(
+            (
+                when,
+                d + 1,
+                when + timedelta(milliseconds=1000 + int(3000 * rnd())),
+                v1,
+                v2,
+                v3,
+                round(v1 * 1.732 + rnd(), 1),
+                round(v2 * 1.732 + rnd(), 1),
+                round(v3 * 1.732 + rnd(), 1),
+                i1,
+                i2,
+                i3,
+                round(abs(i1 - i2) + rnd(), 2),
+                p1,
+                p2,
+                p3,
+                p_total,
+                q_total,
+                s_total,
+                pf,
+                round(49.95 + 0.1 * rnd(), 3),
+                round(energy[d], 1),
+                round(energy_exp[d], 1),
+                round(q_imp[d], 1),
+                round(rnd() * 2.0, 1),
+                round(1.0 + 3.0 * rnd(), 2),
+                round(3.0 + 12.0 * rnd(), 2),
+            )
+        )
+    return rows
+
+
+def measurement_items(rows: Sequence[MeasurementTuple]) -> list[dict[str, Any]]:
+    """Protocol items (`{"device_id": …, "time": …, "v1": …}`) of the same samples."""
+    return [dict(zip(_ITEM_FIELDS, row, strict=True)) for row in rows]
+
+
+def encode_batch(items: Sequence[Any]) -> bytes:
+    """The pusher's body: `{"items": [...]}` as msgspec JSON, gzip level 1."""
+    return gzip.compress(msgspec.json.encode({"items": items}), 1)
+
+
+def chunks(seq: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [seq[i : i + size] for i in range(0, len(seq), size)]
+
+
+# --- ingestd ----------------------------------------------------------------------------------
+
+
+@dataclass
+class IngestdProcess:
+    """`python -m ingestd serve` as a child process on a free loopback port."""
+
+    database_url: str
+    extra_env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError("ingestd is not running")
+        return self.process.pid
+
+    def start(self, ready_timeout_s: float = 30.0) -> None:
+        env = {
+            **os.environ,
+            "INGESTD_DATABASE_URL": self.database_url,
+            "INGESTD_HOST": "127.0.0.1",
+            "INGESTD_PORT": str(self.port),
+            "INGESTD_RATE_LIMIT_PER_S": "100000",
+            "INGESTD_RATE_LIMIT_BURST": "100000",
+            "INGESTD_LOG_FORMAT": "json",
+            **self.extra_env,
+        }
+        fd, name = tempfile.mkstemp(prefix="fleet-bench-ingestd-", suffix=".log")
+        self.log_path = Path(name)
+        with os.fdopen(fd, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "ingestd", "serve"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self._wait_ready(ready_timeout_s)
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"ingestd exited at start:\n{self.log_tail()}")
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                try:
+                    conn.request("GET", "/readyz")
+                    if conn.getresponse().status == 200:
+                        return
+                finally:
+                    conn.close()
+            time.sleep(0.1)
+        raise RuntimeError(f"ingestd not ready within {timeout_s:g} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)
+            self.log_path = None
+
+    def __enter__(self) -> IngestdProcess:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- meters -----------------------------------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str]:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on
+
+
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User + system CPU of a process (plus its reaped children's when `children`)."""
+    f = _stat_fields(pid)
+    ticks = int(f[11]) + int(f[12])  # utime, stime
+    if children:
+        ticks += int(f[13]) + int(f[14])  # cutime, cstime
+    return ticks / _CLK_TCK
+
+
+def postgres_cpu_seconds(cluster: PgCluster) -> float:
+    """CPU of the whole cluster: postmaster, its live children, and those already reaped."""
+    postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
+    total = cpu_seconds(postmaster, children=True)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            f = _stat_fields(int(entry.name))
+            if int(f[1]) == postmaster:
+                total += (int(f[11]) + int(f[12])) / _CLK_TCK
+    return total
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size now (`/proc/<pid>/statm`)."""
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """High-water mark of the resident set (VmHWM), as the kernel counts it."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise LookupError("VmHWM not in /proc status")
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    median: float
+    low: float
+    high: float
+    samples: tuple[float, ...]
+
+    @property
+    def spread_pct(self) -> float:
+        """(max - min) / median, in percent."""
+        return 100.0 * (self.high - self.low) / self.median if self.median else 0.0
+
+
+def summarize(samples: Sequence[float]) -> Summary:
+    if not samples:
+        raise ValueError("no samples")
+    return Summary(statistics.median(samples), min(samples), max(samples), tuple(samples))
+
+
+def _command_output(*args: str) -> str:
+    try:
+        return subprocess.run(
+            args, capture_output=True, text=True, timeout=10, check=False
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine_info(dsn: str | None = None) -> dict[str, Any]:
+    """What a result depends on: cores, memory, CPU model, versions, commit."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["mem_total_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+                break
+    for package in ("psycopg", "aiohttp", "msgspec"):
+        with contextlib.suppress(PackageNotFoundError):
+            info[package] = version(package)
+    if shutil.which("git"):
+        info["git_commit"] = _command_output("git", "-C", str(BENCH_DIR), "rev-parse", "HEAD")
+    if dsn is not None:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            info["postgresql"] = row[0] if row else None
+    return info
+
+
+def write_results(name: str, payload: dict[str, Any]) -> Path:
+    """Write `bench/results/<name>-<UTC timestamp>.json` (the folder is git-ignored)."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS_DIR / f"{name}-{stamp}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return path

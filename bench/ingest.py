@@ -1,0 +1,398 @@
+"""Ingest limit ratio: measurements through a running ingestd, against a binary COPY.
+
+    uv run python bench/ingest.py [--rows 100000] [--batch-size 5000] [--reps 5]
+
+Starts a throwaway PostgreSQL cluster, a migrated central database, a customer and
+`ingestd serve` as a subprocess, then, `--reps` times, in a rotating order:
+
+  copy      binary COPY (psycopg, `write_row` of pre-built tuples) of the rows into
+            `bench_copy`, a `LIKE fleet.power_measurements INCLUDING ALL` table, one
+            transaction per batch: the machine's limit for these rows from Python
+  http-1    the same rows as gzip JSON batches POSTed to ingestd by one client, sequentially
+  dup-1     the same batches again (all duplicates, nothing inserted), one client
+  http-2    the same rows, batches shared by two concurrent clients
+
+Both tables are truncated and a CHECKPOINT taken before `copy`, `http-1` and `http-2`, so
+every measurement inserts the same rows into an empty table. Bodies are encoded before any
+clock starts. CPU per row is read from /proc for ingestd, the whole PostgreSQL cluster and this
+client. Prints a table and writes `bench/results/ingest-<timestamp>.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import aiohttp
+import msgspec
+import psycopg
+from common import (
+    COPY_COLUMNS,
+    COPY_TYPES,
+    IngestdProcess,
+    MeasurementTuple,
+    Summary,
+    chunks,
+    cpu_seconds,
+    create_central_database,
+    customer_id,
+    encode_batch,
+    exit_on_sigterm,
+    generate_measurements,
+    machine_info,
+    measurement_items,
+    peak_rss_bytes,
+    postgres_cpu_seconds,
+    summarize,
+    write_results,
+)
+from fleetdev.pgcluster import PgCluster, temporary_cluster
+from psycopg import sql
+
+INGEST_PATH = "/api/fleet/ingest"
+CUSTOMER_CODE = "BENCH01"
+COPY_TABLE = "bench_copy"
+TARGET_RATIO = 0.5
+
+CREATE_COPY_TABLE = f"CREATE TABLE {COPY_TABLE} (LIKE fleet.power_measurements INCLUDING ALL)"
+RESET_TABLES = f"TRUNCATE {COPY_TABLE}, fleet.power_measurements"
+COPY_STATEMENT = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+    sql.Identifier(COPY_TABLE), sql.SQL(", ").join(sql.Identifier(c) for c in COPY_COLUMNS)
+)
+
+SCENARIOS = {
+    "copy": "binary COPY, 1 connection (baseline)",
+    "http-1": "ingestd HTTP gzip JSON, 1 client",
+    "http-2": "ingestd HTTP gzip JSON, 2 clients",
+    "dup-1": "re-delivery, all duplicates, 1 client",
+}
+_decode_response = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+class BenchError(RuntimeError):
+    """A run that cannot be trusted: a refused batch, a wrong count, a blown time budget."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One timed pass over all batches."""
+
+    rows: int
+    wall_s: float
+    ingestd_cpu_s: float
+    postgres_cpu_s: float
+    client_cpu_s: float
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.wall_s
+
+    def us_per_row(self, cpu_s: float) -> float:
+        return 1e6 * cpu_s / self.rows
+
+
+@dataclass
+class Meters:
+    cluster: PgCluster
+    ingestd_pid: int
+
+    def read(self) -> tuple[float, float, float, float]:
+        return (
+            time.perf_counter(),
+            cpu_seconds(self.ingestd_pid),
+            postgres_cpu_seconds(self.cluster),
+            time.process_time(),
+        )
+
+    def sample(self, rows: int, before: tuple[float, float, float, float]) -> Sample:
+        after = self.read()
+        return Sample(rows, *(b - a for a, b in zip(before, after, strict=True)))
+
+
+def _reset(admin: psycopg.Connection[Any]) -> None:
+    admin.execute(RESET_TABLES)
+    admin.execute("CHECKPOINT")
+
+
+def _copy_batches(conn: psycopg.Connection[Any], batches: Sequence[Sequence[Any]]) -> None:
+    types = list(COPY_TYPES)
+    for batch in batches:
+        with conn.transaction(), conn.cursor() as cur, cur.copy(COPY_STATEMENT) as copy:
+            copy.set_types(types)
+            for row in batch:
+                copy.write_row(row)
+
+
+async def _post_all(
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    bodies: Sequence[tuple[bytes, int]],
+    *,
+    expect_duplicates: bool,
+) -> None:
+    for body, count in bodies:
+        async with session.post(url, data=body, headers=headers) as resp:
+            payload = await resp.read()
+            if resp.status != 200:
+                raise BenchError(f"ingestd answered {resp.status}: {payload[:300]!r}")
+        answer = _decode_response(payload)
+        accepted, duplicates = (0, count) if expect_duplicates else (count, 0)
+        if (answer.get("accepted"), answer.get("duplicates"), answer.get("rejected")) != (
+            accepted,
+            duplicates,
+            0,
+        ):
+            raise BenchError(
+                f"expected accepted={accepted} duplicates={duplicates} rejected=0, got {answer}"
+            )
+
+
+async def _post_concurrently(
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    bodies: Sequence[tuple[bytes, int]],
+    clients: int,
+    *,
+    expect_duplicates: bool = False,
+) -> None:
+    """`clients` senders, each posting its share of the batches one after another."""
+    async with asyncio.TaskGroup() as group:
+        for k in range(clients):
+            group.create_task(
+                _post_all(
+                    session, url, headers, bodies[k::clients], expect_duplicates=expect_duplicates
+                )
+            )
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    cluster: PgCluster
+    dsn: str
+    ingestd: IngestdProcess
+    token: str
+    copy_batches: list[Sequence[MeasurementTuple]]
+    bodies: list[tuple[bytes, int]]
+
+    @property
+    def rows(self) -> int:
+        return sum(count for _, count in self.bodies)
+
+    async def run(self) -> dict[str, list[Sample]]:
+        meters = Meters(self.cluster, self.ingestd.pid)
+        url = self.ingestd.base_url + INGEST_PATH
+        headers = {
+            "X-Customer-Token": self.token,
+            "X-Batch-Type": "measurements",
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+        }
+        samples: dict[str, list[Sample]] = {name: [] for name in SCENARIOS}
+        deadline = time.monotonic() + self.args.time_limit
+        timeout = aiohttp.ClientTimeout(total=120)
+        connector = aiohttp.TCPConnector(limit=4)
+        with (
+            psycopg.connect(self.dsn, autocommit=True) as admin,
+            psycopg.connect(self.dsn, autocommit=True) as copy_conn,
+        ):
+            async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+
+                def post(clients: int, duplicates: bool = False) -> Callable[[], Any]:
+                    return lambda: _post_concurrently(
+                        session, url, headers, self.bodies, clients, expect_duplicates=duplicates
+                    )
+
+                # Warm-up, not measured: pool connections, code paths, caches on both sides.
+                _reset(admin)
+                _copy_batches(copy_conn, self.copy_batches[:2])
+                await _post_concurrently(session, url, headers, self.bodies[:2], 1)
+                await _post_concurrently(
+                    session, url, headers, self.bodies[:2], 1, expect_duplicates=True
+                )
+
+                async def timed(name: str, action: Callable[[], Any], reset: bool) -> None:
+                    if time.monotonic() > deadline:
+                        raise BenchError(f"time limit of {self.args.time_limit:g} s exceeded")
+                    if reset:
+                        _reset(admin)
+                    before = meters.read()
+                    result = action()
+                    if asyncio.iscoroutine(result):
+                        await result
+                    samples[name].append(meters.sample(self.rows, before))
+
+                units = ["copy", "http-1", "http-2"]
+                for rep in range(self.args.reps):
+                    shift = rep % len(units)
+                    for unit in units[shift:] + units[:shift]:
+                        if unit == "copy":
+                            await timed(
+                                "copy", lambda: _copy_batches(copy_conn, self.copy_batches), True
+                            )
+                        elif unit == "http-1":
+                            await timed("http-1", post(1), True)
+                            await timed("dup-1", post(1, duplicates=True), False)
+                            self._check_stored(admin)
+                        else:
+                            await timed("http-2", post(2), True)
+                            self._check_stored(admin)
+                    print(f"  rep {rep + 1}/{self.args.reps} done", file=sys.stderr)
+        return samples
+
+    def _check_stored(self, admin: psycopg.Connection[Any]) -> None:
+        row = admin.execute("SELECT count(*) FROM fleet.power_measurements").fetchone()
+        if row is None or row[0] != self.rows:
+            raise BenchError(f"central table holds {row} rows, expected {self.rows}")
+
+
+def _report(
+    samples: dict[str, list[Sample]], args: argparse.Namespace, extra: dict[str, Any]
+) -> dict[str, Any]:
+    rates = {name: summarize([s.rows_per_s for s in runs]) for name, runs in samples.items()}
+    copy = rates["copy"]
+    print()
+    print(
+        f"{args.rows_per_rep:,} rows per rep in {args.batch_size:,}-row batches, "
+        f"{args.reps} reps, median (min-max)"
+    )
+    header = f"{'scenario':<40} {'rows/s':>9} {'min-max':>17} {'spread':>7} {'x COPY':>7}"
+    print(header)
+    print("-" * len(header))
+    for name, label in SCENARIOS.items():
+        r = rates[name]
+        span = f"{r.low:,.0f}-{r.high:,.0f}"
+        print(
+            f"{label:<40} {r.median:>9,.0f} {span:>17} {r.spread_pct:>6.0f}% "
+            f"{r.median / copy.median:>7.2f}"
+        )
+
+    print()
+    header = f"{'CPU µs per row, median':<40} {'ingestd':>9} {'postgres':>9} {'client':>9}"
+    print(header)
+    print("-" * len(header))
+    cpu: dict[str, dict[str, float]] = {}
+    for name, label in SCENARIOS.items():
+        runs = samples[name]
+        cpu[name] = {
+            "ingestd": summarize([s.us_per_row(s.ingestd_cpu_s) for s in runs]).median,
+            "postgres": summarize([s.us_per_row(s.postgres_cpu_s) for s in runs]).median,
+            "client": summarize([s.us_per_row(s.client_cpu_s) for s in runs]).median,
+        }
+        c = cpu[name]
+        print(f"{label:<40} {c['ingestd']:>9.1f} {c['postgres']:>9.1f} {c['client']:>9.1f}")
+
+    paired = [
+        h.rows_per_s / c.rows_per_s for h, c in zip(samples["http-1"], samples["copy"], strict=True)
+    ]
+    ratio = rates["http-1"].median / copy.median
+    met = ratio >= TARGET_RATIO
+    print()
+    print(
+        f"target: ingest with 1 client >= {TARGET_RATIO}x COPY: "
+        f"{'MET' if met else 'NOT MET'} (ratio of medians {ratio:.2f}x; per-rep ratios "
+        f"median {statistics.median(paired):.2f}x, range {min(paired):.2f}-{max(paired):.2f})"
+    )
+    print(f"ingestd peak RSS: {extra['ingestd_peak_rss_mib']:.0f} MiB")
+
+    def summary_dict(s: Summary) -> dict[str, Any]:
+        return {"median": s.median, "min": s.low, "max": s.high, "samples": list(s.samples)}
+
+    return {
+        "scenarios": {
+            name: {
+                "label": SCENARIOS[name],
+                "rows_per_s": summary_dict(rates[name]),
+                "ratio_to_copy": rates[name].median / copy.median,
+                "cpu_us_per_row": cpu[name],
+                "samples": [asdict(s) for s in samples[name]],
+            }
+            for name in SCENARIOS
+        },
+        "targets": {
+            "ingest_1_client_vs_copy": {
+                "target": TARGET_RATIO,
+                "ratio": ratio,
+                "paired_ratios": paired,
+                "met": met,
+            }
+        },
+        **extra,
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rows", dest="rows_per_rep", type=int, default=100_000)
+    parser.add_argument("--batch-size", type=int, default=5_000)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--devices", type=int, default=20)
+    parser.add_argument(
+        "--time-limit", type=float, default=600.0, help="seconds; abort beyond (default 600)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not (1 <= args.batch_size <= args.rows_per_rep <= 10_000_000 and 1 <= args.reps <= 100):
+        print("need 1 <= batch-size <= rows <= 10M and 1 <= reps <= 100", file=sys.stderr)
+        return 2
+    exit_on_sigterm()
+    started = time.monotonic()
+    with temporary_cluster(prefix="fleet-bench-pg-") as cluster:
+        from ingestd.customers import add_customer
+
+        dsn = create_central_database(cluster)
+        token = add_customer(dsn, CUSTOMER_CODE, "Benchmark customer")
+        cid = customer_id(dsn, CUSTOMER_CODE)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(CREATE_COPY_TABLE)
+
+        print(f"generating and encoding {args.rows_per_rep:,} rows…", file=sys.stderr)
+        rows = generate_measurements(args.rows_per_rep, devices=args.devices)
+        copy_rows = [(*row, cid) for row in rows]
+        item_batches = chunks(measurement_items(rows), args.batch_size)
+        bodies = [(encode_batch(items), len(items)) for items in item_batches]
+        wire = sum(len(b) for b, _ in bodies)
+        print(
+            f"{len(bodies)} batches, {wire / len(bodies) / 1024:.0f} KiB gzip each on average",
+            file=sys.stderr,
+        )
+
+        with IngestdProcess(dsn) as ingestd:
+            bench = Bench(
+                args, cluster, dsn, ingestd, token, chunks(copy_rows, args.batch_size), bodies
+            )
+            samples = asyncio.run(bench.run())
+            peak_rss = peak_rss_bytes(ingestd.pid)
+            machine = machine_info(dsn)
+
+    extra = {
+        "benchmark": "ingest",
+        "config": {
+            "rows_per_rep": args.rows_per_rep,
+            "batch_size": args.batch_size,
+            "reps": args.reps,
+            "devices": args.devices,
+            "mean_gzip_body_bytes": wire / len(bodies),
+        },
+        "machine": machine,
+        "ingestd_peak_rss_mib": peak_rss / 1024 / 1024,
+        "runtime_s": time.monotonic() - started,
+    }
+    path = write_results("ingest", _report(samples, args, extra))
+    print(f"results: {path.relative_to(path.parents[2])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
