@@ -51,6 +51,8 @@ CREATE TABLE fleet.devices (
 
 -- A sample is a fact: the first delivery of (time, customer, device) wins.
 -- No foreign key to devices: a measurement may arrive before its device (see README).
+-- The key leads with (customer_id, device_id) so that the one B-tree serves both the
+-- idempotent insert and per-device time-range reads (a second index cost ~25% of COPY speed).
 CREATE TABLE fleet.power_measurements (
     time               timestamptz NOT NULL,
     customer_id        bigint NOT NULL,
@@ -65,10 +67,8 @@ CREATE TABLE fleet.power_measurements (
     energy_imp_kwh double precision, energy_exp_kwh double precision,
     energy_q_imp_kvarh double precision, energy_q_exp_kvarh double precision,
     thd_v double precision, thd_i double precision,
-    PRIMARY KEY (time, customer_id, device_id)
+    PRIMARY KEY (customer_id, device_id, time)
 );
-CREATE INDEX power_measurements_device_time_idx
-    ON fleet.power_measurements (customer_id, device_id, time DESC);
 
 -- One row per batch received from an authenticated customer, whatever its outcome.
 CREATE TABLE fleet.ingest_events (

@@ -1,12 +1,12 @@
 """Writing validated batches to the central database.
 
-Measurements take the fastest correct path, measured with `bench/insert_paths.py` (5,000 rows of
-24 values; PostgreSQL 15 on the 2-core dev machine):
+Measurements take the fastest correct path, measured with `bench/insert_paths.py` (5,000-row
+batches of 24 values, async psycopg, PostgreSQL 15 on the 2-core dev machine; see bench/README.md):
 
-    binary COPY into the table (the baseline)        ~155k rows/s
+    binary COPY into the table                                   ~242k rows/s   1.00
     binary COPY into a temp table, then
-      INSERT … SELECT … ON CONFLICT DO NOTHING       ~86k rows/s
-    INSERT … SELECT FROM unnest(arrays) ON CONFLICT  ~25k rows/s
+      INSERT … SELECT … ON CONFLICT DO NOTHING                   ~160k rows/s   0.66
+    INSERT … SELECT FROM unnest(27 binary arrays) ON CONFLICT    ~69k rows/s    0.29
 
 So a batch is first COPYed straight into `fleet.power_measurements` inside a savepoint: for new
 samples (nearly every batch) that is exactly the speed of COPY. If any key already exists (a
@@ -69,7 +69,7 @@ COPY_STAGING = sql.SQL("COPY measurement_staging ({}) FROM STDIN (FORMAT BINARY)
 )
 MERGE_STAGING = sql.SQL(
     "INSERT INTO fleet.power_measurements ({cols}) SELECT {cols} FROM measurement_staging "
-    "ON CONFLICT (time, customer_id, device_id) DO NOTHING"
+    "ON CONFLICT (customer_id, device_id, time) DO NOTHING"
 ).format(cols=_COLUMN_LIST)
 PROBE_EXISTING = sql.SQL(
     "SELECT EXISTS (SELECT 1 FROM fleet.power_measurements "
