@@ -54,6 +54,20 @@ __all__ = ["Pusher", "run"]
 log = structlog.get_logger("pusher")
 
 
+async def _discard(task: asyncio.Task[Any]) -> None:
+    """Cancel a read-ahead and wait for it, so the connection is free again."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+        await task
+
+
+async def _matches(task: asyncio.Task[_Prepared], cursor: PushCursor, size: int) -> bool:
+    with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+        prepared = await task
+        return prepared.batch.start == cursor and prepared.batch.limit <= size
+    return False
+
+
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
     """Sleep, waking early when the stop event is set."""
     if seconds <= 0:
@@ -81,6 +95,7 @@ class Pusher:
         self.blocker: BlockingTransaction | None = None
         self._next_tick = 0.0
         self._db_failures = 0
+        self._prefetch: asyncio.Task[_Prepared] | None = None
 
     async def loop(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; reconnect to the customer database when it goes away."""
@@ -96,7 +111,12 @@ class Pusher:
                 try:
                     conn = await source.connect(s.database_url)
                     async with conn:
-                        await self._session(conn, client, stop)
+                        try:
+                            await self._session(conn, client, stop)
+                        finally:
+                            if self._prefetch is not None:
+                                await _discard(self._prefetch)
+                                self._prefetch = None
                 except psycopg.OperationalError as exc:
                     self._db_failures += 1
                     delay = exponential_delay(
@@ -225,9 +245,9 @@ class Pusher:
         resource = Resource.MEASUREMENTS
         n = self.settings.max_batches_per_tick
         state = self.states[resource]
-        pending: asyncio.Task[_Prepared] | None = asyncio.create_task(
-            self._prepare(conn, client, state.cursor, state.batch_size)
-        )
+        pending = await self._take_prefetch(state.cursor, state.batch_size)
+        if pending is None:
+            pending = self._start_prepare(conn, client, state.cursor, state.batch_size)
         try:
             for index in range(n):
                 assert pending is not None
@@ -237,10 +257,9 @@ class Pusher:
                 if batch.count == 0:
                     self.due[resource] = self._next_tick
                     return
-                if batch.full and index + 1 < n and not stop.is_set():
-                    pending = asyncio.create_task(
-                        self._prepare(conn, client, batch.end, self.states[resource].batch_size)
-                    )
+                if batch.full and not stop.is_set():
+                    size = self.states[resource].batch_size
+                    pending = self._start_prepare(conn, client, batch.end, size)
                 started = time.perf_counter()
                 try:
                     answer = await client.send(resource.value, prepared.gzipped, batch.end.encode())
@@ -265,14 +284,38 @@ class Pusher:
                 if not batch.full:
                     self.due[resource] = self._next_tick
                     return
-                if stop.is_set():
-                    return
+                if stop.is_set() or index + 1 == n:
+                    break
+            # A backlog: measurements stay due, and the batch read ahead carries over.
             self.due[resource] = time.monotonic()
+            if pending is not None:
+                self._prefetch, pending = pending, None
         finally:
             if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
-                    await pending
+                await _discard(pending)
+
+    def _start_prepare(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        client: IngestClient,
+        after: PushCursor,
+        size: int,
+    ) -> asyncio.Task[_Prepared]:
+        return asyncio.create_task(self._prepare(conn, client, after, size))
+
+    async def _take_prefetch(self, cursor: PushCursor, size: int) -> asyncio.Task[_Prepared] | None:
+        """The batch read ahead in the previous round, if it still starts at the cursor."""
+        task, self._prefetch = self._prefetch, None
+        if task is None:
+            return None
+        if task.done() and not task.cancelled() and task.exception() is None:
+            prepared = task.result()
+            if prepared.batch.start == cursor and prepared.batch.limit <= size:
+                return task
+        elif not task.done():
+            return task if await _matches(task, cursor, size) else None
+        await _discard(task)
+        return None
 
     async def _on_success(
         self,

@@ -1,0 +1,360 @@
+"""Catch-up benchmark: how fast the pusher drains a backlog into ingestd, against ingest alone.
+
+    uv run python bench/catchup.py [--rows 1000000] [--batch-size 5000] [--devices 100]
+
+One throwaway PostgreSQL cluster holds a customer database and a central one. The customer
+database gets `--rows` samples (all 24 values) with one server-side INSERT … generate_series,
+then VACUUM ANALYZE, as a meter stack's table would look after an outage.
+
+1. ingest-only: the same rows, read with the pusher's own query and gzip'd beforehand (not
+   timed), are POSTed one after another, one in flight (as the pusher does), straight to an
+   ingestd subprocess. Rows/s = rows / wall time of the POSTs.
+2. end-to-end: the central table is emptied, ingestd restarted (so its peak RSS is this phase's
+   alone), and `pusher run` is started as a subprocess; drain time runs from its start until
+   its state says every row is shipped (so it includes the pusher's start-up, ~0.5 s).
+
+Peak RSS is the kernel's high-water mark (VmHWM in /proc/<pid>/status) of the pusher and
+ingestd processes (not of PostgreSQL). Results go to bench/results/catchup-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg
+from fleetcore import PushCursor
+from fleetdev.pgcluster import free_port, temporary_cluster
+from pusher import source
+from pusher.delivery import gzip_body
+from pusher.migrate import apply_migrations
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+SEED_SITES = """
+INSERT INTO monitoring.sites (id, name, timezone)
+SELECT s, 'Plant ' || s, 'Europe/Amsterdam' FROM generate_series(1, %(sites)s) AS s
+"""
+SEED_DEVICES = """
+INSERT INTO monitoring.devices (id, site_id, serial_number, model, name)
+SELECT d, (d - 1) %% %(sites)s + 1, 'AW21-' || lpad(d::text, 5, '0'), 'Acuvim IIR', 'Feeder ' || d
+FROM generate_series(1, %(devices)s) AS d
+"""
+
+# Meter-like values: two decimals, as registers report them (random() alone gives 17 digits).
+SEED_ROUNDING = """
+CREATE FUNCTION pg_temp.r(base float8, spread float8) RETURNS float8 LANGUAGE sql AS
+$$ SELECT round((base + random() * spread)::numeric, 2)::float8 $$
+"""
+
+# Row n is device n % devices + 1 at minute n / devices before now: a dense recent history.
+SEED_MEASUREMENTS = """
+INSERT INTO monitoring.power_measurements (
+    device_id, time, received_at, v1, v2, v3, v12, v23, v31, i1, i2, i3, i_n, p1, p2, p3, p_total,
+    q_total, s_total, pf_total, freq, energy_imp_kwh, energy_exp_kwh, energy_q_imp_kvarh,
+    energy_q_exp_kvarh, thd_v, thd_i)
+SELECT n %% %(devices)s + 1,
+       date_trunc('minute', now()) - make_interval(mins => n / %(devices)s + 1),
+       now(),
+       pg_temp.r(229, 3), pg_temp.r(229, 3), pg_temp.r(229, 3),
+       pg_temp.r(397, 4), pg_temp.r(397, 4), pg_temp.r(397, 4),
+       pg_temp.r(10, 5), pg_temp.r(10, 5), pg_temp.r(10, 5), pg_temp.r(0, 1),
+       pg_temp.r(2, 1), pg_temp.r(2, 1), pg_temp.r(2, 1), pg_temp.r(7, 2),
+       pg_temp.r(1, 1), pg_temp.r(7, 2), pg_temp.r(0.9, 0.1), pg_temp.r(49.95, 0.1),
+       round(100000 + n * 0.1, 1), round(n * 0.01, 2), round(5000 + n * 0.02, 2),
+       round(n * 0.001, 3), pg_temp.r(1.5, 1), pg_temp.r(4, 2)
+FROM generate_series(0, %(rows)s - 1) AS n
+"""
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError("VmHWM missing")
+
+
+def scalar(dsn: str, query: str) -> Any:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(query).fetchone()
+        return row[0] if row else None
+
+
+class Child:
+    """A service subprocess (the venv's python -m <module>), stopped with SIGTERM."""
+
+    def __init__(self, module: str, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            env={**os.environ, **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def peak_rss_mib(self) -> float:
+        return peak_rss_mib(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def start_ingestd(central: str, port: int, log: Path) -> Child:
+    env = {
+        "INGESTD_DATABASE_URL": central,
+        "INGESTD_HOST": "127.0.0.1",
+        "INGESTD_PORT": str(port),
+        "INGESTD_RATE_LIMIT_PER_S": "10000",
+        "INGESTD_RATE_LIMIT_BURST": "10000",
+        "INGESTD_LOG_FORMAT": "json",
+    }
+    child = Child("ingestd", ["serve"], env, log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if child.proc.poll() is not None:
+            break
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return child
+        except OSError:
+            time.sleep(0.1)
+    child.stop()
+    raise RuntimeError(f"ingestd did not listen on {port}; see {log}")
+
+
+async def read_all_batches(
+    customer: str, batch_size: int, level: int
+) -> tuple[list[tuple[bytes, str]], int]:
+    """Every batch the pusher would send, gzip'd, in order (read with the pusher's query)."""
+    batches: list[tuple[bytes, str]] = []
+    raw_bytes = 0
+    cursor = PushCursor.start()
+    async with await source.connect(customer) as conn:
+        while True:
+            batch = await source.read_measurements(conn, cursor, batch_size)
+            if batch.count == 0:
+                return batches, raw_bytes
+            raw_bytes += len(batch.body)
+            batches.append((gzip_body(batch.body, level), batch.end.encode()))
+            cursor = batch.end
+
+
+async def post_all(url: str, token: str, batches: list[tuple[bytes, str]]) -> float:
+    """POST each batch in turn (one in flight); return the wall time."""
+    headers = {
+        "X-Customer-Token": token,
+        "X-Batch-Type": "measurements",
+        "Content-Type": "application/json",
+        "Content-Encoding": "gzip",
+    }
+    async with aiohttp.ClientSession() as session:
+        started = time.perf_counter()
+        for body, cursor in batches:
+            async with session.post(
+                url, data=body, headers={**headers, "X-Push-Cursor": cursor}
+            ) as r:
+                answer = await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"ingestd answered {r.status}: {answer[:200]!r}")
+        return time.perf_counter() - started
+
+
+def gzip_levels(sample: bytes) -> dict[str, Any]:
+    """Size and time of one batch body at a few gzip levels (what FLEET_GZIP_LEVEL trades)."""
+    out: dict[str, Any] = {"raw_bytes": len(sample)}
+    for level in (1, 3, 6):
+        started = time.perf_counter()
+        for _ in range(5):
+            packed = gzip_body(sample, level)
+        out[f"level_{level}"] = {
+            "bytes": len(packed),
+            "ratio": round(len(sample) / len(packed), 2),
+            "ms": round((time.perf_counter() - started) / 5 * 1000, 2),
+        }
+    assert zlib.decompress(packed, 16 + zlib.MAX_WBITS) == sample
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--devices", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--gzip-level", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=1800.0, help="give up on the drain")
+    args = parser.parse_args(argv)
+
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    logs = RESULTS_DIR / f"catchup-{stamp}-logs"
+    logs.mkdir()
+    result: dict[str, Any] = {
+        "rows": args.rows,
+        "batch_size": args.batch_size,
+        "devices": args.devices,
+        "gzip_level": args.gzip_level,
+        "nproc": os.cpu_count(),
+    }
+    with temporary_cluster(prefix="fleet-bench-catchup-") as cluster:
+        customer = cluster.create_database("customer")
+        central = cluster.create_database("central")
+        result["postgresql"] = scalar(central, "SHOW server_version")
+        run = {**os.environ, "INGESTD_DATABASE_URL": central}
+        subprocess.run(
+            [sys.executable, "-m", "ingestd", "migrate"], env=run, check=True, capture_output=True
+        )
+        token = (
+            subprocess.run(
+                [sys.executable, "-m", "ingestd", "customers", "add", "BENCH"],
+                env=run,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[0]
+        )
+        apply_migrations(customer)
+
+        print(f"seeding {args.rows} rows …", flush=True)
+        started = time.perf_counter()
+        with psycopg.connect(customer, autocommit=True) as conn:
+            conn.execute(SEED_SITES, {"sites": 10})
+            conn.execute(SEED_DEVICES, {"sites": 10, "devices": args.devices})
+            conn.execute(SEED_ROUNDING)
+            conn.execute(SEED_MEASUREMENTS, {"rows": args.rows, "devices": args.devices})
+            conn.execute("VACUUM ANALYZE monitoring.power_measurements")
+        result["seed_s"] = round(time.perf_counter() - started, 1)
+        result["customer_table_mib"] = round(
+            scalar(customer, "SELECT pg_total_relation_size('monitoring.power_measurements')")
+            / 2**20,
+            1,
+        )
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/api/fleet/ingest"
+
+        # 1. ingest-only
+        print("reading and compressing the batches for the ingest-only run …", flush=True)
+        batches, raw_bytes = asyncio.run(
+            read_all_batches(customer, args.batch_size, args.gzip_level)
+        )
+        wire_bytes = sum(len(b) for b, _ in batches)
+        ingestd = start_ingestd(central, port, logs / "ingestd-only.log")
+        try:
+            print(f"ingest-only: posting {len(batches)} batches …", flush=True)
+            ingest_s = asyncio.run(post_all(url, token, batches))
+            ingest_rss = ingestd.peak_rss_mib()
+        finally:
+            ingestd.stop()
+        stored = scalar(central, "SELECT count(*) FROM fleet.power_measurements")
+        assert stored == args.rows, f"ingest-only stored {stored} of {args.rows}"
+        del batches
+        result["ingest_only"] = {
+            "seconds": round(ingest_s, 2),
+            "rows_per_s": round(args.rows / ingest_s),
+            "batches": -(-args.rows // args.batch_size),
+            "body_mib": round(raw_bytes / 2**20, 1),
+            "wire_mib": round(wire_bytes / 2**20, 1),
+            "ingestd_peak_rss_mib": round(ingest_rss, 1),
+        }
+        with psycopg.connect(central, autocommit=True) as conn:
+            conn.execute(
+                "TRUNCATE fleet.power_measurements, fleet.ingest_events, fleet.rejected_rows"
+            )
+            conn.execute("VACUUM ANALYZE fleet.power_measurements")
+
+        # 2. end-to-end through the pusher
+        ingestd = start_ingestd(central, port, logs / "ingestd-e2e.log")
+        pusher_env = {
+            "FLEET_PUSH_ENABLED": "true",
+            "FLEET_DATABASE_URL": customer,
+            "FLEET_INGEST_URL": f"http://127.0.0.1:{port}",
+            "FLEET_TOKEN": token,
+            "FLEET_BATCH_SIZE": str(args.batch_size),
+            "FLEET_GZIP_LEVEL": str(args.gzip_level),
+            "FLEET_PUSH_INTERVAL_S": "60",
+            "FLEET_BACKOFF_BASE_S": "0.5",
+            "FLEET_BACKOFF_CAP_S": "5",
+            "FLEET_LOG_FORMAT": "json",
+        }
+        pusher_rss = ingestd_rss = 0.0
+        try:
+            print("end-to-end: pusher draining …", flush=True)
+            started = time.perf_counter()
+            pusher = Child("pusher", ["run"], pusher_env, logs / "pusher.log")
+            try:
+                shipped = 0
+                while time.perf_counter() - started < args.timeout:
+                    if pusher.proc.poll() is not None:
+                        raise RuntimeError(f"pusher exited {pusher.proc.returncode}; see {logs}")
+                    pusher_rss = max(pusher_rss, pusher.peak_rss_mib())
+                    shipped = (
+                        scalar(
+                            customer,
+                            "SELECT shipped_rows FROM app.fleet_push_state "
+                            "WHERE resource = 'measurements'",
+                        )
+                        or 0
+                    )
+                    if shipped >= args.rows:
+                        break
+                    time.sleep(0.1)
+                drain_s = time.perf_counter() - started
+                pusher_rss = max(pusher_rss, pusher.peak_rss_mib())
+                ingestd_rss = ingestd.peak_rss_mib()
+            finally:
+                pusher.stop()
+        finally:
+            ingestd.stop()
+        stored = scalar(central, "SELECT count(*) FROM fleet.power_measurements")
+        duplicates = scalar(central, "SELECT coalesce(sum(duplicates), 0) FROM fleet.ingest_events")
+        result["end_to_end"] = {
+            "seconds": round(drain_s, 2),
+            "rows_per_s": round(args.rows / drain_s),
+            "stored_centrally": stored,
+            "duplicates": duplicates,
+            "pusher_peak_rss_mib": round(pusher_rss, 1),
+            "ingestd_peak_rss_mib": round(ingestd_rss, 1),
+        }
+        result["ratio_end_to_end_vs_ingest_only"] = round(
+            result["end_to_end"]["rows_per_s"] / result["ingest_only"]["rows_per_s"], 3
+        )
+        sample = asyncio.run(_sample_body(customer, args.batch_size))
+        result["gzip"] = gzip_levels(sample)
+        if stored != args.rows:
+            print(f"WARNING: {stored} rows stored centrally, expected {args.rows}", file=sys.stderr)
+
+    path = RESULTS_DIR / f"catchup-{stamp}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"written to {path}")
+    return 0 if stored == args.rows else 1
+
+
+async def _sample_body(customer: str, size: int) -> bytes:
+    async with await source.connect(customer) as conn:
+        return (await source.read_measurements(conn, PushCursor.start(), size)).body
+
+
+if __name__ == "__main__":
+    sys.exit(main())
