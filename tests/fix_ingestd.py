@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from ingestd.app import INGEST_PATH, SERVER_OPTIONS, create_app
 from ingestd.customers import add_customer
@@ -27,6 +32,8 @@ def ingestd_settings(central_db: str) -> Settings:
         pool_timeout_s=2.0,
         connect_timeout_s=5.0,
         retry_after_s=7,
+        rollup_settle_s=0.0,
+        housekeeping_interval_s=3600.0,  # tests run housekeeping cycles themselves
     )
 
 
@@ -75,3 +82,68 @@ def post_batch(ingestd_client: TestClient[Any, Any]) -> PostBatch:
         return await ingestd_client.post(INGEST_PATH, data=data, headers=all_headers)
 
     return post
+
+
+class ThreadedIngestd:
+    """A real ingestd serving on a loopback port from a thread of its own, for synchronous tests
+    (property-based tests drive it with plain HTTP)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ingestd", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(create_app(self.settings), **SERVER_OPTIONS)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def call(self, coro: Any) -> Any:
+        """Run a coroutine on the server's loop (e.g. a housekeeping cycle) and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=60)
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def post(self, token: str, batch_type: str, items: list[Any]) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(  # noqa: S310 - loopback URL of this test's own server
+            self.url + INGEST_PATH,
+            data=encode(items),
+            method="POST",
+            headers={
+                "X-Customer-Token": token,
+                "X-Batch-Type": batch_type,
+                "Content-Type": "application/json",
+                "Content-Encoding": "gzip",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+
+@pytest.fixture
+def threaded_ingestd(ingestd_settings: Settings) -> Iterator[ThreadedIngestd]:
+    """ingestd on its own thread and loop."""
+    server = ThreadedIngestd(ingestd_settings)
+    server.start()
+    yield server
+    server.stop()

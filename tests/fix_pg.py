@@ -26,11 +26,19 @@ def _fresh_database(cluster: PgCluster, name: str) -> str:
 
 @pytest.fixture(scope="session")
 def central_template(pg_cluster: PgCluster) -> str:
-    """A database with the ingestd migrations applied once, used as the template of each test's."""
+    """A database migrated and bootstrapped once (`ingestd migrate`), the template of each test's."""
+    import asyncio
+
     from ingestd.migrate import apply_migrations
+    from ingestd.storage import StoragePlan, bootstrap_database
 
     dsn = _fresh_database(pg_cluster, "central_template")
     apply_migrations(dsn)
+    asyncio.run(
+        bootstrap_database(
+            dsn, StoragePlan(timescaledb=os.environ.get("FLEET_TEST_TIMESCALEDB", "auto"))
+        )
+    )
     return dsn
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fleetdev.pgcluster import PgCluster
 from ingestd.cli import main
 from ingestd.settings import ConfigError, Settings
 
@@ -72,4 +73,19 @@ def test_migrate_is_idempotent(
     """`ingestd migrate` on a migrated database applies nothing and succeeds."""
     monkeypatch.setenv("INGESTD_DATABASE_URL", central_db)
     assert main(["migrate"]) == 0
-    assert "applied 0 migration(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "applied 0 migration(s)" in out
+    assert "storage: " in out
+
+
+def test_migrate_bootstraps_a_fresh_database(
+    pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ingestd migrate` on an empty database applies every migration and bootstraps the storage."""
+    dsn = pg_cluster.create_database("cli_fresh")
+    monkeypatch.setenv("INGESTD_DATABASE_URL", dsn)
+    monkeypatch.setenv("INGESTD_TIMESCALEDB", "off")
+    assert main(["migrate"]) == 0
+    out = capsys.readouterr().out
+    assert "applied 2 migration(s)" in out
+    assert "storage: postgresql" in out

@@ -11,6 +11,7 @@ pool reconnects on its own when the database is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,9 +30,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from ingestd.auth import TOKEN_HEADER, Customer, authenticate
 from ingestd.body import check_content_headers, read_body
 from ingestd.errors import BadRequest, IngestError, NotFound, RateLimited, ServiceUnavailable
+from ingestd.housekeeping import StorageState, housekeeping_loop, open_storage
 from ingestd.migrate import apply_migrations, migration_ids
 from ingestd.ratelimit import RateLimiter
 from ingestd.settings import Settings
+from ingestd.storage import BootstrapError
+from ingestd.storage.rollup import mark_dirty
 from ingestd.store import (
     AuditRecord,
     StoreResult,
@@ -56,6 +60,7 @@ SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", AsyncConnectionPool)
 LIMITER = web.AppKey("limiter", RateLimiter)
 EXPECTED_MIGRATIONS = web.AppKey("expected_migrations", frozenset)
+STORAGE = web.AppKey("storage", StorageState)
 
 # Options for the aiohttp server (AppRunner, TestServer, run_app) running this app: ingestd inflates
 # gzip bodies itself, counting wire and decompressed bytes against their limits.
@@ -129,10 +134,17 @@ def _client_cursor(request: web.Request) -> str | None:
 
 
 async def _store(
-    conn: AsyncConnection[Any], customer: Customer, kind: BatchType, parsed: ParsedBatch[Any]
+    conn: AsyncConnection[Any],
+    storage: StorageState,
+    customer: Customer,
+    kind: BatchType,
+    parsed: ParsedBatch[Any],
 ) -> StoreResult:
     if kind is BatchType.MEASUREMENTS:
-        return await store_measurements(conn, customer.id, parsed.rows)
+        result = await store_measurements(conn, customer.id, parsed.rows)
+        if result.accepted:
+            await mark_dirty(conn, customer.id, *storage.buckets(parsed.rows))
+        return result
     if kind is BatchType.SITES:
         result = await store_sites(conn, customer.id, parsed.rows, parsed.ids_seen)
     else:
@@ -176,7 +188,7 @@ async def ingest(request: web.Request) -> web.Response:
         )
         wire_bytes, body_bytes = body.wire_bytes, len(body.data)
         window = ValidationWindow(
-            datetime.now(UTC), settings.max_sample_age, settings.max_sample_ahead
+            datetime.now(UTC), settings.effective_max_sample_age, settings.max_sample_ahead
         )
         try:
             parsed = parse_batch(body.data, kind, window)
@@ -188,8 +200,11 @@ async def ingest(request: web.Request) -> web.Response:
         if kind is BatchType.MEASUREMENTS and parsed.rows:
             times = [row.time for row in parsed.rows]
             min_time, max_time = min(times), max(times)
+        storage = request.app[STORAGE]
         async with _connection(request) as conn:
-            result = await _store(conn, customer, kind, parsed)
+            if kind is BatchType.MEASUREMENTS:
+                await storage.ensure_weeks(conn, storage.missing_weeks(parsed.rows))
+            result = await _store(conn, storage, customer, kind, parsed)
             await store_rejections(conn, customer.id, batch_id, kind, parsed.rejections)
             duration_ms = (time.perf_counter() - started) * 1000
             event = AuditRecord(
@@ -319,8 +334,25 @@ def _pool_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
             ) from None
         app[POOL] = pool
         try:
+            async with await AsyncConnection.connect(
+                settings.database_url,
+                autocommit=True,
+                connect_timeout=max(1, int(settings.connect_timeout_s)),
+            ) as conn:
+                app[STORAGE] = await open_storage(
+                    conn, settings, bootstrap=settings.migrate_on_start
+                )
+        except (psycopg.Error, BootstrapError):
+            await pool.close()
+            raise
+        log.info("storage", mode=str(app[STORAGE].mode))
+        housekeeping = asyncio.create_task(housekeeping_loop(app[STORAGE]), name="housekeeping")
+        try:
             yield
         finally:
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
             await pool.close()
 
     return pool_ctx

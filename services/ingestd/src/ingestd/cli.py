@@ -1,7 +1,7 @@
 """The `ingestd` command: serve, migrate, and customer administration.
 
     ingestd serve                          run the HTTP server
-    ingestd migrate                        apply pending database migrations
+    ingestd migrate                        apply pending migrations, then bootstrap the storage
     ingestd customers add CODE [--name N]  register a customer, print its token once
     ingestd customers list                 customers, last seen, active tokens
     ingestd customers rotate-token CODE    new token; old ones work for --grace (default 24h)
@@ -108,6 +108,24 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
+def _migrate(settings: Settings) -> int:
+    """Apply the migrations, then bootstrap the storage (TimescaleDB or partitions)."""
+    import asyncio
+
+    from ingestd.migrate import apply_migrations
+    from ingestd.storage import BootstrapError, bootstrap_database
+
+    applied = apply_migrations(settings.database_url)
+    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    try:
+        mode = asyncio.run(bootstrap_database(settings.database_url, settings.storage))
+    except BootstrapError as exc:
+        print(f"ingestd: storage bootstrap failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"storage: {mode.value}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -118,13 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(settings)
     if args.command == "migrate":
-        from ingestd.migrate import apply_migrations
-
-        applied = apply_migrations(settings.database_url)
-        print(
-            f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else "")
-        )
-        return 0
+        return _migrate(settings)
     return _customers(settings, args)
 
 

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from ingestd.storage.bootstrap import StoragePlan
+
 __all__ = ["ConfigError", "Settings"]
 
 _MiB = 1024 * 1024
@@ -76,6 +78,20 @@ class Settings:
     retry_after_s: int = 30
     migrate_on_start: bool = False
     log_format: str = "auto"
+    storage: StoragePlan = field(default_factory=StoragePlan)
+    housekeeping_interval_s: float = 10.0
+    rollup_settle_s: float = 5.0
+    rollup_batch: int = 5000
+    refresh_max_ranges: int = 20
+    admin_token: str | None = field(default=None, repr=False)
+    max_hourly_range: timedelta = timedelta(days=93)
+
+    @property
+    def effective_max_sample_age(self) -> timedelta:
+        """Samples older than raw-data retention would be dropped at once: refuse them instead."""
+        if self.storage.retention is None:
+            return self.max_sample_age
+        return min(self.max_sample_age, self.storage.retention - timedelta(days=7))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -91,7 +107,43 @@ class Settings:
         pool_max = _int(env, "INGESTD_POOL_MAX_SIZE", 4, minimum=1)
         if pool_max < pool_min:
             raise ConfigError("INGESTD_POOL_MAX_SIZE must be >= INGESTD_POOL_MIN_SIZE")
+        timescaledb = _get(env, "INGESTD_TIMESCALEDB", "auto").lower()
+        if timescaledb not in {"auto", "on", "off"}:
+            raise ConfigError(f"INGESTD_TIMESCALEDB must be auto, on or off, got {timescaledb!r}")
+        retention_days = _int(env, "INGESTD_RETENTION_DAYS", 0, minimum=0)
+        start_offset_days = _int(env, "INGESTD_REFRESH_START_OFFSET_DAYS", 30, minimum=1)
+        if retention_days and retention_days < start_offset_days + 14:
+            raise ConfigError(
+                "INGESTD_RETENTION_DAYS must be at least INGESTD_REFRESH_START_OFFSET_DAYS + 14 "
+                "(raw rows must outlive the aggregate's refresh window), or 0 to keep everything"
+            )
+        storage = StoragePlan(
+            timescaledb=timescaledb,
+            chunk_interval=timedelta(days=_int(env, "INGESTD_CHUNK_INTERVAL_DAYS", 7, minimum=1)),
+            compress_after=timedelta(days=_int(env, "INGESTD_COMPRESS_AFTER_DAYS", 7, minimum=1)),
+            refresh_start_offset=timedelta(days=start_offset_days),
+            refresh_end_offset=timedelta(
+                seconds=_int(env, "INGESTD_REFRESH_END_OFFSET_S", 3600, minimum=0)
+            ),
+            refresh_schedule=timedelta(
+                seconds=_int(env, "INGESTD_REFRESH_SCHEDULE_S", 3600, minimum=60)
+            ),
+            partitions_ahead=_int(env, "INGESTD_PARTITIONS_AHEAD", 4, minimum=0),
+            retention=timedelta(days=retention_days) if retention_days else None,
+        )
+        admin_token = env.get("INGESTD_ADMIN_TOKEN", "").strip() or None
+        if admin_token is not None and len(admin_token) < 32:
+            raise ConfigError("INGESTD_ADMIN_TOKEN must be at least 32 characters")
         return cls(
+            storage=storage,
+            admin_token=admin_token,
+            housekeeping_interval_s=_float(
+                env, "INGESTD_HOUSEKEEPING_INTERVAL_S", 10.0, minimum=0.1
+            ),
+            rollup_settle_s=_float(env, "INGESTD_ROLLUP_SETTLE_S", 5.0, minimum=0.0),
+            max_hourly_range=timedelta(
+                days=_int(env, "INGESTD_MAX_HOURLY_RANGE_DAYS", 93, minimum=1)
+            ),
             database_url=database_url,
             host=_get(env, "INGESTD_HOST", "127.0.0.1"),
             port=_int(env, "INGESTD_PORT", 8080, minimum=0),

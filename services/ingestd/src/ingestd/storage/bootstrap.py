@@ -1,0 +1,283 @@
+"""Storage bootstrap: make `fleet.power_measurements` a time-partitioned table and create the
+hourly aggregate — with TimescaleDB where it is available, with native partitioning where not.
+
+Runs after the migrations (`ingestd migrate`, and at `serve` start with
+INGESTD_MIGRATE_ON_START), idempotently, under a session advisory lock so several replicas can run
+it at once. The migrations create a plain table; the bootstrap turns it into:
+
+- TimescaleDB: a hypertable (chunk interval INGESTD_CHUNK_INTERVAL_DAYS), compressed segmented by
+  (customer_id, device_id) ordered by time DESC with a compression policy, and the continuous
+  aggregate `fleet.hourly_per_device` (real-time) with its refresh policy;
+- plain PostgreSQL: a table partitioned by range on `time` in weekly partitions (existing rows are
+  moved over once), the rollup table `fleet.hourly_rollup`, and the view `fleet.hourly_per_device`
+  that merges the rollup with the hours not yet rolled up, computed from raw rows at read time.
+
+Switching an already bootstrapped database from one path to the other is not automatic: the
+bootstrap refuses with a message saying so.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from psycopg import AsyncConnection
+
+from ingestd.storage.aggregate import (
+    AGGREGATE_COLUMNS,
+    PLAIN_AGGREGATE_SELECT,
+    PLAIN_BUCKET,
+    TIMESCALE_AGGREGATE_SELECT,
+)
+from ingestd.storage.partitions import WEEK, ensure_partitions, week_start
+
+__all__ = [
+    "BootstrapError",
+    "StorageMode",
+    "StoragePlan",
+    "bootstrap_database",
+    "bootstrap_storage",
+    "detect_mode",
+    "timescale_available",
+]
+
+log = structlog.get_logger("ingestd.storage")
+
+BOOTSTRAP_LOCK = 0x466C_6565_7400  # "Fleet" + 0
+
+
+class StorageMode(enum.StrEnum):
+    TIMESCALEDB = "timescaledb"
+    POSTGRESQL = "postgresql"
+
+
+class BootstrapError(RuntimeError):
+    """The storage cannot be bootstrapped as configured; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoragePlan:
+    """Storage settings (INGESTD_* variables, see README)."""
+
+    timescaledb: str = "auto"  # auto | on | off
+    chunk_interval: timedelta = timedelta(days=7)
+    compress_after: timedelta = timedelta(days=7)
+    refresh_start_offset: timedelta = timedelta(days=30)
+    refresh_end_offset: timedelta = timedelta(hours=1)
+    refresh_schedule: timedelta = timedelta(hours=1)
+    partitions_ahead: int = 4
+    retention: timedelta | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+ROLLUP_TABLE = f"""
+CREATE TABLE IF NOT EXISTS fleet.hourly_rollup (
+    bucket       timestamptz NOT NULL,
+    customer_id  bigint NOT NULL,
+    device_id    bigint NOT NULL,
+    samples      bigint NOT NULL,
+    {", ".join(f"{c} double precision" for c in AGGREGATE_COLUMNS[4:])},
+    PRIMARY KEY (customer_id, device_id, bucket)
+)"""
+
+_COLUMNS = ", ".join(AGGREGATE_COLUMNS)
+PLAIN_VIEW = f"""
+CREATE OR REPLACE VIEW fleet.hourly_per_device AS
+SELECT {", ".join(f"r.{c}" for c in AGGREGATE_COLUMNS)}
+FROM fleet.hourly_rollup r
+WHERE NOT EXISTS (
+    SELECT 1 FROM fleet.hourly_dirty d
+    WHERE d.customer_id = r.customer_id AND d.device_id = r.device_id AND d.bucket = r.bucket)
+UNION ALL
+SELECT d.bucket, d.customer_id, d.device_id, {PLAIN_AGGREGATE_SELECT}
+FROM fleet.hourly_dirty d
+JOIN fleet.power_measurements m
+  ON m.customer_id = d.customer_id AND m.device_id = d.device_id
+ AND m.time >= d.bucket AND m.time < d.bucket + INTERVAL '1 hour'
+GROUP BY d.bucket, d.customer_id, d.device_id
+"""
+
+MARK_ALL_DIRTY = f"""
+INSERT INTO fleet.hourly_dirty (customer_id, device_id, bucket)
+SELECT DISTINCT m.customer_id, m.device_id, {PLAIN_BUCKET} FROM fleet.power_measurements m
+ON CONFLICT DO NOTHING
+"""
+
+TIMESCALE_CAGG = f"""
+CREATE MATERIALIZED VIEW fleet.hourly_per_device
+WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
+SELECT time_bucket(INTERVAL '1 hour', m.time) AS bucket, m.customer_id, m.device_id,
+       {TIMESCALE_AGGREGATE_SELECT}
+FROM fleet.power_measurements m
+GROUP BY time_bucket(INTERVAL '1 hour', m.time), m.customer_id, m.device_id
+WITH NO DATA
+"""
+
+
+async def _scalar(conn: AsyncConnection[Any], query: str, params: tuple[Any, ...] = ()) -> Any:
+    cur = await conn.execute(query, params)
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+async def timescale_available(conn: AsyncConnection[Any]) -> bool:
+    return bool(
+        await _scalar(conn, "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+    )
+
+
+async def _is_hypertable(conn: AsyncConnection[Any]) -> bool:
+    if not await _scalar(conn, "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"):
+        return False
+    return bool(
+        await _scalar(
+            conn,
+            """SELECT 1 FROM timescaledb_information.hypertables
+               WHERE hypertable_schema = 'fleet' AND hypertable_name = 'power_measurements'""",
+        )
+    )
+
+
+async def _relkind(conn: AsyncConnection[Any], name: str) -> str | None:
+    value = await _scalar(
+        conn, "SELECT relkind::text FROM pg_class WHERE oid = to_regclass(%s)", (name,)
+    )
+    return str(value) if value is not None else None
+
+
+async def detect_mode(conn: AsyncConnection[Any]) -> StorageMode | None:
+    """The storage path this database was bootstrapped for, or None when not bootstrapped."""
+    if await _is_hypertable(conn):
+        return StorageMode.TIMESCALEDB
+    if await _relkind(conn, "fleet.power_measurements") == "p" and await _relkind(
+        conn, "fleet.hourly_per_device"
+    ):
+        return StorageMode.POSTGRESQL
+    return None
+
+
+async def bootstrap_storage(conn: AsyncConnection[Any], plan: StoragePlan) -> StorageMode:
+    """Bootstrap (idempotently) and return the storage mode. `conn` must be in autocommit mode."""
+    await conn.execute("SELECT pg_advisory_lock(%s)", (BOOTSTRAP_LOCK,))
+    try:
+        available = await timescale_available(conn)
+        if plan.timescaledb == "on" and not available:
+            raise BootstrapError(
+                "INGESTD_TIMESCALEDB=on but the timescaledb extension is not installed on the server"
+            )
+        use_timescale = plan.timescaledb == "on" or (plan.timescaledb == "auto" and available)
+        current = await detect_mode(conn)
+        if (
+            use_timescale
+            and current is None
+            and await _relkind(conn, "fleet.power_measurements") == "p"
+        ):
+            raise BootstrapError(
+                "fleet.power_measurements was bootstrapped as a partitioned table without TimescaleDB; "
+                "converting it to a hypertable is a manual migration (or set INGESTD_TIMESCALEDB=off)"
+            )
+        if current is StorageMode.POSTGRESQL and use_timescale:
+            raise BootstrapError(
+                "this database was bootstrapped without TimescaleDB (partitioned table); converting it "
+                "is a manual migration — set INGESTD_TIMESCALEDB=off to keep the plain path"
+            )
+        if use_timescale:
+            await _bootstrap_timescale(conn, plan)
+            return StorageMode.TIMESCALEDB
+        await _bootstrap_plain(conn, plan)
+        return StorageMode.POSTGRESQL
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", (BOOTSTRAP_LOCK,))
+
+
+async def bootstrap_database(database_url: str, plan: StoragePlan) -> StorageMode:
+    """Connect, bootstrap, disconnect: what `ingestd migrate` runs after the migrations."""
+    async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+        return await bootstrap_storage(conn, plan)
+
+
+async def _bootstrap_timescale(conn: AsyncConnection[Any], plan: StoragePlan) -> None:
+    await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    had_rows = bool(await _scalar(conn, "SELECT EXISTS (SELECT 1 FROM fleet.power_measurements)"))
+    await conn.execute(
+        "SELECT create_hypertable('fleet.power_measurements', by_range('time', %s::interval), "
+        "if_not_exists => true, migrate_data => true)",
+        (plan.chunk_interval,),
+    )
+    compressed = await _scalar(
+        conn,
+        """SELECT compression_enabled FROM timescaledb_information.hypertables
+           WHERE hypertable_schema = 'fleet' AND hypertable_name = 'power_measurements'""",
+    )
+    if not compressed:
+        await conn.execute(
+            """ALTER TABLE fleet.power_measurements SET (
+                   timescaledb.compress,
+                   timescaledb.compress_segmentby = 'customer_id, device_id',
+                   timescaledb.compress_orderby = 'time DESC')"""
+        )
+    await conn.execute(
+        "SELECT add_compression_policy('fleet.power_measurements', %s::interval, if_not_exists => true)",
+        (plan.compress_after,),
+    )
+    if not await _relkind(conn, "fleet.hourly_per_device"):
+        await conn.execute(TIMESCALE_CAGG)
+        if had_rows:  # the policy only looks back start_offset: materialize the whole history once
+            await conn.execute(
+                "CALL refresh_continuous_aggregate('fleet.hourly_per_device', NULL, %s)",
+                (datetime.now(UTC) - plan.refresh_end_offset,),
+            )
+    await conn.execute(
+        """SELECT add_continuous_aggregate_policy('fleet.hourly_per_device',
+               start_offset => %s::interval, end_offset => %s::interval,
+               schedule_interval => %s::interval, if_not_exists => true)""",
+        (plan.refresh_start_offset, plan.refresh_end_offset, plan.refresh_schedule),
+    )
+    log.info("storage_bootstrapped", mode="timescaledb")
+
+
+async def _bootstrap_plain(conn: AsyncConnection[Any], plan: StoragePlan) -> None:
+    async with conn.transaction():
+        if await _relkind(conn, "fleet.power_measurements") == "r":
+            await _partition_existing_table(conn)
+        rollup_existed = bool(await _relkind(conn, "fleet.hourly_rollup"))
+        await conn.execute(ROLLUP_TABLE)
+        await conn.execute(PLAIN_VIEW)
+        if not rollup_existed:
+            await conn.execute(MARK_ALL_DIRTY)  # rows stored before the rollup existed
+    now = datetime.now(UTC)
+    await ensure_partitions(conn, [now + WEEK * i for i in range(plan.partitions_ahead + 1)])
+    log.info("storage_bootstrapped", mode="postgresql")
+
+
+async def _partition_existing_table(conn: AsyncConnection[Any]) -> None:
+    """Replace the plain table by a partitioned one with the same columns, keys and rows."""
+    await conn.execute(
+        "ALTER TABLE fleet.power_measurements RENAME TO power_measurements_unpartitioned"
+    )
+    await conn.execute(
+        "ALTER TABLE fleet.power_measurements_unpartitioned RENAME CONSTRAINT power_measurements_pkey "
+        "TO power_measurements_unpartitioned_pkey"
+    )
+    await conn.execute(
+        """CREATE TABLE fleet.power_measurements
+               (LIKE fleet.power_measurements_unpartitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+           PARTITION BY RANGE (time)"""
+    )
+    await conn.execute(
+        "ALTER TABLE fleet.power_measurements ADD PRIMARY KEY (customer_id, device_id, time)"
+    )
+    cur = await conn.execute(
+        "SELECT DISTINCT date_bin(INTERVAL '7 days', time, TIMESTAMPTZ '2000-01-03 00:00:00+00') "
+        "FROM fleet.power_measurements_unpartitioned"
+    )
+    weeks = [week_start(row[0]) for row in await cur.fetchall()]
+    if weeks:
+        await ensure_partitions(conn, weeks)
+        await conn.execute(
+            "INSERT INTO fleet.power_measurements SELECT * FROM fleet.power_measurements_unpartitioned"
+        )
+    await conn.execute("DROP TABLE fleet.power_measurements_unpartitioned")

@@ -1,0 +1,103 @@
+"""Weekly range partitions of `fleet.power_measurements` on plain PostgreSQL.
+
+Weeks start on Monday 00:00 UTC. Partitions are created ahead of time by the housekeeping task
+and on demand before a batch that needs one, so a back-fill into a week that has no partition
+works. Creation is serialized across replicas by a transaction-level advisory lock and is
+idempotent (`CREATE TABLE IF NOT EXISTS … PARTITION OF`). There is no default partition: a row
+can only land in the week it belongs to, and retention drops whole weeks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+
+__all__ = [
+    "WEEK",
+    "drop_partitions_before",
+    "ensure_partitions",
+    "existing_partition_weeks",
+    "partition_name",
+    "week_start",
+    "weeks_of",
+]
+
+WEEK = timedelta(days=7)
+_MONDAY = datetime(2000, 1, 3, tzinfo=UTC)
+PARTITION_LOCK = 0x466C_6565_7401  # "Fleet" + 1: partition creation
+_NAME_PREFIX = "power_measurements_w"
+
+LIST_PARTITIONS = """
+SELECT c.relname FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'fleet.power_measurements'::regclass
+"""
+
+
+def week_start(moment: datetime) -> datetime:
+    """Monday 00:00 UTC of the week holding `moment`."""
+    return _MONDAY + WEEK * ((moment - _MONDAY) // WEEK)
+
+
+def weeks_of(times: Iterable[datetime]) -> set[datetime]:
+    """The distinct week starts of `times`."""
+    return {week_start(t) for t in times}
+
+
+def partition_name(start: datetime) -> str:
+    return f"{_NAME_PREFIX}{start:%Y%m%d}"
+
+
+def _week_from_name(name: str) -> datetime | None:
+    if not name.startswith(_NAME_PREFIX):
+        return None
+    try:
+        return datetime.strptime(name[len(_NAME_PREFIX) :], "%Y%m%d").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _create_statement(start: datetime) -> sql.Composed:
+    return sql.SQL(
+        "CREATE TABLE IF NOT EXISTS fleet.{} PARTITION OF fleet.power_measurements "
+        "FOR VALUES FROM ({}) TO ({})"
+    ).format(sql.Identifier(partition_name(start)), sql.Literal(start), sql.Literal(start + WEEK))
+
+
+async def existing_partition_weeks(conn: AsyncConnection[Any]) -> set[datetime]:
+    cur = await conn.execute(LIST_PARTITIONS)
+    weeks = {_week_from_name(row[0]) for row in await cur.fetchall()}
+    return {w for w in weeks if w is not None}
+
+
+async def ensure_partitions(
+    conn: AsyncConnection[Any], weeks: Iterable[datetime]
+) -> list[datetime]:
+    """Create the partitions of `weeks` that are missing, in a transaction of their own (so the
+    parent's lock is not held through a batch); return the weeks created."""
+    wanted = sorted({week_start(w) for w in weeks})
+    created: list[datetime] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
+        existing = await existing_partition_weeks(conn)
+        for start in wanted:
+            if start not in existing:
+                await conn.execute(_create_statement(start))
+                created.append(start)
+    return created
+
+
+async def drop_partitions_before(conn: AsyncConnection[Any], cutoff: datetime) -> list[str]:
+    """Drop the weekly partitions that end at or before `cutoff`; return their names."""
+    dropped: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
+        for start in sorted(await existing_partition_weeks(conn)):
+            if start + WEEK <= cutoff:
+                name = partition_name(start)
+                await conn.execute(sql.SQL("DROP TABLE fleet.{}").format(sql.Identifier(name)))
+                dropped.append(name)
+    return dropped

@@ -1,0 +1,348 @@
+"""Central storage: bootstrap, weekly partitions, the hourly aggregate and retention.
+
+These run on the storage path the test cluster offers: plain PostgreSQL in CI, TimescaleDB where
+the extension is installed (set FLEET_TEST_TIMESCALEDB=off to force the plain path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from fleetdev.pgcluster import PgCluster
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ingestd.housekeeping import StorageState, housekeeping_cycle
+from ingestd.migrate import apply_migrations
+from ingestd.settings import Settings
+from ingestd.storage import (
+    StorageMode,
+    StoragePlan,
+    bootstrap_database,
+    bootstrap_storage,
+    detect_mode,
+)
+from ingestd.storage.aggregate import AGGREGATE_COLUMNS
+from psycopg import AsyncConnection
+
+from tests.fix_ingestd import PostBatch, ThreadedIngestd
+from tests.samples import NOW, measurement, measurements
+
+
+def _rows(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+async def _cycle(settings: Settings, *, maintenance: bool = False) -> None:
+    async with await AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
+        state = StorageState(mode=await detect_mode(conn), settings=settings)
+        await housekeeping_cycle(conn, state, maintenance=maintenance)
+
+
+def _mode(dsn: str) -> StorageMode | None:
+    async def detect() -> StorageMode | None:
+        async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
+            return await detect_mode(conn)
+
+    return asyncio.run(detect())
+
+
+def test_bootstrap_is_idempotent_and_safe_from_several_replicas(central_db: str) -> None:
+    """Running the bootstrap again, from four connections at once, changes nothing and fails nowhere."""
+
+    async def four_at_once() -> list[StorageMode]:
+        conns = [await AsyncConnection.connect(central_db, autocommit=True) for _ in range(4)]
+        try:
+            return list(await asyncio.gather(*(bootstrap_storage(c, StoragePlan()) for c in conns)))
+        finally:
+            for conn in conns:
+                await conn.close()
+
+    before = _mode(central_db)
+    modes = asyncio.run(four_at_once())
+    assert before is not None
+    assert set(modes) == {before}
+    assert _mode(central_db) is before
+
+
+def test_plain_path_has_weekly_partitions_ahead(central_db: str) -> None:
+    """Without TimescaleDB the table is range-partitioned by week, with the coming weeks created."""
+    if _mode(central_db) is not StorageMode.POSTGRESQL:
+        pytest.skip("plain-PostgreSQL path only (TimescaleDB is installed here)")
+    names = [
+        r[0]
+        for r in _rows(
+            central_db,
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid ORDER BY 1",
+        )
+    ]
+    assert len(names) >= 5
+    assert all(n.startswith("power_measurements_w") for n in names)
+    assert _rows(
+        central_db,
+        "SELECT relkind::text FROM pg_class WHERE oid = 'fleet.power_measurements'::regclass",
+    ) == [("p",)]
+
+
+async def test_backfill_into_a_week_without_partition_works(
+    post_batch: PostBatch, customer_token: str, central_db: str
+) -> None:
+    """A sample 400 days old lands (its week's partition is made on demand) and is counted."""
+    old = NOW - timedelta(days=400)
+    resp = await post_batch(
+        customer_token,
+        "measurements",
+        [measurement(1, old), measurement(1, NOW - timedelta(minutes=1))],
+    )
+    assert resp.status == 200
+    assert (await resp.json())["accepted"] == 2
+    assert _rows(
+        central_db, "SELECT count(*) FROM fleet.power_measurements WHERE time = %s", old
+    ) == [(1,)]
+
+
+async def test_90_day_old_sample_reaches_the_hourly_row_within_one_cycle(
+    post_batch: PostBatch, customer_token: str, central_db: str, ingestd_settings: Settings
+) -> None:
+    """After an hour was aggregated, a 90-day-old back-fill into it shows in its hourly row after one refresh cycle."""
+    hour = (NOW - timedelta(days=90)).replace(minute=0, second=0)
+    await post_batch(
+        customer_token,
+        "measurements",
+        [measurement(1, hour + timedelta(minutes=m), p_total=10.0) for m in (0, 10)],
+    )
+    await _cycle(ingestd_settings)
+    query = "SELECT samples, p_total_avg, p_total_max FROM fleet.hourly_per_device WHERE device_id = 1 AND bucket = %s"
+    assert _rows(central_db, query, hour) == [(2, 10.0, 10.0)]
+
+    await post_batch(
+        customer_token, "measurements", [measurement(1, hour + timedelta(minutes=30), p_total=40.0)]
+    )
+    await _cycle(ingestd_settings)
+    assert _rows(central_db, query, hour) == [(3, 20.0, 40.0)]
+    assert _rows(central_db, "SELECT count(*) FROM fleet.hourly_dirty") == [(0,)]
+
+
+async def test_hourly_columns_and_energy(
+    post_batch: PostBatch, customer_token: str, central_db: str, ingestd_settings: Settings
+) -> None:
+    """The hourly row has count, p_total avg/min/max, the phase averages and energy as last minus first register."""
+    hour = (NOW - timedelta(days=2)).replace(minute=0, second=0)
+    rows = [
+        measurement(
+            5,
+            hour + timedelta(minutes=0),
+            p_total=1.0,
+            v1=220.0,
+            energy_imp_kwh=100.0,
+            energy_exp_kwh=5.0,
+        ),
+        measurement(
+            5,
+            hour + timedelta(minutes=20),
+            p_total=2.0,
+            v1=230.0,
+            energy_imp_kwh=101.5,
+            energy_exp_kwh=5.0,
+        ),
+        measurement(
+            5,
+            hour + timedelta(minutes=59),
+            p_total=6.0,
+            v1=240.0,
+            energy_imp_kwh=103.0,
+            energy_exp_kwh=5.5,
+        ),
+    ]
+    await post_batch(customer_token, "measurements", rows)
+    for refreshed in (False, True):
+        if refreshed:
+            await _cycle(ingestd_settings)
+        (row,) = _rows(
+            central_db,
+            f"SELECT {', '.join(AGGREGATE_COLUMNS)} FROM fleet.hourly_per_device WHERE device_id = 5",
+        )
+        got = dict(zip(AGGREGATE_COLUMNS, row, strict=True))
+        assert got["bucket"] == hour
+        assert got["samples"] == 3
+        assert (got["p_total_avg"], got["p_total_min"], got["p_total_max"]) == (3.0, 1.0, 6.0)
+        assert got["v1_avg"] == pytest.approx(230.0)
+        assert got["energy_imp_kwh"] == pytest.approx(3.0)
+        assert got["energy_exp_kwh"] == pytest.approx(0.5)
+
+
+def test_existing_rows_survive_the_bootstrap(pg_cluster: PgCluster) -> None:
+    """Bootstrapping a database that already holds measurements keeps every row and aggregates them."""
+    dsn = pg_cluster.create_database("preexisting")
+    apply_migrations(dsn)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("INSERT INTO fleet.customers (code) VALUES ('OLD1')")
+        conn.execute(
+            """INSERT INTO fleet.power_measurements (time, customer_id, device_id, received_at, p_total)
+               SELECT t, 1, 1, now(), 2.0 FROM generate_series(now() - interval '60 days', now(), interval '1 hour') t"""
+        )
+    mode = asyncio.run(bootstrap_database(dsn, StoragePlan(timescaledb="off")))
+    assert mode is StorageMode.POSTGRESQL
+    assert _rows(dsn, "SELECT count(*) FROM fleet.power_measurements") == [(1441,)]
+    assert _rows(dsn, "SELECT count(*), sum(samples) FROM fleet.hourly_per_device") == [
+        (1441, 1441)
+    ]
+
+
+async def test_retention_drops_old_weeks_but_not_the_aggregate(
+    post_batch: PostBatch, customer_token: str, central_db: str, ingestd_settings: Settings
+) -> None:
+    """Raw-data retention drops old weeks of samples; their hourly rows stay."""
+    from dataclasses import replace
+
+    old = (NOW - timedelta(days=120)).replace(minute=0, second=0)
+    await post_batch(
+        customer_token,
+        "measurements",
+        [measurement(1, old), measurement(1, NOW - timedelta(minutes=5))],
+    )
+    await _cycle(ingestd_settings)
+    with_retention = replace(
+        ingestd_settings, storage=replace(ingestd_settings.storage, retention=timedelta(days=60))
+    )
+    await _cycle(with_retention, maintenance=True)
+    assert _rows(central_db, "SELECT count(*) FROM fleet.power_measurements") == [(1,)]
+    assert _rows(
+        central_db, "SELECT samples FROM fleet.hourly_per_device WHERE bucket = %s", old
+    ) == [(1,)]
+
+
+# --- property: the aggregate equals a brute-force recomputation from the raw rows ---------------
+
+_DEVICES = st.integers(min_value=1, max_value=3)
+_MINUTES = st.one_of(
+    st.integers(min_value=0, max_value=6 * 60),  # the last hours
+    st.integers(min_value=90 * 1440, max_value=90 * 1440 + 180),  # a 90-day-old back-fill
+    st.integers(min_value=400 * 1440, max_value=400 * 1440 + 60),  # a 400-day-old back-fill
+)
+_VALUE = st.one_of(
+    st.none(), st.floats(min_value=-1e6, max_value=1e6, allow_nan=False).map(lambda x: round(x, 3))
+)
+_SAMPLE = st.tuples(_DEVICES, _MINUTES, _VALUE, _VALUE)
+_BATCHES = st.lists(st.lists(_SAMPLE, min_size=1, max_size=30), min_size=1, max_size=6)
+_BASE = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
+
+
+def _brute_force(raw: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = defaultdict(list)
+    for time, device_id, p_total, energy in raw:
+        groups[(time.astimezone(UTC).replace(minute=0, second=0, microsecond=0), device_id)].append(
+            (time, p_total, energy)
+        )
+    out = {}
+    for key, samples in groups.items():
+        samples.sort()
+        powers = [p for _, p, _ in samples if p is not None]
+        first, last = samples[0][2], samples[-1][2]
+        out[key] = {
+            "samples": len(samples),
+            "p_total_avg": sum(powers) / len(powers) if powers else None,
+            "p_total_min": min(powers) if powers else None,
+            "p_total_max": max(powers) if powers else None,
+            "energy_imp_kwh": None if first is None or last is None else last - first,
+        }
+    return out
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
+
+
+def _check_against_raw(dsn: str) -> None:
+    raw = _rows(
+        dsn, "SELECT time, device_id, p_total, energy_imp_kwh FROM fleet.power_measurements"
+    )
+    expected = _brute_force(raw)
+    got = {
+        (r[0], r[1]): {
+            "samples": r[2],
+            "p_total_avg": r[3],
+            "p_total_min": r[4],
+            "p_total_max": r[5],
+            "energy_imp_kwh": r[6],
+        }
+        for r in _rows(
+            dsn,
+            "SELECT bucket, device_id, samples, p_total_avg, p_total_min, p_total_max, energy_imp_kwh FROM fleet.hourly_per_device",
+        )
+    }
+    assert set(got) == set(expected)
+    for key, want in expected.items():
+        for column, value in want.items():
+            assert _close(got[key][column], value), (key, column, got[key][column], value)
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batches=_BATCHES,
+    refresh_after=st.lists(st.booleans(), min_size=6, max_size=6),
+    resend=st.booleans(),
+)
+def test_hourly_aggregate_matches_brute_force(
+    threaded_ingestd: ThreadedIngestd,
+    customer_token: str,
+    central_db: str,
+    batches: list[list[tuple[int, int, float | None, float | None]]],
+    refresh_after: list[bool],
+    resend: bool,
+) -> None:
+    """Over random batches with back-fills, duplicates and re-deliveries, the hourly aggregate always
+    equals a brute-force recomputation from the raw rows — before and after refresh cycles."""
+    with psycopg.connect(central_db) as conn:
+        conn.execute("TRUNCATE fleet.power_measurements, fleet.hourly_dirty")
+        conn.execute(
+            "TRUNCATE fleet.hourly_rollup"
+            if _mode(central_db) is StorageMode.POSTGRESQL
+            else "SELECT 1"
+        )
+    settings_ = threaded_ingestd.settings
+    sent: list[list[dict[str, Any]]] = []
+    for number, batch in enumerate(batches):
+        items = [
+            measurement(
+                device, _BASE - timedelta(minutes=minutes), p_total=p_total, energy_imp_kwh=energy
+            )
+            for device, minutes, p_total, energy in batch
+        ]
+        sent.append(items)
+        status, body = threaded_ingestd.post(customer_token, "measurements", items)
+        assert status == 200, body
+        assert body["rejected"] == 0
+        if refresh_after[number]:
+            threaded_ingestd.call(_cycle(settings_))
+        _check_against_raw(central_db)
+    if resend:
+        for items in sent:
+            status, body = threaded_ingestd.post(customer_token, "measurements", items)
+            assert (status, body["accepted"]) == (200, 0)
+    keys = {(item["device_id"], item["time"]) for items in sent for item in items}
+    assert _rows(central_db, "SELECT count(*) FROM fleet.power_measurements") == [(len(keys),)]
+    threaded_ingestd.call(_cycle(settings_))
+    _check_against_raw(central_db)
+
+
+async def test_many_rows_in_one_batch_across_weeks(
+    post_batch: PostBatch, customer_token: str, central_db: str
+) -> None:
+    """A 5,000-row batch spread over three weeks is stored whole."""
+    rows = measurements(5000, devices=10, start=NOW - timedelta(days=20))
+    for i, row in enumerate(rows):
+        row["time"] = (NOW - timedelta(days=20) + timedelta(minutes=6 * i)).isoformat()
+    resp = await post_batch(customer_token, "measurements", rows)
+    assert (await resp.json())["accepted"] == 5000
+    assert _rows(central_db, "SELECT count(*) FROM fleet.power_measurements") == [(5000,)]
