@@ -31,8 +31,11 @@ from ingestd.auth import TOKEN_HEADER, Customer, authenticate
 from ingestd.body import check_content_headers, read_body
 from ingestd.errors import BadRequest, IngestError, NotFound, RateLimited, ServiceUnavailable
 from ingestd.housekeeping import StorageState, housekeeping_loop, open_storage
+from ingestd.keys import EXPECTED_MIGRATIONS, LIMITER, POOL, SETTINGS, STORAGE
 from ingestd.migrate import apply_migrations, migration_ids
+from ingestd.openapi import OPENAPI_PATH, openapi_document
 from ingestd.ratelimit import RateLimiter
+from ingestd.readapi import add_read_routes
 from ingestd.settings import Settings
 from ingestd.storage import BootstrapError
 from ingestd.storage.rollup import mark_dirty
@@ -56,11 +59,6 @@ CURSOR_HEADER = "X-Push-Cursor"
 MAX_CURSOR_LENGTH = 256
 MAX_ERRORS_IN_RESPONSE = 100
 
-SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", AsyncConnectionPool)
-LIMITER = web.AppKey("limiter", RateLimiter)
-EXPECTED_MIGRATIONS = web.AppKey("expected_migrations", frozenset)
-STORAGE = web.AppKey("storage", StorageState)
 
 # Options for the aiohttp server (AppRunner, TestServer, run_app) running this app: ingestd inflates
 # gzip bodies itself, counting wire and decompressed bytes against their limits.
@@ -372,4 +370,11 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post(INGEST_PATH, ingest)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    add_read_routes(app)
+    document = _encode(openapi_document())
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(body=document, content_type="application/json")
+
+    app.router.add_get(OPENAPI_PATH, openapi)
     return app

@@ -1,0 +1,18 @@
+"""Typed keys of the state ingestd keeps on its `web.Application` (no module-level singletons)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from psycopg_pool import AsyncConnectionPool
+
+from ingestd.housekeeping import StorageState
+from ingestd.ratelimit import RateLimiter
+from ingestd.settings import Settings
+
+__all__ = ["EXPECTED_MIGRATIONS", "LIMITER", "POOL", "SETTINGS", "STORAGE"]
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", AsyncConnectionPool)
+LIMITER = web.AppKey("limiter", RateLimiter)
+EXPECTED_MIGRATIONS = web.AppKey("expected_migrations", frozenset)
+STORAGE = web.AppKey("storage", StorageState)

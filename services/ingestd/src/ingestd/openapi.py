@@ -1,0 +1,488 @@
+"""The OpenAPI 3.1 document of ingestd's whole HTTP API, served at /api/fleet/openapi.json.
+
+The document is built from the same constants the code uses (field names, limits, batch types).
+A copy is kept in the repository as docs/openapi.json (`python -m ingestd.openapi > docs/openapi.json`);
+a test fails when the two differ, and the tests validate real responses against this document.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from fleetcore import MEASUREMENT_VALUE_FIELDS, BatchType
+
+from ingestd.readapi import CSV_FIELDS
+
+__all__ = ["OPENAPI_PATH", "openapi_document"]
+
+OPENAPI_PATH = "/api/fleet/openapi.json"
+
+_REF = "#/components/schemas/"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF + name}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    kind = schema["type"]
+    return {**schema, "type": [kind, "null"]}
+
+
+_TIME = {"type": "string", "format": "date-time"}
+_ID = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+_VALUE = {"type": ["number", "null"], "minimum": -1e15, "maximum": 1e15}
+_NO_NUL = "^[^\\u0000]*$"
+
+
+def _text(max_length: int, min_length: int = 1) -> dict[str, Any]:
+    return {"type": "string", "minLength": min_length, "maxLength": max_length, "pattern": _NO_NUL}
+
+
+def _error(
+    codes: list[str], extra: dict[str, Any] | None = None, required: list[str] | None = None
+) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["error", *(required or [])],
+        "properties": {
+            "error": {"type": "string", "enum": codes},
+            "detail": {"type": "string"},
+            **(extra or {}),
+        },
+    }
+
+
+def _json_response(
+    description: str, schema: str, headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": _ref(schema)}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_RETRY_AFTER = {
+    "Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}
+}
+
+
+def _schemas() -> dict[str, Any]:
+    measurement = {
+        "type": "object",
+        "required": ["device_id", "time", "received_at"],
+        "properties": {
+            "device_id": _ID,
+            "time": _TIME,
+            "received_at": _TIME,
+            **{name: _VALUE for name in MEASUREMENT_VALUE_FIELDS},
+        },
+    }
+    hourly_row = {
+        "type": "object",
+        "required": list(CSV_FIELDS),
+        "properties": {
+            "bucket": _TIME,
+            "samples": {"type": "integer", "minimum": 1},
+            **{name: {"type": ["number", "null"]} for name in CSV_FIELDS[2:-1]},
+            "energy_reset": {
+                "type": "boolean",
+                "description": "a register went down inside the hour (meter reset); its energy is null",
+            },
+        },
+    }
+    return {
+        "Site": {
+            "type": "object",
+            "required": ["id", "name", "timezone", "updated_at"],
+            "properties": {
+                "id": _ID,
+                "name": _text(200),
+                "timezone": _text(64),
+                "updated_at": _TIME,
+                "address": _nullable(_text(500, 0)),
+            },
+        },
+        "Device": {
+            "type": "object",
+            "required": ["id", "site_id", "serial_number", "model", "updated_at"],
+            "properties": {
+                "id": _ID,
+                "site_id": _ID,
+                "serial_number": _text(100),
+                "model": _text(100),
+                "updated_at": _TIME,
+                "name": _nullable(_text(200)),
+            },
+        },
+        "Measurement": measurement,
+        "Batch": {
+            "type": "object",
+            "required": ["items"],
+            "description": "Rows are validated one by one: a bad row is rejected alone (see IngestResult).",
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": {"anyOf": [_ref("Site"), _ref("Device"), _ref("Measurement")]},
+                }
+            },
+        },
+        "IngestResult": {
+            "type": "object",
+            "required": ["batch_type", "batch_id", "accepted", "duplicates", "rejected", "errors"],
+            "properties": {
+                "batch_type": {"type": "string", "enum": [t.value for t in BatchType]},
+                "batch_id": {"type": "string", "format": "uuid"},
+                "accepted": {"type": "integer", "minimum": 0},
+                "duplicates": {"type": "integer", "minimum": 0},
+                "rejected": {"type": "integer", "minimum": 0},
+                "errors": {
+                    "type": "array",
+                    "maxItems": 100,
+                    "items": {
+                        "type": "object",
+                        "required": ["index", "reason"],
+                        "properties": {
+                            "index": {"type": "integer", "minimum": 0},
+                            "reason": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        },
+        "BadRequest": _error(
+            [
+                "unknown_batch_type",
+                "invalid_json",
+                "invalid_batch",
+                "invalid_gzip",
+                "invalid_cursor",
+                "bad_parameter",
+                "range_too_large",
+            ]
+        ),
+        "Unauthorized": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"const": "unauthorized"}},
+        },
+        "AdminDisabled": _error(["admin_api_disabled"]),
+        "NotFound": _error(["not_found"]),
+        "MethodNotAllowed": _error(["method_not_allowed"]),
+        "RequestTimeout": _error(["request_timeout"]),
+        "PayloadTooLarge": _error(
+            ["payload_too_large"], {"max_bytes": {"type": "integer"}}, ["max_bytes"]
+        ),
+        "UnsupportedMediaType": _error(["unsupported_media_type"]),
+        "RetryLater": _error(
+            ["rate_limited", "unavailable"], {"retry_after": {"type": "integer"}}, ["retry_after"]
+        ),
+        "Health": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"const": "ok"}},
+        },
+        "Ready": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ready", "not_ready"]},
+                "storage": {"type": "string", "enum": ["timescaledb", "postgresql"]},
+                "reason": {"type": "string"},
+                "pending": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "CustomerSummary": {
+            "type": "object",
+            "required": [
+                "code",
+                "name",
+                "created_at",
+                "first_seen_at",
+                "last_seen_at",
+                "seconds_since_last_batch",
+                "rows_24h",
+                "rejected_24h",
+            ],
+            "properties": {
+                "code": {"type": "string"},
+                "name": {"type": ["string", "null"]},
+                "created_at": _TIME,
+                "first_seen_at": {"type": ["string", "null"], "format": "date-time"},
+                "last_seen_at": {"type": ["string", "null"], "format": "date-time"},
+                "seconds_since_last_batch": {"type": ["number", "null"]},
+                "rows_24h": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "measurement rows accepted in the last 24 h",
+                },
+                "rejected_24h": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "rows dead-lettered in the last 24 h",
+                },
+            },
+        },
+        "CustomerList": {
+            "type": "object",
+            "required": ["customers"],
+            "properties": {"customers": {"type": "array", "items": _ref("CustomerSummary")}},
+        },
+        "DeviceList": {
+            "type": "object",
+            "required": ["customer", "sites", "devices"],
+            "properties": {
+                "customer": {"type": "string"},
+                "sites": {
+                    "type": "array",
+                    "items": {
+                        "allOf": [
+                            _ref("Site"),
+                            {
+                                "type": "object",
+                                "required": ["deleted", "deleted_at"],
+                                "properties": {
+                                    "deleted": {"type": "boolean"},
+                                    "deleted_at": {
+                                        "type": ["string", "null"],
+                                        "format": "date-time",
+                                    },
+                                },
+                            },
+                        ]
+                    },
+                },
+                "devices": {
+                    "type": "array",
+                    "items": {
+                        "allOf": [
+                            _ref("Device"),
+                            {
+                                "type": "object",
+                                "required": ["deleted", "deleted_at"],
+                                "properties": {
+                                    "deleted": {"type": "boolean"},
+                                    "deleted_at": {
+                                        "type": ["string", "null"],
+                                        "format": "date-time",
+                                    },
+                                },
+                            },
+                        ]
+                    },
+                },
+            },
+        },
+        "HourlyRow": hourly_row,
+        "HourlyRows": {
+            "type": "object",
+            "required": ["customer", "device_id", "from", "to", "rows"],
+            "properties": {
+                "customer": {"type": "string"},
+                "device_id": _ID,
+                "from": _TIME,
+                "to": _TIME,
+                "rows": {"type": "array", "items": _ref("HourlyRow")},
+            },
+        },
+    }
+
+
+def _admin_responses(extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **extra,
+        "401": _json_response("missing or wrong admin token", "Unauthorized"),
+        "403": _json_response("INGESTD_ADMIN_TOKEN is not set", "AdminDisabled"),
+        "503": _json_response("database unavailable", "RetryLater", _RETRY_AFTER),
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    code_param = {"name": "code", "in": "path", "required": True, "schema": {"type": "string"}}
+
+    def header(
+        name: str, schema: dict[str, Any], required: bool = False, description: str = ""
+    ) -> dict[str, Any]:
+        return {
+            "name": name,
+            "in": "header",
+            "required": required,
+            "schema": schema,
+            "description": description,
+        }
+
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Fleet ingestd",
+            "version": "1.0.0",
+            "description": "Push ingest for power-meter telemetry (see docs/PROTOCOL.md) and the operators' read API.",
+        },
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "customerToken": {"type": "apiKey", "in": "header", "name": "X-Customer-Token"},
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "INGESTD_ADMIN_TOKEN",
+                },
+            },
+        },
+        "paths": {
+            "/api/fleet/ingest": {
+                "post": {
+                    "operationId": "ingest",
+                    "summary": "Push one batch of sites, devices or measurements",
+                    "security": [{"customerToken": []}],
+                    "parameters": [
+                        header(
+                            "X-Batch-Type",
+                            {"type": "string", "enum": [t.value for t in BatchType]},
+                            True,
+                        ),
+                        header(
+                            "X-Push-Cursor",
+                            {"type": "string", "maxLength": 256},
+                            False,
+                            "client cursor, stored in the audit row",
+                        ),
+                        header(
+                            "Content-Encoding", {"type": "string", "enum": ["gzip", "identity"]}
+                        ),
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("Batch")}},
+                    },
+                    "responses": {
+                        "200": _json_response(
+                            "batch processed (some rows may be rejected)", "IngestResult"
+                        ),
+                        "400": _json_response(
+                            "bad batch type, body not JSON, no items list, bad gzip or cursor",
+                            "BadRequest",
+                        ),
+                        "401": _json_response(
+                            "token missing, unknown, revoked or expired", "Unauthorized"
+                        ),
+                        "408": _json_response("body not received in time", "RequestTimeout"),
+                        "413": _json_response(
+                            "body over the limit, compressed or decompressed", "PayloadTooLarge"
+                        ),
+                        "415": _json_response(
+                            "unsupported Content-Type or Content-Encoding", "UnsupportedMediaType"
+                        ),
+                        "429": _json_response(
+                            "customer over its rate limit", "RetryLater", _RETRY_AFTER
+                        ),
+                        "503": _json_response("database unavailable", "RetryLater", _RETRY_AFTER),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "summary": "process up",
+                    "responses": {"200": _json_response("up", "Health")},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "summary": "database reachable, migrations applied, storage bootstrapped",
+                    "responses": {
+                        "200": _json_response("ready", "Ready"),
+                        "503": _json_response("not ready", "Ready"),
+                    },
+                }
+            },
+            OPENAPI_PATH: {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "this document",
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+            "/api/fleet/customers": {
+                "get": {
+                    "operationId": "listCustomers",
+                    "summary": "customers with first/last seen and 24-hour counts",
+                    "security": [{"adminToken": []}],
+                    "responses": _admin_responses(
+                        {"200": _json_response("customers", "CustomerList")}
+                    ),
+                }
+            },
+            "/api/fleet/customers/{code}/devices": {
+                "get": {
+                    "operationId": "listDevices",
+                    "summary": "a customer's sites and devices, deleted ones marked",
+                    "security": [{"adminToken": []}],
+                    "parameters": [code_param],
+                    "responses": _admin_responses(
+                        {
+                            "200": _json_response("sites and devices", "DeviceList"),
+                            "404": _json_response("unknown customer", "NotFound"),
+                        }
+                    ),
+                }
+            },
+            "/api/fleet/customers/{code}/devices/{device_id}/hourly": {
+                "get": {
+                    "operationId": "hourly",
+                    "summary": "hourly aggregate rows of one device (JSON, or CSV with Accept: text/csv)",
+                    "security": [{"adminToken": []}],
+                    "parameters": [
+                        code_param,
+                        {"name": "device_id", "in": "path", "required": True, "schema": _ID},
+                        {
+                            "name": "from",
+                            "in": "query",
+                            "schema": _TIME,
+                            "description": "inclusive; default: `to` minus 24 h",
+                        },
+                        {
+                            "name": "to",
+                            "in": "query",
+                            "schema": _TIME,
+                            "description": "exclusive; default: now",
+                        },
+                    ],
+                    "responses": _admin_responses(
+                        {
+                            "200": {
+                                "description": "hourly rows",
+                                "content": {
+                                    "application/json": {"schema": _ref("HourlyRows")},
+                                    "text/csv": {"schema": {"type": "string"}},
+                                },
+                            },
+                            "400": _json_response("bad device id, time, or range", "BadRequest"),
+                            "404": _json_response("unknown customer", "NotFound"),
+                        }
+                    ),
+                }
+            },
+        },
+    }
+
+
+def main() -> int:
+    json.dump(openapi_document(), sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
