@@ -30,7 +30,7 @@ typecheck:
 check: lint typecheck test
 
 bench:
-	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python bench/ingest.py && "$$uv" run python bench/insert_paths.py
+	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python bench/ingest.py && "$$uv" run python bench/insert_paths.py && "$$uv" run python bench/rollup_cost.py && "$$uv" run python bench/catchup.py
 
 clean:
 	rm -rf .state bench/results .pytest_cache .mypy_cache .ruff_cache

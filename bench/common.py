@@ -102,12 +102,21 @@ def exit_on_sigterm() -> None:
 # --- database ---------------------------------------------------------------------------------
 
 
-def create_central_database(cluster: PgCluster, name: str = "fleet_central") -> str:
-    """A database with the ingestd migrations applied; returns its DSN."""
+def create_central_database(
+    cluster: PgCluster, name: str = "fleet_central", *, bootstrap: bool = True
+) -> str:
+    """A database as `ingestd migrate` leaves it (migrations, then the storage bootstrap); returns
+    its DSN. With `bootstrap=False` only the migrations: a plain table with no partitions and no
+    hourly aggregate to maintain (the baseline of bench/rollup_cost.py)."""
+    import asyncio
+
     from ingestd.migrate import apply_migrations
+    from ingestd.storage import StoragePlan, bootstrap_database
 
     dsn = cluster.create_database(name)
     apply_migrations(dsn)
+    if bootstrap:
+        asyncio.run(bootstrap_database(dsn, StoragePlan()))
     return dsn
 
 
@@ -218,6 +227,7 @@ class IngestdProcess:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    ready_path: str = "/readyz"
 
     @property
     def base_url(self) -> str:
@@ -260,7 +270,7 @@ class IngestdProcess:
             with contextlib.suppress(OSError, http.client.HTTPException):
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
                 try:
-                    conn.request("GET", "/readyz")
+                    conn.request("GET", self.ready_path)
                     if conn.getresponse().status == 200:
                         return
                 finally:

@@ -55,6 +55,10 @@ class StorageState:
         return None
 
     def buckets(self, rows: list[MeasurementRow]) -> tuple[list[int], list[int]]:
+        """The hourly buckets of `rows` to mark dirty (none before the storage is bootstrapped:
+        the bootstrap marks every stored hour when it creates the rollup)."""
+        if self.mode is None:
+            return [], []
         horizon = self.dirty_horizon()
         if horizon is not None and (not rows or min(r.time for r in rows) >= horizon):
             return [], []
