@@ -23,18 +23,42 @@ import msgspec
 import psycopg
 import structlog
 from aiohttp import web
-from fleetcore import BatchFormatError, BatchType, ParsedBatch, ValidationWindow, parse_batch
+from fleetcore import (
+    BatchFormatError,
+    BatchType,
+    ParsedBatch,
+    ValidationWindow,
+    hash_token,
+    looks_like_token,
+    parse_batch,
+)
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ingestd.auth import TOKEN_HEADER, Customer, authenticate
 from ingestd.body import check_content_headers, read_body
-from ingestd.errors import BadRequest, IngestError, NotFound, RateLimited, ServiceUnavailable
+from ingestd.errors import (
+    BadRequest,
+    IngestError,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from ingestd.housekeeping import StorageState, housekeeping_loop, open_storage
-from ingestd.keys import EXPECTED_MIGRATIONS, LIMITER, POOL, SETTINGS, STORAGE
+from ingestd.keys import (
+    AUTH_LIMITER,
+    EXPECTED_MIGRATIONS,
+    LIMITER,
+    METRICS,
+    POOL,
+    SETTINGS,
+    STORAGE,
+)
+from ingestd.metrics import CONTENT_TYPE, IngestMetrics
 from ingestd.migrate import apply_migrations, migration_ids
 from ingestd.openapi import OPENAPI_PATH, openapi_document
-from ingestd.ratelimit import RateLimiter
+from ingestd.ratelimit import FailedAuthLimiter, RateLimiter
 from ingestd.readapi import add_read_routes
 from ingestd.settings import Settings
 from ingestd.storage import BootstrapError
@@ -74,13 +98,28 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     )
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_BATCH_LABELS = frozenset(t.value for t in BatchType)
+
+
 @web.middleware
-async def error_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Bind a request id, and turn every error into the protocol's JSON body (never a trace)."""
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind a request id, turn every error into the protocol's JSON body (never a trace), and
+    count ingest answers and their latency."""
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=str(uuid.uuid4()))
+    started = time.perf_counter()
+    response = await _answer(request, handler)
+    if request.path == INGEST_PATH:
+        kind = request.headers.get(BATCH_TYPE_HEADER, "").strip().lower()
+        label = kind if kind in _BATCH_LABELS else "invalid"
+        metrics = request.app[METRICS]
+        metrics.requests.labels(label, str(response.status)).inc()
+        metrics.latency.labels(label).observe(time.perf_counter() - started)
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     retry_after = request.app[SETTINGS].retry_after_s
     try:
         try:
@@ -159,11 +198,41 @@ async def _record_failure(request: web.Request, event: AuditRecord) -> None:
         log.warning("audit_write_failed", error=type(exc).__name__)
 
 
+def _client_address(request: web.Request, settings: Settings) -> str:
+    if settings.trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
+    return request.remote or "unknown"
+
+
+async def _authenticate(request: web.Request, settings: Settings) -> Customer:
+    """The token's customer; failed attempts are limited per client address (429 past the budget)."""
+    token = request.headers.get(TOKEN_HEADER)
+    token_hash = hash_token(token) if looks_like_token(token) and token else b""
+    address = _client_address(request, settings)
+    limiter = request.app[AUTH_LIMITER]
+    wait = limiter.wait(address, token_hash)
+    if wait > 0:
+        raise RateLimited(
+            RateLimiter.retry_after(wait), "too many failed authentications from this address"
+        )
+    try:
+        async with _connection(request) as conn:
+            customer = await authenticate(conn, token)
+    except Unauthorized:
+        limiter.failed(address)
+        limiter.forget(token_hash)
+        request.app[METRICS].auth_failures.inc()
+        raise
+    limiter.succeeded(token_hash)
+    return customer
+
+
 async def ingest(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     started = time.perf_counter()
-    async with _connection(request) as conn:
-        customer = await authenticate(conn, request.headers.get(TOKEN_HEADER))
+    customer = await _authenticate(request, settings)
     structlog.contextvars.bind_contextvars(customer=customer.code)
     batch_id = uuid.uuid4()
     kind_header = request.headers.get(BATCH_TYPE_HEADER, "")[:32]
@@ -251,6 +320,14 @@ async def ingest(request: web.Request) -> web.Response:
         )
         raise
 
+    request.app[METRICS].observe_batch(
+        kind.value,
+        result.accepted,
+        result.duplicates,
+        len(parsed.rejections),
+        wire_bytes,
+        body_bytes or 0,
+    )
     log.info(
         "batch",
         batch_id=str(batch_id),
@@ -331,6 +408,9 @@ def _pool_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
                 "(check INGESTD_DATABASE_URL and that PostgreSQL is up)"
             ) from None
         app[POOL] = pool
+        app[METRICS].watch(
+            pool.get_stats, lambda: app[STORAGE].dirty_buckets if STORAGE in app else None
+        )
         try:
             async with await AsyncConnection.connect(
                 settings.database_url,
@@ -365,6 +445,10 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_wire_bytes)
     app[SETTINGS] = settings
     app[LIMITER] = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    app[AUTH_LIMITER] = FailedAuthLimiter(
+        settings.auth_failures_per_min, settings.auth_failure_burst
+    )
+    app[METRICS] = IngestMetrics()
     app[EXPECTED_MIGRATIONS] = frozenset(migration_ids())
     app.cleanup_ctx.append(_pool_ctx(settings))
     app.router.add_post(INGEST_PATH, ingest)
@@ -377,4 +461,10 @@ def create_app(settings: Settings) -> web.Application:
         return web.Response(body=document, content_type="application/json")
 
     app.router.add_get(OPENAPI_PATH, openapi)
+
+    async def metrics(request: web.Request) -> web.Response:
+        body = request.app[METRICS].render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    app.router.add_get("/metrics", metrics)
     return app

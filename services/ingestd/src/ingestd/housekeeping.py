@@ -46,6 +46,7 @@ class StorageState:
     settings: Settings
     known_weeks: set[datetime] = field(default_factory=set)
     last_maintenance: float = float("-inf")
+    dirty_buckets: int | None = None  # hours waiting for the rollup, as of the last round
 
     def dirty_horizon(self) -> datetime | None:
         """Samples older than this need a dirty mark (None: all of them)."""
@@ -162,6 +163,9 @@ async def housekeeping_loop(state: StorageState) -> None:
                         connect_timeout=max(1, int(settings.connect_timeout_s)),
                     )  # fmt: skip
                 report = await housekeeping_cycle(conn, state)
+                cur = await conn.execute("SELECT count(*) FROM fleet.hourly_dirty")
+                row = await cur.fetchone()
+                state.dirty_buckets = int(row[0]) if row else None
                 if report and report.buckets:
                     log.info(
                         "hourly_refreshed",

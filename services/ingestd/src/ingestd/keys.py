@@ -6,13 +6,24 @@ from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
 from ingestd.housekeeping import StorageState
-from ingestd.ratelimit import RateLimiter
+from ingestd.metrics import IngestMetrics
+from ingestd.ratelimit import FailedAuthLimiter, RateLimiter
 from ingestd.settings import Settings
 
-__all__ = ["EXPECTED_MIGRATIONS", "LIMITER", "POOL", "SETTINGS", "STORAGE"]
+__all__ = [
+    "AUTH_LIMITER",
+    "EXPECTED_MIGRATIONS",
+    "LIMITER",
+    "METRICS",
+    "POOL",
+    "SETTINGS",
+    "STORAGE",
+]
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", AsyncConnectionPool)
 LIMITER = web.AppKey("limiter", RateLimiter)
 EXPECTED_MIGRATIONS = web.AppKey("expected_migrations", frozenset)
 STORAGE = web.AppKey("storage", StorageState)
+METRICS = web.AppKey("metrics", IngestMetrics)
+AUTH_LIMITER = web.AppKey("auth_limiter", FailedAuthLimiter)

@@ -85,6 +85,9 @@ class Settings:
     refresh_max_ranges: int = 20
     admin_token: str | None = field(default=None, repr=False)
     max_hourly_range: timedelta = timedelta(days=93)
+    auth_failures_per_min: float = 30.0
+    auth_failure_burst: int = 20
+    trust_forwarded_for: bool = False
 
     @property
     def effective_max_sample_age(self) -> timedelta:
@@ -135,6 +138,9 @@ class Settings:
         if admin_token is not None and len(admin_token) < 32:
             raise ConfigError("INGESTD_ADMIN_TOKEN must be at least 32 characters")
         return cls(
+            auth_failures_per_min=_float(env, "INGESTD_AUTH_FAILURES_PER_MIN", 30.0, minimum=0.01),
+            auth_failure_burst=_int(env, "INGESTD_AUTH_FAILURE_BURST", 20, minimum=1),
+            trust_forwarded_for=_bool(env, "INGESTD_TRUST_FORWARDED_FOR", False),
             storage=storage,
             admin_token=admin_token,
             housekeeping_interval_s=_float(

@@ -1,0 +1,107 @@
+"""Prometheus metrics of ingestd, served at GET /metrics.
+
+One registry per application (no process-wide singleton), so several apps in one process (tests)
+keep separate counts. No label carries a customer code or anything secret; per-customer figures
+live in the database (`fleet.ingest_events`) and the read API.
+
+    fleet_ingest_requests_total{batch_type,status}     every ingest answer, by HTTP status
+    fleet_ingest_rows_total{batch_type,outcome}        accepted | duplicate | rejected rows
+    fleet_ingest_request_seconds{batch_type}           latency histogram of ingest requests
+    fleet_ingest_payload_bytes{kind}                   wire | body (decompressed) size histogram
+    fleet_ingest_auth_failures_total                   failed authentications (401)
+    fleet_ingest_db_pool_connections{state}            size | idle | waiting (pool, at scrape)
+    fleet_ingest_hourly_dirty_buckets                  hours waiting for the rollup (at scrape)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["CONTENT_TYPE", "IngestMetrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_SIZE_BUCKETS = (1e3, 1e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3e7, 1e8)
+
+
+class _PoolCollector(Collector):
+    def __init__(
+        self, stats: Callable[[], dict[str, int]], dirty: Callable[[], int | None]
+    ) -> None:
+        self._stats = stats
+        self._dirty = dirty
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        stats = self._stats()
+        pool = GaugeMetricFamily(
+            "fleet_ingest_db_pool_connections", "database pool connections", labels=["state"]
+        )
+        pool.add_metric(["size"], stats.get("pool_size", 0))
+        pool.add_metric(["idle"], stats.get("pool_available", 0))
+        pool.add_metric(["waiting"], stats.get("requests_waiting", 0))
+        yield pool
+        dirty = self._dirty()
+        if dirty is not None:
+            yield GaugeMetricFamily(
+                "fleet_ingest_hourly_dirty_buckets",
+                "hourly buckets waiting for the rollup",
+                value=dirty,
+            )
+
+
+class IngestMetrics:
+    """The application's metrics and the registry they live in."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "fleet_ingest_requests",
+            "ingest requests by answer",
+            ["batch_type", "status"],
+            registry=self.registry,
+        )
+        self.rows = Counter(
+            "fleet_ingest_rows",
+            "rows by outcome",
+            ["batch_type", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "fleet_ingest_request_seconds",
+            "ingest request latency",
+            ["batch_type"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.payload = Histogram(
+            "fleet_ingest_payload_bytes",
+            "request body size",
+            ["kind"],
+            buckets=_SIZE_BUCKETS,
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "fleet_ingest_auth_failures", "failed authentications", registry=self.registry
+        )
+
+    def watch(
+        self, pool_stats: Callable[[], dict[str, int]], dirty_buckets: Callable[[], int | None]
+    ) -> None:
+        """Report the pool's state and the rollup backlog at each scrape."""
+        self.registry.register(_PoolCollector(pool_stats, dirty_buckets))
+
+    def observe_batch(
+        self, batch_type: str, accepted: int, duplicates: int, rejected: int, wire: int, body: int
+    ) -> None:
+        self.rows.labels(batch_type, "accepted").inc(accepted)
+        self.rows.labels(batch_type, "duplicate").inc(duplicates)
+        self.rows.labels(batch_type, "rejected").inc(rejected)
+        self.payload.labels("wire").observe(wire)
+        self.payload.labels("body").observe(body)
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
