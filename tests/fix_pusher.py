@@ -11,7 +11,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,9 +21,10 @@ import psycopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from fleetdev.pgcluster import PgCluster
+from fleetdev.pgcluster import PgCluster, free_port
 from ingestd.app import INGEST_PATH, SERVER_OPTIONS, create_app
 from ingestd.settings import Settings as IngestdSettings
+from prometheus_client.parser import text_string_to_metric_families
 from pusher.daemon import Pusher, run
 from pusher.migrate import apply_migrations
 from pusher.settings import Settings
@@ -104,6 +105,7 @@ def pusher_settings(customer_db: str, ingestd_server: TestServer, customer_token
         shutdown_deadline_s=5.0,
         blocking_txn_warn_s=1.0,
         log_format="json",
+        backlog_count_interval_s=0.0,
     )
 
 
@@ -161,6 +163,30 @@ async def running_pusher(settings: Settings) -> AsyncIterator[asyncio.Task[Pushe
     finally:
         stop.set()
         await asyncio.wait_for(task, settings.shutdown_deadline_s + 10)
+
+
+def with_metrics(settings: Settings) -> Settings:
+    """The same settings with the metrics listener on a free loopback port."""
+    return replace(settings, metrics_port=free_port())
+
+
+async def scrape(settings: Settings) -> str:
+    """GET /metrics from a running pusher, as Prometheus would."""
+    url = f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        return await resp.text()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of the scraped samples named `name` whose labels include `labels`."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 @dataclass
@@ -286,6 +312,8 @@ def pusher_env(settings: Settings, **overrides: str) -> dict[str, str]:
         FLEET_RETRY_AFTER_JITTER_S=str(settings.retry_after_jitter_s),
         FLEET_SHUTDOWN_DEADLINE_S=str(settings.shutdown_deadline_s),
         FLEET_LOG_FORMAT="json",
+        FLEET_METRICS_PORT=str(settings.metrics_port),
+        FLEET_BACKLOG_COUNT_INTERVAL_S=str(settings.backlog_count_interval_s),
     )
     env.update(overrides)
     return env

@@ -137,5 +137,7 @@ async def test_ingestd_down_for_a_while_then_back(
         finally:
             await server.close()
     pusher = task.result()
-    assert pusher is not None and pusher.counters["measurements_failures"] >= 2
+    assert pusher is not None
+    failures = pusher.metrics.value("fleet_pusher_failures_total", resource="measurements")
+    assert failures >= 2
     assert scalar(central_db, DUPLICATES) == 0

@@ -12,13 +12,16 @@ from pusher.status import collect_status
 
 from tests.fix_pusher import (
     central_count,
+    metric,
     pusher_env,
     running_pusher,
     scalar,
+    scrape,
     seed_inventory,
     seed_measurements,
     start_pusher_process,
     wait_for,
+    with_metrics,
 )
 
 
@@ -26,7 +29,8 @@ async def test_long_open_transaction_holds_the_cursor_and_is_reported(
     pusher_settings: Settings, customer_db: str, central_db: str, capsys: object
 ) -> None:
     """Rows written after a still-open writing transaction wait for it; the blocker (pid, age,
-    state) is logged and shown by `pusher status`; once it commits everything ships."""
+    state) is logged, shown by `pusher status` and in the metrics; once it commits everything
+    ships and the metric drops to 0."""
     first = seed_measurements(customer_db, devices=2, stop=50)
     blocker = await psycopg.AsyncConnection.connect(customer_db, application_name="slow-batch-job")
     blocker_pid = blocker.info.backend_pid
@@ -36,14 +40,17 @@ async def test_long_open_transaction_holds_the_cursor_and_is_reported(
             "VALUES (99, now() - interval '1 hour', 1.0)"
         )
         later = seed_measurements(customer_db, devices=2, start=50, stop=100)
-        settings = replace(pusher_settings, blocking_txn_warn_s=0.5)
-        async with running_pusher(settings) as task:
+        settings = with_metrics(replace(pusher_settings, blocking_txn_warn_s=0.5))
+        async with running_pusher(settings):
             await wait_for(lambda: central_count(central_db) == first, what="rows before it")
             await asyncio.sleep(1.0)
             assert central_count(central_db) == first
             report = await collect_status(customer_db, 0.5)
+            blocked = await scrape(settings)
             await blocker.commit()
             await wait_for(lambda: central_count(central_db) == first + later + 1, what="the rest")
+            await asyncio.sleep(0.5)
+            after = await scrape(settings)
     finally:
         await blocker.close()
     held = report["blocking_transaction"]
@@ -54,8 +61,9 @@ async def test_long_open_transaction_holds_the_cursor_and_is_reported(
     measurements = report["resources"]["measurements"]
     assert measurements["backlog_rows"] == later  # its own row is not visible yet
     assert measurements["backlog_rows_shippable_now"] == 0
-    pusher = task.result()
-    assert pusher is not None and pusher.counters["blocked_ticks"] >= 1
+    assert metric(blocked, "fleet_pusher_blocking_transaction_age_seconds") >= 1.0
+    assert metric(blocked, "fleet_pusher_backlog_rows") == later
+    assert metric(after, "fleet_pusher_blocking_transaction_age_seconds") == 0
     out = capsys.readouterr().out  # type: ignore[attr-defined]
     assert "holds the push cursor back" in out and str(held["pid"]) in out
 
@@ -87,8 +95,8 @@ async def test_cursor_beyond_the_server_xid_counter_is_recovered(
         await asyncio.sleep(0.3)
     pusher = task.result()
     assert pusher is not None
-    assert pusher.counters["cursor_resets"] == 1
-    assert pusher.counters["restamped_rows"] == expected // 2
+    assert pusher.metrics.value("fleet_pusher_cursor_resets_total") == 1
+    assert pusher.metrics.value("fleet_pusher_restamped_rows_total") == expected // 2
     assert central_count(central_db) == expected
     future = scalar(
         customer_db,

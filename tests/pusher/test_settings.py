@@ -60,3 +60,16 @@ def test_malformed_numbers_are_named() -> None:
         Settings.from_env({**base, "FLEET_PUSH_INTERVAL_S": "soon"})
     with pytest.raises(ConfigError, match="FLEET_BACKOFF_CAP_S"):
         Settings.from_env({**base, "FLEET_BACKOFF_BASE_S": "60", "FLEET_BACKOFF_CAP_S": "1"})
+
+
+def test_metrics_listener_is_off_unless_a_port_is_set() -> None:
+    """FLEET_METRICS_PORT unset (or 0) keeps the listener off; a set port binds 127.0.0.1 unless
+    FLEET_METRICS_HOST says otherwise; a port out of range is named."""
+    off = Settings.from_env({"FLEET_DATABASE_URL": DB})
+    assert off.metrics_port == 0 and off.metrics_host == "127.0.0.1"
+    on = Settings.from_env(
+        {"FLEET_DATABASE_URL": DB, "FLEET_METRICS_PORT": "9108", "FLEET_METRICS_HOST": "10.0.0.5"}
+    )
+    assert on.metrics_port == 9108 and on.metrics_host == "10.0.0.5"
+    with pytest.raises(ConfigError, match="FLEET_METRICS_PORT"):
+        Settings.from_env({"FLEET_DATABASE_URL": DB, "FLEET_METRICS_PORT": "70000"})

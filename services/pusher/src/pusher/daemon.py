@@ -7,15 +7,19 @@ the wire the next is already read and compressed. A failure makes only its resou
 (per-resource backoff, `backoff.py`). The stop event is checked between batches; `run` gives
 an in-flight batch until the shutdown deadline and then cancels it, which abandons the batch
 without advancing the cursor.
+
+Progress is kept in Prometheus metrics (`metrics.py`), served when FLEET_METRICS_PORT is set,
+and told to systemd when run under it (`systemd.py`): READY=1 once the customer database is
+reached, STATUS= each tick, WATCHDOG=1 from the loop itself, STOPPING=1 on shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import time
-from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,6 +41,8 @@ from pusher.errors import (
     PermanentDeliveryError,
     RetryLater,
 )
+from pusher.metrics import PusherMetrics, failure_status, serve_metrics
+from pusher.progress import PushProgress
 from pusher.settings import Settings
 from pusher.source import BlockingTransaction, FullSet, MeasurementBatch
 from pusher.state import (
@@ -48,6 +54,7 @@ from pusher.state import (
     record_success,
     reset_cursor,
 )
+from pusher.systemd import SystemdNotifier
 
 __all__ = ["Pusher", "run"]
 
@@ -84,18 +91,27 @@ class _Prepared:
 
 
 class Pusher:
-    """State of one running daemon: per-resource schedule, batch size and failure counts."""
+    """State of one running daemon: per-resource schedule, batch size and failure counts,
+    its metrics, and what it tells systemd."""
 
-    def __init__(self, settings: Settings, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        rng: random.Random | None = None,
+        notifier: SystemdNotifier | None = None,
+    ) -> None:
         self.settings = settings
         self.rng = rng or random.Random()
+        self.metrics = PusherMetrics()
+        self.notifier = notifier or SystemdNotifier(None)
         self.states: dict[Resource, ResourceState] = {}
         self.due: dict[Resource, float] = {}
-        self.counters: Counter[str] = Counter()
         self.blocker: BlockingTransaction | None = None
         self._next_tick = 0.0
         self._db_failures = 0
         self._prefetch: asyncio.Task[_Prepared] | None = None
+        self.progress = PushProgress(self.metrics, settings.backlog_count_interval_s)
+        self._last_failure: dict[Resource, str] = {}
 
     async def loop(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; reconnect to the customer database when it goes away."""
@@ -127,8 +143,19 @@ class Pusher:
                         error=str(exc).strip(),
                         retry_in_s=round(delay, 3),
                     )
-                    self.counters["database_errors"] += 1
-                    await _sleep(stop, delay)
+                    self.metrics.database_errors.inc()
+                    self.notifier.status(f"customer database unavailable; retrying in {delay:.0f}s")
+                    await self._idle(stop, time.monotonic() + delay)
+
+    async def _idle(self, stop: asyncio.Event, until: float) -> None:
+        """Sleep until `until` (monotonic) or the stop event, pinging the watchdog on time."""
+        while True:
+            self.notifier.ping()
+            now = time.monotonic()
+            if now >= until or stop.is_set():
+                await asyncio.sleep(0)
+                return
+            await _sleep(stop, min(until, self.notifier.next_ping_at()) - now)
 
     async def _session(
         self, conn: psycopg.AsyncConnection[Any], client: IngestClient, stop: asyncio.Event
@@ -142,19 +169,53 @@ class Pusher:
         now = time.monotonic()
         self._next_tick = now
         self.due = dict.fromkeys(Resource, now)
+        self._restore_progress()
         log.info("pusher connected", cursor=str(self.states[Resource.MEASUREMENTS].cursor))
+        self.notifier.ready(f"connected; pushing to {s.ingest_url}")
         while not stop.is_set():
+            self.notifier.ping()
             now = time.monotonic()
             if now >= self._next_tick:
                 self._next_tick = now + s.push_interval_s
                 await self._check_horizon(conn)
+                await self._observe_backlog(conn)
+                self.notifier.status(self._status_text())
             for resource in (Resource.SITES, Resource.DEVICES):
                 if time.monotonic() >= self.due[resource] and not stop.is_set():
                     await self._push_full_set(conn, client, resource)
             if time.monotonic() >= self.due[Resource.MEASUREMENTS] and not stop.is_set():
                 await self._push_measurements(conn, client, stop)
-            wake = min(self._next_tick, *self.due.values())
-            await _sleep(stop, wake - time.monotonic())
+            await self._idle(stop, min(self._next_tick, *self.due.values()))
+
+    def _restore_progress(self) -> None:
+        """Set the gauges that outlive a restart from the stored state."""
+        self.metrics.retry_at.clear()
+        for resource, state in self.states.items():
+            self.metrics.consecutive_failures.labels(resource.value).set(state.consecutive_failures)
+        measurements = self.states[Resource.MEASUREMENTS]
+        self.metrics.batch_size.labels(Resource.MEASUREMENTS.value).set(measurements.batch_size)
+        self.progress.restore(self.states)
+
+    async def _observe_backlog(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Count the rows after the cursor when due (bounded: see `progress.py`)."""
+        if self.progress.count_due():
+            cursor = self.states[Resource.MEASUREMENTS].cursor
+            self.progress.counted(await source.read_backlog(conn, cursor))
+
+    def _status_text(self) -> str:
+        """One line for `systemctl status`."""
+        shipped = self.metrics.value(
+            "fleet_pusher_rows_shipped_total", resource=Resource.MEASUREMENTS.value
+        )
+        lag = self.progress.measurement_lag_s
+        text = f"{shipped:.0f} rows shipped, backlog {self.progress.backlog_rows}, lag {lag:.0f}s"
+        failing = [
+            f"{resource.value} failing ({self._last_failure.get(resource, '?')}) "
+            f"x{state.consecutive_failures}"
+            for resource, state in self.states.items()
+            if state.consecutive_failures
+        ]
+        return "; ".join([text, *failing])
 
     async def _check_horizon(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Once per tick: recover from a restored database, report what holds the cursor back."""
@@ -167,7 +228,7 @@ class Pusher:
             )
             restamped = await source.restamp_future_rows(conn)
             log.warning("future rows restamped", rows=restamped)
-            self.counters["restamped_rows"] += restamped
+            self.metrics.restamped_rows.inc(restamped)
         cursor = self.states[Resource.MEASUREMENTS].cursor
         if cursor.xid >= horizon.xmax:
             log.error(
@@ -182,23 +243,25 @@ class Pusher:
             self.states[Resource.MEASUREMENTS] = replace(
                 self.states[Resource.MEASUREMENTS], cursor=start
             )
-            self.counters["cursor_resets"] += 1
+            self.metrics.cursor_resets.inc()
+            self.progress.recount()
         self.blocker = await source.find_blocking_transaction(
             conn, self.settings.blocking_txn_warn_s
         )
+        self.metrics.blocking_transaction_age.set(self.blocker.age_s if self.blocker else 0.0)
         if self.blocker is not None:
             log.warning(
                 "a long-open transaction holds the push cursor back",
                 snapshot_xmin=horizon.xmin,
                 **self.blocker.as_log(),
             )
-            self.counters["blocked_ticks"] += 1
 
     async def _push_full_set(
         self, conn: psycopg.AsyncConnection[Any], client: IngestClient, resource: Resource
     ) -> None:
         reader = source.read_sites if resource is Resource.SITES else source.read_devices
         full: FullSet = await reader(conn)
+        self.metrics.batch_size.labels(resource.value).set(full.count)
         started = time.perf_counter()
         gzipped = await client.compress(full.body)
         try:
@@ -214,10 +277,13 @@ class Pusher:
                     status=413,
                 ),
             )
+            self.progress.full_set(resource, full, delivered=False)
             return
         except DeliveryError as exc:
             await self._on_failure(conn, resource, exc)
+            self.progress.full_set(resource, full, delivered=False)
             return
+        self.progress.full_set(resource, full, delivered=True)
         await self._on_success(
             conn,
             resource,
@@ -348,8 +414,11 @@ class Pusher:
             consecutive_failures=0,
             shipped_rows=state.shipped_rows + rows,
         )
-        self.counters[f"{resource.value}_batches"] += 1
-        self.counters[f"{resource.value}_rows"] += rows
+        self.metrics.delivered(resource, rows, answer.rejected)
+        self._last_failure.pop(resource, None)
+        if resource is Resource.MEASUREMENTS:
+            self.metrics.batch_size.labels(resource.value).set(size)
+            self.progress.measurements_moved(rows, newest)
         fields: dict[str, Any] = {
             "resource": resource.value,
             "rows": rows,
@@ -363,7 +432,6 @@ class Pusher:
         if cursor is not None:
             fields["cursor"] = str(cursor)
         if answer.rejected:
-            self.counters[f"{resource.value}_rejected"] += answer.rejected
             log.warning(
                 "batch delivered; ingestd refused some rows (kept in its dead-letter table)",
                 first_errors=answer.errors[:5],
@@ -377,7 +445,9 @@ class Pusher:
     ) -> None:
         resource = Resource.MEASUREMENTS
         state = self.states[resource]
-        self.counters["measurements_too_large"] += 1
+        self.metrics.failed(
+            resource, exc, consecutive=state.consecutive_failures, retry_at=time.monotonic()
+        )
         if batch.count > 1:
             size = shrink_batch_size(min(state.batch_size, batch.count))
             log.warning(
@@ -396,6 +466,7 @@ class Pusher:
                 counts_as_failure=False,
             )
             self.states[resource] = replace(state, batch_size=size)
+            self.metrics.batch_size.labels(resource.value).set(size)
             return
         assert batch.first_row_json is not None
         reason = f"refused by ingestd even alone: {exc.detail}"
@@ -409,7 +480,9 @@ class Pusher:
             conn, row_cursor=batch.end, payload=batch.first_row_json, reason=reason, batch_size=1
         )
         self.states[resource] = replace(state, cursor=batch.end, batch_size=1)
-        self.counters["measurements_quarantined"] += 1
+        self.metrics.quarantined_rows.inc()
+        self.metrics.batch_size.labels(resource.value).set(1)
+        self.progress.measurements_moved(1, None)
 
     async def _on_failure(
         self, conn: psycopg.AsyncConnection[Any], resource: Resource, exc: DeliveryError
@@ -440,8 +513,8 @@ class Pusher:
         )
         self.states[resource] = replace(state, consecutive_failures=failures)
         self.due[resource] = time.monotonic() + delay
-        self.counters[f"{resource.value}_failures"] += 1
-        self.counters[f"http_{exc.status or 'error'}"] += 1
+        self.metrics.failed(resource, exc, consecutive=failures, retry_at=self.due[resource])
+        self._last_failure[resource] = failure_status(exc)
         fields = {
             "resource": resource.value,
             "status": exc.status,
@@ -474,27 +547,51 @@ async def run(
 ) -> Pusher | None:
     """Push until `stop_event` is set; then let the in-flight batch finish within the
     shutdown deadline, or abandon it (its cursor not advanced). Returns the finished Pusher
-    (for its counters), or None when pushing is disabled."""
-    if not settings.enabled:
-        log.info("push disabled (FLEET_PUSH_ENABLED is not true): nothing to do")
-        return None
-    log.info(
-        "pusher starting",
-        ingest_url=settings.ingest_url,
-        interval_s=settings.push_interval_s,
-        batch_size=settings.batch_size,
-    )
-    pusher = Pusher(settings, rng)
+    (for its metrics), or None when pushing is disabled.
+
+    Under systemd ($NOTIFY_SOCKET set) the unit is told READY, STATUS, WATCHDOG and STOPPING."""
+    notifier = SystemdNotifier.from_env(os.environ)
+    try:
+        if not settings.enabled:
+            log.info("push disabled (FLEET_PUSH_ENABLED is not true): nothing to do")
+            notifier.ready("push disabled (FLEET_PUSH_ENABLED is not true)")
+            notifier.stopping()
+            return None
+        log.info(
+            "pusher starting",
+            ingest_url=settings.ingest_url,
+            interval_s=settings.push_interval_s,
+            batch_size=settings.batch_size,
+        )
+        pusher = Pusher(settings, rng, notifier)
+        async with contextlib.AsyncExitStack() as stack:
+            if settings.metrics_port:
+                url = await stack.enter_async_context(
+                    serve_metrics(
+                        pusher.metrics.registry, settings.metrics_host, settings.metrics_port
+                    )
+                )
+                log.info("metrics listening", url=url)
+            await _run_loop(pusher, stop_event)
+        log.info("pusher stopped", **pusher.metrics.summary())
+        return pusher
+    finally:
+        notifier.close()
+
+
+async def _run_loop(pusher: Pusher, stop_event: asyncio.Event) -> None:
+    deadline_s = pusher.settings.shutdown_deadline_s
     main = asyncio.create_task(pusher.loop(stop_event), name="pusher-loop")
     stopping = asyncio.create_task(stop_event.wait(), name="pusher-stop")
     try:
         await asyncio.wait({main, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        pusher.notifier.stopping()
         if not main.done():
-            done, _ = await asyncio.wait({main}, timeout=settings.shutdown_deadline_s)
+            done, _ = await asyncio.wait({main}, timeout=deadline_s)
             if not done:
                 log.warning(
                     "shutdown deadline passed: abandoning the in-flight batch (cursor not advanced)",
-                    deadline_s=settings.shutdown_deadline_s,
+                    deadline_s=deadline_s,
                 )
                 main.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -507,5 +604,3 @@ async def run(
             main.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await main
-    log.info("pusher stopped", **dict(pusher.counters))
-    return pusher

@@ -132,11 +132,15 @@ class IngestClient:
                 raw = await resp.read() if status == 200 else b""
                 retry_after = resp.headers.get("Retry-After")
         except TimeoutError:
-            raise TransientDeliveryError("no answer within the request timeout") from None
+            raise TransientDeliveryError(
+                "no answer within the request timeout", transport="timeout"
+            ) from None
         except aiohttp.ClientSSLError as exc:
-            raise PermanentDeliveryError(f"TLS error: {exc}") from None
+            raise PermanentDeliveryError(f"TLS error: {exc}", transport="tls") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise TransientDeliveryError(f"connection error: {type(exc).__name__}: {exc}") from None
+            raise TransientDeliveryError(
+                f"connection error: {type(exc).__name__}: {exc}", transport="connection"
+            ) from None
         return _classify(status, raw, text[:_MAX_ERROR_BODY], retry_after)
 
 

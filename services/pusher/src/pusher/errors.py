@@ -41,12 +41,16 @@ class SourceError(PusherError):
 
 
 class DeliveryError(PusherError):
-    """A batch was not accepted. `status` is None when no HTTP answer came back."""
+    """A batch was not accepted. `status` is None when no HTTP answer came back; `transport`
+    then says what failed below HTTP: timeout, connection or tls."""
 
-    def __init__(self, detail: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, detail: str, *, status: int | None = None, transport: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.status = status
+        self.transport = transport
 
 
 class TransientDeliveryError(DeliveryError):

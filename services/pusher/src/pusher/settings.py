@@ -89,7 +89,10 @@ def _token(env: Mapping[str, str]) -> str:
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the pusher needs. The token and the database URL (which may carry a
-    password) are kept out of `repr`, so a logged Settings never leaks them."""
+    password) are kept out of `repr`, so a logged Settings never leaks them.
+
+    `metrics_port` 0 keeps the metrics listener off. `backlog_count_interval_s` is the least
+    time between two counts of the rows behind the cursor (the backlog_rows and lag metrics)."""
 
     database_url: str = field(repr=False)
     enabled: bool = True
@@ -107,6 +110,9 @@ class Settings:
     gzip_level: int = 1
     blocking_txn_warn_s: float = 300.0
     log_format: str = "auto"
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    backlog_count_interval_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -138,6 +144,9 @@ class Settings:
         level = _int(env, "FLEET_GZIP_LEVEL", 1, minimum=1)
         if level > 9:
             raise ConfigError(f"FLEET_GZIP_LEVEL must be 1..9, got {level}")
+        metrics_port = _int(env, "FLEET_METRICS_PORT", 0, minimum=0)
+        if metrics_port > 65535:
+            raise ConfigError(f"FLEET_METRICS_PORT must be 0..65535, got {metrics_port}")
         return cls(
             database_url=database_url,
             enabled=enabled,
@@ -155,4 +164,9 @@ class Settings:
             gzip_level=level,
             blocking_txn_warn_s=_float(env, "FLEET_BLOCKING_TXN_WARN_S", 300.0, minimum=0.0),
             log_format=log_format,
+            metrics_port=metrics_port,
+            metrics_host=_get(env, "FLEET_METRICS_HOST", "127.0.0.1"),
+            backlog_count_interval_s=_float(
+                env, "FLEET_BACKLOG_COUNT_INTERVAL_S", 30.0, minimum=0.0
+            ),
         )

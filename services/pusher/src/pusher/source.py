@@ -24,12 +24,15 @@ from psycopg.rows import tuple_row
 
 __all__ = [
     "APPLICATION_NAME",
+    "BACKLOG_COUNT_BOUND",
+    "Backlog",
     "BlockingTransaction",
     "FullSet",
     "MeasurementBatch",
     "SnapshotHorizon",
     "connect",
     "find_blocking_transaction",
+    "read_backlog",
     "read_devices",
     "read_horizon",
     "read_measurements",
@@ -88,6 +91,22 @@ SELECT json_strip_nulls(json_build_object(
        d.updated_at
 FROM monitoring.devices AS d
 ORDER BY d.id
+"""
+
+BACKLOG_COUNT_BOUND = 1_000_000
+
+# Three walks of the push index: rows after the cursor counted up to a bound (so the cost stays
+# bounded whatever the backlog), the newest row written, and the first row after the cursor.
+READ_BACKLOG = """
+SELECT (SELECT count(*) FROM (
+            SELECT 1 FROM monitoring.power_measurements AS m
+            WHERE (m.push_xid, m.device_id, m.time) > (%(xid)s::xid8, %(device_id)s, %(time)s)
+            LIMIT %(bound)s) AS b),
+       (SELECT n.received_at FROM monitoring.power_measurements AS n
+        ORDER BY n.push_xid DESC, n.device_id DESC, n.time DESC LIMIT 1),
+       (SELECT f.received_at FROM monitoring.power_measurements AS f
+        WHERE (f.push_xid, f.device_id, f.time) > (%(xid)s::xid8, %(device_id)s, %(time)s)
+        ORDER BY f.push_xid, f.device_id, f.time LIMIT 1)
 """
 
 READ_HORIZON = """
@@ -168,10 +187,21 @@ class FullSet:
     body: bytes
     count: int
     newest_updated_at: datetime | None
+    oldest_updated_at: datetime | None = None
 
     def cursor_label(self, resource: str) -> str:
         newest = self.newest_updated_at.isoformat() if self.newest_updated_at else "-"
         return f"{resource}:{self.count}:{newest}"
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Rows after the cursor (at most `BACKLOG_COUNT_BOUND`: the count stops there), when the
+    newest row was stored, and when the first row after the cursor was."""
+
+    rows: int
+    newest_received_at: datetime | None
+    first_unshipped_received_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +274,8 @@ async def _read_full_set(conn: psycopg.AsyncConnection[Any], query: str) -> Full
         await cur.execute(query)
         rows = await cur.fetchall()
     newest = max((row[1] for row in rows), default=None)
-    return FullSet(_envelope([row[0] for row in rows]), len(rows), newest)
+    oldest = min((row[1] for row in rows), default=None)
+    return FullSet(_envelope([row[0] for row in rows]), len(rows), newest, oldest)
 
 
 async def read_sites(conn: psycopg.AsyncConnection[Any]) -> FullSet:
@@ -261,6 +292,17 @@ async def read_horizon(conn: psycopg.AsyncConnection[Any]) -> SnapshotHorizon:
         row = await cur.fetchone()
     assert row is not None
     return SnapshotHorizon(int(row[0]), int(row[1]), bool(row[2]))
+
+
+async def read_backlog(
+    conn: psycopg.AsyncConnection[Any], after: PushCursor, bound: int = BACKLOG_COUNT_BOUND
+) -> Backlog:
+    params = {"xid": str(after.xid), "device_id": after.device_id, "time": after.time}
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(READ_BACKLOG, {**params, "bound": bound})
+        row = await cur.fetchone()
+    assert row is not None
+    return Backlog(int(row[0]), row[1], row[2])
 
 
 async def find_blocking_transaction(

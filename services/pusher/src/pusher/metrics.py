@@ -1,0 +1,272 @@
+"""The pusher's Prometheus metrics, and the small HTTP listener that serves them.
+
+Every `Pusher` owns a `CollectorRegistry` of its own (never prometheus_client's global one), so
+several pushers can run in one process (the tests do) without sharing series. The listener is
+off unless FLEET_METRICS_PORT is set; it binds FLEET_METRICS_HOST (127.0.0.1 by default) and
+serves `GET /metrics` only, from the daemon's own event loop.
+
+The names below are a contract with alert rules; change them only together.
+
+    fleet_pusher_rows_shipped_total{resource}            rows in batches ingestd answered 2xx
+    fleet_pusher_batches_total{resource,outcome}         every batch sent, by outcome: ok,
+        rejected_rows, client_error, rate_limited, unavailable, server_error, network_error,
+        too_large
+    fleet_pusher_rejected_rows_total{resource}           rows ingestd refused (its dead-letter)
+    fleet_pusher_failures_total{resource,status}         batches not delivered, by HTTP status,
+                                                         or timeout / connection / tls
+    fleet_pusher_consecutive_failures{resource}          failures since the last delivery
+    fleet_pusher_backoff_seconds{resource}               time until the next attempt; 0 when due
+    fleet_pusher_batch_size{resource}                    rows asked per measurements batch (it
+                                                         halves on 413); rows of the last full set
+    fleet_pusher_backlog_rows                            measurements after the cursor (bounded
+                                                         count, see `Pusher._observe_backlog`)
+    fleet_pusher_lag_seconds{resource}                   newest timestamp stored locally minus
+                                                         newest delivered; 0 when caught up
+    fleet_pusher_blocking_transaction_age_seconds        the long-open transaction holding the
+                                                         cursor back; 0 when none
+    fleet_pusher_quarantined_rows_total                  rows refused even alone, kept locally
+    fleet_pusher_cursor_resets_total                     cursor restarted (restored database)
+    fleet_pusher_restamped_rows_total                    rows restamped (restored database)
+    fleet_pusher_database_errors_total                   customer database connection losses
+
+No label ever carries a token, a URL or an error text: label values come from closed sets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from pusher.errors import ConfigError, DeliveryError
+from pusher.state import Resource
+
+__all__ = ["OUTCOMES", "PusherMetrics", "failure_status", "outcome_of", "serve_metrics"]
+
+OUTCOMES = (
+    "ok",
+    "rejected_rows",
+    "client_error",
+    "rate_limited",
+    "unavailable",
+    "server_error",
+    "network_error",
+    "too_large",
+)
+
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+
+
+def outcome_of(exc: DeliveryError) -> str:
+    """The `outcome` label of a batch ingestd did not take."""
+    status = exc.status
+    if status == 413:
+        return "too_large"
+    if status is None or status == 408:
+        return "network_error"  # no usable answer: timeout, connection, TLS
+    if status == 429:
+        return "rate_limited"
+    if status == 503:
+        return "unavailable"
+    if status >= 500:
+        return "server_error"
+    return "client_error"
+
+
+def failure_status(exc: DeliveryError) -> str:
+    """The `status` label: the HTTP status, or what failed below HTTP."""
+    return str(exc.status) if exc.status is not None else exc.transport or "network"
+
+
+class _BackoffCollector(Collector):
+    """`fleet_pusher_backoff_seconds`, computed at scrape time from each resource's retry time."""
+
+    def __init__(self, retry_at: Mapping[str, float]) -> None:
+        self._retry_at = retry_at
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "fleet_pusher_backoff_seconds",
+            "Seconds until the next attempt of a resource in backoff; 0 when due.",
+            labels=["resource"],
+        )
+        now = time.monotonic()
+        for resource in Resource:
+            until = self._retry_at.get(resource.value, 0.0)
+            family.add_metric([resource.value], max(0.0, until - now))
+        yield family
+
+
+class PusherMetrics:
+    """The series of one pusher, in a registry of its own. Every resource's series exist from
+    the start (at 0), so `rate()` and absence alerts work before the first failure."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.rows_shipped = Counter(
+            "fleet_pusher_rows_shipped",
+            "Rows in batches ingestd answered with 2xx.",
+            ["resource"],
+            registry=r,
+        )
+        self.batches = Counter(
+            "fleet_pusher_batches",
+            "Batches sent to ingestd, by outcome.",
+            ["resource", "outcome"],
+            registry=r,
+        )
+        self.rejected_rows = Counter(
+            "fleet_pusher_rejected_rows",
+            "Rows ingestd refused in a 2xx answer (kept in its dead-letter table).",
+            ["resource"],
+            registry=r,
+        )
+        self.failures = Counter(
+            "fleet_pusher_failures",
+            "Batches not delivered, by HTTP status or by timeout, connection or tls.",
+            ["resource", "status"],
+            registry=r,
+        )
+        self.consecutive_failures = Gauge(
+            "fleet_pusher_consecutive_failures",
+            "Failed attempts since the resource's last delivery.",
+            ["resource"],
+            registry=r,
+        )
+        self.batch_size = Gauge(
+            "fleet_pusher_batch_size",
+            "Rows per measurements batch (halved on 413, grown back after successes); "
+            "rows of the last full set for sites and devices.",
+            ["resource"],
+            registry=r,
+        )
+        self.backlog_rows = Gauge(
+            "fleet_pusher_backlog_rows",
+            "Measurements after the push cursor (a bounded count, refreshed periodically).",
+            registry=r,
+        )
+        self.lag_seconds = Gauge(
+            "fleet_pusher_lag_seconds",
+            "Newest timestamp stored locally minus newest delivered; 0 when caught up.",
+            ["resource"],
+            registry=r,
+        )
+        self.blocking_transaction_age = Gauge(
+            "fleet_pusher_blocking_transaction_age_seconds",
+            "Age of the long-open transaction holding the cursor back; 0 when none.",
+            registry=r,
+        )
+        self.quarantined_rows = Counter(
+            "fleet_pusher_quarantined_rows",
+            "Rows ingestd refused even alone (413), kept in app.fleet_push_quarantine.",
+            registry=r,
+        )
+        self.cursor_resets = Counter(
+            "fleet_pusher_cursor_resets",
+            "Cursor restarts after finding it beyond the server's xid counter (restored database).",
+            registry=r,
+        )
+        self.restamped_rows = Counter(
+            "fleet_pusher_restamped_rows",
+            "Rows restamped because their stamp lay beyond the server's xid counter.",
+            registry=r,
+        )
+        self.database_errors = Counter(
+            "fleet_pusher_database_errors",
+            "Times the customer database could not be reached or the connection was lost.",
+            registry=r,
+        )
+        self.retry_at: dict[str, float] = {}
+        r.register(_BackoffCollector(self.retry_at))
+        for resource in Resource:
+            for metric in (
+                self.rows_shipped,
+                self.rejected_rows,
+                self.consecutive_failures,
+                self.batch_size,
+                self.lag_seconds,
+            ):
+                metric.labels(resource.value)
+            for outcome in OUTCOMES:
+                self.batches.labels(resource.value, outcome)
+
+    def delivered(self, resource: Resource, rows: int, rejected: int) -> None:
+        r = resource.value
+        self.batches.labels(r, "rejected_rows" if rejected else "ok").inc()
+        self.rows_shipped.labels(r).inc(rows)
+        self.rejected_rows.labels(r).inc(rejected)
+        self.consecutive_failures.labels(r).set(0)
+        self.retry_at.pop(r, None)
+
+    def failed(
+        self, resource: Resource, exc: DeliveryError, *, consecutive: int, retry_at: float
+    ) -> None:
+        """A batch not delivered; `retry_at` is the monotonic time of the next attempt."""
+        r = resource.value
+        self.batches.labels(r, outcome_of(exc)).inc()
+        self.failures.labels(r, failure_status(exc)).inc()
+        self.consecutive_failures.labels(r).set(consecutive)
+        if retry_at > time.monotonic():
+            self.retry_at[r] = retry_at
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sum of the samples named `name` whose labels include `labels` (0 when none)."""
+        total = 0.0
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name == name and labels.items() <= sample.labels.items():
+                    total += sample.value
+        return total
+
+    def summary(self) -> dict[str, float]:
+        """The counters worth a line when the daemon stops."""
+        out: dict[str, float] = {}
+        for resource in Resource:
+            out[f"{resource.value}_rows"] = self.value(
+                "fleet_pusher_rows_shipped_total", resource=resource.value
+            )
+            out[f"{resource.value}_failures"] = self.value(
+                "fleet_pusher_failures_total", resource=resource.value
+            )
+        for name in ("quarantined_rows", "cursor_resets", "restamped_rows", "database_errors"):
+            out[name] = self.value(f"fleet_pusher_{name}_total")
+        return {k: v for k, v in out.items() if v}
+
+
+async def _scrape(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@contextlib.asynccontextmanager
+async def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> AsyncIterator[str]:
+    """Serve `GET /metrics` on host:port for the body of the `async with`; yields the URL."""
+    app = web.Application()
+    app[REGISTRY] = registry
+    app.router.add_get("/metrics", _scrape)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(
+            f"FLEET_METRICS_PORT: cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+    try:
+        yield f"http://{host}:{port}/metrics"
+    finally:
+        await runner.cleanup()
