@@ -523,10 +523,17 @@ class Pusher:
             "retry_in_s": round(delay, 3),
         }
         if isinstance(exc, PermanentDeliveryError):
-            cause = _permanent_cause(exc.status)
-            log.error(
-                f"ingestd refused the request: {cause}; retrying at the backoff cap", **fields
-            )
+            if exc.transport == "tls":
+                log.error(
+                    "ingestd's TLS certificate cannot be verified (check FLEET_CA_BUNDLE and "
+                    "the host name in FLEET_INGEST_URL); retrying at the backoff cap",
+                    **fields,
+                )
+            else:
+                cause = _permanent_cause(exc.status)
+                log.error(
+                    f"ingestd refused the request: {cause}; retrying at the backoff cap", **fields
+                )
         else:
             log.warning("batch not delivered; will retry", **fields)
 
