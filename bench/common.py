@@ -414,10 +414,12 @@ def machine_info(dsn: str | None = None) -> dict[str, Any]:
     return info
 
 
-def write_results(name: str, payload: dict[str, Any]) -> Path:
-    """Write `bench/results/<name>-<UTC timestamp>.json` (the folder is git-ignored)."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS_DIR / f"{name}-{stamp}.json"
+def write_results(name: str, payload: dict[str, Any], path: Path | None = None) -> Path:
+    """Write `path`, by default `bench/results/<name>-<UTC timestamp>.json` (git-ignored)."""
+    if path is None:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = RESULTS_DIR / f"{name}-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return path

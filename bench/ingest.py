@@ -11,22 +11,27 @@ Starts a throwaway PostgreSQL cluster, a migrated central database, a customer a
   http-1    the same rows as gzip JSON batches POSTed to ingestd by one client, sequentially
   dup-1     the same batches again (all duplicates, nothing inserted), one client
   http-2    the same rows, batches shared by two concurrent clients
+  influx-1  the peer: the same rows as gzip line protocol POSTed to InfluxDB 1.x's /write,
+            5,000 lines per request, one client, into a freshly re-created database
+            (`peer_influx.py`; skipped, and said so, when `influxd` is not installed)
 
 Both tables are truncated and a CHECKPOINT taken before `copy`, `http-1` and `http-2`, so
 every measurement inserts the same rows into an empty table. Bodies are encoded before any
-clock starts. CPU per row is read from /proc for ingestd, the whole PostgreSQL cluster and this
-client. Prints a table and writes `bench/results/ingest-<timestamp>.json`.
+clock starts. CPU per row is read from /proc for ingestd, the whole PostgreSQL cluster, influxd
+and this client. Prints a table and writes `bench/results/ingest-<timestamp>.json` (or `--json`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -53,12 +58,14 @@ from common import (
     write_results,
 )
 from fleetdev.pgcluster import PgCluster, temporary_cluster
+from peer_influx import InfluxdProcess, influxd_binary, line_protocol_bodies, write_lines
 from psycopg import sql
 
 INGEST_PATH = "/api/fleet/ingest"
 CUSTOMER_CODE = "BENCH01"
 COPY_TABLE = "bench_copy"
 TARGET_RATIO = 0.5
+TARGET_PEER_RATIO = 2.0
 
 CREATE_COPY_TABLE = f"CREATE TABLE {COPY_TABLE} (LIKE fleet.power_measurements INCLUDING ALL)"
 RESET_TABLES = f"TRUNCATE {COPY_TABLE}, fleet.power_measurements"
@@ -71,6 +78,7 @@ SCENARIOS = {
     "http-1": "ingestd HTTP gzip JSON, 1 client",
     "http-2": "ingestd HTTP gzip JSON, 2 clients",
     "dup-1": "re-delivery, all duplicates, 1 client",
+    "influx-1": "InfluxDB 1.x line protocol, 1 client (peer)",
 }
 _decode_response = msgspec.json.Decoder(dict[str, Any]).decode
 
@@ -88,6 +96,7 @@ class Sample:
     ingestd_cpu_s: float
     postgres_cpu_s: float
     client_cpu_s: float
+    influxd_cpu_s: float
 
     @property
     def rows_per_s(self) -> float:
@@ -101,16 +110,18 @@ class Sample:
 class Meters:
     cluster: PgCluster
     ingestd_pid: int
+    influxd_pid: int | None
 
-    def read(self) -> tuple[float, float, float, float]:
+    def read(self) -> tuple[float, ...]:
         return (
             time.perf_counter(),
             cpu_seconds(self.ingestd_pid),
             postgres_cpu_seconds(self.cluster),
             time.process_time(),
+            cpu_seconds(self.influxd_pid) if self.influxd_pid else 0.0,
         )
 
-    def sample(self, rows: int, before: tuple[float, float, float, float]) -> Sample:
+    def sample(self, rows: int, before: tuple[float, ...]) -> Sample:
         after = self.read()
         return Sample(rows, *(b - a for a, b in zip(before, after, strict=True)))
 
@@ -182,13 +193,16 @@ class Bench:
     token: str
     copy_batches: list[Sequence[MeasurementTuple]]
     bodies: list[tuple[bytes, int]]
+    influx: InfluxdProcess | None
+    influx_bodies: list[tuple[bytes, int]]
 
     @property
     def rows(self) -> int:
         return sum(count for _, count in self.bodies)
 
     async def run(self) -> dict[str, list[Sample]]:
-        meters = Meters(self.cluster, self.ingestd.pid)
+        influx = self.influx
+        meters = Meters(self.cluster, self.ingestd.pid, influx.pid if influx else None)
         url = self.ingestd.base_url + INGEST_PATH
         headers = {
             "X-Customer-Token": self.token,
@@ -196,7 +210,9 @@ class Bench:
             "Content-Type": "application/json",
             "Content-Encoding": "gzip",
         }
-        samples: dict[str, list[Sample]] = {name: [] for name in SCENARIOS}
+        samples: dict[str, list[Sample]] = {
+            name: [] for name in SCENARIOS if influx or name != "influx-1"
+        }
         deadline = time.monotonic() + self.args.time_limit
         timeout = aiohttp.ClientTimeout(total=120)
         connector = aiohttp.TCPConnector(limit=4)
@@ -218,19 +234,24 @@ class Bench:
                 await _post_concurrently(
                     session, url, headers, self.bodies[:2], 1, expect_duplicates=True
                 )
+                if influx:
+                    influx.reset_database()
+                    await write_lines(session, influx.write_url(), self.influx_bodies[:2])
 
                 async def timed(name: str, action: Callable[[], Any], reset: bool) -> None:
                     if time.monotonic() > deadline:
                         raise BenchError(f"time limit of {self.args.time_limit:g} s exceeded")
                     if reset:
                         _reset(admin)
+                        if influx and name == "influx-1":
+                            influx.reset_database()
                     before = meters.read()
                     result = action()
                     if asyncio.iscoroutine(result):
                         await result
                     samples[name].append(meters.sample(self.rows, before))
 
-                units = ["copy", "http-1", "http-2"]
+                units = ["copy", "http-1", "http-2", *(["influx-1"] if influx else [])]
                 for rep in range(self.args.reps):
                     shift = rep % len(units)
                     for unit in units[shift:] + units[:shift]:
@@ -242,9 +263,19 @@ class Bench:
                             await timed("http-1", post(1), True)
                             await timed("dup-1", post(1, duplicates=True), False)
                             self._check_stored(admin)
-                        else:
+                        elif unit == "http-2":
                             await timed("http-2", post(2), True)
                             self._check_stored(admin)
+                        elif influx:
+                            await timed(
+                                "influx-1",
+                                lambda: write_lines(
+                                    session, influx.write_url(), self.influx_bodies
+                                ),
+                                True,
+                            )
+                            if (stored := influx.count_rows()) != self.rows:
+                                raise BenchError(f"influxd holds {stored} rows, not {self.rows}")
                     print(f"  rep {rep + 1}/{self.args.reps} done", file=sys.stderr)
         return samples
 
@@ -254,53 +285,88 @@ class Bench:
             raise BenchError(f"central table holds {row} rows, expected {self.rows}")
 
 
+def _paired(samples: dict[str, list[Sample]], top: str, bottom: str) -> list[float]:
+    """Per-repetition ratios: a slow spell of the shared machine hits both sides of a pair."""
+    return [a.rows_per_s / b.rows_per_s for a, b in zip(samples[top], samples[bottom], strict=True)]
+
+
+def _target(label: str, ratio: float, paired: list[float], target: float) -> dict[str, Any]:
+    met = ratio >= target
+    print(
+        f"target: {label} >= {target}x: {'MET' if met else 'NOT MET'} (ratio of medians "
+        f"{ratio:.2f}x; per-rep ratios median {statistics.median(paired):.2f}x, "
+        f"range {min(paired):.2f}-{max(paired):.2f})"
+    )
+    return {"target": target, "ratio": ratio, "paired_ratios": paired, "met": met}
+
+
 def _report(
     samples: dict[str, list[Sample]], args: argparse.Namespace, extra: dict[str, Any]
 ) -> dict[str, Any]:
-    rates = {name: summarize([s.rows_per_s for s in runs]) for name, runs in samples.items()}
+    names = [name for name in SCENARIOS if name in samples]
+    rates = {name: summarize([s.rows_per_s for s in samples[name]]) for name in names}
     copy = rates["copy"]
     print()
     print(
         f"{args.rows_per_rep:,} rows per rep in {args.batch_size:,}-row batches, "
         f"{args.reps} reps, median (min-max)"
     )
-    header = f"{'scenario':<40} {'rows/s':>9} {'min-max':>17} {'spread':>7} {'x COPY':>7}"
+    header = f"{'scenario':<44} {'rows/s':>9} {'min-max':>17} {'spread':>7} {'x COPY':>7}"
     print(header)
     print("-" * len(header))
-    for name, label in SCENARIOS.items():
+    for name in names:
         r = rates[name]
         span = f"{r.low:,.0f}-{r.high:,.0f}"
         print(
-            f"{label:<40} {r.median:>9,.0f} {span:>17} {r.spread_pct:>6.0f}% "
+            f"{SCENARIOS[name]:<44} {r.median:>9,.0f} {span:>17} {r.spread_pct:>6.0f}% "
             f"{r.median / copy.median:>7.2f}"
         )
 
     print()
-    header = f"{'CPU µs per row, median':<40} {'ingestd':>9} {'postgres':>9} {'client':>9}"
+    header = (
+        f"{'CPU µs per row, median':<44} {'ingestd':>9} {'postgres':>9} {'influxd':>9} "
+        f"{'client':>9}"
+    )
     print(header)
     print("-" * len(header))
-    cpu: dict[str, dict[str, float]] = {}
-    for name, label in SCENARIOS.items():
+    cpu: dict[str, dict[str, Summary]] = {}
+    for name in names:
         runs = samples[name]
         cpu[name] = {
-            "ingestd": summarize([s.us_per_row(s.ingestd_cpu_s) for s in runs]).median,
-            "postgres": summarize([s.us_per_row(s.postgres_cpu_s) for s in runs]).median,
-            "client": summarize([s.us_per_row(s.client_cpu_s) for s in runs]).median,
+            "ingestd": summarize([s.us_per_row(s.ingestd_cpu_s) for s in runs]),
+            "postgres": summarize([s.us_per_row(s.postgres_cpu_s) for s in runs]),
+            "influxd": summarize([s.us_per_row(s.influxd_cpu_s) for s in runs]),
+            "client": summarize([s.us_per_row(s.client_cpu_s) for s in runs]),
         }
-        c = cpu[name]
-        print(f"{label:<40} {c['ingestd']:>9.1f} {c['postgres']:>9.1f} {c['client']:>9.1f}")
+        c = {k: v.median for k, v in cpu[name].items()}
+        print(
+            f"{SCENARIOS[name]:<44} {c['ingestd']:>9.1f} {c['postgres']:>9.1f} "
+            f"{c['influxd']:>9.1f} {c['client']:>9.1f}"
+        )
 
-    paired = [
-        h.rows_per_s / c.rows_per_s for h, c in zip(samples["http-1"], samples["copy"], strict=True)
-    ]
-    ratio = rates["http-1"].median / copy.median
-    met = ratio >= TARGET_RATIO
     print()
+    ingestd_cpu = cpu["http-1"]["ingestd"]
     print(
-        f"target: ingest with 1 client >= {TARGET_RATIO}x COPY: "
-        f"{'MET' if met else 'NOT MET'} (ratio of medians {ratio:.2f}x; per-rep ratios "
-        f"median {statistics.median(paired):.2f}x, range {min(paired):.2f}-{max(paired):.2f})"
+        f"ingestd CPU per row (parse, validate, write; 1 client): {ingestd_cpu.median:.2f} µs "
+        f"(min-max {ingestd_cpu.low:.2f}-{ingestd_cpu.high:.2f})"
     )
+    targets = {
+        "ingest_1_client_vs_copy": _target(
+            "ingest with 1 client vs binary COPY",
+            rates["http-1"].median / copy.median,
+            _paired(samples, "http-1", "copy"),
+            TARGET_RATIO,
+        )
+    }
+    if "influx-1" in rates:
+        targets["fleet_vs_influxdb"] = _target(
+            "Fleet (ingestd, 1 client) vs InfluxDB 1.x (1 client)",
+            rates["http-1"].median / rates["influx-1"].median,
+            _paired(samples, "http-1", "influx-1"),
+            TARGET_PEER_RATIO,
+        )
+    else:
+        print(f"peer ratio: SKIPPED ({extra['peer']['skipped']})")
     print(f"ingestd peak RSS: {extra['ingestd_peak_rss_mib']:.0f} MiB")
 
     def summary_dict(s: Summary) -> dict[str, Any]:
@@ -312,19 +378,13 @@ def _report(
                 "label": SCENARIOS[name],
                 "rows_per_s": summary_dict(rates[name]),
                 "ratio_to_copy": rates[name].median / copy.median,
-                "cpu_us_per_row": cpu[name],
+                "cpu_us_per_row": {k: v.median for k, v in cpu[name].items()},
                 "samples": [asdict(s) for s in samples[name]],
             }
-            for name in SCENARIOS
+            for name in names
         },
-        "targets": {
-            "ingest_1_client_vs_copy": {
-                "target": TARGET_RATIO,
-                "ratio": ratio,
-                "paired_ratios": paired,
-                "met": met,
-            }
-        },
+        "ingestd_cpu_us_per_row": summary_dict(ingestd_cpu),
+        "targets": targets,
         **extra,
     }
 
@@ -335,10 +395,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=5_000)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--devices", type=int, default=20)
+    parser.add_argument("--no-peer", action="store_true", help="skip the InfluxDB peer")
+    parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
         "--time-limit", type=float, default=600.0, help="seconds; abort beyond (default 600)"
     )
     return parser
+
+
+def _peer(args: argparse.Namespace) -> tuple[InfluxdProcess | None, dict[str, Any]]:
+    """The InfluxDB child (not started yet), or None and why it is skipped."""
+    if args.no_peer:
+        return None, {"skipped": "--no-peer"}
+    binary = influxd_binary()
+    if binary is None:
+        return None, {
+            "skipped": "influxd not found (install Debian's influxdb: apt-get install influxdb)"
+        }
+    return InfluxdProcess(binary), {"binary": binary}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -348,6 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     exit_on_sigterm()
     started = time.monotonic()
+    influx, peer = _peer(args)
+    if influx is None:
+        print(f"peer ratio skipped: {peer['skipped']}", file=sys.stderr)
     with temporary_cluster(prefix="fleet-bench-pg-") as cluster:
         from ingestd.customers import add_customer
 
@@ -362,15 +439,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         copy_rows = [(*row, cid) for row in rows]
         item_batches = chunks(measurement_items(rows), args.batch_size)
         bodies = [(encode_batch(items), len(items)) for items in item_batches]
+        influx_bodies = line_protocol_bodies(rows, CUSTOMER_CODE) if influx else []
         wire = sum(len(b) for b, _ in bodies)
         print(
             f"{len(bodies)} batches, {wire / len(bodies) / 1024:.0f} KiB gzip each on average",
             file=sys.stderr,
         )
 
-        with IngestdProcess(dsn) as ingestd:
+        with IngestdProcess(dsn) as ingestd, influx or contextlib.nullcontext():
+            if influx:
+                peer["version"] = influx.version()
+                peer["mean_gzip_body_bytes"] = sum(len(b) for b, _ in influx_bodies) / len(
+                    influx_bodies
+                )
             bench = Bench(
-                args, cluster, dsn, ingestd, token, chunks(copy_rows, args.batch_size), bodies
+                args,
+                cluster,
+                dsn,
+                ingestd,
+                token,
+                chunks(copy_rows, args.batch_size),
+                bodies,
+                influx,
+                influx_bodies,
             )
             samples = asyncio.run(bench.run())
             peak_rss = peak_rss_bytes(ingestd.pid)
@@ -385,12 +476,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "devices": args.devices,
             "mean_gzip_body_bytes": wire / len(bodies),
         },
+        "peer": peer,
         "machine": machine,
         "ingestd_peak_rss_mib": peak_rss / 1024 / 1024,
         "runtime_s": time.monotonic() - started,
     }
-    path = write_results("ingest", _report(samples, args, extra))
-    print(f"results: {path.relative_to(path.parents[2])}")
+    path = write_results("ingest", _report(samples, args, extra), args.json)
+    print(f"results: {path}")
     return 0
 
 
