@@ -1,0 +1,54 @@
+# syntax=docker/dockerfile:1.7
+# pusher, the customer-side push daemon. Build from the repository root:
+#   docker build -f deploy/pusher.Dockerfile -t fleet/pusher .
+# The container runs `pusher run`; `docker run … fleet/pusher migrate|status|check` run the other
+# commands (the migrations ship in the image, PUSHER_MIGRATIONS_DIR points at them).
+
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
+
+FROM ${PYTHON_IMAGE} AS builder
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=/usr/local/bin/python3.11
+WORKDIR /app
+
+# Dependency layer (see ingestd.Dockerfile): the lock and the workspace's pyproject files only.
+COPY pyproject.toml uv.lock ./
+COPY packages/fleetcore/pyproject.toml packages/fleetcore/pyproject.toml
+COPY packages/fleetdev/pyproject.toml packages/fleetdev/pyproject.toml
+COPY services/ingestd/pyproject.toml services/ingestd/pyproject.toml
+COPY services/pusher/pyproject.toml services/pusher/pyproject.toml
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-install-workspace --package pusher
+
+# Code layer: fleetcore and pusher installed as wheels (non-editable).
+COPY packages/fleetcore packages/fleetcore
+COPY services/pusher services/pusher
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable --package pusher
+
+FROM ${PYTHON_IMAGE} AS runtime
+RUN groupadd --system --gid 10001 fleet \
+    && useradd --system --uid 10001 --gid fleet --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin fleet \
+    && install -d -o fleet -g fleet -m 0700 /var/lib/fleet
+COPY --from=builder /app/.venv /app/.venv
+COPY migrations/pusher /app/migrations/pusher
+ENV PATH=/app/.venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PUSHER_MIGRATIONS_DIR=/app/migrations/pusher \
+    FLEET_PUSH_ENABLED=false \
+    FLEET_LOG_FORMAT=json
+USER 10001:10001
+WORKDIR /app
+# `pusher status` reads the customer database only: a healthcheck must not send batches to
+# ingestd every interval (`pusher check` does, and writes an audit row each time).
+HEALTHCHECK --interval=60s --timeout=20s --start-period=30s --retries=3 \
+    CMD ["pusher", "status"]
+ENTRYPOINT ["pusher"]
+CMD ["run"]

@@ -1,0 +1,46 @@
+# syntax=docker/dockerfile:1.7
+# The meter simulator (fleetdev), for the compose demo only: it writes plausible readings into a
+# customer meter stack. Build from the repository root:
+#   docker build -f deploy/simulator.Dockerfile -t fleet/simulator .
+# It needs the meter schema, which `pusher migrate` creates.
+
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
+
+FROM ${PYTHON_IMAGE} AS builder
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=/usr/local/bin/python3.11
+WORKDIR /app
+
+COPY pyproject.toml uv.lock ./
+COPY packages/fleetcore/pyproject.toml packages/fleetcore/pyproject.toml
+COPY packages/fleetdev/pyproject.toml packages/fleetdev/pyproject.toml
+COPY services/ingestd/pyproject.toml services/ingestd/pyproject.toml
+COPY services/pusher/pyproject.toml services/pusher/pyproject.toml
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-install-workspace --package fleetdev
+
+COPY packages/fleetcore packages/fleetcore
+COPY packages/fleetdev packages/fleetdev
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable --package fleetdev
+
+FROM ${PYTHON_IMAGE} AS runtime
+RUN groupadd --system --gid 10001 fleet \
+    && useradd --system --uid 10001 --gid fleet --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin fleet
+COPY --from=builder /app/.venv /app/.venv
+ENV PATH=/app/.venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+USER 10001:10001
+WORKDIR /app
+# A writer with no port: healthy while it can reach its database.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import os, psycopg; psycopg.connect(os.environ['SIMULATOR_DATABASE_URL'], connect_timeout=5).close()"]
+ENTRYPOINT ["python", "-m", "fleetdev.simulator"]
+CMD ["--help"]
