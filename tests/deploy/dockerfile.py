@@ -150,12 +150,11 @@ def _map(value: str, root: Path) -> str:
 def _copy(context: Path, sources: list[str], dest: Path) -> None:
     for src in sources:
         origin = context / src
-        target = dest if len(sources) > 1 or str(dest).endswith("/") else dest
         if origin.is_dir():
-            shutil.copytree(origin, target, ignore=_COPY_IGNORE, dirs_exist_ok=True)
+            shutil.copytree(origin, dest, ignore=_COPY_IGNORE, dirs_exist_ok=True)
         else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(origin, target / origin.name if target.is_dir() else target)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(origin, dest / origin.name if dest.is_dir() else dest)
 
 
 def build_outside_container(dockerfile: Path, workdir: Path, context: Path = REPO) -> BuiltImage:

@@ -98,7 +98,9 @@ def test_compose_runs_the_same_two_stacks_as_make_dev() -> None:
     services = _compose()["services"]
     assert {"customer-db", "pusher-migrate", "simulator", "pusher"} <= set(services)
     assert {"central-db", "ingestd-migrate", "register", "ingestd"} <= set(services)
-    assert services["central-db"]["image"].split(":-", 1)[1].startswith("timescale/timescaledb-ha:pg1")
+    assert (
+        services["central-db"]["image"].split(":-", 1)[1].startswith("timescale/timescaledb-ha:pg1")
+    )
     for service, migrate in (("pusher", "pusher-migrate"), ("ingestd", "ingestd-migrate")):
         condition = services[service]["depends_on"][migrate]["condition"]
         assert condition == "service_completed_successfully"
@@ -117,7 +119,9 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Any) -> None:
         pytest.skip("docker CLI not installed")
     probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True)
     if probe.returncode != 0:
-        pytest.skip("the docker compose plugin is not installed here (schema check above covers it)")
+        pytest.skip(
+            "the docker compose plugin is not installed here (schema check above covers it)"
+        )
     env_file = tmp_path / ".env"
     env_file.write_text(ENV_EXAMPLE.read_text())
     result = subprocess.run(

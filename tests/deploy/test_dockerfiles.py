@@ -63,7 +63,9 @@ def test_final_stage_is_minimal_and_unprivileged(path: Path) -> None:
         for tool in BUILD_TOOLS:
             assert f" {tool} " not in f" {run.args} ", f"{tool} in the final stage"
     copies = [i.flags_and_words() for i in final.all("COPY")]
-    assert any(flags.get("from") == "builder" and words[0] == "/app/.venv" for flags, words in copies)
+    assert any(
+        flags.get("from") == "builder" and words[0] == "/app/.venv" for flags, words in copies
+    )
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=_ids)

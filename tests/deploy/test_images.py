@@ -66,13 +66,15 @@ def test_ingestd_image_serves_and_its_healthcheck_follows(
     try:
         deadline = time.monotonic() + 20
         while True:
-            check = subprocess.run(ingestd_image.healthcheck_command(), env=env, capture_output=True)
+            check = subprocess.run(
+                ingestd_image.healthcheck_command(), env=env, capture_output=True
+            )
             if check.returncode == 0:
                 break
             assert server.poll() is None, log.read_text()
             assert time.monotonic() < deadline, check.stderr
             time.sleep(0.2)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
             assert resp.status == 200
     finally:
         server.terminate()
