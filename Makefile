@@ -2,13 +2,14 @@
 SHELL := /bin/bash
 PYTEST_ARGS ?=
 
-.PHONY: help setup dev test lint typecheck check bench clean
+.PHONY: help setup dev test lint typecheck check bench bench-quick clean
 
 help:
 	@echo "make dev         the local two-stack demo (Ctrl-C stops it; DURATION=60 for a bounded run)"
 	@echo "make test        run the whole test suite (starts its own PostgreSQL)"
 	@echo "make check       lint + typecheck + tests"
-	@echo "make bench       benchmarks (results in bench/results/)"
+	@echo "make bench       all benchmarks, summary vs targets (~15 min; results in bench/results/)"
+	@echo "make bench-quick the same with smaller sizes (~3 min)"
 	@echo "make clean       remove local state and caches"
 
 setup:
@@ -30,7 +31,10 @@ typecheck:
 check: lint typecheck test
 
 bench:
-	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python bench/ingest.py && "$$uv" run python bench/insert_paths.py && "$$uv" run python bench/rollup_cost.py && "$$uv" run python bench/catchup.py
+	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python bench/run_all.py
+
+bench-quick:
+	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python bench/run_all.py --quick
 
 clean:
 	rm -rf .state bench/results .pytest_cache .mypy_cache .ruff_cache

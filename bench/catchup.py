@@ -35,6 +35,7 @@ from typing import Any
 
 import aiohttp
 import psycopg
+from common import exit_on_sigterm
 from fleetcore import PushCursor
 from fleetdev.pgcluster import free_port, temporary_cluster
 from pusher import source
@@ -201,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--gzip-level", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up on the drain")
+    parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
+    exit_on_sigterm()
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -344,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         if stored != args.rows:
             print(f"WARNING: {stored} rows stored centrally, expected {args.rows}", file=sys.stderr)
 
-    path = RESULTS_DIR / f"catchup-{stamp}.json"
+    path = args.json or RESULTS_DIR / f"catchup-{stamp}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"written to {path}")

@@ -27,6 +27,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -196,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--time-limit", type=float, default=600.0)
+    parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     if not (1 <= args.batch_size <= args.rows <= 10_000_000 and 1 <= args.reps <= 100):
         print("need 1 <= batch-size <= rows <= 10M and 1 <= reps <= 100", file=sys.stderr)
@@ -223,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "insert_paths",
         {
             "benchmark": "insert_paths",
-            "config": vars(args),
+            "config": {k: v for k, v in vars(args).items() if k != "json"},
             "machine": machine,
             "paths": {
                 name: {
@@ -239,8 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for name in PATHS
             },
         },
+        args.json,
     )
-    print(f"results: {path.relative_to(path.parents[2])}")
+    print(f"results: {path}")
     return 0
 
 

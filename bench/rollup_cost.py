@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -97,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=5_000)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     exit_on_sigterm()
 
@@ -154,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = write_results(
         "rollup-cost",
         {
-            "args": vars(args),
+            "args": {k: v for k, v in vars(args).items() if k != "json"},
             "machine": machine_info(),
             "rows_per_s": rates,
             "median_rows_per_s": median,
@@ -163,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cost": cost,
             "target_met": cost < 0.20,
         },
+        args.json,
     )
     print(f"results: {path}")
     return 0
