@@ -127,6 +127,7 @@ def start_ingestd(central: str, port: int, log: Path) -> Child:
         "INGESTD_RATE_LIMIT_PER_S": "10000",
         "INGESTD_RATE_LIMIT_BURST": "10000",
         "INGESTD_LOG_FORMAT": "json",
+        "INGESTD_TIMESCALEDB": "off",
     }
     child = Child("ingestd", ["serve"], env, log)
     deadline = time.monotonic() + 30
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         customer = cluster.create_database("customer")
         central = cluster.create_database("central")
         result["postgresql"] = scalar(central, "SHOW server_version")
-        run = {**os.environ, "INGESTD_DATABASE_URL": central}
+        run = {**os.environ, "INGESTD_DATABASE_URL": central, "INGESTD_TIMESCALEDB": "off"}
         subprocess.run(
             [sys.executable, "-m", "ingestd", "migrate"], env=run, check=True, capture_output=True
         )

@@ -107,7 +107,10 @@ def create_central_database(
 ) -> str:
     """A database as `ingestd migrate` leaves it (migrations, then the storage bootstrap); returns
     its DSN. With `bootstrap=False` only the migrations: a plain table with no partitions and no
-    hourly aggregate to maintain (the baseline of bench/rollup_cost.py)."""
+    hourly aggregate to maintain (the baseline of bench/rollup_cost.py).
+
+    Always plain PostgreSQL (weekly partitions), even where TimescaleDB is installed: the
+    throwaway cluster does not preload it, and results stay comparable between machines."""
     import asyncio
 
     from ingestd.migrate import apply_migrations
@@ -116,7 +119,7 @@ def create_central_database(
     dsn = cluster.create_database(name)
     apply_migrations(dsn)
     if bootstrap:
-        asyncio.run(bootstrap_database(dsn, StoragePlan()))
+        asyncio.run(bootstrap_database(dsn, StoragePlan(timescaledb="off")))
     return dsn
 
 
@@ -248,6 +251,7 @@ class IngestdProcess:
             "INGESTD_RATE_LIMIT_PER_S": "100000",
             "INGESTD_RATE_LIMIT_BURST": "100000",
             "INGESTD_LOG_FORMAT": "json",
+            "INGESTD_TIMESCALEDB": "off",
             **self.extra_env,
         }
         fd, name = tempfile.mkstemp(prefix="fleet-bench-ingestd-", suffix=".log")

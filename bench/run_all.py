@@ -223,6 +223,13 @@ def summary_rows(results: dict[str, dict[str, Any] | None]) -> list[dict[str, An
             None,
         )
         add(
+            "4. ingestd peak RSS (recovery included)",
+            f"{gw['ingestd_peak_rss_mib']:.0f} MiB",
+            "",
+            "",
+            None,
+        )
+        add(
             "4. peak central DB connections",
             f"{gw['peak_db_connections']}",
             f"pool max {gw['ingestd_env'].get('INGESTD_POOL_MAX_SIZE', '4 (default)')}",
