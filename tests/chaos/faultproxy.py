@@ -6,8 +6,9 @@
     ...
     await proxy.close()
 
-Faults apply per new client connection (a keep-alive connection keeps the fault it was given),
-to the next `count` connections or, with `probability`, to a random share of them:
+Faults apply per exchange: each request on a connection (keep-alive included: the client
+speaking again after an answer starts a new exchange) draws the fault that is set, for the next
+`count` exchanges or, with `probability`, for a random share of them:
 
 - `REFUSE`: the listener is closed, so connecting fails with ECONNREFUSED (as a stopped server);
 - `RESET_REQUEST`: after `after_bytes` of the request reached upstream, both sides get a TCP RST;
@@ -69,6 +70,20 @@ class _Plan:
     bytes_per_s: int = 0
     count: int | None = None
     probability: float = 1.0
+
+
+@dataclass
+class _Exchange:
+    """One request and its answer on a connection (HTTP/1.1 without pipelining: the client
+    speaking again after the server answered starts the next exchange, with a fresh draw)."""
+
+    plan: _Plan = field(default_factory=_Plan)
+    answered: bool = True
+    sent: int = 0
+    delayed: bool = False
+
+    def next(self, plan: _Plan) -> None:
+        self.plan, self.answered, self.sent, self.delayed = plan, False, 0, False
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
@@ -177,7 +192,6 @@ class FaultProxy:
         assert task is not None
         self._tasks.add(task)  # type: ignore[arg-type]
         self.stats.connections += 1
-        plan = self._draw()
         try:
             up_reader, up_writer = await asyncio.open_connection(
                 self.upstream_host, self.upstream_port
@@ -186,12 +200,11 @@ class FaultProxy:
             _reset(writer)
             self._tasks.discard(task)  # type: ignore[arg-type]
             return
-        if plan.fault is not Fault.NONE:
-            self.stats.injected(plan.fault)
+        exchange = _Exchange()
         done = asyncio.Event()
         pumps = [
-            asyncio.create_task(self._pump(reader, up_writer, plan, upstream=True, done=done)),
-            asyncio.create_task(self._pump(up_reader, writer, plan, upstream=False, done=done)),
+            asyncio.create_task(self._pump(reader, up_writer, exchange, upstream=True, done=done)),
+            asyncio.create_task(self._pump(up_reader, writer, exchange, upstream=False, done=done)),
         ]
         try:
             await done.wait()
@@ -200,7 +213,7 @@ class FaultProxy:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
             for w in (writer, up_writer):
-                if plan.fault in (Fault.RESET_REQUEST, Fault.RESET_RESPONSE):
+                if exchange.plan.fault in (Fault.RESET_REQUEST, Fault.RESET_RESPONSE):
                     _reset(w)
                 elif not w.transport.is_closing():
                     w.close()
@@ -210,15 +223,14 @@ class FaultProxy:
         self,
         src: asyncio.StreamReader,
         dst: asyncio.StreamWriter,
-        plan: _Plan,
+        exchange: _Exchange,
         *,
         upstream: bool,
         done: asyncio.Event,
     ) -> None:
-        """Copy one direction until EOF, applying the plan. The end of the answer direction,
-        or an error or reset in either, ends the connection; a client's half-close does not."""
-        sent = 0
-        first = True
+        """Copy one direction until EOF, applying the plan of the current exchange. The end of
+        the answer direction, or an error or reset in either, ends the connection; a client's
+        half-close does not."""
         try:
             while True:
                 chunk = await src.read(_CHUNK)
@@ -228,8 +240,15 @@ class FaultProxy:
                     if upstream:
                         return  # half-close: the answer may still come back
                     break
+                if upstream and exchange.answered:
+                    exchange.next(self._draw())
+                    if exchange.plan.fault is not Fault.NONE:
+                        self.stats.injected(exchange.plan.fault)
+                elif not upstream:
+                    exchange.answered = True
+                plan = exchange.plan
                 if upstream and plan.fault is Fault.RESET_REQUEST:
-                    room = plan.after_bytes - sent
+                    room = plan.after_bytes - exchange.sent
                     if len(chunk) > room:
                         if room > 0:
                             dst.write(chunk[:room])
@@ -238,9 +257,9 @@ class FaultProxy:
                         break
                 if not upstream and plan.fault is Fault.RESET_RESPONSE:
                     break
-                if not upstream and first and plan.fault is Fault.DELAY_RESPONSE:
+                if not upstream and plan.fault is Fault.DELAY_RESPONSE and not exchange.delayed:
+                    exchange.delayed = True
                     await asyncio.sleep(plan.delay_s)
-                first = False
                 if plan.fault is Fault.THROTTLE and plan.bytes_per_s > 0:
                     step = max(1, plan.bytes_per_s // 20)
                     for start in range(0, len(chunk), step):
@@ -250,8 +269,8 @@ class FaultProxy:
                 else:
                     dst.write(chunk)
                     await dst.drain()
-                sent += len(chunk)
                 if upstream:
+                    exchange.sent += len(chunk)
                     self.stats.bytes_up += len(chunk)
                 else:
                     self.stats.bytes_down += len(chunk)

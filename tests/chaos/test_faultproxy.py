@@ -205,3 +205,19 @@ def test_threaded_loop_hosts_the_proxy_for_sync_code() -> None:
             loop.run(proxy.close())
             server.close()
             loop.run(server.wait_closed())
+
+
+async def test_faults_apply_per_request_on_a_kept_alive_connection(http: Http) -> None:
+    """A fault set while a keep-alive connection is open hits that connection's next request."""
+    connector = aiohttp.TCPConnector(limit=1)
+    async with aiohttp.ClientSession(timeout=TIMEOUT, connector=connector) as session:
+        async with session.post(http.url, data=b"first") as resp:
+            assert await resp.read() == b"first"
+        http.proxy.set(Fault.RESET_RESPONSE, count=1)
+        with pytest.raises(aiohttp.ClientError):
+            async with session.post(http.url, data=b"second") as resp:
+                await resp.read()
+        async with session.post(http.url, data=b"third") as resp:
+            assert await resp.read() == b"third"
+    assert http.handled == [5, 6, 5]
+    assert http.proxy.stats.connections == 2
