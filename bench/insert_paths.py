@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     exit_on_sigterm()
     with temporary_cluster(prefix="fleet-bench-pg-") as cluster:
-        dsn = create_central_database(cluster)
+        dsn = create_central_database(cluster, bootstrap=False)  # a plain table, no partitions
         rows = [(*r, CUSTOMER_ID) for r in generate_measurements(args.rows, devices=args.devices)]
         batches = chunks(rows, args.batch_size)
         samples = asyncio.run(run(dsn, batches, args.reps, args.time_limit))
