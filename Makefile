@@ -8,6 +8,7 @@ help:
 	@echo "make dev         the local two-stack demo (Ctrl-C stops it; DURATION=60 for a bounded run)"
 	@echo "make test        run the whole test suite (starts its own PostgreSQL)"
 	@echo "make check       lint + typecheck + tests"
+	@echo "make chaos       fault injection, bad input, security and soak (FLEET_SOAK_S=120), with figures"
 	@echo "make bench       all benchmarks, summary vs targets (~15 min; results in bench/results/)"
 	@echo "make bench-quick the same with smaller sizes (~3 min)"
 	@echo "make clean       remove local state and caches"
@@ -38,3 +39,7 @@ bench-quick:
 
 clean:
 	rm -rf .state bench/results .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: chaos
+chaos:
+	@uv=$$(scripts/bootstrap.sh) && FLEET_CHAOS=full "$$uv" run pytest tests/chaos tests/security -ra $(PYTEST_ARGS)
