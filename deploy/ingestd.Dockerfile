@@ -21,6 +21,7 @@ WORKDIR /app
 COPY pyproject.toml uv.lock ./
 COPY packages/fleetcore/pyproject.toml packages/fleetcore/pyproject.toml
 COPY packages/fleetdev/pyproject.toml packages/fleetdev/pyproject.toml
+COPY packages/fleetservice/pyproject.toml packages/fleetservice/pyproject.toml
 COPY services/ingestd/pyproject.toml services/ingestd/pyproject.toml
 COPY services/pusher/pyproject.toml services/pusher/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
@@ -29,6 +30,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # Code layer: the workspace members ingestd needs, installed as wheels (non-editable), so the
 # final image needs the virtualenv only, not the sources.
 COPY packages/fleetcore packages/fleetcore
+COPY packages/fleetservice packages/fleetservice
 COPY services/ingestd services/ingestd
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package ingestd

@@ -20,6 +20,7 @@ WORKDIR /app
 COPY pyproject.toml uv.lock ./
 COPY packages/fleetcore/pyproject.toml packages/fleetcore/pyproject.toml
 COPY packages/fleetdev/pyproject.toml packages/fleetdev/pyproject.toml
+COPY packages/fleetservice/pyproject.toml packages/fleetservice/pyproject.toml
 COPY services/ingestd/pyproject.toml services/ingestd/pyproject.toml
 COPY services/pusher/pyproject.toml services/pusher/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
@@ -27,6 +28,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 
 # Code layer: fleetcore and pusher installed as wheels (non-editable).
 COPY packages/fleetcore packages/fleetcore
+COPY packages/fleetservice packages/fleetservice
 COPY services/pusher services/pusher
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package pusher

@@ -19,6 +19,7 @@ WORKDIR /app
 COPY pyproject.toml uv.lock ./
 COPY packages/fleetcore/pyproject.toml packages/fleetcore/pyproject.toml
 COPY packages/fleetdev/pyproject.toml packages/fleetdev/pyproject.toml
+COPY packages/fleetservice/pyproject.toml packages/fleetservice/pyproject.toml
 COPY services/ingestd/pyproject.toml services/ingestd/pyproject.toml
 COPY services/pusher/pyproject.toml services/pusher/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,9 +12,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from fleetdev.pgcluster import PgCluster, temporary_cluster
 from ingestd.app import INGEST_PATH, SERVER_OPTIONS, create_app
 from ingestd.customers import add_customer
+from ingestd.housekeeping import housekeeping_cycle
+from ingestd.keys import STORAGE
 from ingestd.migrate import apply_migrations
 from ingestd.settings import Settings
 
+from tests.fix_pg import migrate_central
 from tests.samples import encode, measurements
 
 
@@ -30,7 +34,7 @@ async def test_database_down_gives_503_then_recovers_without_restart(
     """With the database stopped hard, ingest answers 503 + Retry-After and /readyz fails;
     once it is back, the same ingestd process stores batches again."""
     dsn = own_cluster.create_database("central")
-    apply_migrations(dsn)
+    await asyncio.to_thread(migrate_central, dsn)
     token = add_customer(dsn, "DEV0001")
     settings = Settings(
         database_url=dsn, pool_timeout_s=1.0, connect_timeout_s=5.0, retry_after_s=9
@@ -72,7 +76,8 @@ async def test_database_down_gives_503_then_recovers_without_restart(
 async def test_readyz_reports_pending_migrations(
     own_cluster: PgCluster, aiohttp_client: Any
 ) -> None:
-    """/readyz is 503 naming the cause while the schema is not migrated, 200 after `migrate`."""
+    """/readyz is 503 naming the cause while the schema is not migrated or the storage not
+    bootstrapped, and 200 once both are done (without restarting ingestd)."""
     dsn = own_cluster.create_database("empty")
     server = TestServer(create_app(Settings(database_url=dsn)))
     await server.start_server(**SERVER_OPTIONS)
@@ -81,4 +86,18 @@ async def test_readyz_reports_pending_migrations(
     assert resp.status == 503
     assert (await resp.json())["reason"] == "migrations not applied"
     apply_migrations(dsn)
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    assert (await resp.json())["reason"].startswith("storage not bootstrapped")
+    await asyncio.to_thread(migrate_central, dsn)
+    await housekeeping_round(client)
     assert (await client.get("/readyz")).status == 200
+
+
+async def housekeeping_round(client: TestClient[Any, Any]) -> None:
+    """One housekeeping round of the running app (it notices a storage bootstrapped meanwhile)."""
+    from psycopg import AsyncConnection
+
+    state = client.app[STORAGE]
+    async with await AsyncConnection.connect(state.settings.database_url, autocommit=True) as conn:
+        await housekeeping_cycle(conn, state)

@@ -1,7 +1,8 @@
-"""Central storage: bootstrap, weekly partitions, the hourly aggregate and retention.
+"""Central storage: bootstrap, partitions or hypertable, the hourly aggregate and retention.
 
-These run on the storage path the test cluster offers: plain PostgreSQL in CI, TimescaleDB where
-the extension is installed (set FLEET_TEST_TIMESCALEDB=off to force the plain path).
+Every test here runs twice, through the same HTTP ingest path and the same queries: on plain
+PostgreSQL, and on TimescaleDB — the latter skips, saying so, where the extension is not
+installed (see tests/fix_pg.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ from tests.fix_ingestd import PostBatch, ThreadedIngestd
 from tests.samples import NOW, measurement, measurements
 
 
+@pytest.fixture
+def central_db(storage_db: str) -> str:
+    """This module's central database: each storage path in turn."""
+    return storage_db
+
+
 def _rows(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(query, params).fetchall()
@@ -56,38 +63,66 @@ def _mode(dsn: str) -> StorageMode | None:
 def test_bootstrap_is_idempotent_and_safe_from_several_replicas(central_db: str) -> None:
     """Running the bootstrap again, from four connections at once, changes nothing and fails nowhere."""
 
+    before = _mode(central_db)
+    plan = StoragePlan(timescaledb="on" if before is StorageMode.TIMESCALEDB else "off")
+
     async def four_at_once() -> list[StorageMode]:
         conns = [await AsyncConnection.connect(central_db, autocommit=True) for _ in range(4)]
         try:
-            return list(await asyncio.gather(*(bootstrap_storage(c, StoragePlan()) for c in conns)))
+            return list(await asyncio.gather(*(bootstrap_storage(c, plan) for c in conns)))
         finally:
             for conn in conns:
                 await conn.close()
 
-    before = _mode(central_db)
     modes = asyncio.run(four_at_once())
     assert before is not None
     assert set(modes) == {before}
     assert _mode(central_db) is before
 
 
-def test_plain_path_has_weekly_partitions_ahead(central_db: str) -> None:
-    """Without TimescaleDB the table is range-partitioned by week, with the coming weeks created."""
-    if _mode(central_db) is not StorageMode.POSTGRESQL:
-        pytest.skip("plain-PostgreSQL path only (TimescaleDB is installed here)")
-    names = [
-        r[0]
-        for r in _rows(
+def test_storage_layout(central_db: str) -> None:
+    """Plain PostgreSQL: weekly range partitions with the coming weeks made. TimescaleDB: a
+    7-day-chunk hypertable compressed by (customer_id, device_id) with its policy, and a real-time
+    continuous aggregate with its refresh policy."""
+    if _mode(central_db) is StorageMode.POSTGRESQL:
+        names = [
+            r[0]
+            for r in _rows(
+                central_db,
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid",
+            )
+        ]
+        assert len(names) >= 5
+        assert all(n.startswith("power_measurements_w") for n in names)
+        kinds = _rows(
             central_db,
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid ORDER BY 1",
+            "SELECT relkind::text FROM pg_class WHERE oid IN ('fleet.power_measurements'::regclass, 'fleet.hourly_per_device'::regclass) ORDER BY 1",
         )
-    ]
-    assert len(names) >= 5
-    assert all(n.startswith("power_measurements_w") for n in names)
+        assert kinds == [("p",), ("v",)]
+        return
     assert _rows(
         central_db,
-        "SELECT relkind::text FROM pg_class WHERE oid = 'fleet.power_measurements'::regclass",
-    ) == [("p",)]
+        """SELECT d.time_interval, h.compression_enabled FROM timescaledb_information.dimensions d
+           JOIN timescaledb_information.hypertables h USING (hypertable_schema, hypertable_name)
+           WHERE h.hypertable_name = 'power_measurements'""",
+    ) == [(timedelta(days=7), True)]
+    settings_rows = _rows(
+        central_db,
+        """SELECT attname, segmentby_column_index, orderby_column_index, orderby_asc
+           FROM timescaledb_information.compression_settings WHERE hypertable_name = 'power_measurements'
+           ORDER BY coalesce(segmentby_column_index, 99), orderby_column_index""",
+    )
+    assert settings_rows == [
+        ("customer_id", 1, None, None),
+        ("device_id", 2, None, None),
+        ("time", None, 1, False),
+    ]
+    assert _rows(
+        central_db,
+        "SELECT materialized_only FROM timescaledb_information.continuous_aggregates WHERE view_name = 'hourly_per_device'",
+    ) == [(False,)]
+    jobs = {r[0] for r in _rows(central_db, "SELECT proc_name FROM timescaledb_information.jobs")}
+    assert {"policy_compression", "policy_refresh_continuous_aggregate"} <= jobs
 
 
 async def test_backfill_into_a_week_without_partition_works(
@@ -177,9 +212,16 @@ async def test_hourly_columns_and_energy(
         assert got["energy_exp_kwh"] == pytest.approx(0.5)
 
 
-def test_existing_rows_survive_the_bootstrap(pg_cluster: PgCluster) -> None:
+@pytest.mark.parametrize("timescaledb", ["off", "on"])
+def test_existing_rows_survive_the_bootstrap(pg_cluster: PgCluster, timescaledb: str) -> None:
     """Bootstrapping a database that already holds measurements keeps every row and aggregates them."""
-    dsn = pg_cluster.create_database("preexisting")
+    from tests.fix_pg import TIMESCALEDB
+
+    if timescaledb == "on" and not TIMESCALEDB:
+        pytest.skip(
+            "TimescaleDB path not tested: the extension is not installed on this machine's PostgreSQL"
+        )
+    dsn = pg_cluster.create_database(f"preexisting_{timescaledb}")
     apply_migrations(dsn)
     with psycopg.connect(dsn) as conn:
         conn.execute("INSERT INTO fleet.customers (code) VALUES ('OLD1')")
@@ -187,8 +229,8 @@ def test_existing_rows_survive_the_bootstrap(pg_cluster: PgCluster) -> None:
             """INSERT INTO fleet.power_measurements (time, customer_id, device_id, received_at, p_total)
                SELECT t, 1, 1, now(), 2.0 FROM generate_series(now() - interval '60 days', now(), interval '1 hour') t"""
         )
-    mode = asyncio.run(bootstrap_database(dsn, StoragePlan(timescaledb="off")))
-    assert mode is StorageMode.POSTGRESQL
+    mode = asyncio.run(bootstrap_database(dsn, StoragePlan(timescaledb=timescaledb)))
+    assert mode is (StorageMode.POSTGRESQL if timescaledb == "off" else StorageMode.TIMESCALEDB)
     assert _rows(dsn, "SELECT count(*) FROM fleet.power_measurements") == [(1441,)]
     assert _rows(dsn, "SELECT count(*), sum(samples) FROM fleet.hourly_per_device") == [
         (1441, 1441)
@@ -301,15 +343,16 @@ def test_hourly_aggregate_matches_brute_force(
     refresh_after: list[bool],
     resend: bool,
 ) -> None:
-    """Over random batches with back-fills, duplicates and re-deliveries, the hourly aggregate always
-    equals a brute-force recomputation from the raw rows — before and after refresh cycles."""
-    with psycopg.connect(central_db) as conn:
+    """Over random batches with back-fills, duplicates and re-deliveries, the hourly aggregate
+    equals a brute-force recomputation from the raw rows: always on plain PostgreSQL (hours not yet
+    rolled up are computed at read time), and after each refresh cycle on TimescaleDB."""
+    plain = _mode(central_db) is StorageMode.POSTGRESQL
+    with psycopg.connect(central_db, autocommit=True) as conn:
         conn.execute("TRUNCATE fleet.power_measurements, fleet.hourly_dirty")
-        conn.execute(
-            "TRUNCATE fleet.hourly_rollup"
-            if _mode(central_db) is StorageMode.POSTGRESQL
-            else "SELECT 1"
-        )
+        if plain:
+            conn.execute("TRUNCATE fleet.hourly_rollup")
+        else:  # forget what the previous example materialized
+            conn.execute("CALL refresh_continuous_aggregate('fleet.hourly_per_device', NULL, NULL)")
     settings_ = threaded_ingestd.settings
     sent: list[list[dict[str, Any]]] = []
     for number, batch in enumerate(batches):
@@ -325,7 +368,9 @@ def test_hourly_aggregate_matches_brute_force(
         assert body["rejected"] == 0
         if refresh_after[number]:
             threaded_ingestd.call(_cycle(settings_))
-        _check_against_raw(central_db)
+            _check_against_raw(central_db)
+        elif plain:
+            _check_against_raw(central_db)
     if resend:
         for items in sent:
             status, body = threaded_ingestd.post(customer_token, "measurements", items)
@@ -346,3 +391,20 @@ async def test_many_rows_in_one_batch_across_weeks(
     resp = await post_batch(customer_token, "measurements", rows)
     assert (await resp.json())["accepted"] == 5000
     assert _rows(central_db, "SELECT count(*) FROM fleet.power_measurements") == [(5000,)]
+
+
+def test_switching_paths_is_refused_with_a_reason(central_db: str) -> None:
+    """A database bootstrapped on one path is not silently converted to the other."""
+    from ingestd.storage import BootstrapError
+
+    from tests.fix_pg import TIMESCALEDB
+
+    mode = _mode(central_db)
+    if mode is StorageMode.POSTGRESQL and not TIMESCALEDB:
+        pytest.skip("needs TimescaleDB installed to try the other path")
+    other = "on" if mode is StorageMode.POSTGRESQL else "off"
+    if other == "off":
+        # A hypertable stays a hypertable: "off" only skips creating TimescaleDB objects.
+        pytest.skip("switching TimescaleDB off on a hypertable is not attempted by the bootstrap")
+    with pytest.raises(BootstrapError, match="manual migration"):
+        asyncio.run(bootstrap_database(central_db, StoragePlan(timescaledb=other)))

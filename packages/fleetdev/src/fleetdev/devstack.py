@@ -28,7 +28,7 @@ from typing import IO, Any
 
 import psycopg
 
-from fleetdev.pgcluster import PgCluster, free_port
+from fleetdev.pgcluster import PgCluster, free_port, timescaledb_installed
 
 __all__ = ["main"]
 
@@ -54,7 +54,11 @@ class StackState:
         state = cls(root, free_port(), free_port(), free_port())
         path.write_text(
             json.dumps(
-                {"customer_port": state.customer_port, "central_port": state.central_port, "ingest_port": state.ingest_port}
+                {
+                    "customer_port": state.customer_port,
+                    "central_port": state.central_port,
+                    "ingest_port": state.ingest_port,
+                }
             )
         )
         return state
@@ -78,17 +82,16 @@ def _run(cmd: Sequence[str], env: dict[str, str]) -> str:
 def _wait_http(url: str, deadline_s: float) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback URL we built
-                if resp.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310
+            if resp.status == 200:  # (a loopback URL this module built)
+                return
         time.sleep(0.2)
     raise RuntimeError(f"{url} did not become ready in {deadline_s:g} s")
 
 
 @contextlib.contextmanager
-def _cluster(datadir: Path, port: int) -> Iterator[PgCluster]:
-    cluster = PgCluster(datadir=datadir, port=port)
+def _cluster(datadir: Path, port: int, timescaledb: bool = False) -> Iterator[PgCluster]:
+    cluster = PgCluster(datadir=datadir, port=port, timescaledb=timescaledb)
     cluster.init()
     if not cluster.running:
         cluster.start()
@@ -99,7 +102,9 @@ def _cluster(datadir: Path, port: int) -> Iterator[PgCluster]:
 
 
 @contextlib.contextmanager
-def _process(name: str, cmd: Sequence[str], env: dict[str, str], log_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _process(
+    name: str, cmd: Sequence[str], env: dict[str, str], log_dir: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     log_file: IO[bytes] = (log_dir / f"{name}.log").open("ab")
     proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     try:
@@ -159,7 +164,13 @@ def _format(status: dict[str, Any]) -> str:
     return line
 
 
-def run(state_dir: Path, duration_s: float, interval_s: float, sim_interval_s: float, push_interval_s: float) -> int:
+def run(
+    state_dir: Path,
+    duration_s: float,
+    interval_s: float,
+    sim_interval_s: float,
+    push_interval_s: float,
+) -> int:
     state = StackState.load(state_dir.resolve())
     logs = state.root / "logs"
     logs.mkdir(exist_ok=True)
@@ -176,7 +187,9 @@ def run(state_dir: Path, duration_s: float, interval_s: float, sim_interval_s: f
     _say(f"state in {state.root} (make clean removes it)")
     with (
         _cluster(state.root / "customer-pg", state.customer_port) as customer_pg,
-        _cluster(state.root / "central-pg", state.central_port) as central_pg,
+        _cluster(
+            state.root / "central-pg", state.central_port, timescaledb_installed()
+        ) as central_pg,
     ):
         customer_dsn = customer_pg.create_database("meters")
         central_dsn = central_pg.create_database("fleet")
@@ -191,7 +204,19 @@ def run(state_dir: Path, duration_s: float, interval_s: float, sim_interval_s: f
         }
         _run([sys.executable, "-m", "ingestd", "migrate"], ingest_env)
         if not state.token_file.exists():
-            token = _run([sys.executable, "-m", "ingestd", "customers", "add", CUSTOMER_CODE, "--name", "Development"], ingest_env).strip()
+            token = _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "ingestd",
+                    "customers",
+                    "add",
+                    CUSTOMER_CODE,
+                    "--name",
+                    "Development",
+                ],
+                ingest_env,
+            ).strip()
             state.token_file.write_text(token + "\n")
             state.token_file.chmod(0o600)
             _say(f"registered customer {CUSTOMER_CODE}; token saved to {state.token_file}")
@@ -215,10 +240,16 @@ def run(state_dir: Path, duration_s: float, interval_s: float, sim_interval_s: f
         ):
             _wait_http(f"http://127.0.0.1:{state.ingest_port}/readyz", 30)
             _say(f"ingestd on http://127.0.0.1:{state.ingest_port} (logs in {logs})")
-            with _process("pusher", [sys.executable, "-m", "pusher", "run"], push_env, logs) as pusher:
-                _say("meters simulated, pusher pushing, ingestd ingesting — Ctrl-C stops everything")
+            with _process(
+                "pusher", [sys.executable, "-m", "pusher", "run"], push_env, logs
+            ) as pusher:
+                _say(
+                    "meters simulated, pusher pushing, ingestd ingesting — Ctrl-C stops everything"
+                )
                 started = time.monotonic()
-                while not stop_requested and (not duration_s or time.monotonic() - started < duration_s):
+                while not stop_requested and (
+                    not duration_s or time.monotonic() - started < duration_s
+                ):
                     time.sleep(interval_s)
                     if pusher.poll() is not None:
                         _say(f"pusher exited with {pusher.returncode}; see {logs / 'pusher.log'}")
@@ -228,16 +259,24 @@ def run(state_dir: Path, duration_s: float, interval_s: float, sim_interval_s: f
                     except psycopg.Error as exc:
                         _say(f"status unavailable: {exc}")
                 final = _status(customer_dsn, central_dsn)
-    _say(f"stopped; {final['central_rows']} rows arrived centrally of {final['local_rows']} stored locally")
+    _say(
+        f"stopped; {final['central_rows']} rows arrived centrally of {final['local_rows']} stored locally"
+    )
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fleetdev.devstack", description="Fleet's local two-stack demo")
+    parser = argparse.ArgumentParser(
+        prog="fleetdev.devstack", description="Fleet's local two-stack demo"
+    )
     parser.add_argument("--state-dir", type=Path, default=Path(".state/dev"))
-    parser.add_argument("--duration", type=float, default=0.0, help="stop after N seconds (0: until Ctrl-C)")
+    parser.add_argument(
+        "--duration", type=float, default=0.0, help="stop after N seconds (0: until Ctrl-C)"
+    )
     parser.add_argument("--interval", type=float, default=3.0, help="seconds between status lines")
-    parser.add_argument("--sim-interval", type=float, default=2.0, help="seconds between meter readings")
+    parser.add_argument(
+        "--sim-interval", type=float, default=2.0, help="seconds between meter readings"
+    )
     parser.add_argument("--push-interval", type=float, default=5.0, help="pusher tick in seconds")
     args = parser.parse_args(argv)
     return run(args.state_dir, args.duration, args.interval, args.sim_interval, args.push_interval)

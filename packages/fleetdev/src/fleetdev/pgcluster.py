@@ -23,7 +23,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["PgCluster", "PgClusterError", "find_pg_bindir", "free_port", "temporary_cluster"]
+__all__ = [
+    "PgCluster",
+    "PgClusterError",
+    "find_pg_bindir",
+    "free_port",
+    "temporary_cluster",
+    "timescaledb_installed",
+]
 
 _SEARCH_ROOTS = ("/usr/lib/postgresql", "/usr/local/pgsql", "/opt/homebrew/opt", "/usr/pgsql")
 
@@ -63,6 +70,18 @@ def find_pg_bindir() -> Path:
     )
 
 
+def timescaledb_installed(bindir: Path | None = None) -> bool:
+    """Whether the server's library folder holds TimescaleDB (it must then be preloaded)."""
+    try:
+        pg_config = (bindir or find_pg_bindir()) / "pg_config"
+        libdir = subprocess.run(
+            [str(pg_config), "--pkglibdir"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError, PgClusterError):
+        return False
+    return (Path(libdir) / "timescaledb.so").exists()
+
+
 def free_port() -> int:
     """Ask the kernel for a free loopback TCP port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -79,6 +98,7 @@ class PgCluster:
     bindir: Path = field(default_factory=find_pg_bindir)
     user: str = "fleet"
     settings: dict[str, str] = field(default_factory=dict)
+    timescaledb: bool = False
 
     @property
     def _run_as(self) -> list[str]:
@@ -152,6 +172,9 @@ class PgCluster:
             "max_wal_size": "2GB",
             "logging_collector": "off",
         }
+        if self.timescaledb:
+            options["shared_preload_libraries"] = "timescaledb"
+            options["timescaledb.telemetry_level"] = "off"
         options.update(self.settings)
         opts = " ".join(f"-c {k}={v}" for k, v in options.items())
         log = self.datadir / "server.log"
@@ -218,12 +241,15 @@ class PgCluster:
 
 
 @contextlib.contextmanager
-def temporary_cluster(prefix: str = "fleet-pg-", **settings: str) -> Iterator[PgCluster]:
-    """A started cluster in a temporary folder, stopped and removed on exit."""
+def temporary_cluster(
+    prefix: str = "fleet-pg-", *, timescaledb: bool = False, **settings: str
+) -> Iterator[PgCluster]:
+    """A started cluster in a temporary folder, stopped and removed on exit (`timescaledb`:
+    preload the extension, which must be installed)."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     if os.geteuid() == 0:
         os.chmod(tmp, 0o755)  # noqa: S103 - the postgres user must reach its data folder
-    cluster = PgCluster(datadir=tmp / "data", settings=dict(settings))
+    cluster = PgCluster(datadir=tmp / "data", settings=dict(settings), timescaledb=timescaledb)
     try:
         cluster.init()
         cluster.start()

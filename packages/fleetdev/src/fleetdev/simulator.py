@@ -1,4 +1,4 @@
-"""Meter simulator: N sites × M devices writing plausible Acuvim readings into a meter stack.
+"""Meter simulator: N sites x M devices writing plausible Acuvim readings into a meter stack.
 
     python -m fleetdev.simulator --database-url URL [--sites 2] [--devices 4] [--interval 5]
         [--offline-every 120 --offline-for 30]    go offline, buffer, then replay back-dated
@@ -7,7 +7,7 @@
                                                   write a large history fast, then exit
 
 Readings follow a daily load curve with noise: phase voltages around 230 V, currents and power
-following the curve, power factor 0.9–0.99, frequency around 50 Hz, energy registers that only
+following the curve, power factor 0.9 to 0.99, frequency around 50 Hz, energy registers that only
 count up. Going offline mimics meter firmware: samples are kept in the meter's buffer and written
 later in one transaction, with their original `time` and a new `received_at` (a back-fill).
 """
@@ -118,7 +118,9 @@ class MeterStack:
         """Create the sites and devices (if absent) and the meters that write for them."""
         with psycopg.connect(self.database_url) as conn:
             for s in range(1, self.sites + 1):
-                conn.execute(UPSERT_SITE, (s, f"Plant {s}", "Europe/Amsterdam", f"Industrieweg {s}"))
+                conn.execute(
+                    UPSERT_SITE, (s, f"Plant {s}", "Europe/Amsterdam", f"Industrieweg {s}")
+                )
                 for d in range(1, self.devices_per_site + 1):
                     device_id = s * 100 + d
                     conn.execute(
@@ -164,10 +166,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sites", type=int, default=2)
     parser.add_argument("--devices", type=int, default=4, help="devices per site")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between readings")
-    parser.add_argument("--offline-every", type=float, default=0.0, help="go offline every N s (0: never)")
+    parser.add_argument(
+        "--offline-every", type=float, default=0.0, help="go offline every N s (0: never)"
+    )
     parser.add_argument("--offline-for", type=float, default=30.0, help="stay offline this long")
-    parser.add_argument("--duration", type=float, default=0.0, help="stop after N s (0: until Ctrl-C)")
-    parser.add_argument("--backlog", type=int, default=0, help="write this many rows of history and exit")
+    parser.add_argument(
+        "--duration", type=float, default=0.0, help="stop after N s (0: until Ctrl-C)"
+    )
+    parser.add_argument(
+        "--backlog", type=int, default=0, help="write this many rows of history and exit"
+    )
     parser.add_argument("--days", type=float, default=30.0, help="history span for --backlog")
     return parser
 
@@ -177,7 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.backlog:
         started = time.monotonic()
         count = write_backlog(
-            args.database_url, args.backlog, days=args.days, sites=args.sites, devices_per_site=args.devices
+            args.database_url,
+            args.backlog,
+            days=args.days,
+            sites=args.sites,
+            devices_per_site=args.devices,
         )
         print(f"wrote {count} rows in {time.monotonic() - started:.1f} s")
         return 0
@@ -196,7 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     next_at = started
     while not stopping and (not args.duration or time.monotonic() - started < args.duration):
         elapsed = time.monotonic() - started
-        online = not (args.offline_every and elapsed % args.offline_every > args.offline_every - args.offline_for)
+        online = not (
+            args.offline_every
+            and elapsed % args.offline_every > args.offline_every - args.offline_for
+        )
         was_buffering = bool(stack.buffer)
         try:
             written = stack.tick(datetime.now(UTC), args.interval, online)

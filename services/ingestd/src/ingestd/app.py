@@ -378,7 +378,13 @@ async def readyz(request: web.Request) -> web.Response:
         return _json(
             {"status": "not_ready", "reason": "migrations pending", "pending": missing}, status=503
         )
-    return _json({"status": "ready"})
+    storage = request.app[STORAGE]
+    if storage.mode is None:
+        return _json(
+            {"status": "not_ready", "reason": "storage not bootstrapped (run ingestd migrate)"},
+            status=503,
+        )
+    return _json({"status": "ready", "storage": storage.mode.value})
 
 
 def _pool_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -7,51 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from fleetservice import EnvReader
+
 from pusher.errors import ConfigError
 
 __all__ = ["INGEST_PATH", "Settings"]
 
 INGEST_PATH = "/api/fleet/ingest"
-
-
-def _get(env: Mapping[str, str], name: str, default: str | None) -> str:
-    value = env.get(name)
-    if value is None or value.strip() == "":
-        if default is None:
-            raise ConfigError(f"{name} is required but not set")
-        return default
-    return value.strip()
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    raw = _get(env, name, str(default))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    raw = _get(env, name, str(default))
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if not value >= minimum or value == float("inf"):
-        raise ConfigError(f"{name} must be a finite number >= {minimum}, got {raw}")
-    return value
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = _get(env, name, "true" if default else "false").lower()
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
 def _ingest_url(raw: str) -> str:
@@ -121,30 +83,31 @@ class Settings:
         When FLEET_PUSH_ENABLED is not true only the database URL is required, so
         `pusher migrate` and `pusher status` work on a stack that does not push yet.
         """
-        log_format = _get(env, "FLEET_LOG_FORMAT", "auto")
+        env_ = EnvReader(env, ConfigError)
+        log_format = env_.text("FLEET_LOG_FORMAT", "auto")
         if log_format not in {"auto", "json", "console"}:
             raise ConfigError(f"FLEET_LOG_FORMAT must be auto, json or console, got {log_format!r}")
-        database_url = _get(env, "FLEET_DATABASE_URL", None)
+        database_url = env_.text("FLEET_DATABASE_URL", None)
         if not database_url.startswith(("postgresql://", "postgres://")):
             raise ConfigError("FLEET_DATABASE_URL must be a postgresql:// URL")
-        enabled = _bool(env, "FLEET_PUSH_ENABLED", False)
+        enabled = env_.flag("FLEET_PUSH_ENABLED", False)
         ingest_url = ""
         token = ""
         if enabled:
-            ingest_url = _ingest_url(_get(env, "FLEET_INGEST_URL", None))
+            ingest_url = _ingest_url(env_.text("FLEET_INGEST_URL", None))
             token = _token(env)
         ca_raw = env.get("FLEET_CA_BUNDLE", "").strip()
         ca_bundle = Path(ca_raw) if ca_raw else None
         if ca_bundle is not None and not ca_bundle.is_file():
             raise ConfigError(f"FLEET_CA_BUNDLE {ca_raw} is not a readable file")
-        base = _float(env, "FLEET_BACKOFF_BASE_S", 60.0, minimum=0.001)
-        cap = _float(env, "FLEET_BACKOFF_CAP_S", 1800.0, minimum=0.001)
+        base = env_.number("FLEET_BACKOFF_BASE_S", 60.0, minimum=0.001)
+        cap = env_.number("FLEET_BACKOFF_CAP_S", 1800.0, minimum=0.001)
         if cap < base:
             raise ConfigError("FLEET_BACKOFF_CAP_S must be >= FLEET_BACKOFF_BASE_S")
-        level = _int(env, "FLEET_GZIP_LEVEL", 1, minimum=1)
+        level = env_.integer("FLEET_GZIP_LEVEL", 1, minimum=1)
         if level > 9:
             raise ConfigError(f"FLEET_GZIP_LEVEL must be 1..9, got {level}")
-        metrics_port = _int(env, "FLEET_METRICS_PORT", 0, minimum=0)
+        metrics_port = env_.integer("FLEET_METRICS_PORT", 0, minimum=0)
         if metrics_port > 65535:
             raise ConfigError(f"FLEET_METRICS_PORT must be 0..65535, got {metrics_port}")
         return cls(
@@ -152,21 +115,21 @@ class Settings:
             enabled=enabled,
             ingest_url=ingest_url,
             token=token,
-            push_interval_s=_float(env, "FLEET_PUSH_INTERVAL_S", 60.0, minimum=0.01),
-            batch_size=_int(env, "FLEET_BATCH_SIZE", 5000, minimum=1),
-            max_batches_per_tick=_int(env, "FLEET_MAX_BATCHES_PER_TICK", 3, minimum=1),
+            push_interval_s=env_.number("FLEET_PUSH_INTERVAL_S", 60.0, minimum=0.01),
+            batch_size=env_.integer("FLEET_BATCH_SIZE", 5000, minimum=1),
+            max_batches_per_tick=env_.integer("FLEET_MAX_BATCHES_PER_TICK", 3, minimum=1),
             backoff_base_s=base,
             backoff_cap_s=cap,
-            retry_after_jitter_s=_float(env, "FLEET_RETRY_AFTER_JITTER_S", 2.0, minimum=0.0),
-            request_timeout_s=_float(env, "FLEET_REQUEST_TIMEOUT_S", 60.0, minimum=0.1),
-            shutdown_deadline_s=_float(env, "FLEET_SHUTDOWN_DEADLINE_S", 10.0, minimum=0.0),
+            retry_after_jitter_s=env_.number("FLEET_RETRY_AFTER_JITTER_S", 2.0, minimum=0.0),
+            request_timeout_s=env_.number("FLEET_REQUEST_TIMEOUT_S", 60.0, minimum=0.1),
+            shutdown_deadline_s=env_.number("FLEET_SHUTDOWN_DEADLINE_S", 10.0, minimum=0.0),
             ca_bundle=ca_bundle,
             gzip_level=level,
-            blocking_txn_warn_s=_float(env, "FLEET_BLOCKING_TXN_WARN_S", 300.0, minimum=0.0),
+            blocking_txn_warn_s=env_.number("FLEET_BLOCKING_TXN_WARN_S", 300.0, minimum=0.0),
             log_format=log_format,
             metrics_port=metrics_port,
-            metrics_host=_get(env, "FLEET_METRICS_HOST", "127.0.0.1"),
-            backlog_count_interval_s=_float(
-                env, "FLEET_BACKLOG_COUNT_INTERVAL_S", 30.0, minimum=0.0
+            metrics_host=env_.text("FLEET_METRICS_HOST", "127.0.0.1"),
+            backlog_count_interval_s=env_.number(
+                "FLEET_BACKLOG_COUNT_INTERVAL_S", 30.0, minimum=0.0
             ),
         )

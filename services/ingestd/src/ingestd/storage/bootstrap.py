@@ -123,10 +123,16 @@ async def _scalar(conn: AsyncConnection[Any], query: str, params: tuple[Any, ...
     return row[0] if row else None
 
 
+TIMESCALE_USABLE = """
+SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')
+    OR (EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
+        AND current_setting('shared_preload_libraries') ~ 'timescaledb')
+"""
+
+
 async def timescale_available(conn: AsyncConnection[Any]) -> bool:
-    return bool(
-        await _scalar(conn, "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
-    )
+    """TimescaleDB is installed on the server *and* preloaded (it cannot be created otherwise)."""
+    return bool(await _scalar(conn, TIMESCALE_USABLE))
 
 
 async def _is_hypertable(conn: AsyncConnection[Any]) -> bool:
@@ -166,7 +172,8 @@ async def bootstrap_storage(conn: AsyncConnection[Any], plan: StoragePlan) -> St
         available = await timescale_available(conn)
         if plan.timescaledb == "on" and not available:
             raise BootstrapError(
-                "INGESTD_TIMESCALEDB=on but the timescaledb extension is not installed on the server"
+                "INGESTD_TIMESCALEDB=on but the timescaledb extension is not installed on the server "
+                "or not in its shared_preload_libraries"
             )
         use_timescale = plan.timescaledb == "on" or (plan.timescaledb == "auto" and available)
         current = await detect_mode(conn)
