@@ -38,7 +38,7 @@ from tests.chaos.checker import CheckReport, check
 from tests.chaos.faultproxy import FaultProxy, ThreadedLoop
 from tests.chaos.figures import FIGURES
 
-__all__ = ["ChaosStack", "Daemon", "MeterWriters", "migrated_clusters"]
+__all__ = ["ChaosStack", "Daemon", "MeterWriters", "migrated_clusters", "pusher_daemon"]
 
 CUSTOMER_CODE = "CHAOS01"
 
@@ -134,6 +134,21 @@ class Daemon:
 
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+
+def pusher_daemon(log: Path, customer_dsn: str, url: str, token: str, **env: str) -> Daemon:
+    """`python -m pusher run` for one gateway, with the scenario timings (not started)."""
+    full_env = {
+        **_base_env(),
+        **PUSHER_TIMINGS,
+        "FLEET_PUSH_ENABLED": "true",
+        "FLEET_DATABASE_URL": customer_dsn,
+        "FLEET_INGEST_URL": url,
+        "FLEET_TOKEN": token,
+        "FLEET_LOG_FORMAT": "json",
+        **env,
+    }
+    return Daemon("pusher", ["pusher", "run"], full_env, log)
 
 
 def wait_http(url: str, timeout_s: float = 30.0) -> None:
@@ -325,17 +340,13 @@ class ChaosStack:
         return self.proxy
 
     def start_pusher(self, url: str | None = None, **env: str) -> Daemon:
-        full_env = {
-            **_base_env(),
-            **PUSHER_TIMINGS,
-            "FLEET_PUSH_ENABLED": "true",
-            "FLEET_DATABASE_URL": self.customer_dsn,
-            "FLEET_INGEST_URL": url or (self.proxy.url if self.proxy else self.ingestd_url),
-            "FLEET_TOKEN": self.token,
-            "FLEET_LOG_FORMAT": "json",
+        self.pusher = pusher_daemon(
+            self.tmp / "pusher.log",
+            self.customer_dsn,
+            url or (self.proxy.url if self.proxy else self.ingestd_url),
+            self.token,
             **env,
-        }
-        self.pusher = Daemon("pusher", ["pusher", "run"], full_env, self.tmp / "pusher.log")
+        )
         self.pusher.start()
         return self.pusher
 

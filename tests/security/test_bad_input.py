@@ -192,11 +192,6 @@ def test_hand_picked_bodies_never_5xx(
         assert _stored(central_db, "measurements", [json.loads(ROW)]) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a sites/devices updated_at with a UTC offset past PostgreSQL's ±15:59 "
-    "(valid RFC 3339, accepted by the row validator) fails the whole batch's upsert with a 500",
-)
 @pytest.mark.parametrize("batch_type", ["sites", "devices"])
 def test_updated_at_offset_beyond_postgres_range(
     server: ThreadedIngestd, customer_token: str, batch_type: str

@@ -155,11 +155,6 @@ async def test_metrics_and_openapi_name_no_customer(
         assert "DEV0001" not in text and customer_token not in text, path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: GET …/hourly validates device_id/from/to before the admin token, so an "
-    "unauthenticated caller gets 400 bad_parameter instead of 401",
-)
 async def test_hourly_checks_the_token_first(client: TestClient[Any, Any]) -> None:
     """Without the admin token the hourly endpoint answers 401 whatever its parameters."""
     resp = await client.get(
