@@ -7,7 +7,7 @@ import gzip
 import itertools
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -196,12 +196,19 @@ def test_hand_picked_bodies_never_5xx(
 def test_updated_at_offset_beyond_postgres_range(
     server: ThreadedIngestd, customer_token: str, batch_type: str
 ) -> None:
-    """A full-set row stamped with an offset PostgreSQL cannot hold (+20:26) is a per-row
-    rejection, not a 5xx."""
+    """A full-set row stamped with a valid RFC 3339 offset beyond PostgreSQL's text range (+20:26)
+    is stored, as the same instant in UTC — not a 5xx."""
     row = _valid(batch_type, next(_serial))
     bad = {**_valid(batch_type, next(_serial)), "updated_at": "2026-02-25T18:31:53+20:26"}
     answer = post_raw(
         server.url, customer_token, batch_type, json.dumps({"items": [row, bad]}).encode()
     )
     assert answer.status == 200, answer.body
-    assert (answer.body["accepted"], answer.body["rejected"]) == (1, 1)
+    assert (answer.body["accepted"], answer.body["rejected"]) == (2, 0)
+    table = "fleet.sites" if batch_type == "sites" else "fleet.devices"
+    with psycopg.connect(server.settings.database_url) as conn:
+        stored = conn.execute(
+            f"SELECT updated_at FROM {table} WHERE id = %s", (bad["id"],)
+        ).fetchone()
+    assert stored is not None
+    assert stored[0] == datetime.fromisoformat("2026-02-25T18:31:53+20:26")

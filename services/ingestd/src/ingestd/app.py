@@ -266,7 +266,7 @@ async def ingest(request: web.Request) -> web.Response:
         min_time = max_time = None
         if kind is BatchType.MEASUREMENTS and parsed.rows:
             times = [row.time for row in parsed.rows]
-            min_time, max_time = min(times), max(times)
+            min_time, max_time = min(times).astimezone(UTC), max(times).astimezone(UTC)
         storage = request.app[STORAGE]
         async with _connection(request) as conn:
             if kind is BatchType.MEASUREMENTS:

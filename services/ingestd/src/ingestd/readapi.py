@@ -184,6 +184,7 @@ def add_read_routes(app: web.Application) -> None:
 
     async def hourly(request: web.Request) -> web.StreamResponse:
         settings = request.app[SETTINGS]
+        require_admin(request, settings.admin_token)  # before looking at any parameter
         code = request.match_info["code"]
         raw_device = request.match_info["device_id"]
         if not raw_device.isdigit() or int(raw_device) >= 2**63:

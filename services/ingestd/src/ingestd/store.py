@@ -22,7 +22,7 @@ import dataclasses
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -113,6 +113,12 @@ VALUES (%(batch_id)s, %(customer_id)s, %(batch_type)s, %(accepted)s, %(duplicate
 MARK_SEEN = "UPDATE fleet.customers SET first_seen_at = coalesce(first_seen_at, now()), last_seen_at = now() WHERE id = %s"
 
 
+def _utc(moment: datetime) -> datetime:
+    """RFC 3339 allows offsets up to ±23:59, PostgreSQL's text input only ±15:59: times that travel
+    as text parameters go in UTC. (COPY sends binary timestamps, which carry no offset.)"""
+    return moment.astimezone(UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class StoreResult:
     accepted: int
@@ -163,7 +169,14 @@ async def store_measurements(
     first, last = rows[0], rows[-1]
     probe = await conn.execute(
         PROBE_EXISTING,
-        (first.time, customer_id, first.device_id, last.time, customer_id, last.device_id),
+        (
+            _utc(first.time),
+            customer_id,
+            first.device_id,
+            _utc(last.time),
+            customer_id,
+            last.device_id,
+        ),
     )
     seen = await probe.fetchone()
     if not (seen and seen[0]):
@@ -192,7 +205,7 @@ async def store_sites(
             "name": [r.name for r in rows],
             "timezone": [r.timezone for r in rows],
             "address": [r.address for r in rows],
-            "updated_at": [r.updated_at for r in rows],
+            "updated_at": [_utc(r.updated_at) for r in rows],
         },
     )
     await conn.execute(MARK_DELETED.format(table="sites"), (customer_id, sorted(ids_seen)))
@@ -212,7 +225,7 @@ async def store_devices(
             "serial_number": [r.serial_number for r in rows],
             "model": [r.model for r in rows],
             "name": [r.name for r in rows],
-            "updated_at": [r.updated_at for r in rows],
+            "updated_at": [_utc(r.updated_at) for r in rows],
         },
     )
     await conn.execute(MARK_DELETED.format(table="devices"), (customer_id, sorted(ids_seen)))
