@@ -287,3 +287,38 @@ async def test_rate_limit_is_per_customer(
         await small_client.post(INGEST_PATH, data=body, headers=_headers(customer_token))
     resp = await small_client.post(INGEST_PATH, data=body, headers=_headers(other))
     assert resp.status == 200
+
+
+async def test_too_many_batches_in_flight_is_503_with_short_retry_after(
+    aiohttp_client: Any, ingestd_settings: Settings, customer_token: str
+) -> None:
+    """Past INGESTD_MAX_INFLIGHT batches being read and stored, another batch is shed at once with
+    503 and the short busy Retry-After, without its body being read; then it is served again."""
+    import asyncio
+    from dataclasses import replace
+
+    from aiohttp.test_utils import TestServer
+
+    settings = replace(ingestd_settings, max_inflight=1, inflight_wait_s=0.05, busy_retry_after_s=3)
+    server = TestServer(create_app(settings))
+    await server.start_server(**SERVER_OPTIONS)
+    client: TestClient[Any, Any] = await aiohttp_client(server)
+    headers = _headers(customer_token, gz=False)
+    body = encode(measurements(20), gzip=False)
+    released = asyncio.Event()
+
+    async def slow_body() -> Any:
+        yield body[:10]
+        await released.wait()
+        yield body[10:]
+
+    holder = asyncio.create_task(client.post(INGEST_PATH, data=slow_body(), headers=headers))
+    await asyncio.sleep(0.3)  # the first batch now holds the only slot
+    resp = await client.post(INGEST_PATH, data=encode(measurements(1), gzip=False), headers=headers)
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == "3"
+    assert (await resp.json())["error"] == "unavailable"
+    released.set()
+    assert (await holder).status == 200
+    resp = await client.post(INGEST_PATH, data=encode(measurements(1), gzip=False), headers=headers)
+    assert resp.status == 200

@@ -49,6 +49,7 @@ from ingestd.housekeeping import StorageState, housekeeping_loop, open_storage
 from ingestd.keys import (
     AUTH_LIMITER,
     EXPECTED_MIGRATIONS,
+    INFLIGHT,
     LIMITER,
     METRICS,
     POOL,
@@ -229,6 +230,17 @@ async def _authenticate(request: web.Request, settings: Settings) -> Customer:
     return customer
 
 
+async def _take_slot(request: web.Request, settings: Settings) -> bool:
+    """Admit the batch among the INGESTD_MAX_INFLIGHT being read and stored; past a short wait,
+    shed it with 503 and a short Retry-After (the body is not read: memory stays bounded)."""
+    try:
+        async with asyncio.timeout(settings.inflight_wait_s):
+            await request.app[INFLIGHT].acquire()
+    except TimeoutError:
+        raise ServiceUnavailable(settings.busy_retry_after_s, "busy, retry later") from None
+    return True
+
+
 async def ingest(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     started = time.perf_counter()
@@ -239,6 +251,7 @@ async def ingest(request: web.Request) -> web.Response:
     wire_bytes = request.content_length or 0
     body_bytes: int | None = None
     cursor: str | None = None
+    holding_slot = False
     try:
         kind = _batch_type(request)
         cursor = _client_cursor(request)
@@ -246,6 +259,7 @@ async def ingest(request: web.Request) -> web.Response:
         wait = request.app[LIMITER].acquire(customer.id)
         if wait > 0:
             raise RateLimited(RateLimiter.retry_after(wait), "rate limit exceeded")
+        holding_slot = await _take_slot(request, settings)
         body = await read_body(
             request,
             gzip=gzip,
@@ -319,6 +333,9 @@ async def ingest(request: web.Request) -> web.Response:
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
         raise
+    finally:
+        if holding_slot:
+            request.app[INFLIGHT].release()
 
     request.app[METRICS].observe_batch(
         kind.value,
@@ -398,7 +415,6 @@ def _pool_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterator[N
             max_size=settings.pool_max_size,
             timeout=settings.pool_timeout_s,
             open=False,
-            check=AsyncConnectionPool.check_connection,
             kwargs={
                 "application_name": "ingestd",
                 "connect_timeout": max(1, int(settings.connect_timeout_s)),
@@ -455,6 +471,7 @@ def create_app(settings: Settings) -> web.Application:
         settings.auth_failures_per_min, settings.auth_failure_burst
     )
     app[METRICS] = IngestMetrics()
+    app[INFLIGHT] = asyncio.Semaphore(settings.max_inflight)
     app[EXPECTED_MIGRATIONS] = frozenset(migration_ids())
     app.cleanup_ctx.append(_pool_ctx(settings))
     app.router.add_post(INGEST_PATH, ingest)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
@@ -13,6 +15,7 @@ from ingestd.settings import Settings
 __all__ = [
     "AUTH_LIMITER",
     "EXPECTED_MIGRATIONS",
+    "INFLIGHT",
     "LIMITER",
     "METRICS",
     "POOL",
@@ -27,3 +30,4 @@ EXPECTED_MIGRATIONS = web.AppKey("expected_migrations", frozenset)
 STORAGE = web.AppKey("storage", StorageState)
 METRICS = web.AppKey("metrics", IngestMetrics)
 AUTH_LIMITER = web.AppKey("auth_limiter", FailedAuthLimiter)
+INFLIGHT = web.AppKey("inflight", asyncio.Semaphore)

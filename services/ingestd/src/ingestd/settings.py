@@ -37,7 +37,7 @@ class Settings:
     pool_max_size: int = 4
     pool_timeout_s: float = 5.0
     connect_timeout_s: float = 10.0
-    retry_after_s: int = 30
+    retry_after_s: int = 10
     migrate_on_start: bool = False
     log_format: str = "auto"
     storage: StoragePlan = field(default_factory=StoragePlan)
@@ -47,6 +47,9 @@ class Settings:
     refresh_max_ranges: int = 20
     admin_token: str | None = field(default=None, repr=False)
     max_hourly_range: timedelta = timedelta(days=93)
+    max_inflight: int = 8
+    inflight_wait_s: float = 1.0
+    busy_retry_after_s: int = 2
     auth_failures_per_min: float = 30.0
     auth_failure_burst: int = 20
     trust_forwarded_for: bool = False
@@ -105,6 +108,9 @@ class Settings:
         if admin_token is not None and len(admin_token) < 32:
             raise ConfigError("INGESTD_ADMIN_TOKEN must be at least 32 characters")
         return cls(
+            max_inflight=env_.integer("INGESTD_MAX_INFLIGHT", 2 * pool_max, minimum=1),
+            inflight_wait_s=env_.number("INGESTD_INFLIGHT_WAIT_S", 1.0, minimum=0.0),
+            busy_retry_after_s=env_.integer("INGESTD_BUSY_RETRY_AFTER_S", 2, minimum=1),
             auth_failures_per_min=env_.number("INGESTD_AUTH_FAILURES_PER_MIN", 30.0, minimum=0.01),
             auth_failure_burst=env_.integer("INGESTD_AUTH_FAILURE_BURST", 20, minimum=1),
             trust_forwarded_for=env_.flag("INGESTD_TRUST_FORWARDED_FOR", False),
@@ -135,7 +141,7 @@ class Settings:
             pool_max_size=pool_max,
             pool_timeout_s=env_.number("INGESTD_POOL_TIMEOUT_S", 5.0, minimum=0.01),
             connect_timeout_s=env_.number("INGESTD_CONNECT_TIMEOUT_S", 10.0, minimum=0.1),
-            retry_after_s=env_.integer("INGESTD_RETRY_AFTER_S", 30, minimum=1),
+            retry_after_s=env_.integer("INGESTD_RETRY_AFTER_S", 10, minimum=1),
             migrate_on_start=env_.flag("INGESTD_MIGRATE_ON_START", False),
             log_format=log_format,
         )
