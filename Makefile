@@ -17,8 +17,9 @@ setup:
 	@scripts/bootstrap.sh >/dev/null
 
 DURATION ?= 0
+CENTRAL ?= local
 dev:
-	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python -m fleetdev.devstack --duration $(DURATION)
+	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python -m fleetdev.devstack --duration $(DURATION) --central $(CENTRAL)
 
 test:
 	@uv=$$(scripts/bootstrap.sh) && "$$uv" run pytest $(PYTEST_ARGS)
@@ -39,6 +40,7 @@ bench-quick:
 
 clean:
 	rm -rf .state bench/results .pytest_cache .mypy_cache .ruff_cache
+	-@docker rm -f fleet-dev-central >/dev/null 2>&1; docker volume rm fleet-dev-central-data >/dev/null 2>&1; true
 
 .PHONY: chaos
 chaos:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -58,3 +59,21 @@ def test_backlog_generator_writes_the_rows_it_reports(pg_cluster: PgCluster) -> 
     assert written == count >= 10_000
     assert devices == 8
     assert bad == 0
+
+
+def test_central_timescale_without_docker_engine_says_so(tmp_path: Path) -> None:
+    """`make dev CENTRAL=timescale` on a machine with no Docker engine says so and falls back."""
+    from fleetdev.dockercentral import central_container
+
+    said: list[str] = []
+    env_backup = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = f"unix://{tmp_path}/no-engine.sock"
+    try:
+        assert central_container(5432, tmp_path / "pw", said.append) is None
+    finally:
+        if env_backup is None:
+            del os.environ["DOCKER_HOST"]
+        else:
+            os.environ["DOCKER_HOST"] = env_backup
+    assert said and "using the local PostgreSQL binaries" in said[0]
+    assert not (tmp_path / "pw").exists()

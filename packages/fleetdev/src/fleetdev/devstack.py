@@ -164,12 +164,33 @@ def _format(status: dict[str, Any]) -> str:
     return line
 
 
+@contextlib.contextmanager
+def _central(state: StackState, central: str) -> Iterator[str]:
+    """The central database: the TimescaleDB image through Docker (`central="timescale"`, when an
+    engine answers), else a local cluster (with TimescaleDB when it is installed here)."""
+    if central == "timescale":
+        from fleetdev.dockercentral import central_container
+
+        container = central_container(state.central_port, state.root / "central.password", _say)
+        if container is not None:
+            try:
+                yield container.dsn
+            finally:
+                container.stop()
+            return
+    with _cluster(
+        state.root / "central-pg", state.central_port, timescaledb_installed()
+    ) as cluster:
+        yield cluster.create_database("fleet")
+
+
 def run(
     state_dir: Path,
     duration_s: float,
     interval_s: float,
     sim_interval_s: float,
     push_interval_s: float,
+    central: str = "local",
 ) -> int:
     state = StackState.load(state_dir.resolve())
     logs = state.root / "logs"
@@ -187,12 +208,9 @@ def run(
     _say(f"state in {state.root} (make clean removes it)")
     with (
         _cluster(state.root / "customer-pg", state.customer_port) as customer_pg,
-        _cluster(
-            state.root / "central-pg", state.central_port, timescaledb_installed()
-        ) as central_pg,
+        _central(state, central) as central_dsn,
     ):
         customer_dsn = customer_pg.create_database("meters")
-        central_dsn = central_pg.create_database("fleet")
         _say(f"customer stack  {customer_dsn}")
         _say(f"central stack   {central_dsn}")
         ingest_env = {
@@ -278,8 +296,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--sim-interval", type=float, default=2.0, help="seconds between meter readings"
     )
     parser.add_argument("--push-interval", type=float, default=5.0, help="pusher tick in seconds")
+    parser.add_argument(
+        "--central",
+        choices=["local", "timescale"],
+        default="local",
+        help="timescale: run the central database on the TimescaleDB image (needs a Docker engine)",
+    )
     args = parser.parse_args(argv)
-    return run(args.state_dir, args.duration, args.interval, args.sim_interval, args.push_interval)
+    return run(
+        args.state_dir,
+        args.duration,
+        args.interval,
+        args.sim_interval,
+        args.push_interval,
+        args.central,
+    )
 
 
 if __name__ == "__main__":
