@@ -44,6 +44,7 @@ class Figures:
     bad_input_5xx: int = 0
     scenario_5xx: int = 0
     faults_by_kind: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def fault(self, kind: str, n: int = 1) -> None:
         self.faults_injected += n
@@ -52,11 +53,12 @@ class Figures:
     def lines(self) -> list[str]:
         out = []
         for f in fields(self):
-            if f.name == "faults_by_kind":
+            if f.name in ("faults_by_kind", "notes"):
                 continue
             out.append(f"{f.name.replace('_', ' '):<26} {getattr(self, f.name)}")
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.faults_by_kind.items()))
         out.append(f"{'faults by kind':<26} {kinds or '-'}")
+        out.extend(f"note: {note}" for note in self.notes[:20])
         return out
 
     @property

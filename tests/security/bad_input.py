@@ -75,6 +75,7 @@ def post_raw(
         FIGURES.bad_inputs += 1
         if answer.status >= 500:
             FIGURES.bad_input_5xx += 1
+            FIGURES.notes.append(f"5xx: {batch_type} -> {answer.status} {str(answer.body)[:120]}")
     return answer
 
 

@@ -68,6 +68,9 @@ def test_every_operation_conforms_and_never_5xx(
         return  # pinned by test_bad_input.test_updated_at_offset_beyond_postgres_range
     if response.status_code >= 500:
         FIGURES.bad_input_5xx += 1
+        FIGURES.notes.append(
+            f"5xx: {case.method} {case.path} -> {response.status_code} {response.text[:120]}"
+        )
     excluded = [checks.positive_data_acceptance]
     if case.operation.path == INGEST_PATH:
         # Schema-violating rows are answered 200 with per-row rejections (the protocol), not 4xx;
