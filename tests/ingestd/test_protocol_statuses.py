@@ -290,13 +290,14 @@ async def test_rate_limit_is_per_customer(
 
 
 async def test_too_many_batches_in_flight_is_503_with_short_retry_after(
-    aiohttp_client: Any, ingestd_settings: Settings, customer_token: str
+    aiohttp_client: Any, ingestd_settings: Settings, customer_token: str, central_db: str
 ) -> None:
-    """Past INGESTD_MAX_INFLIGHT batches being read and stored, another batch is shed at once with
-    503 and the short busy Retry-After, without its body being read; then it is served again."""
+    """Past INGESTD_MAX_INFLIGHT batches being stored, a received batch is shed after a short wait
+    with 503 and the short busy Retry-After; once the slot frees, batches are served again."""
     import asyncio
     from dataclasses import replace
 
+    import psycopg
     from aiohttp.test_utils import TestServer
 
     settings = replace(ingestd_settings, max_inflight=1, inflight_wait_s=0.05, busy_retry_after_s=3)
@@ -304,21 +305,20 @@ async def test_too_many_batches_in_flight_is_503_with_short_retry_after(
     await server.start_server(**SERVER_OPTIONS)
     client: TestClient[Any, Any] = await aiohttp_client(server)
     headers = _headers(customer_token, gz=False)
-    body = encode(measurements(20), gzip=False)
-    released = asyncio.Event()
-
-    async def slow_body() -> Any:
-        yield body[:10]
-        await released.wait()
-        yield body[10:]
-
-    holder = asyncio.create_task(client.post(INGEST_PATH, data=slow_body(), headers=headers))
-    await asyncio.sleep(0.3)  # the first batch now holds the only slot
-    resp = await client.post(INGEST_PATH, data=encode(measurements(1), gzip=False), headers=headers)
-    assert resp.status == 503
-    assert resp.headers["Retry-After"] == "3"
-    assert (await resp.json())["error"] == "unavailable"
-    released.set()
+    with psycopg.connect(central_db) as blocker:
+        # The first batch takes the only slot, then waits on this row lock to mark the customer seen.
+        blocker.execute("SELECT 1 FROM fleet.customers WHERE code = 'DEV0001' FOR UPDATE")
+        holder = asyncio.create_task(
+            client.post(INGEST_PATH, data=encode(measurements(20), gzip=False), headers=headers)
+        )
+        await asyncio.sleep(0.5)
+        resp = await client.post(
+            INGEST_PATH, data=encode(measurements(1), gzip=False), headers=headers
+        )
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "3"
+        assert (await resp.json())["error"] == "unavailable"
+        blocker.rollback()
     assert (await holder).status == 200
     resp = await client.post(INGEST_PATH, data=encode(measurements(1), gzip=False), headers=headers)
     assert resp.status == 200

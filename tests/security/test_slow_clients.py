@@ -111,12 +111,6 @@ def test_slow_bodies_time_out_with_408(server: ThreadedIngestd, customer_token: 
     assert b"408" in answers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a body being read holds one of INGESTD_MAX_INFLIGHT slots, so a few slow "
-    "bodies (one token, 8 connections by default) shed every other batch with 503 for up to "
-    "INGESTD_BODY_TIMEOUT_S (60 s by default)",
-)
 def test_slow_bodies_do_not_starve_normal_requests(
     server: ThreadedIngestd, customer_token: str
 ) -> None:

@@ -36,7 +36,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ingestd.auth import TOKEN_HEADER, Customer, authenticate
-from ingestd.body import check_content_headers, read_body
+from ingestd.body import check_content_headers, decode_body, read_wire_body
 from ingestd.errors import (
     BadRequest,
     IngestError,
@@ -231,8 +231,9 @@ async def _authenticate(request: web.Request, settings: Settings) -> Customer:
 
 
 async def _take_slot(request: web.Request, settings: Settings) -> bool:
-    """Admit the batch among the INGESTD_MAX_INFLIGHT being read and stored; past a short wait,
-    shed it with 503 and a short Retry-After (the body is not read: memory stays bounded)."""
+    """Admit the batch among the INGESTD_MAX_INFLIGHT being inflated, parsed and stored; past a
+    short wait, shed it with 503 and a short Retry-After. Only received bodies wait for a slot, so
+    slow senders cannot hold them; a waiting body is still compressed (memory stays bounded)."""
     try:
         async with asyncio.timeout(settings.inflight_wait_s):
             await request.app[INFLIGHT].acquire()
@@ -259,14 +260,13 @@ async def ingest(request: web.Request) -> web.Response:
         wait = request.app[LIMITER].acquire(customer.id)
         if wait > 0:
             raise RateLimited(RateLimiter.retry_after(wait), "rate limit exceeded")
-        holding_slot = await _take_slot(request, settings)
-        body = await read_body(
-            request,
-            gzip=gzip,
-            max_wire_bytes=settings.max_wire_bytes,
-            max_body_bytes=settings.max_body_bytes,
-            timeout_s=settings.body_timeout_s,
+        wire = await read_wire_body(
+            request, max_wire_bytes=settings.max_wire_bytes, timeout_s=settings.body_timeout_s
         )
+        wire_bytes = len(wire)
+        holding_slot = await _take_slot(request, settings)
+        body = decode_body(wire, gzip=gzip, max_body_bytes=settings.max_body_bytes)
+        del wire
         wire_bytes, body_bytes = body.wire_bytes, len(body.data)
         window = ValidationWindow(
             datetime.now(UTC), settings.effective_max_sample_age, settings.max_sample_ahead
