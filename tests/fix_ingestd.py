@@ -110,6 +110,14 @@ class ThreadedIngestd:
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
+    @staticmethod
+    async def _cancel_leftovers() -> None:
+        current = asyncio.current_task()
+        leftovers = [t for t in asyncio.all_tasks() if t is not current]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
+
     def call(self, coro: Any) -> Any:
         """Run a coroutine on the server's loop (e.g. a housekeeping cycle) and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=60)
@@ -117,6 +125,9 @@ class ThreadedIngestd:
     def stop(self) -> None:
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
+        # Connections still open (slow clients) leave handler tasks behind: end them here, so the
+        # loop does not close under them.
+        asyncio.run_coroutine_threadsafe(self._cancel_leftovers(), self._loop).result(timeout=30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
