@@ -9,6 +9,7 @@ help:
 	@echo "make test        run the whole test suite (starts its own PostgreSQL)"
 	@echo "make check       lint + typecheck + tests"
 	@echo "make chaos       fault injection, bad input, security and soak (FLEET_SOAK_S=120), with figures"
+	@echo "make soak        the 2-minute soak alone (FLEET_SOAK_S to change; CI runs it)"
 	@echo "make bench       all benchmarks, summary vs targets (~15 min; results in bench/results/)"
 	@echo "make bench-quick the same with smaller sizes (~3 min)"
 	@echo "make clean       remove local state and caches"
@@ -28,7 +29,7 @@ lint:
 	@uv=$$(scripts/bootstrap.sh) && "$$uv" run ruff check . && "$$uv" run ruff format --check .
 
 typecheck:
-	@uv=$$(scripts/bootstrap.sh) && "$$uv" run mypy packages/fleetcore/src packages/fleetdev/src services/ingestd/src services/pusher/src
+	@uv=$$(scripts/bootstrap.sh) && "$$uv" run mypy packages/fleetcore/src packages/fleetdev/src packages/fleetservice/src services/ingestd/src services/pusher/src
 
 check: lint typecheck test
 
@@ -45,3 +46,7 @@ clean:
 .PHONY: chaos
 chaos:
 	@uv=$$(scripts/bootstrap.sh) && FLEET_CHAOS=full "$$uv" run pytest tests/chaos tests/security -ra $(PYTEST_ARGS)
+
+.PHONY: soak
+soak:
+	@uv=$$(scripts/bootstrap.sh) && FLEET_CHAOS=full "$$uv" run pytest tests/chaos/test_soak.py -ra $(PYTEST_ARGS)
