@@ -6,7 +6,8 @@ Starts a throwaway PostgreSQL cluster, a migrated central database, a customer a
 `ingestd serve` as a subprocess, then, `--reps` times, in a rotating order:
 
   copy      binary COPY (psycopg, `write_row` of pre-built tuples) of the rows into
-            `bench_copy`, a `LIKE fleet.power_measurements INCLUDING ALL` table, one
+            `bench_copy`, a `LIKE fleet.power_measurements INCLUDING ALL` table partitioned by
+            week like the central one (same weeks, made up front for both), one
             transaction per batch: the machine's limit for these rows from Python
   http-1    the same rows as gzip JSON batches POSTed to ingestd by one client, sequentially
   dup-1     the same batches again (all duplicates, nothing inserted), one client
@@ -129,6 +130,45 @@ class Meters:
 def _reset(admin: psycopg.Connection[Any]) -> None:
     admin.execute(RESET_TABLES)
     admin.execute("CHECKPOINT")
+
+
+def _create_baseline_table(dsn: str, times: Sequence[Any]) -> None:
+    """The baseline table is identical to the central one: partitioned by week like it (as
+    `ingestd migrate` leaves it without TimescaleDB), with the same keys. Both get the weeks of
+    the rows made up front, so neither run pays for creating a partition while timed."""
+    import asyncio
+
+    from ingestd.storage.partitions import WEEK, ensure_partitions, week_start
+    from psycopg import AsyncConnection
+
+    weeks = []
+    week, last = week_start(min(times)), week_start(max(times))
+    while week <= last:
+        weeks.append(week)
+        week += WEEK
+
+    async def central_weeks() -> None:
+        async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
+            await ensure_partitions(conn, weeks)
+
+    asyncio.run(central_weeks())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        kind = conn.execute(
+            "SELECT relkind::text FROM pg_class WHERE oid = 'fleet.power_measurements'::regclass"
+        ).fetchone()
+        if kind and kind[0] == "p":
+            conn.execute(CREATE_COPY_TABLE + " PARTITION BY RANGE (time)")
+            for start in weeks:
+                conn.execute(
+                    sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
+                        sql.Identifier(f"{COPY_TABLE}_{start:%Y%m%d}"),
+                        sql.Identifier(COPY_TABLE),
+                        sql.Literal(start),
+                        sql.Literal(start + WEEK),
+                    )
+                )
+        else:
+            conn.execute(CREATE_COPY_TABLE)
 
 
 def _copy_batches(conn: psycopg.Connection[Any], batches: Sequence[Sequence[Any]]) -> None:
@@ -431,11 +471,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         dsn = create_central_database(cluster)
         token = add_customer(dsn, CUSTOMER_CODE, "Benchmark customer")
         cid = customer_id(dsn, CUSTOMER_CODE)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(CREATE_COPY_TABLE)
-
         print(f"generating and encoding {args.rows_per_rep:,} rows…", file=sys.stderr)
         rows = generate_measurements(args.rows_per_rep, devices=args.devices)
+        _create_baseline_table(dsn, [row[0] for row in rows])
         copy_rows = [(*row, cid) for row in rows]
         item_batches = chunks(measurement_items(rows), args.batch_size)
         bodies = [(encode_batch(items), len(items)) for items in item_batches]

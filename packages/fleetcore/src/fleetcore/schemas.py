@@ -191,13 +191,16 @@ class ParsedBatch(Generic[Row]):
     `ids_seen` holds every id that could be read from the batch, valid row or not: a full-set
     batch must not mark a site deleted just because this delivery of it was malformed.
     `duplicates` counts rows of a full-set batch whose id appeared again later in the batch
-    (the last one wins).
+    (the last one wins). `first_time`/`last_time` bound the sample times of a measurement batch's
+    valid rows (None otherwise).
     """
 
     rows: list[Row]
     rejections: list[Rejection] = field(default_factory=list)
     ids_seen: set[int] = field(default_factory=set)
     duplicates: int = 0
+    first_time: datetime | None = None
+    last_time: datetime | None = None
 
     @property
     def total(self) -> int:
@@ -284,8 +287,11 @@ def parse_batch(
         # Fast path: check the window once on min/max; only a batch with an out-of-window
         # sample pays for a per-row pass.
         times = [row.time for row in decoded]
-        if not times or (min(times) >= window.earliest and max(times) <= window.latest):
+        if not times:
             return ParsedBatch(rows=decoded)
+        first, last = min(times), max(times)
+        if first >= window.earliest and last <= window.latest:
+            return ParsedBatch(rows=decoded, first_time=first, last_time=last)
     indexed: Sequence[tuple[int, Any]] = decoded if is_indexed else list(enumerate(decoded))
 
     good: list[tuple[int, Any]] = []
@@ -298,7 +304,14 @@ def parse_batch(
     rejections.sort(key=lambda r: r.index)
 
     if kind is BatchType.MEASUREMENTS:
-        return ParsedBatch(rows=[row for _, row in good], rejections=rejections)
+        rows = [row for _, row in good]
+        times = [row.time for row in rows]
+        return ParsedBatch(
+            rows=rows,
+            rejections=rejections,
+            first_time=min(times) if times else None,
+            last_time=max(times) if times else None,
+        )
 
     # Full-set batches: one row per id, the last occurrence wins.
     by_id: dict[int, Any] = {}

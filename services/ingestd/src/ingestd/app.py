@@ -181,7 +181,7 @@ async def _store(
     if kind is BatchType.MEASUREMENTS:
         result = await store_measurements(conn, customer.id, parsed.rows)
         if result.accepted:
-            await mark_dirty(conn, customer.id, *storage.buckets(parsed.rows))
+            await mark_dirty(conn, customer.id, *storage.buckets(parsed))
         return result
     if kind is BatchType.SITES:
         result = await store_sites(conn, customer.id, parsed.rows, parsed.ids_seen)
@@ -277,14 +277,12 @@ async def ingest(request: web.Request) -> web.Response:
             raise BadRequest(exc.code, exc.detail) from None
         del body
 
-        min_time = max_time = None
-        if kind is BatchType.MEASUREMENTS and parsed.rows:
-            times = [row.time for row in parsed.rows]
-            min_time, max_time = min(times).astimezone(UTC), max(times).astimezone(UTC)
+        min_time = parsed.first_time.astimezone(UTC) if parsed.first_time else None
+        max_time = parsed.last_time.astimezone(UTC) if parsed.last_time else None
         storage = request.app[STORAGE]
         async with _connection(request) as conn:
             if kind is BatchType.MEASUREMENTS:
-                await storage.ensure_weeks(conn, storage.missing_weeks(parsed.rows))
+                await storage.ensure_weeks(conn, storage.missing_weeks(parsed))
             result = await _store(conn, storage, customer, kind, parsed)
             await store_rejections(conn, customer.id, batch_id, kind, parsed.rejections)
             duration_ms = (time.perf_counter() - started) * 1000

@@ -55,7 +55,7 @@ class _Inflater:
         self.out = bytearray()
         self._z = isal_zlib.decompressobj(_GZIP_WBITS)
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | bytearray) -> None:
         data = chunk
         while data:
             allowed = self.max_bytes - len(self.out)
@@ -111,7 +111,5 @@ def decode_body(wire: bytearray, *, gzip: bool, max_body_bytes: int) -> Body:
             raise PayloadTooLarge(max_body_bytes, f"body is over the {max_body_bytes}-byte limit")
         return Body(data=wire, wire_bytes=len(wire))
     inflater = _Inflater(max_body_bytes)
-    view = memoryview(wire)
-    for start in range(0, len(wire), _CHUNK):
-        inflater.feed(bytes(view[start : start + _CHUNK]))
+    inflater.feed(wire)  # output capped at the limit + 1 byte per step, whatever the input size
     return Body(data=inflater.finish(), wire_bytes=len(wire))

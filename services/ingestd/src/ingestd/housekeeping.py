@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 import structlog
-from fleetcore import MeasurementRow
+from fleetcore import MeasurementRow, ParsedBatch
 from psycopg import AsyncConnection
 
 from ingestd.settings import Settings
@@ -55,26 +55,25 @@ class StorageState:
             return datetime.now(UTC) - plan.refresh_start_offset + plan.refresh_schedule
         return None
 
-    def buckets(self, rows: list[MeasurementRow]) -> tuple[list[int], list[int]]:
-        """The hourly buckets of `rows` to mark dirty (none before the storage is bootstrapped:
+    def buckets(self, batch: ParsedBatch[MeasurementRow]) -> tuple[list[int], list[int]]:
+        """The hourly buckets of the batch to mark dirty (none before the storage is bootstrapped:
         the bootstrap marks every stored hour when it creates the rollup)."""
-        if self.mode is None:
+        if self.mode is None or batch.first_time is None or batch.last_time is None:
             return [], []
         horizon = self.dirty_horizon()
-        if horizon is not None and (not rows or min(r.time for r in rows) >= horizon):
+        if horizon is not None and batch.first_time >= horizon:
             return [], []
-        return touched_buckets(rows, horizon)
+        return touched_buckets(batch.rows, horizon, (batch.first_time, batch.last_time))
 
-    def missing_weeks(self, rows: list[MeasurementRow]) -> set[datetime]:
+    def missing_weeks(self, batch: ParsedBatch[MeasurementRow]) -> set[datetime]:
         """Weeks the batch needs that are not known to have a partition (plain path only)."""
-        if self.mode is not StorageMode.POSTGRESQL or not rows:
+        first, last = batch.first_time, batch.last_time
+        if self.mode is not StorageMode.POSTGRESQL or first is None or last is None:
             return set()
-        times = [r.time for r in rows]
-        first, last = min(times), max(times)
         if last - first <= WEEK:
             weeks = {week_start(first), week_start(last)}
         else:
-            weeks = {week_start(t) for t in times}
+            weeks = {week_start(r.time) for r in batch.rows}
         return weeks - self.known_weeks
 
     async def ensure_weeks(self, conn: AsyncConnection[Any], weeks: set[datetime]) -> None:

@@ -66,13 +66,30 @@ WHERE d.customer_id = p.customer_id AND d.device_id = p.device_id AND d.bucket =
 """
 
 
+_SUPERSET_LIMIT = 512
+
+
 def touched_buckets(
-    rows: Sequence[MeasurementRow], before: datetime | None = None
+    rows: Sequence[MeasurementRow],
+    before: datetime | None = None,
+    span: tuple[datetime, datetime] | None = None,
 ) -> tuple[list[int], list[int]]:
-    """Distinct (device_id, hour number since the epoch) of `rows`, as two parallel lists.
+    """(device_id, hour number since the epoch) pairs covering `rows`, as two parallel lists.
 
     With `before`, only samples older than it count (TimescaleDB: the policy covers the rest).
+    With the batch's time `span`, a batch whose devices x hours are few (the steady case: every
+    device, the last hour or two) marks that whole grid — a superset, which is harmless (a
+    bucket without new rows recomputes to what it was) and needs no per-row work; other batches
+    get their exact buckets.
     """
+    if before is None and span is not None:
+        first_hour = int(span[0].timestamp()) // _HOUR_S
+        last_hour = int(span[1].timestamp()) // _HOUR_S
+        hours = range(first_hour, last_hour + 1)
+        if len(hours) <= _SUPERSET_LIMIT:
+            devices = sorted({r.device_id for r in rows})
+            if len(devices) * len(hours) <= _SUPERSET_LIMIT:
+                return [d for d in devices for _ in hours], [h for _ in devices for h in hours]
     if before is not None:
         keys = {(r.device_id, int(r.time.timestamp()) // _HOUR_S) for r in rows if r.time < before}
     else:
