@@ -251,7 +251,7 @@ def run(
         }
         _run([sys.executable, "-m", "pusher", "migrate"], push_env)
         sim_cmd = [sys.executable, "-m", "fleetdev.simulator", "--database-url", customer_dsn,
-                   "--interval", str(sim_interval_s), "--offline-every", "60", "--offline-for", "15"]  # fmt: skip
+                   "--interval", str(sim_interval_s), "--offline-every", "40", "--offline-for", "10"]  # fmt: skip
         with (
             _process("ingestd", [sys.executable, "-m", "ingestd", "serve"], ingest_env, logs),
             _process("simulator", sim_cmd, base_env, logs),
