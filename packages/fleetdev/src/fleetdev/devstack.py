@@ -123,7 +123,9 @@ def _process(
 def _status(customer_dsn: str, central_dsn: str) -> dict[str, Any]:
     with psycopg.connect(customer_dsn, connect_timeout=3) as conn:
         local_row = conn.execute(
-            "SELECT count(*), max(received_at) FROM monitoring.power_measurements"
+            """SELECT count(*), max(received_at),
+                      count(*) FILTER (WHERE received_at - time > interval '5 seconds')
+               FROM monitoring.power_measurements"""
         ).fetchone()
         shipped = conn.execute(
             "SELECT shipped_rows, newest_shipped_received_at, last_error FROM app.fleet_push_state WHERE resource = 'measurements'"
@@ -140,6 +142,7 @@ def _status(customer_dsn: str, central_dsn: str) -> dict[str, Any]:
         lag = max(0.0, (local_row[1] - shipped[1]).total_seconds())
     return {
         "local_rows": local_row[0],
+        "replayed": local_row[2],
         "central_rows": central_row[0],
         "behind": local_row[0] - central_row[0],
         "lag_s": lag,
@@ -156,7 +159,8 @@ def _format(status: dict[str, Any]) -> str:
         last_text = f"{last[0]} {last[4]} +{last[1]} dup {last[2]} rej {last[3]}, {age:.0f}s ago"
     lag = "n/a" if status["lag_s"] is None else f"{status['lag_s']:.0f}s"
     line = (
-        f"local {status['local_rows']:>7} | central {status['central_rows']:>7} | "
+        f"local {status['local_rows']:>7} (replayed {status['replayed']:>4}) | "
+        f"central {status['central_rows']:>7} | "
         f"to ship {status['behind']:>5} | lag {lag:>5} | last batch: {last_text}"
     )
     if status["last_error"]:
