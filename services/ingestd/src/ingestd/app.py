@@ -68,10 +68,9 @@ from ingestd.store import (
     AuditRecord,
     StoreResult,
     record_event,
-    store_devices,
+    store_full_set,
     store_measurements,
     store_rejections,
-    store_sites,
 )
 
 __all__ = ["INGEST_PATH", "POOL", "SERVER_OPTIONS", "SETTINGS", "create_app"]
@@ -183,10 +182,7 @@ async def _store(
         if result.accepted:
             await mark_dirty(conn, customer.id, *storage.buckets(parsed))
         return result
-    if kind is BatchType.SITES:
-        result = await store_sites(conn, customer.id, parsed.rows, parsed.ids_seen)
-    else:
-        result = await store_devices(conn, customer.id, parsed.rows, parsed.ids_seen)
+    result = await store_full_set(conn, customer.id, kind, parsed.rows, parsed.ids_seen)
     return StoreResult(result.accepted, parsed.duplicates)
 
 

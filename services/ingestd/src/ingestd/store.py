@@ -41,10 +41,9 @@ __all__ = [
     "AuditRecord",
     "StoreResult",
     "record_event",
-    "store_devices",
+    "store_full_set",
     "store_measurements",
     "store_rejections",
-    "store_sites",
 ]
 
 _COPY_COLUMNS = ("time", "device_id", "received_at", *MEASUREMENT_VALUE_FIELDS, "customer_id")
@@ -193,42 +192,30 @@ async def store_measurements(
     return StoreResult(inserted, len(rows) - inserted)
 
 
-async def store_sites(
-    conn: AsyncConnection[Any], customer_id: int, rows: Sequence[SiteRow], ids_seen: set[int]
-) -> StoreResult:
-    """Upsert the full set of sites and soft-delete the ones absent from it."""
-    await conn.execute(
-        UPSERT_SITES,
-        {
-            "customer_id": customer_id,
-            "id": [r.id for r in rows],
-            "name": [r.name for r in rows],
-            "timezone": [r.timezone for r in rows],
-            "address": [r.address for r in rows],
-            "updated_at": [_utc(r.updated_at) for r in rows],
-        },
-    )
-    await conn.execute(MARK_DELETED.format(table="sites"), (customer_id, sorted(ids_seen)))
-    return StoreResult(len(rows), 0)
-
-
-async def store_devices(
-    conn: AsyncConnection[Any], customer_id: int, rows: Sequence[DeviceRow], ids_seen: set[int]
-) -> StoreResult:
-    """Upsert the full set of devices and soft-delete the ones absent from it."""
-    await conn.execute(
+_FULL_SETS: dict[BatchType, tuple[sql.SQL, str, tuple[str, ...]]] = {
+    BatchType.SITES: (UPSERT_SITES, "sites", ("id", "name", "timezone", "address")),
+    BatchType.DEVICES: (
         UPSERT_DEVICES,
-        {
-            "customer_id": customer_id,
-            "id": [r.id for r in rows],
-            "site_id": [r.site_id for r in rows],
-            "serial_number": [r.serial_number for r in rows],
-            "model": [r.model for r in rows],
-            "name": [r.name for r in rows],
-            "updated_at": [_utc(r.updated_at) for r in rows],
-        },
-    )
-    await conn.execute(MARK_DELETED.format(table="devices"), (customer_id, sorted(ids_seen)))
+        "devices",
+        ("id", "site_id", "serial_number", "model", "name"),
+    ),
+}
+
+
+async def store_full_set(
+    conn: AsyncConnection[Any],
+    customer_id: int,
+    kind: BatchType,
+    rows: Sequence[SiteRow] | Sequence[DeviceRow],
+    ids_seen: set[int],
+) -> StoreResult:
+    """Upsert the full set of sites or devices and soft-delete the ones absent from it."""
+    upsert, table, columns = _FULL_SETS[kind]
+    params: dict[str, Any] = {column: [getattr(r, column) for r in rows] for column in columns}
+    params["updated_at"] = [_utc(r.updated_at) for r in rows]
+    params["customer_id"] = customer_id
+    await conn.execute(upsert, params)
+    await conn.execute(MARK_DELETED.format(table=table), (customer_id, sorted(ids_seen)))
     return StoreResult(len(rows), 0)
 
 
