@@ -3,6 +3,7 @@
     IngestError                       (base: status, code, JSON body, headers)
      ├── BadRequest            400    unknown batch type, body not JSON, no items list, bad header
      ├── Unauthorized          401    token missing, unknown, revoked or expired — one body for all
+     ├── AdminDisabled         403    read API called while INGESTD_ADMIN_TOKEN is unset
      ├── NotFound              404
      ├── RequestTimeout        408    the body did not arrive within the deadline
      ├── PayloadTooLarge       413    compressed or decompressed body over its limit
@@ -19,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AdminDisabled",
     "BadRequest",
     "IngestError",
     "NotFound",
@@ -66,6 +68,11 @@ class Unauthorized(IngestError):
 
     def __init__(self) -> None:
         super().__init__(None)  # never say which of missing/unknown/revoked/expired
+
+
+class AdminDisabled(IngestError):
+    status = 403
+    code = "admin_api_disabled"
 
 
 class NotFound(IngestError):

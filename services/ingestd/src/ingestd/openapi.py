@@ -67,6 +67,14 @@ def _json_response(
     return response
 
 
+_DELETED_MARK = {
+    "type": "object",
+    "required": ["deleted", "deleted_at"],
+    "properties": {
+        "deleted": {"type": "boolean"},
+        "deleted_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
 _RETRY_AFTER = {
     "Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}
 }
@@ -243,17 +251,7 @@ def _schemas() -> dict[str, Any]:
                     "items": {
                         "allOf": [
                             _ref("Site"),
-                            {
-                                "type": "object",
-                                "required": ["deleted", "deleted_at"],
-                                "properties": {
-                                    "deleted": {"type": "boolean"},
-                                    "deleted_at": {
-                                        "type": ["string", "null"],
-                                        "format": "date-time",
-                                    },
-                                },
-                            },
+                            _DELETED_MARK,
                         ]
                     },
                 },
@@ -262,17 +260,7 @@ def _schemas() -> dict[str, Any]:
                     "items": {
                         "allOf": [
                             _ref("Device"),
-                            {
-                                "type": "object",
-                                "required": ["deleted", "deleted_at"],
-                                "properties": {
-                                    "deleted": {"type": "boolean"},
-                                    "deleted_at": {
-                                        "type": ["string", "null"],
-                                        "format": "date-time",
-                                    },
-                                },
-                            },
+                            _DELETED_MARK,
                         ]
                     },
                 },

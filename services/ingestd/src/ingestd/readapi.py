@@ -21,10 +21,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ingestd.errors import BadRequest, IngestError, NotFound
+from ingestd.errors import AdminDisabled, BadRequest, NotFound, Unauthorized
 from ingestd.keys import POOL, SETTINGS
 
-__all__ = ["AdminDisabled", "add_read_routes"]
+__all__ = ["add_read_routes"]
 
 CUSTOMERS = """
 SELECT c.code, c.name, c.created_at, c.first_seen_at, c.last_seen_at,
@@ -55,16 +55,6 @@ HOURLY_FIELDS = (
 CSV_FIELDS = (*HOURLY_FIELDS, "energy_reset")
 
 
-class AdminDisabled(IngestError):
-    status = 403
-    code = "admin_api_disabled"
-
-
-class AdminUnauthorized(IngestError):
-    status = 401
-    code = "unauthorized"
-
-
 def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
@@ -78,7 +68,7 @@ def require_admin(request: web.Request, admin_token: str | None) -> None:
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         presented.strip().encode(), admin_token.encode()
     ):
-        raise AdminUnauthorized()
+        raise Unauthorized()
 
 
 def _time_param(request: web.Request, name: str, default: datetime) -> datetime:
