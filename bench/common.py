@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Self
 
 import msgspec
 import psycopg
@@ -221,8 +221,42 @@ def chunks(seq: Sequence[Any], size: int) -> list[Sequence[Any]]:
 # --- ingestd ----------------------------------------------------------------------------------
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, timeout_s: float = 15.0) -> None:
+    """SIGTERM a child, SIGKILL it if it outlives `timeout_s`; reap it either way."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+class ChildService:
+    """A child process used as a context manager: `start()` on entry (and `stop()` if the start
+    fails half-way), `stop()` on exit. Subclasses define both."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 @dataclass
-class IngestdProcess:
+class IngestdProcess(ChildService):
     """`python -m ingestd serve` as a child process on a free loopback port."""
 
     database_url: str
@@ -289,27 +323,10 @@ class IngestdProcess:
 
     def stop(self, timeout_s: float = 15.0) -> None:
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        terminate(proc, timeout_s)
         if self.log_path is not None:
             self.log_path.unlink(missing_ok=True)
             self.log_path = None
-
-    def __enter__(self) -> IngestdProcess:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # --- meters -----------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ import contextlib
 import gzip
 import http.client
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-from common import MeasurementTuple, chunks
+from common import ChildService, MeasurementTuple, chunks, terminate
 from fleetcore import MEASUREMENT_VALUE_FIELDS
 from fleetdev.pgcluster import free_port
 
@@ -121,7 +120,7 @@ def influxd_binary() -> str | None:
 
 
 @dataclass
-class InfluxdProcess:
+class InfluxdProcess(ChildService):
     """`influxd -config <temp>/influxdb.conf`, on loopback ports, data in the temp folder."""
 
     binary: str
@@ -216,27 +215,10 @@ class InfluxdProcess:
 
     def stop(self, timeout_s: float = 15.0) -> None:
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        terminate(proc, timeout_s)
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
-
-    def __enter__(self) -> InfluxdProcess:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _line(customer: str, row: MeasurementTuple) -> str:
