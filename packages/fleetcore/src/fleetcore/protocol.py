@@ -11,13 +11,13 @@ from fleetcore.schemas import BatchType
 __all__ = [
     "API_PREFIX",
     "BATCH_TYPE_HEADER",
-    "BatchType",
     "CURSOR_HEADER",
     "INGEST_PATH",
     "MAX_CURSOR_LENGTH",
     "MAX_ERRORS_IN_RESPONSE",
     "OPENAPI_PATH",
     "TOKEN_HEADER",
+    "BatchType",
 ]
 
 API_PREFIX = "/api/fleet"
