@@ -1,30 +1,121 @@
-"""structlog set-up: JSON lines when not on a TTY, a console renderer on one; stdout."""
+"""One log stream per process: structlog's own lines and the standard library's, rendered alike.
+
+Fleet logs through structlog; the libraries under it (psycopg_pool, aiohttp, asyncio, `warnings`)
+log through the standard library. Both go to one handler on the root logger whose
+`structlog.stdlib.ProcessorFormatter` renders every line the same way — a JSON object per line when
+stdout is not a TTY (or `fmt="json"`), the console renderer on a TTY — with the same fields:
+`timestamp`, `level`, `logger`, `service` and, in JSON, an exception as a structured `exception`
+field instead of a raw traceback
+(frames without local variables, which could hold secrets). An exception nobody caught is logged the same way before the
+process exits. Lines go to stdout, as the structlog docs advise for services.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
+from types import TracebackType
 
 import structlog
+import structlog.tracebacks
 
-__all__ = ["configure_logging"]
+__all__ = ["LOG_FORMATS", "LOG_LEVELS", "configure_logging"]
+
+LOG_FORMATS = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def configure_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
-    """Configure once per entry point. `fmt` is auto, json or console."""
+# Frames without their local variables: those can hold tokens and database passwords.
+_STRUCTURED_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
+
+
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stdout` is at the time of the line (tests swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stdout
+        super().emit(record)
+
+
+def _add_service(service: str) -> structlog.typing.Processor:
+    def add_service(
+        _logger: object, _method: str, event_dict: structlog.typing.EventDict
+    ) -> structlog.typing.EventDict:
+        event_dict.setdefault("service", service)
+        return event_dict
+
+    return add_service
+
+
+def configure_logging(fmt: str = "auto", level: str = "info", *, service: str) -> None:
+    """Configure once per entry point. `fmt` is auto, json or console; `level` one of LOG_LEVELS.
+
+    Safe to call again (tests, several commands in one process): the previous handler is replaced.
+    """
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
+    if level not in LOG_LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    numeric_level = logging.getLevelNamesMapping()[level.upper()]
     use_console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
-    renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
-    )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        _add_service(service),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
+    )
+    final: list[structlog.typing.Processor] = [
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta
+    ]
+    if use_console:
+        final.append(
+            structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        )
+    else:
+        final += [_STRUCTURED_TRACEBACKS, structlog.processors.JSONRenderer()]
+    handler = _StdoutHandler()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()], processors=final
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StdoutHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric_level)
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+
+
+def _log_uncaught(
+    kind: type[BaseException], value: BaseException, tb: TracebackType | None
+) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, tb)
+        return
+    structlog.get_logger("fleet").critical("uncaught_exception", exc_info=(kind, value, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None or isinstance(args.exc_value, SystemExit):
+        return
+    structlog.get_logger("fleet").critical(
+        "uncaught_exception",
+        thread=args.thread.name if args.thread else None,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
     )

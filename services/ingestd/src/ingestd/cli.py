@@ -95,7 +95,7 @@ def _serve(settings: Settings) -> int:
     from ingestd.app import SERVER_OPTIONS, create_app
     from ingestd.logs import configure_logging
 
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, settings.log_level, service="ingestd")
     web.run_app(
         create_app(settings),
         host=settings.host,

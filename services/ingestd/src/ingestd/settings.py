@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from fleetservice import EnvReader
+from fleetservice.logs import LOG_FORMATS, LOG_LEVELS
 
 from ingestd.storage.bootstrap import StoragePlan
 
@@ -40,6 +41,7 @@ class Settings:
     retry_after_s: int = 10
     migrate_on_start: bool = False
     log_format: str = "auto"
+    log_level: str = "info"
     storage: StoragePlan = field(default_factory=StoragePlan)
     housekeeping_interval_s: float = 10.0
     rollup_settle_s: float = 5.0
@@ -64,11 +66,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         env_ = EnvReader(env, ConfigError)
-        log_format = env_.text("INGESTD_LOG_FORMAT", "auto")
-        if log_format not in {"auto", "json", "console"}:
-            raise ConfigError(
-                f"INGESTD_LOG_FORMAT must be auto, json or console, got {log_format!r}"
-            )
+        log_format = env_.choice("INGESTD_LOG_FORMAT", "auto", LOG_FORMATS)
         database_url = env_.text("INGESTD_DATABASE_URL", None)
         if not database_url.startswith(("postgresql://", "postgres://")):
             raise ConfigError("INGESTD_DATABASE_URL must be a postgresql:// URL")
@@ -144,4 +142,5 @@ class Settings:
             retry_after_s=env_.integer("INGESTD_RETRY_AFTER_S", 10, minimum=1),
             migrate_on_start=env_.flag("INGESTD_MIGRATE_ON_START", False),
             log_format=log_format,
+            log_level=env_.choice("INGESTD_LOG_LEVEL", "info", LOG_LEVELS),
         )

@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pusher: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, settings.log_level, service="pusher")
     try:
         if args.command == "migrate":
             applied = apply_migrations(settings.database_url)

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from fleetservice import EnvReader
+from fleetservice.logs import LOG_FORMATS, LOG_LEVELS
 
 from pusher.errors import ConfigError
 
@@ -72,6 +73,7 @@ class Settings:
     gzip_level: int = 1
     blocking_txn_warn_s: float = 300.0
     log_format: str = "auto"
+    log_level: str = "info"
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
     backlog_count_interval_s: float = 30.0
@@ -84,9 +86,7 @@ class Settings:
         `pusher migrate` and `pusher status` work on a stack that does not push yet.
         """
         env_ = EnvReader(env, ConfigError)
-        log_format = env_.text("FLEET_LOG_FORMAT", "auto")
-        if log_format not in {"auto", "json", "console"}:
-            raise ConfigError(f"FLEET_LOG_FORMAT must be auto, json or console, got {log_format!r}")
+        log_format = env_.choice("FLEET_LOG_FORMAT", "auto", LOG_FORMATS)
         database_url = env_.text("FLEET_DATABASE_URL", None)
         if not database_url.startswith(("postgresql://", "postgres://")):
             raise ConfigError("FLEET_DATABASE_URL must be a postgresql:// URL")
@@ -127,6 +127,7 @@ class Settings:
             gzip_level=level,
             blocking_txn_warn_s=env_.number("FLEET_BLOCKING_TXN_WARN_S", 300.0, minimum=0.0),
             log_format=log_format,
+            log_level=env_.choice("FLEET_LOG_LEVEL", "info", LOG_LEVELS),
             metrics_port=metrics_port,
             metrics_host=env_.text("FLEET_METRICS_HOST", "127.0.0.1"),
             backlog_count_interval_s=env_.number(
