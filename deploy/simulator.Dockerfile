@@ -25,7 +25,6 @@ COPY services/pusher/pyproject.toml services/pusher/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package fleetdev
 
-COPY packages/fleetcore packages/fleetcore
 COPY packages/fleetdev packages/fleetdev
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package fleetdev

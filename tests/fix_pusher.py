@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pusher.daemon import Pusher, run
 from pusher.migrate import apply_migrations
 from pusher.settings import Settings
+from pusher.systemd import SystemdNotifier
 
 BASE_TIME = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
 
@@ -154,10 +155,12 @@ def central_count(central_dsn: str, table: str = "power_measurements") -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_pusher(settings: Settings) -> AsyncIterator[asyncio.Task[Pusher | None]]:
+async def running_pusher(
+    settings: Settings, notifier: SystemdNotifier | None = None
+) -> AsyncIterator[asyncio.Task[Pusher | None]]:
     """Run the daemon for the body of the `async with`, then stop it and surface its errors."""
     stop = asyncio.Event()
-    task = asyncio.create_task(run(settings, stop))
+    task = asyncio.create_task(run(settings, stop, notifier=notifier))
     try:
         yield task
     finally:

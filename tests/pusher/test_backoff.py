@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 from pusher.backoff import (
     exponential_delay,
+    failure_delay,
     grow_batch_size,
     parse_retry_after,
     retry_after_delay,
     shrink_batch_size,
 )
+from pusher.errors import PermanentDeliveryError, RetryLater, TransientDeliveryError
 
 
 def test_exponential_delay_is_full_jitter_doubling_to_the_cap() -> None:
@@ -58,3 +61,15 @@ def test_batch_size_halves_to_one_and_grows_back_gradually() -> None:
         steps += 1
     assert size == 5000 and 25 <= steps <= 45
     assert grow_batch_size(2500, 5000) == 3125
+
+
+def test_failure_delay_follows_the_protocols_retry_table() -> None:
+    """429/503 wait what the server asked plus jitter, a wrong configuration waits the cap (never
+    a tight loop), anything else the exponential schedule of its failure count."""
+    delay = functools.partial(
+        failure_delay, base_s=60.0, cap_s=1800.0, jitter_s=2.0, rng=random.Random(3)
+    )
+    assert 30 <= delay(RetryLater("HTTP 429", status=429, retry_after_s=30.0), failures=7) <= 32
+    assert delay(PermanentDeliveryError("HTTP 401", status=401), failures=1) == 1800
+    waits = [delay(TransientDeliveryError("HTTP 502", status=502), failures=2) for _ in range(200)]
+    assert min(waits) >= 0 and 100 < max(waits) <= 120

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from pusher.settings import Settings
+from pusher.systemd import SystemdNotifier
 
 from tests.fix_pusher import FaultFront, central_count, running_pusher, seed_measurements, wait_for
 
@@ -53,6 +54,11 @@ async def listening(notify: NotifySocket) -> AsyncIterator[NotifySocket]:
             await task
 
 
+def _notifier() -> SystemdNotifier:
+    """What `pusher run` hands the daemon: the notifier read from the environment at start."""
+    return SystemdNotifier.from_env(os.environ)
+
+
 @pytest.fixture(params=["path", "abstract"])
 def notify_socket(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -87,7 +93,7 @@ async def test_ready_status_watchdog_and_stopping(
     WATCHDOG_USEC while it runs, and STOPPING=1 last."""
     expected = seed_measurements(customer_db, devices=2, stop=100)
     settings = replace(pusher_settings, ingest_url=fault_front.url, push_interval_s=0.5)
-    async with listening(notify_socket) as notify, running_pusher(settings):
+    async with listening(notify_socket) as notify, running_pusher(settings, _notifier()):
         await wait_for(lambda: central_count(central_db) == expected, what="all rows")
         await asyncio.sleep(1.0)
         stop_asked = time.monotonic()
@@ -117,7 +123,7 @@ async def test_watchdog_pings_stop_while_the_loop_is_stuck(
     expected = seed_measurements(customer_db, devices=2, stop=100)
     fault_front.stall_request = 1
     settings = replace(pusher_settings, ingest_url=fault_front.url)
-    async with listening(notify_socket) as notify, running_pusher(settings):
+    async with listening(notify_socket) as notify, running_pusher(settings, _notifier()):
         await asyncio.wait_for(fault_front.stalled.wait(), 30)
         stuck_from = time.monotonic()
         await asyncio.sleep(1.0)

@@ -26,10 +26,6 @@ class EnvReader:
             return default
         return value.strip()
 
-    def optional(self, name: str) -> str | None:
-        value = self._env.get(name, "").strip()
-        return value or None
-
     def integer(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
         raw = self.text(name, str(default))
         try:

@@ -1,7 +1,8 @@
 """When to try a resource again, and how big its next batch is.
 
 Pure functions of their inputs (the random source and the clock are parameters), so the
-protocol's retry table is tested directly without sleeping.
+protocol's retry table is tested directly without sleeping. `failure_delay` is that table:
+which wait follows which kind of failed delivery (see `errors.py`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import random
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from pusher.errors import DeliveryError, PermanentDeliveryError, RetryLater
+
 __all__ = [
     "exponential_delay",
+    "failure_delay",
     "grow_batch_size",
     "parse_retry_after",
     "retry_after_delay",
@@ -61,6 +65,32 @@ def retry_after_delay(
     if retry_after_s is None:
         return exponential_delay(failures, base_s, cap_s, rng)
     return min(retry_after_s, cap_s) + rng.uniform(0.0, jitter_s)
+
+
+def failure_delay(
+    exc: DeliveryError,
+    *,
+    failures: int,
+    base_s: float,
+    cap_s: float,
+    jitter_s: float,
+    rng: random.Random,
+) -> float:
+    """Seconds before the next attempt after the `failures`-th failure in a row: what a 429/503
+    asked for, the backoff cap when the configuration is wrong (never a tight loop), otherwise
+    the exponential schedule."""
+    if isinstance(exc, RetryLater):
+        return retry_after_delay(
+            exc.retry_after_s,
+            failures=failures,
+            base_s=base_s,
+            cap_s=cap_s,
+            jitter_s=jitter_s,
+            rng=rng,
+        )
+    if isinstance(exc, PermanentDeliveryError):
+        return cap_s
+    return exponential_delay(failures, base_s, cap_s, rng)
 
 
 def shrink_batch_size(size: int) -> int:

@@ -21,15 +21,17 @@ from collections.abc import Sequence
 
 import psycopg
 import structlog
+from fleetcore.protocol import BatchType
+from fleetservice import configure_logging
 
 from pusher import source
 from pusher.daemon import run
 from pusher.delivery import IngestClient
 from pusher.errors import ConfigError, DeliveryError, PusherError
-from pusher.logs import configure_logging
 from pusher.migrate import apply_migrations, pending_migrations
 from pusher.settings import Settings
 from pusher.status import collect_status
+from pusher.systemd import SystemdNotifier
 
 __all__ = ["main"]
 
@@ -51,7 +53,7 @@ async def _serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await run(settings, stop)
+    await run(settings, stop, notifier=SystemdNotifier.from_env(os.environ))
     return 0
 
 
@@ -78,7 +80,9 @@ async def _check(settings: Settings) -> int:
             ca_bundle=settings.ca_bundle,
         ) as client:
             try:
-                await client.send("measurements", await client.compress(b'{"items":[]}'), None)
+                await client.send(
+                    BatchType.MEASUREMENTS, await client.compress(b'{"items":[]}'), None
+                )
             except DeliveryError as exc:
                 problems.append(f"ingestd at {settings.ingest_url} refused the check: {exc.detail}")
     for problem in problems:

@@ -17,6 +17,12 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from fleetcore.protocol import (
+    BATCH_TYPE_HEADER,
+    CURSOR_HEADER,
+    MAX_CURSOR_LENGTH,
+    TOKEN_HEADER,
+)
 
 from pusher.backoff import parse_retry_after
 from pusher.errors import (
@@ -116,13 +122,13 @@ class IngestClient:
         if self._session is None:
             raise RuntimeError("IngestClient used outside `async with`")
         headers = {
-            "X-Customer-Token": self._token,
-            "X-Batch-Type": batch_type,
+            TOKEN_HEADER: self._token,
+            BATCH_TYPE_HEADER: batch_type,
             "Content-Type": "application/json",
             "Content-Encoding": "gzip",
         }
         if cursor:
-            headers["X-Push-Cursor"] = cursor[:256]
+            headers[CURSOR_HEADER] = cursor[:MAX_CURSOR_LENGTH]
         try:
             async with self._session.post(
                 self.url, data=gzipped, headers=headers, allow_redirects=False

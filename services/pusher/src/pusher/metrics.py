@@ -19,7 +19,7 @@ The names below are a contract with alert rules; change them only together.
     fleet_pusher_batch_size{resource}                    rows asked per measurements batch (it
                                                          halves on 413); rows of the last full set
     fleet_pusher_backlog_rows                            measurements after the cursor (bounded
-                                                         count, see `Pusher._observe_backlog`)
+                                                         count, see `progress.py`)
     fleet_pusher_lag_seconds{resource}                   newest timestamp stored locally minus
                                                          newest delivered; 0 when caught up
     fleet_pusher_blocking_transaction_age_seconds        the long-open transaction holding the
@@ -39,6 +39,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 
 from aiohttp import web
+from fleetcore.protocol import BatchType
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -50,7 +51,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from pusher.errors import ConfigError, DeliveryError
-from pusher.state import Resource
 
 __all__ = ["OUTCOMES", "PusherMetrics", "failure_status", "outcome_of", "serve_metrics"]
 
@@ -102,7 +102,7 @@ class _BackoffCollector(Collector):
             labels=["resource"],
         )
         now = time.monotonic()
-        for resource in Resource:
+        for resource in BatchType:
             until = self._retry_at.get(resource.value, 0.0)
             family.add_metric([resource.value], max(0.0, until - now))
         yield family
@@ -190,7 +190,7 @@ class PusherMetrics:
         )
         self.retry_at: dict[str, float] = {}
         r.register(_BackoffCollector(self.retry_at))
-        for resource in Resource:
+        for resource in BatchType:
             for metric in (
                 self.rows_shipped,
                 self.rejected_rows,
@@ -202,7 +202,7 @@ class PusherMetrics:
             for outcome in OUTCOMES:
                 self.batches.labels(resource.value, outcome)
 
-    def delivered(self, resource: Resource, rows: int, rejected: int) -> None:
+    def delivered(self, resource: BatchType, rows: int, rejected: int) -> None:
         r = resource.value
         self.batches.labels(r, "rejected_rows" if rejected else "ok").inc()
         self.rows_shipped.labels(r).inc(rows)
@@ -211,7 +211,7 @@ class PusherMetrics:
         self.retry_at.pop(r, None)
 
     def failed(
-        self, resource: Resource, exc: DeliveryError, *, consecutive: int, retry_at: float
+        self, resource: BatchType, exc: DeliveryError, *, consecutive: int, retry_at: float
     ) -> None:
         """A batch not delivered; `retry_at` is the monotonic time of the next attempt."""
         r = resource.value
@@ -233,7 +233,7 @@ class PusherMetrics:
     def summary(self) -> dict[str, float]:
         """The counters worth a line when the daemon stops."""
         out: dict[str, float] = {}
-        for resource in Resource:
+        for resource in BatchType:
             out[f"{resource.value}_rows"] = self.value(
                 "fleet_pusher_rows_shipped_total", resource=resource.value
             )

@@ -14,16 +14,11 @@ __all__ = [
     "MIGRATIONS",
     "MIGRATIONS_ENV",
     "apply_migrations",
-    "migrations_dir",
     "pending_migrations",
 ]
 
 MIGRATIONS_ENV = "PUSHER_MIGRATIONS_DIR"
 MIGRATIONS = MigrationSet("pusher", MIGRATIONS_ENV, table="_yoyo_pusher_migration")
-
-
-def migrations_dir() -> Path:
-    return MIGRATIONS.directory()
 
 
 def pending_migrations(database_url: str, path: Path | None = None) -> list[str]:

@@ -14,21 +14,33 @@ undelivered timestamp stands in for "newest delivered", so lag is the span waiti
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import datetime
+
+from fleetcore.protocol import BatchType
 
 from pusher.metrics import PusherMetrics
 from pusher.source import Backlog, FullSet
-from pusher.state import Resource, ResourceState
+from pusher.state import PushState
 
-__all__ = ["PushProgress"]
+__all__ = ["PushProgress", "measurement_lag_s"]
 
-_MEASUREMENTS = Resource.MEASUREMENTS
+_MEASUREMENTS = BatchType.MEASUREMENTS
 
 
 def _seconds(newer: datetime | None, older: datetime | None) -> float:
     if newer is None or older is None:
         return 0.0
     return max(0.0, (newer - older).total_seconds())
+
+
+def measurement_lag_s(
+    backlog_rows: int, newest_local: datetime | None, newest_shipped: datetime | None
+) -> float:
+    """Newest row stored locally minus newest delivered; 0 when nothing is behind the cursor."""
+    if backlog_rows <= 0:
+        return 0.0
+    return _seconds(newest_local, newest_shipped)
 
 
 class PushProgress:
@@ -39,12 +51,17 @@ class PushProgress:
         self.count_interval_s = count_interval_s
         self.backlog_rows = 0
         self._counted_at = float("-inf")
-        self._newest_shipped: dict[Resource, datetime | None] = {}
+        self._newest_shipped: dict[BatchType, datetime | None] = {}
         self._newest_local: datetime | None = None
         self._first_unshipped: datetime | None = None
 
-    def restore(self, states: dict[Resource, ResourceState]) -> None:
-        """Start from the stored state (a new session); the next tick counts again."""
+    def restore(self, states: PushState) -> None:
+        """Start from the stored state (a new session): the gauges that outlive a restart are
+        set from it, and the next tick counts again."""
+        self.metrics.retry_at.clear()
+        for resource, state in states.items():
+            self.metrics.consecutive_failures.labels(resource.value).set(state.consecutive_failures)
+        self.metrics.batch_size.labels(_MEASUREMENTS.value).set(states[_MEASUREMENTS].batch_size)
         for resource, state in states.items():
             self._newest_shipped[resource] = (
                 state.newest_shipped_received_at
@@ -78,7 +95,7 @@ class PushProgress:
         self.backlog_rows = max(0, self.backlog_rows - rows)
         self._publish()
 
-    def full_set(self, resource: Resource, full: FullSet, *, delivered: bool) -> None:
+    def full_set(self, resource: BatchType, full: FullSet, *, delivered: bool) -> None:
         if delivered:
             self._newest_shipped[resource] = full.newest_updated_at
             lag = 0.0
@@ -89,10 +106,23 @@ class PushProgress:
 
     @property
     def measurement_lag_s(self) -> float:
-        if self.backlog_rows <= 0:
-            return 0.0
         shipped = self._newest_shipped.get(_MEASUREMENTS) or self._first_unshipped
-        return _seconds(self._newest_local, shipped)
+        return measurement_lag_s(self.backlog_rows, self._newest_local, shipped)
+
+    def status_text(self, states: PushState, last_failure: Mapping[BatchType, str]) -> str:
+        """One line for `systemctl status`: shipped, backlog, lag, and what is failing."""
+        shipped = self.metrics.value(
+            "fleet_pusher_rows_shipped_total", resource=_MEASUREMENTS.value
+        )
+        lag = self.measurement_lag_s
+        text = f"{shipped:.0f} rows shipped, backlog {self.backlog_rows}, lag {lag:.0f}s"
+        failing = [
+            f"{resource.value} failing ({last_failure.get(resource, '?')}) "
+            f"x{state.consecutive_failures}"
+            for resource, state in states.items()
+            if state.consecutive_failures
+        ]
+        return "; ".join([text, *failing])
 
     def _publish(self) -> None:
         self.metrics.backlog_rows.set(self.backlog_rows)

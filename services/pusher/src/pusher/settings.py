@@ -7,14 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from fleetcore.protocol import INGEST_PATH
 from fleetservice import EnvReader
 from fleetservice.logs import LOG_FORMATS, LOG_LEVELS
 
 from pusher.errors import ConfigError
 
-__all__ = ["INGEST_PATH", "Settings"]
-
-INGEST_PATH = "/api/fleet/ingest"
+__all__ = ["Settings"]
 
 
 def _ingest_url(raw: str) -> str:

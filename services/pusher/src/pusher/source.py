@@ -31,6 +31,7 @@ __all__ = [
     "MeasurementBatch",
     "SnapshotHorizon",
     "connect",
+    "count_shippable",
     "find_blocking_transaction",
     "read_backlog",
     "read_devices",
@@ -107,6 +108,13 @@ SELECT (SELECT count(*) FROM (
        (SELECT f.received_at FROM monitoring.power_measurements AS f
         WHERE (f.push_xid, f.device_id, f.time) > (%(xid)s::xid8, %(device_id)s, %(time)s)
         ORDER BY f.push_xid, f.device_id, f.time LIMIT 1)
+"""
+
+# Rows after the cursor that the next batch may take (written below the snapshot's xmin).
+COUNT_SHIPPABLE = """
+SELECT count(*) FROM monitoring.power_measurements AS m
+WHERE (m.push_xid, m.device_id, m.time) > (%(xid)s::xid8, %(device_id)s, %(time)s)
+  AND m.push_xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
 """
 
 READ_HORIZON = """
@@ -294,15 +302,30 @@ async def read_horizon(conn: psycopg.AsyncConnection[Any]) -> SnapshotHorizon:
     return SnapshotHorizon(int(row[0]), int(row[1]), bool(row[2]))
 
 
+def _after(cursor: PushCursor) -> dict[str, Any]:
+    return {"xid": str(cursor.xid), "device_id": cursor.device_id, "time": cursor.time}
+
+
 async def read_backlog(
-    conn: psycopg.AsyncConnection[Any], after: PushCursor, bound: int = BACKLOG_COUNT_BOUND
+    conn: psycopg.AsyncConnection[Any],
+    after: PushCursor,
+    bound: int | None = BACKLOG_COUNT_BOUND,
 ) -> Backlog:
-    params = {"xid": str(after.xid), "device_id": after.device_id, "time": after.time}
+    """What is behind the cursor; the count stops at `bound` (None: count every row, as
+    `pusher status` does once, where the daemon counts again and again)."""
     async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute(READ_BACKLOG, {**params, "bound": bound})
+        await cur.execute(READ_BACKLOG, {**_after(after), "bound": bound})
         row = await cur.fetchone()
     assert row is not None
     return Backlog(int(row[0]), row[1], row[2])
+
+
+async def count_shippable(conn: psycopg.AsyncConnection[Any], after: PushCursor) -> int:
+    """Rows after the cursor the next batch may take now (not held back by an open writer)."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(COUNT_SHIPPABLE, _after(after))
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def find_blocking_transaction(

@@ -3,36 +3,26 @@
 The cursor is written only after ingestd answered 2xx, in the same statement as the rest of the
 success bookkeeping, so a crash at any moment leaves either the old cursor (the batch is sent
 again: harmless, ingest is idempotent) or the new one.
+
+`PushState` is the daemon's only copy: each of its methods runs one statement and takes the row
+that statement returns as the new in-memory state, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
+from collections.abc import ItemsView
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from fleetcore import PushCursor
-from psycopg.rows import dict_row
+from fleetcore.protocol import BatchType
+from psycopg.rows import dict_row, tuple_row
 
 from pusher.errors import SourceError
 
-__all__ = [
-    "Resource",
-    "ResourceState",
-    "load_states",
-    "quarantine_row",
-    "record_failure",
-    "record_success",
-    "reset_cursor",
-]
-
-
-class Resource(enum.StrEnum):
-    SITES = "sites"
-    DEVICES = "devices"
-    MEASUREMENTS = "measurements"
+__all__ = ["PushState", "ResourceState", "count_quarantined", "load_states"]
 
 
 ENSURE_STATE = """
@@ -54,6 +44,7 @@ SET cursor = coalesce(%(cursor)s, cursor),
     newest_shipped_received_at = greatest(newest_shipped_received_at, %(newest)s),
     updated_at = now()
 WHERE resource = %(resource)s
+RETURNING *
 """
 
 RECORD_FAILURE = """
@@ -66,11 +57,13 @@ SET batch_size = %(batch_size)s,
     last_error_at = now(),
     updated_at = now()
 WHERE resource = %(resource)s
+RETURNING *
 """
 
 RESET_CURSOR = """
 UPDATE app.fleet_push_state SET cursor = %(cursor)s, updated_at = now()
 WHERE resource = %(resource)s
+RETURNING *
 """
 
 QUARANTINE = """
@@ -78,10 +71,12 @@ INSERT INTO app.fleet_push_quarantine (resource, device_id, time, push_xid, payl
 VALUES (%(resource)s, %(device_id)s, %(time)s, %(xid)s::xid8, %(payload)s, %(reason)s)
 """
 
+COUNT_QUARANTINE = "SELECT count(*) FROM app.fleet_push_quarantine"
+
 
 @dataclass(frozen=True, slots=True)
 class ResourceState:
-    resource: Resource
+    resource: BatchType
     cursor: PushCursor
     batch_size: int
     consecutive_failures: int
@@ -97,7 +92,7 @@ class ResourceState:
     def from_row(cls, row: dict[str, Any]) -> ResourceState:
         cursor = PushCursor.decode(row["cursor"]) if row["cursor"] else PushCursor.start()
         return cls(
-            resource=Resource(row["resource"]),
+            resource=BatchType(row["resource"]),
             cursor=cursor,
             batch_size=row["batch_size"],
             consecutive_failures=row["consecutive_failures"],
@@ -113,11 +108,11 @@ class ResourceState:
 
 async def load_states(
     conn: psycopg.AsyncConnection[Any], batch_size: int | None = None
-) -> dict[Resource, ResourceState]:
+) -> dict[BatchType, ResourceState]:
     """Every resource's state; with `batch_size`, first create missing rows with it."""
     try:
         if batch_size is not None:
-            for resource in Resource:
+            for resource in BatchType:
                 await conn.execute(
                     ENSURE_STATE, {"resource": resource.value, "batch_size": batch_size}
                 )
@@ -129,85 +124,138 @@ async def load_states(
     return {state.resource: state for state in map(ResourceState.from_row, rows)}
 
 
-async def record_success(
-    conn: psycopg.AsyncConnection[Any],
-    resource: Resource,
-    *,
-    cursor: PushCursor | None,
-    batch_size: int,
-    status: int,
-    rows: int,
-    newest_received_at: datetime | None,
-) -> None:
-    await conn.execute(
-        RECORD_SUCCESS,
-        {
-            "resource": resource.value,
-            "cursor": cursor.encode() if cursor is not None else None,
-            "batch_size": batch_size,
-            "status": status,
-            "rows": rows,
-            "newest": newest_received_at,
-        },
-    )
+async def count_quarantined(conn: psycopg.AsyncConnection[Any]) -> int:
+    """Rows kept locally because ingestd refused them even alone."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(COUNT_QUARANTINE)
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
-async def record_failure(
-    conn: psycopg.AsyncConnection[Any],
-    resource: Resource,
-    *,
-    batch_size: int,
-    delay_s: float,
-    status: int | None,
-    error: str,
-    counts_as_failure: bool = True,
-) -> None:
-    await conn.execute(
-        RECORD_FAILURE,
-        {
-            "resource": resource.value,
-            "batch_size": batch_size,
-            "increment": 1 if counts_as_failure else 0,
-            "delay_s": delay_s,
-            "status": status,
-            "error": error[:2000],
-        },
-    )
+class PushState:
+    """Every resource's stored state, as the running daemon sees and changes it.
 
+    The in-memory copy changes only through the methods below, each of which writes the row and
+    takes back what the database stored; the one exception is `load`'s cap on the batch size,
+    which is not written until the resource's next outcome (a smaller FLEET_BATCH_SIZE applies at
+    once, the stored size stays what it was until then)."""
 
-async def reset_cursor(
-    conn: psycopg.AsyncConnection[Any], resource: Resource, cursor: PushCursor
-) -> None:
-    await conn.execute(RESET_CURSOR, {"resource": resource.value, "cursor": cursor.encode()})
+    def __init__(self) -> None:
+        self._states: dict[BatchType, ResourceState] = {}
 
+    async def load(self, conn: psycopg.AsyncConnection[Any], batch_size: int) -> None:
+        """Create missing rows, read them all, and cap each batch size at `batch_size` (at the
+        start of every database session: the database is the truth)."""
+        states = await load_states(conn, batch_size)
+        self._states = {
+            resource: replace(state, batch_size=min(state.batch_size, batch_size))
+            for resource, state in states.items()
+        }
 
-async def quarantine_row(
-    conn: psycopg.AsyncConnection[Any],
-    *,
-    row_cursor: PushCursor,
-    payload: str,
-    reason: str,
-    batch_size: int,
-) -> None:
-    """Keep a row ingestd refuses even alone, and move the cursor past it, atomically."""
-    async with conn.transaction():
-        await conn.execute(
-            QUARANTINE,
+    def __getitem__(self, resource: BatchType) -> ResourceState:
+        return self._states[resource]
+
+    def items(self) -> ItemsView[BatchType, ResourceState]:
+        return self._states.items()
+
+    async def _update(
+        self, conn: psycopg.AsyncConnection[Any], query: str, params: dict[str, Any]
+    ) -> ResourceState:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, params)
+            row = await cur.fetchone()
+        if row is None:
+            raise SourceError(f"the push state of {params['resource']} vanished from the database")
+        state = ResourceState.from_row(row)
+        self._states[state.resource] = state
+        return state
+
+    async def succeeded(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        resource: BatchType,
+        *,
+        cursor: PushCursor | None,
+        batch_size: int,
+        status: int,
+        rows: int,
+        newest_received_at: datetime | None,
+    ) -> ResourceState:
+        """ingestd answered 2xx: move the cursor (None keeps it), count the rows, clear failures."""
+        return await self._update(
+            conn,
+            RECORD_SUCCESS,
             {
-                "resource": Resource.MEASUREMENTS.value,
-                "device_id": row_cursor.device_id,
-                "time": row_cursor.time,
-                "xid": str(row_cursor.xid),
-                "payload": payload,
-                "reason": reason[:2000],
+                "resource": resource.value,
+                "cursor": cursor.encode() if cursor is not None else None,
+                "batch_size": batch_size,
+                "status": status,
+                "rows": rows,
+                "newest": newest_received_at,
             },
         )
-        await record_success(
+
+    async def failed(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        resource: BatchType,
+        *,
+        batch_size: int,
+        delay_s: float,
+        status: int | None,
+        error: str,
+        counts_as_failure: bool = True,
+    ) -> ResourceState:
+        """Not delivered: keep the cursor, note the error and when to try again."""
+        return await self._update(
             conn,
-            Resource.MEASUREMENTS,
-            cursor=row_cursor,
-            batch_size=batch_size,
-            status=413,
-            rows=0,
-            newest_received_at=None,
+            RECORD_FAILURE,
+            {
+                "resource": resource.value,
+                "batch_size": batch_size,
+                "increment": 1 if counts_as_failure else 0,
+                "delay_s": delay_s,
+                "status": status,
+                "error": error[:2000],
+            },
         )
+
+    async def reset_cursor(
+        self, conn: psycopg.AsyncConnection[Any], resource: BatchType, cursor: PushCursor
+    ) -> ResourceState:
+        """Move the cursor other than by shipping (a restored database)."""
+        return await self._update(
+            conn, RESET_CURSOR, {"resource": resource.value, "cursor": cursor.encode()}
+        )
+
+    async def quarantine(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        *,
+        row_cursor: PushCursor,
+        payload: str,
+        reason: str,
+    ) -> ResourceState:
+        """Keep a row ingestd refuses even alone, and move the cursor past it, atomically
+        (the batch size stays at one row)."""
+        async with conn.transaction():
+            await conn.execute(
+                QUARANTINE,
+                {
+                    "resource": BatchType.MEASUREMENTS.value,
+                    "device_id": row_cursor.device_id,
+                    "time": row_cursor.time,
+                    "xid": str(row_cursor.xid),
+                    "payload": payload,
+                    "reason": reason[:2000],
+                },
+            )
+            return await self.succeeded(
+                conn,
+                BatchType.MEASUREMENTS,
+                cursor=row_cursor,
+                batch_size=1,
+                status=413,
+                rows=0,
+                newest_received_at=None,
+            )

@@ -1,32 +1,22 @@
-"""`pusher status`: where each resource stands, read from the customer database alone."""
+"""`pusher status`: where each resource stands, read from the customer database alone.
+
+The backlog and the lag are the daemon's own computations (`source.read_backlog`,
+`progress.measurement_lag_s`), only with the backlog counted in full; the lag is null while
+rows wait and nothing was ever delivered.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from psycopg.rows import tuple_row
+from fleetcore.protocol import BatchType
 
 from pusher import source
-from pusher.state import Resource, load_states
+from pusher.progress import measurement_lag_s
+from pusher.state import count_quarantined, load_states
 
 __all__ = ["collect_status"]
-
-COUNT_BACKLOG = """
-SELECT count(*),
-       count(*) FILTER (WHERE m.push_xid < (SELECT pg_snapshot_xmin(pg_current_snapshot())))
-FROM monitoring.power_measurements AS m
-WHERE (m.push_xid, m.device_id, m.time) > (%(xid)s::xid8, %(device_id)s, %(time)s)
-"""
-
-# The most recently written row, found from the end of the push index (no table scan).
-NEWEST_WRITTEN = """
-SELECT m.received_at FROM monitoring.power_measurements AS m
-ORDER BY m.push_xid DESC, m.device_id DESC, m.time DESC
-LIMIT 1
-"""
-
-COUNT_QUARANTINE = "SELECT count(*) FROM app.fleet_push_quarantine"
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -40,13 +30,8 @@ async def collect_status(database_url: str, blocking_min_age_s: float) -> dict[s
         states = await load_states(conn)
         horizon = await source.read_horizon(conn)
         blocker = await source.find_blocking_transaction(conn, blocking_min_age_s)
-        async with conn.cursor(row_factory=tuple_row) as cur:
-            await cur.execute(NEWEST_WRITTEN)
-            newest_row = await cur.fetchone()
-            await cur.execute(COUNT_QUARANTINE)
-            quarantined_row = await cur.fetchone()
         resources: dict[str, Any] = {}
-        for resource in Resource:
+        for resource in BatchType:
             state = states.get(resource)
             if state is None:
                 resources[resource.value] = {"state": "never run"}
@@ -61,35 +46,24 @@ async def collect_status(database_url: str, blocking_min_age_s: float) -> dict[s
                 "last_success_at": _iso(state.last_success_at),
                 "shipped_rows": state.shipped_rows,
             }
-            if resource is Resource.MEASUREMENTS:
+            if resource is BatchType.MEASUREMENTS:
                 cursor = state.cursor
-                params = {
-                    "xid": str(cursor.xid),
-                    "device_id": cursor.device_id,
-                    "time": cursor.time,
-                }
-                async with conn.cursor(row_factory=tuple_row) as cur:
-                    await cur.execute(COUNT_BACKLOG, params)
-                    counts = await cur.fetchone()
-                backlog, shippable = counts if counts else (0, 0)
-                newest_local = newest_row[0] if newest_row else None
+                backlog = await source.read_backlog(conn, cursor, bound=None)
                 newest_shipped = state.newest_shipped_received_at
-                lag_s: float | None = 0.0
-                if backlog and newest_local is not None:
-                    lag_s = (
-                        (newest_local - newest_shipped).total_seconds()
-                        if newest_shipped is not None
-                        else None
-                    )
+                lag_s: float | None = measurement_lag_s(
+                    backlog.rows, backlog.newest_received_at, newest_shipped
+                )
+                if backlog.rows and backlog.newest_received_at and newest_shipped is None:
+                    lag_s = None  # rows wait, none ever delivered: nothing to measure from
                 entry.update(
                     cursor=str(cursor),
                     cursor_ahead_of_server=cursor.xid >= horizon.xmax,
-                    backlog_rows=backlog,
-                    backlog_rows_shippable_now=shippable,
-                    newest_local_received_at=_iso(newest_local),
+                    backlog_rows=backlog.rows,
+                    backlog_rows_shippable_now=await source.count_shippable(conn, cursor),
+                    newest_local_received_at=_iso(backlog.newest_received_at),
                     newest_shipped_received_at=_iso(newest_shipped),
                     lag_s=lag_s,
-                    quarantined_rows=quarantined_row[0] if quarantined_row else 0,
+                    quarantined_rows=await count_quarantined(conn),
                 )
             resources[resource.value] = entry
     return {

@@ -12,6 +12,8 @@ therefore exceed the longest step the loop can take: FLEET_REQUEST_TIMEOUT_S plu
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -22,6 +24,15 @@ import structlog
 __all__ = ["SystemdNotifier"]
 
 log = structlog.get_logger("pusher")
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep, waking early when the stop event is set."""
+    if seconds <= 0:
+        await asyncio.sleep(0)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 class SystemdNotifier:
@@ -91,6 +102,17 @@ class SystemdNotifier:
     def next_ping_at(self) -> float:
         """When the loop must be awake again to ping (infinity without a watchdog)."""
         return self._next_ping if self.watchdog_interval_s is not None else float("inf")
+
+    async def idle(self, stop: asyncio.Event, until: float) -> None:
+        """Sleep until `until` (monotonic) or the stop event, waking to ping the watchdog on
+        time: the loop's idle time never starves systemd."""
+        while True:
+            self.ping()
+            now = time.monotonic()
+            if now >= until or stop.is_set():
+                await asyncio.sleep(0)
+                return
+            await _sleep(stop, min(until, self.next_ping_at()) - now)
 
     def close(self) -> None:
         if self._sock is not None:

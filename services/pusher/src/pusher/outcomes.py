@@ -1,0 +1,205 @@
+"""What follows each answer to a batch: the push state, the metrics, the progress gauges and the
+log line, for a delivery, a 413 and every other failure.
+
+The daemon decides which outcome a send had and when the resource is due again; this module
+keeps the books of it. The stored state changes only through `PushState`, whose methods write
+the row and the in-memory copy together.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import structlog
+from fleetcore import PushCursor
+from fleetcore.protocol import BatchType
+
+from pusher.backoff import failure_delay, grow_batch_size, shrink_batch_size
+from pusher.delivery import Delivered
+from pusher.errors import DeliveryError, PayloadTooLarge, PermanentDeliveryError
+from pusher.metrics import PusherMetrics, failure_status
+from pusher.progress import PushProgress
+from pusher.settings import Settings
+from pusher.source import MeasurementBatch
+from pusher.state import PushState
+
+__all__ = ["Outcomes"]
+
+log = structlog.get_logger("pusher")
+
+
+def _permanent_cause(status: int | None) -> str:
+    return {
+        400: "the request is malformed (pusher and ingestd disagree on the protocol)",
+        401: "the push token is missing, unknown, revoked or expired (check FLEET_TOKEN)",
+        403: "the push token is not allowed to push (check FLEET_TOKEN)",
+        404: "no ingest endpoint at this URL (check FLEET_INGEST_URL)",
+        413: "the batch can never fit ingestd's size limit",
+        415: "ingestd does not accept this encoding (pusher and ingestd disagree)",
+    }.get(status or 0, f"HTTP {status}: the configuration is wrong")
+
+
+class Outcomes:
+    """The bookkeeping of answers, and the last failure of each resource (for STATUS=)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: PushState,
+        metrics: PusherMetrics,
+        progress: PushProgress,
+        rng: random.Random,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.metrics = metrics
+        self.progress = progress
+        self.rng = rng
+        self.last_failure: dict[BatchType, str] = {}
+
+    async def delivered(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        resource: BatchType,
+        answer: Delivered,
+        *,
+        rows: int,
+        cursor: PushCursor | None,
+        newest: datetime | None,
+        wire: int,
+        raw: int,
+        started: float,
+    ) -> None:
+        """ingestd answered 2xx: move the cursor (measurements), grow the batch size back."""
+        size = grow_batch_size(self.state[resource].batch_size, self.settings.batch_size)
+        await self.state.succeeded(
+            conn,
+            resource,
+            cursor=cursor,
+            batch_size=size,
+            status=answer.status,
+            rows=rows,
+            newest_received_at=newest,
+        )
+        self.metrics.delivered(resource, rows, answer.rejected)
+        self.last_failure.pop(resource, None)
+        if resource is BatchType.MEASUREMENTS:
+            self.metrics.batch_size.labels(resource.value).set(size)
+            self.progress.measurements_moved(rows, newest)
+        fields: dict[str, Any] = {
+            "resource": resource.value,
+            "rows": rows,
+            "accepted": answer.accepted,
+            "duplicates": answer.duplicates,
+            "rejected": answer.rejected,
+            "body_bytes": raw,
+            "wire_bytes": wire,
+            "ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+        if cursor is not None:
+            fields["cursor"] = str(cursor)
+        if answer.rejected:
+            log.warning(
+                "batch delivered; ingestd refused some rows (kept in its dead-letter table)",
+                first_errors=answer.errors[:5],
+                **fields,
+            )
+        else:
+            log.info("batch delivered", **fields)
+
+    async def too_large(
+        self, conn: psycopg.AsyncConnection[Any], batch: MeasurementBatch, exc: PayloadTooLarge
+    ) -> None:
+        """413 for a measurements batch: halve it, or at one row quarantine it locally."""
+        resource = BatchType.MEASUREMENTS
+        state = self.state[resource]
+        self.metrics.failed(
+            resource, exc, consecutive=state.consecutive_failures, retry_at=time.monotonic()
+        )
+        if batch.count > 1:
+            size = shrink_batch_size(min(state.batch_size, batch.count))
+            log.warning(
+                "batch too large for ingestd: halving",
+                rows=batch.count,
+                batch_size=size,
+                detail=exc.detail,
+            )
+            await self.state.failed(
+                conn,
+                resource,
+                batch_size=size,
+                delay_s=0.0,
+                status=413,
+                error=exc.detail,
+                counts_as_failure=False,
+            )
+            self.metrics.batch_size.labels(resource.value).set(size)
+            return
+        assert batch.first_row_json is not None
+        reason = f"refused by ingestd even alone: {exc.detail}"
+        log.error(
+            "single row too large for ingestd: quarantined locally",
+            cursor=str(batch.end),
+            bytes=len(batch.body),
+            detail=exc.detail,
+        )
+        await self.state.quarantine(
+            conn, row_cursor=batch.end, payload=batch.first_row_json, reason=reason
+        )
+        self.metrics.quarantined_rows.inc()
+        self.metrics.batch_size.labels(resource.value).set(1)
+        self.progress.measurements_moved(1, None)
+
+    async def failed(
+        self, conn: psycopg.AsyncConnection[Any], resource: BatchType, exc: DeliveryError
+    ) -> float:
+        """Not delivered: keep the cursor, wait as `backoff.failure_delay` says. Returns the
+        monotonic time the resource is due again."""
+        s = self.settings
+        state = self.state[resource]
+        failures = state.consecutive_failures + 1
+        delay = failure_delay(
+            exc,
+            failures=failures,
+            base_s=s.backoff_base_s,
+            cap_s=s.backoff_cap_s,
+            jitter_s=s.retry_after_jitter_s,
+            rng=self.rng,
+        )
+        await self.state.failed(
+            conn,
+            resource,
+            batch_size=state.batch_size,
+            delay_s=delay,
+            status=exc.status,
+            error=exc.detail,
+        )
+        retry_at = time.monotonic() + delay
+        self.metrics.failed(resource, exc, consecutive=failures, retry_at=retry_at)
+        self.last_failure[resource] = failure_status(exc)
+        fields = {
+            "resource": resource.value,
+            "status": exc.status,
+            "error": exc.detail,
+            "failures": failures,
+            "retry_in_s": round(delay, 3),
+        }
+        if isinstance(exc, PermanentDeliveryError):
+            if exc.transport == "tls":
+                log.error(
+                    "ingestd's TLS certificate cannot be verified (check FLEET_CA_BUNDLE and "
+                    "the host name in FLEET_INGEST_URL); retrying at the backoff cap",
+                    **fields,
+                )
+            else:
+                cause = _permanent_cause(exc.status)
+                log.error(
+                    f"ingestd refused the request: {cause}; retrying at the backoff cap", **fields
+                )
+        else:
+            log.warning("batch not delivered; will retry", **fields)
+        return retry_at

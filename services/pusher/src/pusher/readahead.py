@@ -1,0 +1,98 @@
+"""Reading ahead: the next measurement batch is read and gzip'd while the current one is on the
+wire, so a backlog drains at the ingest rate rather than at ingest plus read plus compress.
+
+A batch read ahead is only ever a guess at the next one: it is used when it still starts at the
+stored cursor with no more rows than the current batch size (a 413 halves the size, a restored
+database resets the cursor), and discarded otherwise. Discarding cancels the read and waits for
+it, so the connection is free again before anything else uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from fleetcore import PushCursor
+
+from pusher import source
+from pusher.delivery import IngestClient
+from pusher.source import MeasurementBatch
+
+__all__ = ["PreparedBatch", "ReadAhead", "discard"]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A batch as read, and its body gzip'd for the wire (empty when the batch is)."""
+
+    batch: MeasurementBatch
+    gzipped: bytes
+
+
+async def discard(task: asyncio.Task[Any]) -> None:
+    """Cancel a read-ahead and wait for it, so the connection is free again."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+        await task
+
+
+def _fits(prepared: PreparedBatch, cursor: PushCursor, size: int) -> bool:
+    return prepared.batch.start == cursor and prepared.batch.limit <= size
+
+
+class ReadAhead:
+    """Starts batch reads on one connection and holds the one read ahead between two rounds."""
+
+    def __init__(self, client: IngestClient) -> None:
+        self._client = client
+        self._held: asyncio.Task[PreparedBatch] | None = None
+
+    def start(
+        self, conn: psycopg.AsyncConnection[Any], after: PushCursor, size: int
+    ) -> asyncio.Task[PreparedBatch]:
+        """Read up to `size` rows after `after` and gzip them, in the background."""
+        return asyncio.create_task(self._prepare(conn, after, size))
+
+    async def _prepare(
+        self, conn: psycopg.AsyncConnection[Any], after: PushCursor, size: int
+    ) -> PreparedBatch:
+        batch = await source.read_measurements(conn, after, size)
+        gzipped = await self._client.compress(batch.body) if batch.count else b""
+        return PreparedBatch(batch, gzipped)
+
+    def hold(self, task: asyncio.Task[PreparedBatch]) -> None:
+        """Keep `task` for the next round (measurements stay due: a backlog goes on)."""
+        self._held = task
+
+    async def next(
+        self, conn: psycopg.AsyncConnection[Any], cursor: PushCursor, size: int
+    ) -> asyncio.Task[PreparedBatch]:
+        """The batch held from the previous round if it still starts at `cursor` and fits
+        `size`; otherwise a new read."""
+        held = await self._take_held(cursor, size)
+        return held if held is not None else self.start(conn, cursor, size)
+
+    async def _take_held(self, cursor: PushCursor, size: int) -> asyncio.Task[PreparedBatch] | None:
+        task, self._held = self._held, None
+        if task is None:
+            return None
+        if task.done() and not task.cancelled() and task.exception() is None:
+            if _fits(task.result(), cursor, size):
+                return task
+        elif not task.done():
+            with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+                if _fits(await task, cursor, size):
+                    return task
+                return None
+            return None
+        await discard(task)
+        return None
+
+    async def close(self) -> None:
+        """Drop what is held (the session ends; its connection is about to close)."""
+        task, self._held = self._held, None
+        if task is not None:
+            await discard(task)
