@@ -5,6 +5,7 @@ PYTEST_ARGS ?=
 .PHONY: help setup dev test lint typecheck check bench bench-quick clean
 
 help:
+	@echo "make setup       install what Fleet needs; then .venv/bin/ingestd and .venv/bin/pusher are the CLIs"
 	@echo "make dev         the local two-stack demo (Ctrl-C stops it; DURATION=60 for a bounded run)"
 	@echo "make test        run the whole test suite (starts its own PostgreSQL)"
 	@echo "make check       lint + typecheck + tests"
@@ -16,6 +17,7 @@ help:
 
 setup:
 	@scripts/bootstrap.sh >/dev/null
+	@echo "ready: .venv/bin/ingestd --help, .venv/bin/pusher --help (or: source .venv/bin/activate)"
 
 DURATION ?= 0
 CENTRAL ?= local

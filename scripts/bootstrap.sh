@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Installs what Fleet needs on a fresh machine, idempotently:
-#   - uv (into .tools/, a private virtualenv) unless it is already on PATH,
+#   - uv (into .tools/, a private virtualenv, at the version the Dockerfiles use) unless it is
+#     already on PATH,
 #   - PostgreSQL server binaries (Debian's package) when none are installed,
-#   - the workspace's Python packages into .venv (exactly as pinned in uv.lock).
+#   - the workspace's Python packages into .venv (exactly as pinned in uv.lock): the commands
+#     `ingestd` and `pusher` are then .venv/bin/ingestd and .venv/bin/pusher.
+# Prints the path of uv on stdout (the Makefile's targets run it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+# Keep in step with `FROM ghcr.io/astral-sh/uv:<version>` in deploy/*.Dockerfile (a test checks).
+UV_VERSION=0.13.9
 
 python=${PYTHON:-python3}
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -20,7 +26,7 @@ else
     if [ ! -x .tools/bin/uv ]; then
         log "installing uv into .tools/"
         "$python" -m venv .tools
-        .tools/bin/pip install --quiet --disable-pip-version-check 'uv>=0.5'
+        .tools/bin/pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
     fi
     UV=$PWD/.tools/bin/uv
 fi

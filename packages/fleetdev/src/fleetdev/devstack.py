@@ -7,14 +7,15 @@ the services' own commands, registers customer DEV0001 (its token kept in the st
 0600), then starts `ingestd serve`, the meter simulator and `pusher run`, and prints every few
 seconds what is flowing: rows stored locally, rows arrived centrally, rows still to ship, lag and
 the last batch. Ctrl-C (or --duration) stops everything it started. A second run reuses the
-state; `make clean` removes it. Every process talks to 127.0.0.1 only.
+state (ports, URLs and the central storage path in `stack.json`, every log in `logs/`);
+`make clean` removes it. Every process talks to 127.0.0.1 only. A step that fails is one line
+naming it, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -22,50 +23,22 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import psycopg
 
-from fleetdev.pgcluster import PgCluster, free_port, timescaledb_installed
+from fleetdev.devstate import StackState
+from fleetdev.devstatus import central_storage_found, format_final, format_status, read_status
+from fleetdev.pgcluster import PgCluster, timescaledb_installed
 
 __all__ = ["main"]
 
 CUSTOMER_CODE = "DEV0001"
 
 
-@dataclass
-class StackState:
-    """What a second run must find again: ports and the customer's token file."""
-
-    root: Path
-    customer_port: int
-    central_port: int
-    ingest_port: int
-
-    @classmethod
-    def load(cls, root: Path) -> StackState:
-        root.mkdir(parents=True, exist_ok=True)
-        path = root / "stack.json"
-        if path.exists():
-            data = json.loads(path.read_text())
-            return cls(root, data["customer_port"], data["central_port"], data["ingest_port"])
-        state = cls(root, free_port(), free_port(), free_port())
-        path.write_text(
-            json.dumps(
-                {
-                    "customer_port": state.customer_port,
-                    "central_port": state.central_port,
-                    "ingest_port": state.ingest_port,
-                }
-            )
-        )
-        return state
-
-    @property
-    def token_file(self) -> Path:
-        return self.root / "DEV0001.token"
+class DevStackError(RuntimeError):
+    """A step of the dev stack failed; the message says which and why."""
 
 
 def _say(message: str) -> None:
@@ -75,7 +48,9 @@ def _say(message: str) -> None:
 def _run(cmd: Sequence[str], env: dict[str, str]) -> str:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        raise DevStackError(
+            f"{' '.join(cmd[2:])} failed: {proc.stderr.strip() or proc.stdout.strip()}"
+        )
     return proc.stdout
 
 
@@ -86,12 +61,14 @@ def _wait_http(url: str, deadline_s: float) -> None:
             if resp.status == 200:  # (a loopback URL this module built)
                 return
         time.sleep(0.2)
-    raise RuntimeError(f"{url} did not become ready in {deadline_s:g} s")
+    raise DevStackError(f"{url} did not become ready in {deadline_s:g} s")
 
 
 @contextlib.contextmanager
-def _cluster(datadir: Path, port: int, timescaledb: bool = False) -> Iterator[PgCluster]:
-    cluster = PgCluster(datadir=datadir, port=port, timescaledb=timescaledb)
+def _cluster(
+    datadir: Path, port: int, log_file: Path, timescaledb: bool = False
+) -> Iterator[PgCluster]:
+    cluster = PgCluster(datadir=datadir, port=port, timescaledb=timescaledb, log_file=log_file)
     cluster.init()
     if not cluster.running:
         cluster.start()
@@ -120,54 +97,6 @@ def _process(
         log_file.close()
 
 
-def _status(customer_dsn: str, central_dsn: str) -> dict[str, Any]:
-    with psycopg.connect(customer_dsn, connect_timeout=3) as conn:
-        local_row = conn.execute(
-            """SELECT count(*), max(received_at),
-                      count(*) FILTER (WHERE received_at - time > interval '5 seconds')
-               FROM monitoring.power_measurements"""
-        ).fetchone()
-        shipped = conn.execute(
-            "SELECT shipped_rows, newest_shipped_received_at, last_error FROM app.fleet_push_state WHERE resource = 'measurements'"
-        ).fetchone()
-    with psycopg.connect(central_dsn, connect_timeout=3) as conn:
-        central_row = conn.execute("SELECT count(*) FROM fleet.power_measurements").fetchone()
-        last = conn.execute(
-            """SELECT batch_type, accepted, duplicates, rejected, status, received_at
-               FROM fleet.ingest_events ORDER BY id DESC LIMIT 1"""
-        ).fetchone()
-    assert local_row is not None and central_row is not None
-    lag = None
-    if shipped and shipped[1] and local_row[1]:
-        lag = max(0.0, (local_row[1] - shipped[1]).total_seconds())
-    return {
-        "local_rows": local_row[0],
-        "replayed": local_row[2],
-        "central_rows": central_row[0],
-        "behind": local_row[0] - central_row[0],
-        "lag_s": lag,
-        "last_batch": last,
-        "last_error": shipped[2] if shipped else None,
-    }
-
-
-def _format(status: dict[str, Any]) -> str:
-    last = status["last_batch"]
-    last_text = "none yet"
-    if last:
-        age = time.time() - last[5].timestamp()
-        last_text = f"{last[0]} {last[4]} +{last[1]} dup {last[2]} rej {last[3]}, {age:.0f}s ago"
-    lag = "n/a" if status["lag_s"] is None else f"{status['lag_s']:.0f}s"
-    line = (
-        f"local {status['local_rows']:>7} (replayed {status['replayed']:>4}) | "
-        f"central {status['central_rows']:>7} | "
-        f"to ship {status['behind']:>5} | lag {lag:>5} | last batch: {last_text}"
-    )
-    if status["last_error"]:
-        line += f" | pusher error: {status['last_error']}"
-    return line
-
-
 @contextlib.contextmanager
 def _central(state: StackState, central: str) -> Iterator[str]:
     """The central database: the TimescaleDB image through Docker (`central="timescale"`, when an
@@ -183,9 +112,47 @@ def _central(state: StackState, central: str) -> Iterator[str]:
                 container.stop()
             return
     with _cluster(
-        state.root / "central-pg", state.central_port, timescaledb_installed()
+        state.root / "central-pg",
+        state.central_port,
+        state.logs / "central-postgresql.log",
+        timescaledb_installed(),
     ) as cluster:
         yield cluster.create_database("fleet")
+
+
+def _passed_through(prefixes: tuple[str, ...]) -> dict[str, str]:
+    """The developer's own settings for a service (e.g. INGESTD_LOG_LEVEL=debug make dev)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
+
+
+def _central_storage(central_dsn: str) -> dict[str, str]:
+    """INGESTD_TIMESCALEDB for this state: the developer's, else the path the state was made on.
+
+    A state bootstrapped on plain PostgreSQL stays plain once TimescaleDB is installed: converting
+    the central table is a manual migration, and the dev data is throwaway anyway.
+    """
+    if "INGESTD_TIMESCALEDB" in os.environ:
+        return {}
+    found = central_storage_found(central_dsn)
+    if found == "postgresql":
+        if timescaledb_installed():
+            _say(
+                "central storage stays plain PostgreSQL: this state was created without "
+                "TimescaleDB; `make clean && make dev` starts over on TimescaleDB (the dev data "
+                "is dropped)"
+            )
+        return {"INGESTD_TIMESCALEDB": "off"}
+    return {}
+
+
+def _hint_clis(state: StackState) -> None:
+    bindir = Path(sys.executable).parent
+    with contextlib.suppress(ValueError):
+        bindir = bindir.relative_to(Path.cwd())
+    _say(
+        f"try: INGESTD_DATABASE_URL={state.central_url} {bindir}/ingestd customers list"
+        f"   (URLs saved in {state.root / 'stack.json'})"
+    )
 
 
 def run(
@@ -197,7 +164,7 @@ def run(
     central: str = "local",
 ) -> int:
     state = StackState.load(state_dir.resolve())
-    logs = state.root / "logs"
+    logs = state.logs
     logs.mkdir(exist_ok=True)
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTD_", "FLEET_"))}
     stop_requested = False
@@ -209,44 +176,47 @@ def run(
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    _say(f"state in {state.root} (make clean removes it)")
+    _say(f"state in {state.root} (make clean removes it); logs in {logs}")
     with (
-        _cluster(state.root / "customer-pg", state.customer_port) as customer_pg,
+        _cluster(
+            state.root / "customer-pg", state.customer_port, logs / "customer-postgresql.log"
+        ) as customer_pg,
         _central(state, central) as central_dsn,
     ):
         customer_dsn = customer_pg.create_database("meters")
+        state.customer_url, state.central_url = customer_dsn, central_dsn
+        state.ingest_url = f"http://127.0.0.1:{state.ingest_port}"
+        state.save()
         _say(f"customer stack  {customer_dsn}")
         _say(f"central stack   {central_dsn}")
         ingest_env = {
             **base_env,
+            **_passed_through(("INGESTD_",)),
+            **_central_storage(central_dsn),
             "INGESTD_DATABASE_URL": central_dsn,
             "INGESTD_HOST": "127.0.0.1",
             "INGESTD_PORT": str(state.ingest_port),
             "INGESTD_LOG_FORMAT": "json",
         }
-        _run([sys.executable, "-m", "ingestd", "migrate"], ingest_env)
+        migrated = _run([sys.executable, "-m", "ingestd", "migrate"], ingest_env)
+        state.central_storage = migrated.rpartition("storage: ")[2].strip() or None
+        state.save()
+        _say(f"central storage: {state.central_storage}")
         if not state.token_file.exists():
             token = _run(
-                [
-                    sys.executable,
-                    "-m",
-                    "ingestd",
-                    "customers",
-                    "add",
-                    CUSTOMER_CODE,
-                    "--name",
-                    "Development",
-                ],
+                [sys.executable, "-m", "ingestd", "customers", "add", CUSTOMER_CODE,
+                 "--name", "Development"],
                 ingest_env,
-            ).strip()
+            ).strip()  # fmt: skip
             state.token_file.write_text(token + "\n")
             state.token_file.chmod(0o600)
             _say(f"registered customer {CUSTOMER_CODE}; token saved to {state.token_file}")
         push_env = {
             **base_env,
+            **_passed_through(("FLEET_",)),
             "FLEET_DATABASE_URL": customer_dsn,
             "FLEET_PUSH_ENABLED": "true",
-            "FLEET_INGEST_URL": f"http://127.0.0.1:{state.ingest_port}",
+            "FLEET_INGEST_URL": state.ingest_url,
             "FLEET_TOKEN_FILE": str(state.token_file),
             "FLEET_PUSH_INTERVAL_S": str(push_interval_s),
             "FLEET_BACKOFF_BASE_S": "2",
@@ -260,8 +230,9 @@ def run(
             _process("ingestd", [sys.executable, "-m", "ingestd", "serve"], ingest_env, logs),
             _process("simulator", sim_cmd, base_env, logs),
         ):
-            _wait_http(f"http://127.0.0.1:{state.ingest_port}/readyz", 30)
-            _say(f"ingestd on http://127.0.0.1:{state.ingest_port} (logs in {logs})")
+            _wait_http(f"{state.ingest_url}/readyz", 30)
+            _say(f"ingestd on {state.ingest_url}")
+            _hint_clis(state)
             with _process(
                 "pusher", [sys.executable, "-m", "pusher", "run"], push_env, logs
             ) as pusher:
@@ -277,13 +248,11 @@ def run(
                         _say(f"pusher exited with {pusher.returncode}; see {logs / 'pusher.log'}")
                         return 1
                     try:
-                        _say(_format(_status(customer_dsn, central_dsn)))
+                        _say(format_status(read_status(customer_dsn, central_dsn, sim_interval_s)))
                     except psycopg.Error as exc:
                         _say(f"status unavailable: {exc}")
-                final = _status(customer_dsn, central_dsn)
-    _say(
-        f"stopped; {final['central_rows']} rows arrived centrally of {final['local_rows']} stored locally"
-    )
+                final = read_status(customer_dsn, central_dsn, sim_interval_s)
+    _say(format_final(final))
     return 0
 
 
@@ -307,14 +276,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="timescale: run the central database on the TimescaleDB image (needs a Docker engine)",
     )
     args = parser.parse_args(argv)
-    return run(
-        args.state_dir,
-        args.duration,
-        args.interval,
-        args.sim_interval,
-        args.push_interval,
-        args.central,
-    )
+    try:
+        return run(
+            args.state_dir,
+            args.duration,
+            args.interval,
+            args.sim_interval,
+            args.push_interval,
+            args.central,
+        )
+    except (RuntimeError, psycopg.Error, OSError) as exc:  # DevStackError, PgClusterError…
+        _say(f"failed: {exc}")
+        _say(f"logs: {args.state_dir / 'logs'}; `make clean` starts over from nothing")
+        return 1
 
 
 if __name__ == "__main__":

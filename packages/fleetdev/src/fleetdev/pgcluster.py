@@ -99,6 +99,7 @@ class PgCluster:
     user: str = "fleet"
     settings: dict[str, str] = field(default_factory=dict)
     timescaledb: bool = False
+    log_file: Path | None = None  # the server's log; `server.log` in the data folder by default
 
     @property
     def _run_as(self) -> list[str]:
@@ -177,7 +178,11 @@ class PgCluster:
             options["timescaledb.telemetry_level"] = "off"
         options.update(self.settings)
         opts = " ".join(f"-c {k}={v}" for k, v in options.items())
-        log = self.datadir / "server.log"
+        log = self.log_file or self.datadir / "server.log"
+        if os.geteuid() == 0 and self.log_file is not None:
+            log.touch()  # the server runs as `postgres`: it must be able to append to its log
+            entry = pwd.getpwnam("postgres")
+            os.chown(log, entry.pw_uid, entry.pw_gid)
         self._run(
             str(self.bindir / "pg_ctl"),
             "-D",

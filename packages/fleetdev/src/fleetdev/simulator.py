@@ -27,7 +27,7 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["Meter", "MeterStack", "main", "write_backlog"]
+__all__ = ["REPLAYED_ROWS", "Meter", "MeterStack", "main", "replay_threshold", "write_backlog"]
 
 VALUE_COLUMNS = (
     "v1", "v2", "v3", "v12", "v23", "v31", "i1", "i2", "i3", "i_n",
@@ -47,6 +47,19 @@ ON CONFLICT (id) DO NOTHING"""
 UPSERT_DEVICE = """
 INSERT INTO monitoring.devices (id, site_id, serial_number, model, name, updated_at)
 VALUES (%s, %s, %s, %s, %s, now()) ON CONFLICT (id) DO NOTHING"""
+
+# Rows written well after they were sampled: kept in a meter's buffer while offline, then replayed.
+# A live row is written within the tick that sampled it; a replayed one at least one interval later,
+# so half an interval tells them apart. `make dev`'s "(replayed N)" is this count, and it matches
+# the sum of the simulator's own "replayed N" lines.
+REPLAYED_ROWS = """
+SELECT count(*) FROM monitoring.power_measurements WHERE received_at - time > %(threshold)s"""
+
+
+def replay_threshold(interval_s: float) -> timedelta:
+    """The delay past which a row counts as replayed, for readings every `interval_s`."""
+    return timedelta(seconds=interval_s / 2)
+
 
 # A whole history computed by the server: the fastest way to a backlog of millions of rows.
 BACKLOG_SQL = """
@@ -129,16 +142,20 @@ class MeterStack:
                     )
                     self.meters.append(Meter(device_id))
 
-    def tick(self, when: datetime, interval_s: float, online: bool) -> int:
-        """Take one reading per meter; write it (and any buffer) when online. Return rows written."""
+    def tick(self, when: datetime, interval_s: float, online: bool) -> tuple[int, int]:
+        """Take one reading per meter; write it (and any buffer) when online.
+
+        Return (rows written, of which replayed): the replayed ones were sampled at earlier ticks.
+        """
+        earlier = len(self.buffer)
         self.buffer.extend((m.device_id, when, *m.sample(when, interval_s)) for m in self.meters)
         if not online:
-            return 0
+            return 0, 0
         with psycopg.connect(self.database_url) as conn, conn.cursor() as cur:
             cur.executemany(INSERT_SAMPLE, self.buffer)  # kept in the buffer if this fails
         written = len(self.buffer)
         self.buffer = []
-        return written
+        return written, earlier
 
 
 def write_backlog(
@@ -212,14 +229,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.offline_every
             and elapsed % args.offline_every > args.offline_every - args.offline_for
         )
-        was_buffering = bool(stack.buffer)
         try:
-            written = stack.tick(datetime.now(UTC), args.interval, online)
+            _, replayed = stack.tick(datetime.now(UTC), args.interval, online)
         except psycopg.OperationalError as exc:
             print(f"simulator: meter stack unreachable ({exc}); buffering", file=sys.stderr)
-            written = 0
-        if was_buffering and online:
-            print(f"simulator: back online, replayed {written} rows", flush=True)
+            replayed = 0
+        if replayed:
+            print(f"simulator: back online, replayed {replayed} rows sampled offline", flush=True)
         next_at += args.interval
         time.sleep(max(0.0, next_at - time.monotonic()))
     return 0
