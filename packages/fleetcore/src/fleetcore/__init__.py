@@ -1,6 +1,24 @@
-"""fleetcore: what the pusher and ingestd share — batch schemas and validation, the push
-cursor, and customer token generation and hashing. Pure Python plus msgspec; no I/O."""
+"""fleetcore: what the pusher and ingestd share — batch schemas and validation (JSON and the
+columnar encoding), the push cursor, and customer token generation and hashing. Pure Python plus
+msgspec, numpy and zstd; no I/O."""
 
+from fleetcore.columnar import (
+    COLUMNAR_MEDIA_TYPE,
+    COLUMNAR_VERSION,
+    MAX_COLUMNAR_ROWS,
+    Column,
+    MeasurementColumns,
+    columns_from_rows,
+    decode_columns,
+    encode_columns,
+)
+from fleetcore.columnar_batch import ParsedColumns, parse_columnar_batch
+from fleetcore.compression import (
+    DecompressedTooLarge,
+    InvalidCompressedBody,
+    zstd_compress,
+    zstd_decompress,
+)
 from fleetcore.cursor import CursorFormatError, PushCursor
 from fleetcore.schemas import (
     MEASUREMENT_VALUE_FIELDS,
@@ -17,21 +35,35 @@ from fleetcore.schemas import (
 from fleetcore.tokens import TOKEN_PREFIX, generate_token, hash_token, looks_like_token, token_hint
 
 __all__ = [
+    "COLUMNAR_MEDIA_TYPE",
+    "COLUMNAR_VERSION",
+    "MAX_COLUMNAR_ROWS",
     "MEASUREMENT_VALUE_FIELDS",
     "TOKEN_PREFIX",
     "BatchFormatError",
     "BatchType",
+    "Column",
     "CursorFormatError",
+    "DecompressedTooLarge",
     "DeviceRow",
+    "InvalidCompressedBody",
+    "MeasurementColumns",
     "MeasurementRow",
     "ParsedBatch",
+    "ParsedColumns",
     "PushCursor",
     "Rejection",
     "SiteRow",
     "ValidationWindow",
+    "columns_from_rows",
+    "decode_columns",
+    "encode_columns",
     "generate_token",
     "hash_token",
     "looks_like_token",
     "parse_batch",
+    "parse_columnar_batch",
     "token_hint",
+    "zstd_compress",
+    "zstd_decompress",
 ]

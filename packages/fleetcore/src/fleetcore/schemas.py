@@ -22,6 +22,8 @@ from typing import Annotated, Any, Generic, TypeVar
 import msgspec
 
 __all__ = [
+    "MAX_ID",
+    "MAX_VALUE",
     "MEASUREMENT_VALUE_FIELDS",
     "BatchFormatError",
     "BatchType",
@@ -32,6 +34,7 @@ __all__ = [
     "SiteRow",
     "ValidationWindow",
     "parse_batch",
+    "window_reason",
 ]
 
 
@@ -50,12 +53,15 @@ class BatchFormatError(ValueError):
         self.detail = detail
 
 
+MAX_ID = 2**63 - 1
+MAX_VALUE = 1e15
+
 # Field types. Ids are PostgreSQL bigints; ids below 0 are not used by meter stacks.
-Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Id = Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)]
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 # Finite by construction: JSON has no NaN/Infinity literals, and overflowing literals such as
 # 1e999 are refused by the decoder. The bound keeps values meaningful for double precision maths.
-Value = Annotated[float, msgspec.Meta(ge=-1e15, le=1e15)]
+Value = Annotated[float, msgspec.Meta(ge=-MAX_VALUE, le=MAX_VALUE)]
 _NO_NUL = r"^[^\x00]*$"
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_NO_NUL)]
 OptionalText = Annotated[str, msgspec.Meta(max_length=500, pattern=_NO_NUL)]
@@ -211,7 +217,7 @@ def _payload_text(raw: bytes) -> str:
     return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
 
 
-def _window_reason(row: MeasurementRow, window: ValidationWindow) -> str | None:
+def window_reason(row: MeasurementRow, window: ValidationWindow) -> str | None:
     if row.time < window.earliest:
         return f"time {row.time.isoformat()} is older than the accepted horizon ({window.earliest.isoformat()})"
     if row.time > window.latest:
@@ -221,7 +227,7 @@ def _window_reason(row: MeasurementRow, window: ValidationWindow) -> str | None:
 
 def _row_reason(row: Any, kind: BatchType, window: ValidationWindow) -> str | None:
     if kind is BatchType.MEASUREMENTS:
-        return _window_reason(row, window)
+        return window_reason(row, window)
     return None
 
 

@@ -1,0 +1,327 @@
+"""The columnar measurements encoding (`application/vnd.fleet.columnar.v1`, docs/PROTOCOL.md).
+
+A batch travels column by column instead of row by row: integers and decimal readings as
+delta- or offset-encoded integers, packed densely (`fleetcore.intpack`). On meter data this is
+about a quarter of gzip JSON (bench/wire.py), and decoding is a handful of numpy operations per
+column rather than a parse per value.
+
+Lossless by construction: a value column is sent as decimal (`k / 10**scale`) only when every
+value of the column comes back bit-identical from that division (checked on the bit patterns, so
+-0.0 is never turned into 0.0); otherwise the column is sent as raw IEEE-754 float64 bits.
+
+Layout (all integers little-endian; varint = unsigned LEB128, at most 10 bytes):
+
+    u8 version (1) · varint rows · u8 column count
+    per column: u8 id · u8 code · u8 flags · varint zigzag(base)
+    then per column, in the same order: [null bitmap] data
+
+- `id`: the column's number in `COLUMN_NAMES` (0 time, 1 device_id, 2 received_at, 3… values);
+  a column absent from the body is null in every row;
+- `code`: `kind << 6 | packing << 5 | mode << 4 | scale`, kind 0 integer, 1 decimal (value =
+  integer / 10**scale), 2 float64 (the IEEE bits as the integers, mode 0, base 0);
+- `flags`: `has_nulls << 7 | width` (bits per stored integer, 0…64);
+- mode 0: each stored integer is `value - base`, unsigned; mode 1: each is the zigzag-encoded
+  difference from the previous value, the first from `base`; arithmetic wraps in 64 bits;
+- packing 1: `width` bits per value, value i at bits i*width… (least significant bit first);
+  packing 0: `width` a multiple of 8, the `width/8` low bytes of each value byte-shuffled (all
+  first bytes, then all second bytes …);
+- null bitmap (when `has_nulls`): ceil(rows/8) bytes, bit i (least significant first) = row i is
+  null; the data then holds only the non-null values.
+
+Times are microseconds since 1970-01-01T00:00:00Z. The sender compresses the body with zstd when
+that makes it smaller (`Content-Encoding: zstd`). Decoding refuses (`BatchFormatError`, HTTP 400)
+anything that does not follow this layout: another version, unknown or repeated columns, a kind
+not allowed for the column, lengths that do not match `rows`, a missing key column, bytes left
+over. What a well-formed body carries is then validated row by row (`fleetcore.columnar_batch`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from fleetcore import intpack
+from fleetcore.schemas import MEASUREMENT_VALUE_FIELDS, BatchFormatError
+
+__all__ = [
+    "COLUMNAR_MEDIA_TYPE",
+    "COLUMNAR_VERSION",
+    "COLUMN_NAMES",
+    "KEY_COLUMNS",
+    "MAX_COLUMNAR_ROWS",
+    "Column",
+    "MeasurementColumns",
+    "columns_from_rows",
+    "datetime_from_micros",
+    "decode_columns",
+    "encode_columns",
+    "micros_from_datetime",
+]
+
+COLUMNAR_VERSION = 1
+MAX_COLUMNAR_ROWS = 100_000
+"""Rows one columnar batch may carry (a column of equal values can take 0 bytes per row, so the
+body's size alone does not bound the memory of decoding it)."""
+COLUMNAR_MEDIA_TYPE = "application/vnd.fleet.columnar.v1"
+KEY_COLUMNS: tuple[str, ...] = ("time", "device_id", "received_at")
+COLUMN_NAMES: tuple[str, ...] = (*KEY_COLUMNS, *MEASUREMENT_VALUE_FIELDS)
+_COLUMN_IDS = {name: i for i, name in enumerate(COLUMN_NAMES)}
+
+_KIND_INT, _KIND_DECIMAL, _KIND_FLOAT = 0, 1, 2
+_MODE_OFFSET, _MODE_DELTA = 0, 1
+_PACK_BYTES, _PACK_BITS = 0, 1
+_BITPACK_BELOW_ROWS = 256
+_MAX_SCALE = 15
+_EXACT_LIMIT = 2**53  # integers up to this convert to float64 exactly
+# Exact powers of ten (from integers, not pow()): encoder and decoder divide by the same number.
+_POW10: tuple[float, ...] = tuple(float(10**s) for s in range(_MAX_SCALE + 1))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+Int64s = npt.NDArray[np.int64]
+Float64s = npt.NDArray[np.float64]
+Mask = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column: `values` has one entry per row (0 where null); `nulls` is None when none is."""
+
+    values: Int64s | Float64s
+    nulls: Mask | None = None
+
+    def null_mask(self) -> Mask:
+        return self.nulls if self.nulls is not None else np.zeros(len(self.values), np.bool_)
+
+
+@dataclass(frozen=True, slots=True)
+class MeasurementColumns:
+    """A measurement batch column by column. `time` and `received_at` are µs since the Unix
+    epoch (UTC) and `device_id` an integer, all int64; value columns are float64. Columns absent
+    from `columns` are null in every row."""
+
+    rows: int
+    columns: Mapping[str, Column]
+
+    def take(self, index: npt.NDArray[np.intp] | Mask) -> MeasurementColumns:
+        """The rows selected by an index array or a mask, in that order."""
+        picked = {
+            name: Column(c.values[index], None if c.nulls is None else c.nulls[index])
+            for name, c in self.columns.items()
+        }
+        rows = int(np.count_nonzero(index)) if index.dtype == np.bool_ else len(index)
+        return MeasurementColumns(rows, picked)
+
+
+def micros_from_datetime(moment: datetime) -> int:
+    return (moment - _EPOCH) // _MICRO
+
+
+def datetime_from_micros(micros: int) -> datetime:
+    """Raises OverflowError outside Python's datetime range (years 1-9999)."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def columns_from_rows(rows: Sequence[Mapping[str, Any]]) -> MeasurementColumns:
+    """Columns from protocol rows (aware datetimes, ints, floats or None); tests and benches."""
+    columns: dict[str, Column] = {}
+    for name in COLUMN_NAMES:
+        raw = [row.get(name) for row in rows]
+        if all(v is None for v in raw):
+            continue
+        nulls = np.array([v is None for v in raw], np.bool_)
+        if name in KEY_COLUMNS:
+            ints = [
+                0 if v is None else micros_from_datetime(v) if isinstance(v, datetime) else int(v)
+                for v in raw
+            ]
+            values: Int64s | Float64s = np.array(ints, np.int64)
+        else:
+            values = np.array([0.0 if v is None else float(v) for v in raw], np.float64)
+        columns[name] = Column(values, nulls if nulls.any() else None)
+    return MeasurementColumns(len(rows), columns)
+
+
+# --- encoding ---------------------------------------------------------------------------------
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _zigzag64(value: int) -> int:
+    return (value << 1) ^ (value >> 63) if value >= 0 else ((-value) << 1) - 1
+
+
+def _encode_column(name: str, column: Column) -> tuple[bytes, bytes]:
+    """(header, payload) of one column."""
+    nulls = column.nulls if column.nulls is not None and column.nulls.any() else None
+    present = column.values if nulls is None else column.values[~nulls]
+    null_bits = b"" if nulls is None else np.packbits(nulls, bitorder="little").tobytes()
+    kind, scale = _KIND_INT, 0
+    if name in KEY_COLUMNS:
+        packed = intpack.pack_ints(present.astype(np.int64, copy=False))
+    else:
+        floats = present.astype(np.float64, copy=False)
+        found = intpack.decimal_scale(floats)
+        if found is None:
+            kind, packed = _KIND_FLOAT, intpack.pack_raw(floats)
+        else:
+            kind, (scale, ints) = _KIND_DECIMAL, found
+            packed = intpack.pack_ints(ints)
+    code = kind << 6 | packed.packing << 5 | packed.mode << 4 | scale
+    flags = (0x80 if nulls is not None else 0) | packed.width
+    header = bytes((_COLUMN_IDS[name], code, flags)) + _varint(_zigzag64(packed.base))
+    return header, null_bits + packed.data
+
+
+def encode_columns(batch: MeasurementColumns) -> bytes:
+    """The uncompressed body; the sender compresses it with zstd when that makes it smaller."""
+    headers, payloads = [], []
+    for name, column in batch.columns.items():
+        if name not in _COLUMN_IDS:
+            raise ValueError(f"unknown column {name!r}")
+        if len(column.values) != batch.rows:
+            raise ValueError(f"column {name!r} has {len(column.values)} values, not {batch.rows}")
+        all_null = column.nulls is not None and bool(column.nulls.all()) and batch.rows
+        if all_null and name not in KEY_COLUMNS:
+            continue  # absent = null in every row
+        header, payload = _encode_column(name, column)
+        headers.append(header)
+        payloads.append(payload)
+    start = bytes((COLUMNAR_VERSION,)) + _varint(batch.rows) + bytes((len(headers),))
+    return b"".join((start, *headers, *payloads))
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+
+def _invalid(detail: str) -> BatchFormatError:
+    return BatchFormatError("invalid_batch", detail)
+
+
+class _Reader:
+    """Bounds-checked reads from the body; running off its end is a format error."""
+
+    def __init__(self, body: bytes | bytearray | memoryview) -> None:
+        self.view = memoryview(body).cast("B")
+        self.pos = 0
+
+    def byte(self) -> int:
+        if self.pos >= len(self.view):
+            raise _invalid("body ends early")
+        self.pos += 1
+        return int(self.view[self.pos - 1])
+
+    def varint(self) -> int:
+        value = 0
+        for shift in range(0, 70, 7):
+            byte = self.byte()
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                if value >= 2**64:
+                    break
+                return value
+        raise _invalid("varint longer than 64 bits")
+
+    def take(self, length: int) -> memoryview:
+        if length > len(self.view) - self.pos:
+            raise _invalid("body ends early")
+        self.pos += length
+        return self.view[self.pos - length : self.pos]
+
+
+class _Header(NamedTuple):
+    name: str
+    kind: int
+    scale: int
+    packing: int
+    mode: int
+    width: int
+    has_nulls: bool
+    base: int
+
+
+def _header(reader: _Reader) -> _Header:
+    column_id, code, flags = reader.byte(), reader.byte(), reader.byte()
+    zigzag = reader.varint()
+    header = _Header(
+        name=COLUMN_NAMES[column_id] if column_id < len(COLUMN_NAMES) else "",
+        kind=code >> 6,
+        packing=code >> 5 & 1,
+        mode=code >> 4 & 1,
+        scale=code & 0x0F,
+        width=flags & 0x7F,
+        has_nulls=bool(flags & 0x80),
+        base=(zigzag >> 1) ^ -(zigzag & 1),
+    )
+    name, kind, width = header.name, header.kind, header.width
+    if not name:
+        raise _invalid(f"unknown column id {column_id}")
+    allowed = (_KIND_INT,) if name in KEY_COLUMNS else (_KIND_DECIMAL, _KIND_FLOAT)
+    if kind not in allowed:
+        raise _invalid(f"column {name}: kind {kind} is not allowed here")
+    if width > 64 or (header.packing == intpack.PACK_BYTES and (width % 8 or not width)):
+        raise _invalid(f"column {name}: width {width} is not allowed with packing {header.packing}")
+    if kind != _KIND_DECIMAL and header.scale:
+        raise _invalid(f"column {name}: scale {header.scale} is only for decimal columns")
+    if kind == _KIND_FLOAT and (width != 64 or header.mode or header.base):
+        raise _invalid(f"column {name}: float64 columns are 64 bits, mode 0, base 0")
+    return header
+
+
+def _decode_column(reader: _Reader, rows: int, header: _Header) -> Column:
+    nulls: Mask | None = None
+    present = rows
+    if header.has_nulls:
+        bitmap = np.frombuffer(reader.take((rows + 7) // 8), np.uint8)
+        nulls = np.unpackbits(bitmap, count=rows, bitorder="little").astype(np.bool_)
+        present = rows - int(np.count_nonzero(nulls))
+    data = reader.take(intpack.data_length(header.packing, header.width, present))
+    encoded = intpack.unpack(data, header.packing, header.width, present)
+    if header.kind == _KIND_FLOAT:
+        values: Int64s | Float64s = encoded.view(np.float64)
+    else:
+        ints = intpack.unpack_ints(encoded, header.mode, header.base)
+        values = ints if header.kind == _KIND_INT else intpack.from_decimal(ints, header.scale)
+    if nulls is not None:
+        full: Int64s | Float64s = np.zeros(rows, values.dtype)  # type: ignore[assignment]
+        full[~nulls] = values
+        values = full
+    return Column(values, nulls if nulls is not None and nulls.any() else None)
+
+
+def decode_columns(body: bytes | bytearray | memoryview) -> MeasurementColumns:
+    """The batch a body carries; `BatchFormatError` when the body does not follow the layout."""
+    reader = _Reader(body)
+    version = reader.byte()
+    if version != COLUMNAR_VERSION:
+        raise _invalid(f"columnar version {version} is not supported (1 is)")
+    rows = reader.varint()
+    if rows > MAX_COLUMNAR_ROWS:
+        raise _invalid(f"{rows} rows is over the {MAX_COLUMNAR_ROWS}-row limit of a batch")
+    headers = [_header(reader) for _ in range(reader.byte())]
+    names = [h.name for h in headers]
+    for name in names:
+        if names.count(name) > 1:
+            raise _invalid(f"column {name} appears twice")
+    missing = [name for name in KEY_COLUMNS if name not in names]
+    if missing and rows:
+        raise _invalid(f"key column {missing[0]} is missing")
+    columns = {h.name: _decode_column(reader, rows, h) for h in headers}
+    if reader.pos != len(reader.view):
+        raise _invalid(f"{len(reader.view) - reader.pos} bytes after the last column")
+    return MeasurementColumns(rows, columns)
