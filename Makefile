@@ -13,6 +13,8 @@ help:
 	@echo "make soak        the 2-minute soak alone (FLEET_SOAK_S to change; CI runs it)"
 	@echo "make bench       all benchmarks, summary vs targets (~15 min; results in bench/results/)"
 	@echo "make bench-quick the same with smaller sizes (~3 min)"
+	@echo "make images      build fleet/ingestd, fleet/pusher, fleet/simulator :dev (podman, or docker)"
+	@echo "make images-test build the images and run them as containers against a throwaway PostgreSQL"
 	@echo "make clean       remove local state and caches"
 
 setup:
@@ -34,6 +36,17 @@ typecheck:
 	@uv=$$(scripts/bootstrap.sh) && "$$uv" run mypy packages/fleetcore/src packages/fleetdev/src packages/fleetservice/src services/ingestd/src services/pusher/src
 
 check: lint typecheck test
+
+# Base images: PYTHON_IMAGE=… UV_IMAGE=… force them; by default the official ones where they can be
+# pulled, local stand-ins made from Debian's packages otherwise (fleetdev.standin).
+PYTHON_IMAGE ?=
+UV_IMAGE ?=
+.PHONY: images images-test
+images:
+	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python -m fleetdev.images --python-image "$(PYTHON_IMAGE)" --uv-image "$(UV_IMAGE)"
+
+images-test:
+	@uv=$$(scripts/bootstrap.sh) && FLEET_IMAGES_TEST=required "$$uv" run pytest tests/deploy/test_containers.py -ra $(PYTEST_ARGS)
 
 bench:
 	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python bench/run_all.py

@@ -4,16 +4,20 @@
 #   docker build -f deploy/simulator.Dockerfile -t fleet/simulator .
 # It needs the meter schema, which `pusher migrate` creates.
 
-ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+# The base images are build arguments, so the same file builds from the official images and from
+# local stand-ins where no registry is reachable (`make images` picks; deploy/README.md).
+ARG PYTHON_IMAGE=docker.io/library/python:3.11.11-slim-bookworm
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
 
-FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
+FROM ${UV_IMAGE} AS uv
 
 FROM ${PYTHON_IMAGE} AS builder
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
-    UV_PYTHON=/usr/local/bin/python3.11
+    UV_PYTHON=python3.11 \
+    UV_SYSTEM_CERTS=1
 WORKDIR /app
 
 COPY pyproject.toml uv.lock ./

@@ -1,11 +1,15 @@
-"""Fixtures of the deploy tests: each image's virtualenv built outside a container, once."""
+"""Fixtures of the deploy tests: each image built by a container engine, and each image's
+virtualenv built outside a container; both once per session."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 from fleetdev.pgcluster import PgCluster
 
+from tests.deploy.containers import Images, built_images
 from tests.deploy.dockerfile import REPO, BuiltImage, build_outside_container
 
 DEPLOY = REPO / "deploy"
@@ -50,3 +54,10 @@ def empty_central_db(pg_cluster: PgCluster) -> str:
 def empty_customer_db(pg_cluster: PgCluster) -> str:
     """A customer database with nothing in it, as a new gateway finds it."""
     return _empty_database(pg_cluster, "deploy_customer")
+
+
+@pytest.fixture(scope="session")
+def images() -> Iterator[Images]:
+    """The three images built by a real container engine once per session (skips if none)."""
+    with built_images() as built:
+        yield built

@@ -49,6 +49,24 @@ def test_base_images_are_pinned(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=_ids)
+def test_base_images_are_build_arguments(path: Path) -> None:
+    """The Python base and the uv stage come from PYTHON_IMAGE and UV_IMAGE, so one file builds
+    from the official images and from local stand-ins (make images)."""
+    args, stages = parse_dockerfile(path)
+    assert args["PYTHON_IMAGE"].startswith("docker.io/library/python:3.11")
+    assert args["UV_IMAGE"].startswith("ghcr.io/astral-sh/uv:")
+    assert "FROM ${UV_IMAGE} AS uv" in path.read_text()
+    assert sum("FROM ${PYTHON_IMAGE}" in line for line in path.read_text().splitlines()) == 2
+    assert stages[0].name == "uv" and stages[-1].base == args["PYTHON_IMAGE"]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "deploy/standin").glob("*.Dockerfile")), ids=_ids)
+def test_hadolint_finds_nothing_in_the_standins(path: Path) -> None:
+    """The stand-in base images' Dockerfiles pass hadolint too."""
+    test_hadolint_finds_nothing(path)
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=_ids)
 def test_final_stage_is_minimal_and_unprivileged(path: Path) -> None:
     """The final stage runs as a numeric non-root user, has a HEALTHCHECK and installs no build tools."""
     _, stages = parse_dockerfile(path)

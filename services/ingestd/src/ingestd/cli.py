@@ -18,6 +18,7 @@ import re
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
+from importlib.metadata import version
 
 from ingestd.settings import ConfigError, Settings
 
@@ -36,6 +37,7 @@ def _duration(text: str) -> timedelta:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ingestd", description="Fleet's central ingest server")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('ingestd')}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the HTTP server")
     sub.add_parser("migrate", help="apply pending database migrations")

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 
 import psycopg
 import structlog
@@ -40,6 +41,7 @@ log = structlog.get_logger("pusher")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pusher", description="Fleet's customer-side push daemon")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('pusher')}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="push until SIGTERM/SIGINT")
     sub.add_parser("migrate", help="apply pending migrations to the customer database")
