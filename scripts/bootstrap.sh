@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
-# Keep in step with `FROM ghcr.io/astral-sh/uv:<version>` in deploy/*.Dockerfile (a test checks).
+# Keep in step with `ARG UV_IMAGE=ghcr.io/astral-sh/uv:<version>` in deploy/*.Dockerfile (a test checks).
 UV_VERSION=0.13.9
 
 python=${PYTHON:-python3}
