@@ -165,14 +165,20 @@ def key_columns(rows: int) -> tuple[list[bytes], bytes]:
     return heads, bytes(range(rows)) * 3
 
 
+def with_values(*columns: bytes, data: bytes = b"ab" * 2) -> bytes:
+    """Two rows: the key columns, then `columns` (headers), then their `data`."""
+    heads, keys = key_columns(2)
+    return header(2, [*heads, *columns]) + keys + data
+
+
 @pytest.mark.parametrize(
     ("body", "detail"),
     [
         (b"", "ends early"),
         (bytes((2, 0, 0)), "version 2"),
         (
-            header(2, [*key_columns(2)[0], bytes((99, 0x40, 8, 0))]) + key_columns(2)[1] + b"ab",
-            "unknown column id 99",
+            header(2, [*key_columns(2)[0], bytes((60, 0x40, 8, 0))]) + key_columns(2)[1] + b"ab",
+            "unknown column id 60",
         ),
         (header(2, key_columns(2)[0]) + key_columns(2)[1][:-1], "ends early"),
         (header(2, key_columns(2)[0]) + key_columns(2)[1] + b"x", "after the last column"),
@@ -207,6 +213,24 @@ def key_columns(rows: int) -> tuple[list[bytes], bytes]:
         (bytes((1, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, 0)), "row limit"),
         (bytes((1, 0x80, 0x80)), "ends early"),
         (bytes((1,)) + bytes((0xFF,)) * 11, "longer than 64 bits"),
+        (with_values(bytes((3 | 0x40, 0x60, 8, 4, 0)), bytes((4, 0x60, 8, 0))), "not an earlier"),
+        (with_values(bytes((3 | 0x40, 0x60, 8, 60, 0)), data=b"ab"), "unknown reference"),
+        (
+            with_values(bytes((3, 0x61, 8, 0)), bytes((4 | 0x40, 0x62, 8, 3, 0))),
+            "another kind or scale",
+        ),
+        (
+            with_values(
+                bytes((3, 0x60, 8, 0)), bytes((4 | 0x40 | 0x80, 0x60, 8, 3, 0)), data=b"ab\x01a"
+            ),
+            "other nulls",
+        ),
+        (
+            with_values(
+                bytes((3, 0xA0, 64, 0)), bytes((4 | 0x40, 0x60, 8, 3, 0)), data=b"x" * 16 + b"ab"
+            ),
+            "no reference|not an earlier",
+        ),
     ],
 )
 def test_malformed_bodies_are_format_errors(body: bytes, detail: str) -> None:
@@ -371,3 +395,26 @@ def test_null_keys_and_impossible_times_are_rejected_alone() -> None:
     assert [r.index for r in parsed.rejections] == [1, 2]
     assert "device_id" in parsed.rejections[0].reason
     assert "years 1-9999" in parsed.rejections[1].reason
+
+
+def test_related_columns_are_sent_as_differences() -> None:
+    """A phase current that follows another (same meters, same scale) costs only the difference,
+    and comes back exact; with nulls in different rows it is sent on its own, still exact."""
+    rng = np.random.default_rng(3)
+    rows = 20
+    keys = {
+        "time": Column(np.full(rows, 1_795_737_600_000_000, np.int64)),
+        "device_id": Column(np.arange(1, rows + 1, dtype=np.int64)),
+        "received_at": Column(np.full(rows, 1_795_737_601_000_000, np.int64)),
+    }
+    i1 = np.round(rng.uniform(5, 90, rows), 3)
+    i2 = np.round(i1 + rng.uniform(-0.05, 0.05, rows), 3)
+    alone = len(encode_columns(MeasurementColumns(rows, {**keys, "i1": Column(i1)})))
+    both = MeasurementColumns(rows, {**keys, "i1": Column(i1), "i2": Column(i2)})
+    body = encode_columns(both)
+    assert len(body) - alone < 20 * 8 / 8 + 8  # ≤ 7 bits per row (±50 steps) plus a header
+    assert_same(both, decode_columns(body))
+    holes = np.zeros(rows, np.bool_)
+    holes[3] = True
+    apart = MeasurementColumns(rows, {**keys, "i1": Column(i1), "i2": Column(i2, holes)})
+    assert_same(apart, decode_columns(encode_columns(apart)))

@@ -12,19 +12,23 @@ value of the column comes back bit-identical from that division (checked on the 
 Layout (all integers little-endian; varint = unsigned LEB128, at most 10 bytes):
 
     u8 version (1) · varint rows · u8 column count
-    per column: u8 id · u8 code · u8 flags · varint zigzag(base)
+    per column: u8 first · u8 code · u8 width · [u8 reference id] · varint zigzag(base)
     then per column, in the same order: [null bitmap] data
 
-- `id`: the column's number in `COLUMN_NAMES` (0 time, 1 device_id, 2 received_at, 3… values);
-  a column absent from the body is null in every row;
-- `code`: `kind << 6 | packing << 5 | mode << 4 | scale`, kind 0 integer, 1 decimal (value =
-  integer / 10**scale), 2 float64 (the IEEE bits as the integers, mode 0, base 0);
-- `flags`: `has_nulls << 7 | width` (bits per stored integer, 0…64);
-- mode 0: each stored integer is `value - base`, unsigned; mode 1: each is the zigzag-encoded
-  difference from the previous value, the first from `base`; arithmetic wraps in 64 bits;
-- packing 1: `width` bits per value, value i at bits i*width… (least significant bit first);
-  packing 0: `width` a multiple of 8, the `width/8` low bytes of each value byte-shuffled (all
-  first bytes, then all second bytes …);
+- `first`: `has_nulls << 7 | has_reference << 6 | id`, id the column's number in `COLUMN_NAMES`
+  (0 time, 1 device_id, 2 received_at, 3… the values); a column absent from the body is null in
+  every row, except the three key columns, which must be present;
+- `code`: `kind << 6 | packing << 5 | mode << 4 | scale`, kind 0 integer (the key columns),
+  1 decimal (value = integer / 10**scale), 2 float64 (the IEEE bits as the integers: mode 0,
+  base 0, width 64, no reference);
+- mode 0: each stored integer is `integer - base`, unsigned; mode 1: each is the zigzag-encoded
+  (0, -1, 1, -2 … → 0, 1, 2, 3 …) difference from the previous integer, the first from `base`;
+  with a reference, the result is added to the referenced column's integers, row by row (an
+  earlier column of the same kind and scale with the same null bitmap: i2 against i1 of the same
+  meters); all arithmetic wraps in 64 bits;
+- packing 1: `width` (0…64) bits per integer, integer i at bits i*width… (least significant bit
+  first); packing 0: `width` a multiple of 8, the `width/8` low bytes of each integer
+  byte-shuffled (all first bytes, then all second bytes …);
 - null bitmap (when `has_nulls`): ceil(rows/8) bytes, bit i (least significant first) = row i is
   null; the data then holds only the non-null values.
 
@@ -71,6 +75,7 @@ COLUMNAR_MEDIA_TYPE = "application/vnd.fleet.columnar.v1"
 KEY_COLUMNS: tuple[str, ...] = ("time", "device_id", "received_at")
 COLUMN_NAMES: tuple[str, ...] = (*KEY_COLUMNS, *MEASUREMENT_VALUE_FIELDS)
 _COLUMN_IDS = {name: i for i, name in enumerate(COLUMN_NAMES)}
+_REF_CANDIDATES = 4  # earlier columns tried as a reference (related readings sit side by side)
 
 _KIND_INT, _KIND_DECIMAL, _KIND_FLOAT = 0, 1, 2
 _MODE_OFFSET, _MODE_DELTA = 0, 1
@@ -153,44 +158,68 @@ def columns_from_rows(rows: Sequence[Mapping[str, Any]]) -> MeasurementColumns:
 def _varint(value: int) -> bytes:
     out = bytearray()
     while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
             return bytes(out)
 
 
 def _zigzag64(value: int) -> int:
-    return (value << 1) ^ (value >> 63) if value >= 0 else ((-value) << 1) - 1
+    return value << 1 if value >= 0 else ((-value) << 1) - 1
 
 
-def _encode_column(name: str, column: Column) -> tuple[bytes, bytes]:
-    """(header, payload) of one column."""
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """What a later column may be encoded against: same kind, scale and null bitmap."""
+
+    column_id: int
+    kind: int
+    scale: int
+    null_bits: bytes
+    ints: Int64s
+
+
+def _encode_column(
+    name: str, column: Column, earlier: list[_Encoded]
+) -> tuple[bytes, bytes, _Encoded | None]:
+    """(header, payload, what later columns may reference) of one column."""
     nulls = column.nulls if column.nulls is not None and column.nulls.any() else None
     present = column.values if nulls is None else column.values[~nulls]
     null_bits = b"" if nulls is None else np.packbits(nulls, bitorder="little").tobytes()
-    kind, scale = _KIND_INT, 0
+    kind, scale, ints = _KIND_INT, 0, None
     if name in KEY_COLUMNS:
-        packed = intpack.pack_ints(present.astype(np.int64, copy=False))
+        ints = present.astype(np.int64, copy=False)
     else:
-        floats = present.astype(np.float64, copy=False)
-        found = intpack.decimal_scale(floats)
+        found = intpack.decimal_scale(present.astype(np.float64, copy=False))
         if found is None:
-            kind, packed = _KIND_FLOAT, intpack.pack_raw(floats)
+            kind = _KIND_FLOAT
         else:
             kind, (scale, ints) = _KIND_DECIMAL, found
-            packed = intpack.pack_ints(ints)
+    column_id = _COLUMN_IDS[name]
+    if ints is None:
+        packed = intpack.pack_raw(present.astype(np.float64, copy=False))
+        reference = None
+    else:
+        refs = [
+            (e.column_id, e.ints)
+            for e in earlier[-_REF_CANDIDATES:]
+            if (e.kind, e.scale, e.null_bits) == (kind, scale, null_bits)
+        ]
+        packed = intpack.pack_ints(ints, refs)
+        reference = _Encoded(column_id, kind, scale, null_bits, ints)
+    first = (0x80 if null_bits else 0) | (0x40 if packed.ref is not None else 0) | column_id
     code = kind << 6 | packed.packing << 5 | packed.mode << 4 | scale
-    flags = (0x80 if nulls is not None else 0) | packed.width
-    header = bytes((_COLUMN_IDS[name], code, flags)) + _varint(_zigzag64(packed.base))
-    return header, null_bits + packed.data
+    header = bytes((first, code, packed.width))
+    if packed.ref is not None:
+        header += bytes((packed.ref,))
+    header += _varint(_zigzag64(packed.base))
+    return header, null_bits + packed.data, reference
 
 
 def encode_columns(batch: MeasurementColumns) -> bytes:
     """The uncompressed body; the sender compresses it with zstd when that makes it smaller."""
     headers, payloads = [], []
+    earlier: list[_Encoded] = []
     for name, column in batch.columns.items():
         if name not in _COLUMN_IDS:
             raise ValueError(f"unknown column {name!r}")
@@ -199,9 +228,11 @@ def encode_columns(batch: MeasurementColumns) -> bytes:
         all_null = column.nulls is not None and bool(column.nulls.all()) and batch.rows
         if all_null and name not in KEY_COLUMNS:
             continue  # absent = null in every row
-        header, payload = _encode_column(name, column)
+        header, payload, reference = _encode_column(name, column, earlier)
         headers.append(header)
         payloads.append(payload)
+        if reference is not None:
+            earlier.append(reference)
     start = bytes((COLUMNAR_VERSION,)) + _varint(batch.rows) + bytes((len(headers),))
     return b"".join((start, *headers, *payloads))
 
@@ -252,25 +283,31 @@ class _Header(NamedTuple):
     mode: int
     width: int
     has_nulls: bool
+    ref: str | None
     base: int
 
 
 def _header(reader: _Reader) -> _Header:
-    column_id, code, flags = reader.byte(), reader.byte(), reader.byte()
+    first, code, width = reader.byte(), reader.byte(), reader.byte()
+    column_id = first & 0x3F
+    ref_id = reader.byte() if first & 0x40 else None
     zigzag = reader.varint()
+    if column_id >= len(COLUMN_NAMES):
+        raise _invalid(f"unknown column id {column_id}")
+    if ref_id is not None and ref_id >= len(COLUMN_NAMES):
+        raise _invalid(f"unknown reference column id {ref_id}")
     header = _Header(
-        name=COLUMN_NAMES[column_id] if column_id < len(COLUMN_NAMES) else "",
+        name=COLUMN_NAMES[column_id],
         kind=code >> 6,
         packing=code >> 5 & 1,
         mode=code >> 4 & 1,
         scale=code & 0x0F,
-        width=flags & 0x7F,
-        has_nulls=bool(flags & 0x80),
+        width=width,
+        has_nulls=bool(first & 0x80),
+        ref=None if ref_id is None else COLUMN_NAMES[ref_id],
         base=(zigzag >> 1) ^ -(zigzag & 1),
     )
-    name, kind, width = header.name, header.kind, header.width
-    if not name:
-        raise _invalid(f"unknown column id {column_id}")
+    name, kind = header.name, header.kind
     allowed = (_KIND_INT,) if name in KEY_COLUMNS else (_KIND_DECIMAL, _KIND_FLOAT)
     if kind not in allowed:
         raise _invalid(f"column {name}: kind {kind} is not allowed here")
@@ -278,30 +315,60 @@ def _header(reader: _Reader) -> _Header:
         raise _invalid(f"column {name}: width {width} is not allowed with packing {header.packing}")
     if kind != _KIND_DECIMAL and header.scale:
         raise _invalid(f"column {name}: scale {header.scale} is only for decimal columns")
-    if kind == _KIND_FLOAT and (width != 64 or header.mode or header.base):
-        raise _invalid(f"column {name}: float64 columns are 64 bits, mode 0, base 0")
+    if kind == _KIND_FLOAT and (width != 64 or header.mode or header.base or header.ref):
+        raise _invalid(f"column {name}: float64 columns are 64 bits, mode 0, base 0, no reference")
     return header
 
 
-def _decode_column(reader: _Reader, rows: int, header: _Header) -> Column:
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    header: _Header
+    nulls: Mask | None
+    ints: Int64s | None  # the present values as integers (not for float64 columns)
+
+
+def _reference(header: _Header, nulls: Mask | None, decoded: dict[str, _Decoded]) -> Int64s | None:
+    if header.ref is None:
+        return None
+    ref = decoded.get(header.ref)
+    if ref is None or ref.ints is None:
+        raise _invalid(f"column {header.name}: reference {header.ref} is not an earlier column")
+    if (ref.header.kind, ref.header.scale) != (header.kind, header.scale):
+        raise _invalid(f"column {header.name}: reference {header.ref} has another kind or scale")
+    same_nulls = (ref.nulls is None and nulls is None) or (
+        ref.nulls is not None and nulls is not None and np.array_equal(ref.nulls, nulls)
+    )
+    if not same_nulls:
+        raise _invalid(f"column {header.name}: reference {header.ref} has other nulls")
+    return ref.ints
+
+
+def _decode_column(
+    reader: _Reader, rows: int, header: _Header, decoded: dict[str, _Decoded]
+) -> Column:
     nulls: Mask | None = None
     present = rows
     if header.has_nulls:
         bitmap = np.frombuffer(reader.take((rows + 7) // 8), np.uint8)
         nulls = np.unpackbits(bitmap, count=rows, bitorder="little").astype(np.bool_)
         present = rows - int(np.count_nonzero(nulls))
+        if not present or present == rows:
+            nulls = None if present == rows else nulls
     data = reader.take(intpack.data_length(header.packing, header.width, present))
     encoded = intpack.unpack(data, header.packing, header.width, present)
+    ints: Int64s | None = None
     if header.kind == _KIND_FLOAT:
         values: Int64s | Float64s = encoded.view(np.float64)
     else:
-        ints = intpack.unpack_ints(encoded, header.mode, header.base)
+        reference = _reference(header, nulls, decoded)
+        ints = intpack.unpack_ints(encoded, header.mode, header.base, reference)
         values = ints if header.kind == _KIND_INT else intpack.from_decimal(ints, header.scale)
+    decoded[header.name] = _Decoded(header, nulls, ints)
     if nulls is not None:
         full: Int64s | Float64s = np.zeros(rows, values.dtype)  # type: ignore[assignment]
         full[~nulls] = values
         values = full
-    return Column(values, nulls if nulls is not None and nulls.any() else None)
+    return Column(values, nulls)
 
 
 def decode_columns(body: bytes | bytearray | memoryview) -> MeasurementColumns:
@@ -321,7 +388,8 @@ def decode_columns(body: bytes | bytearray | memoryview) -> MeasurementColumns:
     missing = [name for name in KEY_COLUMNS if name not in names]
     if missing and rows:
         raise _invalid(f"key column {missing[0]} is missing")
-    columns = {h.name: _decode_column(reader, rows, h) for h in headers}
+    decoded: dict[str, _Decoded] = {}
+    columns = {h.name: _decode_column(reader, rows, h, decoded) for h in headers}
     if reader.pos != len(reader.view):
         raise _invalid(f"{len(reader.view) - reader.pos} bytes after the last column")
     return MeasurementColumns(rows, columns)

@@ -12,6 +12,7 @@ better than bit-packed data when values cluster). Decimal readings become intege
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,7 @@ class PackedInts:
     mode: int
     base: int
     data: bytes
+    ref: int | None = None
 
 
 def _zigzag(values: Int64s) -> UInt64s:
@@ -106,23 +108,43 @@ def _layout(encoded: UInt64s, bits: int, small: bool) -> tuple[int, int, bytes]:
     return PACK_BYTES, width, _shuffle(encoded, width // 8)
 
 
-def pack_ints(values: Int64s) -> PackedInts:
-    """The denser form; differences win ties (they compress better)."""
+def _forms(values: Int64s) -> list[tuple[int, int, UInt64s]]:
+    """(mode, base, stored integers): zigzag differences first (they win ties), then offsets."""
+    steps = np.empty_like(values)
+    steps[0] = 0
+    np.subtract(values[1:], values[:-1], out=steps[1:])
+    low = int(values.min())
+    return [
+        (MODE_DELTA, int(values[0]), _zigzag(steps)),
+        (MODE_OFFSET, low, (values - np.int64(low)).view(np.uint64)),
+    ]
+
+
+def _cost(encoded: UInt64s, small: bool) -> float:
+    """Bit-packed: the exact size. Byte-shuffled: the bits the values really use, summed (what
+    zstd's entropy coder gets close to), so a column of mostly small numbers with a few large
+    ones is not judged by its largest."""
+    if small:
+        return float(_bits(encoded))
+    return float(np.log2(encoded.astype(np.float64) + 1.0).sum())
+
+
+def pack_ints(values: Int64s, refs: Sequence[tuple[int, Int64s]] = ()) -> PackedInts:
+    """The densest form of `values` alone, or of their differences from a reference column
+    (`refs`: candidate (column id, values) pairs, e.g. i2 against i1 of the same meters)."""
     if not len(values):
         return PackedInts(PACK_BITS, 0, MODE_OFFSET, 0, b"")
     small = len(values) < BITPACK_BELOW_ROWS
-    low = int(values.min())
-    offsets = (values - np.int64(low)).view(np.uint64)
-    steps_signed = np.empty_like(values)
-    steps_signed[0] = 0
-    np.subtract(values[1:], values[:-1], out=steps_signed[1:])
-    steps = _zigzag(steps_signed)
-    offset_bits, delta_bits = _bits(offsets), _bits(steps)
-    if delta_bits <= offset_bits or (not small and (delta_bits + 7) // 8 <= (offset_bits + 7) // 8):
-        packing, width, data = _layout(steps, delta_bits, small)
-        return PackedInts(packing, width, MODE_DELTA, int(values[0]), data)
-    packing, width, data = _layout(offsets, offset_bits, small)
-    return PackedInts(packing, width, MODE_OFFSET, low, data)
+    best: tuple[float, int | None, int, int, UInt64s] | None = None
+    for ref, series in [(None, values), *((r, values - v) for r, v in refs)]:
+        for mode, base, encoded in _forms(series):
+            cost = _cost(encoded, small)
+            if best is None or cost < best[0]:
+                best = (cost, ref, mode, base, encoded)
+    assert best is not None
+    _, ref, mode, base, encoded = best
+    packing, width, data = _layout(encoded, _bits(encoded), small)
+    return PackedInts(packing, width, mode, base, data, ref)
 
 
 def pack_raw(values: Float64s) -> PackedInts:
@@ -138,13 +160,14 @@ def unpack(data: bytes | memoryview, packing: int, width: int, count: int) -> UI
     return _unshuffle(data, width // 8, count)
 
 
-def unpack_ints(encoded: UInt64s, mode: int, base: int) -> Int64s:
+def unpack_ints(encoded: UInt64s, mode: int, base: int, ref: Int64s | None = None) -> Int64s:
     ints = (
         np.cumsum(_unzigzag(encoded), dtype=np.int64)
         if mode == MODE_DELTA
         else encoded.view(np.int64)
     )
-    return ints + np.int64(base)  # wraps in 64 bits, like the sender's subtraction
+    ints = ints + np.int64(base)  # wraps in 64 bits, like the sender's subtraction
+    return ints if ref is None else ints + ref
 
 
 def decimal_scale(values: Float64s) -> tuple[int, Int64s] | None:
