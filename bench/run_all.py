@@ -61,6 +61,13 @@ SCRIPTS = (
         300,
     ),
     Script("insert_paths", "insert_paths.py", ("--rows", "100000", "--reps", "3"), None, 300),
+    Script(
+        "wire",
+        "wire.py",
+        ("--ticks", "30", "--backlog-minutes", "1440"),
+        ("--ticks", "10", "--backlog-minutes", "360"),
+        600,
+    ),
 )
 
 
@@ -249,7 +256,37 @@ def summary_rows(results: dict[str, dict[str, Any] | None]) -> list[dict[str, An
             "< 20%",
             rollup["target_met"],
         )
+    wire = results.get("wire")
+    if wire:
+        _wire_rows(wire, add)
+    else:
+        add("wire bytes per row", "FAILED", "", "", False)
     return rows
+
+
+def _wire_rows(wire: dict[str, Any], add: Any) -> None:
+    targets = {"steady": 50.0, "backlog": 36.0}
+    for mode, figures in wire["modes"].items():
+        for phase, target in targets.items():
+            f = figures[phase]
+            columnar = mode == "columnar"
+            add(
+                f"6. upstream bytes/row all in, {phase}, {mode}",
+                f"{f['bytes_per_row']:.1f}",
+                f"{f['rows']:,} rows; {sum(r['requests'] for r in f['requests'].values())} requests",
+                f"<= {target:.0f}" if columnar else "",
+                f["bytes_per_row"] <= target if columnar else None,
+            )
+    bodies = next(iter(wire["modes"].values()))["bodies_alone"]["backlog_5000_rows_per_body"]
+    add(
+        "6. bodies alone, 5,000-row batches, bytes/row",
+        f"columnar {bodies['columnar_zstd']}",
+        f"gzip JSON {bodies['gzip1_json']}, Influx LP gzip-6 "
+        f"{bodies['influx_line_protocol_gzip6']}, Prom remote-write "
+        f"{bodies['prometheus_remote_write_snappy']}",
+        "",
+        None,
+    )
 
 
 def _errors(statuses: dict[str, int]) -> str:

@@ -1,0 +1,462 @@
+"""Wire cost: upstream bytes per row, all in, counted on the wire between the pusher and ingestd.
+
+    uv run python bench/wire.py [--ticks 30] [--backlog-minutes 1440] [--modes columnar,json]
+
+20 meters (fleetdev.simulator's `Meter`: daily load curve, counting energy registers) write
+readings at meter resolution (V 0.1, A/kW/kvar/kVA/pf 0.001, Hz 0.01, kWh 0.1, THD 0.01) into a
+meter stack's database; a real `pusher run` sends them to a real `ingestd serve` through a
+counting TCP proxy on loopback that counts every byte the pusher sends (request lines, headers,
+bodies) and splits them per request and batch type.
+
+For each pusher wire mode (`FLEET_WIRE_FORMAT`):
+
+1. steady state: one reading per meter per tick (sample times a minute apart, paced as fast as
+   the pusher ships them), each tick waiting for the previous one to arrive centrally: the bytes
+   of every request sent during `--ticks` ticks after a warm-up, plus the full sets of sites and
+   devices amortized over an hour of 1-minute ticks when none was sent in the window (the pusher
+   resends them when they change or every FLEET_FULL_SET_INTERVAL_S, 1 h by default);
+2. backlog: the pusher stopped, a day of readings (28,800 rows) written hour by hour as a meter
+   replays its buffer, the pusher started: every byte until all rows are stored centrally.
+
+Next to them, the same rows encoded as bodies alone (no HTTP): gzip-1 JSON (the pusher's JSON
+body), InfluxDB line protocol gzip-6, Prometheus remote-write 1.0 (protobuf `WriteRequest`, one
+series per meter and field, snappy block format via cramjam) and the columnar encoding. Plain
+HTTP on loopback: TLS would add ~22-29 bytes per request record and a handshake per connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gzip
+import os
+import random
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import cramjam
+import msgspec
+import psycopg
+from common import IngestdProcess, exit_on_sigterm, machine_info, terminate, write_results
+from fleetcore import MEASUREMENT_VALUE_FIELDS, columns_from_rows, encode_columns, zstd_compress
+from fleetdev.pgcluster import free_port, temporary_cluster
+from fleetdev.simulator import INSERT_SAMPLE, Meter, MeterStack
+from pusher.migrate import apply_migrations
+
+RESOLUTION: dict[str, int] = {
+    **dict.fromkeys(("v1", "v2", "v3", "v12", "v23", "v31"), 1),
+    **dict.fromkeys(("i1", "i2", "i3", "i_n", "p1", "p2", "p3", "p_total"), 3),
+    **dict.fromkeys(("q_total", "s_total", "pf_total"), 3),
+    "freq": 2,
+    **dict.fromkeys(
+        ("energy_imp_kwh", "energy_exp_kwh", "energy_q_imp_kvarh", "energy_q_exp_kvarh"), 1
+    ),
+    "thd_v": 2,
+    "thd_i": 2,
+}
+DEVICES_PER_SITE = 10
+SITES = 2
+Row = dict[str, Any]
+
+
+# --- the counting proxy -----------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    batch_type: str
+    head_bytes: int
+    body_bytes: int
+
+    @property
+    def total(self) -> int:
+        return self.head_bytes + self.body_bytes
+
+
+@dataclass
+class _Parser:
+    """Splits one connection's client→server stream into requests (Content-Length bodies)."""
+
+    sink: list[Request]
+    buffer: bytearray = field(default_factory=bytearray)
+    body_left: int = 0
+    current: Request | None = None
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+        while self.buffer:
+            if self.current is not None:
+                take = min(self.body_left, len(self.buffer))
+                self.body_left -= take
+                del self.buffer[:take]
+                if self.body_left == 0:
+                    self.sink.append(self.current)
+                    self.current = None
+                continue
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[: end + 4])
+            del self.buffer[: end + 4]
+            headers = {
+                k.strip().lower(): v.strip()
+                for k, _, v in (
+                    line.decode("latin-1").partition(":") for line in head.split(b"\r\n")[1:]
+                )
+            }
+            self.body_left = int(headers.get("content-length", "0") or 0)
+            self.current = Request(headers.get("x-batch-type", "-"), len(head), self.body_left)
+            if self.body_left == 0:
+                self.sink.append(self.current)
+                self.current = None
+
+
+class CountingProxy:
+    """TCP proxy on 127.0.0.1 in a thread of its own; counts and splits the upstream bytes."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.requests: list[Request] = []
+        self.connections = 0
+        self.upstream_bytes = 0
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._client, "127.0.0.1", self.port)
+        )
+        self._started.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            server.close()
+            self._loop.run_until_complete(server.wait_closed())
+            self._loop.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        parser = _Parser(self.requests)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, count: bool) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    if count:
+                        self.upstream_bytes += len(data)
+                        parser.feed(data)
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(OSError):
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+
+    def __enter__(self) -> CountingProxy:
+        self._thread.start()
+        self._started.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+# --- meters -----------------------------------------------------------------------------------
+
+
+def reading(meter: Meter, when: datetime) -> Row:
+    values = meter.sample(when, 60.0)
+    row: Row = {"time": when, "device_id": meter.device_id}
+    for name, value in zip(MEASUREMENT_VALUE_FIELDS, values, strict=True):
+        row[name] = round(value, RESOLUTION[name])
+    return row
+
+
+def write_rows(dsn: str, rows: Sequence[Row]) -> None:
+    """One transaction, as a meter stack writes a tick (or replays a buffer)."""
+    params = [(r["device_id"], r["time"], *(r[n] for n in MEASUREMENT_VALUE_FIELDS)) for r in rows]
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        cur.executemany(INSERT_SAMPLE, params)
+
+
+def central_count(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM fleet.power_measurements").fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_for(dsn: str, expected: int, timeout_s: float, pusher: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if central_count(dsn) >= expected:
+            return
+        if pusher.poll() is not None:
+            raise RuntimeError(f"pusher exited with {pusher.returncode}")
+        time.sleep(0.02)
+    raise RuntimeError(f"{expected} rows not stored centrally within {timeout_s:g} s")
+
+
+@contextlib.contextmanager
+def pusher_running(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pusher", "run"],
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield proc
+        finally:
+            terminate(proc)
+
+
+# --- peers: the same rows as other protocols' bodies ------------------------------------------
+
+
+def json_body(rows: Sequence[Row], received: datetime) -> bytes:
+    items = [{**r, "received_at": received} for r in rows]
+    return gzip.compress(msgspec.json.encode({"items": items}), 1, mtime=0)
+
+
+def influx_body(rows: Sequence[Row]) -> bytes:
+    lines = (
+        f"power_measurements,customer=BENCH,device_id={r['device_id']} "
+        + ",".join(f"{n}={float(r[n])!r}" for n in MEASUREMENT_VALUE_FIELDS)
+        + f" {int(r['time'].timestamp())}"
+        for r in rows
+    )
+    return gzip.compress("\n".join(lines).encode(), 6, mtime=0)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def remote_write_body(rows: Sequence[Row]) -> bytes:
+    """prometheus.WriteRequest{timeseries: [TimeSeries{labels, samples}]}, snappy block format:
+    one series per (meter, field) with labels __name__, customer, device_id; samples in ms."""
+    series: dict[tuple[str, int], list[tuple[float, int]]] = {}
+    for r in rows:
+        millis = int(r["time"].timestamp() * 1000)
+        for name in MEASUREMENT_VALUE_FIELDS:
+            series.setdefault((name, r["device_id"]), []).append((float(r[name]), millis))
+    out = bytearray()
+    for (name, device), samples in series.items():
+        labels = [("__name__", f"fleet_{name}"), ("customer", "BENCH"), ("device_id", str(device))]
+        ts = b"".join(_field(1, _field(1, k.encode()) + _field(2, v.encode())) for k, v in labels)
+        for value, millis in samples:
+            sample = b"\x09" + struct.pack("<d", value) + b"\x10" + _varint(millis)
+            ts += _field(2, sample)
+        out += _field(1, ts)
+    return bytes(cramjam.snappy.compress_raw(bytes(out)))
+
+
+def columnar_body(rows: Sequence[Row], received: datetime) -> bytes:
+    ordered = sorted(rows, key=lambda r: (r["device_id"], r["time"]))
+    raw = encode_columns(columns_from_rows([{**r, "received_at": received} for r in ordered]))
+    packed = zstd_compress(raw)
+    return packed if len(packed) < len(raw) else raw
+
+
+def body_sizes(batches: Sequence[Sequence[Row]], received: datetime) -> dict[str, float]:
+    rows = sum(len(b) for b in batches)
+    encoders = {
+        "gzip1_json": lambda b: json_body(b, received),
+        "influx_line_protocol_gzip6": influx_body,
+        "prometheus_remote_write_snappy": remote_write_body,
+        "columnar_zstd": lambda b: columnar_body(b, received),
+    }
+    return {
+        name: round(sum(len(encode(b)) for b in batches) / rows, 1)
+        for name, encode in encoders.items()
+    }
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def summarize(requests: Sequence[Request]) -> dict[str, Any]:
+    by_type: dict[str, dict[str, int]] = {}
+    for r in requests:
+        entry = by_type.setdefault(r.batch_type, {"requests": 0, "head": 0, "body": 0})
+        entry["requests"] += 1
+        entry["head"] += r.head_bytes
+        entry["body"] += r.body_bytes
+    return by_type
+
+
+def run_mode(
+    mode: str,
+    args: argparse.Namespace,
+    customer: str,
+    central: str,
+    ingestd: IngestdProcess,
+    token: str,
+    logs: Path,
+) -> dict[str, Any]:
+    random.seed(1)
+    with psycopg.connect(customer, autocommit=True) as conn:
+        conn.execute("TRUNCATE monitoring.power_measurements")
+        conn.execute("DELETE FROM app.fleet_push_state")
+    with psycopg.connect(central, autocommit=True) as conn:
+        conn.execute("TRUNCATE fleet.power_measurements, fleet.ingest_events")
+    stack = MeterStack(customer, SITES, DEVICES_PER_SITE)
+    stack.install()
+    meters = stack.meters
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=2)
+    with CountingProxy(ingestd.port) as proxy:
+        env = {
+            "FLEET_PUSH_ENABLED": "true",
+            "FLEET_DATABASE_URL": customer,
+            "FLEET_INGEST_URL": f"http://127.0.0.1:{proxy.port}",
+            "FLEET_TOKEN": token,
+            "FLEET_PUSH_INTERVAL_S": "0.05",
+            "FLEET_WIRE_FORMAT": mode,
+            "FLEET_BACKOFF_BASE_S": "0.2",
+            "FLEET_BACKOFF_CAP_S": "1",
+            "FLEET_LOG_FORMAT": "json",
+        }
+        stored = 0
+        minute = 0
+
+        def tick() -> list[Row]:
+            nonlocal minute
+            when = start + timedelta(minutes=minute)
+            minute += 1
+            return [reading(m, when) for m in meters]
+
+        with pusher_running(env, logs / f"pusher-{mode}-steady.log") as pusher:
+            steady_rows: list[list[Row]] = []
+            for i in range(args.warmup_ticks + args.ticks):
+                if i == args.warmup_ticks:
+                    first = len(proxy.requests)
+                    connections = proxy.connections
+                rows = tick()
+                write_rows(customer, rows)
+                stored += len(rows)
+                wait_for(central, stored, 30, pusher)
+                if i >= args.warmup_ticks:
+                    steady_rows.append(rows)
+            window = proxy.requests[first:]
+            warmup = proxy.requests[:first]
+            steady_connections = proxy.connections - connections
+        full_sets = [r for r in warmup if r.batch_type in ("sites", "devices")]
+        set_bytes = sum(r.total for r in full_sets)
+        sets_in_window = sum(1 for r in window if r.batch_type in ("sites", "devices"))
+        window_bytes = sum(r.total for r in window)
+        ticks_per_hour = 60
+        amortized = 0.0 if sets_in_window else set_bytes * args.ticks / ticks_per_hour
+        steady_rows_n = args.ticks * len(meters)
+        steady = {
+            "ticks": args.ticks,
+            "rows": steady_rows_n,
+            "requests": summarize(window),
+            "full_sets_in_window": sets_in_window,
+            "full_set_bytes_at_start": set_bytes,
+            "full_set_bytes_amortized": round(amortized),
+            "new_connections_in_window": steady_connections,
+            "bytes_per_row": round((window_bytes + amortized) / steady_rows_n, 1),
+            "bytes_per_row_measurements_only": round(
+                sum(r.total for r in window if r.batch_type == "measurements") / steady_rows_n, 1
+            ),
+        }
+
+        # Backlog: a day of readings written while the pusher is down, an hour per transaction.
+        backlog_rows: list[Row] = []
+        for _hour in range(args.backlog_minutes // 60):
+            hour = [row for _ in range(60) for row in tick()]
+            write_rows(customer, hour)
+            backlog_rows.extend(hour)
+        first = len(proxy.requests)
+        connections = proxy.connections
+        started = time.perf_counter()
+        with pusher_running(env, logs / f"pusher-{mode}-backlog.log") as pusher:
+            stored += len(backlog_rows)
+            wait_for(central, stored, 600, pusher)
+            drain_s = time.perf_counter() - started
+            drained = proxy.requests[first:]
+            backlog_connections = proxy.connections - connections
+        backlog = {
+            "rows": len(backlog_rows),
+            "drain_s": round(drain_s, 2),
+            "requests": summarize(drained),
+            "new_connections": backlog_connections,
+            "bytes_per_row": round(sum(r.total for r in drained) / len(backlog_rows), 1),
+        }
+    received = start
+    peers = {
+        "steady_20_rows_per_body": body_sizes(steady_rows, received),
+        "backlog_5000_rows_per_body": body_sizes(
+            [backlog_rows[i : i + 5000] for i in range(0, len(backlog_rows), 5000)], received
+        ),
+    }
+    return {"steady": steady, "backlog": backlog, "bodies_alone": peers}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ticks", type=int, default=30, help="steady-state ticks measured")
+    parser.add_argument("--warmup-ticks", type=int, default=3)
+    parser.add_argument("--backlog-minutes", type=int, default=1440, help="a day: 28,800 rows")
+    parser.add_argument("--modes", default="columnar,json", help="FLEET_WIRE_FORMAT values")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    exit_on_sigterm()
+    logs = Path(__file__).resolve().parent / "results" / "wire-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"modes": {}}
+    with temporary_cluster(prefix="fleet-bench-wire-") as cluster:
+        customer = cluster.create_database("customer")
+        central = cluster.create_database("central")
+        env = {**os.environ, "INGESTD_DATABASE_URL": central, "INGESTD_TIMESCALEDB": "off"}
+        subprocess.run(
+            [sys.executable, "-m", "ingestd", "migrate"], env=env, check=True, capture_output=True
+        )
+        token = subprocess.run(
+            [sys.executable, "-m", "ingestd", "customers", "add", "BENCH"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()[0]
+        apply_migrations(customer)
+        results["machine"] = machine_info(central)
+        with IngestdProcess(central) as ingestd:
+            for mode in args.modes.split(","):
+                print(f"=== {mode}", flush=True)
+                results["modes"][mode] = run_mode(
+                    mode, args, customer, central, ingestd, token, logs
+                )
+                print(msgspec.json.format(msgspec.json.encode(results["modes"][mode])).decode())
+    path = write_results("wire", results, args.json)
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
