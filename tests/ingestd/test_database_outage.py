@@ -13,7 +13,7 @@ from fleetdev.pgcluster import PgCluster, temporary_cluster
 from ingestd.app import INGEST_PATH, SERVER_OPTIONS, create_app
 from ingestd.customers import add_customer
 from ingestd.housekeeping import housekeeping_cycle
-from ingestd.keys import STORAGE
+from ingestd.keys import SETTINGS, STORAGE
 from ingestd.migrate import apply_migrations
 from ingestd.settings import Settings
 
@@ -98,6 +98,6 @@ async def housekeeping_round(client: TestClient[Any, Any]) -> None:
     """One housekeeping round of the running app (it notices a storage bootstrapped meanwhile)."""
     from psycopg import AsyncConnection
 
-    state = client.app[STORAGE]
-    async with await AsyncConnection.connect(state.settings.database_url, autocommit=True) as conn:
-        await housekeeping_cycle(conn, state)
+    state, settings = client.app[STORAGE], client.app[SETTINGS]
+    async with await AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
+        await housekeeping_cycle(conn, state, settings)

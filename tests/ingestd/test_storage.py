@@ -18,7 +18,7 @@ import pytest
 from fleetdev.pgcluster import PgCluster
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ingestd.housekeeping import StorageState, housekeeping_cycle
+from ingestd.housekeeping import housekeeping_cycle
 from ingestd.migrate import apply_migrations
 from ingestd.settings import Settings
 from ingestd.storage import (
@@ -29,6 +29,7 @@ from ingestd.storage import (
     detect_mode,
 )
 from ingestd.storage.aggregate import AGGREGATE_COLUMNS
+from ingestd.storage.state import StorageState
 from psycopg import AsyncConnection
 
 from tests.fix_ingestd import PostBatch, ThreadedIngestd
@@ -48,8 +49,8 @@ def _rows(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
 
 async def _cycle(settings: Settings, *, maintenance: bool = False) -> None:
     async with await AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
-        state = StorageState(mode=await detect_mode(conn), settings=settings)
-        await housekeeping_cycle(conn, state, maintenance=maintenance)
+        state = StorageState(mode=await detect_mode(conn), plan=settings.storage)
+        await housekeeping_cycle(conn, state, settings, maintenance=maintenance)
 
 
 def _mode(dsn: str) -> StorageMode | None:

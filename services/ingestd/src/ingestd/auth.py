@@ -9,18 +9,9 @@ from fleetcore import hash_token, looks_like_token
 from psycopg import AsyncConnection
 
 from ingestd.errors import Unauthorized
+from ingestd.storage.reads import customer_by_token_hash
 
-__all__ = ["TOKEN_HEADER", "Customer", "authenticate"]
-
-TOKEN_HEADER = "X-Customer-Token"
-
-# The primary key on token_hash makes this an index lookup; expiry and revocation are checked
-# in the same statement so a revoked token stops working on the very next request.
-LOOKUP_TOKEN = """
-SELECT c.id, c.code
-FROM fleet.customer_tokens t JOIN fleet.customers c ON c.id = t.customer_id
-WHERE t.token_hash = %s AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
-"""
+__all__ = ["Customer", "authenticate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +25,7 @@ async def authenticate(conn: AsyncConnection[Any], token: str | None) -> Custome
     if not looks_like_token(token):
         raise Unauthorized()
     assert token is not None
-    cur = await conn.execute(LOOKUP_TOKEN, (hash_token(token),))
-    row = await cur.fetchone()
-    if row is None:
+    found = await customer_by_token_hash(conn, hash_token(token))
+    if found is None:
         raise Unauthorized()
-    return Customer(id=int(row[0]), code=str(row[1]))
+    return Customer(id=found[0], code=found[1])

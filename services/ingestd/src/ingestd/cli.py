@@ -93,9 +93,9 @@ def _customers(settings: Settings, args: argparse.Namespace) -> int:
 
 def _serve(settings: Settings) -> int:
     from aiohttp import web
+    from fleetservice import configure_logging
 
     from ingestd.app import SERVER_OPTIONS, create_app
-    from ingestd.logs import configure_logging
 
     configure_logging(settings.log_format, settings.log_level, service="ingestd")
     web.run_app(

@@ -7,10 +7,10 @@ import asyncio
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
-from ingestd.housekeeping import StorageState
 from ingestd.metrics import IngestMetrics
 from ingestd.ratelimit import FailedAuthLimiter, RateLimiter
 from ingestd.settings import Settings
+from ingestd.storage.state import StorageState
 
 __all__ = [
     "AUTH_LIMITER",

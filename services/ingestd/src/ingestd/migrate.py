@@ -6,13 +6,9 @@ from pathlib import Path
 
 from fleetservice import MigrationSet
 
-__all__ = ["MIGRATIONS", "apply_migrations", "migration_ids", "migrations_dir"]
+__all__ = ["MIGRATIONS", "apply_migrations", "migration_ids"]
 
 MIGRATIONS = MigrationSet("ingestd", "INGESTD_MIGRATIONS_DIR")
-
-
-def migrations_dir() -> Path:
-    return MIGRATIONS.directory()
 
 
 def migration_ids(path: Path | None = None) -> list[str]:

@@ -1,6 +1,9 @@
 """The OpenAPI 3.1 document of ingestd's whole HTTP API, served at /api/fleet/openapi.json.
 
-The document is built from the same constants the code uses (field names, limits, batch types).
+The document is built from what the code itself uses: the wire contract's paths, headers and
+limits from `fleetcore.protocol`, and the row schemas generated from fleetcore's msgspec structs
+(`msgspec.json.schema_components`), so a changed field or limit changes the document. It is one
+declarative structure, long because the API has many answers, and kept in one module on purpose.
 A copy is kept in the repository as docs/openapi.json (`python -m ingestd.openapi > docs/openapi.json`);
 a test fails when the two differ, and the tests validate real responses against this document.
 """
@@ -9,15 +12,32 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any
 
-from fleetcore import MEASUREMENT_VALUE_FIELDS, BatchType
+import msgspec
+from fleetcore import DeviceRow, MeasurementRow, SiteRow
+from fleetcore.protocol import (
+    BATCH_TYPE_HEADER,
+    CURSOR_HEADER,
+    INGEST_PATH,
+    MAX_CURSOR_LENGTH,
+    MAX_ERRORS_IN_RESPONSE,
+    OPENAPI_PATH,
+    TOKEN_HEADER,
+    BatchType,
+)
 
-from ingestd.readapi import CSV_FIELDS
+from ingestd.handlers.admin import ADMIN_PREFIX, CSV_FIELDS
 
-__all__ = ["OPENAPI_PATH", "openapi_document"]
+__all__ = ["OPENAPI_PATH", "ROW_STRUCTS", "openapi_document", "row_schemas"]
 
-OPENAPI_PATH = "/api/fleet/openapi.json"
+ROW_STRUCTS: dict[str, type[msgspec.Struct]] = {
+    "Site": SiteRow,
+    "Device": DeviceRow,
+    "Measurement": MeasurementRow,
+}
+"""The document's name for each row schema, and the fleetcore struct it is generated from."""
 
 _REF = "#/components/schemas/"
 
@@ -26,19 +46,8 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": _REF + name}
 
 
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    kind = schema["type"]
-    return {**schema, "type": [kind, "null"]}
-
-
 _TIME = {"type": "string", "format": "date-time"}
 _ID = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
-_VALUE = {"type": ["number", "null"], "minimum": -1e15, "maximum": 1e15}
-_NO_NUL = "^[^\\u0000]*$"
-
-
-def _text(max_length: int, min_length: int = 1) -> dict[str, Any]:
-    return {"type": "string", "minLength": min_length, "maxLength": max_length, "pattern": _NO_NUL}
 
 
 def _error(
@@ -80,17 +89,19 @@ _RETRY_AFTER = {
 }
 
 
+def row_schemas(structs: Mapping[str, type[msgspec.Struct]] = ROW_STRUCTS) -> dict[str, Any]:
+    """JSON Schemas of the row structs, as msgspec validates them, under the document's names."""
+    types = list(structs.values())
+    _, components = msgspec.json.schema_components(types, ref_template=_REF + "{name}")
+    schemas: dict[str, Any] = {}
+    for name, struct in structs.items():
+        schema = dict(components[struct.__name__])
+        schema.pop("title", None)
+        schemas[name] = schema
+    return schemas
+
+
 def _schemas() -> dict[str, Any]:
-    measurement = {
-        "type": "object",
-        "required": ["device_id", "time", "received_at"],
-        "properties": {
-            "device_id": _ID,
-            "time": _TIME,
-            "received_at": _TIME,
-            **{name: _VALUE for name in MEASUREMENT_VALUE_FIELDS},
-        },
-    }
     hourly_row = {
         "type": "object",
         "required": list(CSV_FIELDS),
@@ -105,30 +116,7 @@ def _schemas() -> dict[str, Any]:
         },
     }
     return {
-        "Site": {
-            "type": "object",
-            "required": ["id", "name", "timezone", "updated_at"],
-            "properties": {
-                "id": _ID,
-                "name": _text(200),
-                "timezone": _text(64),
-                "updated_at": _TIME,
-                "address": _nullable(_text(500, 0)),
-            },
-        },
-        "Device": {
-            "type": "object",
-            "required": ["id", "site_id", "serial_number", "model", "updated_at"],
-            "properties": {
-                "id": _ID,
-                "site_id": _ID,
-                "serial_number": _text(100),
-                "model": _text(100),
-                "updated_at": _TIME,
-                "name": _nullable(_text(200)),
-            },
-        },
-        "Measurement": measurement,
+        **row_schemas(),
         "Batch": {
             "type": "object",
             "required": ["items"],
@@ -151,7 +139,7 @@ def _schemas() -> dict[str, Any]:
                 "rejected": {"type": "integer", "minimum": 0},
                 "errors": {
                     "type": "array",
-                    "maxItems": 100,
+                    "maxItems": MAX_ERRORS_IN_RESPONSE,
                     "items": {
                         "type": "object",
                         "required": ["index", "reason"],
@@ -314,7 +302,7 @@ def openapi_document() -> dict[str, Any]:
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {
-                "customerToken": {"type": "apiKey", "in": "header", "name": "X-Customer-Token"},
+                "customerToken": {"type": "apiKey", "in": "header", "name": TOKEN_HEADER},
                 "adminToken": {
                     "type": "http",
                     "scheme": "bearer",
@@ -323,20 +311,20 @@ def openapi_document() -> dict[str, Any]:
             },
         },
         "paths": {
-            "/api/fleet/ingest": {
+            INGEST_PATH: {
                 "post": {
                     "operationId": "ingest",
                     "summary": "Push one batch of sites, devices or measurements",
                     "security": [{"customerToken": []}],
                     "parameters": [
                         header(
-                            "X-Batch-Type",
+                            BATCH_TYPE_HEADER,
                             {"type": "string", "enum": [t.value for t in BatchType]},
                             True,
                         ),
                         header(
-                            "X-Push-Cursor",
-                            {"type": "string", "maxLength": 256},
+                            CURSOR_HEADER,
+                            {"type": "string", "maxLength": MAX_CURSOR_LENGTH},
                             False,
                             "client cursor, stored in the audit row",
                         ),
@@ -414,7 +402,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
-            "/api/fleet/customers": {
+            ADMIN_PREFIX: {
                 "get": {
                     "operationId": "listCustomers",
                     "summary": "customers with first/last seen and 24-hour counts",
@@ -424,7 +412,7 @@ def openapi_document() -> dict[str, Any]:
                     ),
                 }
             },
-            "/api/fleet/customers/{code}/devices": {
+            f"{ADMIN_PREFIX}/{{code}}/devices": {
                 "get": {
                     "operationId": "listDevices",
                     "summary": "a customer's sites and devices, deleted ones marked",
@@ -438,7 +426,7 @@ def openapi_document() -> dict[str, Any]:
                     ),
                 }
             },
-            "/api/fleet/customers/{code}/devices/{device_id}/hourly": {
+            f"{ADMIN_PREFIX}/{{code}}/devices/{{device_id}}/hourly": {
                 "get": {
                     "operationId": "hourly",
                     "summary": "hourly aggregate rows of one device (JSON, or CSV with Accept: text/csv)",

@@ -57,9 +57,6 @@ class RateLimiter:
             return
         self._buckets = {k: v for k, v in self._buckets.items() if self._level(k, now) < self.burst}
 
-    def __len__(self) -> int:
-        return len(self._buckets)
-
     @staticmethod
     def retry_after(wait_s: float) -> int:
         """Whole seconds for a Retry-After header (at least 1)."""

@@ -74,9 +74,7 @@ class Settings:
         pool_max = env_.integer("INGESTD_POOL_MAX_SIZE", 4, minimum=1)
         if pool_max < pool_min:
             raise ConfigError("INGESTD_POOL_MAX_SIZE must be >= INGESTD_POOL_MIN_SIZE")
-        timescaledb = env_.text("INGESTD_TIMESCALEDB", "auto").lower()
-        if timescaledb not in {"auto", "on", "off"}:
-            raise ConfigError(f"INGESTD_TIMESCALEDB must be auto, on or off, got {timescaledb!r}")
+        timescaledb = env_.choice("INGESTD_TIMESCALEDB", "auto", ("auto", "on", "off"))
         retention_days = env_.integer("INGESTD_RETENTION_DAYS", 0, minimum=0)
         start_offset_days = env_.integer("INGESTD_REFRESH_START_OFFSET_DAYS", 30, minimum=1)
         if retention_days and retention_days < start_offset_days + 14:

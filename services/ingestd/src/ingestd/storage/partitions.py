@@ -22,7 +22,6 @@ __all__ = [
     "existing_partition_weeks",
     "partition_name",
     "week_start",
-    "weeks_of",
 ]
 
 WEEK = timedelta(days=7)
@@ -40,11 +39,6 @@ WHERE i.inhparent = 'fleet.power_measurements'::regclass
 def week_start(moment: datetime) -> datetime:
     """Monday 00:00 UTC of the week holding `moment`."""
     return _MONDAY + WEEK * ((moment - _MONDAY) // WEEK)
-
-
-def weeks_of(times: Iterable[datetime]) -> set[datetime]:
-    """The distinct week starts of `times`."""
-    return {week_start(t) for t in times}
 
 
 def partition_name(start: datetime) -> str:

@@ -1,7 +1,8 @@
 """Keeping `fleet.hourly_per_device` current, back-fills included, however old.
 
 Each measurement batch marks the (customer, device, hour) buckets it touched in
-`fleet.hourly_dirty`, in the batch's own transaction (so a committed row always has its mark).
+`fleet.hourly_dirty`, in the batch's own transaction (so a committed row always has its mark;
+`storage.writes.mark_dirty`, with the buckets chosen by `storage.state`).
 The housekeeping task then:
 - on plain PostgreSQL, recomputes those buckets from the raw rows into `fleet.hourly_rollup`
   (`refresh_rollup`); until then the view computes them from the raw rows at read time;
@@ -22,23 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from fleetcore import MeasurementRow
 from psycopg import AsyncConnection
 
 from ingestd.storage.aggregate import AGGREGATE_COLUMNS, PLAIN_AGGREGATE_SELECT
 
-__all__ = ["RefreshReport", "mark_dirty", "refresh_rollup", "refresh_timescale", "touched_buckets"]
-
-_HOUR_S = 3600
-
-MARK_DIRTY = """
-INSERT INTO fleet.hourly_dirty AS d (customer_id, device_id, bucket)
-SELECT %s, u.device_id, to_timestamp(u.hour * 3600)
-FROM unnest(%s::bigint[], %s::bigint[]) AS u(device_id, hour)
-ORDER BY 2, 3
-ON CONFLICT (customer_id, device_id, bucket)
-DO UPDATE SET version = d.version + 1, marked_at = now()
-"""
+__all__ = ["RefreshReport", "count_dirty", "refresh_rollup", "refresh_timescale"]
 
 PICK_DIRTY = """
 SELECT customer_id, device_id, bucket, version FROM fleet.hourly_dirty
@@ -58,52 +47,15 @@ GROUP BY d.bucket, d.customer_id, d.device_id
 ON CONFLICT (customer_id, device_id, bucket) DO UPDATE SET {_UPDATE_SET}
 """
 
+COUNT_DIRTY = "SELECT count(*) FROM fleet.hourly_dirty"
+REFRESH_TIMESCALE = "CALL refresh_continuous_aggregate('fleet.hourly_per_device', %s, %s)"
+
 CLEAR_DIRTY = """
 DELETE FROM fleet.hourly_dirty d
 USING unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::bigint[]) AS p(customer_id, device_id, bucket, version)
 WHERE d.customer_id = p.customer_id AND d.device_id = p.device_id AND d.bucket = p.bucket
   AND d.version = p.version
 """
-
-
-_SUPERSET_LIMIT = 512
-
-
-def touched_buckets(
-    rows: Sequence[MeasurementRow],
-    before: datetime | None = None,
-    span: tuple[datetime, datetime] | None = None,
-) -> tuple[list[int], list[int]]:
-    """(device_id, hour number since the epoch) pairs covering `rows`, as two parallel lists.
-
-    With `before`, only samples older than it count (TimescaleDB: the policy covers the rest).
-    With the batch's time `span`, a batch whose devices x hours are few (the steady case: every
-    device, the last hour or two) marks that whole grid — a superset, which is harmless (a
-    bucket without new rows recomputes to what it was) and needs no per-row work; other batches
-    get their exact buckets.
-    """
-    if before is None and span is not None:
-        first_hour = int(span[0].timestamp()) // _HOUR_S
-        last_hour = int(span[1].timestamp()) // _HOUR_S
-        hours = range(first_hour, last_hour + 1)
-        if len(hours) <= _SUPERSET_LIMIT:
-            devices = sorted({r.device_id for r in rows})
-            if len(devices) * len(hours) <= _SUPERSET_LIMIT:
-                return [d for d in devices for _ in hours], [h for _ in devices for h in hours]
-    if before is not None:
-        keys = {(r.device_id, int(r.time.timestamp()) // _HOUR_S) for r in rows if r.time < before}
-    else:
-        keys = {(r.device_id, int(r.time.timestamp()) // _HOUR_S) for r in rows}
-    ordered = sorted(keys)
-    return [k[0] for k in ordered], [k[1] for k in ordered]
-
-
-async def mark_dirty(
-    conn: AsyncConnection[Any], customer_id: int, devices: list[int], hours: list[int]
-) -> None:
-    """Mark buckets for recomputation, inside the batch's transaction (sorted: no deadlocks)."""
-    if devices:
-        await conn.execute(MARK_DIRTY, (customer_id, devices, hours))
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +113,14 @@ async def refresh_timescale(
         return RefreshReport(0)
     ranges = _ranges([row[2] for row in picked])[:max_ranges]
     for start, end in ranges:
-        await conn.execute(
-            "CALL refresh_continuous_aggregate('fleet.hourly_per_device', %s, %s)", (start, end)
-        )
+        await conn.execute(REFRESH_TIMESCALE, (start, end))
     done = [row for row in picked if any(start <= row[2] < end for start, end in ranges)]
     await _clear(conn, done)
     return RefreshReport(len(done), len(ranges))
+
+
+async def count_dirty(conn: AsyncConnection[Any]) -> int | None:
+    """Hours waiting for the rollup (exported as a metric)."""
+    cur = await conn.execute(COUNT_DIRTY)
+    row = await cur.fetchone()
+    return int(row[0]) if row else None

@@ -1,4 +1,5 @@
-"""Writing validated batches to the central database.
+"""Everything a batch writes, in the batch's own transaction: its rows, the hourly buckets it
+dirties, its dead letters and its audit row (the ingest use case, `ingestd.ingest`, calls these).
 
 Measurements take the fastest correct path, measured with `bench/insert_paths.py` (5,000-row
 batches of 24 values, async psycopg, PostgreSQL 15 on the 2-core dev machine; see bench/README.md):
@@ -40,6 +41,7 @@ from psycopg import AsyncConnection, sql
 __all__ = [
     "AuditRecord",
     "StoreResult",
+    "mark_dirty",
     "record_event",
     "store_full_set",
     "store_measurements",
@@ -100,6 +102,17 @@ WHERE (d.site_id, d.serial_number, d.model, d.name, d.updated_at, d.deleted_at)
 """)
 # Full-set semantics: whatever the customer no longer sends is soft-deleted.
 MARK_DELETED = "UPDATE fleet.{table} SET deleted_at = now() WHERE customer_id = %s AND deleted_at IS NULL AND NOT (id = ANY(%s::bigint[]))"
+
+# The hourly buckets a measurement batch touched, for the rollup to recompute (see
+# ingestd.storage.rollup). Sorted, so concurrent batches lock the marks in one order.
+MARK_DIRTY = """
+INSERT INTO fleet.hourly_dirty AS d (customer_id, device_id, bucket)
+SELECT %s, u.device_id, to_timestamp(u.hour * 3600)
+FROM unnest(%s::bigint[], %s::bigint[]) AS u(device_id, hour)
+ORDER BY 2, 3
+ON CONFLICT (customer_id, device_id, bucket)
+DO UPDATE SET version = d.version + 1, marked_at = now()
+"""
 
 COPY_REJECTIONS = "COPY fleet.rejected_rows (customer_id, batch_id, batch_type, row_index, reason, payload) FROM STDIN"
 INSERT_EVENT = """
@@ -190,6 +203,14 @@ async def store_measurements(
     merged = await conn.execute(MERGE_STAGING)
     inserted = max(merged.rowcount, 0)
     return StoreResult(inserted, len(rows) - inserted)
+
+
+async def mark_dirty(
+    conn: AsyncConnection[Any], customer_id: int, devices: list[int], hours: list[int]
+) -> None:
+    """Mark buckets for recomputation, inside the batch's transaction (sorted: no deadlocks)."""
+    if devices:
+        await conn.execute(MARK_DIRTY, (customer_id, devices, hours))
 
 
 _FULL_SETS: dict[BatchType, tuple[sql.SQL, str, tuple[str, ...]]] = {

@@ -1,0 +1,8 @@
+"""ingestd's HTTP handlers: headers and bodies in, answers out. They call the ingest use case
+(`ingestd.ingest`) and storage functions (`ingestd.storage`) and hold no SQL.
+
+    ingest.py    POST /api/fleet/ingest (token, limits, body, parse → use case → answer)
+    admin.py     the operators' read API, a sub-application behind the admin token
+    service.py   /healthz, /readyz, /metrics, /api/fleet/openapi.json
+    http.py      what they share: JSON answers, the database-unavailable errors, a pooled connection
+"""

@@ -1,0 +1,210 @@
+"""`POST /api/fleet/ingest`: the HTTP side of a push, cheapest refusals first.
+
+token (401) → batch type and headers (400/415/413 by Content-Length) → rate limit (429) →
+body within limits (413/408/400) → per-row validation → `ingestd.ingest.ingest_batch`, which
+stores the rows, the dead letters and the audit row in one transaction and marks the customer
+seen → the answer. A database that cannot be reached within the pool deadline answers 503 with
+Retry-After (the error middleware); the pool reconnects on its own when the database is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+
+import structlog
+from aiohttp import web
+from fleetcore import (
+    BatchFormatError,
+    BatchType,
+    ValidationWindow,
+    hash_token,
+    looks_like_token,
+    parse_batch,
+)
+from fleetcore.protocol import (
+    BATCH_TYPE_HEADER,
+    CURSOR_HEADER,
+    MAX_CURSOR_LENGTH,
+    MAX_ERRORS_IN_RESPONSE,
+    TOKEN_HEADER,
+)
+
+from ingestd.auth import Customer, authenticate
+from ingestd.body import check_content_headers, decode_body, read_wire_body
+from ingestd.errors import BadRequest, IngestError, RateLimited, ServiceUnavailable, Unauthorized
+from ingestd.handlers.http import connection, json_answer
+from ingestd.ingest import Delivery, ingest_batch, record_refusal
+from ingestd.keys import AUTH_LIMITER, INFLIGHT, LIMITER, METRICS, POOL, SETTINGS, STORAGE
+from ingestd.ratelimit import RateLimiter
+from ingestd.settings import Settings
+
+__all__ = ["ingest"]
+
+log = structlog.get_logger("ingestd")
+
+
+def _batch_type(request: web.Request) -> BatchType:
+    raw = request.headers.get(BATCH_TYPE_HEADER, "")
+    try:
+        return BatchType(raw.strip().lower())
+    except ValueError:
+        raise BadRequest(
+            "unknown_batch_type", f"{BATCH_TYPE_HEADER} must be sites, devices or measurements"
+        ) from None
+
+
+def _client_cursor(request: web.Request) -> str | None:
+    cursor = request.headers.get(CURSOR_HEADER)
+    if cursor is not None and len(cursor) > MAX_CURSOR_LENGTH:
+        raise BadRequest(
+            "invalid_cursor", f"{CURSOR_HEADER} is longer than {MAX_CURSOR_LENGTH} characters"
+        )
+    return cursor
+
+
+def _client_address(request: web.Request, settings: Settings) -> str:
+    if settings.trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
+    return request.remote or "unknown"
+
+
+async def _authenticate(request: web.Request, settings: Settings) -> Customer:
+    """The token's customer; failed attempts are limited per client address (429 past the budget)."""
+    token = request.headers.get(TOKEN_HEADER)
+    token_hash = hash_token(token) if looks_like_token(token) and token else b""
+    address = _client_address(request, settings)
+    limiter = request.app[AUTH_LIMITER]
+    wait = limiter.wait(address, token_hash)
+    if wait > 0:
+        raise RateLimited(
+            RateLimiter.retry_after(wait), "too many failed authentications from this address"
+        )
+    try:
+        async with connection(request) as conn:
+            customer = await authenticate(conn, token)
+    except Unauthorized:
+        limiter.failed(address)
+        limiter.forget(token_hash)
+        request.app[METRICS].auth_failures.inc()
+        raise
+    limiter.succeeded(token_hash)
+    return customer
+
+
+async def _take_slot(request: web.Request, settings: Settings) -> bool:
+    """Admit the batch among the INGESTD_MAX_INFLIGHT being inflated, parsed and stored; past a
+    short wait, shed it with 503 and a short Retry-After. Only received bodies wait for a slot, so
+    slow senders cannot hold them; a waiting body is still compressed (memory stays bounded)."""
+    try:
+        async with asyncio.timeout(settings.inflight_wait_s):
+            await request.app[INFLIGHT].acquire()
+    except TimeoutError:
+        raise ServiceUnavailable(settings.busy_retry_after_s, "busy, retry later") from None
+    return True
+
+
+async def ingest(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    started = time.perf_counter()
+    customer = await _authenticate(request, settings)
+    structlog.contextvars.bind_contextvars(customer=customer.code)
+    delivery = Delivery(uuid.uuid4(), started, request.content_length or 0)
+    kind_header = request.headers.get(BATCH_TYPE_HEADER, "")[:32]
+    holding_slot = False
+    try:
+        kind = _batch_type(request)
+        delivery.client_cursor = _client_cursor(request)
+        gzip = check_content_headers(request, settings.max_wire_bytes)
+        wait = request.app[LIMITER].acquire(customer.id)
+        if wait > 0:
+            raise RateLimited(RateLimiter.retry_after(wait), "rate limit exceeded")
+        wire = await read_wire_body(
+            request, max_wire_bytes=settings.max_wire_bytes, timeout_s=settings.body_timeout_s
+        )
+        delivery.wire_bytes = len(wire)
+        holding_slot = await _take_slot(request, settings)
+        body = decode_body(wire, gzip=gzip, max_body_bytes=settings.max_body_bytes)
+        del wire
+        delivery.wire_bytes, delivery.body_bytes = body.wire_bytes, len(body.data)
+        window = ValidationWindow(
+            datetime.now(UTC), settings.effective_max_sample_age, settings.max_sample_ahead
+        )
+        try:
+            parsed = parse_batch(body.data, kind, window)
+        except BatchFormatError as exc:
+            raise BadRequest(exc.code, exc.detail) from None
+        del body
+        outcome = await ingest_batch(
+            request.app[POOL],
+            settings.pool_timeout_s,
+            request.app[STORAGE],
+            customer,
+            kind,
+            parsed,
+            delivery,
+        )
+    except IngestError as exc:
+        if exc.status not in (429, 503):  # overload answers are counted in logs, not written
+            await record_refusal(
+                request.app[POOL],
+                settings.pool_timeout_s,
+                customer,
+                delivery,
+                batch_type=kind_header or "unknown",
+                outcome=exc.code,
+                status=exc.status,
+                error=exc.detail or exc.code,
+            )
+        log.info(
+            "batch",
+            batch_id=str(delivery.batch_id),
+            batch_type=kind_header,
+            status=exc.status,
+            error=exc.code,
+            detail=exc.detail,
+            wire_bytes=delivery.wire_bytes,
+            duration_ms=round(delivery.elapsed_ms(), 2),
+        )
+        raise
+    finally:
+        if holding_slot:
+            request.app[INFLIGHT].release()
+
+    request.app[METRICS].observe_batch(
+        kind.value,
+        outcome.accepted,
+        outcome.duplicates,
+        outcome.rejected,
+        delivery.wire_bytes,
+        delivery.body_bytes or 0,
+    )
+    log.info(
+        "batch",
+        batch_id=str(delivery.batch_id),
+        batch_type=kind.value,
+        status=200,
+        accepted=outcome.accepted,
+        duplicates=outcome.duplicates,
+        rejected=outcome.rejected,
+        wire_bytes=delivery.wire_bytes,
+        body_bytes=delivery.body_bytes,
+        duration_ms=round(outcome.duration_ms, 2),
+    )
+    return json_answer(
+        {
+            "batch_type": kind.value,
+            "batch_id": str(delivery.batch_id),
+            "accepted": outcome.accepted,
+            "duplicates": outcome.duplicates,
+            "rejected": outcome.rejected,
+            "errors": [
+                {"index": r.index, "reason": r.reason}
+                for r in parsed.rejections[:MAX_ERRORS_IN_RESPONSE]
+            ],
+        }
+    )

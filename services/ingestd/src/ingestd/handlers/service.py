@@ -1,0 +1,61 @@
+"""The service's own endpoints: liveness, readiness, Prometheus metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+import msgspec
+import psycopg
+from aiohttp import web
+
+from ingestd.handlers.http import DB_UNAVAILABLE, Handler, json_answer
+from ingestd.keys import EXPECTED_MIGRATIONS, METRICS, POOL, SETTINGS, STORAGE
+from ingestd.metrics import CONTENT_TYPE
+from ingestd.openapi import openapi_document
+from ingestd.storage.reads import applied_migrations
+
+__all__ = ["healthz", "metrics", "openapi_handler", "readyz"]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up and serving; says nothing about the database."""
+    return json_answer({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the database answers and every migration of this build is applied."""
+    expected = request.app[EXPECTED_MIGRATIONS]
+    try:
+        async with request.app[POOL].connection(
+            timeout=min(2.0, request.app[SETTINGS].pool_timeout_s)
+        ) as conn:
+            applied = await applied_migrations(conn)
+    except psycopg.errors.UndefinedTable:
+        return json_answer({"status": "not_ready", "reason": "migrations not applied"}, status=503)
+    except DB_UNAVAILABLE:
+        return json_answer({"status": "not_ready", "reason": "database unavailable"}, status=503)
+    missing = sorted(expected - applied)
+    if missing:
+        return json_answer(
+            {"status": "not_ready", "reason": "migrations pending", "pending": missing}, status=503
+        )
+    storage = request.app[STORAGE]
+    if storage.mode is None:
+        return json_answer(
+            {"status": "not_ready", "reason": "storage not bootstrapped (run ingestd migrate)"},
+            status=503,
+        )
+    return json_answer({"status": "ready", "storage": storage.mode.value})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def openapi_handler() -> Handler:
+    """The handler of the OpenAPI document, encoded once."""
+    document = msgspec.json.encode(openapi_document())
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(body=document, content_type="application/json")
+
+    return openapi

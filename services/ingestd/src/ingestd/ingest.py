@@ -1,0 +1,148 @@
+"""The ingest use case: store one authenticated customer's parsed batch.
+
+`ingest_batch` is the whole of it, in one transaction: the rows (measurements: new samples only,
+then the hourly buckets they dirty; sites and devices: the full set, absent ones soft-deleted),
+the dead letters, and the audit row, which also marks the customer seen. Partitions a
+measurement batch needs are created first, in transactions of their own. A refused batch gets
+its audit row from `record_refusal`, best effort. HTTP stays in `ingestd.handlers.ingest`; SQL
+stays in `ingestd.storage`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+import psycopg
+import structlog
+from fleetcore import BatchType, ParsedBatch
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from ingestd.auth import Customer
+from ingestd.storage.state import StorageState
+from ingestd.storage.writes import (
+    AuditRecord,
+    StoreResult,
+    mark_dirty,
+    record_event,
+    store_full_set,
+    store_measurements,
+    store_rejections,
+)
+
+__all__ = ["Delivery", "IngestOutcome", "ingest_batch", "record_refusal"]
+
+log = structlog.get_logger("ingestd")
+
+Pool = AsyncConnectionPool[AsyncConnection[Any]]
+
+
+@dataclass(slots=True)
+class Delivery:
+    """What the HTTP side knows about the delivery, for the audit row (filled in as the request
+    is read: a refusal records as much as was known when it happened)."""
+
+    batch_id: uuid.UUID
+    started: float  # time.perf_counter() when the request arrived
+    wire_bytes: int
+    body_bytes: int | None = None
+    client_cursor: str | None = None
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOutcome:
+    accepted: int
+    duplicates: int
+    rejected: int
+    duration_ms: float
+
+
+async def _store_rows(
+    conn: AsyncConnection[Any],
+    storage: StorageState,
+    customer: Customer,
+    kind: BatchType,
+    parsed: ParsedBatch[Any],
+) -> StoreResult:
+    if kind is BatchType.MEASUREMENTS:
+        buckets = await storage.prepare(conn, parsed)
+        result = await store_measurements(conn, customer.id, parsed.rows)
+        if result.accepted:
+            await mark_dirty(conn, customer.id, *buckets)
+        return result
+    result = await store_full_set(conn, customer.id, kind, parsed.rows, parsed.ids_seen)
+    return StoreResult(result.accepted, parsed.duplicates)
+
+
+async def ingest_batch(
+    pool: Pool,
+    timeout_s: float,
+    storage: StorageState,
+    customer: Customer,
+    kind: BatchType,
+    parsed: ParsedBatch[Any],
+    delivery: Delivery,
+) -> IngestOutcome:
+    """Store the batch, its dead letters and its audit row in one transaction; the connection
+    comes from `pool` within `timeout_s` (PoolTimeout past it)."""
+    async with pool.connection(timeout=timeout_s) as conn:
+        result = await _store_rows(conn, storage, customer, kind, parsed)
+        await store_rejections(conn, customer.id, delivery.batch_id, kind, parsed.rejections)
+        event = AuditRecord(
+            batch_id=delivery.batch_id,
+            customer_id=customer.id,
+            batch_type=kind.value,
+            wire_bytes=delivery.wire_bytes,
+            body_bytes=delivery.body_bytes,
+            duration_ms=delivery.elapsed_ms(),
+            outcome="rejected_rows" if parsed.rejections else "ok",
+            status=200,
+            accepted=result.accepted,
+            duplicates=result.duplicates,
+            rejected=len(parsed.rejections),
+            client_cursor=delivery.client_cursor,
+            min_time=parsed.first_time.astimezone(UTC) if parsed.first_time else None,
+            max_time=parsed.last_time.astimezone(UTC) if parsed.last_time else None,
+        )
+        await record_event(conn, event, seen=True)
+    return IngestOutcome(
+        result.accepted, result.duplicates, len(parsed.rejections), event.duration_ms
+    )
+
+
+async def record_refusal(
+    pool: Pool,
+    timeout_s: float,
+    customer: Customer,
+    delivery: Delivery,
+    *,
+    batch_type: str,
+    outcome: str,
+    status: int,
+    error: str,
+) -> None:
+    """Best effort: a refused batch still gets its audit row when the database is reachable."""
+    event = AuditRecord(
+        batch_id=delivery.batch_id,
+        customer_id=customer.id,
+        batch_type=batch_type,
+        wire_bytes=delivery.wire_bytes,
+        body_bytes=delivery.body_bytes,
+        duration_ms=delivery.elapsed_ms(),
+        outcome=outcome,
+        status=status,
+        client_cursor=delivery.client_cursor,
+        error=error[:1000],
+    )
+    try:
+        async with pool.connection(timeout=timeout_s) as conn:
+            await record_event(conn, event, seen=False)
+    except (psycopg.Error, PoolTimeout) as exc:
+        log.warning("audit_write_failed", error=type(exc).__name__)

@@ -1,0 +1,69 @@
+"""Hourly storage upkeep, run by the housekeeping task: partitions ahead and raw-data retention.
+
+Only one replica upkeeps at a time: `housekeeping_turn` takes a session-level advisory lock and
+says whether this replica got it. Retention drops whole weekly partitions (plain PostgreSQL) or
+chunks (`drop_chunks`, TimescaleDB); the hourly aggregate is never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from psycopg import AsyncConnection
+
+from ingestd.storage.bootstrap import StorageMode
+from ingestd.storage.partitions import WEEK, drop_partitions_before, ensure_partitions
+from ingestd.storage.state import StorageState
+
+__all__ = ["HOUSEKEEPING_LOCK", "housekeeping_turn", "maintain"]
+
+log = structlog.get_logger("ingestd.housekeeping")
+
+HOUSEKEEPING_LOCK = 0x466C_6565_7402
+TRY_LOCK = "SELECT pg_try_advisory_lock(%s)"
+UNLOCK = "SELECT pg_advisory_unlock(%s)"
+DROP_CHUNKS = "SELECT drop_chunks('fleet.power_measurements', older_than => %s)"
+
+
+@asynccontextmanager
+async def housekeeping_turn(conn: AsyncConnection[Any]) -> AsyncIterator[bool]:
+    """True while this connection holds the deployment-wide housekeeping turn, False when
+    another replica has it. `conn` must be autocommit (the lock is session-level)."""
+    cur = await conn.execute(TRY_LOCK, (HOUSEKEEPING_LOCK,))
+    row = await cur.fetchone()
+    if not (row and row[0]):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        await conn.execute(UNLOCK, (HOUSEKEEPING_LOCK,))
+
+
+async def maintain(conn: AsyncConnection[Any], state: StorageState) -> None:
+    """Create the weekly partitions ahead (plain PostgreSQL), then apply the retention."""
+    plan = state.plan
+    now = datetime.now(UTC)
+    if state.mode is StorageMode.POSTGRESQL:
+        created = await ensure_partitions(
+            conn, [now + WEEK * i for i in range(plan.partitions_ahead + 1)]
+        )
+        if created:
+            log.info("partitions_created", weeks=[w.date().isoformat() for w in created])
+    if plan.retention is None:
+        return
+    cutoff = now - plan.retention
+    if state.mode is StorageMode.POSTGRESQL:
+        dropped = await drop_partitions_before(conn, cutoff)
+        state.known_weeks = {w for w in state.known_weeks if w + WEEK > cutoff}
+    elif state.mode is StorageMode.TIMESCALEDB:
+        cur = await conn.execute(DROP_CHUNKS, (cutoff,))
+        dropped = [str(row[0]) for row in await cur.fetchall()]
+    else:
+        return
+    if dropped:
+        log.info("retention_dropped", before=cutoff.isoformat(), dropped=dropped)

@@ -1,0 +1,123 @@
+"""What the ingest path and housekeeping know about the storage between batches.
+
+`StorageState` holds the storage mode (detected at start, or by housekeeping once someone runs
+`ingestd migrate`) and the weekly partitions known to exist (plain PostgreSQL), so that a batch
+pays for a partition check only when it reaches a week not seen before. `prepare` is the one
+call a measurement batch makes here: it creates the partitions the batch needs and says which
+hourly buckets it must mark dirty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from fleetcore import MeasurementRow, ParsedBatch
+from psycopg import AsyncConnection
+
+from ingestd.storage.bootstrap import StorageMode, StoragePlan, bootstrap_storage, detect_mode
+from ingestd.storage.partitions import WEEK, ensure_partitions, week_start
+
+__all__ = ["DirtyBuckets", "StorageState", "open_storage", "touched_buckets"]
+
+log = structlog.get_logger("ingestd.storage")
+
+_HOUR_S = 3600
+_SUPERSET_LIMIT = 512
+
+DirtyBuckets = tuple[list[int], list[int]]
+"""(device ids, hour numbers since the epoch) as two parallel lists."""
+
+
+def touched_buckets(
+    rows: Sequence[MeasurementRow],
+    before: datetime | None = None,
+    span: tuple[datetime, datetime] | None = None,
+) -> DirtyBuckets:
+    """(device_id, hour number since the epoch) pairs covering `rows`, as two parallel lists.
+
+    With `before`, only samples older than it count (TimescaleDB: the policy covers the rest).
+    With the batch's time `span`, a batch whose devices x hours are few (the steady case: every
+    device, the last hour or two) marks that whole grid — a superset, which is harmless (a
+    bucket without new rows recomputes to what it was) and needs no per-row work; other batches
+    get their exact buckets.
+    """
+    if before is None and span is not None:
+        first_hour = int(span[0].timestamp()) // _HOUR_S
+        last_hour = int(span[1].timestamp()) // _HOUR_S
+        hours = range(first_hour, last_hour + 1)
+        if len(hours) <= _SUPERSET_LIMIT:
+            devices = sorted({r.device_id for r in rows})
+            if len(devices) * len(hours) <= _SUPERSET_LIMIT:
+                return [d for d in devices for _ in hours], [h for _ in devices for h in hours]
+    if before is not None:
+        keys = {(r.device_id, int(r.time.timestamp()) // _HOUR_S) for r in rows if r.time < before}
+    else:
+        keys = {(r.device_id, int(r.time.timestamp()) // _HOUR_S) for r in rows}
+    ordered = sorted(keys)
+    return [k[0] for k in ordered], [k[1] for k in ordered]
+
+
+@dataclass
+class StorageState:
+    """The storage mode, and the weeks that have a partition (plain PostgreSQL)."""
+
+    mode: StorageMode | None
+    plan: StoragePlan
+    known_weeks: set[datetime] = field(default_factory=set)
+    last_maintenance: float = float("-inf")
+    dirty_buckets: int | None = None  # hours waiting for the rollup, as of the last round
+
+    def dirty_horizon(self) -> datetime | None:
+        """Samples older than this need a dirty mark (None: all of them)."""
+        if self.mode is StorageMode.TIMESCALEDB:
+            return datetime.now(UTC) - self.plan.refresh_start_offset + self.plan.refresh_schedule
+        return None
+
+    def buckets(self, batch: ParsedBatch[MeasurementRow]) -> DirtyBuckets:
+        """The hourly buckets of the batch to mark dirty (none before the storage is bootstrapped:
+        the bootstrap marks every stored hour when it creates the rollup)."""
+        if self.mode is None or batch.first_time is None or batch.last_time is None:
+            return [], []
+        horizon = self.dirty_horizon()
+        if horizon is not None and batch.first_time >= horizon:
+            return [], []
+        return touched_buckets(batch.rows, horizon, (batch.first_time, batch.last_time))
+
+    def missing_weeks(self, batch: ParsedBatch[MeasurementRow]) -> set[datetime]:
+        """Weeks the batch needs that are not known to have a partition (plain path only)."""
+        first, last = batch.first_time, batch.last_time
+        if self.mode is not StorageMode.POSTGRESQL or first is None or last is None:
+            return set()
+        if last - first <= WEEK:
+            weeks = {week_start(first), week_start(last)}
+        else:
+            weeks = {week_start(r.time) for r in batch.rows}
+        return weeks - self.known_weeks
+
+    async def ensure_weeks(self, conn: AsyncConnection[Any], weeks: set[datetime]) -> None:
+        if weeks:
+            created = await ensure_partitions(conn, weeks)
+            if created:
+                log.info("partitions_created", weeks=[w.date().isoformat() for w in created])
+            self.known_weeks |= weeks
+
+    async def prepare(
+        self, conn: AsyncConnection[Any], batch: ParsedBatch[MeasurementRow]
+    ) -> DirtyBuckets:
+        """Create the partitions the measurement batch needs (each in a transaction of its own,
+        before the batch's); return the buckets the batch must mark dirty."""
+        await self.ensure_weeks(conn, self.missing_weeks(batch))
+        return self.buckets(batch)
+
+
+async def open_storage(
+    conn: AsyncConnection[Any], plan: StoragePlan, *, bootstrap: bool
+) -> StorageState:
+    """Detect (and with `bootstrap`, first set up) the storage; `conn` must be autocommit."""
+    if bootstrap:
+        await bootstrap_storage(conn, plan)
+    return StorageState(mode=await detect_mode(conn), plan=plan)
