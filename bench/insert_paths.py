@@ -2,7 +2,7 @@
 
     uv run python bench/insert_paths.py [--rows 100000] [--batch-size 5000] [--reps 5]
 
-Backs the choice documented in `services/ingestd/src/ingestd/store.py`. Each path writes the
+Backs the choice documented in `services/ingestd/src/ingestd/storage/writes.py`. Each path writes the
 same rows, batch by batch (one transaction per batch), with psycopg's async connection as
 ingestd uses it, into `fleet.power_measurements` of a freshly migrated database:
 

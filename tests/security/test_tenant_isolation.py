@@ -93,9 +93,9 @@ async def test_a_token_writes_only_its_own_rows_whatever_the_body_claims(
 def _read_paths(client: TestClient[Any, Any]) -> list[str]:
     """Every GET route of the app behind the admin token, with B's code and device filled in."""
     paths = []
-    for resource in client.server.app.router.resources():
-        path = resource.canonical
-        if path.startswith("/api/fleet/customers"):
+    for route in client.server.app.router.routes():  # the read API's sub-app routes included
+        path = route.resource.canonical if route.resource else ""
+        if route.method == "GET" and path.startswith("/api/fleet/customers"):
             paths.append(path.replace("{code}", "DEV0002").replace("{device_id}", "7"))
     assert len(paths) == 3, paths
     return paths
