@@ -45,6 +45,7 @@ from ingestd.keys import (
 )
 from ingestd.metrics import IngestMetrics
 from ingestd.migrate import apply_migrations, migration_ids
+from ingestd.openapi import openapi_document
 from ingestd.ratelimit import FailedAuthLimiter, RateLimiter
 from ingestd.settings import Settings
 from ingestd.storage.state import open_storage
@@ -201,7 +202,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post(INGEST_PATH, ingest)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get(OPENAPI_PATH, openapi_handler())
+    app.router.add_get(OPENAPI_PATH, openapi_handler(openapi_document()))
     app.router.add_get("/metrics", metrics)
     app.add_subapp(ADMIN_PREFIX, create_admin_app())
     return app

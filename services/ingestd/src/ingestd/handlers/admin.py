@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 from fleetcore.protocol import API_PREFIX
+from psycopg import AsyncConnection
 
 from ingestd.errors import AdminDisabled, BadRequest, NotFound, Unauthorized
 from ingestd.handlers.http import Handler, connection
@@ -92,7 +93,7 @@ def _hourly_row(row: tuple[Any, ...]) -> dict[str, Any]:
     return out
 
 
-async def _customer_id(conn: Any, code: str) -> int:
+async def _customer_id(conn: AsyncConnection[Any], code: str) -> int:
     found = await reads.customer_id(conn, code)
     if found is None:
         raise NotFound(f"no customer with code {code!r}")

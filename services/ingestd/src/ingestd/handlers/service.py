@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import psycopg
 from aiohttp import web
@@ -9,7 +11,6 @@ from aiohttp import web
 from ingestd.handlers.http import DB_UNAVAILABLE, Handler, json_answer
 from ingestd.keys import EXPECTED_MIGRATIONS, METRICS, POOL, SETTINGS, STORAGE
 from ingestd.metrics import CONTENT_TYPE
-from ingestd.openapi import openapi_document
 from ingestd.storage.reads import applied_migrations
 
 __all__ = ["healthz", "metrics", "openapi_handler", "readyz"]
@@ -51,11 +52,11 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
-def openapi_handler() -> Handler:
-    """The handler of the OpenAPI document, encoded once."""
-    document = msgspec.json.encode(openapi_document())
+def openapi_handler(document: dict[str, Any]) -> Handler:
+    """The handler serving `document` (ingestd.openapi's), encoded once."""
+    body = msgspec.json.encode(document)
 
     async def openapi(request: web.Request) -> web.Response:
-        return web.Response(body=document, content_type="application/json")
+        return web.Response(body=body, content_type="application/json")
 
     return openapi

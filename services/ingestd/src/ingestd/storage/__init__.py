@@ -1,5 +1,15 @@
-"""Central time-series storage: bootstrap (TimescaleDB or native partitioning), weekly
-partitions, and the hourly aggregate's maintenance."""
+"""All of ingestd's SQL (besides the migrations), as named constants next to the code that runs it.
+
+writes.py       what a batch writes in its transaction: rows, dirty marks, dead letters, audit
+reads.py        token lookup, readiness, the operators' read API
+state.py        StorageState: the mode and known partitions; what a batch needs prepared
+bootstrap.py    TimescaleDB or native partitioning, and the hourly aggregate
+partitions.py   weekly partitions (plain PostgreSQL)
+rollup.py       recomputing dirty hourly buckets (plain rollup, TimescaleDB refresh)
+aggregate.py    the hourly aggregate's columns and SQL, for both paths
+maintenance.py  the housekeeping turn, partitions ahead, retention
+customers.py    customer and token rows (the `ingestd customers` CLI)
+"""
 
 from ingestd.storage.bootstrap import (
     BootstrapError,
