@@ -15,6 +15,7 @@ help:
 	@echo "make bench-quick the same with smaller sizes (~3 min)"
 	@echo "make images      build fleet/ingestd, fleet/pusher, fleet/simulator :dev (podman, or docker)"
 	@echo "make images-test build the images and run them as containers against a throwaway PostgreSQL"
+	@echo "make central-image the stand-in central database image for make dev CENTRAL=timescale"
 	@echo "make clean       remove local state and caches"
 
 setup:
@@ -23,8 +24,9 @@ setup:
 
 DURATION ?= 0
 CENTRAL ?= local
+CENTRAL_IMAGE ?=
 dev:
-	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python -m fleetdev.devstack --duration $(DURATION) --central $(CENTRAL)
+	@uv=$$(scripts/bootstrap.sh) && CENTRAL_IMAGE="$(CENTRAL_IMAGE)" "$$uv" run python -m fleetdev.devstack --duration $(DURATION) --central $(CENTRAL)
 
 test:
 	@uv=$$(scripts/bootstrap.sh) && "$$uv" run pytest $(PYTEST_ARGS)
@@ -41,9 +43,13 @@ check: lint typecheck test
 # pulled, local stand-ins made from Debian's packages otherwise (fleetdev.standin).
 PYTHON_IMAGE ?=
 UV_IMAGE ?=
-.PHONY: images images-test
+.PHONY: images images-test central-image
 images:
 	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python -m fleetdev.images --python-image "$(PYTHON_IMAGE)" --uv-image "$(UV_IMAGE)"
+
+# The stand-in central database image for `make dev CENTRAL=timescale` (Debian's PostgreSQL 15).
+central-image:
+	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python -m fleetdev.images --central-standin
 
 images-test:
 	@uv=$$(scripts/bootstrap.sh) && FLEET_IMAGES_TEST=required "$$uv" run pytest tests/deploy/test_containers.py -ra $(PYTEST_ARGS)
@@ -55,8 +61,9 @@ bench-quick:
 	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python bench/run_all.py --quick
 
 clean:
+	-@for engine in podman docker; do command -v $$engine >/dev/null || continue; \
+		$$engine rm -f fleet-dev-central >/dev/null 2>&1; $$engine volume rm fleet-dev-central-data >/dev/null 2>&1; done; true
 	rm -rf .state bench/results .pytest_cache .mypy_cache .ruff_cache
-	-@docker rm -f fleet-dev-central >/dev/null 2>&1; docker volume rm fleet-dev-central-data >/dev/null 2>&1; true
 
 .PHONY: chaos
 chaos:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleetdev.engine import Engine, EngineMissing, find_engine
-from fleetdev.standin import Bases, resolve_bases
+from fleetdev.standin import Bases, ensure_postgres_standin, resolve_bases
 
 __all__ = ["IMAGES", "BuiltImage", "build_images", "main"]
 
@@ -85,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--python-image", default="", help="Python base instead of the default")
     parser.add_argument("--uv-image", default="", help="uv image instead of the default")
     parser.add_argument(
+        "--central-standin",
+        action="store_true",
+        help="build only the stand-in central database image (make dev CENTRAL=timescale)",
+    )
+    parser.add_argument(
         "--no-install", action="store_true", help="do not apt-get install podman where missing"
     )
     parser.add_argument(
@@ -114,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"images: no container engine: {exc}", file=sys.stderr)
         return 1
     say(f"engine: {engine.name} ({engine.executable})")
+    if args.central_standin:
+        ref = ensure_postgres_standin(engine, repo, repo / ".state", say)
+        say(f"{ref}: {engine.image_size(ref) / 1e6:.0f} MB; make dev CENTRAL=timescale uses it")
+        return 0
     bases = resolve_bases(
         engine, repo, repo / ".state", say, python=args.python_image, uv=args.uv_image
     )
