@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,24 @@ SCRIPTS = (
         ("--ticks", "30", "--backlog-minutes", "1440"),
         ("--ticks", "10", "--backlog-minutes", "360"),
         600,
+    ),
+    Script(
+        "fleet",
+        "fleet.py",
+        ("--gateways", "10000", "--duration", "600", "--outage", "300"),
+        (
+            "--gateways",
+            "1000",
+            "--warmup",
+            "30",
+            "--duration",
+            "45",
+            "--outage",
+            "20",
+            "--recovery-timeout",
+            "90",
+        ),
+        2700,
     ),
 )
 
@@ -261,6 +279,7 @@ def summary_rows(results: dict[str, dict[str, Any] | None]) -> list[dict[str, An
         _wire_rows(wire, add)
     else:
         add("wire bytes per row", "FAILED", "", "", False)
+    fleet_rows(results.get("fleet"), add)
     return rows
 
 
@@ -287,6 +306,74 @@ def _wire_rows(wire: dict[str, Any], add: Any) -> None:
         "",
         None,
     )
+
+
+def fleet_rows(fleet: dict[str, Any] | None, add: Callable[..., None]) -> None:
+    """The fleet scenario's figures (bench/fleet.py)."""
+    if not fleet:
+        add("fleet at real cadence", "FAILED", "", "", False)
+        return
+    s, rec, tg = fleet["steady"], fleet["recovery"], fleet["targets"]
+    n = fleet["config"]["gateways"]
+    for kind, st in s["per_type"].items():
+        add(
+            f"fleet {n:,} gw: {kind} p50 / p95 / p99",
+            f"{st.get('p50_ms', 0):.0f} / {st.get('p95_ms', 0):.0f} / {st.get('p99_ms', 0):.0f} ms",
+            f"{st['requests'] / s['window_s']:.0f} req/s; errors {_errors(st['statuses'])}",
+            "p99 < 100 ms, 0 errors",
+            st.get("p99_ms", float("inf")) < 100 and not set(st["statuses"]) - {"200"},
+        )
+    t = tg["cpu_ms_per_request"]
+    add(
+        f"fleet {n:,} gw: ingestd CPU per request",
+        f"{t['value']:.2f} ms",
+        f"{100 * s.get('ingestd_cpu_share', 0):.0f}% of a core; PostgreSQL "
+        f"{100 * s.get('pg_cpu_share', 0):.0f}%; generator {100 * s.get('client_cpu_share', 0):.0f}%",
+        "<= 2 ms",
+        t["met"],
+    )
+    per_core = fleet.get("gateways_per_core_at_50pct")
+    add(
+        "fleet: gateways per ingestd core at 50% CPU",
+        f"{per_core:,.0f}" if per_core else "-",
+        f"rows/s {s['rows_per_s']:,.0f}",
+        "",
+        None,
+    )
+    add(
+        f"fleet {n:,} gw: dirty hours first -> last (max)",
+        f"{s.get('dirty_first')} -> {s.get('dirty_last')}",
+        f"max {s.get('dirty_max')}",
+        "flat",
+        None,
+    )
+    growth = fleet["growth_per_day_bytes"]
+    add(
+        f"fleet {n:,} gw: DB growth per day",
+        f"{growth['database'] / 2**30:.1f} GiB",
+        ", ".join(
+            f"{k} {growth[k] / 2**30:.1f}"
+            for k in (
+                "measurements",
+                "measurement_indexes",
+                "ingest_events",
+                "rejected_rows",
+                "hourly_rollup",
+            )
+        ),
+        "",
+        None,
+    )
+    caught = tg["catch_up_s"]
+    add(
+        f"fleet: all caught up after a {fleet['config']['outage']:g} s outage",
+        "never" if caught["value"] is None else f"{caught['value']:.0f} s",
+        f"503s {rec['statuses'].get('503', 0)}, 429s {rec['statuses'].get('429', 0)}",
+        "<= 180 s",
+        caught["met"],
+    )
+    t = tg["peak_rss_mb"]
+    add("fleet: ingestd peak RSS", f"{t['value']:.0f} MB", "", "< 300 MB", t["met"])
 
 
 def _errors(statuses: dict[str, int]) -> str:

@@ -1,0 +1,406 @@
+"""A fleet of gateways at real cadence against one ingestd and one PostgreSQL, then an outage.
+
+    uv run python bench/fleet.py [--gateways 10000] [--duration 600] [--outage 300]
+
+One throwaway PostgreSQL cluster with the central database (plain PostgreSQL, weekly partitions,
+the hourly rollup's upkeep), N customers each with its own token (`gateways.register_gateways`),
+one `ingestd serve` with its defaults. N simulated gateways (`fleet_model.Gateway`: 5-50 meters
+each, a sample per meter every --interval s from a random phase, sites + devices + measurements
+as the pusher sends them, the pusher's retry rules) share one aiohttp client with --connections
+connections. Phases:
+
+  warmup    one interval: every gateway has sent its first tick (full sets included)
+  steady    --duration s measured: latency p50/p95/p99 per batch type, errors by status,
+            ingestd CPU % and RSS, PostgreSQL CPU %, connections to the central database,
+            rows/s, the dirty-hour backlog, and the central database's growth per table
+            extrapolated to a day
+  outage    PostgreSQL stopped (`pg_ctl -m immediate`) for --outage s; gateways keep sampling
+  recovery  PostgreSQL back: time until every gateway has sent its whole backlog, 429/503s,
+            ingestd's peak RSS
+
+The generator's own CPU is reported (it shares the machine's cores with what it measures).
+Every loop is bounded by a deadline; Ctrl-C and SIGTERM stop the gateways, ingestd and the
+cluster. Results go to bench/results/fleet-<time>.json (or --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg
+from common import (
+    IngestdProcess,
+    cpu_seconds,
+    create_central_database,
+    exit_on_sigterm,
+    machine_info,
+    peak_rss_bytes,
+    postgres_cpu_seconds,
+    rss_bytes,
+    write_results,
+)
+from fleet_model import TYPES, Fleet, Gateway, ValuePool, full_set_bodies
+from fleetcore.protocol import INGEST_PATH
+from fleetdev.pgcluster import PgCluster, temporary_cluster
+from gateways import register_gateways
+
+TARGET_P99_MS = 100.0
+TARGET_CPU_MS_PER_BATCH = 2.0
+TARGET_CATCH_UP_S = 180.0
+TARGET_RSS_MB = 300.0
+DATABASE = "fleet_central"
+DAY_S = 86_400.0
+
+# Bytes on disk per part of the central database (heap with TOAST, free-space and visibility
+# maps; indexes apart for the measurements).
+TABLE_SIZES = """
+SELECT 'measurements', coalesce(sum(pg_table_size(relid)), 0)
+  FROM pg_partition_tree('fleet.power_measurements') WHERE isleaf
+UNION ALL SELECT 'measurement_indexes', coalesce(sum(pg_indexes_size(relid)), 0)
+  FROM pg_partition_tree('fleet.power_measurements') WHERE isleaf
+UNION ALL SELECT 'ingest_events', pg_total_relation_size('fleet.ingest_events')
+UNION ALL SELECT 'rejected_rows', pg_total_relation_size('fleet.rejected_rows')
+UNION ALL SELECT 'hourly_rollup', coalesce(pg_total_relation_size(to_regclass('fleet.hourly_rollup')), 0)
+UNION ALL SELECT 'hourly_dirty', pg_total_relation_size('fleet.hourly_dirty')
+UNION ALL SELECT 'sites_devices',
+  pg_total_relation_size('fleet.sites') + pg_total_relation_size('fleet.devices')
+UNION ALL SELECT 'database', pg_database_size(current_database())
+"""
+ROW_COUNTS = """
+SELECT (SELECT count(*) FROM fleet.ingest_events), (SELECT count(*) FROM fleet.rejected_rows),
+       (SELECT count(*) FROM fleet.hourly_dirty)
+"""
+SAMPLE_DB = """
+SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()),
+       (SELECT count(*) FROM fleet.hourly_dirty)
+"""
+
+
+async def sizes(dsn: str) -> dict[str, int]:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute(TABLE_SIZES)
+        out = {str(name): int(size) for name, size in await cur.fetchall()}
+        cur = await conn.execute(ROW_COUNTS)
+        row = await cur.fetchone()
+        assert row is not None
+        out.update(events_rows=row[0], rejected_rows_rows=row[1], dirty_rows=row[2])
+        return out
+
+
+class Sampler:
+    """Every `every_s`: ingestd CPU and RSS, PostgreSQL CPU, the generator's CPU, connections to
+    the central database and the dirty-hour backlog (the last two skipped while it is down)."""
+
+    def __init__(self, cluster: PgCluster, dsn: str, pid: int, fleet: Fleet) -> None:
+        self.cluster, self.dsn, self.pid, self.fleet = cluster, dsn, pid, fleet
+        self.samples: list[dict[str, Any]] = []
+
+    def _cpu(self) -> dict[str, float]:
+        pg = float("nan")
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pg = postgres_cpu_seconds(self.cluster)
+        return {
+            "t": time.monotonic(),
+            "ingestd_cpu_s": cpu_seconds(self.pid),
+            "ingestd_rss": rss_bytes(self.pid),
+            "pg_cpu_s": pg,
+            "client_cpu_s": time.process_time(),
+        }
+
+    async def run(self, stop: asyncio.Event, every_s: float = 2.0) -> None:
+        conn: psycopg.AsyncConnection[Any] | None = None
+        while not stop.is_set():
+            sample: dict[str, Any] = {"phase": self.fleet.phase, **self._cpu()}
+            try:
+                if conn is None or conn.closed:
+                    conn = await psycopg.AsyncConnection.connect(
+                        self.dsn, autocommit=True, connect_timeout=2
+                    )
+                cur = await conn.execute(SAMPLE_DB, (DATABASE,))
+                row = await cur.fetchone()
+                if row:
+                    sample.update(connections=int(row[0]), dirty=int(row[1]))
+            except psycopg.Error:
+                if conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        await conn.close()
+                conn = None
+            self.samples.append(sample)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+        if conn is not None:
+            await conn.close()
+
+
+def latency(records: Sequence[Any]) -> dict[str, Any]:
+    ok = sorted(r.latency_s * 1000 for r in records if r.status == "200")
+    out: dict[str, Any] = {
+        "requests": len(records),
+        "statuses": dict(Counter(r.status for r in records)),
+        "rows_ok": sum(r.rows for r in records if r.status == "200"),
+    }
+    if len(ok) >= 2:
+        q = statistics.quantiles(ok, n=100, method="inclusive")
+        out.update(p50_ms=q[49], p95_ms=q[94], p99_ms=q[98], max_ms=ok[-1])
+    return out
+
+
+def _window(samples: list[dict[str, Any]], t0: float, t1: float) -> dict[str, Any]:
+    inside = [s for s in samples if t0 <= s["t"] <= t1]
+    if len(inside) < 2:
+        return {}
+    a, b = inside[0], inside[-1]
+    span = b["t"] - a["t"]
+    conns = [s["connections"] for s in inside if "connections" in s]
+    dirty = [s["dirty"] for s in inside if "dirty" in s]
+    return {
+        "span_s": span,
+        "ingestd_cpu_share": (b["ingestd_cpu_s"] - a["ingestd_cpu_s"]) / span,
+        "pg_cpu_share": (b["pg_cpu_s"] - a["pg_cpu_s"]) / span,
+        "client_cpu_share": (b["client_cpu_s"] - a["client_cpu_s"]) / span,
+        "ingestd_rss_max_mib": max(s["ingestd_rss"] for s in inside) / 2**20,
+        "connections_max": max(conns, default=None),
+        "connections_median": statistics.median(conns) if conns else None,
+        "dirty_first": dirty[0] if dirty else None,
+        "dirty_last": dirty[-1] if dirty else None,
+        "dirty_max": max(dirty, default=None),
+    }
+
+
+def build_gateways(tokens: Sequence[str], args: argparse.Namespace) -> list[Gateway]:
+    rng = random.Random(args.seed)
+    out = []
+    for i, token in enumerate(tokens):
+        meters = rng.randint(args.meters_min, args.meters_max)
+        sites = 1 + meters // 20
+        sites_body, devices_body = full_set_bodies(i, meters, sites)
+        out.append(
+            Gateway(i, token, meters, sites_body, devices_body, rng.uniform(0, args.interval))
+        )
+    return out
+
+
+async def scenario(args: argparse.Namespace, cluster: PgCluster, dsn: str) -> dict[str, Any]:
+    prep = time.monotonic()
+    tokens = register_gateways(dsn, args.gateways)
+    gateways = build_gateways(tokens, args)
+    pool = ValuePool()
+    env = {"INGESTD_RATE_LIMIT_PER_S": "50", "INGESTD_RATE_LIMIT_BURST": "100"}
+    env.update(dict(kv.split("=", 1) for kv in args.ingestd_env))
+    meters = sum(g.meters for g in gateways)
+    result: dict[str, Any] = {
+        "ingestd_env": env,
+        "meters": meters,
+        "prepare_s": time.monotonic() - prep,
+    }
+    print(f"  {args.gateways} gateways, {meters} meters, prepared", file=sys.stderr)
+    with IngestdProcess(dsn, extra_env=env) as ingestd:
+        fleet = Fleet(
+            ingestd.base_url + INGEST_PATH,
+            pool,
+            args.interval,
+            full_sets_every_tick=args.full_sets == "every-tick",
+            reject_every=args.reject_every,
+        )
+        sampler = Sampler(cluster, dsn, ingestd.pid, fleet)
+        stop = asyncio.Event()
+        sampling = asyncio.create_task(sampler.run(stop))
+        start = time.monotonic()
+        horizon = start + args.warmup + args.duration + args.outage + args.recovery_timeout
+        connector = aiohttp.TCPConnector(limit=args.connections, limit_per_host=args.connections)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=60)
+        ) as session:
+            tasks = [asyncio.create_task(g.run(session, fleet, start, horizon)) for g in gateways]
+            try:
+                await asyncio.sleep(args.warmup)
+                fleet.phase = "steady"
+                before, t0 = await sizes(dsn), time.monotonic()
+                await asyncio.sleep(args.duration)
+                t1 = time.monotonic()
+                after = await sizes(dsn)
+                fleet.phase = "outage"
+                print("  steady done; stopping PostgreSQL", file=sys.stderr)
+                await asyncio.to_thread(cluster.stop, "immediate")
+                await asyncio.sleep(args.outage)
+                backlog = sum(len(g.ticks) * g.meters for g in gateways)
+                await asyncio.to_thread(cluster.start)
+                fleet.phase = "recovery"
+                fleet.restarted_at = restarted = time.monotonic()
+                for g in gateways:
+                    if not g.ticks and not g.pending:
+                        fleet.caught_up_at[g.index] = restarted
+                fleet.expect_caught_up(len(gateways))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(fleet.all_caught_up.wait(), args.recovery_timeout)
+                t_end = time.monotonic()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                stop.set()
+                await sampling
+        result["ingestd_peak_rss_mib"] = peak_rss_bytes(ingestd.pid) / 2**20
+    steady = [r for r in fleet.records if r.phase == "steady" and t0 <= r.sent_at < t1]
+    window = t1 - t0
+    result["steady"] = {
+        "window_s": window,
+        "per_type": {t: latency([r for r in steady if r.batch_type == t]) for t in TYPES},
+        "all": latency(steady),
+        "requests_per_s": len(steady) / window,
+        **_window(sampler.samples, t0, t1),
+    }
+    s = result["steady"]
+    s["rows_per_s"] = s["all"]["rows_ok"] / window
+    s["ingestd_cpu_ms_per_request"] = 1000 * s.get("ingestd_cpu_share", 0) / s["requests_per_s"]
+    growth = {k: (after[k] - before[k]) * DAY_S / window for k in after}
+    result["growth_per_day_bytes"] = growth
+    result["sizes_after_steady"] = after
+    rows = s["per_type"]["measurements"]["rows_ok"]
+    result["bytes_per_measurement_row"] = (
+        (after["measurements"] - before["measurements"]) / rows if rows else None
+    )
+    recovery = [r for r in fleet.records if r.phase == "recovery"]
+    caught = [t - restarted for t in fleet.caught_up_at.values()]
+    result["outage"] = {
+        "seconds": args.outage,
+        "backlog_rows_at_restart": backlog,
+        **latency([r for r in fleet.records if r.phase == "outage"]),
+    }
+    result["recovery"] = {
+        **latency(recovery),
+        "gateways_caught_up": len(caught),
+        "time_to_all_caught_up_s": max(caught) if len(caught) == len(gateways) else None,
+        "time_to_half_caught_up_s": statistics.median(caught) if caught else None,
+        **_window(sampler.samples, restarted, t_end),
+    }
+    result["timeline"] = sampler.samples
+    return result
+
+
+def _ms(stats: dict[str, Any], key: str) -> str:
+    return f"{stats[key]:.0f}" if key in stats else "-"
+
+
+def report(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    s, rec, out = result["steady"], result["recovery"], result["outage"]
+    print()
+    print(
+        f"{args.gateways:,} gateways ({result['meters']:,} meters), a tick every "
+        f"{args.interval:g} s, full sets {args.full_sets}, one ingestd; steady {s['window_s']:.0f} s"
+    )
+    header = (
+        f"{'batch type':<14} {'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6} {'max':>7}  statuses"
+    )
+    print(header)
+    print("-" * len(header))
+    for t in (*TYPES, "all"):
+        st = s["per_type"][t] if t != "all" else s["all"]
+        print(
+            f"{t:<14} {st['requests'] / s['window_s']:>7.1f} {_ms(st, 'p50_ms'):>6} "
+            f"{_ms(st, 'p95_ms'):>6} {_ms(st, 'p99_ms'):>6} {_ms(st, 'max_ms'):>7}  {st['statuses']}"
+        )
+    print(
+        f"rows/s {s['rows_per_s']:,.0f}; ingestd {100 * s.get('ingestd_cpu_share', 0):.0f}% of a "
+        f"core ({s['ingestd_cpu_ms_per_request']:.2f} ms CPU per request), RSS max "
+        f"{s.get('ingestd_rss_max_mib', 0):.0f} MiB; PostgreSQL {100 * s.get('pg_cpu_share', 0):.0f}%; "
+        f"generator {100 * s.get('client_cpu_share', 0):.0f}%; DB connections max "
+        f"{s.get('connections_max')}; dirty hours {s.get('dirty_first')} -> {s.get('dirty_last')} "
+        f"(max {s.get('dirty_max')})"
+    )
+    growth = result["growth_per_day_bytes"]
+    print(
+        "growth per day (GiB): "
+        + ", ".join(f"{k} {v / 2**30:.2f}" for k, v in growth.items() if not k.endswith("rows"))
+    )
+    print(
+        f"outage {args.outage:g} s: {out['requests']} requests {out['statuses']}; backlog "
+        f"{out['backlog_rows_at_restart']:,} rows; recovery: all caught up in "
+        f"{rec['time_to_all_caught_up_s'] or float('nan'):.1f} s ({rec['gateways_caught_up']}/"
+        f"{args.gateways}), statuses {rec['statuses']}, ingestd peak RSS "
+        f"{result['ingestd_peak_rss_mib']:.0f} MiB"
+    )
+    p99 = max(st.get("p99_ms", float("inf")) for st in s["per_type"].values() if st["requests"])
+    errors = sum(n for k, n in s["all"]["statuses"].items() if k != "200")
+    caught = rec["time_to_all_caught_up_s"]
+    result["targets"] = {
+        "steady_p99_ms": {"target": TARGET_P99_MS, "value": p99, "errors": errors,
+                          "met": p99 < TARGET_P99_MS and errors == 0},
+        "cpu_ms_per_request": {"target": TARGET_CPU_MS_PER_BATCH,
+                               "value": s["ingestd_cpu_ms_per_request"],
+                               "met": s["ingestd_cpu_ms_per_request"] <= TARGET_CPU_MS_PER_BATCH},
+        "catch_up_s": {"target": TARGET_CATCH_UP_S, "value": caught,
+                       "met": caught is not None and caught <= TARGET_CATCH_UP_S},
+        "peak_rss_mb": {"target": TARGET_RSS_MB, "value": result["ingestd_peak_rss_mib"] * 1.048576,
+                        "met": result["ingestd_peak_rss_mib"] * 1.048576 < TARGET_RSS_MB},
+    }  # fmt: skip
+    share = s.get("ingestd_cpu_share") or 0.0
+    result["gateways_per_core_at_50pct"] = args.gateways * 0.5 / share if share else None
+    for name, t in result["targets"].items():
+        print(f"target {name}: {t['value']} vs {t['target']}: {'MET' if t['met'] else 'NOT MET'}")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--gateways", type=int, default=10_000)
+    parser.add_argument("--meters-min", type=int, default=5)
+    parser.add_argument("--meters-max", type=int, default=50)
+    parser.add_argument("--interval", type=float, default=60.0, help="seconds between ticks")
+    parser.add_argument("--warmup", type=float, default=None, help="default: one interval")
+    parser.add_argument("--duration", type=float, default=600.0, help="steady phase, seconds")
+    parser.add_argument("--outage", type=float, default=300.0, help="seconds without PostgreSQL")
+    parser.add_argument("--recovery-timeout", type=float, default=600.0)
+    parser.add_argument("--connections", type=int, default=1000, help="client connections")
+    parser.add_argument(
+        "--full-sets",
+        choices=("every-tick", "first-tick"),
+        default="every-tick",
+        help="sites/devices every tick (today's pusher) or only when changed (once here)",
+    )
+    parser.add_argument("--reject-every", type=int, default=10_000, help="0: no refused rows")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--ingestd-env", action="append", default=[], metavar="NAME=VALUE", help="repeatable"
+    )
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    if args.warmup is None:
+        args.warmup = args.interval
+    if not (1 <= args.gateways <= 50_000 and 1 <= args.meters_min <= args.meters_max <= 1000):
+        print("need 1 <= gateways <= 50000 and 1 <= meters-min <= meters-max", file=sys.stderr)
+        return 2
+    if any("=" not in kv or not kv.startswith("INGESTD_") for kv in args.ingestd_env):
+        print("--ingestd-env takes INGESTD_NAME=VALUE", file=sys.stderr)
+        return 2
+    exit_on_sigterm()
+    started = time.monotonic()
+    with temporary_cluster(prefix="fleet-bench-fleet-") as cluster:
+        dsn = create_central_database(cluster, DATABASE)
+        machine = machine_info(dsn)
+        result = asyncio.run(scenario(args, cluster, dsn))
+    result = report(result, args)
+    result.update(
+        benchmark="fleet",
+        config={k: v for k, v in vars(args).items() if k != "json"},
+        machine=machine,
+        runtime_s=time.monotonic() - started,
+    )
+    path = write_results("fleet", result, args.json)
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
