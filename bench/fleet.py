@@ -149,6 +149,7 @@ def latency(records: Sequence[Any]) -> dict[str, Any]:
         "requests": len(records),
         "statuses": dict(Counter(r.status for r in records)),
         "rows_ok": sum(r.rows for r in records if r.status == "200"),
+        "wire_bytes_mean": statistics.fmean(r.wire_bytes for r in records) if records else None,
     }
     if len(ok) >= 2:
         q = statistics.quantiles(ok, n=100, method="inclusive")

@@ -92,6 +92,7 @@ class BatchRecord:
     latency_s: float
     status: str  # HTTP status, or the exception's name
     rows: int
+    wire_bytes: int
 
 
 @dataclass
@@ -233,7 +234,9 @@ class Gateway:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             status = type(exc).__name__
         done = time.monotonic()
-        fleet.records.append(BatchRecord(phase, batch_type, started, done - started, status, rows))
+        fleet.records.append(
+            BatchRecord(phase, batch_type, started, done - started, status, rows, len(body))
+        )
         if status == "200":
             self.failures = 0
             return True

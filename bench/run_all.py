@@ -69,6 +69,13 @@ SCRIPTS = (
         600,
     ),
     Script(
+        "storage",
+        "storage.py",
+        ("--meters", "200", "--days", "30"),
+        ("--meters", "20", "--days", "8"),
+        1800,
+    ),
+    Script(
         "fleet",
         "fleet.py",
         ("--gateways", "10000", "--duration", "600", "--outage", "300"),
@@ -279,6 +286,7 @@ def summary_rows(results: dict[str, dict[str, Any] | None]) -> list[dict[str, An
         _wire_rows(wire, add)
     else:
         add("wire bytes per row", "FAILED", "", "", False)
+    storage_rows(results.get("storage"), add)
     fleet_rows(results.get("fleet"), add)
     return rows
 
@@ -306,6 +314,35 @@ def _wire_rows(wire: dict[str, Any], add: Any) -> None:
         "",
         None,
     )
+
+
+def storage_rows(storage: dict[str, Any] | None, add: Callable[..., None]) -> None:
+    """Bytes per measurement row by layout (bench/storage.py)."""
+    if not storage:
+        add("storage per row", "FAILED", "", "", False)
+        return
+    for name, r in storage["layouts"].items():
+        if "skipped" in r:
+            add(f"storage: {name}", "SKIPPED", r["skipped"], "", None)
+            continue
+        exact = r.get("values_not_exact")
+        add(
+            f"storage: {name} bytes per row",
+            f"{r['bytes_per_row']:.1f}",
+            f"{r['bytes_per_meter_year'] / 2**20:.0f} MiB per meter-year"
+            + ("" if exact is None else f"; values exact: {'yes' if exact == 0 else 'NO'}"),
+            "<= 100 (compressed, exact)" if name.startswith("ts-") else "",
+            None,
+        )
+    target = storage.get("target")
+    if target:
+        add(
+            "storage: best exact compressed layout",
+            f"{target['bytes_per_row']:.1f} B/row",
+            target["layout"],
+            "<= 100 B/row",
+            target["met"],
+        )
 
 
 def fleet_rows(fleet: dict[str, Any] | None, add: Callable[..., None]) -> None:
