@@ -1,0 +1,38 @@
+"""The token table as ingestd's push path reads it: one lookup, and the change notifications.
+
+Migration 0003 adds a trigger that announces every update or delete of a token row on the
+`fleet_tokens` channel with the token's SHA-256 in hex; `ingestd.tokencache` listens to it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+__all__ = ["LOOKUP_TOKEN", "TOKEN_CHANNEL", "TokenRow", "listen_token_changes", "lookup_token"]
+
+TOKEN_CHANNEL = "fleet_tokens"
+
+# The primary key on token_hash makes this an index lookup; expiry and revocation are checked in
+# the same statement, and the expiry is returned so a cached entry ends with the token.
+LOOKUP_TOKEN = """
+SELECT c.id, c.code, t.expires_at
+FROM fleet.customer_tokens t JOIN fleet.customers c ON c.id = t.customer_id
+WHERE t.token_hash = %s AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
+"""
+
+TokenRow = tuple[int, str, datetime | None]
+
+
+async def lookup_token(conn: AsyncConnection[Any], token_hash: bytes) -> TokenRow | None:
+    """(customer id, customer code, token expiry) of a live token; None for any other."""
+    cur = await conn.execute(LOOKUP_TOKEN, (token_hash,), prepare=True)
+    row = await cur.fetchone()
+    return None if row is None else (int(row[0]), str(row[1]), row[2])
+
+
+async def listen_token_changes(conn: AsyncConnection[Any]) -> None:
+    """Subscribe `conn` (autocommit) to the token change notifications."""
+    await conn.execute(f"LISTEN {TOKEN_CHANNEL}")
