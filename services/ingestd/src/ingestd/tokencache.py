@@ -147,7 +147,9 @@ async def listen_for_token_changes(
         await asyncio.sleep(reconnect_s)
 
 
-async def _serve_notifications(conn: AsyncConnection[Any], cache: TokenCache, ping_s: float) -> None:
+async def _serve_notifications(
+    conn: AsyncConnection[Any], cache: TokenCache, ping_s: float
+) -> None:
     while True:
         async for notify in conn.notifies(timeout=ping_s):
             cache.invalidate(notify.payload)
