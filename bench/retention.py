@@ -168,7 +168,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             conn.execute("VACUUM ANALYZE")
             result["events"] = conn.execute("SELECT count(*) FROM fleet.ingest_events").fetchone()
             result["prepare_s"] = time.monotonic() - started
-            print(f"  {result['events'][0]:,} audit rows in {result['prepare_s']:.0f} s", file=sys.stderr)
+            print(
+                f"  {result['events'][0]:,} audit rows in {result['prepare_s']:.0f} s",
+                file=sys.stderr,
+            )
             result["customers_before"] = time_query(conn, OLD_CUSTOMERS, runs=args.runs)
             result["customers_after"] = time_query(conn, CUSTOMERS, runs=10)
             cut = conn.execute("SELECT now() - interval '1 day'").fetchone()

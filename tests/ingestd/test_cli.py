@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from fleetdev.pgcluster import PgCluster
 from ingestd.cli import main
+from ingestd.migrate import migration_ids
 from ingestd.settings import ConfigError, Settings
 
 
@@ -87,5 +88,5 @@ def test_migrate_bootstraps_a_fresh_database(
     monkeypatch.setenv("INGESTD_TIMESCALEDB", "off")
     assert main(["migrate"]) == 0
     out = capsys.readouterr().out
-    assert "applied 2 migration(s)" in out
+    assert f"applied {len(migration_ids())} migration(s)" in out
     assert "storage: postgresql" in out

@@ -25,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from ingestd.auth import Customer
 from ingestd.storage.state import StorageState
 from ingestd.storage.writes import (
+    SMALL_BATCH_ROWS,
     AuditRecord,
     StoreResult,
     mark_dirty,
@@ -32,6 +33,7 @@ from ingestd.storage.writes import (
     store_full_set,
     store_measurements,
     store_rejections,
+    store_small_batch,
 )
 
 __all__ = ["Delivery", "IngestOutcome", "ingest_batch", "record_refusal"]
@@ -64,21 +66,59 @@ class IngestOutcome:
     duration_ms: float
 
 
-async def _store_rows(
+def _audit(
+    customer: Customer,
+    kind: BatchType,
+    parsed: ParsedBatch[Any],
+    delivery: Delivery,
+    result: StoreResult | None,
+) -> AuditRecord:
+    return AuditRecord(
+        batch_id=delivery.batch_id,
+        customer_id=customer.id,
+        batch_type=kind.value,
+        wire_bytes=delivery.wire_bytes,
+        body_bytes=delivery.body_bytes,
+        duration_ms=delivery.elapsed_ms(),
+        outcome="rejected_rows" if parsed.rejections else "ok",
+        status=200,
+        accepted=result.accepted if result else 0,
+        duplicates=result.duplicates if result else 0,
+        rejected=len(parsed.rejections),
+        client_cursor=delivery.client_cursor,
+        min_time=parsed.first_time.astimezone(UTC) if parsed.first_time else None,
+        max_time=parsed.last_time.astimezone(UTC) if parsed.last_time else None,
+    )
+
+
+async def _store(
     conn: AsyncConnection[Any],
     storage: StorageState,
     customer: Customer,
     kind: BatchType,
     parsed: ParsedBatch[Any],
+    delivery: Delivery,
 ) -> StoreResult:
-    if kind is BatchType.MEASUREMENTS:
-        buckets = await storage.prepare(conn, parsed)
+    """The batch's writes in the fewest round trips: a small measurement batch in one (pipeline),
+    a full set of sites or devices in one (pipeline), a large measurement batch by COPY."""
+    buckets = await storage.prepare(conn, parsed) if kind is BatchType.MEASUREMENTS else None
+    if parsed.rejections:  # COPY cannot run in a pipeline; dead letters are rare
+        await store_rejections(conn, customer.id, delivery.batch_id, kind, parsed.rejections)
+    if buckets is not None:
+        if 0 < len(parsed.rows) <= SMALL_BATCH_ROWS:
+            return await store_small_batch(
+                conn, parsed.rows, _audit(customer, kind, parsed, delivery, None), buckets
+            )
         result = await store_measurements(conn, customer.id, parsed.rows)
         if result.accepted:
             await mark_dirty(conn, customer.id, *buckets)
+        await record_event(conn, _audit(customer, kind, parsed, delivery, result), seen=True)
         return result
-    result = await store_full_set(conn, customer.id, kind, parsed.rows, parsed.ids_seen)
-    return StoreResult(result.accepted, parsed.duplicates)
+    result = StoreResult(len(parsed.rows), parsed.duplicates)
+    async with conn.pipeline():
+        await store_full_set(conn, customer.id, kind, parsed.rows, parsed.ids_seen)
+        await record_event(conn, _audit(customer, kind, parsed, delivery, result), seen=True)
+    return result
 
 
 async def ingest_batch(
@@ -93,27 +133,9 @@ async def ingest_batch(
     """Store the batch, its dead letters and its audit row in one transaction; the connection
     comes from `pool` within `timeout_s` (PoolTimeout past it)."""
     async with pool.connection(timeout=timeout_s) as conn:
-        result = await _store_rows(conn, storage, customer, kind, parsed)
-        await store_rejections(conn, customer.id, delivery.batch_id, kind, parsed.rejections)
-        event = AuditRecord(
-            batch_id=delivery.batch_id,
-            customer_id=customer.id,
-            batch_type=kind.value,
-            wire_bytes=delivery.wire_bytes,
-            body_bytes=delivery.body_bytes,
-            duration_ms=(time.perf_counter() - delivery.started) * 1000,
-            outcome="rejected_rows" if parsed.rejections else "ok",
-            status=200,
-            accepted=result.accepted,
-            duplicates=result.duplicates,
-            rejected=len(parsed.rejections),
-            client_cursor=delivery.client_cursor,
-            min_time=parsed.first_time.astimezone(UTC) if parsed.first_time else None,
-            max_time=parsed.last_time.astimezone(UTC) if parsed.last_time else None,
-        )
-        await record_event(conn, event, seen=True)
+        result = await _store(conn, storage, customer, kind, parsed, delivery)
     return IngestOutcome(
-        result.accepted, result.duplicates, len(parsed.rejections), event.duration_ms
+        result.accepted, result.duplicates, len(parsed.rejections), delivery.elapsed_ms()
     )
 
 

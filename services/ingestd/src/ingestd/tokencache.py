@@ -31,7 +31,7 @@ import structlog
 from psycopg import AsyncConnection
 
 from ingestd.auth import Customer
-from ingestd.storage.tokens import TOKEN_CHANNEL, listen_token_changes
+from ingestd.storage.tokens import TOKEN_CHANNEL, listen_token_changes, ping
 
 __all__ = ["TokenCache", "listen_for_token_changes"]
 
@@ -154,4 +154,4 @@ async def _serve_notifications(
         async for notify in conn.notifies(timeout=ping_s):
             cache.invalidate(notify.payload)
         # Every ping_s: prove the connection still answers (a silent loss is noticed here).
-        await asyncio.wait_for(conn.execute("SELECT 1"), timeout=ping_s)
+        await asyncio.wait_for(ping(conn), timeout=ping_s)

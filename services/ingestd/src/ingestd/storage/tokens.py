@@ -11,7 +11,14 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-__all__ = ["LOOKUP_TOKEN", "TOKEN_CHANNEL", "TokenRow", "listen_token_changes", "lookup_token"]
+__all__ = [
+    "LOOKUP_TOKEN",
+    "TOKEN_CHANNEL",
+    "TokenRow",
+    "listen_token_changes",
+    "lookup_token",
+    "ping",
+]
 
 TOKEN_CHANNEL = "fleet_tokens"
 
@@ -31,6 +38,11 @@ async def lookup_token(conn: AsyncConnection[Any], token_hash: bytes) -> TokenRo
     cur = await conn.execute(LOOKUP_TOKEN, (token_hash,), prepare=True)
     row = await cur.fetchone()
     return None if row is None else (int(row[0]), str(row[1]), row[2])
+
+
+async def ping(conn: AsyncConnection[Any]) -> None:
+    """A round trip that proves the connection still answers."""
+    await conn.execute("SELECT 1")
 
 
 async def listen_token_changes(conn: AsyncConnection[Any]) -> None:

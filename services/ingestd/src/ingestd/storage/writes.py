@@ -39,6 +39,7 @@ from fleetcore import (
 from psycopg import AsyncConnection, sql
 
 __all__ = [
+    "SMALL_BATCH_ROWS",
     "AuditRecord",
     "StoreResult",
     "mark_dirty",
@@ -46,6 +47,7 @@ __all__ = [
     "store_full_set",
     "store_measurements",
     "store_rejections",
+    "store_small_batch",
 ]
 
 _COPY_COLUMNS = ("time", "device_id", "received_at", *MEASUREMENT_VALUE_FIELDS, "customer_id")
@@ -115,14 +117,54 @@ DO UPDATE SET version = d.version + 1, marked_at = now()
 """
 
 COPY_REJECTIONS = "COPY fleet.rejected_rows (customer_id, batch_id, batch_type, row_index, reason, payload) FROM STDIN"
-INSERT_EVENT = """
-INSERT INTO fleet.ingest_events (batch_id, customer_id, batch_type, accepted, duplicates, rejected,
-    wire_bytes, body_bytes, client_cursor, min_time, max_time, duration_ms, outcome, status, error)
-VALUES (%(batch_id)s, %(customer_id)s, %(batch_type)s, %(accepted)s, %(duplicates)s, %(rejected)s,
-    %(wire_bytes)s, %(body_bytes)s, %(client_cursor)s, %(min_time)s, %(max_time)s, %(duration_ms)s,
-    %(outcome)s, %(status)s, %(error)s)
+
+
+def _audit_ctes(accepted: str, duplicates: str) -> str:
+    """The audit row, the customer's last-seen mark and its hourly counters, as CTEs of one
+    statement (one round trip instead of three); `accepted`/`duplicates` are SQL expressions.
+    With `seen` false (a refused batch) only the audit row is written."""
+    return f"""event AS (
+    INSERT INTO fleet.ingest_events (batch_id, customer_id, batch_type, accepted, duplicates,
+        rejected, wire_bytes, body_bytes, client_cursor, min_time, max_time, duration_ms, outcome,
+        status, error)
+    VALUES (%(batch_id)s, %(customer_id)s, %(batch_type)s, {accepted}, {duplicates}, %(rejected)s,
+        %(wire_bytes)s, %(body_bytes)s, %(client_cursor)s, %(min_time)s, %(max_time)s,
+        %(duration_ms)s + 1000 * extract(epoch FROM clock_timestamp() - statement_timestamp()),
+        %(outcome)s, %(status)s, %(error)s)
+), seen AS (
+    UPDATE fleet.customers SET first_seen_at = coalesce(first_seen_at, now()), last_seen_at = now()
+    WHERE id = %(customer_id)s AND %(seen)s
+), counted AS (
+    INSERT INTO fleet.customer_hourly_counts AS k (customer_id, hour, batches, accepted, rejected)
+    SELECT %(customer_id)s, date_bin('1 hour', now(), timestamptz 'epoch'), 1,
+           CASE WHEN %(batch_type)s = 'measurements' THEN {accepted} ELSE 0 END, %(rejected)s
+    WHERE %(seen)s
+    ON CONFLICT (customer_id, hour) DO UPDATE SET batches = k.batches + 1,
+        accepted = k.accepted + EXCLUDED.accepted, rejected = k.rejected + EXCLUDED.rejected
+)"""
+
+
+RECORD_EVENT = f"WITH {_audit_ctes('%(accepted)s', '%(duplicates)s')} SELECT 1"
+
+# A small measurement batch in one statement: the rows (new keys only: ON CONFLICT DO NOTHING),
+# then the audit row, last-seen and counters from the count actually inserted. Below
+# SMALL_BATCH_ROWS the round trips of COPY (probe, savepoint, copy, release) cost more than
+# unnest's per-value work.
+_ARRAYS = ", ".join(
+    ["%(time)s::timestamptz[]", "%(device_id)s::bigint[]", "%(received_at)s::timestamptz[]"]
+    + [f"%({c})s::float8[]" for c in MEASUREMENT_VALUE_FIELDS]
+)
+INSERT_SMALL_BATCH = f"""
+WITH inserted AS (
+    INSERT INTO fleet.power_measurements ({", ".join(_COPY_COLUMNS)})
+    SELECT u.*, %(customer_id)s FROM unnest({_ARRAYS}) AS u
+    ON CONFLICT (customer_id, device_id, time) DO NOTHING
+    RETURNING 1
+), stored AS (SELECT count(*)::integer AS n FROM inserted),
+{_audit_ctes("(SELECT n FROM stored)", "%(rows)s - (SELECT n FROM stored)")}
+SELECT n FROM stored
 """
-MARK_SEEN = "UPDATE fleet.customers SET first_seen_at = coalesce(first_seen_at, now()), last_seen_at = now() WHERE id = %s"
+SMALL_BATCH_ROWS = 200
 
 
 def _utc(moment: datetime) -> datetime:
@@ -257,8 +299,35 @@ async def store_rejections(
             )
 
 
+def _event_params(event: AuditRecord, seen: bool) -> dict[str, Any]:
+    params = dataclasses.asdict(event)
+    params["seen"] = seen
+    return params
+
+
 async def record_event(conn: AsyncConnection[Any], event: AuditRecord, *, seen: bool) -> None:
-    """Write the batch's audit row; a successful batch also marks the customer as seen."""
-    await conn.execute(INSERT_EVENT, dataclasses.asdict(event))
-    if seen:
-        await conn.execute(MARK_SEEN, (event.customer_id,))
+    """Write the batch's audit row; a successful batch also marks the customer as seen and counts
+    in its hourly counters. One statement."""
+    await conn.execute(RECORD_EVENT, _event_params(event, seen))
+
+
+async def store_small_batch(
+    conn: AsyncConnection[Any],
+    rows: Sequence[MeasurementRow],
+    event: AuditRecord,
+    dirty: tuple[list[int], list[int]],
+) -> StoreResult:
+    """A measurement batch of at most SMALL_BATCH_ROWS rows, its audit row and its dirty marks in
+    one round trip (pipeline: BEGIN, the rows + audit statement, the marks, COMMIT). The marks are
+    sent whether or not a row was new: a bucket without new rows recomputes to what it was."""
+    params = _event_params(event, True)
+    columns = list(zip(*(msgspec.structs.astuple(r) for r in rows), strict=True))
+    for name, values in zip(_COPY_COLUMNS[:-1], columns, strict=True):
+        params[name] = list(values)
+    params["rows"] = len(rows)
+    async with conn.pipeline(), conn.transaction():
+        cur = await conn.execute(INSERT_SMALL_BATCH, params)
+        await mark_dirty(conn, event.customer_id, *dirty)
+    row = await cur.fetchone()
+    accepted = int(row[0]) if row else 0
+    return StoreResult(accepted, len(rows) - accepted)
