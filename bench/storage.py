@@ -209,7 +209,7 @@ def measure(
 
 
 COMPRESSED_CHUNKS = """
-SELECT format('%I.%I', z.schema_name, z.table_name)
+SELECT format('%%I.%%I', z.schema_name, z.table_name)
 FROM _timescaledb_catalog.chunk c
 JOIN _timescaledb_catalog.chunk z ON z.id = c.compressed_chunk_id
 JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id

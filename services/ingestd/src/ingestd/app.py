@@ -9,7 +9,7 @@ Routes (handlers in `ingestd.handlers`):
 Lifecycle: one `cleanup_ctx` per resource, so a failed start tears down exactly what was set up:
 migrations (INGESTD_MIGRATE_ON_START) → the connection pool (fails fast when the database cannot
 be reached) → the storage (bootstrapped with INGESTD_MIGRATE_ON_START, detected otherwise) → the
-housekeeping task.
+token cache's LISTEN connection (`ingestd.tokencache`) → the housekeeping task.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from ingestd.keys import (
     POOL,
     SETTINGS,
     STORAGE,
+    TOKENS,
 )
 from ingestd.metrics import IngestMetrics
 from ingestd.migrate import apply_migrations, migration_ids
@@ -49,6 +50,7 @@ from ingestd.openapi import openapi_document
 from ingestd.ratelimit import FailedAuthLimiter, RateLimiter
 from ingestd.settings import Settings
 from ingestd.storage.state import open_storage
+from ingestd.tokencache import TokenCache, listen_for_token_changes
 
 __all__ = ["INGEST_PATH", "POOL", "SERVER_OPTIONS", "SETTINGS", "create_app"]
 
@@ -176,6 +178,31 @@ def _housekeeping_ctx(settings: Settings) -> Context:
     return housekeeping_ctx
 
 
+def _token_listener_ctx(settings: Settings) -> Context:
+    async def token_listener_ctx(app: web.Application) -> AsyncIterator[None]:
+        if settings.token_cache_ttl_s <= 0:  # cache off: every request looks its token up
+            yield
+            return
+        task = asyncio.create_task(
+            listen_for_token_changes(
+                settings.database_url,
+                app[TOKENS],
+                ping_s=settings.token_cache_ping_s,
+                reconnect_s=1.0,
+                connect_timeout_s=settings.connect_timeout_s,
+            ),
+            name="token-listener",
+        )
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return token_listener_ctx
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the application; the database pool opens (and fails fast) at startup.
 
@@ -184,10 +211,14 @@ def create_app(settings: Settings) -> web.Application:
     """
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_wire_bytes)
     app[SETTINGS] = settings
-    app[LIMITER] = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
-    app[AUTH_LIMITER] = FailedAuthLimiter(
-        settings.auth_failures_per_min, settings.auth_failure_burst
+    shares = settings.limit_shares  # each process enforces its share of the configured totals
+    app[LIMITER] = RateLimiter(
+        settings.rate_limit_per_s / shares, max(1, settings.rate_limit_burst // shares)
     )
+    app[AUTH_LIMITER] = FailedAuthLimiter(
+        settings.auth_failures_per_min / shares, max(1, settings.auth_failure_burst // shares)
+    )
+    app[TOKENS] = TokenCache(settings.token_cache_ttl_s)
     app[METRICS] = IngestMetrics()
     app[INFLIGHT] = asyncio.Semaphore(settings.max_inflight)
     app[EXPECTED_MIGRATIONS] = frozenset(migration_ids())
@@ -196,6 +227,7 @@ def create_app(settings: Settings) -> web.Application:
             _migrations_ctx(settings),
             _pool_ctx(settings),
             _storage_ctx(settings),
+            _token_listener_ctx(settings),
             _housekeeping_ctx(settings),
         ]
     )

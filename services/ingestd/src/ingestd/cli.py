@@ -96,17 +96,25 @@ def _serve(settings: Settings) -> int:
     from fleetservice import configure_logging
 
     from ingestd.app import SERVER_OPTIONS, create_app
+    from ingestd.workers import serve_workers
 
     configure_logging(settings.log_format, settings.log_level, service="ingestd")
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        access_log=None,
-        shutdown_timeout=10.0,
-        **SERVER_OPTIONS,
-    )
+
+    def serve_one() -> None:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            reuse_port=settings.workers > 1,
+            print=None,
+            access_log=None,
+            shutdown_timeout=10.0,
+            **SERVER_OPTIONS,
+        )
+
+    if settings.workers > 1:
+        return serve_workers(settings.workers, serve_one)
+    serve_one()
     return 0
 
 

@@ -11,6 +11,7 @@ from ingestd.metrics import IngestMetrics
 from ingestd.ratelimit import FailedAuthLimiter, RateLimiter
 from ingestd.settings import Settings
 from ingestd.storage.state import StorageState
+from ingestd.tokencache import TokenCache
 
 __all__ = [
     "AUTH_LIMITER",
@@ -21,6 +22,7 @@ __all__ = [
     "POOL",
     "SETTINGS",
     "STORAGE",
+    "TOKENS",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -31,3 +33,4 @@ STORAGE = web.AppKey("storage", StorageState)
 METRICS = web.AppKey("metrics", IngestMetrics)
 AUTH_LIMITER = web.AppKey("auth_limiter", FailedAuthLimiter)
 INFLIGHT = web.AppKey("inflight", asyncio.Semaphore)
+TOKENS = web.AppKey("tokens", TokenCache)

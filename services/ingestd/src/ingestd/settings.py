@@ -55,6 +55,19 @@ class Settings:
     auth_failures_per_min: float = 30.0
     auth_failure_burst: int = 20
     trust_forwarded_for: bool = False
+    token_cache_ttl_s: float = 60.0
+    token_cache_ping_s: float = 5.0
+    workers: int = 1
+    replicas: int = 1
+    audit_retention_days: int = 30
+    rejected_retention_days: int = 90
+    max_waiting: int = 32
+
+    @property
+    def limit_shares(self) -> int:
+        """Processes the per-customer rate limit and the failed-authentication budget are shared
+        out over: each process enforces 1/shares of the configured totals."""
+        return self.replicas * self.workers
 
     @property
     def effective_max_sample_age(self) -> timedelta:
@@ -103,13 +116,21 @@ class Settings:
         admin_token = env.get("INGESTD_ADMIN_TOKEN", "").strip() or None
         if admin_token is not None and len(admin_token) < 32:
             raise ConfigError("INGESTD_ADMIN_TOKEN must be at least 32 characters")
+        max_inflight = env_.integer("INGESTD_MAX_INFLIGHT", 2 * pool_max, minimum=1)
         return cls(
-            max_inflight=env_.integer("INGESTD_MAX_INFLIGHT", 2 * pool_max, minimum=1),
+            max_inflight=max_inflight,
             inflight_wait_s=env_.number("INGESTD_INFLIGHT_WAIT_S", 1.0, minimum=0.0),
             busy_retry_after_s=env_.integer("INGESTD_BUSY_RETRY_AFTER_S", 2, minimum=1),
             auth_failures_per_min=env_.number("INGESTD_AUTH_FAILURES_PER_MIN", 30.0, minimum=0.01),
             auth_failure_burst=env_.integer("INGESTD_AUTH_FAILURE_BURST", 20, minimum=1),
             trust_forwarded_for=env_.flag("INGESTD_TRUST_FORWARDED_FOR", False),
+            token_cache_ttl_s=env_.number("INGESTD_TOKEN_CACHE_TTL_S", 60.0, minimum=0.0),
+            token_cache_ping_s=env_.number("INGESTD_TOKEN_CACHE_PING_S", 5.0, minimum=0.1),
+            workers=env_.integer("INGESTD_WORKERS", 1, minimum=1),
+            replicas=env_.integer("INGESTD_REPLICAS", 1, minimum=1),
+            audit_retention_days=env_.integer("INGESTD_AUDIT_RETENTION_DAYS", 30, minimum=1),
+            rejected_retention_days=env_.integer("INGESTD_REJECTED_RETENTION_DAYS", 90, minimum=1),
+            max_waiting=env_.integer("INGESTD_MAX_WAITING", 4 * max_inflight, minimum=0),
             storage=storage,
             admin_token=admin_token,
             housekeeping_interval_s=env_.number(

@@ -32,12 +32,12 @@ from fleetcore.protocol import (
     TOKEN_HEADER,
 )
 
-from ingestd.auth import Customer, authenticate
+from ingestd.auth import Customer, find_customer
 from ingestd.body import check_content_headers, decode_body, read_wire_body
 from ingestd.errors import BadRequest, IngestError, RateLimited, ServiceUnavailable, Unauthorized
 from ingestd.handlers.http import connection, json_answer
 from ingestd.ingest import Delivery, ingest_batch, record_refusal
-from ingestd.keys import AUTH_LIMITER, INFLIGHT, LIMITER, METRICS, POOL, SETTINGS, STORAGE
+from ingestd.keys import AUTH_LIMITER, INFLIGHT, LIMITER, METRICS, POOL, SETTINGS, STORAGE, TOKENS
 from ingestd.ratelimit import RateLimiter
 from ingestd.settings import Settings
 
@@ -85,8 +85,9 @@ async def _authenticate(request: web.Request, settings: Settings) -> Customer:
             RateLimiter.retry_after(wait), "too many failed authentications from this address"
         )
     try:
-        async with connection(request) as conn:
-            customer = await authenticate(conn, token)
+        if not token_hash:
+            raise Unauthorized()
+        customer = await find_customer(token_hash, request.app[TOKENS], lambda: connection(request))
     except Unauthorized:
         limiter.failed(address)
         limiter.forget(token_hash)

@@ -14,7 +14,6 @@ from psycopg import AsyncConnection
 __all__ = [
     "HOURLY_FIELDS",
     "applied_migrations",
-    "customer_by_token_hash",
     "customer_id",
     "customer_summaries",
     "devices_of",
@@ -22,13 +21,6 @@ __all__ = [
     "sites_of",
 ]
 
-# The primary key on token_hash makes this an index lookup; expiry and revocation are checked
-# in the same statement so a revoked token stops working on the very next request.
-LOOKUP_TOKEN = """
-SELECT c.id, c.code
-FROM fleet.customer_tokens t JOIN fleet.customers c ON c.id = t.customer_id
-WHERE t.token_hash = %s AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
-"""
 APPLIED_MIGRATIONS = "SELECT migration_id FROM public._yoyo_migration"
 
 CUSTOMERS = """
@@ -65,15 +57,6 @@ Rows = list[tuple[Any, ...]]
 async def _all(conn: AsyncConnection[Any], query: str, params: tuple[Any, ...] = ()) -> Rows:
     cur = await conn.execute(query, params)
     return list(await cur.fetchall())
-
-
-async def customer_by_token_hash(
-    conn: AsyncConnection[Any], token_hash: bytes
-) -> tuple[int, str] | None:
-    """(id, code) of the customer whose live token has this hash, or None."""
-    cur = await conn.execute(LOOKUP_TOKEN, (token_hash,))
-    row = await cur.fetchone()
-    return (int(row[0]), str(row[1])) if row is not None else None
 
 
 async def applied_migrations(conn: AsyncConnection[Any]) -> set[str]:
