@@ -54,7 +54,7 @@ async def test_database_down_gives_503_then_recovers_without_restart(
     own_cluster.stop("immediate")
     resp = await client.post(INGEST_PATH, data=encode(rows[50:]), headers=headers)
     assert resp.status == 503
-    assert resp.headers["Retry-After"] == "9"
+    assert 9 <= int(resp.headers["Retry-After"]) <= 2 * 9 + 1  # spread so the herd returns apart
     assert (await resp.json())["error"] == "unavailable"
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/readyz")).status == 503

@@ -293,7 +293,7 @@ async def test_too_many_batches_in_flight_is_503_with_short_retry_after(
     aiohttp_client: Any, ingestd_settings: Settings, customer_token: str, central_db: str
 ) -> None:
     """Past INGESTD_MAX_INFLIGHT batches being stored, a received batch is shed after a short wait
-    with 503 and the short busy Retry-After; once the slot frees, batches are served again."""
+    with 503 and the short busy Retry-After (spread at random above it); once the slot frees, batches are served again."""
     import asyncio
     from dataclasses import replace
 
@@ -316,7 +316,7 @@ async def test_too_many_batches_in_flight_is_503_with_short_retry_after(
             INGEST_PATH, data=encode(measurements(1), gzip=False), headers=headers
         )
         assert resp.status == 503
-        assert resp.headers["Retry-After"] == "3"
+        assert 3 <= int(resp.headers["Retry-After"]) <= 3 + 3 * 2  # spread, see admission.py
         assert (await resp.json())["error"] == "unavailable"
         blocker.rollback()
     assert (await holder).status == 200

@@ -27,6 +27,7 @@ from fleetcore.protocol import BATCH_TYPE_HEADER, INGEST_PATH, OPENAPI_PATH, Bat
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from ingestd.admission import Admission
 from ingestd.errors import IngestError, NotFound, ServiceUnavailable
 from ingestd.handlers.admin import ADMIN_PREFIX, create_admin_app
 from ingestd.handlers.http import DB_UNAVAILABLE, Handler, json_answer
@@ -34,9 +35,9 @@ from ingestd.handlers.ingest import ingest
 from ingestd.handlers.service import healthz, metrics, openapi_handler, readyz
 from ingestd.housekeeping import housekeeping_loop
 from ingestd.keys import (
+    ADMISSION,
     AUTH_LIMITER,
     EXPECTED_MIGRATIONS,
-    INFLIGHT,
     LIMITER,
     METRICS,
     POOL,
@@ -81,7 +82,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    retry_after = request.app[SETTINGS].retry_after_s
+    retry_after = request.app[ADMISSION].spread(request.app[SETTINGS].retry_after_s)
     try:
         try:
             return await handler(request)
@@ -220,7 +221,12 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[TOKENS] = TokenCache(settings.token_cache_ttl_s)
     app[METRICS] = IngestMetrics()
-    app[INFLIGHT] = asyncio.Semaphore(settings.max_inflight)
+    app[ADMISSION] = Admission(
+        settings.max_inflight,
+        settings.max_waiting,
+        settings.inflight_wait_s,
+        settings.busy_retry_after_s,
+    )
     app[EXPECTED_MIGRATIONS] = frozenset(migration_ids())
     app.cleanup_ctx.extend(
         [

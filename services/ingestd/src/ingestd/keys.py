@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
+from ingestd.admission import Admission
 from ingestd.metrics import IngestMetrics
 from ingestd.ratelimit import FailedAuthLimiter, RateLimiter
 from ingestd.settings import Settings
@@ -14,9 +13,9 @@ from ingestd.storage.state import StorageState
 from ingestd.tokencache import TokenCache
 
 __all__ = [
+    "ADMISSION",
     "AUTH_LIMITER",
     "EXPECTED_MIGRATIONS",
-    "INFLIGHT",
     "LIMITER",
     "METRICS",
     "POOL",
@@ -32,5 +31,5 @@ EXPECTED_MIGRATIONS = web.AppKey("expected_migrations", frozenset)
 STORAGE = web.AppKey("storage", StorageState)
 METRICS = web.AppKey("metrics", IngestMetrics)
 AUTH_LIMITER = web.AppKey("auth_limiter", FailedAuthLimiter)
-INFLIGHT = web.AppKey("inflight", asyncio.Semaphore)
+ADMISSION = web.AppKey("admission", Admission)
 TOKENS = web.AppKey("tokens", TokenCache)

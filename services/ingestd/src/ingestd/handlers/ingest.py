@@ -9,7 +9,6 @@ Retry-After (the error middleware); the pool reconnects on its own when the data
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
@@ -34,10 +33,19 @@ from fleetcore.protocol import (
 
 from ingestd.auth import Customer, find_customer
 from ingestd.body import check_content_headers, decode_body, read_wire_body
-from ingestd.errors import BadRequest, IngestError, RateLimited, ServiceUnavailable, Unauthorized
+from ingestd.errors import BadRequest, IngestError, RateLimited, Unauthorized
 from ingestd.handlers.http import connection, json_answer
 from ingestd.ingest import Delivery, ingest_batch, record_refusal
-from ingestd.keys import AUTH_LIMITER, INFLIGHT, LIMITER, METRICS, POOL, SETTINGS, STORAGE, TOKENS
+from ingestd.keys import (
+    ADMISSION,
+    AUTH_LIMITER,
+    LIMITER,
+    METRICS,
+    POOL,
+    SETTINGS,
+    STORAGE,
+    TOKENS,
+)
 from ingestd.ratelimit import RateLimiter
 from ingestd.settings import Settings
 
@@ -97,21 +105,11 @@ async def _authenticate(request: web.Request, settings: Settings) -> Customer:
     return customer
 
 
-async def _take_slot(request: web.Request, settings: Settings) -> bool:
-    """Admit the batch among the INGESTD_MAX_INFLIGHT being inflated, parsed and stored; past a
-    short wait, shed it with 503 and a short Retry-After. Only received bodies wait for a slot, so
-    slow senders cannot hold them; a waiting body is still compressed (memory stays bounded)."""
-    try:
-        async with asyncio.timeout(settings.inflight_wait_s):
-            await request.app[INFLIGHT].acquire()
-    except TimeoutError:
-        raise ServiceUnavailable(settings.busy_retry_after_s, "busy, retry later") from None
-    return True
-
-
 async def ingest(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     started = time.perf_counter()
+    admission = request.app[ADMISSION]
+    admission.check()  # past capacity: refused before any work is spent on it
     customer = await _authenticate(request, settings)
     structlog.contextvars.bind_contextvars(customer=customer.code)
     delivery = Delivery(uuid.uuid4(), started, request.content_length or 0)
@@ -128,7 +126,8 @@ async def ingest(request: web.Request) -> web.Response:
             request, max_wire_bytes=settings.max_wire_bytes, timeout_s=settings.body_timeout_s
         )
         delivery.wire_bytes = len(wire)
-        holding_slot = await _take_slot(request, settings)
+        await admission.acquire()  # only received bodies wait for a slot: slow senders hold none
+        holding_slot = True
         body = decode_body(wire, gzip=gzip, max_body_bytes=settings.max_body_bytes)
         del wire
         delivery.wire_bytes, delivery.body_bytes = body.wire_bytes, len(body.data)
@@ -174,7 +173,7 @@ async def ingest(request: web.Request) -> web.Response:
         raise
     finally:
         if holding_slot:
-            request.app[INFLIGHT].release()
+            admission.release()
 
     request.app[METRICS].observe_batch(
         kind.value,
