@@ -6,6 +6,8 @@ round runs at a time across the deployment:
 
 - every round: recompute marked hourly buckets (plain rollup, or TimescaleDB refresh of old
   buckets; `storage.rollup`);
+- every minute: delete audit rows and dead letters past INGESTD_AUDIT_RETENTION_DAYS /
+  INGESTD_REJECTED_RETENTION_DAYS, in short batches (`storage.retention`);
 - every hour: create the weekly partitions ahead (plain) and apply raw-data retention
   (`storage.maintenance.maintain`). The hourly aggregate is never touched.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -26,14 +29,16 @@ from psycopg import AsyncConnection
 from ingestd.settings import Settings
 from ingestd.storage import StorageMode, detect_mode
 from ingestd.storage.maintenance import housekeeping_turn, maintain
+from ingestd.storage.retention import apply_retention
 from ingestd.storage.rollup import RefreshReport, count_dirty, refresh_rollup, refresh_timescale
 from ingestd.storage.state import StorageState
 
-__all__ = ["MAINTENANCE_EVERY_S", "housekeeping_cycle", "housekeeping_loop"]
+__all__ = ["MAINTENANCE_EVERY_S", "RETENTION_EVERY_S", "housekeeping_cycle", "housekeeping_loop"]
 
 log = structlog.get_logger("ingestd.housekeeping")
 
 MAINTENANCE_EVERY_S = 3600.0
+RETENTION_EVERY_S = 60.0
 
 
 async def housekeeping_cycle(
@@ -53,6 +58,17 @@ async def housekeeping_cycle(
         if maintenance or (maintenance is None and due):
             await maintain(conn, state)
             state.last_maintenance = time.monotonic()
+        if maintenance or time.monotonic() - state.last_retention >= RETENTION_EVERY_S:
+            removed = await apply_retention(
+                conn,
+                datetime.now(UTC),
+                audit_days=settings.audit_retention_days,
+                rejected_days=settings.rejected_retention_days,
+            )
+            state.last_retention = time.monotonic()
+            if removed.total:
+                log.info("audit_retention", ingest_events=removed.ingest_events,
+                         rejected_rows=removed.rejected_rows)  # fmt: skip
         if state.mode is StorageMode.POSTGRESQL:
             return await refresh_rollup(
                 conn, settle_s=settings.rollup_settle_s, limit=settings.rollup_batch

@@ -215,12 +215,13 @@ def _schemas() -> dict[str, Any]:
                 "rows_24h": {
                     "type": "integer",
                     "minimum": 0,
-                    "description": "measurement rows accepted in the last 24 h",
+                    "description": "measurement rows accepted in the current hour and the 24 before it "
+                    "(UTC hours: at least the last 24 h)",
                 },
                 "rejected_24h": {
                     "type": "integer",
                     "minimum": 0,
-                    "description": "rows dead-lettered in the last 24 h",
+                    "description": "rows dead-lettered in the current hour and the 24 before it",
                 },
             },
         },

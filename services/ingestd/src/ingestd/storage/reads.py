@@ -23,15 +23,20 @@ __all__ = [
 
 APPLIED_MIGRATIONS = "SELECT migration_id FROM public._yoyo_migration"
 
+# Per customer, from the hourly counters each batch updates (migration 0005): the current hour
+# and the 24 before it, so the figure covers at least the last 24 hours (at most 25).
 CUSTOMERS = """
 SELECT c.code, c.name, c.created_at, c.first_seen_at, c.last_seen_at,
        extract(epoch FROM now() - c.last_seen_at)::double precision,
-       coalesce((SELECT sum(e.accepted) FROM fleet.ingest_events e
-                 WHERE e.customer_id = c.id AND e.batch_type = 'measurements'
-                   AND e.received_at > now() - interval '24 hours'), 0)::bigint,
-       (SELECT count(*) FROM fleet.rejected_rows r
-         WHERE r.customer_id = c.id AND r.received_at > now() - interval '24 hours')
-FROM fleet.customers c ORDER BY c.code
+       coalesce(k.accepted, 0)::bigint, coalesce(k.rejected, 0)::bigint
+FROM fleet.customers c
+LEFT JOIN (
+    SELECT customer_id, sum(accepted) AS accepted, sum(rejected) AS rejected
+    FROM fleet.customer_hourly_counts
+    WHERE hour >= date_bin('1 hour', now(), timestamptz 'epoch') - interval '24 hours'
+    GROUP BY customer_id
+) k ON k.customer_id = c.id
+ORDER BY c.code
 """
 CUSTOMER_ID = "SELECT id FROM fleet.customers WHERE code = %s"
 SITES = """SELECT id, name, timezone, address, updated_at, deleted_at

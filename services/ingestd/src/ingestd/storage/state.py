@@ -69,6 +69,7 @@ class StorageState:
     plan: StoragePlan
     known_weeks: set[datetime] = field(default_factory=set)
     last_maintenance: float = float("-inf")
+    last_retention: float = float("-inf")
     dirty_buckets: int | None = None  # hours waiting for the rollup, as of the last round
 
     def dirty_horizon(self) -> datetime | None:
