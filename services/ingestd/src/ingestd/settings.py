@@ -44,7 +44,7 @@ class Settings:
     log_level: str = "info"
     storage: StoragePlan = field(default_factory=StoragePlan)
     housekeeping_interval_s: float = 10.0
-    rollup_settle_s: float = 5.0
+    rollup_settle_s: float = 90.0
     rollup_batch: int = 5000
     refresh_max_ranges: int = 20
     admin_token: str | None = field(default=None, repr=False)
@@ -136,7 +136,7 @@ class Settings:
             housekeeping_interval_s=env_.number(
                 "INGESTD_HOUSEKEEPING_INTERVAL_S", 10.0, minimum=0.1
             ),
-            rollup_settle_s=env_.number("INGESTD_ROLLUP_SETTLE_S", 5.0, minimum=0.0),
+            rollup_settle_s=env_.number("INGESTD_ROLLUP_SETTLE_S", 90.0, minimum=0.0),
             max_hourly_range=timedelta(
                 days=env_.integer("INGESTD_MAX_HOURLY_RANGE_DAYS", 93, minimum=1)
             ),
