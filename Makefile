@@ -8,6 +8,7 @@ help:
 	@echo "make setup       install what Fleet needs; then .venv/bin/ingestd and .venv/bin/pusher are the CLIs"
 	@echo "make dev         the local two-stack demo (Ctrl-C stops it; DURATION=60 for a bounded run)"
 	@echo "make test        run the whole test suite (starts its own PostgreSQL)"
+	@echo "make test-lowest the suite once at the lowest versions pyproject.toml allows (own venv: .venv-lowest)"
 	@echo "make check       lint + typecheck + tests"
 	@echo "make chaos       fault injection, bad input, security and soak (FLEET_SOAK_S=120), with figures"
 	@echo "make soak        the 2-minute soak alone (FLEET_SOAK_S to change; CI runs it)"
@@ -30,6 +31,17 @@ dev:
 
 test:
 	@uv=$$(scripts/bootstrap.sh) && "$$uv" run pytest $(PYTEST_ARGS)
+
+# The suite at the lowest version of every dependency a pyproject.toml declares (uv's
+# lowest-direct resolution over all members), in its own environment; uv.lock is not touched.
+.PHONY: test-lowest
+test-lowest:
+	@uv=$$(scripts/bootstrap.sh) && mkdir -p .state && \
+	"$$uv" pip compile --quiet --resolution lowest-direct --extra docker --group pyproject.toml:dev \
+	    pyproject.toml packages/*/pyproject.toml services/*/pyproject.toml -o .state/lowest-requirements.txt && \
+	"$$uv" venv --quiet --allow-existing .venv-lowest && \
+	"$$uv" pip sync --quiet --python .venv-lowest .state/lowest-requirements.txt && \
+	.venv-lowest/bin/python -m pytest $(PYTEST_ARGS)
 
 lint:
 	@uv=$$(scripts/bootstrap.sh) && "$$uv" run ruff check . && "$$uv" run ruff format --check .
@@ -63,7 +75,7 @@ bench-quick:
 clean:
 	-@for engine in podman docker; do command -v $$engine >/dev/null || continue; \
 		$$engine rm -f fleet-dev-central >/dev/null 2>&1; $$engine volume rm fleet-dev-central-data >/dev/null 2>&1; done; true
-	rm -rf .state bench/results .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .state .venv-lowest bench/results .pytest_cache .mypy_cache .ruff_cache
 
 .PHONY: chaos
 chaos:
