@@ -60,7 +60,7 @@ def format_variables(
     """The variables as an aligned `--help` epilog."""
     width = max((len(v.name) for v in variables), default=0)
     lines = ["environment variables (default; bounds):"]
-    for var in variables:
+    for var in sorted(variables, key=lambda v: v.name):
         default = "required" if var.default is None else (var.default or "unset")
         detail = f"; {var.detail}" if var.detail else ""
         lines.append(f"  {var.name:<{width}}  {default}{detail}")

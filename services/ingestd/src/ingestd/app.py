@@ -28,7 +28,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ingestd.admission import Admission
-from ingestd.errors import IngestError, NotFound, ServiceUnavailable
+from ingestd.errors import IngestError, NotFound, ServiceUnavailable, StartupError
 from ingestd.handlers.admin import ADMIN_PREFIX, create_admin_app
 from ingestd.handlers.http import DB_UNAVAILABLE, Handler, json_answer
 from ingestd.handlers.ingest import ingest
@@ -137,7 +137,7 @@ def _pool_ctx(settings: Settings) -> Context:
             try:
                 await pool.open(wait=True, timeout=settings.connect_timeout_s)
             except PoolTimeout:
-                raise RuntimeError(
+                raise StartupError(
                     f"cannot connect to the database within {settings.connect_timeout_s:g} s "
                     "(check INGESTD_DATABASE_URL and that PostgreSQL is up)"
                 ) from None

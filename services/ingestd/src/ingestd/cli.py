@@ -7,7 +7,11 @@
     ingestd customers rotate-token CODE    new token; old ones work for --grace (default 24h)
     ingestd customers revoke CODE          end every token of the customer now
 
-Every command reads its configuration from the environment (INGESTD_DATABASE_URL, …).
+Every command reads its configuration from the environment (INGESTD_DATABASE_URL, …; `ingestd
+serve --help` lists them all with their defaults). Exit status: 0 done, 1 failed (one line on
+stderr — a log line for `serve` — says why: database unreachable, bootstrap refused, unknown
+customer…), 2 configuration or usage error, 130 interrupted. No traceback for any of these
+unless INGESTD_LOG_LEVEL=debug.
 """
 
 from __future__ import annotations
@@ -20,6 +24,21 @@ from collections.abc import Sequence
 from datetime import timedelta
 from importlib.metadata import version
 
+import psycopg
+import structlog
+from fleetservice import configure_logging
+from fleetservice.commands import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STATUSES,
+    fail,
+    one_line,
+)
+from fleetservice.envconfig import format_variables
+
+from ingestd.errors import StartupError
 from ingestd.settings import ConfigError, Settings
 
 __all__ = ["main"]
@@ -36,12 +55,38 @@ def _duration(text: str) -> timedelta:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ingestd", description="Fleet's central ingest server")
+    raw = argparse.RawDescriptionHelpFormatter
+    variables = format_variables(Settings.variables())
+    parser = argparse.ArgumentParser(
+        prog="ingestd",
+        description="Fleet's central ingest server",
+        epilog=f"{EXIT_STATUSES}\n\n{variables}",
+        formatter_class=raw,
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('ingestd')}")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the HTTP server")
-    sub.add_parser("migrate", help="apply pending database migrations")
-    customers = sub.add_parser("customers", help="customer and token administration")
+    sub.add_parser(
+        "serve",
+        help="run the HTTP server",
+        description="Run the HTTP server until SIGTERM/SIGINT.",
+        epilog=f"{EXIT_STATUSES}\n\n{variables}",
+        formatter_class=raw,
+    )
+    sub.add_parser(
+        "migrate",
+        help="apply pending database migrations",
+        description="Apply pending migrations, then bootstrap the storage (TimescaleDB or "
+        "partitions). Reads INGESTD_DATABASE_URL and the INGESTD_TIMESCALEDB, INGESTD_CHUNK_*, "
+        "INGESTD_COMPRESS_*, INGESTD_REFRESH_*, INGESTD_PARTITIONS_AHEAD and "
+        "INGESTD_RETENTION_DAYS storage settings (`ingestd serve --help` lists them).",
+        epilog=EXIT_STATUSES,
+    )
+    customers = sub.add_parser(
+        "customers",
+        help="customer and token administration",
+        description="Customer and token administration; reads INGESTD_DATABASE_URL.",
+        epilog=EXIT_STATUSES,
+    )
     csub = customers.add_subparsers(dest="action", required=True)
     add = csub.add_parser("add", help="register a customer and print its token (shown once)")
     add.add_argument("code", help="customer code, e.g. DEV0001")
@@ -87,35 +132,47 @@ def _customers(settings: Settings, args: argparse.Namespace) -> int:
             print(f"revoked {count} token(s) of {args.code}")
     except (customers.CustomerExists, customers.UnknownCustomer, ValueError) as exc:
         print(f"ingestd: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _serve(settings: Settings) -> int:
+    """Run the server; a failed start is one log line (`start_failed`) and exit status 1."""
     from aiohttp import web
-    from fleetservice import configure_logging
 
     from ingestd.app import SERVER_OPTIONS, create_app
+    from ingestd.storage import BootstrapError
     from ingestd.workers import serve_workers
 
     configure_logging(settings.log_format, settings.log_level, service="ingestd")
 
     def serve_one() -> None:
-        web.run_app(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            reuse_port=settings.workers > 1,
-            print=None,
-            access_log=None,
-            shutdown_timeout=10.0,
-            **SERVER_OPTIONS,
-        )
+        try:
+            web.run_app(
+                create_app(settings),
+                host=settings.host,
+                port=settings.port,
+                reuse_port=settings.workers > 1,
+                print=None,
+                access_log=None,
+                shutdown_timeout=10.0,
+                **SERVER_OPTIONS,
+            )
+        except (StartupError, BootstrapError, psycopg.Error, OSError) as exc:
+            structlog.get_logger("ingestd").error(
+                "start_failed",
+                error=one_line(exc),
+                exc_info=exc if settings.log_level == "debug" else None,
+            )
+            raise SystemExit(EXIT_FAILED) from None
 
     if settings.workers > 1:
         return serve_workers(settings.workers, serve_one)
-    serve_one()
-    return 0
+    try:
+        serve_one()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return EXIT_OK
 
 
 def _migrate(settings: Settings) -> int:
@@ -130,10 +187,9 @@ def _migrate(settings: Settings) -> int:
     try:
         mode = asyncio.run(bootstrap_database(settings.database_url, settings.storage))
     except BootstrapError as exc:
-        print(f"ingestd: storage bootstrap failed: {exc}", file=sys.stderr)
-        return 1
+        return fail("ingestd", "storage bootstrap failed", exc)
     print(f"storage: {mode.value}")
-    return 0
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,12 +198,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
         print(f"ingestd: configuration error: {exc}", file=sys.stderr)
-        return 2
-    if args.command == "serve":
-        return _serve(settings)
-    if args.command == "migrate":
-        return _migrate(settings)
-    return _customers(settings, args)
+        return EXIT_CONFIG
+    debug = settings.log_level == "debug"
+    try:
+        if args.command == "serve":
+            return _serve(settings)
+        configure_logging(settings.log_format, settings.log_level, service="ingestd")
+        if args.command == "migrate":
+            return _migrate(settings)
+        return _customers(settings, args)
+    except psycopg.OperationalError as exc:
+        return fail("ingestd", "database unreachable", exc, debug=debug)
+    except psycopg.Error as exc:
+        return fail("ingestd", "database error", exc, debug=debug)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@
 
 The error middleware in `app.py` turns any of these into its JSON body; anything else becomes a
 generic 500 with no detail (and is logged with its traceback, server-side only).
+
+`StartupError` is not an answer: the server could not start (database unreachable at start),
+and `ingestd serve` ends with one log line saying why and exit status 1.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = [
     "RateLimited",
     "RequestTimeout",
     "ServiceUnavailable",
+    "StartupError",
     "Unauthorized",
     "UnsupportedMediaType",
 ]
@@ -115,3 +119,7 @@ class RateLimited(_RetryLater):
 class ServiceUnavailable(_RetryLater):
     status = 503
     code = "unavailable"
+
+
+class StartupError(RuntimeError):
+    """The server cannot start; the message says what to check."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from fleetservice import EnvReader
+from fleetservice.envconfig import Variable, record_variables
 from fleetservice.logs import LOG_FORMATS, LOG_LEVELS
 
 from ingestd.storage.bootstrap import StoragePlan
@@ -77,6 +78,11 @@ class Settings:
         return min(self.max_sample_age, self.storage.retention - timedelta(days=7))
 
     @classmethod
+    def variables(cls) -> list[Variable]:
+        """Every variable `from_env` reads, with its default: what `--help` lists."""
+        return record_variables(cls.from_env, {"INGESTD_DATABASE_URL": "postgresql://"})
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         env_ = EnvReader(env, ConfigError)
         log_format = env_.choice("INGESTD_LOG_FORMAT", "auto", LOG_FORMATS)
@@ -113,7 +119,7 @@ class Settings:
             partitions_ahead=env_.integer("INGESTD_PARTITIONS_AHEAD", 4, minimum=0),
             retention=timedelta(days=retention_days) if retention_days else None,
         )
-        admin_token = env.get("INGESTD_ADMIN_TOKEN", "").strip() or None
+        admin_token = env_.optional("INGESTD_ADMIN_TOKEN", detail="at least 32 characters")
         if admin_token is not None and len(admin_token) < 32:
             raise ConfigError("INGESTD_ADMIN_TOKEN must be at least 32 characters")
         max_inflight = env_.integer("INGESTD_MAX_INFLIGHT", 2 * pool_max, minimum=1)

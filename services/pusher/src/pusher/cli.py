@@ -6,7 +6,11 @@
     pusher check     validate the configuration, the database and ingestd (token included);
                      exit 0 when pushing can work, 1 when it cannot, 2 on a configuration error
 
-Every command reads its configuration from the environment (FLEET_DATABASE_URL, …).
+Every command reads its configuration from the environment (FLEET_DATABASE_URL, …; `pusher run
+--help` lists them all with their defaults). Exit status: 0 done, 1 failed (one line on stderr
+says why: customer database unreachable, ingestd refusing the check…), 2 configuration or usage
+error, 130 interrupted. `pusher run` retries an unreachable database or ingestd (a log line
+each time) instead of exiting. No traceback for any of these unless FLEET_LOG_LEVEL=debug.
 """
 
 from __future__ import annotations
@@ -24,6 +28,16 @@ import psycopg
 import structlog
 from fleetcore.protocol import BatchType
 from fleetservice import configure_logging
+from fleetservice.commands import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STATUSES,
+    fail,
+    one_line,
+)
+from fleetservice.envconfig import format_variables
 
 from pusher import source
 from pusher.daemon import run
@@ -40,13 +54,43 @@ log = structlog.get_logger("pusher")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pusher", description="Fleet's customer-side push daemon")
+    raw = argparse.RawDescriptionHelpFormatter
+    variables = format_variables(Settings.variables())
+    every = f"{EXIT_STATUSES}\n\n{variables}"
+    parser = argparse.ArgumentParser(
+        prog="pusher",
+        description="Fleet's customer-side push daemon",
+        epilog=every,
+        formatter_class=raw,
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('pusher')}")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="push until SIGTERM/SIGINT")
-    sub.add_parser("migrate", help="apply pending migrations to the customer database")
-    sub.add_parser("status", help="per-resource push state as JSON")
-    sub.add_parser("check", help="validate configuration, database and ingestd reachability")
+    sub.add_parser(
+        "run",
+        help="push until SIGTERM/SIGINT",
+        description="Push until SIGTERM/SIGINT (nothing unless FLEET_PUSH_ENABLED=true).",
+        epilog=every,
+        formatter_class=raw,
+    )
+    database_only = f"Reads FLEET_DATABASE_URL (and the log settings). {EXIT_STATUSES}"
+    sub.add_parser(
+        "migrate",
+        help="apply pending migrations to the customer database",
+        description=f"Apply pending migrations to the customer database. {database_only}",
+    )
+    sub.add_parser(
+        "status",
+        help="per-resource push state as JSON",
+        description=f"Per-resource push state as JSON. {database_only}",
+    )
+    sub.add_parser(
+        "check",
+        help="validate configuration, database and ingestd reachability",
+        description="Validate the configuration, the customer database and ingestd (token "
+        "included, with an empty batch). Reads what `pusher run` reads.",
+        epilog=every,
+        formatter_class=raw,
+    )
     return parser
 
 
@@ -70,7 +114,7 @@ async def _check(settings: Settings) -> int:
                 f"customer database has pending migrations {pending}: run `pusher migrate`"
             )
     except psycopg.Error as exc:
-        problems.append(f"customer database unreachable: {str(exc).strip()}")
+        problems.append(f"customer database unreachable: {one_line(exc)}")
     if not settings.enabled:
         print("push disabled (FLEET_PUSH_ENABLED is not true); database checked only")
     else:
@@ -86,12 +130,14 @@ async def _check(settings: Settings) -> int:
                     BatchType.MEASUREMENTS, await client.compress(b'{"items":[]}'), None
                 )
             except DeliveryError as exc:
-                problems.append(f"ingestd at {settings.ingest_url} refused the check: {exc.detail}")
+                problems.append(
+                    f"ingestd at {settings.ingest_url} refused the check: {one_line(exc)}"
+                )
     for problem in problems:
         print(f"FAIL {problem}", file=sys.stderr)
     if not problems:
         print("OK")
-    return 1 if problems else 0
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,30 +146,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
         print(f"pusher: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     configure_logging(settings.log_format, settings.log_level, service="pusher")
+    debug = settings.log_level == "debug"
     try:
         if args.command == "migrate":
             applied = apply_migrations(settings.database_url)
             print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
-            return 0
+            return EXIT_OK
         if args.command == "status":
             report = asyncio.run(
                 collect_status(settings.database_url, settings.blocking_txn_warn_s)
             )
             print(json.dumps(report, indent=2))
-            return 0
+            return EXIT_OK
         if args.command == "check":
             return asyncio.run(_check(settings))
         return asyncio.run(_serve(settings))
+    except ConfigError as exc:  # found once running, e.g. the metrics port is taken
+        if args.command == "run":
+            log.error("start_failed", error=one_line(exc), exc_info=exc if debug else None)
+            return EXIT_CONFIG
+        return fail("pusher", "configuration error", exc, debug=debug)
     except PusherError as exc:
-        log.error("pusher failed", error=str(exc))
-        return 1
+        if args.command == "run":
+            log.error("run_failed", error=one_line(exc), exc_info=exc if debug else None)
+            return EXIT_FAILED
+        return fail("pusher", "failed", exc, debug=debug)
     except psycopg.OperationalError as exc:
-        print(f"pusher: customer database unreachable: {str(exc).strip()}", file=sys.stderr)
-        return 1
+        return fail("pusher", "customer database unreachable", exc, debug=debug)
+    except psycopg.Error as exc:
+        return fail("pusher", "customer database error", exc, debug=debug)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

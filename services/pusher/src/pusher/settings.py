@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from fleetcore.protocol import INGEST_PATH
 from fleetservice import EnvReader
+from fleetservice.envconfig import Variable, record_variables
 from fleetservice.logs import LOG_FORMATS, LOG_LEVELS
 
 from pusher.errors import ConfigError
@@ -27,9 +28,9 @@ def _ingest_url(raw: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
-def _token(env: Mapping[str, str]) -> str:
-    token = env.get("FLEET_TOKEN", "").strip()
-    token_file = env.get("FLEET_TOKEN_FILE", "").strip()
+def _token(env_: EnvReader) -> str:
+    token = env_.optional("FLEET_TOKEN", detail="secret; or FLEET_TOKEN_FILE") or ""
+    token_file = env_.optional("FLEET_TOKEN_FILE", detail="a file holding the token") or ""
     if token and token_file:
         raise ConfigError("set FLEET_TOKEN or FLEET_TOKEN_FILE, not both")
     if token_file:
@@ -78,6 +79,13 @@ class Settings:
     backlog_count_interval_s: float = 30.0
 
     @classmethod
+    def variables(cls) -> list[Variable]:
+        """Every variable `from_env` reads, with its default: what `--help` lists."""
+        example = {"FLEET_DATABASE_URL": "postgresql://", "FLEET_PUSH_ENABLED": "true",
+                   "FLEET_INGEST_URL": "https://ingest", "FLEET_TOKEN": "example"}  # fmt: skip
+        return record_variables(cls.from_env, example)
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Read FLEET_* variables; raise ConfigError naming the first bad one.
 
@@ -93,9 +101,11 @@ class Settings:
         ingest_url = ""
         token = ""
         if enabled:
-            ingest_url = _ingest_url(env_.text("FLEET_INGEST_URL", None))
-            token = _token(env)
-        ca_raw = env.get("FLEET_CA_BUNDLE", "").strip()
+            ingest_url = _ingest_url(
+                env_.text("FLEET_INGEST_URL", None, detail="when FLEET_PUSH_ENABLED=true")
+            )
+            token = _token(env_)
+        ca_raw = env_.optional("FLEET_CA_BUNDLE", detail="system trust when unset") or ""
         ca_bundle = Path(ca_raw) if ca_raw else None
         if ca_bundle is not None and not ca_bundle.is_file():
             raise ConfigError(f"FLEET_CA_BUNDLE {ca_raw} is not a readable file")
@@ -103,12 +113,8 @@ class Settings:
         cap = env_.number("FLEET_BACKOFF_CAP_S", 1800.0, minimum=0.001)
         if cap < base:
             raise ConfigError("FLEET_BACKOFF_CAP_S must be >= FLEET_BACKOFF_BASE_S")
-        level = env_.integer("FLEET_GZIP_LEVEL", 1, minimum=1)
-        if level > 9:
-            raise ConfigError(f"FLEET_GZIP_LEVEL must be 1..9, got {level}")
-        metrics_port = env_.integer("FLEET_METRICS_PORT", 0, minimum=0)
-        if metrics_port > 65535:
-            raise ConfigError(f"FLEET_METRICS_PORT must be 0..65535, got {metrics_port}")
+        level = env_.integer("FLEET_GZIP_LEVEL", 1, minimum=1, maximum=9)
+        metrics_port = env_.integer("FLEET_METRICS_PORT", 0, minimum=0, maximum=65535)
         return cls(
             database_url=database_url,
             enabled=enabled,
