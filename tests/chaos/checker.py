@@ -25,11 +25,16 @@ import psycopg
 
 __all__ = ["CheckReport", "DeviceReport", "check"]
 
-Key = tuple[int, datetime]
+Key = tuple[int, datetime | str]
 
-LOCAL_KEYS = "SELECT device_id, time FROM monitoring.power_measurements"
+# A time Python cannot hold (±infinity, BC, year 10000 on) comes back as its text instead.
+_TIME = (
+    "CASE WHEN time >= '0001-01-01 00:00:00+00' AND time < '10000-01-01 00:00:00+00' "
+    "THEN time END, time::text"
+)
+LOCAL_KEYS = f"SELECT device_id, {_TIME} FROM monitoring.power_measurements"
 QUARANTINED_KEYS = (
-    "SELECT device_id, time FROM app.fleet_push_quarantine "
+    f"SELECT device_id, {_TIME} FROM app.fleet_push_quarantine "
     "WHERE resource = 'measurements' AND device_id IS NOT NULL"
 )
 CUSTOMER_ID = "SELECT id FROM fleet.customers WHERE code = %s"
@@ -109,9 +114,13 @@ def _dead_letter_key(payload: str) -> Key | None:
 
 def check(customer_dsn: str, central_dsn: str, customer_code: str) -> CheckReport:
     """Compare the customer's committed keys with the centre's, device by device."""
-    with psycopg.connect(customer_dsn, autocommit=True, connect_timeout=10) as conn:
-        local: set[Key] = {(int(d), t) for d, t in conn.execute(LOCAL_KEYS)}
-        quarantined: set[Key] = {(int(d), t) for d, t in conn.execute(QUARANTINED_KEYS)}
+    with psycopg.connect(
+        customer_dsn, autocommit=True, connect_timeout=10, options="-c TimeZone=UTC"
+    ) as conn:
+        local: set[Key] = {(int(d), t or text) for d, t, text in conn.execute(LOCAL_KEYS)}
+        quarantined: set[Key] = {
+            (int(d), t or text) for d, t, text in conn.execute(QUARANTINED_KEYS)
+        }
     with psycopg.connect(central_dsn, autocommit=True, connect_timeout=10) as conn:
         row = conn.execute(CUSTOMER_ID, (customer_code,)).fetchone()
         if row is None:
@@ -150,5 +159,5 @@ def check(customer_dsn: str, central_dsn: str, customer_code: str) -> CheckRepor
         device.quarantined += key in quarantined
         device.duplicated += max(0, homes - 1)
     report.devices = dict(sorted(by_device.items()))
-    report.lost_keys.sort()
+    report.lost_keys.sort(key=str)
     return report
