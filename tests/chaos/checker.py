@@ -23,7 +23,7 @@ from datetime import datetime
 
 import psycopg
 
-__all__ = ["CheckReport", "DeviceReport", "check"]
+__all__ = ["CheckReport", "DeviceReport", "check", "newest_key"]
 
 Key = tuple[int, datetime | str]
 
@@ -36,6 +36,10 @@ LOCAL_KEYS = f"SELECT device_id, {_TIME} FROM monitoring.power_measurements"
 QUARANTINED_KEYS = (
     f"SELECT device_id, {_TIME} FROM app.fleet_push_quarantine "
     "WHERE resource = 'measurements' AND device_id IS NOT NULL"
+)
+NEWEST_LOCAL_KEY = (
+    f"SELECT device_id, {_TIME} FROM monitoring.power_measurements "
+    "ORDER BY push_xid DESC, device_id DESC, time DESC LIMIT 1"
 )
 CUSTOMER_ID = "SELECT id FROM fleet.customers WHERE code = %s"
 CENTRAL_KEYS = "SELECT device_id, time FROM fleet.power_measurements WHERE customer_id = %s"
@@ -110,6 +114,16 @@ def _dead_letter_key(payload: str) -> Key | None:
         return int(row["device_id"]), datetime.fromisoformat(row["time"])
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def newest_key(customer_dsn: str) -> Key | None:
+    """The last committed row in cursor order: once it is accounted for, so is every row the
+    pusher will ever send."""
+    with psycopg.connect(
+        customer_dsn, autocommit=True, connect_timeout=10, options="-c TimeZone=UTC"
+    ) as conn:
+        row = conn.execute(NEWEST_LOCAL_KEY).fetchone()
+    return (int(row[0]), row[1] or row[2]) if row else None
 
 
 def check(customer_dsn: str, central_dsn: str, customer_code: str) -> CheckReport:

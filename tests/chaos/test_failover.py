@@ -1,0 +1,121 @@
+"""Central database failover: ingestd on a multi-host DSN (primary, streaming standby,
+`target_session_attrs=read-write`) follows the promoted standby without a restart, and the
+pusher sees nothing worse than timeouts and 503s meanwhile.
+
+What a failover loses depends on the replication mode, shown deterministically: the standby's
+WAL receiver is paused, the pusher pushes for a few seconds, then the primary dies and the
+standby is promoted.
+
+- asynchronous: ingestd acknowledged the batches of the pause (the primary alone had them),
+  the pusher moved its cursor past them, the promoted standby never saw them: those rows are
+  lost, and the test measures how many;
+- synchronous (`synchronous_standby_names` naming the standby, `synchronous_commit = on`):
+  the commits of the pause wait for the standby, no batch is acknowledged, the pusher keeps its
+  cursor and sends them again to the new primary: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from fleetdev.pgcluster import temporary_cluster
+from pusher.migrate import apply_migrations as migrate_customer
+
+from tests.chaos.checker import check
+from tests.chaos.figures import FIGURES, full_only
+from tests.chaos.replication import ReplicatedCentral, replicated_central
+from tests.chaos.stack import CUSTOMER_CODE, ChaosStack
+
+PAUSE_S = 3.0
+MEASUREMENT_EVENTS = "SELECT count(*) FROM fleet.ingest_events WHERE batch_type = 'measurements'"
+
+
+@contextlib.contextmanager
+def failover_stack(
+    tmp: Path, *, synchronous: bool
+) -> Iterator[tuple[ChaosStack, ReplicatedCentral]]:
+    """A chaos stack whose centre is a primary with a streaming standby."""
+    with (
+        replicated_central(synchronous=synchronous) as central,
+        temporary_cluster(prefix="fleet-chaos-customer-", synchronous_commit="on") as customer,
+    ):
+        customer_dsn = customer.create_database("meters")
+        migrate_customer(customer_dsn)
+        with ChaosStack.around(tmp, central.primary, central.dsn, customer, customer_dsn) as stack:
+            yield stack, central
+
+
+def _delivered(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        line
+        for line in lines
+        if line.get("event") == "batch delivered" and line.get("resource") == "measurements"
+    ]
+
+
+def _count(dsn: str, query: str) -> int:
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        row = conn.execute(query).fetchone()
+    return int(row[0]) if row else 0
+
+
+@full_only
+@pytest.mark.parametrize("synchronous", [False, True], ids=["asynchronous", "synchronous"])
+def test_failover_loses_acknowledged_batches_only_when_asynchronous(
+    tmp_path: Path, synchronous: bool
+) -> None:
+    """With replication paused, the primary dies and the standby is promoted: ingestd follows
+    the new primary without a restart and the pusher sees only timeouts and 503s; the batches
+    acknowledged during the pause are lost with asynchronous replication and none is with
+    synchronous replication."""
+    mode = "synchronous" if synchronous else "asynchronous"
+    with failover_stack(tmp_path, synchronous=synchronous) as (stack, central):
+        ingestd = stack.start_ingestd()
+        stack.start_writers(threads=2)
+        pusher = stack.start_pusher()
+        deadline = time.monotonic() + 30
+        while not _delivered(pusher.json_lines()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        while not central.caught_up() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        central.pause_replication()
+        before = len(_delivered(pusher.json_lines()))
+        events_before = _count(central.primary_dsn(), MEASUREMENT_EVENTS)
+        time.sleep(PAUSE_S)
+        acked = _delivered(pusher.json_lines())[before:]
+        stored_on_primary = _count(central.primary_dsn(), MEASUREMENT_EVENTS) - events_before
+        central.fail_over()
+        FIGURES.fault(f"failover_{mode}")
+        report = stack.drain(f"failover, {mode} replication", timeout_s=60)
+        statuses = sorted(
+            {
+                line["status"]
+                for line in pusher.json_lines()
+                if isinstance(line.get("status"), int) and line["status"] != 200
+            }
+        )
+        rows_acked = sum(int(line.get("rows", 0)) for line in acked)
+        FIGURES.notes.append(
+            f"failover ({mode}): batches acknowledged during the {PAUSE_S:.0f}s pause "
+            f"{len(acked)} ({rows_acked} rows), stored on the old primary only "
+            f"{stored_on_primary}, rows lost {report.lost}; pusher saw statuses {statuses}"
+        )
+        print(FIGURES.notes[-1])
+        assert ingestd.alive and ingestd.starts == 1, "ingestd followed the new primary itself"
+        assert pusher.alive and pusher.starts == 1
+        assert set(statuses) <= {503}, f"the pusher saw {statuses}"
+        assert report.duplicated == 0 and report.extra == 0, report.summary()
+        if synchronous:
+            assert acked == [], "no batch is acknowledged while the standby cannot confirm it"
+            assert report.lost == 0, report.summary()
+        else:
+            assert acked, "batches were acknowledged while the standby was not receiving"
+            assert report.lost == rows_acked, report.summary()
+        final = check(stack.customer_dsn, central.standby_dsn(), CUSTOMER_CODE)
+        assert final.lost == report.lost, "the new primary is what ingestd writes to"
