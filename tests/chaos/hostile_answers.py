@@ -212,3 +212,52 @@ def answers(draw: st.DrawFn) -> Answer:
         cut_at=draw(st.one_of(st.none(), st.none(), st.integers(0, 200))),
         trickle_s=draw(st.sampled_from([0.0, 0.0, 0.0, 0.3, 1.5])),
     )
+
+
+def _json(code: int, body: bytes | Counts, *headers: tuple[bytes, bytes], label: str) -> Answer:
+    return Answer(
+        label=label,
+        status_line=_status_line(code),
+        headers=((b"Content-Type", b"application/json"), *headers),
+        body=body,
+    )
+
+
+# The answers an outside review found to stop the pusher or to be taken for a delivery (issue
+# 14): each is tried in every run, before the generated ones.
+REVIEWED = [
+    _json(503, b"{}", (b"Retry-After", "²".encode()), label="retry_after:503"),
+    _json(429, b"{}", (b"Retry-After", "①".encode()), label="retry_after:429"),
+    _json(503, b"{}", (b"Retry-After", b"9" * 400), label="retry_after:503"),
+    _json(503, b"{}", (b"Retry-After", b"9" * 5000), label="retry_after:503"),
+    _json(
+        503,
+        b"{}",
+        (b"Retry-After", b"Fri, 31 Dec 99999999999999999999 23:59:59 GMT"),
+        label="retry_after:503",
+    ),
+    *(
+        Answer(
+            label="status:500",
+            status_line=_status_line(500),
+            headers=((b"Content-Type", b"application/json; charset=" + c),),
+            body=b'{"error":"x"}',
+        )
+        for c in (b"idna", b"undefined", b"hex", b"punycode")
+    ),
+    _json(500, _nested(1200), label="status:500"),
+    _json(503, _nested(1200), label="status:503"),
+    _json(200, Counts(errors_depth=1200), label="2xx:200"),
+    _json(200, Counts(accepted=1, rejected=-1), label="2xx:200"),
+    _json(400, b'{"error":"bad\\u0000request","detail":"nul\\u0000"}', label="status:400"),
+    _json(204, b"", label="2xx:204"),
+    *(
+        _json(200, body, label="2xx:200")
+        for body in (b"", b"<html>portal</html>", b"{}", b"[]", b'{"accepted":"x"}')
+    ),
+    _json(200, Counts(accepted=2), label="2xx:200"),
+    _json(200, Counts(batch_type="sites"), label="2xx:200"),
+    *(_json(code, Counts(), label=f"2xx:{code}") for code in (201, 202, 299)),
+    _json(413, b"", label="413:413"),
+    _json(413, b"<html>413 Request Entity Too Large</html>", label="413:413"),
+]

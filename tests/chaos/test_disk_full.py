@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleetdev.pgcluster import PgCluster, temporary_cluster
+from fleetdev.pgcluster import PgCluster, free_port, temporary_cluster
 from pusher.migrate import apply_migrations as migrate_customer
 
 from tests.chaos.figures import FIGURES, full_only
-from tests.chaos.stack import ChaosStack, migrate_central_database
+from tests.chaos.stack import ChaosStack, migrate_central_database, pusher_daemon
 from tests.chaos.volume import SmallVolume, cluster_on_volumes, need_new_wal_segments
 
 FULL_S = 4.0
@@ -158,6 +158,13 @@ def test_customer_database_disk_full(tmp_path: Path, volume: str) -> None:
         assert pusher.alive and pusher.starts == 1, "the pusher kept running"
 
 
+def _scrape(port: int, name: str) -> float:
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
 def _post_one(stack: ChaosStack, device_id: int) -> tuple[int, str | None]:
     """POST one measurement straight to ingestd; return the status and Retry-After."""
     now = datetime.now(UTC).isoformat()
@@ -182,21 +189,28 @@ def _post_one(stack: ChaosStack, device_id: int) -> tuple[int, str | None]:
 
 
 @full_only
-@pytest.mark.xfail(strict=True, reason="issue 14: a failed log write ends the pusher")
 def test_pusher_output_unwritable(tmp_path: Path) -> None:
-    """The pusher's stdout is a full device (every write fails with ENOSPC): it keeps pushing
-    and every row arrives exactly once."""
+    """The pusher's stdout is a full device (every write fails with ENOSPC): it keeps pushing,
+    counts the dropped lines in fleet_pusher_log_write_errors_total, and every row arrives
+    exactly once."""
     with ChaosStack.create(tmp_path) as stack:
         stack.start_ingestd()
         stack.start_writers(threads=2)
-        pusher = stack.start_pusher()
-        pusher.log = Path("/dev/full")
-        pusher.kill()
+        port = free_port()
+        pusher = stack.pusher = pusher_daemon(
+            Path("/dev/full"),
+            stack.customer_dsn,
+            stack.ingestd_url,
+            stack.token,
+            FLEET_METRICS_PORT=str(port),
+        )
         pusher.start()
         FIGURES.fault("pusher_stdout_full")
         time.sleep(FULL_S)
         alive = pusher.alive
+        dropped = _scrape(port, "fleet_pusher_log_write_errors_total")
         pusher.log = tmp_path / "pusher-unread.log"  # /dev/full reads as endless zeros
         report = stack.drain_and_check("pusher output unwritable", timeout_s=30)
-        assert alive and pusher.starts == 2, "the pusher kept running with its output full"
+        assert alive and pusher.starts == 1, "the pusher kept running with its output full"
+        assert dropped > 0, "the dropped log lines are counted"
         assert report.arrived > 0

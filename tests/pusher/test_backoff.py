@@ -7,7 +7,10 @@ import random
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
+from hypothesis import given
+from hypothesis import strategies as st
 from pusher.backoff import (
+    RETRY_AFTER_MAX_S,
     exponential_delay,
     failure_delay,
     grow_batch_size,
@@ -73,3 +76,24 @@ def test_failure_delay_follows_the_protocols_retry_table() -> None:
     assert delay(PermanentDeliveryError("HTTP 401", status=401), failures=1) == 1800
     waits = [delay(TransientDeliveryError("HTTP 502", status=502), failures=2) for _ in range(200)]
     assert min(waits) >= 0 and 100 < max(waits) <= 120
+
+
+def test_retry_after_reads_ascii_digits_and_real_dates_only() -> None:
+    """Unicode digits ('²', '①', fullwidth), signs, fractions, absurd sizes and far-off or
+    malformed dates are unreadable (None: the exponential schedule applies); readable values
+    are capped at RETRY_AFTER_MAX_S; nothing raises."""
+    now = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
+    for junk in ["²", "①", "٣", "\uff11\uff12", "-1", "+5", "1.5", "1e9", "NaN", "9" * 5000,
+                 "Fri, 31 Dec 99999999999999999999 23:59:59 GMT", "Sat, 99 Foo 2026 99:99:99 GMT",
+                 "\x00", "Sun, 06 Nov 1994 08:49:37 +9999"]:  # fmt: skip
+        assert parse_retry_after(junk, now) is None, junk
+    assert parse_retry_after("9" * 12, now) == RETRY_AFTER_MAX_S
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now) == RETRY_AFTER_MAX_S
+    assert parse_retry_after("Mon, 01 Jan 0001 00:00:00 GMT", now) == 0
+
+
+@given(st.text(max_size=80))
+def test_retry_after_never_raises(value: str) -> None:
+    """Whatever the header says, the answer is None or a number of seconds within the cap."""
+    seconds = parse_retry_after(value)
+    assert seconds is None or 0 <= seconds <= RETRY_AFTER_MAX_S

@@ -8,10 +8,15 @@ stdout is not a TTY (or `fmt="json"`), the console renderer on a TTY — with th
 field instead of a raw traceback
 (frames without local variables, which could hold secrets). An exception nobody caught is logged the same way before the
 process exits. Lines go to stdout, as the structlog docs advise for services.
+
+A line that cannot be written (stdout on a full disk, a closed pipe) or rendered never stops the
+process: it is dropped and counted (`log_output_failures`, exported by the services as a
+metric), and the first failure in a row is told once on stderr, which may still work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -20,7 +25,13 @@ from types import TracebackType
 import structlog
 import structlog.tracebacks
 
-__all__ = ["LOG_FORMATS", "LOG_LEVELS", "configure_logging"]
+__all__ = [
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "LogOutputFailures",
+    "configure_logging",
+    "log_output_failures",
+]
 
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -32,15 +43,58 @@ _STRUCTURED_TRACEBACKS = structlog.processors.ExceptionRenderer(
 )
 
 
+class LogOutputFailures:
+    """Log lines dropped because they could not be written or rendered, and the last reason."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last_error: str | None = None
+        self._told = False
+
+    def failed(self, exc: BaseException | None) -> None:
+        self.count += 1
+        self.last_error = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown"
+        if self._told:
+            return
+        self._told = True
+        with contextlib.suppress(Exception):
+            sys.stderr.write(
+                f"log output failing ({self.last_error}); lines are dropped and counted, "
+                "the service goes on\n"
+            )
+            sys.stderr.flush()
+
+    def written(self) -> None:
+        self._told = False
+
+
+_FAILURES = LogOutputFailures()
+
+
+def log_output_failures() -> LogOutputFailures:
+    """The process's count of dropped log lines (one per process: logging is process-wide)."""
+    return _FAILURES
+
+
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever `sys.stdout` is at the time of the line (tests swap it)."""
+    """Writes to whatever `sys.stdout` is at the time of the line (tests swap it); a line that
+    fails is counted, never raised and never followed by a traceback on stderr."""
 
     def __init__(self) -> None:
         super().__init__(sys.stdout)
 
     def emit(self, record: logging.LogRecord) -> None:
         self.stream = sys.stdout
-        super().emit(record)
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+            self.flush()
+        except Exception as exc:  # RecursionError included: logging.StreamHandler re-raises it
+            _FAILURES.failed(exc)
+        else:
+            _FAILURES.written()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        _FAILURES.failed(sys.exc_info()[1])
 
 
 def _add_service(service: str) -> structlog.typing.Processor:

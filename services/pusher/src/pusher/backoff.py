@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from pusher.errors import DeliveryError, PermanentDeliveryError, RetryLater
 
 __all__ = [
+    "RETRY_AFTER_MAX_S",
     "exponential_delay",
     "failure_delay",
     "grow_batch_size",
@@ -31,24 +33,33 @@ def exponential_delay(failures: int, base_s: float, cap_s: float, rng: random.Ra
     return rng.uniform(0.0, ceiling)
 
 
+RETRY_AFTER_MAX_S = 86_400.0
+"""The most a Retry-After header is read as (a day); the daemon waits at most FLEET_BACKOFF_CAP_S
+of it in any case (`retry_after_delay`)."""
+
+_DELTA_SECONDS = re.compile(r"[0-9]{1,12}")
+_MAX_HEADER_CHARS = 64
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date; None if absent
-    or unreadable. A date in the past means 0."""
+    """Seconds to wait from a Retry-After header, at most RETRY_AFTER_MAX_S: delta-seconds (ASCII
+    digits only: `str.isdigit()` also takes '²' and '①') or an HTTP-date (a date in the past
+    means 0); None if absent or unreadable, never an exception."""
     if value is None:
         return None
     text = value.strip()
-    if not text:
+    if not text or len(text) > _MAX_HEADER_CHARS:
         return None
-    if text.isdigit():
-        return float(int(text))
+    if _DELTA_SECONDS.fullmatch(text):
+        return min(float(text), RETRY_AFTER_MAX_S)
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now = now or datetime.now(UTC)
-    return max(0.0, (when - now).total_seconds())
+    return min(max(0.0, seconds), RETRY_AFTER_MAX_S)
 
 
 def retry_after_delay(

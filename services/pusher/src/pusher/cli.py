@@ -127,7 +127,7 @@ async def _check(settings: Settings) -> int:
         ) as client:
             try:
                 await client.send(
-                    BatchType.MEASUREMENTS, await client.compress(b'{"items":[]}'), None
+                    BatchType.MEASUREMENTS, await client.compress(b'{"items":[]}'), None, rows=0
                 )
             except DeliveryError as exc:
                 problems.append(

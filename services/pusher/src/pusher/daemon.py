@@ -26,11 +26,13 @@ from typing import Any
 import psycopg
 import structlog
 from fleetcore.protocol import BatchType
+from fleetservice import log_output_failures
 
 from pusher import source
+from pusher.answers import printable
 from pusher.backoff import exponential_delay
 from pusher.delivery import IngestClient
-from pusher.errors import DeliveryError, PayloadTooLarge, PermanentDeliveryError
+from pusher.errors import DeliveryError, PayloadTooLarge, PermanentDeliveryError, SourceError
 from pusher.metrics import PusherMetrics, serve_metrics
 from pusher.outcomes import Outcomes
 from pusher.progress import PushProgress
@@ -81,12 +83,16 @@ class Pusher:
             read_ahead = ReadAhead(client)
             while not stop.is_set():
                 try:
-                    conn = await source.connect(s.database_url)
+                    conn = await source.connect(
+                        s.database_url, statement_timeout_s=s.db_statement_timeout_s
+                    )
                     async with conn:
                         try:
                             await self._session(conn, client, read_ahead, stop)
                         finally:
                             await read_ahead.close()
+                except SourceError:
+                    raise  # not migrated: a configuration error, `pusher run` exits saying so
                 except psycopg.OperationalError as exc:
                     self._db_failures += 1
                     delay = exponential_delay(
@@ -100,6 +106,24 @@ class Pusher:
                     self.metrics.database_errors.inc()
                     self.notifier.status(f"customer database unavailable; retrying in {delay:.0f}s")
                     await self.notifier.idle(stop, time.monotonic() + delay)
+                except Exception as exc:  # the daemon outlives any one tick, whatever it met
+                    await self._unexpected(exc, stop)
+
+    async def _unexpected(self, exc: Exception, stop: asyncio.Event) -> None:
+        """An error nothing expected ended the tick: log it with its cause and traceback,
+        count it, and start over (state reloaded, cursor as stored) after the backoff cap."""
+        delay = self.settings.backoff_cap_s
+        self.metrics.unexpected_errors.inc()
+        log.error(
+            "unexpected error in a push tick: retrying at the backoff cap, cursor kept",
+            error=f"{type(exc).__name__}: {printable(str(exc))}",
+            retry_in_s=delay,
+            exc_info=exc,
+        )
+        self.notifier.status(
+            f"unexpected error ({type(exc).__name__}); retrying in {delay:.0f}s, cursor kept"
+        )
+        await self.notifier.idle(stop, time.monotonic() + delay)
 
     async def _session(
         self,
@@ -124,15 +148,20 @@ class Pusher:
                 self._next_tick = now + s.push_interval_s
                 await self._check_horizon(conn)
                 await self._observe_backlog(conn)
-                self.notifier.status(
-                    self.progress.status_text(self.state, self.outcomes.last_failure)
-                )
+                self.notifier.status(self._status_text())
             for resource in (BatchType.SITES, BatchType.DEVICES):
                 if time.monotonic() >= self.due[resource] and not stop.is_set():
                     await self._push_full_set(conn, client, resource)
             if time.monotonic() >= self.due[BatchType.MEASUREMENTS] and not stop.is_set():
                 await self._push_measurements(conn, client, read_ahead, stop)
             await self.notifier.idle(stop, min(self._next_tick, *self.due.values()))
+
+    def _status_text(self) -> str:
+        text = self.progress.status_text(self.state, self.outcomes.last_failure)
+        logs = log_output_failures()
+        if logs.count:
+            text += f"; log output failing x{logs.count} ({printable(logs.last_error or '', 80)})"
+        return text
 
     async def _observe_backlog(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Count the rows after the cursor when due (bounded: see `progress.py`)."""
@@ -165,8 +194,14 @@ class Pusher:
         started = time.perf_counter()
         gzipped = await client.compress(full.body)
         try:
-            answer = await client.send(resource.value, gzipped, full.cursor_label(resource.value))
+            answer = await client.send(
+                resource.value, gzipped, full.cursor_label(resource.value), rows=full.count
+            )
         except PayloadTooLarge as exc:
+            if not exc.protocol:  # a proxy's limit, not ingestd's: back off and try again
+                self.due[resource] = await self.outcomes.failed(conn, resource, exc)
+                self.progress.full_set(resource, full, delivered=False)
+                return
             # A full set cannot be split without breaking its meaning (absent = deleted).
             self.due[resource] = await self.outcomes.failed(
                 conn,
@@ -222,27 +257,10 @@ class Pusher:
                     return
                 if batch.full and not stop.is_set():
                     pending = read_ahead.start(conn, batch.end, self.state[resource].batch_size)
-                started = time.perf_counter()
-                try:
-                    answer = await client.send(resource.value, prepared.gzipped, batch.end.encode())
-                except PayloadTooLarge as exc:
-                    await self.outcomes.too_large(conn, batch, exc)
-                    self.due[resource] = time.monotonic()
+                if batch.sent == 0:
+                    await self.outcomes.only_uncarriable(conn, batch)
+                elif not await self._send(conn, client, prepared):
                     return
-                except DeliveryError as exc:
-                    self.due[resource] = await self.outcomes.failed(conn, resource, exc)
-                    return
-                await self.outcomes.delivered(
-                    conn,
-                    resource,
-                    answer,
-                    rows=batch.count,
-                    cursor=batch.end,
-                    newest=batch.newest_received_at,
-                    wire=len(prepared.gzipped),
-                    raw=len(batch.body),
-                    started=started,
-                )
                 if not batch.full:
                     self.due[resource] = self._next_tick
                     return
@@ -256,6 +274,37 @@ class Pusher:
         finally:
             if pending is not None:
                 await discard(pending)
+
+    async def _send(
+        self, conn: psycopg.AsyncConnection[Any], client: IngestClient, prepared: PreparedBatch
+    ) -> bool:
+        """Send one measurements batch and keep the books of the answer; True if delivered."""
+        resource = BatchType.MEASUREMENTS
+        batch = prepared.batch
+        started = time.perf_counter()
+        try:
+            answer = await client.send(
+                resource.value, prepared.gzipped, batch.end.encode(), rows=batch.sent
+            )
+        except PayloadTooLarge as exc:
+            self.due[resource] = await self.outcomes.too_large(conn, batch, exc)
+            return False
+        except DeliveryError as exc:
+            self.due[resource] = await self.outcomes.failed(conn, resource, exc)
+            return False
+        await self.outcomes.delivered(
+            conn,
+            resource,
+            answer,
+            rows=batch.sent,
+            cursor=batch.end,
+            newest=batch.newest_received_at,
+            wire=len(prepared.gzipped),
+            raw=len(batch.body),
+            started=started,
+            batch=batch,
+        )
+        return True
 
 
 async def run(

@@ -1,7 +1,10 @@
 """Sending one batch to ingestd and reading its answer as the protocol defines it.
 
-A 2xx comes back as a `Delivered`; every other outcome is raised as a `DeliveryError` subclass
-(see `errors.py`) so the daemon decides what to do from the type alone. Bodies are gzip'd in a
+What the answer means is read by `answers.classify` (ingestd's answer to this batch, or not):
+a delivery comes back as a `Delivered`; every other outcome is raised as a `DeliveryError`
+subclass (see `errors.py`) so the daemon decides what to do from the type alone. Whatever the
+network does (resets, truncated or malformed answers, odd encodings), `send` raises nothing
+but a `DeliveryError`. Bodies are gzip'd in a
 worker thread (zlib releases the GIL), so compressing the next batch overlaps the network wait
 for the current one.
 """
@@ -11,12 +14,9 @@ from __future__ import annotations
 import asyncio
 import ssl
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import msgspec
 from fleetcore.protocol import (
     BATCH_TYPE_HEADER,
     CURSOR_HEADER,
@@ -24,18 +24,12 @@ from fleetcore.protocol import (
     TOKEN_HEADER,
 )
 
-from pusher.backoff import parse_retry_after
-from pusher.errors import (
-    PayloadTooLarge,
-    PermanentDeliveryError,
-    RetryLater,
-    TransientDeliveryError,
-)
+from pusher.answers import MAX_ANSWER_BYTES, Delivered, classify, printable
+from pusher.errors import PermanentDeliveryError, TransientDeliveryError
 
 __all__ = ["Delivered", "IngestClient", "gzip_body"]
 
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
-_MAX_ERROR_BODY = 2048
 
 
 def gzip_body(body: bytes, level: int) -> bytes:
@@ -44,43 +38,9 @@ def gzip_body(body: bytes, level: int) -> bytes:
     return comp.compress(body) + comp.flush()
 
 
-class _Answer(msgspec.Struct):
-    batch_type: str = ""
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    errors: list[dict[str, Any]] = msgspec.field(default_factory=list)
-
-
-_ANSWER = msgspec.json.Decoder(_Answer)
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    """ingestd's 200 answer: rows accepted, already there, and refused (kept in its dead-letter)."""
-
-    status: int
-    accepted: int
-    duplicates: int
-    rejected: int
-    errors: list[dict[str, Any]] = field(default_factory=list)
-
-
 def _ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
     """Certificate verification is always on; a CA bundle only changes which roots are trusted."""
     return ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
-
-
-def _error_detail(status: int, text: str) -> str:
-    try:
-        decoded = msgspec.json.decode(text)
-    except msgspec.DecodeError:
-        return f"HTTP {status}: {text[:200]!r}" if text else f"HTTP {status}"
-    if isinstance(decoded, dict):
-        code = decoded.get("error", "")
-        detail = decoded.get("detail", "")
-        return f"HTTP {status} {code}: {detail}".rstrip(": ")
-    return f"HTTP {status}"
 
 
 class IngestClient:
@@ -117,8 +77,11 @@ class IngestClient:
     async def compress(self, body: bytes) -> bytes:
         return await asyncio.to_thread(gzip_body, body, self.gzip_level)
 
-    async def send(self, batch_type: str, gzipped: bytes, cursor: str | None) -> Delivered:
-        """POST one gzip'd batch; return the 2xx answer or raise the matching DeliveryError."""
+    async def send(
+        self, batch_type: str, gzipped: bytes, cursor: str | None, *, rows: int
+    ) -> Delivered:
+        """POST one gzip'd batch of `rows` rows; return ingestd's answer to it or raise the
+        matching DeliveryError."""
         if self._session is None:
             raise RuntimeError("IngestClient used outside `async with`")
         headers = {
@@ -134,41 +97,29 @@ class IngestClient:
                 self.url, data=gzipped, headers=headers, allow_redirects=False
             ) as resp:
                 status = resp.status
-                text = await resp.text(errors="replace") if status != 200 else ""
-                raw = await resp.read() if status == 200 else b""
                 retry_after = resp.headers.get("Retry-After")
+                raw = await _read_bounded(resp)
         except TimeoutError:
             raise TransientDeliveryError(
                 "no answer within the request timeout", transport="timeout"
             ) from None
         except aiohttp.ClientSSLError as exc:
             raise PermanentDeliveryError(f"TLS error: {exc}", transport="tls") from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError, LookupError) as exc:
+            # ValueError/LookupError: a malformed answer aiohttp could not parse or decode.
             raise TransientDeliveryError(
-                f"connection error: {type(exc).__name__}: {exc}", transport="connection"
+                f"connection error: {type(exc).__name__}: {printable(str(exc))}",
+                transport="connection",
             ) from None
-        return _classify(status, raw, text[:_MAX_ERROR_BODY], retry_after)
+        return classify(status, raw, retry_after, batch_type=batch_type, rows=rows)
 
 
-def _classify(status: int, raw: bytes, text: str, retry_after: str | None) -> Delivered:
-    if 200 <= status < 300:
-        try:
-            answer = _ANSWER.decode(raw) if raw else _Answer()
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            answer = _Answer()  # accepted all the same: the server said 2xx
-        return Delivered(status, answer.accepted, answer.duplicates, answer.rejected, answer.errors)
-    detail = _error_detail(status, text)
-    if status == 413:
-        max_bytes = None
-        try:
-            decoded = msgspec.json.decode(text) if text else None
-            if isinstance(decoded, dict) and isinstance(decoded.get("max_bytes"), int):
-                max_bytes = decoded["max_bytes"]
-        except msgspec.DecodeError:
-            pass
-        raise PayloadTooLarge(detail, max_bytes=max_bytes)
-    if status in (429, 503):
-        raise RetryLater(detail, status=status, retry_after_s=parse_retry_after(retry_after))
-    if status >= 500 or status == 408:
-        raise TransientDeliveryError(detail, status=status)
-    raise PermanentDeliveryError(detail, status=status)
+async def _read_bounded(resp: aiohttp.ClientResponse) -> bytes:
+    """The body up to MAX_ANSWER_BYTES (the rest is not read: the connection is dropped)."""
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(16 * 1024):
+        body += chunk
+        if len(body) >= MAX_ANSWER_BYTES:
+            resp.close()
+            break
+    return bytes(body[:MAX_ANSWER_BYTES])

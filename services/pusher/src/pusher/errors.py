@@ -5,8 +5,11 @@
      ├── SourceError                  the customer database cannot be read as the pusher needs
      └── DeliveryError                ingestd did not accept a batch (carries status and detail)
           ├── TransientDeliveryError  5xx, 408, timeouts, connection errors: exponential backoff
-          │    └── RetryLater         429 and 503: wait Retry-After (seconds) plus jitter
-          ├── PayloadTooLarge         413: halve the batch, at one row quarantine it
+          │    ├── RetryLater         429 and 503: wait Retry-After (seconds) plus jitter
+          │    └── ForeignAnswer      a 2xx that is not ingestd's answer to this batch (another
+          │                           2xx, a body of another shape, counts that do not add up)
+          ├── PayloadTooLarge         413: halve the batch; at one row quarantine it when the
+          │                           413 is the protocol's own, back off when it is bare
           └── PermanentDeliveryError  400, 401, 403, 404, 415, other 4xx and 3xx: the
                                       configuration is wrong; logged as an error, retried at
                                       the backoff cap, cursor kept
@@ -19,6 +22,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DeliveryError",
+    "ForeignAnswer",
     "PayloadTooLarge",
     "PermanentDeliveryError",
     "PusherError",
@@ -65,12 +69,19 @@ class RetryLater(TransientDeliveryError):
         self.retry_after_s = retry_after_s
 
 
-class PayloadTooLarge(DeliveryError):
-    """The body is over the server's limit; `max_bytes` as the server stated it, if it did."""
+class ForeignAnswer(TransientDeliveryError):
+    """A 2xx that is not ingestd's answer to the batch sent (misrouted URL, proxy, captive
+    portal): the batch is not delivered."""
 
-    def __init__(self, detail: str, *, max_bytes: int | None) -> None:
+
+class PayloadTooLarge(DeliveryError):
+    """The body is over a limit; `max_bytes` as the server stated it, if it did. `protocol`: the
+    answer is ingestd's own 413 (its JSON body), not a bare one from something in between."""
+
+    def __init__(self, detail: str, *, max_bytes: int | None, protocol: bool = True) -> None:
         super().__init__(detail, status=413)
         self.max_bytes = max_bytes
+        self.protocol = protocol
 
 
 class PermanentDeliveryError(DeliveryError):

@@ -10,7 +10,7 @@ The names below are a contract with alert rules; change them only together.
     fleet_pusher_rows_shipped_total{resource}            rows in batches ingestd answered 2xx
     fleet_pusher_batches_total{resource,outcome}         every batch sent, by outcome: ok,
         rejected_rows, client_error, rate_limited, unavailable, server_error, network_error,
-        too_large
+        too_large, foreign_answer (a 2xx that is not ingestd's answer to the batch)
     fleet_pusher_rejected_rows_total{resource}           rows ingestd refused (its dead-letter)
     fleet_pusher_failures_total{resource,status}         batches not delivered, by HTTP status,
                                                          or timeout / connection / tls
@@ -28,6 +28,13 @@ The names below are a contract with alert rules; change them only together.
     fleet_pusher_cursor_resets_total                     cursor restarted (restored database)
     fleet_pusher_restamped_rows_total                    rows restamped (restored database)
     fleet_pusher_database_errors_total                   customer database connection losses
+    fleet_pusher_unexpected_errors_total                 ticks ended by an unexpected error
+                                                         (logged with its cause, retried at the
+                                                         backoff cap, cursor kept)
+    fleet_pusher_uncarriable_rows_total                  rows whose time or received_at the
+                                                         protocol cannot carry, quarantined locally
+    fleet_pusher_log_write_errors_total                  log lines dropped: stdout unwritable
+                                                         (full disk, closed pipe) or unrenderable
 
 No label ever carries a token, a URL or an error text: label values come from closed sets.
 """
@@ -40,6 +47,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 
 from aiohttp import web
 from fleetcore.protocol import BatchType
+from fleetservice import log_output_failures
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -47,10 +55,10 @@ from prometheus_client import (
     Gauge,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from pusher.errors import ConfigError, DeliveryError
+from pusher.errors import ConfigError, DeliveryError, ForeignAnswer
 
 __all__ = ["OUTCOMES", "PusherMetrics", "failure_status", "outcome_of", "serve_metrics"]
 
@@ -63,6 +71,7 @@ OUTCOMES = (
     "server_error",
     "network_error",
     "too_large",
+    "foreign_answer",
 )
 
 REGISTRY = web.AppKey("registry", CollectorRegistry)
@@ -71,6 +80,8 @@ REGISTRY = web.AppKey("registry", CollectorRegistry)
 def outcome_of(exc: DeliveryError) -> str:
     """The `outcome` label of a batch ingestd did not take."""
     status = exc.status
+    if isinstance(exc, ForeignAnswer):
+        return "foreign_answer"
     if status == 413:
         return "too_large"
     if status is None or status == 408:
@@ -105,6 +116,19 @@ class _BackoffCollector(Collector):
         for resource in BatchType:
             until = self._retry_at.get(resource.value, 0.0)
             family.add_metric([resource.value], max(0.0, until - now))
+        yield family
+
+
+class _LogOutputCollector(Collector):
+    """`fleet_pusher_log_write_errors_total`, read from the process's logging at scrape time."""
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "fleet_pusher_log_write_errors",
+            "Log lines dropped because stdout could not be written (full disk, closed pipe) "
+            "or the line could not be rendered.",
+        )
+        family.add_metric([], log_output_failures().count)
         yield family
 
 
@@ -188,8 +212,20 @@ class PusherMetrics:
             "Times the customer database could not be reached or the connection was lost.",
             registry=r,
         )
+        self.unexpected_errors = Counter(
+            "fleet_pusher_unexpected_errors",
+            "Ticks ended by an unexpected error (logged with its cause, retried at the backoff "
+            "cap with the cursor kept).",
+            registry=r,
+        )
+        self.uncarriable_rows = Counter(
+            "fleet_pusher_uncarriable_rows",
+            "Rows whose time or received_at the protocol cannot carry, quarantined locally.",
+            registry=r,
+        )
         self.retry_at: dict[str, float] = {}
         r.register(_BackoffCollector(self.retry_at))
+        r.register(_LogOutputCollector())
         for resource in BatchType:
             for metric in (
                 self.rows_shipped,
@@ -240,7 +276,15 @@ class PusherMetrics:
             out[f"{resource.value}_failures"] = self.value(
                 "fleet_pusher_failures_total", resource=resource.value
             )
-        for name in ("quarantined_rows", "cursor_resets", "restamped_rows", "database_errors"):
+        for name in (
+            "quarantined_rows",
+            "uncarriable_rows",
+            "cursor_resets",
+            "restamped_rows",
+            "database_errors",
+            "unexpected_errors",
+            "log_write_errors",
+        ):
             out[name] = self.value(f"fleet_pusher_{name}_total")
         return {k: v for k, v in out.items() if v}
 

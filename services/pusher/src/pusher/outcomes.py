@@ -18,9 +18,14 @@ import structlog
 from fleetcore import PushCursor
 from fleetcore.protocol import BatchType
 
-from pusher.backoff import failure_delay, grow_batch_size, shrink_batch_size
+from pusher.backoff import (
+    exponential_delay,
+    failure_delay,
+    grow_batch_size,
+    shrink_batch_size,
+)
 from pusher.delivery import Delivered
-from pusher.errors import DeliveryError, PayloadTooLarge, PermanentDeliveryError
+from pusher.errors import DeliveryError, ForeignAnswer, PayloadTooLarge, PermanentDeliveryError
 from pusher.metrics import PusherMetrics, failure_status
 from pusher.progress import PushProgress
 from pusher.settings import Settings
@@ -73,9 +78,12 @@ class Outcomes:
         wire: int,
         raw: int,
         started: float,
+        batch: MeasurementBatch | None = None,
     ) -> None:
-        """ingestd answered 2xx: move the cursor (measurements), grow the batch size back."""
+        """ingestd answered 2xx: move the cursor (measurements), grow the batch size back; the
+        rows of `batch` the protocol cannot carry are quarantined as the cursor passes them."""
         size = grow_batch_size(self.state[resource].batch_size, self.settings.batch_size)
+        passes = batch is not None and batch.uncarriable > 0
         await self.state.succeeded(
             conn,
             resource,
@@ -84,7 +92,10 @@ class Outcomes:
             status=answer.status,
             rows=rows,
             newest_received_at=newest,
+            passed_from=batch.start if batch is not None and passes else None,
         )
+        if batch is not None and passes:
+            self._uncarriable(batch)
         self.metrics.delivered(resource, rows, answer.rejected)
         self.last_failure.pop(resource, None)
         if resource is BatchType.MEASUREMENTS:
@@ -111,12 +122,46 @@ class Outcomes:
         else:
             log.info("batch delivered", **fields)
 
-    async def too_large(
-        self, conn: psycopg.AsyncConnection[Any], batch: MeasurementBatch, exc: PayloadTooLarge
+    def _uncarriable(self, batch: MeasurementBatch) -> None:
+        self.metrics.uncarriable_rows.inc(batch.uncarriable)
+        self.metrics.quarantined_rows.inc(batch.uncarriable)
+        log.error(
+            "rows with a time or received_at the protocol cannot carry (years 0001-9999): "
+            "quarantined locally with the reason (app.fleet_push_quarantine), cursor moved on",
+            rows=batch.uncarriable,
+            cursor=str(batch.end),
+        )
+
+    async def only_uncarriable(
+        self, conn: psycopg.AsyncConnection[Any], batch: MeasurementBatch
     ) -> None:
-        """413 for a measurements batch: halve it, or at one row quarantine it locally."""
+        """A batch with no row the protocol can carry: nothing is sent, the rows are
+        quarantined and the cursor passes them."""
         resource = BatchType.MEASUREMENTS
         state = self.state[resource]
+        await self.state.succeeded(
+            conn,
+            resource,
+            cursor=batch.end,
+            batch_size=state.batch_size,
+            status=None,
+            rows=0,
+            newest_received_at=None,
+            passed_from=batch.start,
+        )
+        self._uncarriable(batch)
+        self.progress.measurements_moved(batch.count, None)
+
+    async def too_large(
+        self, conn: psycopg.AsyncConnection[Any], batch: MeasurementBatch, exc: PayloadTooLarge
+    ) -> float:
+        """413 for a measurements batch: halve it, or at one row quarantine it locally — only
+        when the 413 is ingestd's own; a bare one (a proxy's limit) halves and backs off but
+        never quarantines. Returns the monotonic time measurements are due again."""
+        resource = BatchType.MEASUREMENTS
+        state = self.state[resource]
+        if not exc.protocol:
+            return await self._bare_too_large(conn, batch, exc)
         self.metrics.failed(
             resource, exc, consecutive=state.consecutive_failures, retry_at=time.monotonic()
         )
@@ -138,7 +183,7 @@ class Outcomes:
                 counts_as_failure=False,
             )
             self.metrics.batch_size.labels(resource.value).set(size)
-            return
+            return time.monotonic()
         assert batch.first_row_json is not None
         reason = f"refused by ingestd even alone: {exc.detail}"
         log.error(
@@ -153,6 +198,35 @@ class Outcomes:
         self.metrics.quarantined_rows.inc()
         self.metrics.batch_size.labels(resource.value).set(1)
         self.progress.measurements_moved(1, None)
+        return time.monotonic()
+
+    async def _bare_too_large(
+        self, conn: psycopg.AsyncConnection[Any], batch: MeasurementBatch, exc: PayloadTooLarge
+    ) -> float:
+        resource = BatchType.MEASUREMENTS
+        state = self.state[resource]
+        size = shrink_batch_size(min(state.batch_size, batch.count))
+        failures = state.consecutive_failures + 1
+        delay = exponential_delay(
+            failures, self.settings.backoff_base_s, self.settings.backoff_cap_s, self.rng
+        )
+        await self.state.failed(
+            conn, resource, batch_size=size, delay_s=delay, status=413, error=exc.detail
+        )
+        retry_at = time.monotonic() + delay
+        self.metrics.failed(resource, exc, consecutive=failures, retry_at=retry_at)
+        self.metrics.batch_size.labels(resource.value).set(size)
+        self.last_failure[resource] = "413"
+        log.warning(
+            "413 without ingestd's answer in it (a proxy's or load balancer's limit?): halving "
+            "and backing off; nothing is quarantined for it",
+            rows=batch.count,
+            batch_size=size,
+            detail=exc.detail,
+            failures=failures,
+            retry_in_s=round(delay, 3),
+        )
+        return retry_at
 
     async def failed(
         self, conn: psycopg.AsyncConnection[Any], resource: BatchType, exc: DeliveryError
@@ -188,7 +262,13 @@ class Outcomes:
             "failures": failures,
             "retry_in_s": round(delay, 3),
         }
-        if isinstance(exc, PermanentDeliveryError):
+        if isinstance(exc, ForeignAnswer):
+            log.error(
+                "an answer that is not ingestd's answer to this batch (misrouted URL, proxy, "
+                "captive portal?): not delivered, cursor kept, will retry",
+                **fields,
+            )
+        elif isinstance(exc, PermanentDeliveryError):
             if exc.transport == "tls":
                 log.error(
                     "ingestd's TLS certificate cannot be verified (check FLEET_CA_BUNDLE and "

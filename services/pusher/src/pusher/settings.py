@@ -77,6 +77,7 @@ class Settings:
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
     backlog_count_interval_s: float = 30.0
+    db_statement_timeout_s: float = 60.0
 
     @classmethod
     def variables(cls) -> list[Variable]:
@@ -138,4 +139,5 @@ class Settings:
             backlog_count_interval_s=env_.number(
                 "FLEET_BACKLOG_COUNT_INTERVAL_S", 30.0, minimum=0.0
             ),
+            db_statement_timeout_s=env_.number("FLEET_DB_STATEMENT_TIMEOUT_S", 60.0, minimum=0.1),
         )

@@ -22,6 +22,8 @@ import psycopg
 from fleetcore import MEASUREMENT_VALUE_FIELDS, PushCursor
 from psycopg.rows import tuple_row
 
+from pusher.carriable import CURSOR_KEY, carriable_sql, cursor_time_sql
+
 __all__ = [
     "APPLICATION_NAME",
     "BACKLOG_COUNT_BOUND",
@@ -48,48 +50,53 @@ _MEASUREMENT_COLUMNS = ", ".join(
 )
 
 # One round trip returns the whole batch: the body already joined by PostgreSQL (bytea, sent in
-# binary: no per-row Python work at all), the row count, the newest received_at, the cursor key
-# of the last row, and the first row's JSON (kept if a single row has to be quarantined).
+# binary: no per-row Python work at all), the row count, the rows the protocol can carry (only
+# those are in the body: `carriable.py`), the newest received_at, the cursor key of the last row
+# and the first carriable row's JSON (kept if a single row has to be quarantined).
 # Items are not ordered inside the body (the server keys every row): only the cursor key is.
 READ_MEASUREMENTS = f"""
 WITH batch AS MATERIALIZED (
     SELECT r.push_xid, r.device_id, r.time, r.received_at,
+           {carriable_sql("r.time", "r.received_at")} AS carriable,
            row_to_json(ROW({_MEASUREMENT_COLUMNS.replace("m.", "r.")})::app.fleet_push_item)::text
                AS item
     FROM (SELECT m.push_xid, {_MEASUREMENT_COLUMNS}
           FROM monitoring.power_measurements AS m
-          WHERE (m.push_xid, m.device_id, m.time) > (%(xid)s::xid8, %(device_id)s, %(time)s)
+          WHERE (m.push_xid, m.device_id, m.time) > {CURSOR_KEY}
             AND m.push_xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
           ORDER BY m.push_xid, m.device_id, m.time
           LIMIT %(limit)s) AS r
 )
-SELECT agg.n, agg.newest, agg.body, last.xid, last.device_id, last.time, first.item
-FROM (SELECT count(*) AS n, max(b.received_at) AS newest,
-             convert_to('{{"items":[' || coalesce(string_agg(b.item, ','), '') || ']}}', 'UTF8')
-                 AS body
+SELECT agg.n, agg.sent, agg.newest, agg.body, last.xid, last.device_id, last.time, first.item
+FROM (SELECT count(*) AS n, count(*) FILTER (WHERE b.carriable) AS sent,
+             max(b.received_at) FILTER (WHERE b.carriable) AS newest,
+             convert_to('{{"items":['
+                        || coalesce(string_agg(b.item, ',') FILTER (WHERE b.carriable), '')
+                        || ']}}', 'UTF8') AS body
       FROM batch AS b) AS agg
 LEFT JOIN LATERAL (
-    SELECT l.push_xid::text AS xid, l.device_id, l.time FROM batch AS l
+    SELECT l.push_xid::text AS xid, l.device_id, {cursor_time_sql("l.time")} AS time
+    FROM batch AS l
     ORDER BY l.push_xid DESC, l.device_id DESC, l.time DESC LIMIT 1) AS last ON true
 LEFT JOIN LATERAL (
-    SELECT f.item FROM batch AS f
+    SELECT f.item FROM batch AS f WHERE f.carriable
     ORDER BY f.push_xid, f.device_id, f.time LIMIT 1) AS first ON true
 """
 
-READ_SITES = """
+READ_SITES = f"""
 SELECT json_strip_nulls(json_build_object(
            'id', s.id, 'name', s.name, 'timezone', s.timezone,
            'address', s.address, 'updated_at', s.updated_at))::text,
-       s.updated_at
+       CASE WHEN {carriable_sql("s.updated_at")} THEN s.updated_at END
 FROM monitoring.sites AS s
 ORDER BY s.id
 """
 
-READ_DEVICES = """
+READ_DEVICES = f"""
 SELECT json_strip_nulls(json_build_object(
            'id', d.id, 'site_id', d.site_id, 'serial_number', d.serial_number,
            'model', d.model, 'name', d.name, 'updated_at', d.updated_at))::text,
-       d.updated_at
+       CASE WHEN {carriable_sql("d.updated_at")} THEN d.updated_at END
 FROM monitoring.devices AS d
 ORDER BY d.id
 """
@@ -98,22 +105,24 @@ BACKLOG_COUNT_BOUND = 1_000_000
 
 # Three walks of the push index: rows after the cursor counted up to a bound (so the cost stays
 # bounded whatever the backlog), the newest row written, and the first row after the cursor.
-READ_BACKLOG = """
+READ_BACKLOG = f"""
 SELECT (SELECT count(*) FROM (
             SELECT 1 FROM monitoring.power_measurements AS m
-            WHERE (m.push_xid, m.device_id, m.time) > (%(xid)s::xid8, %(device_id)s, %(time)s)
+            WHERE (m.push_xid, m.device_id, m.time) > {CURSOR_KEY}
             LIMIT %(bound)s) AS b),
-       (SELECT n.received_at FROM monitoring.power_measurements AS n
+       (SELECT CASE WHEN {carriable_sql("n.received_at")} THEN n.received_at END
+        FROM monitoring.power_measurements AS n
         ORDER BY n.push_xid DESC, n.device_id DESC, n.time DESC LIMIT 1),
-       (SELECT f.received_at FROM monitoring.power_measurements AS f
-        WHERE (f.push_xid, f.device_id, f.time) > (%(xid)s::xid8, %(device_id)s, %(time)s)
+       (SELECT CASE WHEN {carriable_sql("f.received_at")} THEN f.received_at END
+        FROM monitoring.power_measurements AS f
+        WHERE (f.push_xid, f.device_id, f.time) > {CURSOR_KEY}
         ORDER BY f.push_xid, f.device_id, f.time LIMIT 1)
 """
 
 # Rows after the cursor that the next batch may take (written below the snapshot's xmin).
-COUNT_SHIPPABLE = """
+COUNT_SHIPPABLE = f"""
 SELECT count(*) FROM monitoring.power_measurements AS m
-WHERE (m.push_xid, m.device_id, m.time) > (%(xid)s::xid8, %(device_id)s, %(time)s)
+WHERE (m.push_xid, m.device_id, m.time) > {CURSOR_KEY}
   AND m.push_xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
 """
 
@@ -155,15 +164,26 @@ WHERE (m.device_id, m.time) IN (
 
 
 async def connect(
-    database_url: str, *, connect_timeout_s: float = 10.0
+    database_url: str, *, connect_timeout_s: float = 10.0, statement_timeout_s: float = 60.0
 ) -> psycopg.AsyncConnection[Any]:
-    """An autocommit session in UTC, named so the pusher can tell its own backends apart."""
+    """An autocommit session in UTC, named so the pusher can tell its own backends apart.
+
+    A database that stops answering is a logged failure, not a hang: every statement is
+    cancelled by the server after `statement_timeout_s` (QueryCanceled, an OperationalError),
+    and TCP keepalives (idle 30 s, then every 10 s, 3 probes) with a 60 s user timeout drop a
+    connection whose peer is gone."""
+    timeout_ms = max(1, round(statement_timeout_s * 1000))
     return await psycopg.AsyncConnection.connect(
         database_url,
         autocommit=True,
         application_name=APPLICATION_NAME,
         connect_timeout=max(1, round(connect_timeout_s)),
-        options="-c TimeZone=UTC",
+        options=f"-c TimeZone=UTC -c statement_timeout={timeout_ms}",
+        keepalives=1,
+        keepalives_idle=30,
+        keepalives_interval=10,
+        keepalives_count=3,
+        tcp_user_timeout=60_000,
     )
 
 
@@ -173,7 +193,9 @@ def _envelope(rows: list[str]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class MeasurementBatch:
-    """Up to `limit` rows after `start`, as a ready JSON body; `end` is the cursor after them."""
+    """Up to `limit` rows after `start`, as a ready JSON body; `end` is the cursor after them.
+    `count` rows were read, `sent` of them are in the body: the others are uncarriable
+    (`carriable.py`) and quarantined when the cursor passes them."""
 
     start: PushCursor
     end: PushCursor
@@ -182,6 +204,15 @@ class MeasurementBatch:
     limit: int
     newest_received_at: datetime | None
     first_row_json: str | None
+    sent: int = -1
+
+    def __post_init__(self) -> None:
+        if self.sent < 0:
+            object.__setattr__(self, "sent", self.count)
+
+    @property
+    def uncarriable(self) -> int:
+        return self.count - self.sent
 
     @property
     def full(self) -> bool:
@@ -253,19 +284,14 @@ async def read_measurements(
     conn: psycopg.AsyncConnection[Any], after: PushCursor, limit: int
 ) -> MeasurementBatch:
     """Read the next batch; memory is bounded by `limit`, never by the backlog."""
-    params = {
-        "xid": str(after.xid),
-        "device_id": after.device_id,
-        "time": after.time,
-        "limit": limit,
-    }
+    params = {**_after(after), "limit": limit}
     async with conn.cursor(row_factory=tuple_row, binary=True) as cur:
         await cur.execute(READ_MEASUREMENTS, params)
         row = await cur.fetchone()
     assert row is not None
-    count, newest, body, xid, device_id, time, first = row
+    count, sent, newest, body, xid, device_id, time, first = row
     if not count:
-        return MeasurementBatch(after, after, _envelope([]), 0, limit, None, None)
+        return MeasurementBatch(after, after, _envelope([]), 0, limit, None, None, 0)
     return MeasurementBatch(
         start=after,
         end=PushCursor(int(xid), device_id, time),
@@ -274,6 +300,7 @@ async def read_measurements(
         limit=limit,
         newest_received_at=newest,
         first_row_json=first,
+        sent=sent,
     )
 
 
@@ -281,8 +308,9 @@ async def _read_full_set(conn: psycopg.AsyncConnection[Any], query: str) -> Full
     async with conn.cursor(row_factory=tuple_row) as cur:
         await cur.execute(query)
         rows = await cur.fetchall()
-    newest = max((row[1] for row in rows), default=None)
-    oldest = min((row[1] for row in rows), default=None)
+    stamps = [row[1] for row in rows if row[1] is not None]
+    newest = max(stamps, default=None)
+    oldest = min(stamps, default=None)
     return FullSet(_envelope([row[0] for row in rows]), len(rows), newest, oldest)
 
 

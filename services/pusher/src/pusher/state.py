@@ -16,10 +16,11 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from fleetcore import PushCursor
+from fleetcore import MEASUREMENT_VALUE_FIELDS, PushCursor
 from fleetcore.protocol import BatchType
 from psycopg.rows import dict_row, tuple_row
 
+from pusher.carriable import carriable_sql, cursor_key
 from pusher.errors import SourceError
 
 __all__ = ["PushState", "ResourceState", "count_quarantined", "load_states"]
@@ -66,12 +67,32 @@ WHERE resource = %(resource)s
 RETURNING *
 """
 
+_ITEM_COLUMNS = ", ".join(
+    f"m.{name}" for name in ("time", "device_id", "received_at", *MEASUREMENT_VALUE_FIELDS)
+)
+
 QUARANTINE = """
 INSERT INTO app.fleet_push_quarantine (resource, device_id, time, push_xid, payload, reason)
 VALUES (%(resource)s, %(device_id)s, %(time)s, %(xid)s::xid8, %(payload)s, %(reason)s)
 """
 
 COUNT_QUARANTINE = "SELECT count(*) FROM app.fleet_push_quarantine"
+
+# The rows a batch passes (after its start cursor, up to its end cursor) that the protocol
+# cannot carry (`carriable.py`), kept with the reason in the transaction that moves the cursor.
+QUARANTINE_PASSED = f"""
+INSERT INTO app.fleet_push_quarantine (resource, device_id, time, push_xid, payload, reason)
+SELECT 'measurements', m.device_id, m.time, m.push_xid,
+       row_to_json(ROW({_ITEM_COLUMNS})::app.fleet_push_item)::text,
+       CASE WHEN NOT {carriable_sql("m.time")}
+            THEN 'time ' || m.time::text || ' is outside what RFC 3339 carries (years 0001-9999)'
+            ELSE 'received_at ' || m.received_at::text
+                 || ' is outside what RFC 3339 carries (years 0001-9999)' END
+FROM monitoring.power_measurements AS m
+WHERE (m.push_xid, m.device_id, m.time) > {cursor_key("start_")}
+  AND (m.push_xid, m.device_id, m.time) <= {cursor_key("end_")}
+  AND NOT {carriable_sql("m.time", "m.received_at")}
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +153,14 @@ async def count_quarantined(conn: psycopg.AsyncConnection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
+def _key(prefix: str, cursor: PushCursor) -> dict[str, Any]:
+    return {
+        f"{prefix}xid": str(cursor.xid),
+        f"{prefix}device_id": cursor.device_id,
+        f"{prefix}time": cursor.time,
+    }
+
+
 class PushState:
     """Every resource's stored state, as the running daemon sees and changes it.
 
@@ -177,23 +206,29 @@ class PushState:
         *,
         cursor: PushCursor | None,
         batch_size: int,
-        status: int,
+        status: int | None,
         rows: int,
         newest_received_at: datetime | None,
+        passed_from: PushCursor | None = None,
     ) -> ResourceState:
-        """ingestd answered 2xx: move the cursor (None keeps it), count the rows, clear failures."""
-        return await self._update(
-            conn,
-            RECORD_SUCCESS,
-            {
-                "resource": resource.value,
-                "cursor": cursor.encode() if cursor is not None else None,
-                "batch_size": batch_size,
-                "status": status,
-                "rows": rows,
-                "newest": newest_received_at,
-            },
-        )
+        """ingestd answered 2xx: move the cursor (None keeps it), count the rows, clear failures.
+        With `passed_from` (the batch's start), the uncarriable rows between it and `cursor`
+        are quarantined in the same transaction."""
+        params = {
+            "resource": resource.value,
+            "cursor": cursor.encode() if cursor is not None else None,
+            "batch_size": batch_size,
+            "status": status,
+            "rows": rows,
+            "newest": newest_received_at,
+        }
+        if passed_from is None or cursor is None:
+            return await self._update(conn, RECORD_SUCCESS, params)
+        async with conn.transaction():
+            await conn.execute(
+                QUARANTINE_PASSED, {**_key("start_", passed_from), **_key("end_", cursor)}
+            )
+            return await self._update(conn, RECORD_SUCCESS, params)
 
     async def failed(
         self,
@@ -216,7 +251,7 @@ class PushState:
                 "increment": 1 if counts_as_failure else 0,
                 "delay_s": delay_s,
                 "status": status,
-                "error": error[:2000],
+                "error": error[:2000].replace("\x00", "?"),
             },
         )
 
@@ -247,7 +282,7 @@ class PushState:
                     "time": row_cursor.time,
                     "xid": str(row_cursor.xid),
                     "payload": payload,
-                    "reason": reason[:2000],
+                    "reason": reason[:2000].replace("\x00", "?"),
                 },
             )
             return await self.succeeded(

@@ -1,0 +1,149 @@
+"""Reading an answer to a batch: is it ingestd's answer to *this* batch, and what does it say?
+
+Anything may stand between a gateway and ingestd (a proxy, a captive portal, a default vhost, a
+broken load balancer), so nothing in an answer is taken on trust:
+
+- a delivery is only a `200` whose JSON body is the protocol's answer for the batch sent: the
+  same `batch_type`, and `accepted`, `duplicates` and `rejected` non-negative integers adding up
+  to the rows sent. Any other 2xx, or a 200 with another body, is a `ForeignAnswer`: not
+  delivered, retried with backoff, the cursor kept;
+- only the protocol's own 413 (a JSON body with `"error": "payload_too_large"` and an integer
+  `max_bytes`) may lead to a row's quarantine; a bare 413 is `PayloadTooLarge(protocol=False)`;
+- bodies are read up to `MAX_ANSWER_BYTES` and decoded as UTF-8 whatever charset is declared;
+  text from an answer that reaches a log line or the state table is cut short and stripped of
+  control characters (NUL included);
+- `Retry-After` is read by `backoff.parse_retry_after` (ASCII digits or an HTTP-date, capped).
+
+`classify` raises the `DeliveryError` that fits or returns the `Delivered` answer; it raises
+nothing else, whatever the bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from pusher.backoff import parse_retry_after
+from pusher.errors import (
+    ForeignAnswer,
+    PayloadTooLarge,
+    PermanentDeliveryError,
+    RetryLater,
+    TransientDeliveryError,
+)
+
+__all__ = ["MAX_ANSWER_BYTES", "Delivered", "classify", "printable"]
+
+MAX_ANSWER_BYTES = 64 * 1024
+"""Bytes of an answer body read at most: ingestd's answers are far smaller (errors capped at 100)."""
+
+_SHOWN = 200
+
+
+class _RowError(msgspec.Struct):
+    index: int
+    reason: str
+
+
+class _Answer(msgspec.Struct):
+    batch_type: str
+    accepted: int
+    duplicates: int
+    rejected: int
+    errors: list[_RowError] = msgspec.field(default_factory=list)
+    batch_id: int | str | None = None
+
+
+class _TooLarge(msgspec.Struct):
+    error: str
+    max_bytes: int
+
+
+_ANSWER = msgspec.json.Decoder(_Answer)
+_TOO_LARGE = msgspec.json.Decoder(_TooLarge)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """ingestd's 200 answer: rows accepted, already there, and refused (kept in its dead-letter)."""
+
+    status: int
+    accepted: int
+    duplicates: int
+    rejected: int
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def printable(text: str, limit: int = _SHOWN) -> str:
+    """`text` cut to `limit` characters, control characters (NUL included) replaced by '?'."""
+    cut = text[:limit]
+    clean = "".join(c if c.isprintable() or c == " " else "?" for c in cut)
+    return clean + ("…" if len(text) > limit else "")
+
+
+def _first_bytes(raw: bytes) -> str:
+    return printable(raw[:_SHOWN].decode("utf-8", "replace")) if raw else "(empty)"
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
+    """The decoded body, or None when it is not that shape (never an exception: bodies nested
+    deeper than msgspec's limit, bad UTF-8 and wrong types all come back as None)."""
+    try:
+        return decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError):
+        return None
+
+
+def _error_detail(status: int, raw: bytes) -> str:
+    """'HTTP <status> <error>: <detail>' from a protocol error body, else the first bytes."""
+    decoded = _decode(msgspec.json.Decoder(), raw) if raw.startswith(b"{") else None
+    if isinstance(decoded, dict):
+        code, detail = decoded.get("error"), decoded.get("detail")
+        parts = [printable(v, 100) for v in (code, detail) if isinstance(v, str) and v]
+        if parts:
+            return f"HTTP {status} " + ": ".join(parts)
+    return f"HTTP {status}: {_first_bytes(raw)}"
+
+
+def _delivered(status: int, raw: bytes, batch_type: str, rows: int) -> Delivered:
+    """The 200 answer for this batch, or ForeignAnswer saying why it is not."""
+    if status != 200:
+        raise ForeignAnswer(
+            f"HTTP {status} is not ingestd's answer (it answers 200): {_first_bytes(raw)}",
+            status=status,
+        )
+    answer = _decode(_ANSWER, raw)
+    if answer is None:
+        raise ForeignAnswer(
+            f"HTTP 200 without ingestd's answer in the body: {_first_bytes(raw)}", status=status
+        )
+    counts = (answer.accepted, answer.duplicates, answer.rejected)
+    if answer.batch_type != batch_type:
+        why = f"batch_type {printable(answer.batch_type, 40)!r} answers a {batch_type} batch"
+    elif min(counts) < 0 or sum(counts) != rows:
+        why = f"counts {counts} do not add up to the {rows} rows sent"
+    else:
+        errors = [{"index": e.index, "reason": printable(e.reason)} for e in answer.errors[:5]]
+        return Delivered(status, *counts, errors=errors)
+    raise ForeignAnswer(f"HTTP 200 not for this batch: {why}", status=status)
+
+
+def classify(
+    status: int, raw: bytes, retry_after: str | None, *, batch_type: str, rows: int
+) -> Delivered:
+    """What an answer of `status` with body `raw` means for a batch of `rows` rows."""
+    if 200 <= status < 300:
+        return _delivered(status, raw, batch_type, rows)
+    detail = _error_detail(status, raw)
+    if status == 413:
+        too_large = _decode(_TOO_LARGE, raw)
+        if too_large is not None and too_large.error == "payload_too_large":
+            raise PayloadTooLarge(detail, max_bytes=too_large.max_bytes, protocol=True)
+        raise PayloadTooLarge(detail, max_bytes=None, protocol=False)
+    if status in (429, 503):
+        raise RetryLater(detail, status=status, retry_after_s=parse_retry_after(retry_after))
+    if status >= 500 or status == 408:
+        raise TransientDeliveryError(detail, status=status)
+    raise PermanentDeliveryError(detail, status=status)
