@@ -37,4 +37,4 @@ async def test_run_when_disabled_exits_0_without_pushing(pusher_settings: Settin
     env = pusher_env(pusher_settings, FLEET_PUSH_ENABLED="false")
     proc = await start_pusher_process(env, "run", capture=True)
     out, _ = await proc.communicate()
-    assert proc.returncode == 0 and b"push disabled" in out
+    assert proc.returncode == 0 and b"push_disabled" in out

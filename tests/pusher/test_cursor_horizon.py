@@ -65,7 +65,7 @@ async def test_long_open_transaction_holds_the_cursor_and_is_reported(
     assert metric(blocked, "fleet_pusher_backlog_rows") == later
     assert metric(after, "fleet_pusher_blocking_transaction_age_seconds") == 0
     out = capsys.readouterr().out  # type: ignore[attr-defined]
-    assert "holds the push cursor back" in out and str(held["pid"]) in out
+    assert "cursor_held_back" in out and str(held["pid"]) in out
 
 
 async def test_cursor_beyond_the_server_xid_counter_is_recovered(

@@ -27,6 +27,7 @@ import psycopg
 import structlog
 from fleetcore.protocol import BatchType
 from fleetservice import log_output_failures
+from fleetservice.commands import one_line
 
 from pusher import source
 from pusher.answers import printable
@@ -99,8 +100,8 @@ class Pusher:
                         self._db_failures, min(s.backoff_base_s, 5.0), s.backoff_cap_s, self.rng
                     )
                     log.error(
-                        "customer database unavailable",
-                        error=str(exc).strip(),
+                        "customer_database_unavailable",
+                        error=one_line(exc),
                         retry_in_s=round(delay, 3),
                     )
                     self.metrics.database_errors.inc()
@@ -139,7 +140,7 @@ class Pusher:
         self._next_tick = now
         self.due = dict.fromkeys(BatchType, now)
         self.progress.restore(self.state)
-        log.info("pusher connected", cursor=str(self.state[BatchType.MEASUREMENTS].cursor))
+        log.info("connected", cursor=str(self.state[BatchType.MEASUREMENTS].cursor))
         self.notifier.ready(f"connected; pushing to {s.ingest_url}")
         while not stop.is_set():
             self.notifier.ping()
@@ -180,7 +181,8 @@ class Pusher:
         self.metrics.blocking_transaction_age.set(self.blocker.age_s if self.blocker else 0.0)
         if self.blocker is not None:
             log.warning(
-                "a long-open transaction holds the push cursor back",
+                "cursor_held_back",
+                hint="a long-open transaction holds the push cursor back",
                 snapshot_xmin=horizon.xmin,
                 **self.blocker.as_log(),
             )
@@ -323,12 +325,12 @@ async def run(
     notifier = notifier or SystemdNotifier(None)
     try:
         if not settings.enabled:
-            log.info("push disabled (FLEET_PUSH_ENABLED is not true): nothing to do")
+            log.info("push_disabled", hint="nothing to do until FLEET_PUSH_ENABLED=true")
             notifier.ready("push disabled (FLEET_PUSH_ENABLED is not true)")
             notifier.stopping()
             return None
         log.info(
-            "pusher starting",
+            "starting",
             ingest_url=settings.ingest_url,
             interval_s=settings.push_interval_s,
             batch_size=settings.batch_size,
@@ -341,9 +343,9 @@ async def run(
                         pusher.metrics.registry, settings.metrics_host, settings.metrics_port
                     )
                 )
-                log.info("metrics listening", url=url)
+                log.info("metrics_listening", url=url)
             await _run_loop(pusher, stop_event)
-        log.info("pusher stopped", **pusher.metrics.summary())
+        log.info("stopped", **pusher.metrics.summary())
         return pusher
     finally:
         notifier.close()
@@ -360,7 +362,8 @@ async def _run_loop(pusher: Pusher, stop_event: asyncio.Event) -> None:
             done, _ = await asyncio.wait({main}, timeout=deadline_s)
             if not done:
                 log.warning(
-                    "shutdown deadline passed: abandoning the in-flight batch (cursor not advanced)",
+                    "shutdown_deadline_passed",
+                    hint="abandoning the in-flight batch (cursor not advanced)",
                     deadline_s=deadline_s,
                 )
                 main.cancel()

@@ -115,12 +115,13 @@ class Outcomes:
             fields["cursor"] = str(cursor)
         if answer.rejected:
             log.warning(
-                "batch delivered; ingestd refused some rows (kept in its dead-letter table)",
+                "batch_delivered_with_rejections",
+                hint="ingestd keeps the refused rows in its dead-letter table",
                 first_errors=answer.errors[:5],
                 **fields,
             )
         else:
-            log.info("batch delivered", **fields)
+            log.info("batch_delivered", **fields)
 
     def _uncarriable(self, batch: MeasurementBatch) -> None:
         self.metrics.uncarriable_rows.inc(batch.uncarriable)
@@ -168,7 +169,8 @@ class Outcomes:
         if batch.count > 1:
             size = shrink_batch_size(min(state.batch_size, batch.count))
             log.warning(
-                "batch too large for ingestd: halving",
+                "batch_too_large",
+                action="halving the batch",
                 rows=batch.count,
                 batch_size=size,
                 detail=exc.detail,
@@ -187,7 +189,8 @@ class Outcomes:
         assert batch.first_row_json is not None
         reason = f"refused by ingestd even alone: {exc.detail}"
         log.error(
-            "single row too large for ingestd: quarantined locally",
+            "row_quarantined",
+            hint="a single row too large for ingestd: kept in app.fleet_push_quarantine",
             cursor=str(batch.end),
             bytes=len(batch.body),
             detail=exc.detail,
@@ -271,15 +274,16 @@ class Outcomes:
         elif isinstance(exc, PermanentDeliveryError):
             if exc.transport == "tls":
                 log.error(
-                    "ingestd's TLS certificate cannot be verified (check FLEET_CA_BUNDLE and "
-                    "the host name in FLEET_INGEST_URL); retrying at the backoff cap",
+                    "tls_verify_failed",
+                    hint="ingestd's TLS certificate cannot be verified: check FLEET_CA_BUNDLE "
+                    "and the host name in FLEET_INGEST_URL; retrying at the backoff cap",
                     **fields,
                 )
             else:
                 cause = _permanent_cause(exc.status)
                 log.error(
-                    f"ingestd refused the request: {cause}; retrying at the backoff cap", **fields
+                    "batch_refused", cause=cause, hint="retrying at the backoff cap", **fields
                 )
         else:
-            log.warning("batch not delivered; will retry", **fields)
+            log.warning("batch_not_delivered", hint="will retry", **fields)
         return retry_at

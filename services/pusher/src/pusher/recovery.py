@@ -34,22 +34,24 @@ async def recover_restored_database(
     horizon = await source.read_horizon(conn)
     if horizon.has_future_rows:
         log.error(
-            "rows stamped beyond this server's transaction counter (restored or moved "
-            "database?): restamping them so they ship",
+            "future_rows_found",
             xmax=horizon.xmax,
+            hint="rows stamped beyond this server's transaction counter (restored or moved "
+            "database?): restamping them so they ship",
         )
         restamped = await source.restamp_future_rows(conn)
-        log.warning("future rows restamped", rows=restamped)
+        log.warning("future_rows_restamped", rows=restamped)
         metrics.restamped_rows.inc(restamped)
     cursor = state[BatchType.MEASUREMENTS].cursor
     if cursor.xid < horizon.xmax:
         return horizon, False
     log.error(
-        "stored cursor lies beyond this server's transaction counter (restored or "
-        "moved database?): starting over; rows already shipped are sent again and "
-        "ingestd keeps one copy",
+        "cursor_reset",
         cursor=str(cursor),
         xmax=horizon.xmax,
+        hint="the stored cursor lies beyond this server's transaction counter (restored or "
+        "moved database?): starting over; rows already shipped are sent again and ingestd "
+        "keeps one copy",
     )
     await state.reset_cursor(conn, BatchType.MEASUREMENTS, PushCursor.start())
     metrics.cursor_resets.inc()

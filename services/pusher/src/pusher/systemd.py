@@ -73,7 +73,7 @@ class SystemdNotifier:
         except OSError as exc:
             if not self._warned:
                 self._warned = True
-                log.warning("cannot notify systemd", socket=self.address, error=str(exc))
+                log.warning("systemd_notify_failed", socket=self.address, error=str(exc))
 
     def ready(self, status: str) -> None:
         self._last_status = status
