@@ -116,7 +116,8 @@ class Pusher:
         delay = self.settings.backoff_cap_s
         self.metrics.unexpected_errors.inc()
         log.error(
-            "unexpected error in a push tick: retrying at the backoff cap, cursor kept",
+            "tick_failed",
+            hint="unexpected error in a push tick: retrying at the backoff cap, cursor kept",
             error=f"{type(exc).__name__}: {printable(str(exc))}",
             retry_in_s=delay,
             exc_info=exc,

@@ -127,7 +127,8 @@ class Outcomes:
         self.metrics.uncarriable_rows.inc(batch.uncarriable)
         self.metrics.quarantined_rows.inc(batch.uncarriable)
         log.error(
-            "rows with a time or received_at the protocol cannot carry (years 0001-9999): "
+            "uncarriable_rows_quarantined",
+            hint="rows with a time or received_at the protocol cannot carry (years 0001-9999): "
             "quarantined locally with the reason (app.fleet_push_quarantine), cursor moved on",
             rows=batch.uncarriable,
             cursor=str(batch.end),
@@ -221,8 +222,9 @@ class Outcomes:
         self.metrics.batch_size.labels(resource.value).set(size)
         self.last_failure[resource] = "413"
         log.warning(
-            "413 without ingestd's answer in it (a proxy's or load balancer's limit?): halving "
-            "and backing off; nothing is quarantined for it",
+            "foreign_413",
+            hint="413 without ingestd's answer in it (a proxy's or load balancer's limit?): "
+            "halving and backing off; nothing is quarantined for it",
             rows=batch.count,
             batch_size=size,
             detail=exc.detail,
@@ -267,8 +269,9 @@ class Outcomes:
         }
         if isinstance(exc, ForeignAnswer):
             log.error(
-                "an answer that is not ingestd's answer to this batch (misrouted URL, proxy, "
-                "captive portal?): not delivered, cursor kept, will retry",
+                "foreign_answer",
+                hint="an answer that is not ingestd's answer to this batch (misrouted URL, "
+                "proxy, captive portal?): not delivered, cursor kept, will retry",
                 **fields,
             )
         elif isinstance(exc, PermanentDeliveryError):
