@@ -33,8 +33,9 @@ async def test_metrics_count_batches_rows_and_refusals(
     assert 'fleet_ingest_rows_total{batch_type="measurements",outcome="accepted"} 9.0' in text
     assert 'fleet_ingest_rows_total{batch_type="measurements",outcome="duplicate"} 9.0' in text
     assert 'fleet_ingest_rows_total{batch_type="measurements",outcome="rejected"} 2.0' in text
-    assert "fleet_ingest_request_seconds_bucket" in text
-    assert 'fleet_ingest_db_pool_connections{state="size"}' in text
+    assert "fleet_ingest_request_duration_seconds_bucket" in text
+    assert 'fleet_ingest_db_pool_connections{state="idle"}' in text
+    assert "fleet_ingest_db_pool_waiting_requests 0.0" in text
     assert "fleet_ingest_auth_failures_total 1.0" in text
     assert customer_token not in text
     assert customer_token[4:20] not in text

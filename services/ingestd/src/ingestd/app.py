@@ -32,7 +32,7 @@ from ingestd.errors import IngestError, NotFound, ServiceUnavailable, StartupErr
 from ingestd.handlers.admin import ADMIN_PREFIX, create_admin_app
 from ingestd.handlers.http import DB_UNAVAILABLE, Handler, json_answer
 from ingestd.handlers.ingest import ingest
-from ingestd.handlers.service import healthz, metrics, openapi_handler, readyz
+from ingestd.handlers.service import healthz, metrics_handler, openapi_handler, readyz
 from ingestd.housekeeping import housekeeping_loop
 from ingestd.keys import (
     ADMISSION,
@@ -241,6 +241,6 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get(OPENAPI_PATH, openapi_handler(openapi_document()))
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", metrics_handler(app[METRICS].registry))
     app.add_subapp(ADMIN_PREFIX, create_admin_app())
     return app

@@ -397,8 +397,12 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Prometheus metrics (no secrets, no customer labels)",
                     "responses": {
                         "200": {
-                            "description": "Prometheus text format",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                            "description": "Prometheus text format 0.0.4, or OpenMetrics when "
+                            "the Accept header asks for application/openmetrics-text",
+                            "content": {
+                                "text/plain": {"schema": {"type": "string"}},
+                                "application/openmetrics-text": {"schema": {"type": "string"}},
+                            },
                         }
                     },
                 }

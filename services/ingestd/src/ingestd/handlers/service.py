@@ -7,13 +7,14 @@ from typing import Any
 import msgspec
 import psycopg
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from ingestd.handlers.http import DB_UNAVAILABLE, Handler, json_answer
-from ingestd.keys import EXPECTED_MIGRATIONS, METRICS, POOL, SETTINGS, STORAGE
-from ingestd.metrics import CONTENT_TYPE
+from ingestd.keys import EXPECTED_MIGRATIONS, POOL, SETTINGS, STORAGE
 from ingestd.storage.reads import applied_migrations
 
-__all__ = ["healthz", "metrics", "openapi_handler", "readyz"]
+__all__ = ["healthz", "metrics_handler", "openapi_handler", "readyz"]
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -47,9 +48,9 @@ async def readyz(request: web.Request) -> web.Response:
     return json_answer({"status": "ready", "storage": storage.mode.value})
 
 
-async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].render()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+def metrics_handler(registry: CollectorRegistry) -> Handler:
+    """prometheus_client's own handler: negotiates text 0.0.4 or OpenMetrics, and gzip."""
+    return make_aiohttp_handler(registry)
 
 
 def openapi_handler(document: dict[str, Any]) -> Handler:
