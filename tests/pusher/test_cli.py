@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
+from importlib.metadata import version
+from typing import Any
 
+from aiohttp import web
+from fleetcore.protocol import INGEST_PATH, BatchType
+from pusher.delivery import USER_AGENT, IngestClient
+from pusher.errors import DeliveryError
 from pusher.settings import Settings
 
 from tests.fix_pusher import pusher_env, start_pusher_process
@@ -38,3 +45,22 @@ async def test_run_when_disabled_exits_0_without_pushing(pusher_settings: Settin
     proc = await start_pusher_process(env, "run", capture=True)
     out, _ = await proc.communicate()
     assert proc.returncode == 0 and b"push_disabled" in out
+
+
+async def test_requests_carry_the_real_version_in_the_user_agent(aiohttp_server: Any) -> None:
+    """The pusher introduces itself with its installed version (not a hard-coded one), so
+    ingestd's operators can tell gateways' releases apart in access logs."""
+    seen: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("User-Agent", ""))
+        return web.json_response({"error": "unauthorized"}, status=401)
+
+    app = web.Application()
+    app.router.add_post(INGEST_PATH, record)
+    server = await aiohttp_server(app)
+    async with IngestClient(str(server.make_url(INGEST_PATH)), "t0ken", timeout_s=5) as client:
+        with contextlib.suppress(DeliveryError):
+            await client.send(BatchType.SITES, await client.compress(b'{"items":[]}'), None, rows=0)
+    assert seen == [USER_AGENT]
+    assert USER_AGENT.startswith(f"fleet-pusher/{version('pusher')} ")

@@ -12,8 +12,10 @@ for the current one.
 from __future__ import annotations
 
 import asyncio
+import platform
 import ssl
 import zlib
+from importlib.metadata import version
 from pathlib import Path
 
 import aiohttp
@@ -27,7 +29,13 @@ from fleetcore.protocol import (
 from pusher.answers import MAX_ANSWER_BYTES, Delivered, classify, printable
 from pusher.errors import PermanentDeliveryError, TransientDeliveryError
 
-__all__ = ["Delivered", "IngestClient", "gzip_body"]
+__all__ = ["USER_AGENT", "Delivered", "IngestClient", "gzip_body"]
+
+# What ingestd's access logs and proxies see: this release, and the runtime under it.
+USER_AGENT = (
+    f"fleet-pusher/{version('pusher')} aiohttp/{aiohttp.__version__} "
+    f"python/{platform.python_version()}"
+)
 
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
@@ -65,7 +73,7 @@ class IngestClient:
     async def __aenter__(self) -> IngestClient:
         connector = aiohttp.TCPConnector(ssl=_ssl_context(self._ca_bundle), limit=4)
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, headers={"User-Agent": "fleet-pusher/0.1"}
+            connector=connector, timeout=self._timeout, headers={"User-Agent": USER_AGENT}
         )
         return self
 
