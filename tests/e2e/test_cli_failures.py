@@ -60,7 +60,7 @@ def test_ingestd_serve_with_the_database_down_is_one_json_line_and_status_1() ->
     """`ingestd serve` that cannot reach its database ends with exit status 1; in JSON mode every
     line it printed is a JSON object and the last says `start_failed` with the reason."""
     proc = _run("ingestd", "serve", INGESTD_DATABASE_URL=_unreachable(),
-                INGESTD_CONNECT_TIMEOUT_S="1", INGESTD_LOG_FORMAT="json", INGESTD_PORT="0")  # fmt: skip
+                INGESTD_CONNECT_TIMEOUT_S="1", INGESTD_LOG_FORMAT="json", INGESTD_PORT=str(free_port()))  # fmt: skip
     assert proc.returncode == 1
     assert proc.stderr == ""
     lines = [json.loads(line) for line in proc.stdout.splitlines()]

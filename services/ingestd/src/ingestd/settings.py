@@ -10,11 +10,28 @@ from fleetservice import EnvReader
 from fleetservice.envconfig import Variable, record_variables
 from fleetservice.logs import LOG_FORMATS, LOG_LEVELS
 
+from ingestd.client_address import TrustedProxies, parse_trusted_proxies
 from ingestd.storage.bootstrap import StoragePlan
 
 __all__ = ["ConfigError", "Settings"]
 
 _MiB = 1024 * 1024
+
+
+def _trusted_proxies(env_: EnvReader) -> TrustedProxies:
+    """INGESTD_TRUSTED_PROXIES; the old INGESTD_TRUST_FORWARDED_FOR (which believed any client's
+    X-Forwarded-For) is refused with the way out, never silently kept or dropped."""
+    raw = env_.text("INGESTD_TRUSTED_PROXIES", "")
+    try:
+        trusted = parse_trusted_proxies(raw)
+    except ValueError as exc:
+        raise ConfigError(f"INGESTD_TRUSTED_PROXIES: {exc}") from None
+    if env_.flag("INGESTD_TRUST_FORWARDED_FOR", False):
+        raise ConfigError(
+            "INGESTD_TRUST_FORWARDED_FOR is gone (it trusted X-Forwarded-For from anyone): set "
+            "INGESTD_TRUSTED_PROXIES to your proxies' networks (CIDRs, comma-separated) instead"
+        )
+    return trusted
 
 
 class ConfigError(ValueError):
@@ -55,7 +72,7 @@ class Settings:
     busy_retry_after_s: int = 2
     auth_failures_per_min: float = 30.0
     auth_failure_burst: int = 20
-    trust_forwarded_for: bool = False
+    trusted_proxies: TrustedProxies = ()
     token_cache_ttl_s: float = 60.0
     token_cache_ping_s: float = 5.0
     workers: int = 1
@@ -129,7 +146,7 @@ class Settings:
             busy_retry_after_s=env_.integer("INGESTD_BUSY_RETRY_AFTER_S", 2, minimum=1),
             auth_failures_per_min=env_.number("INGESTD_AUTH_FAILURES_PER_MIN", 30.0, minimum=0.01),
             auth_failure_burst=env_.integer("INGESTD_AUTH_FAILURE_BURST", 20, minimum=1),
-            trust_forwarded_for=env_.flag("INGESTD_TRUST_FORWARDED_FOR", False),
+            trusted_proxies=_trusted_proxies(env_),
             token_cache_ttl_s=env_.number("INGESTD_TOKEN_CACHE_TTL_S", 60.0, minimum=0.0),
             token_cache_ping_s=env_.number("INGESTD_TOKEN_CACHE_PING_S", 5.0, minimum=0.1),
             workers=env_.integer("INGESTD_WORKERS", 1, minimum=1),
@@ -148,7 +165,7 @@ class Settings:
             ),
             database_url=database_url,
             host=env_.text("INGESTD_HOST", "127.0.0.1"),
-            port=env_.integer("INGESTD_PORT", 8080, minimum=0),
+            port=env_.integer("INGESTD_PORT", 8080, minimum=1, maximum=65535),
             max_wire_bytes=env_.integer("INGESTD_MAX_WIRE_BYTES", 16 * _MiB, minimum=1024),
             max_body_bytes=env_.integer("INGESTD_MAX_BODY_BYTES", 64 * _MiB, minimum=1024),
             body_timeout_s=env_.number("INGESTD_BODY_TIMEOUT_S", 60.0, minimum=0.1),

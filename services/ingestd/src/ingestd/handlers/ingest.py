@@ -33,6 +33,7 @@ from fleetcore.protocol import (
 
 from ingestd.auth import Customer, find_customer
 from ingestd.body import check_content_headers, decode_body, read_wire_body
+from ingestd.client_address import client_address
 from ingestd.errors import BadRequest, IngestError, RateLimited, Unauthorized
 from ingestd.handlers.http import connection, json_answer
 from ingestd.ingest import Delivery, ingest_batch, record_refusal
@@ -74,11 +75,10 @@ def _client_cursor(request: web.Request) -> str | None:
 
 
 def _client_address(request: web.Request, settings: Settings) -> str:
-    if settings.trust_forwarded_for:
-        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
-        if forwarded:
-            return forwarded
-    return request.remote or "unknown"
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    host = peer[0] if isinstance(peer, tuple) and peer else request.remote
+    forwarded = request.headers.getall("X-Forwarded-For", [])
+    return client_address(host, forwarded, settings.trusted_proxies)
 
 
 async def _authenticate(request: web.Request, settings: Settings) -> Customer:
