@@ -84,7 +84,7 @@ def _wait_delivered(stack: ChaosStack, timeout_s: float = 30.0) -> None:
     assert stack.pusher is not None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if any(line.get("event") == "batch delivered" for line in stack.pusher.json_lines()):
+        if any(line.get("event") == "batch_delivered" for line in stack.pusher.json_lines()):
             return
         time.sleep(0.2)
     raise AssertionError("nothing delivered before the fault")

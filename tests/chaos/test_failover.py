@@ -55,7 +55,7 @@ def _delivered(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         line
         for line in lines
-        if line.get("event") == "batch delivered" and line.get("resource") == "measurements"
+        if line.get("event") == "batch_delivered" and line.get("resource") == "measurements"
     ]
 
 
