@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 from fleetdev.pgcluster import free_port
@@ -105,3 +106,11 @@ def test_help_lists_every_variable_with_its_default_and_the_exit_statuses(
         assert ("required" if var.default is None else (var.default or "unset")) in line
     assert "exit status: 0 done; 1 failed" in out
     assert _run(service, "--version").stdout.strip() == f"{service} {version(service)}"
+
+
+def test_readme_documents_every_variable_the_settings_read() -> None:
+    """The README's tables name every variable either service reads (the help's own source)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for settings in (IngestdSettings, PusherSettings):
+        missing = [v.name for v in settings.variables() if f"`{v.name}`" not in readme]
+        assert missing == []
