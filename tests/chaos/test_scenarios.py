@@ -58,6 +58,11 @@ def test_answer_lost_after_commit_and_ingestd_killed(stack: ChaosStack) -> None:
     time.sleep(1.0)
     proxy.set(Fault.RESET_RESPONSE, probability=0.4)
     time.sleep(min(DURATION_S, 4.0))
+    # On a loaded machine the pusher may sit in a Retry-After: go on (bounded) until an answer
+    # was lost at least once.
+    deadline = time.monotonic() + 30.0
+    while not proxy.stats.by_fault.get("reset_response") and time.monotonic() < deadline:
+        time.sleep(0.25)
     proxy.clear()
     stack.restart_ingestd()
     FIGURES.fault("ingestd_sigkill")

@@ -53,7 +53,10 @@ def test_no_secret_in_logs_error_bodies_or_metrics(stack: ChaosStack) -> None:
         _get(stack.ingestd_url + "/metrics", {}),
     ]
     stack.customer.stop("immediate")
-    time.sleep(1.0)
+    # Until the pusher has met the outage (bounded): a loaded machine may need more than a tick.
+    deadline = time.monotonic() + 20.0
+    while "customer_database_unavailable" not in pusher.output() and time.monotonic() < deadline:
+        time.sleep(0.2)
     stack.customer.start()
     time.sleep(1.5)
     bodies.append(_get(stack.ingestd_url + "/metrics", {}))
