@@ -68,6 +68,8 @@ VALUES (gen_random_uuid(), 1, 'measurements', 27, 3500, 4.2, 'ok', 200)
 """
 PARTITIONED = """
 CREATE TABLE bench_events (LIKE fleet.ingest_events INCLUDING DEFAULTS) PARTITION BY RANGE (received_at);
+CREATE SEQUENCE bench_events_id START 100000000;
+ALTER TABLE bench_events ALTER COLUMN id SET DEFAULT nextval('bench_events_id');
 CREATE TABLE bench_events_old PARTITION OF bench_events FOR VALUES FROM ('-infinity') TO ('{cut}');
 CREATE TABLE bench_events_new PARTITION OF bench_events FOR VALUES FROM ('{cut}') TO ('infinity');
 CREATE INDEX ON bench_events (customer_id, received_at DESC);

@@ -76,6 +76,13 @@ SCRIPTS = (
         1800,
     ),
     Script(
+        "retention",
+        "retention.py",
+        ("--customers", "10000", "--events", "288", "--runs", "3"),
+        ("--customers", "1000", "--events", "72", "--runs", "3"),
+        900,
+    ),
+    Script(
         "fleet",
         "fleet.py",
         ("--gateways", "10000", "--duration", "600", "--outage", "300"),
@@ -287,6 +294,7 @@ def summary_rows(results: dict[str, dict[str, Any] | None]) -> list[dict[str, An
     else:
         add("wire bytes per row", "FAILED", "", "", False)
     storage_rows(results.get("storage"), add)
+    retention_rows(results.get("retention"), add)
     fleet_rows(results.get("fleet"), add)
     return rows
 
@@ -343,6 +351,32 @@ def storage_rows(storage: dict[str, Any] | None, add: Callable[..., None]) -> No
             "<= 100 B/row",
             target["met"],
         )
+
+
+def retention_rows(retention: dict[str, Any] | None, add: Callable[..., None]) -> None:
+    """Customers endpoint and audit retention (bench/retention.py)."""
+    if not retention:
+        add("retention / customers endpoint", "FAILED", "", "", False)
+        return
+    n = retention["config"]["customers"]
+    before, after = retention["customers_before"], retention["customers_after"]
+    add(
+        f"customers endpoint p95, {n:,} customers, a day of events",
+        f"{after['p95_ms']:.0f} ms",
+        f"summing ingest_events: {before['p95_ms']:.0f} ms",
+        "< 200 ms",
+        retention["target"]["met"],
+    )
+    d, p = retention["delete"], retention["partition"]
+    add(
+        "audit retention: batched deletes",
+        f"{d['rows_per_s']:,.0f} rows/s",
+        f"batch p50 {d['batch']['p50_ms']:.0f} ms, concurrent insert p99 "
+        f"{d['insert_latency_during']['p99_ms']:.1f} ms (quiet "
+        f"{d['insert_latency_quiet']['p99_ms']:.1f}); partition drop {1000 * p['seconds']:.0f} ms",
+        "",
+        None,
+    )
 
 
 def fleet_rows(fleet: dict[str, Any] | None, add: Callable[..., None]) -> None:
