@@ -110,10 +110,11 @@ class Sampler:
         pg = float("nan")
         with contextlib.suppress(OSError, ValueError, IndexError):
             pg = postgres_cpu_seconds(self.cluster)
+        cpu, rss = tree_cpu_and_rss(self.pid)
         return {
             "t": time.monotonic(),
-            "ingestd_cpu_s": cpu_seconds(self.pid),
-            "ingestd_rss": rss_bytes(self.pid),
+            "ingestd_cpu_s": cpu,
+            "ingestd_rss": rss,
             "pg_cpu_s": pg,
             "client_cpu_s": time.process_time(),
         }
@@ -141,6 +142,27 @@ class Sampler:
                 await asyncio.wait_for(stop.wait(), every_s)
         if conn is not None:
             await conn.close()
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its children (INGESTD_WORKERS forks its workers)."""
+    pids = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                    pids.append(int(entry.name))
+    return pids
+
+
+def tree_cpu_and_rss(pid: int) -> tuple[float, int]:
+    cpu, rss = 0.0, 0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            cpu += cpu_seconds(p)
+            rss += rss_bytes(p)
+    return cpu, rss
 
 
 def latency(records: Sequence[Any]) -> dict[str, Any]:
@@ -252,7 +274,9 @@ async def scenario(args: argparse.Namespace, cluster: PgCluster, dsn: str) -> di
                 await asyncio.gather(*tasks, return_exceptions=True)
                 stop.set()
                 await sampling
-        result["ingestd_peak_rss_mib"] = peak_rss_bytes(ingestd.pid) / 2**20
+        result["ingestd_peak_rss_mib"] = (
+            sum(peak_rss_bytes(p) for p in process_tree(ingestd.pid)) / 2**20
+        )
     steady = [r for r in fleet.records if r.phase == "steady" and t0 <= r.sent_at < t1]
     window = t1 - t0
     result["steady"] = {
