@@ -151,8 +151,8 @@ RECORD_EVENT = f"WITH {_audit_ctes('%(accepted)s', '%(duplicates)s')} SELECT 1"
 # SMALL_BATCH_ROWS the round trips of COPY (probe, savepoint, copy, release) cost more than
 # unnest's per-value work.
 _ARRAYS = ", ".join(
-    ["%(time)s::timestamptz[]", "%(device_id)s::bigint[]", "%(received_at)s::timestamptz[]"]
-    + [f"%({c})s::float8[]" for c in MEASUREMENT_VALUE_FIELDS]
+    ["%(time)b::timestamptz[]", "%(device_id)b::bigint[]", "%(received_at)b::timestamptz[]"]
+    + [f"%({c})b::float8[]" for c in MEASUREMENT_VALUE_FIELDS]
 )
 INSERT_SMALL_BATCH = f"""
 WITH inserted AS (
@@ -299,8 +299,11 @@ async def store_rejections(
             )
 
 
+_AUDIT_FIELDS = tuple(f.name for f in dataclasses.fields(AuditRecord))
+
+
 def _event_params(event: AuditRecord, seen: bool) -> dict[str, Any]:
-    params = dataclasses.asdict(event)
+    params = {name: getattr(event, name) for name in _AUDIT_FIELDS}  # asdict deep-copies
     params["seen"] = seen
     return params
 
