@@ -121,8 +121,14 @@ class Sampler:
 
     async def run(self, stop: asyncio.Event, every_s: float = 2.0) -> None:
         conn: psycopg.AsyncConnection[Any] | None = None
+        expected = time.monotonic()
         while not stop.is_set():
-            sample: dict[str, Any] = {"phase": self.fleet.phase, **self._cpu()}
+            # How late this loop wakes: a starved generator inflates every latency it measures.
+            sample: dict[str, Any] = {
+                "phase": self.fleet.phase,
+                "loop_lag_s": max(0.0, time.monotonic() - expected),
+                **self._cpu(),
+            }
             try:
                 if conn is None or conn.closed:
                     conn = await psycopg.AsyncConnection.connect(
@@ -138,6 +144,7 @@ class Sampler:
                         await conn.close()
                 conn = None
             self.samples.append(sample)
+            expected = time.monotonic() + every_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every_s)
         if conn is not None:
@@ -198,6 +205,7 @@ def _window(samples: list[dict[str, Any]], t0: float, t1: float) -> dict[str, An
         "dirty_first": dirty[0] if dirty else None,
         "dirty_last": dirty[-1] if dirty else None,
         "dirty_max": max(dirty, default=None),
+        "generator_loop_lag_max_s": max(s.get("loop_lag_s", 0.0) for s in inside),
     }
 
 
@@ -342,7 +350,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         f"{s.get('ingestd_rss_max_mib', 0):.0f} MiB; PostgreSQL {100 * s.get('pg_cpu_share', 0):.0f}%; "
         f"generator {100 * s.get('client_cpu_share', 0):.0f}%; DB connections max "
         f"{s.get('connections_max')}; dirty hours {s.get('dirty_first')} -> {s.get('dirty_last')} "
-        f"(max {s.get('dirty_max')})"
+        f"(max {s.get('dirty_max')}); generator loop lag max {s.get('generator_loop_lag_max_s', 0):.1f} s"
+        " (above ~0.1 s the generator, not ingestd, sets the latencies)"
     )
     growth = result["growth_per_day_bytes"]
     print(
