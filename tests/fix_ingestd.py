@@ -133,16 +133,18 @@ class ThreadedIngestd:
         self._loop.close()
 
     def post(self, token: str, batch_type: str, items: list[Any]) -> tuple[int, dict[str, Any]]:
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        return self.post_body(token, batch_type, encode(items), headers)
+
+    def post_body(
+        self, token: str, batch_type: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        """POST a body as it is, with these content headers."""
         request = urllib.request.Request(  # noqa: S310 - loopback URL of this test's own server
             self.url + INGEST_PATH,
-            data=encode(items),
+            data=body,
             method="POST",
-            headers={
-                "X-Customer-Token": token,
-                "X-Batch-Type": batch_type,
-                "Content-Type": "application/json",
-                "Content-Encoding": "gzip",
-            },
+            headers={"X-Customer-Token": token, "X-Batch-Type": batch_type, **headers},
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310

@@ -6,13 +6,20 @@ document is generated from them: a changed path, header or limit changes all thr
 
 from __future__ import annotations
 
+from fleetcore.columnar import COLUMNAR_MEDIA_TYPE
 from fleetcore.schemas import BatchType
 
 __all__ = [
+    "ACCEPTED_ENCODINGS",
+    "ACCEPTED_MEDIA_TYPES",
+    "ACCEPT_ENCODING_HEADER",
+    "ACCEPT_POST_HEADER",
     "API_PREFIX",
     "BATCH_TYPE_HEADER",
+    "COLUMNAR_MEDIA_TYPE",
     "CURSOR_HEADER",
     "INGEST_PATH",
+    "JSON_MEDIA_TYPE",
     "MAX_CURSOR_LENGTH",
     "MAX_ERRORS_IN_RESPONSE",
     "OPENAPI_PATH",
@@ -33,3 +40,15 @@ MAX_CURSOR_LENGTH = 256
 
 MAX_ERRORS_IN_RESPONSE = 100
 """Rejected rows listed in a 200 answer's `errors`; the count covers them all."""
+
+JSON_MEDIA_TYPE = "application/json"
+ACCEPTED_MEDIA_TYPES: tuple[str, ...] = (JSON_MEDIA_TYPE, COLUMNAR_MEDIA_TYPE)
+"""Request body types ingestd takes; the columnar one carries measurements only."""
+ACCEPTED_ENCODINGS: tuple[str, ...] = ("gzip", "zstd")
+"""Content-Encodings ingestd takes besides none at all."""
+
+ACCEPT_POST_HEADER = "Accept-Post"
+ACCEPT_ENCODING_HEADER = "Accept-Encoding"
+"""The negotiation: every answer of the ingest endpoint lists the body types (`Accept-Post`, as
+in W3C LDP) and content codings (`Accept-Encoding`, as RFC 9110 lets a server say which it
+takes) it accepts; a pusher sends columnar zstd bodies only to an ingestd that lists both."""

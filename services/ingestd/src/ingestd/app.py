@@ -23,7 +23,16 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from fleetcore.protocol import BATCH_TYPE_HEADER, INGEST_PATH, OPENAPI_PATH, BatchType
+from fleetcore.protocol import (
+    ACCEPT_ENCODING_HEADER,
+    ACCEPT_POST_HEADER,
+    ACCEPTED_ENCODINGS,
+    ACCEPTED_MEDIA_TYPES,
+    BATCH_TYPE_HEADER,
+    INGEST_PATH,
+    OPENAPI_PATH,
+    BatchType,
+)
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -62,17 +71,23 @@ log = structlog.get_logger("ingestd")
 SERVER_OPTIONS: dict[str, Any] = {"auto_decompress": False}
 
 _BATCH_LABELS = frozenset(t.value for t in BatchType)
+# The negotiation (docs/PROTOCOL.md): every answer of the ingest endpoint says what it accepts.
+_ACCEPTS = {
+    ACCEPT_POST_HEADER: ", ".join(ACCEPTED_MEDIA_TYPES),
+    ACCEPT_ENCODING_HEADER: ", ".join(ACCEPTED_ENCODINGS),
+}
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bind a request id, turn every error into the protocol's JSON body (never a trace), and
-    count ingest answers and their latency."""
+    """Bind a request id, turn every error into the protocol's JSON body (never a trace), count
+    ingest answers and their latency, and say on each what bodies the endpoint accepts."""
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=str(uuid.uuid4()))
     started = time.perf_counter()
     response = await _answer(request, handler)
     if request.path == INGEST_PATH:
+        response.headers.update(_ACCEPTS)
         kind = request.headers.get(BATCH_TYPE_HEADER, "").strip().lower()
         label = kind if kind in _BATCH_LABELS else "invalid"
         metrics = request.app[METRICS]

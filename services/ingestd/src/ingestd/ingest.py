@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 import structlog
-from fleetcore import BatchType, ParsedBatch
+from fleetcore import BatchType, ParsedBatch, ParsedColumns
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -31,6 +31,7 @@ from ingestd.storage.writes import (
     mark_dirty,
     record_event,
     store_full_set,
+    store_measurement_columns,
     store_measurements,
     store_rejections,
     store_small_batch,
@@ -66,10 +67,14 @@ class IngestOutcome:
     duration_ms: float
 
 
+Parsed = ParsedBatch[Any] | ParsedColumns
+"""A JSON batch's rows, or a columnar batch's columns (measurements only)."""
+
+
 def _audit(
     customer: Customer,
     kind: BatchType,
-    parsed: ParsedBatch[Any],
+    parsed: Parsed,
     delivery: Delivery,
     result: StoreResult | None,
 ) -> AuditRecord:
@@ -96,14 +101,25 @@ async def _store(
     storage: StorageState,
     customer: Customer,
     kind: BatchType,
-    parsed: ParsedBatch[Any],
+    parsed: Parsed,
     delivery: Delivery,
 ) -> StoreResult:
     """The batch's writes in the fewest round trips: a small measurement batch in one (pipeline),
-    a full set of sites or devices in one (pipeline), a large measurement batch by COPY."""
+    a full set of sites or devices in one (pipeline), a large measurement batch by COPY (a
+    columnar one as a COPY stream built from its columns)."""
     buckets = await storage.prepare(conn, parsed) if kind is BatchType.MEASUREMENTS else None
     if parsed.rejections:  # COPY cannot run in a pipeline; dead letters are rare
         await store_rejections(conn, customer.id, delivery.batch_id, kind, parsed.rejections)
+    if isinstance(parsed, ParsedColumns):
+        assert buckets is not None  # columnar bodies are measurements only
+        if 0 < parsed.valid.rows <= SMALL_BATCH_ROWS:
+            audit = _audit(customer, kind, parsed, delivery, None)
+            return await store_small_batch(conn, parsed.to_rows(), audit, buckets)
+        result = await store_measurement_columns(conn, customer.id, parsed.valid)
+        if result.accepted:
+            await mark_dirty(conn, customer.id, *buckets)
+        await record_event(conn, _audit(customer, kind, parsed, delivery, result), seen=True)
+        return result
     if buckets is not None:
         if 0 < len(parsed.rows) <= SMALL_BATCH_ROWS:
             return await store_small_batch(
@@ -127,7 +143,7 @@ async def ingest_batch(
     storage: StorageState,
     customer: Customer,
     kind: BatchType,
-    parsed: ParsedBatch[Any],
+    parsed: Parsed,
     delivery: Delivery,
 ) -> IngestOutcome:
     """Store the batch, its dead letters and its audit row in one transaction; the connection

@@ -19,6 +19,7 @@ import msgspec
 from fleetcore import DeviceRow, MeasurementRow, SiteRow
 from fleetcore.protocol import (
     BATCH_TYPE_HEADER,
+    COLUMNAR_MEDIA_TYPE,
     CURSOR_HEADER,
     INGEST_PATH,
     MAX_CURSOR_LENGTH,
@@ -157,6 +158,7 @@ def _schemas() -> dict[str, Any]:
                 "invalid_json",
                 "invalid_batch",
                 "invalid_gzip",
+                "invalid_zstd",
                 "invalid_cursor",
                 "bad_parameter",
                 "range_too_large",
@@ -330,19 +332,30 @@ def openapi_document() -> dict[str, Any]:
                             "client cursor, stored in the audit row",
                         ),
                         header(
-                            "Content-Encoding", {"type": "string", "enum": ["gzip", "identity"]}
+                            "Content-Encoding",
+                            {"type": "string", "enum": ["gzip", "zstd", "identity"]},
                         ),
                     ],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": _ref("Batch")}},
+                        "content": {
+                            "application/json": {"schema": _ref("Batch")},
+                            COLUMNAR_MEDIA_TYPE: {
+                                "schema": {
+                                    "type": "string",
+                                    "format": "binary",
+                                    "description": "measurements only; layout in docs/PROTOCOL.md",
+                                }
+                            },
+                        },
                     },
                     "responses": {
                         "200": _json_response(
                             "batch processed (some rows may be rejected)", "IngestResult"
                         ),
                         "400": _json_response(
-                            "bad batch type, body not JSON, no items list, bad gzip or cursor",
+                            "bad batch type, body not JSON or not columnar v1, no items list, "
+                            "bad gzip or zstd, bad cursor",
                             "BadRequest",
                         ),
                         "401": _json_response(

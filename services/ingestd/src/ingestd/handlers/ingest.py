@@ -12,16 +12,20 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from aiohttp import web
 from fleetcore import (
     BatchFormatError,
     BatchType,
+    ParsedBatch,
+    ParsedColumns,
     ValidationWindow,
     hash_token,
     looks_like_token,
     parse_batch,
+    parse_columnar_batch,
 )
 from fleetcore.protocol import (
     BATCH_TYPE_HEADER,
@@ -34,7 +38,13 @@ from fleetcore.protocol import (
 from ingestd.auth import Customer, find_customer
 from ingestd.body import check_content_headers, decode_body, read_wire_body
 from ingestd.client_address import client_address
-from ingestd.errors import BadRequest, IngestError, RateLimited, Unauthorized
+from ingestd.errors import (
+    BadRequest,
+    IngestError,
+    RateLimited,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from ingestd.handlers.http import connection, json_answer
 from ingestd.ingest import Delivery, ingest_batch, record_refusal
 from ingestd.keys import (
@@ -118,7 +128,9 @@ async def ingest(request: web.Request) -> web.Response:
     try:
         kind = _batch_type(request)
         delivery.client_cursor = _client_cursor(request)
-        gzip = check_content_headers(request, settings.max_wire_bytes)
+        body_format = check_content_headers(request, settings.max_wire_bytes)
+        if body_format.columnar and kind is not BatchType.MEASUREMENTS:
+            raise UnsupportedMediaType("the columnar encoding carries measurements only")
         wait = request.app[LIMITER].acquire(customer.id)
         if wait > 0:
             raise RateLimited(RateLimiter.retry_after(wait), "rate limit exceeded")
@@ -128,14 +140,20 @@ async def ingest(request: web.Request) -> web.Response:
         delivery.wire_bytes = len(wire)
         await admission.acquire()  # only received bodies wait for a slot: slow senders hold none
         holding_slot = True
-        body = decode_body(wire, gzip=gzip, max_body_bytes=settings.max_body_bytes)
+        body = decode_body(
+            wire, encoding=body_format.encoding, max_body_bytes=settings.max_body_bytes
+        )
         del wire
         delivery.wire_bytes, delivery.body_bytes = body.wire_bytes, len(body.data)
         window = ValidationWindow(
             datetime.now(UTC), settings.effective_max_sample_age, settings.max_sample_ahead
         )
         try:
-            parsed = parse_batch(body.data, kind, window)
+            parsed: ParsedBatch[Any] | ParsedColumns = (
+                parse_columnar_batch(body.data, window)
+                if body_format.columnar
+                else parse_batch(body.data, kind, window)
+            )
         except BatchFormatError as exc:
             raise BadRequest(exc.code, exc.detail) from None
         del body

@@ -14,14 +14,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import structlog
-from fleetcore import MeasurementRow, ParsedBatch
+from fleetcore import MeasurementRow, ParsedBatch, ParsedColumns
+from fleetcore.columnar import datetime_from_micros, micros_from_datetime
 from psycopg import AsyncConnection
 
 from ingestd.storage.bootstrap import StorageMode, StoragePlan, bootstrap_storage, detect_mode
 from ingestd.storage.partitions import WEEK, ensure_partitions, week_start
 
-__all__ = ["DirtyBuckets", "StorageState", "open_storage", "touched_buckets"]
+__all__ = [
+    "DirtyBuckets",
+    "StorageState",
+    "open_storage",
+    "touched_buckets",
+    "touched_buckets_columns",
+]
 
 log = structlog.get_logger("ingestd.storage")
 
@@ -61,6 +69,34 @@ def touched_buckets(
     return [k[0] for k in ordered], [k[1] for k in ordered]
 
 
+def touched_buckets_columns(batch: ParsedColumns, before: datetime | None = None) -> DirtyBuckets:
+    """`touched_buckets` of a columnar batch, computed on its arrays."""
+    devices = batch.valid.columns["device_id"].values
+    micros = batch.valid.columns["time"].values
+    if before is None and batch.first_time is not None and batch.last_time is not None:
+        first_hour = int(batch.first_time.timestamp()) // _HOUR_S
+        hours = range(first_hour, int(batch.last_time.timestamp()) // _HOUR_S + 1)
+        if len(hours) <= _SUPERSET_LIMIT:
+            unique = np.unique(devices).tolist()
+            if len(unique) * len(hours) <= _SUPERSET_LIMIT:
+                return [d for d in unique for _ in hours], [h for _ in unique for h in hours]
+    if before is not None:
+        keep = micros < micros_from_datetime(before)
+        devices, micros = devices[keep], micros[keep]
+    pairs = np.unique(np.stack([devices, micros // (_HOUR_S * 1_000_000)], axis=1), axis=0)
+    return pairs[:, 0].tolist(), pairs[:, 1].tolist()
+
+
+Batch = ParsedBatch[MeasurementRow] | ParsedColumns
+
+
+def _weeks_of(batch: Batch) -> set[datetime]:
+    if isinstance(batch, ParsedColumns):
+        days = np.unique(batch.valid.columns["time"].values // (86_400 * 1_000_000))
+        return {week_start(datetime_from_micros(int(d) * 86_400 * 1_000_000)) for d in days}
+    return {week_start(r.time) for r in batch.rows}
+
+
 @dataclass
 class StorageState:
     """The storage mode, and the weeks that have a partition (plain PostgreSQL)."""
@@ -78,7 +114,7 @@ class StorageState:
             return datetime.now(UTC) - self.plan.refresh_start_offset + self.plan.refresh_schedule
         return None
 
-    def buckets(self, batch: ParsedBatch[MeasurementRow]) -> DirtyBuckets:
+    def buckets(self, batch: Batch) -> DirtyBuckets:
         """The hourly buckets of the batch to mark dirty (none before the storage is bootstrapped:
         the bootstrap marks every stored hour when it creates the rollup)."""
         if self.mode is None or batch.first_time is None or batch.last_time is None:
@@ -86,18 +122,18 @@ class StorageState:
         horizon = self.dirty_horizon()
         if horizon is not None and batch.first_time >= horizon:
             return [], []
+        if isinstance(batch, ParsedColumns):
+            return touched_buckets_columns(batch, horizon)
         return touched_buckets(batch.rows, horizon, (batch.first_time, batch.last_time))
 
-    def missing_weeks(self, batch: ParsedBatch[MeasurementRow]) -> set[datetime]:
+    def missing_weeks(self, batch: Batch) -> set[datetime]:
         """Weeks the batch needs that are not known to have a partition (plain path only)."""
         first, last = batch.first_time, batch.last_time
         if self.mode is not StorageMode.POSTGRESQL or first is None or last is None:
             return set()
         if last - first <= WEEK:
-            weeks = {week_start(first), week_start(last)}
-        else:
-            weeks = {week_start(r.time) for r in batch.rows}
-        return weeks - self.known_weeks
+            return {week_start(first), week_start(last)} - self.known_weeks
+        return _weeks_of(batch) - self.known_weeks
 
     async def ensure_weeks(self, conn: AsyncConnection[Any], weeks: set[datetime]) -> None:
         if weeks:
@@ -106,9 +142,7 @@ class StorageState:
                 log.info("partitions_created", weeks=[w.date().isoformat() for w in created])
             self.known_weeks |= weeks
 
-    async def prepare(
-        self, conn: AsyncConnection[Any], batch: ParsedBatch[MeasurementRow]
-    ) -> DirtyBuckets:
+    async def prepare(self, conn: AsyncConnection[Any], batch: Batch) -> DirtyBuckets:
         """Create the partitions the measurement batch needs (each in a transaction of its own,
         before the batch's); return the buckets the batch must mark dirty."""
         await self.ensure_weeks(conn, self.missing_weeks(batch))
