@@ -156,7 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "status":
             report = asyncio.run(
-                collect_status(settings.database_url, settings.blocking_txn_warn_s)
+                collect_status(
+                    settings.database_url,
+                    settings.blocking_txn_warn_s,
+                    settings.max_upload_bytes_per_s,
+                )
             )
             print(json.dumps(report, indent=2))
             return EXIT_OK

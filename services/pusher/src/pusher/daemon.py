@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import structlog
-from fleetcore.protocol import BatchType
+from fleetcore.protocol import COLUMNAR_MEDIA_TYPE, BatchType
 from fleetservice import log_output_failures
 from fleetservice.commands import one_line
 
@@ -43,6 +45,7 @@ from pusher.settings import Settings
 from pusher.source import BlockingTransaction, FullSet
 from pusher.state import PushState
 from pusher.systemd import SystemdNotifier
+from pusher.uploadcap import UploadCap, drain_seconds
 
 __all__ = ["Pusher", "run"]
 
@@ -68,6 +71,7 @@ class Pusher:
         self.blocker: BlockingTransaction | None = None
         self._next_tick = 0.0
         self._db_failures = 0
+        self._uploaded = 0
         self.progress = PushProgress(self.metrics, settings.backlog_count_interval_s)
         self.outcomes = Outcomes(settings, self.state, self.metrics, self.progress, self.rng)
 
@@ -80,7 +84,10 @@ class Pusher:
             timeout_s=s.request_timeout_s,
             ca_bundle=s.ca_bundle,
             gzip_level=s.gzip_level,
+            wire_format=s.wire_format,
+            upload_cap=UploadCap(s.max_upload_bytes_per_s) if s.max_upload_bytes_per_s else None,
         ) as client:
+            self.metrics.upload_cap.set(s.max_upload_bytes_per_s)
             read_ahead = ReadAhead(client)
             while not stop.is_set():
                 try:
@@ -188,12 +195,42 @@ class Pusher:
                 **self.blocker.as_log(),
             )
 
+    def _full_set_current(self, resource: BatchType, digest: bytes) -> bool:
+        """The set ingestd last accepted is this one, and was sent within the interval."""
+        state = self.state[resource]
+        if state.full_set_digest != digest or state.full_set_sent_at is None:
+            return False
+        age_s = (datetime.now(UTC) - state.full_set_sent_at).total_seconds()
+        return 0 <= age_s < self.settings.full_set_interval_s
+
+    def _observe_upload(self, client: IngestClient) -> None:
+        metrics = self.metrics
+        metrics.upload_bytes.inc(client.sent_bytes - self._uploaded)
+        self._uploaded = client.sent_bytes
+        state = self.state[BatchType.MEASUREMENTS]
+        metrics.drain_seconds.set(
+            drain_seconds(
+                self.progress.backlog_rows,
+                state.sent_bytes,
+                state.shipped_rows,
+                self.settings.max_upload_bytes_per_s,
+            )
+        )
+
     async def _push_full_set(
         self, conn: psycopg.AsyncConnection[Any], client: IngestClient, resource: BatchType
     ) -> None:
+        """Send the full set when it differs from the one ingestd last accepted, or when that one
+        is older than FLEET_FULL_SET_INTERVAL_S (so soft-deletes and last-seen stay right even
+        if the centre lost something); otherwise nothing goes on the wire."""
         reader = source.read_sites if resource is BatchType.SITES else source.read_devices
         full: FullSet = await reader(conn)
         self.metrics.batch_size.labels(resource.value).set(full.count)
+        digest = hashlib.sha256(full.body).digest()
+        if self._full_set_current(resource, digest):
+            self.progress.full_set(resource, full, delivered=True)
+            self.due[resource] = self._next_tick
+            return
         started = time.perf_counter()
         gzipped = await client.compress(full.body)
         try:
@@ -232,7 +269,9 @@ class Pusher:
             wire=len(gzipped),
             raw=len(full.body),
             started=started,
+            digest=digest,
         )
+        self._observe_upload(client)
         self.due[resource] = self._next_tick
 
     async def _push_measurements(
@@ -287,10 +326,21 @@ class Pusher:
         started = time.perf_counter()
         try:
             answer = await client.send(
-                resource.value, prepared.gzipped, batch.end.encode(), rows=batch.sent
+                resource.value, prepared.wire, batch.end.encode(), rows=batch.sent
             )
         except PayloadTooLarge as exc:
             self.due[resource] = await self.outcomes.too_large(conn, batch, exc)
+            return False
+        except PermanentDeliveryError as exc:
+            if exc.status == 415 and batch.media_type == COLUMNAR_MEDIA_TYPE:
+                # An older ingestd behind this address: the same rows again as gzip JSON, at
+                # once (the client stopped sending columnar).
+                log.warning(
+                    "columnar_refused", hint="ingestd refused the columnar encoding: gzip JSON"
+                )
+                self.due[resource] = time.monotonic()
+                return False
+            self.due[resource] = await self.outcomes.failed(conn, resource, exc)
             return False
         except DeliveryError as exc:
             self.due[resource] = await self.outcomes.failed(conn, resource, exc)
@@ -302,11 +352,12 @@ class Pusher:
             rows=batch.sent,
             cursor=batch.end,
             newest=batch.newest_received_at,
-            wire=len(prepared.gzipped),
+            wire=len(prepared.wire.data),
             raw=len(batch.body),
             started=started,
             batch=batch,
         )
+        self._observe_upload(client)
         return True
 
 

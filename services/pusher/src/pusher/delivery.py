@@ -4,9 +4,15 @@ What the answer means is read by `answers.classify` (ingestd's answer to this ba
 a delivery comes back as a `Delivered`; every other outcome is raised as a `DeliveryError`
 subclass (see `errors.py`) so the daemon decides what to do from the type alone. Whatever the
 network does (resets, truncated or malformed answers, odd encodings), `send` raises nothing
-but a `DeliveryError`. Bodies are gzip'd in a
-worker thread (zlib releases the GIL), so compressing the next batch overlaps the network wait
-for the current one.
+but a `DeliveryError`. Bodies are compressed in a worker thread (zlib and zstd release the
+GIL), so compressing the next batch overlaps the network wait for the current one.
+
+The wire is kept lean for metered links: one kept-alive connection for the daemon's life, only
+the headers the protocol needs (no Accept or Accept-Encoding; the User-Agent only with the full
+sets), measurement batches in
+the columnar encoding once ingestd's answers list it (`Accept-Post`, `Accept-Encoding`: the
+negotiation of docs/PROTOCOL.md; FLEET_WIRE_FORMAT=json keeps gzip JSON), and every request
+paced by the upload cap when one is set (`uploadcap.py`).
 """
 
 from __future__ import annotations
@@ -15,23 +21,33 @@ import asyncio
 import platform
 import ssl
 import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
 import aiohttp
+from fleetcore import zstd_compress
 from fleetcore.protocol import (
+    ACCEPT_ENCODING_HEADER,
+    ACCEPT_POST_HEADER,
     BATCH_TYPE_HEADER,
+    COLUMNAR_MEDIA_TYPE,
     CURSOR_HEADER,
+    JSON_MEDIA_TYPE,
     MAX_CURSOR_LENGTH,
     TOKEN_HEADER,
 )
 
 from pusher.answers import MAX_ANSWER_BYTES, Delivered, classify, printable
 from pusher.errors import PermanentDeliveryError, TransientDeliveryError
+from pusher.uploadcap import UploadCap
 
-__all__ = ["USER_AGENT", "Delivered", "IngestClient", "gzip_body"]
+__all__ = ["USER_AGENT", "Delivered", "IngestClient", "WireBody", "gzip_body", "takes_columnar"]
 
-# What ingestd's access logs and proxies see: this release, and the runtime under it.
+# What ingestd's access logs and proxies see: this release, and the runtime under it. Sent with
+# the full sets (at least every FLEET_FULL_SET_INTERVAL_S), not with every measurement batch:
+# on a metered link it would be ~60 bytes a minute for nothing the protocol needs.
 USER_AGENT = (
     f"fleet-pusher/{version('pusher')} aiohttp/{aiohttp.__version__} "
     f"python/{platform.python_version()}"
@@ -46,13 +62,37 @@ def gzip_body(body: bytes, level: int) -> bytes:
     return comp.compress(body) + comp.flush()
 
 
+def _listed(value: str | None) -> set[str]:
+    return {part.split(";")[0].strip().lower() for part in (value or "").split(",")}
+
+
+def takes_columnar(headers: Mapping[str, str]) -> bool:
+    """Whether an answer of ingestd says it takes columnar zstd bodies."""
+    return COLUMNAR_MEDIA_TYPE in _listed(headers.get(ACCEPT_POST_HEADER)) and "zstd" in _listed(
+        headers.get(ACCEPT_ENCODING_HEADER)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WireBody:
+    """A body as it goes on the wire: its bytes, type and coding (None: sent as it is)."""
+
+    data: bytes
+    media_type: str = JSON_MEDIA_TYPE
+    encoding: str | None = "gzip"
+
+
 def _ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
     """Certificate verification is always on; a CA bundle only changes which roots are trusted."""
     return ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
 
 
 class IngestClient:
-    """One HTTP session to ingestd for the daemon's lifetime (keep-alive, TLS verified)."""
+    """One HTTP session to ingestd for the daemon's lifetime (keep-alive, TLS verified).
+
+    `columnar` says whether measurement batches go in the columnar encoding: false until an
+    answer of ingestd lists it, then whatever the latest answer says (a 415 to a columnar batch
+    also turns it off at once)."""
 
     def __init__(
         self,
@@ -62,18 +102,28 @@ class IngestClient:
         timeout_s: float,
         ca_bundle: Path | None = None,
         gzip_level: int = 1,
+        wire_format: str = "auto",
+        upload_cap: UploadCap | None = None,
     ) -> None:
         self.url = url
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._ca_bundle = ca_bundle
         self.gzip_level = gzip_level
+        self.wire_format = wire_format
+        self.upload_cap = upload_cap
+        self.columnar = False
+        self.sent_bytes = 0
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> IngestClient:
-        connector = aiohttp.TCPConnector(ssl=_ssl_context(self._ca_bundle), limit=4)
+        connector = aiohttp.TCPConnector(
+            ssl=_ssl_context(self._ca_bundle), limit=1, keepalive_timeout=3600
+        )
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, headers={"User-Agent": USER_AGENT}
+            connector=connector,
+            timeout=self._timeout,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         )
         return self
 
@@ -85,27 +135,50 @@ class IngestClient:
     async def compress(self, body: bytes) -> bytes:
         return await asyncio.to_thread(gzip_body, body, self.gzip_level)
 
+    async def wire_body(self, body: bytes, media_type: str) -> WireBody:
+        """JSON gzip'd; columnar zstd'd, or as it is when zstd would not make it smaller (a
+        steady-state batch of a few rows: no frame overhead, no Content-Encoding header)."""
+        if media_type != COLUMNAR_MEDIA_TYPE:
+            return WireBody(await self.compress(body))
+        packed = await asyncio.to_thread(zstd_compress, body)
+        if len(packed) < len(body):
+            return WireBody(packed, COLUMNAR_MEDIA_TYPE, "zstd")
+        return WireBody(body, COLUMNAR_MEDIA_TYPE, None)
+
+    @property
+    def sends_columnar(self) -> bool:
+        return self.columnar and self.wire_format == "auto"
+
     async def send(
-        self, batch_type: str, gzipped: bytes, cursor: str | None, *, rows: int
+        self, batch_type: str, body: bytes | WireBody, cursor: str | None, *, rows: int
     ) -> Delivered:
-        """POST one gzip'd batch of `rows` rows; return ingestd's answer to it or raise the
-        matching DeliveryError."""
+        """POST one batch of `rows` rows (a bare `bytes` body is gzip'd JSON); return ingestd's
+        answer to it or raise the matching DeliveryError."""
         if self._session is None:
             raise RuntimeError("IngestClient used outside `async with`")
+        wire = body if isinstance(body, WireBody) else WireBody(body)
         headers = {
             TOKEN_HEADER: self._token,
             BATCH_TYPE_HEADER: batch_type,
-            "Content-Type": "application/json",
-            "Content-Encoding": "gzip",
+            "Content-Type": wire.media_type,
         }
+        if batch_type != "measurements":
+            headers["User-Agent"] = USER_AGENT
+        if wire.encoding:
+            headers["Content-Encoding"] = wire.encoding
         if cursor:
             headers[CURSOR_HEADER] = cursor[:MAX_CURSOR_LENGTH]
+        size = len(wire.data) + sum(len(k) + len(v) + 4 for k, v in headers.items())
+        if self.upload_cap is not None:
+            await self.upload_cap.take(size)
+        self.sent_bytes += size
         try:
             async with self._session.post(
-                self.url, data=gzipped, headers=headers, allow_redirects=False
+                self.url, data=wire.data, headers=headers, allow_redirects=False
             ) as resp:
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
+                self.columnar = takes_columnar(resp.headers)
                 raw = await _read_bounded(resp)
         except TimeoutError:
             raise TransientDeliveryError(
@@ -119,6 +192,8 @@ class IngestClient:
                 f"connection error: {type(exc).__name__}: {printable(str(exc))}",
                 transport="connection",
             ) from None
+        if status == 415 and wire.media_type == COLUMNAR_MEDIA_TYPE:
+            self.columnar = False
         return classify(status, raw, retry_after, batch_type=batch_type, rows=rows)
 
 

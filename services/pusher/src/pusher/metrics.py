@@ -38,6 +38,9 @@ The names below are a contract with alert rules; change them only together.
                                                          (full disk, closed pipe) or unrenderable
     fleet_build_info{service,version}                    1, labelled with the running version
     process_*                                            CPU, memory, file descriptors, start time
+    fleet_pusher_upload_bytes_total                      bytes sent to ingestd (headers included)
+    fleet_pusher_upload_cap_bytes_per_second             FLEET_MAX_UPLOAD_BYTES_PER_S (0: none)
+    fleet_pusher_backlog_drain_seconds                   backlog x bytes per row / cap (0: no cap)
 
 No label ever carries a token, a URL or an error text: label values come from closed sets.
 """
@@ -232,6 +235,22 @@ class PusherMetrics:
         self.uncarriable_rows = Counter(
             "fleet_pusher_uncarriable_rows",
             "Rows whose time or received_at the protocol cannot carry, quarantined locally.",
+            registry=r,
+        )
+        self.upload_bytes = Counter(
+            "fleet_pusher_upload_bytes",
+            "Bytes sent to ingestd: bodies as sent plus the request headers.",
+            registry=r,
+        )
+        self.upload_cap = Gauge(
+            "fleet_pusher_upload_cap_bytes_per_second",
+            "FLEET_MAX_UPLOAD_BYTES_PER_S; 0 when there is no cap.",
+            registry=r,
+        )
+        self.drain_seconds = Gauge(
+            "fleet_pusher_backlog_drain_seconds",
+            "Projected time to send the backlog under the upload cap (backlog rows x bytes per "
+            "row sent so far / cap); 0 without a cap or a backlog.",
             registry=r,
         )
         self.retry_at: dict[str, float] = {}

@@ -79,9 +79,11 @@ class Outcomes:
         raw: int,
         started: float,
         batch: MeasurementBatch | None = None,
+        digest: bytes | None = None,
     ) -> None:
         """ingestd answered 2xx: move the cursor (measurements), grow the batch size back; the
-        rows of `batch` the protocol cannot carry are quarantined as the cursor passes them."""
+        rows of `batch` the protocol cannot carry are quarantined as the cursor passes them; a
+        full set's `digest` is kept, so an unchanged set is not sent again too soon."""
         size = grow_batch_size(self.state[resource].batch_size, self.settings.batch_size)
         passes = batch is not None and batch.uncarriable > 0
         await self.state.succeeded(
@@ -93,6 +95,8 @@ class Outcomes:
             rows=rows,
             newest_received_at=newest,
             passed_from=batch.start if batch is not None and passes else None,
+            sent_bytes=wire,
+            digest=digest,
         )
         if batch is not None and passes:
             self._uncarriable(batch)

@@ -1,9 +1,11 @@
-"""Reading ahead: the next measurement batch is read and gzip'd while the current one is on the
-wire, so a backlog drains at the ingest rate rather than at ingest plus read plus compress.
+"""Reading ahead: the next measurement batch is read and compressed while the current one is on
+the wire, so a backlog drains at the ingest rate rather than at ingest plus read plus compress.
+The batch is read in the encoding the client sends now: columnar (binary COPY, `columnsource`)
+once ingestd takes it, gzip JSON built by PostgreSQL otherwise.
 
 A batch read ahead is only ever a guess at the next one: it is used when it still starts at the
 stored cursor with no more rows than the current batch size (a 413 halves the size, a restored
-database resets the cursor), and discarded otherwise. Discarding cancels the read and waits for
+database resets the cursor) in the encoding the client sends now, and discarded otherwise. Discarding cancels the read and waits for
 it, so the connection is free again before anything else uses it.
 """
 
@@ -16,9 +18,10 @@ from typing import Any
 
 import psycopg
 from fleetcore import PushCursor
+from fleetcore.protocol import COLUMNAR_MEDIA_TYPE, JSON_MEDIA_TYPE
 
-from pusher import source
-from pusher.delivery import IngestClient
+from pusher import columnsource, source
+from pusher.delivery import IngestClient, WireBody
 from pusher.source import MeasurementBatch
 
 __all__ = ["PreparedBatch", "ReadAhead", "discard"]
@@ -26,10 +29,10 @@ __all__ = ["PreparedBatch", "ReadAhead", "discard"]
 
 @dataclass(frozen=True, slots=True)
 class PreparedBatch:
-    """A batch as read, and its body gzip'd for the wire (empty when the batch is)."""
+    """A batch as read, and its body as it goes on the wire (empty when the batch is)."""
 
     batch: MeasurementBatch
-    gzipped: bytes
+    wire: WireBody
 
 
 async def discard(task: asyncio.Task[Any]) -> None:
@@ -39,8 +42,9 @@ async def discard(task: asyncio.Task[Any]) -> None:
         await task
 
 
-def _fits(prepared: PreparedBatch, cursor: PushCursor, size: int) -> bool:
-    return prepared.batch.start == cursor and prepared.batch.limit <= size
+def _fits(prepared: PreparedBatch, cursor: PushCursor, size: int, media_type: str) -> bool:
+    batch = prepared.batch
+    return batch.start == cursor and batch.limit <= size and batch.media_type == media_type
 
 
 class ReadAhead:
@@ -53,15 +57,23 @@ class ReadAhead:
     def start(
         self, conn: psycopg.AsyncConnection[Any], after: PushCursor, size: int
     ) -> asyncio.Task[PreparedBatch]:
-        """Read up to `size` rows after `after` and gzip them, in the background."""
+        """Read up to `size` rows after `after` and compress them, in the background."""
         return asyncio.create_task(self._prepare(conn, after, size))
+
+    @property
+    def _media_type(self) -> str:
+        return COLUMNAR_MEDIA_TYPE if self._client.sends_columnar else JSON_MEDIA_TYPE
 
     async def _prepare(
         self, conn: psycopg.AsyncConnection[Any], after: PushCursor, size: int
     ) -> PreparedBatch:
-        batch = await source.read_measurements(conn, after, size)
-        gzipped = await self._client.compress(batch.body) if batch.count else b""
-        return PreparedBatch(batch, gzipped)
+        if self._media_type == COLUMNAR_MEDIA_TYPE:
+            batch = await columnsource.read_measurement_columns(conn, after, size)
+        else:
+            batch = await source.read_measurements(conn, after, size)
+        if not batch.count:
+            return PreparedBatch(batch, WireBody(b""))
+        return PreparedBatch(batch, await self._client.wire_body(batch.body, batch.media_type))
 
     def hold(self, task: asyncio.Task[PreparedBatch]) -> None:
         """Keep `task` for the next round (measurements stay due: a backlog goes on)."""
@@ -80,11 +92,11 @@ class ReadAhead:
         if task is None:
             return None
         if task.done() and not task.cancelled() and task.exception() is None:
-            if _fits(task.result(), cursor, size):
+            if _fits(task.result(), cursor, size, self._media_type):
                 return task
         elif not task.done():
             with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
-                if _fits(await task, cursor, size):
+                if _fits(await task, cursor, size, self._media_type):
                     return task
                 return None
             return None

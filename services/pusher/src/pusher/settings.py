@@ -14,7 +14,9 @@ from fleetservice.logs import LOG_FORMATS, LOG_LEVELS
 
 from pusher.errors import ConfigError
 
-__all__ = ["Settings"]
+__all__ = ["WIRE_FORMATS", "Settings"]
+
+WIRE_FORMATS = ("auto", "json")
 
 
 def _ingest_url(raw: str) -> str:
@@ -55,7 +57,10 @@ class Settings:
     password) are kept out of `repr`, so a logged Settings never leaks them.
 
     `metrics_port` 0 keeps the metrics listener off. `backlog_count_interval_s` is the least
-    time between two counts of the rows behind the cursor (the backlog_rows and lag metrics)."""
+    time between two counts of the rows behind the cursor (the backlog_rows and lag metrics).
+    `wire_format` "auto" sends measurements columnar once ingestd says it takes them, "json"
+    never; `full_set_interval_s` is the longest time an unchanged full set goes unsent;
+    `max_upload_bytes_per_s` 0 means no upload cap."""
 
     database_url: str = field(repr=False)
     enabled: bool = True
@@ -78,6 +83,9 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     backlog_count_interval_s: float = 30.0
     db_statement_timeout_s: float = 60.0
+    wire_format: str = "auto"
+    full_set_interval_s: float = 3600.0
+    max_upload_bytes_per_s: int = 0
 
     @classmethod
     def variables(cls) -> list[Variable]:
@@ -140,4 +148,7 @@ class Settings:
                 "FLEET_BACKLOG_COUNT_INTERVAL_S", 30.0, minimum=0.0
             ),
             db_statement_timeout_s=env_.number("FLEET_DB_STATEMENT_TIMEOUT_S", 60.0, minimum=0.1),
+            wire_format=env_.choice("FLEET_WIRE_FORMAT", "auto", WIRE_FORMATS),
+            full_set_interval_s=env_.number("FLEET_FULL_SET_INTERVAL_S", 3600.0, minimum=0.0),
+            max_upload_bytes_per_s=env_.integer("FLEET_MAX_UPLOAD_BYTES_PER_S", 0, minimum=0),
         )

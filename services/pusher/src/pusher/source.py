@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 from fleetcore import MEASUREMENT_VALUE_FIELDS, PushCursor
+from fleetcore.protocol import JSON_MEDIA_TYPE
 from psycopg.rows import tuple_row
 
 from pusher.carriable import CURSOR_KEY, carriable_sql, cursor_time_sql
@@ -193,9 +194,10 @@ def _envelope(rows: list[str]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class MeasurementBatch:
-    """Up to `limit` rows after `start`, as a ready JSON body; `end` is the cursor after them.
-    `count` rows were read, `sent` of them are in the body: the others are uncarriable
-    (`carriable.py`) and quarantined when the cursor passes them."""
+    """Up to `limit` rows after `start`, as a ready body of `media_type` (JSON here, columnar
+    from `columnsource`), not yet compressed; `end` is the cursor after them. `count` rows were
+    read, `sent` of them are in the body: the others are uncarriable (`carriable.py`) and
+    quarantined when the cursor passes them."""
 
     start: PushCursor
     end: PushCursor
@@ -205,6 +207,7 @@ class MeasurementBatch:
     newest_received_at: datetime | None
     first_row_json: str | None
     sent: int = -1
+    media_type: str = JSON_MEDIA_TYPE
 
     def __post_init__(self) -> None:
         if self.sent < 0:

@@ -43,6 +43,9 @@ SET cursor = coalesce(%(cursor)s, cursor),
     last_success_at = now(),
     shipped_rows = shipped_rows + %(rows)s,
     newest_shipped_received_at = greatest(newest_shipped_received_at, %(newest)s),
+    sent_bytes = sent_bytes + %(sent_bytes)s,
+    full_set_digest = coalesce(%(digest)s, full_set_digest),
+    full_set_sent_at = CASE WHEN %(digest)s::bytea IS NULL THEN full_set_sent_at ELSE now() END,
     updated_at = now()
 WHERE resource = %(resource)s
 RETURNING *
@@ -108,6 +111,9 @@ class ResourceState:
     last_success_at: datetime | None
     shipped_rows: int
     newest_shipped_received_at: datetime | None
+    sent_bytes: int = 0
+    full_set_digest: bytes | None = None
+    full_set_sent_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ResourceState:
@@ -124,6 +130,9 @@ class ResourceState:
             last_success_at=row["last_success_at"],
             shipped_rows=row["shipped_rows"],
             newest_shipped_received_at=row["newest_shipped_received_at"],
+            sent_bytes=row["sent_bytes"],
+            full_set_digest=row["full_set_digest"],
+            full_set_sent_at=row["full_set_sent_at"],
         )
 
 
@@ -210,10 +219,13 @@ class PushState:
         rows: int,
         newest_received_at: datetime | None,
         passed_from: PushCursor | None = None,
+        sent_bytes: int = 0,
+        digest: bytes | None = None,
     ) -> ResourceState:
-        """ingestd answered 2xx: move the cursor (None keeps it), count the rows, clear failures.
-        With `passed_from` (the batch's start), the uncarriable rows between it and `cursor`
-        are quarantined in the same transaction."""
+        """ingestd answered 2xx: move the cursor (None keeps it), count the rows and bytes, clear
+        failures; a full set's `digest` is kept with the time it was accepted. With
+        `passed_from` (the batch's start), the uncarriable rows between it and `cursor` are
+        quarantined in the same transaction."""
         params = {
             "resource": resource.value,
             "cursor": cursor.encode() if cursor is not None else None,
@@ -221,6 +233,8 @@ class PushState:
             "status": status,
             "rows": rows,
             "newest": newest_received_at,
+            "sent_bytes": sent_bytes,
+            "digest": digest,
         }
         if passed_from is None or cursor is None:
             return await self._update(conn, RECORD_SUCCESS, params)

@@ -15,6 +15,7 @@ from fleetcore.protocol import BatchType
 from pusher import source
 from pusher.progress import measurement_lag_s
 from pusher.state import count_quarantined, load_states
+from pusher.uploadcap import drain_seconds
 
 __all__ = ["collect_status"]
 
@@ -23,9 +24,12 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-async def collect_status(database_url: str, blocking_min_age_s: float) -> dict[str, Any]:
-    """Per resource: cursor, batch size, failures, next attempt, last error and success; for
-    measurements also the backlog, the lag and what holds the cursor back."""
+async def collect_status(
+    database_url: str, blocking_min_age_s: float, upload_cap: int = 0
+) -> dict[str, Any]:
+    """Per resource: cursor, batch size, failures, next attempt, last error and success, bytes
+    sent; for measurements also the backlog, the lag, what holds the cursor back, and how long
+    the backlog takes to send under the upload cap (`upload_cap` bytes/s, 0: none)."""
     async with await source.connect(database_url) as conn:
         states = await load_states(conn)
         horizon = await source.read_horizon(conn)
@@ -45,6 +49,7 @@ async def collect_status(database_url: str, blocking_min_age_s: float) -> dict[s
                 "last_error_at": _iso(state.last_error_at),
                 "last_success_at": _iso(state.last_success_at),
                 "shipped_rows": state.shipped_rows,
+                "sent_bytes": state.sent_bytes,
             }
             if resource is BatchType.MEASUREMENTS:
                 cursor = state.cursor
@@ -64,9 +69,21 @@ async def collect_status(database_url: str, blocking_min_age_s: float) -> dict[s
                     newest_shipped_received_at=_iso(newest_shipped),
                     lag_s=lag_s,
                     quarantined_rows=await count_quarantined(conn),
+                    bytes_per_row=round(state.sent_bytes / state.shipped_rows, 1)
+                    if state.shipped_rows
+                    else None,
+                    projected_drain_s=round(
+                        drain_seconds(
+                            backlog.rows, state.sent_bytes, state.shipped_rows, upload_cap
+                        ),
+                        1,
+                    )
+                    if upload_cap
+                    else None,
                 )
             resources[resource.value] = entry
     return {
+        "upload_cap_bytes_per_s": upload_cap or None,
         "snapshot_xmin": horizon.xmin,
         "blocking_transaction": blocker.as_log() if blocker is not None else None,
         "resources": resources,
