@@ -6,15 +6,18 @@ One throwaway PostgreSQL cluster holds a customer database and a central one. Th
 database gets `--rows` samples (all 24 values) with one server-side INSERT … generate_series,
 then VACUUM ANALYZE, as a meter stack's table would look after an outage.
 
-1. ingest-only: the same rows, read with the pusher's own query and gzip'd beforehand (not
-   timed), are POSTed one after another, one in flight (as the pusher does), straight to an
-   ingestd subprocess. Rows/s = rows / wall time of the POSTs.
+1. ingest-only: the same rows, read with the pusher's own query and encoded beforehand as the
+   pusher sends them (not timed: columnar zstd, or gzip JSON with `--wire-format json`), are
+   POSTed one after another, one in flight (as the pusher does), straight to an ingestd
+   subprocess. Rows/s = rows / wall time of the POSTs.
 2. end-to-end: the central table is emptied, ingestd restarted (so its peak RSS is this phase's
    alone), and `pusher run` is started as a subprocess; drain time runs from its start until
    its state says every row is shipped (so it includes the pusher's start-up, ~0.5 s).
 
 Peak RSS is the kernel's high-water mark (VmHWM in /proc/<pid>/status) of the pusher and
-ingestd processes (not of PostgreSQL). Results go to bench/results/catchup-<time>.json.
+ingestd processes (not of PostgreSQL); the pusher's CPU per row (user + system from /proc, read
+just before it is stopped) covers reading, encoding, compressing and sending.
+Results go to bench/results/catchup-<time>.json.
 """
 
 from __future__ import annotations
@@ -35,10 +38,11 @@ from typing import Any
 
 import aiohttp
 import psycopg
-from common import exit_on_sigterm
-from fleetcore import PushCursor
+from common import cpu_seconds, exit_on_sigterm
+from fleetcore import PushCursor, zstd_compress
+from fleetcore.protocol import COLUMNAR_MEDIA_TYPE
 from fleetdev.pgcluster import free_port, temporary_cluster
-from pusher import source
+from pusher import columnsource, source
 from pusher.delivery import gzip_body
 from pusher.migrate import apply_migrations
 
@@ -143,36 +147,45 @@ def start_ingestd(central: str, port: int, log: Path) -> Child:
     raise RuntimeError(f"ingestd did not listen on {port}; see {log}")
 
 
+Encoded = tuple[bytes, str, dict[str, str]]  # body, cursor, content headers
+
+
 async def read_all_batches(
-    customer: str, batch_size: int, level: int
-) -> tuple[list[tuple[bytes, str]], int]:
-    """Every batch the pusher would send, gzip'd, in order (read with the pusher's query)."""
-    batches: list[tuple[bytes, str]] = []
+    customer: str, batch_size: int, level: int, wire_format: str
+) -> tuple[list[Encoded], int]:
+    """Every batch the pusher would send, encoded as it sends them, in order (read with the
+    pusher's own reads)."""
+    batches: list[Encoded] = []
     raw_bytes = 0
     cursor = PushCursor.start()
+    columnar = wire_format == "auto"
     async with await source.connect(customer) as conn:
         while True:
-            batch = await source.read_measurements(conn, cursor, batch_size)
+            if columnar:
+                batch = await columnsource.read_measurement_columns(conn, cursor, batch_size)
+            else:
+                batch = await source.read_measurements(conn, cursor, batch_size)
             if batch.count == 0:
                 return batches, raw_bytes
             raw_bytes += len(batch.body)
-            batches.append((gzip_body(batch.body, level), batch.end.encode()))
+            if columnar:
+                headers = {"Content-Type": COLUMNAR_MEDIA_TYPE, "Content-Encoding": "zstd"}
+                body = zstd_compress(batch.body)
+            else:
+                headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+                body = gzip_body(batch.body, level)
+            batches.append((body, batch.end.encode(), headers))
             cursor = batch.end
 
 
-async def post_all(url: str, token: str, batches: list[tuple[bytes, str]]) -> float:
+async def post_all(url: str, token: str, batches: list[Encoded]) -> float:
     """POST each batch in turn (one in flight); return the wall time."""
-    headers = {
-        "X-Customer-Token": token,
-        "X-Batch-Type": "measurements",
-        "Content-Type": "application/json",
-        "Content-Encoding": "gzip",
-    }
+    headers = {"X-Customer-Token": token, "X-Batch-Type": "measurements"}
     async with aiohttp.ClientSession() as session:
         started = time.perf_counter()
-        for body, cursor in batches:
+        for body, cursor, content in batches:
             async with session.post(
-                url, data=body, headers={**headers, "X-Push-Cursor": cursor}
+                url, data=body, headers={**headers, **content, "X-Push-Cursor": cursor}
             ) as r:
                 answer = await r.read()
                 if r.status != 200:
@@ -202,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--gzip-level", type=int, default=1)
+    parser.add_argument(
+        "--wire-format", choices=("auto", "json"), default="auto", help="FLEET_WIRE_FORMAT"
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up on the drain")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
@@ -216,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "devices": args.devices,
         "gzip_level": args.gzip_level,
+        "wire_format": args.wire_format,
         "nproc": os.cpu_count(),
     }
     with temporary_cluster(prefix="fleet-bench-catchup-") as cluster:
@@ -260,9 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         # 1. ingest-only
         print("reading and compressing the batches for the ingest-only run …", flush=True)
         batches, raw_bytes = asyncio.run(
-            read_all_batches(customer, args.batch_size, args.gzip_level)
+            read_all_batches(customer, args.batch_size, args.gzip_level, args.wire_format)
         )
-        wire_bytes = sum(len(b) for b, _ in batches)
+        wire_bytes = sum(len(b) for b, _, _ in batches)
         ingestd = start_ingestd(central, port, logs / "ingestd-only.log")
         try:
             print(f"ingest-only: posting {len(batches)} batches …", flush=True)
@@ -296,12 +313,13 @@ def main(argv: list[str] | None = None) -> int:
             "FLEET_TOKEN": token,
             "FLEET_BATCH_SIZE": str(args.batch_size),
             "FLEET_GZIP_LEVEL": str(args.gzip_level),
+            "FLEET_WIRE_FORMAT": args.wire_format,
             "FLEET_PUSH_INTERVAL_S": "60",
             "FLEET_BACKOFF_BASE_S": "0.5",
             "FLEET_BACKOFF_CAP_S": "5",
             "FLEET_LOG_FORMAT": "json",
         }
-        pusher_rss = ingestd_rss = 0.0
+        pusher_rss = ingestd_rss = pusher_cpu = 0.0
         try:
             print("end-to-end: pusher draining …", flush=True)
             started = time.perf_counter()
@@ -325,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(0.1)
                 drain_s = time.perf_counter() - started
                 pusher_rss = max(pusher_rss, pusher.peak_rss_mib())
+                pusher_cpu = cpu_seconds(pusher.proc.pid)
                 ingestd_rss = ingestd.peak_rss_mib()
             finally:
                 pusher.stop()
@@ -338,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             "stored_centrally": stored,
             "duplicates": duplicates,
             "pusher_peak_rss_mib": round(pusher_rss, 1),
+            "pusher_cpu_us_per_row": round(pusher_cpu / args.rows * 1e6, 2),
             "ingestd_peak_rss_mib": round(ingestd_rss, 1),
         }
         result["ratio_end_to_end_vs_ingest_only"] = round(

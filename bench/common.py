@@ -209,9 +209,9 @@ def measurement_items(rows: Sequence[MeasurementTuple]) -> list[dict[str, Any]]:
     return [dict(zip(_ITEM_FIELDS, row, strict=True)) for row in rows]
 
 
-def encode_batch(items: Sequence[Any]) -> bytes:
-    """The pusher's body: `{"items": [...]}` as msgspec JSON, gzip level 1."""
-    return gzip.compress(msgspec.json.encode({"items": items}), 1)
+def encode_batch(items: Sequence[Any], level: int = 1) -> bytes:
+    """The pusher's JSON body: `{"items": [...]}` as msgspec JSON, gzip (level 1 by default)."""
+    return gzip.compress(msgspec.json.encode({"items": items}), level)
 
 
 def chunks(seq: Sequence[Any], size: int) -> list[Sequence[Any]]:

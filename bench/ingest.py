@@ -10,6 +10,8 @@ Starts a throwaway PostgreSQL cluster, a migrated central database, a customer a
             week like the central one (same weeks, made up front for both), one
             transaction per batch: the machine's limit for these rows from Python
   http-1    the same rows as gzip JSON batches POSTed to ingestd by one client, sequentially
+  col-1     the same rows as columnar zstd batches (the pusher's encoding once ingestd takes
+            it: rows meter by meter, docs/PROTOCOL.md), one client, sequentially
   dup-1     the same batches again (all duplicates, nothing inserted), one client
   http-2    the same rows, batches shared by two concurrent clients
   influx-1  the peer: the same rows as gzip line protocol POSTed to InfluxDB 1.x's /write,
@@ -20,6 +22,11 @@ Both tables are truncated and a CHECKPOINT taken before `copy`, `http-1` and `ht
 every measurement inserts the same rows into an empty table. Bodies are encoded before any
 clock starts. CPU per row is read from /proc for ingestd, the whole PostgreSQL cluster, influxd
 and this client. Prints a table and writes `bench/results/ingest-<timestamp>.json` (or `--json`).
+
+What the rows look like changes the ratio: `--devices` (meters per batch), `--sample-age-days`
+(how old the samples are: the weeks they fall in, the hourly marks they make) and `--gzip-level`
+of the JSON bodies reproduce other runs' set-ups (an outside run: 100 meters, ten-month-old
+samples, gzip-5: `--devices 100 --sample-age-days 300 --gzip-level 5`).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +66,8 @@ from common import (
     summarize,
     write_results,
 )
+from fleetcore import columns_from_rows, encode_columns, zstd_compress
+from fleetcore.protocol import COLUMNAR_MEDIA_TYPE
 from fleetdev.pgcluster import PgCluster, temporary_cluster
 from peer_influx import InfluxdProcess, influxd_binary, line_protocol_bodies, write_lines
 from psycopg import sql
@@ -66,6 +76,7 @@ INGEST_PATH = "/api/fleet/ingest"
 CUSTOMER_CODE = "BENCH01"
 COPY_TABLE = "bench_copy"
 TARGET_RATIO = 0.5
+TARGET_COLUMNAR_RATIO = 0.7
 TARGET_PEER_RATIO = 2.0
 
 CREATE_COPY_TABLE = f"CREATE TABLE {COPY_TABLE} (LIKE fleet.power_measurements INCLUDING ALL)"
@@ -77,11 +88,18 @@ COPY_STATEMENT = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
 SCENARIOS = {
     "copy": "binary COPY, 1 connection (baseline)",
     "http-1": "ingestd HTTP gzip JSON, 1 client",
+    "col-1": "ingestd HTTP columnar zstd, 1 client",
     "http-2": "ingestd HTTP gzip JSON, 2 clients",
     "dup-1": "re-delivery, all duplicates, 1 client",
     "influx-1": "InfluxDB 1.x line protocol, 1 client (peer)",
 }
 _decode_response = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def columnar_body(items: Sequence[dict[str, Any]]) -> bytes:
+    """The pusher's columnar zstd body of these items (meter by meter, in time)."""
+    ordered = sorted(items, key=lambda r: (r["device_id"], r["time"]))
+    return zstd_compress(encode_columns(columns_from_rows(ordered)))
 
 
 class BenchError(RuntimeError):
@@ -233,6 +251,7 @@ class Bench:
     token: str
     copy_batches: list[Sequence[MeasurementTuple]]
     bodies: list[tuple[bytes, int]]
+    columnar_bodies: list[tuple[bytes, int]]
     influx: InfluxdProcess | None
     influx_bodies: list[tuple[bytes, int]]
 
@@ -267,12 +286,27 @@ class Bench:
                         session, url, headers, self.bodies, clients, expect_duplicates=duplicates
                     )
 
+                columnar_headers = {
+                    **headers,
+                    "Content-Type": COLUMNAR_MEDIA_TYPE,
+                    "Content-Encoding": "zstd",
+                }
+
+                def post_columnar() -> Any:
+                    return _post_concurrently(
+                        session, url, columnar_headers, self.columnar_bodies, 1
+                    )
+
                 # Warm-up, not measured: pool connections, code paths, caches on both sides.
                 _reset(admin)
                 _copy_batches(copy_conn, self.copy_batches[:2])
                 await _post_concurrently(session, url, headers, self.bodies[:2], 1)
                 await _post_concurrently(
                     session, url, headers, self.bodies[:2], 1, expect_duplicates=True
+                )
+                _reset(admin)
+                await _post_concurrently(
+                    session, url, columnar_headers, self.columnar_bodies[:2], 1
                 )
                 if influx:
                     influx.reset_database()
@@ -291,7 +325,7 @@ class Bench:
                         await result
                     samples[name].append(meters.sample(self.rows, before))
 
-                units = ["copy", "http-1", "http-2", *(["influx-1"] if influx else [])]
+                units = ["copy", "http-1", "col-1", "http-2", *(["influx-1"] if influx else [])]
                 for rep in range(self.args.reps):
                     shift = rep % len(units)
                     for unit in units[shift:] + units[:shift]:
@@ -302,6 +336,9 @@ class Bench:
                         elif unit == "http-1":
                             await timed("http-1", post(1), True)
                             await timed("dup-1", post(1, duplicates=True), False)
+                            self._check_stored(admin)
+                        elif unit == "col-1":
+                            await timed("col-1", post_columnar, True)
                             self._check_stored(admin)
                         elif unit == "http-2":
                             await timed("http-2", post(2), True)
@@ -398,6 +435,17 @@ def _report(
             TARGET_RATIO,
         )
     }
+    targets["columnar_1_client_vs_copy"] = _target(
+        "ingest of columnar zstd with 1 client vs binary COPY",
+        rates["col-1"].median / copy.median,
+        _paired(samples, "col-1", "copy"),
+        TARGET_COLUMNAR_RATIO,
+    )
+    col_cpu = cpu["col-1"]["ingestd"]
+    print(
+        f"ingestd CPU per row, columnar zstd: {col_cpu.median:.2f} µs "
+        f"(min-max {col_cpu.low:.2f}-{col_cpu.high:.2f})"
+    )
     if "influx-1" in rates:
         targets["fleet_vs_influxdb"] = _target(
             "Fleet (ingestd, 1 client) vs InfluxDB 1.x (1 client)",
@@ -424,6 +472,7 @@ def _report(
             for name in names
         },
         "ingestd_cpu_us_per_row": summary_dict(ingestd_cpu),
+        "ingestd_cpu_us_per_row_columnar": summary_dict(col_cpu),
         "targets": targets,
         **extra,
     }
@@ -434,7 +483,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rows", dest="rows_per_rep", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=5_000)
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--devices", type=int, default=20)
+    parser.add_argument("--devices", type=int, default=20, help="meters the rows cycle through")
+    parser.add_argument(
+        "--sample-age-days", type=float, default=30.0, help="the first sample is this old"
+    )
+    parser.add_argument("--gzip-level", type=int, default=1, help="of the JSON bodies")
     parser.add_argument("--no-peer", action="store_true", help="skip the InfluxDB peer")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
@@ -472,11 +525,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         token = add_customer(dsn, CUSTOMER_CODE, "Benchmark customer")
         cid = customer_id(dsn, CUSTOMER_CODE)
         print(f"generating and encoding {args.rows_per_rep:,} rows…", file=sys.stderr)
-        rows = generate_measurements(args.rows_per_rep, devices=args.devices)
+        rows = generate_measurements(
+            args.rows_per_rep,
+            devices=args.devices,
+            start=datetime.now(UTC) - timedelta(days=args.sample_age_days),
+        )
         _create_baseline_table(dsn, [row[0] for row in rows])
         copy_rows = [(*row, cid) for row in rows]
         item_batches = chunks(measurement_items(rows), args.batch_size)
-        bodies = [(encode_batch(items), len(items)) for items in item_batches]
+        bodies = [(encode_batch(items, args.gzip_level), len(items)) for items in item_batches]
+        columnar_bodies = [(columnar_body(items), len(items)) for items in item_batches]
         influx_bodies = line_protocol_bodies(rows, CUSTOMER_CODE) if influx else []
         wire = sum(len(b) for b, _ in bodies)
         print(
@@ -498,6 +556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 token,
                 chunks(copy_rows, args.batch_size),
                 bodies,
+                columnar_bodies,
                 influx,
                 influx_bodies,
             )
@@ -512,7 +571,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "batch_size": args.batch_size,
             "reps": args.reps,
             "devices": args.devices,
+            "sample_age_days": args.sample_age_days,
+            "gzip_level": args.gzip_level,
             "mean_gzip_body_bytes": wire / len(bodies),
+            "mean_columnar_body_bytes": sum(len(b) for b, _ in columnar_bodies)
+            / len(columnar_bodies),
         },
         "peer": peer,
         "machine": machine,

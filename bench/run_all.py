@@ -155,7 +155,7 @@ def summary_rows(results: dict[str, dict[str, Any] | None]) -> list[dict[str, An
     ingest = results.get("ingest")
     if ingest:
         sc, tg = ingest["scenarios"], ingest["targets"]
-        for name in ("copy", "http-1", "http-2", "dup-1", "influx-1"):
+        for name in ("copy", "http-1", "col-1", "http-2", "dup-1", "influx-1"):
             if name in sc:
                 r = sc[name]["rows_per_s"]
                 add(
@@ -173,6 +173,15 @@ def summary_rows(results: dict[str, dict[str, Any] | None]) -> list[dict[str, An
             ">= 0.5x",
             t["met"],
         )
+        t = tg.get("columnar_1_client_vs_copy")
+        if t:
+            add(
+                "1b. ingest columnar zstd 1 client / binary COPY",
+                f"{t['ratio']:.2f}x",
+                f"per rep {min(t['paired_ratios']):.2f}-{max(t['paired_ratios']):.2f}",
+                ">= 0.7x",
+                t["met"],
+            )
         t = tg.get("fleet_vs_influxdb")
         if t:
             add(
@@ -185,6 +194,15 @@ def summary_rows(results: dict[str, dict[str, Any] | None]) -> list[dict[str, An
         else:
             add("2. Fleet / InfluxDB 1.x rows/s", "SKIPPED", "", ">= 2x", None)
             rows[-1]["verdict"] = f"SKIPPED: {ingest['peer'].get('skipped')}"
+        cc = ingest.get("ingestd_cpu_us_per_row_columnar")
+        if cc:
+            add(
+                "5b. ingestd CPU µs per row, columnar zstd",
+                f"{cc['median']:.2f}",
+                f"{cc['min']:.2f}-{cc['max']:.2f}",
+                "",
+                None,
+            )
         c = ingest["ingestd_cpu_us_per_row"]
         add(
             "5. ingestd CPU µs per row (1 client)",
@@ -215,6 +233,14 @@ def summary_rows(results: dict[str, dict[str, Any] | None]) -> list[dict[str, An
             "< 150 MB",
             e2e["pusher_peak_rss_mib"] * 2**20 < 150e6,
         )
+        if "pusher_cpu_us_per_row" in e2e:
+            add(
+                "3. pusher CPU µs per row (read, encode, compress, send)",
+                f"{e2e['pusher_cpu_us_per_row']:.2f}",
+                f"wire format {catchup.get('wire_format', 'json')}",
+                "",
+                None,
+            )
         add(
             "3. ingestd peak RSS while draining",
             f"{e2e['ingestd_peak_rss_mib']:.0f} MiB",
@@ -304,9 +330,9 @@ def _wire_rows(wire: dict[str, Any], add: Any) -> None:
     for mode, figures in wire["modes"].items():
         for phase, target in targets.items():
             f = figures[phase]
-            columnar = mode == "columnar"
+            columnar = mode == "auto"
             add(
-                f"6. upstream bytes/row all in, {phase}, {mode}",
+                f"6. upstream bytes/row all in, {phase}, {'columnar' if mode == 'auto' else mode}",
                 f"{f['bytes_per_row']:.1f}",
                 f"{f['rows']:,} rows; {sum(r['requests'] for r in f['requests'].values())} requests",
                 f"<= {target:.0f}" if columnar else "",

@@ -423,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ticks", type=int, default=30, help="steady-state ticks measured")
     parser.add_argument("--warmup-ticks", type=int, default=3)
     parser.add_argument("--backlog-minutes", type=int, default=1440, help="a day: 28,800 rows")
-    parser.add_argument("--modes", default="columnar,json", help="FLEET_WIRE_FORMAT values")
+    parser.add_argument("--modes", default="auto,json", help="FLEET_WIRE_FORMAT values")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     exit_on_sigterm()

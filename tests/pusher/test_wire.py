@@ -110,7 +110,7 @@ async def test_columnar_once_ingestd_says_so_over_one_lean_connection(
 ) -> None:
     """The first answers (sites, devices) list the columnar encoding, so every measurement
     batch goes columnar; all requests share one connection and carry no User-Agent, Accept or
-    Accept-Encoding header."""
+    Accept-Encoding header; a restarted pusher sends columnar from its first batch."""
     seed_inventory(customer_db)
     rows = seed_measurements(customer_db, stop=400)
     async with running_pusher(towards(pusher_settings, recording)):
@@ -124,6 +124,13 @@ async def test_columnar_once_ingestd_says_so_over_one_lean_connection(
     for r in recording.requests:
         assert not r.header_names & {"accept", "accept-encoding"}
     assert not any("user-agent" in r.header_names for r in batches)
+    # Restarted, with unchanged sets (nothing sent before the first batch): columnar at once.
+    before = len(recording.requests)
+    total = rows + more + seed_measurements(customer_db, start=410, stop=900)
+    async with running_pusher(towards(pusher_settings, recording)):
+        await wait_for(lambda: central_count(central_db) == total, what="after a restart")
+    again = recording.requests[before:]
+    assert again and {r.content_type for r in again} == {COLUMNAR_MEDIA_TYPE}
 
 
 async def test_older_ingestd_gets_gzip_json_without_any_setting(

@@ -120,13 +120,21 @@ def _forms(values: Int64s) -> list[tuple[int, int, UInt64s]]:
     ]
 
 
-def _cost(encoded: UInt64s, small: bool) -> float:
-    """Bit-packed: the exact size. Byte-shuffled: the bits the values really use, summed (what
-    zstd's entropy coder gets close to), so a column of mostly small numbers with a few large
-    ones is not judged by its largest."""
+def _cost(encoded: UInt64s, small: bool, base: int, ref: int | None) -> float:
+    """Bits of the column. Bit-packed: the exact size. Byte-shuffled: the bits the values really
+    use, summed (what zstd's entropy coder gets close to), so a column of mostly small numbers
+    with a few large ones is not judged by its largest. Plus its base and reference, which
+    matter in small batches (a time column of one tick: 0 bits per row, a 7-byte base)."""
+    header = 8 * (base_bits(base) + (ref is not None))
     if small:
-        return float(_bits(encoded))
-    return float(np.log2(encoded.astype(np.float64) + 1.0).sum())
+        return float(_bits(encoded) * len(encoded) + header)
+    return float(np.log2(encoded.astype(np.float64) + 1.0).sum()) + header
+
+
+def base_bits(base: int) -> int:
+    """Bytes of the base's varint."""
+    zigzag = base << 1 if base >= 0 else ((-base) << 1) - 1
+    return max(1, (zigzag.bit_length() + 6) // 7)
 
 
 def pack_ints(values: Int64s, refs: Sequence[tuple[int, Int64s]] = ()) -> PackedInts:
@@ -138,7 +146,7 @@ def pack_ints(values: Int64s, refs: Sequence[tuple[int, Int64s]] = ()) -> Packed
     best: tuple[float, int | None, int, int, UInt64s] | None = None
     for ref, series in [(None, values), *((r, values - v) for r, v in refs)]:
         for mode, base, encoded in _forms(series):
-            cost = _cost(encoded, small)
+            cost = _cost(encoded, small, base, ref)
             if best is None or cost < best[0]:
                 best = (cost, ref, mode, base, encoded)
     assert best is not None

@@ -143,6 +143,8 @@ class Pusher:
     ) -> None:
         s = self.settings
         await self.state.load(conn, s.batch_size)
+        if self.state[BatchType.MEASUREMENTS].media_type == COLUMNAR_MEDIA_TYPE:
+            client.columnar = True  # ingestd took it last time; a 415 would say otherwise
         self._db_failures = 0
         now = time.monotonic()
         self._next_tick = now
@@ -356,6 +358,7 @@ class Pusher:
             raw=len(batch.body),
             started=started,
             batch=batch,
+            media_type=batch.media_type,
         )
         self._observe_upload(client)
         return True

@@ -80,6 +80,7 @@ class Outcomes:
         started: float,
         batch: MeasurementBatch | None = None,
         digest: bytes | None = None,
+        media_type: str | None = None,
     ) -> None:
         """ingestd answered 2xx: move the cursor (measurements), grow the batch size back; the
         rows of `batch` the protocol cannot carry are quarantined as the cursor passes them; a
@@ -97,6 +98,7 @@ class Outcomes:
             passed_from=batch.start if batch is not None and passes else None,
             sent_bytes=wire,
             digest=digest,
+            media_type=media_type,
         )
         if batch is not None and passes:
             self._uncarriable(batch)

@@ -46,6 +46,7 @@ SET cursor = coalesce(%(cursor)s, cursor),
     sent_bytes = sent_bytes + %(sent_bytes)s,
     full_set_digest = coalesce(%(digest)s, full_set_digest),
     full_set_sent_at = CASE WHEN %(digest)s::bytea IS NULL THEN full_set_sent_at ELSE now() END,
+    media_type = coalesce(%(media_type)s, media_type),
     updated_at = now()
 WHERE resource = %(resource)s
 RETURNING *
@@ -114,6 +115,7 @@ class ResourceState:
     sent_bytes: int = 0
     full_set_digest: bytes | None = None
     full_set_sent_at: datetime | None = None
+    media_type: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ResourceState:
@@ -133,6 +135,7 @@ class ResourceState:
             sent_bytes=row["sent_bytes"],
             full_set_digest=row["full_set_digest"],
             full_set_sent_at=row["full_set_sent_at"],
+            media_type=row["media_type"],
         )
 
 
@@ -221,11 +224,12 @@ class PushState:
         passed_from: PushCursor | None = None,
         sent_bytes: int = 0,
         digest: bytes | None = None,
+        media_type: str | None = None,
     ) -> ResourceState:
         """ingestd answered 2xx: move the cursor (None keeps it), count the rows and bytes, clear
-        failures; a full set's `digest` is kept with the time it was accepted. With
-        `passed_from` (the batch's start), the uncarriable rows between it and `cursor` are
-        quarantined in the same transaction."""
+        failures; a full set's `digest` is kept with the time it was accepted, and the body type
+        (`media_type`) the batch was accepted in. With `passed_from` (the batch's start), the
+        uncarriable rows between it and `cursor` are quarantined in the same transaction."""
         params = {
             "resource": resource.value,
             "cursor": cursor.encode() if cursor is not None else None,
@@ -235,6 +239,7 @@ class PushState:
             "newest": newest_received_at,
             "sent_bytes": sent_bytes,
             "digest": digest,
+            "media_type": media_type,
         }
         if passed_from is None or cursor is None:
             return await self._update(conn, RECORD_SUCCESS, params)
