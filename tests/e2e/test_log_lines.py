@@ -60,7 +60,7 @@ async def test_failed_start_prints_only_structured_lines() -> None:
     """With the database unreachable, ingestd's failed start and the pusher's retries are JSON
     lines (psycopg_pool's warnings included), the last of ingestd's being `start_failed`."""
     down = f"postgresql://fleet@127.0.0.1:{free_port()}/nothing"
-    ingestd = await _start("ingestd", "serve", INGESTD_DATABASE_URL=down, INGESTD_PORT="0",
+    ingestd = await _start("ingestd", "serve", INGESTD_DATABASE_URL=down, INGESTD_PORT=str(free_port()),
                            INGESTD_CONNECT_TIMEOUT_S="1", INGESTD_LOG_FORMAT="json")  # fmt: skip
     pusher = await _start("pusher", "run", FLEET_DATABASE_URL=down, FLEET_PUSH_ENABLED="true",
                           FLEET_INGEST_URL=f"http://127.0.0.1:{free_port()}", FLEET_TOKEN="t0ken",

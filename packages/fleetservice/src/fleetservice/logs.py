@@ -5,9 +5,10 @@ log through the standard library. Both go to one handler on the root logger whos
 `structlog.stdlib.ProcessorFormatter` renders every line the same way — a JSON object per line when
 stdout is not a TTY (or `fmt="json"`), the console renderer on a TTY — with the same fields:
 `timestamp`, `level`, `logger`, `service` and, in JSON, an exception as a structured `exception`
-field instead of a raw traceback
-(frames without local variables, which could hold secrets). An exception nobody caught is logged the same way before the
-process exits. Lines go to stdout, as the structlog docs advise for services.
+field instead of a raw traceback (frames without local variables, which could hold secrets). An
+exception nobody caught is logged the same way before the process exits. A daemon's lines go to
+stdout, as the structlog docs advise for services; a one-shot command's go to stderr
+(`to_stderr`), so that its stdout carries only its result (a token, a listing, a JSON report).
 
 A line that cannot be written (stdout on a full disk, a closed pipe) or rendered never stops the
 process: it is dropped and counted (`log_output_failures`, exported by the services as a
@@ -77,14 +78,15 @@ def log_output_failures() -> LogOutputFailures:
 
 
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever `sys.stdout` is at the time of the line (tests swap it); a line that
-    fails is counted, never raised and never followed by a traceback on stderr."""
+    """Writes to whatever `sys.stdout` (or `sys.stderr`) is at the time of the line (tests swap
+    it); a line that fails is counted, never raised and never followed by a traceback."""
 
-    def __init__(self) -> None:
-        super().__init__(sys.stdout)
+    def __init__(self, to_stderr: bool = False) -> None:
+        super().__init__(sys.stderr if to_stderr else sys.stdout)
+        self._to_stderr = to_stderr
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stdout
+        self.stream = sys.stderr if self._to_stderr else sys.stdout
         try:
             self.stream.write(self.format(record) + self.terminator)
             self.flush()
@@ -107,8 +109,11 @@ def _add_service(service: str) -> structlog.typing.Processor:
     return add_service
 
 
-def configure_logging(fmt: str = "auto", level: str = "info", *, service: str) -> None:
-    """Configure once per entry point. `fmt` is auto, json or console; `level` one of LOG_LEVELS.
+def configure_logging(
+    fmt: str = "auto", level: str = "info", *, service: str, to_stderr: bool = False
+) -> None:
+    """Configure once per entry point. `fmt` is auto, json or console; `level` one of LOG_LEVELS;
+    `to_stderr` for commands whose stdout is their result.
 
     Safe to call again (tests, several commands in one process): the previous handler is replaced.
     """
@@ -117,7 +122,8 @@ def configure_logging(fmt: str = "auto", level: str = "info", *, service: str) -
     if level not in LOG_LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
-    use_console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
+    stream = sys.stderr if to_stderr else sys.stdout
+    use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -140,7 +146,7 @@ def configure_logging(fmt: str = "auto", level: str = "info", *, service: str) -
         )
     else:
         final += [_STRUCTURED_TRACEBACKS, structlog.processors.JSONRenderer()]
-    handler = _StdoutHandler()
+    handler = _StdoutHandler(to_stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()], processors=final

@@ -203,7 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(settings)
-        configure_logging(settings.log_format, settings.log_level, service="ingestd")
+        configure_logging(
+            settings.log_format, settings.log_level, service="ingestd", to_stderr=True
+        )
         if args.command == "migrate":
             return _migrate(settings)
         return _customers(settings, args)

@@ -147,7 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pusher: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(settings.log_format, settings.log_level, service="pusher")
+    configure_logging(
+        settings.log_format,
+        settings.log_level,
+        service="pusher",
+        to_stderr=args.command != "run",  # stdout is the result: a report, OK or FAIL
+    )
     debug = settings.log_level == "debug"
     try:
         if args.command == "migrate":
