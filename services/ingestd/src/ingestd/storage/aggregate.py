@@ -4,54 +4,60 @@
 and on plain PostgreSQL (a view over a rollup table kept current by ingestd, with the hours not
 yet rolled up computed from the raw rows at read time):
 
-    bucket, customer_id, device_id, samples,
+    bucket, customer_id, device_id, samples, first_time, last_time, max_gap_start, max_gap_end,
     p_total_avg, p_total_min, p_total_max,
     v1_avg, v2_avg, v3_avg, i1_avg, i2_avg, i3_avg, pf_total_avg, freq_avg,
-    energy_imp_kwh, energy_exp_kwh
+    energy_imp_kwh_counter, energy_exp_kwh_counter,
+    energy_q_imp_kvarh_counter, energy_q_exp_kvarh_counter
 
-Energy in the hour comes from the cumulative registers: the register's value at the hour's last
-sample minus its value at the hour's first sample (`last(x, time) - first(x, time)`; either is
-NULL when that sample did not carry the register). So:
-- energy between the last sample of one hour and the first of the next is not attributed to
-  either hour; with one sample per minute that is one minute in sixty;
-- an hour without samples has no row (its energy shows up nowhere: the next hour does not
-  reach back);
-- a meter reset or register roll-over inside the hour makes the difference negative; it is kept
-  as stored (so that nothing is hidden) and the read API reports such an hour's energy as null
-  with `energy_reset: true`.
+The `*_counter` columns are per-register summaries (`fleet.counter_summary`: first and last
+sample carrying the register, the increase between them with resets counted, resets, samples,
+longest spacing), made by the aggregate `fleet.energy_counters` of migration 0003 in one ordered
+pass over the hour's samples. They are not the hour's energy: energy between the last sample of
+one hour and the first of the next, or across a hole, belongs to the hours it spans, so the
+energy of an hour (or a local day) is computed at read time from these summaries and their
+neighbours (`ingestd.storage.energy`, docs/ENERGY.md). Both paths run the same aggregate
+expressions, so they store the same summaries.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "AGGREGATE_COLUMNS",
+    "COUNTER_COLUMNS",
     "PLAIN_AGGREGATE_SELECT",
+    "PLAIN_BUCKET",
+    "REGISTERS",
     "TIMESCALE_AGGREGATE_SELECT",
 ]
 
+REGISTERS: tuple[str, ...] = (
+    "energy_imp_kwh", "energy_exp_kwh", "energy_q_imp_kvarh", "energy_q_exp_kvarh",
+)  # fmt: skip
+COUNTER_COLUMNS: tuple[str, ...] = tuple(f"{r}_counter" for r in REGISTERS)
+
 AGGREGATE_COLUMNS: tuple[str, ...] = (
-    "bucket", "customer_id", "device_id", "samples",
+    "bucket", "customer_id", "device_id", "samples", "first_time", "last_time",
+    "max_gap_start", "max_gap_end",
     "p_total_avg", "p_total_min", "p_total_max",
     "v1_avg", "v2_avg", "v3_avg", "i1_avg", "i2_avg", "i3_avg", "pf_total_avg", "freq_avg",
-    "energy_imp_kwh", "energy_exp_kwh",
+    *COUNTER_COLUMNS,
 )  # fmt: skip
 
-_VALUE_AGGREGATES = """
-    count(*) AS samples,
+# One aggregate call; PostgreSQL computes identical aggregate calls of a query once.
+_COUNTERS = f"fleet.energy_counters(m.time, {', '.join(f'm.{r}' for r in REGISTERS)} ORDER BY m.time)"
+
+_AGGREGATES = f"""
+    count(*) AS samples, min(m.time) AS first_time, max(m.time) AS last_time,
+    ({_COUNTERS}).max_gap_start AS max_gap_start, ({_COUNTERS}).max_gap_end AS max_gap_end,
     avg(m.p_total) AS p_total_avg, min(m.p_total) AS p_total_min, max(m.p_total) AS p_total_max,
     avg(m.v1) AS v1_avg, avg(m.v2) AS v2_avg, avg(m.v3) AS v3_avg,
     avg(m.i1) AS i1_avg, avg(m.i2) AS i2_avg, avg(m.i3) AS i3_avg,
-    avg(m.pf_total) AS pf_total_avg, avg(m.freq) AS freq_avg"""
+    avg(m.pf_total) AS pf_total_avg, avg(m.freq) AS freq_avg,
+    {", ".join(f"fleet.counter_of({_COUNTERS}, {k}) AS {c}" for k, c in enumerate(COUNTER_COLUMNS, 1))}"""
 
-# Plain PostgreSQL: the bucket expression and first/last spelled with built-ins. date_bin on
-# timestamptz does not depend on the session's TimeZone (date_trunc would).
+# Plain PostgreSQL: date_bin on timestamptz does not depend on the session's TimeZone
+# (date_trunc would); it gives the same buckets as TimescaleDB's time_bucket.
 PLAIN_BUCKET = "date_bin(INTERVAL '1 hour', m.time, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
-PLAIN_AGGREGATE_SELECT = f"""{_VALUE_AGGREGATES},
-    (array_agg(m.energy_imp_kwh ORDER BY m.time DESC))[1]
-        - (array_agg(m.energy_imp_kwh ORDER BY m.time))[1] AS energy_imp_kwh,
-    (array_agg(m.energy_exp_kwh ORDER BY m.time DESC))[1]
-        - (array_agg(m.energy_exp_kwh ORDER BY m.time))[1] AS energy_exp_kwh"""
-
-TIMESCALE_AGGREGATE_SELECT = f"""{_VALUE_AGGREGATES},
-    last(m.energy_imp_kwh, m.time) - first(m.energy_imp_kwh, m.time) AS energy_imp_kwh,
-    last(m.energy_exp_kwh, m.time) - first(m.energy_exp_kwh, m.time) AS energy_exp_kwh"""
+PLAIN_AGGREGATE_SELECT = _AGGREGATES
+TIMESCALE_AGGREGATE_SELECT = _AGGREGATES

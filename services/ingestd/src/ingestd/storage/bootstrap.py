@@ -28,10 +28,12 @@ from psycopg import AsyncConnection
 
 from ingestd.storage.aggregate import (
     AGGREGATE_COLUMNS,
+    COUNTER_COLUMNS,
     PLAIN_AGGREGATE_SELECT,
     PLAIN_BUCKET,
     TIMESCALE_AGGREGATE_SELECT,
 )
+from ingestd.storage.energy import create_energy_functions
 from ingestd.storage.partitions import WEEK, ensure_partitions, week_start
 
 __all__ = [
@@ -73,15 +75,31 @@ class StoragePlan:
     notes: list[str] = field(default_factory=list)
 
 
+def _rollup_type(column: str) -> str:
+    if column in COUNTER_COLUMNS:
+        return "fleet.counter_summary"
+    if column.endswith(("_time", "_start", "_end")):
+        return "timestamptz"
+    return "double precision"
+
+
 ROLLUP_TABLE = f"""
 CREATE TABLE IF NOT EXISTS fleet.hourly_rollup (
     bucket       timestamptz NOT NULL,
     customer_id  bigint NOT NULL,
     device_id    bigint NOT NULL,
     samples      bigint NOT NULL,
-    {", ".join(f"{c} double precision" for c in AGGREGATE_COLUMNS[4:])},
+    {", ".join(f"{c} {_rollup_type(c)}" for c in AGGREGATE_COLUMNS[4:])},
     PRIMARY KEY (customer_id, device_id, bucket)
 )"""
+
+# The aggregate of an older ingestd (energy as last - first per hour) has no counter summaries;
+# it is rebuilt from the raw rows (docs/ENERGY.md, "Upgrading").
+AGGREGATE_IS_CURRENT = """
+SELECT EXISTS (SELECT 1 FROM pg_attribute
+               WHERE attrelid = to_regclass('fleet.hourly_per_device')
+                 AND attname = 'energy_q_exp_kvarh_counter' AND NOT attisdropped)
+"""
 
 _COLUMNS = ", ".join(AGGREGATE_COLUMNS)
 PLAIN_VIEW = f"""
@@ -230,6 +248,11 @@ async def _bootstrap_timescale(conn: AsyncConnection[Any], plan: StoragePlan) ->
         "SELECT add_compression_policy('fleet.power_measurements', %s::interval, if_not_exists => true)",
         (plan.compress_after,),
     )
+    if await _relkind(conn, "fleet.hourly_per_device") and not await _scalar(
+        conn, AGGREGATE_IS_CURRENT
+    ):
+        log.warning("hourly_aggregate_rebuilt", reason="no energy counter summaries (older ingestd)")
+        await conn.execute("DROP MATERIALIZED VIEW fleet.hourly_per_device")
     if not await _relkind(conn, "fleet.hourly_per_device"):
         await conn.execute(TIMESCALE_CAGG)
         if had_rows:  # the policy only looks back start_offset: materialize the whole history once
@@ -243,6 +266,7 @@ async def _bootstrap_timescale(conn: AsyncConnection[Any], plan: StoragePlan) ->
                schedule_interval => %s::interval, if_not_exists => true)""",
         (plan.refresh_start_offset, plan.refresh_end_offset, plan.refresh_schedule),
     )
+    await create_energy_functions(conn)
     log.info("storage_bootstrapped", mode="timescaledb")
 
 
@@ -251,10 +275,16 @@ async def _bootstrap_plain(conn: AsyncConnection[Any], plan: StoragePlan) -> Non
         if await _relkind(conn, "fleet.power_measurements") == "r":
             await _partition_existing_table(conn)
         rollup_existed = bool(await _relkind(conn, "fleet.hourly_rollup"))
+        if rollup_existed and not await _scalar(conn, AGGREGATE_IS_CURRENT):
+            log.warning("hourly_aggregate_rebuilt", reason="no energy counter summaries (older ingestd)")
+            await conn.execute("DROP VIEW fleet.hourly_per_device")
+            await conn.execute("DROP TABLE fleet.hourly_rollup")
+            rollup_existed = False
         await conn.execute(ROLLUP_TABLE)
         await conn.execute(PLAIN_VIEW)
         if not rollup_existed:
             await conn.execute(MARK_ALL_DIRTY)  # rows stored before the rollup existed
+        await create_energy_functions(conn)
     now = datetime.now(UTC)
     await ensure_partitions(conn, [now + WEEK * i for i in range(plan.partitions_ahead + 1)])
     log.info("storage_bootstrapped", mode="postgresql")

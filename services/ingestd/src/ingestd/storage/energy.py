@@ -1,0 +1,316 @@
+"""Energy per hour and per local day from the hourly counter summaries, computed at read time.
+
+The hourly aggregate (`fleet.hourly_per_device`, both storage paths) keeps, per device-hour and
+register, the first and last sample carrying the register and the increase between them with
+resets counted (`fleet.counter_summary`). Energy crosses hour boundaries: between the last sample
+of one non-empty hour and the first of the next lies a *crossing segment* whose step (the
+register's increase across it, or the new value after a drop) is split over the hours — or local
+days — it spans, in proportion to time (linear interpolation of the register at the edges).
+Nothing is extrapolated beyond a register's first or last sample, so over any range the sum of
+the intervals' energy is the register's reset-adjusted increase between the range's edges.
+
+The computation lives in SQL functions made by the bootstrap (both paths, same text) so that
+Grafana and psql get the same numbers as the read API:
+
+    fleet.usual_interval_s(customer, device, from, to)        the device's usual sampling interval
+    fleet.energy_intervals(customer, device, edges[], usual)  energy between consecutive edges
+    fleet.hourly_energy(customer, device, from, to)           hourly rows (holes included)
+    fleet.daily_energy(customer, device, from, to, timezone)  local days (23/24/25 hours)
+    fleet.sampling_gaps(customer, device, from, to, min_gap_s) silences longer than min_gap_s
+    fleet.device_completeness(customer, device, from, to)     samples received vs expected
+
+The rules and a worked example are in docs/ENERGY.md; the tests check these functions against a
+slow reference computed from the raw rows (tests/ingestd/energy_reference.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from ingestd.storage.aggregate import COUNTER_COLUMNS
+
+__all__ = [
+    "ENERGY_FUNCTIONS",
+    "ESTIMATED_SPACING_FACTOR",
+    "GAP_FACTOR",
+    "create_energy_functions",
+]
+
+# An interval's energy is flagged estimated when it rests on a spacing between two samples of a
+# register longer than this many usual intervals (one missed sample makes 2).
+ESTIMATED_SPACING_FACTOR = 1.5
+# The completeness report lists silences longer than this many usual intervals.
+GAP_FACTOR = 3.0
+
+_EPOCH = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
+_OF_DEVICE = "h.customer_id = p_customer AND h.device_id = p_device"
+
+
+def _nearest(columns: str, where: str) -> str:
+    """The nearest non-empty hour before `lo` and the first at or after `hi` (indexed, LIMIT 1)."""
+    return f"""
+    UNION ALL (SELECT {columns} FROM span, fleet.hourly_per_device h
+               WHERE {_OF_DEVICE} AND h.bucket < lo {where} ORDER BY h.bucket DESC LIMIT 1)
+    UNION ALL (SELECT {columns} FROM span, fleet.hourly_per_device h
+               WHERE {_OF_DEVICE} AND h.bucket >= hi {where} ORDER BY h.bucket LIMIT 1)"""
+
+
+# The usual interval: the median, over the device's non-empty hours from the hour holding `from`
+# up to `to` plus the nearest non-empty hour on each side, of each hour's mean spacing
+# (last - first) / (samples - 1); where no such hour has two samples, the median spacing between
+# consecutive non-empty hours. NULL with a single sample.
+USUAL_INTERVAL = f"""
+CREATE OR REPLACE FUNCTION fleet.usual_interval_s(
+    p_customer bigint, p_device bigint, p_from timestamptz, p_to timestamptz)
+RETURNS double precision LANGUAGE sql STABLE AS $$
+WITH span AS (
+    SELECT date_bin(INTERVAL '1 hour', p_from, {_EPOCH}) AS lo, p_to AS hi
+), hours AS (
+    SELECT h.bucket, h.samples, h.first_time, h.last_time FROM span, fleet.hourly_per_device h
+    WHERE {_OF_DEVICE} AND h.bucket >= lo AND h.bucket < hi
+    {_nearest("h.bucket, h.samples, h.first_time, h.last_time", "")}
+), spacing AS (
+    SELECT CASE WHEN samples > 1
+                THEN extract(epoch FROM last_time - first_time)::float8 / (samples - 1) END AS within,
+           extract(epoch FROM lead(first_time) OVER (ORDER BY bucket) - last_time)::float8 AS across,
+           samples
+    FROM span, hours
+)
+SELECT coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY within),
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY across))
+FROM spacing
+$$
+"""
+
+_UNPIVOT = ", ".join(f"({k}, h.{c})" for k, c in enumerate(COUNTER_COLUMNS, 1))
+_NEIGHBOURS = "".join(
+    _nearest(f"h.bucket, {k}, h.{c}", f"AND (h.{c}).samples > 0")
+    for k, c in enumerate(COUNTER_COLUMNS, 1)
+)
+_PER_REGISTER = ",\n       ".join(
+    f"sum(energy) FILTER (WHERE k = {k})" for k in range(1, 5)
+)
+
+# Segments per register: each hour's own samples (first to last, carrying the hour's increase)
+# and the crossing to the next hour holding the register (carrying the step across it). A
+# segment's amount is split over the intervals [edges[j], edges[j+1]) it overlaps, in proportion
+# to time; a one-sample hour is a zero-length segment that only says the register was seen.
+# Times are subtracted as timestamps (exact microseconds) before turning into seconds.
+ENERGY_INTERVALS = f"""
+CREATE OR REPLACE FUNCTION fleet.energy_intervals(
+    p_customer bigint, p_device bigint, p_edges timestamptz[], p_usual_interval_s double precision)
+RETURNS TABLE (interval_no integer,
+               energy_imp_kwh double precision, energy_exp_kwh double precision,
+               energy_q_imp_kvarh double precision, energy_q_exp_kvarh double precision,
+               energy_reset boolean, energy_estimated boolean)
+LANGUAGE sql STABLE AS $$
+WITH span AS (
+    SELECT date_bin(INTERVAL '1 hour', p_edges[1], {_EPOCH}) AS lo,
+           p_edges[cardinality(p_edges)] AS hi
+), summaries AS (
+    SELECT h.bucket, r.k, r.c FROM span, fleet.hourly_per_device h
+    CROSS JOIN LATERAL (VALUES {_UNPIVOT}) AS r(k, c)
+    WHERE {_OF_DEVICE} AND h.bucket >= lo AND h.bucket < hi AND (r.c).samples > 0
+    {_NEIGHBOURS}
+), counters AS (
+    SELECT k, (c).first_time, (c).first_value, (c).last_time, (c).last_value, (c).increase,
+           (c).resets, (c).max_spacing_s,
+           lead((c).first_time) OVER w AS next_time, lead((c).first_value) OVER w AS next_value
+    FROM summaries WINDOW w AS (PARTITION BY k ORDER BY bucket)
+), segments AS (
+    SELECT k, first_time AS t0, last_time AS t1, increase AS amount, resets > 0 AS reset,
+           max_spacing_s AS spacing_s
+    FROM counters
+    UNION ALL
+    SELECT k, last_time, next_time,
+           CASE WHEN next_value >= last_value THEN next_value - last_value ELSE next_value END,
+           next_value < last_value, extract(epoch FROM next_time - last_time)::float8
+    FROM counters WHERE next_time IS NOT NULL
+), pieces AS (
+    SELECT s.k, j, s.reset, s.spacing_s,
+           CASE WHEN s.t1 > s.t0
+                THEN s.amount * extract(epoch FROM least(s.t1, p_edges[j + 1])
+                                                    - greatest(s.t0, p_edges[j]))::float8
+                     / extract(epoch FROM s.t1 - s.t0)::float8
+                ELSE s.amount END AS energy,
+           least(s.t1, p_edges[j + 1]) > greatest(s.t0, p_edges[j]) AS overlapping,
+           s.t0 = s.t1 AND s.t0 >= p_edges[j] AND s.t0 < p_edges[j + 1] AS holds_sample
+    FROM segments s
+    CROSS JOIN LATERAL generate_series(greatest(width_bucket(s.t0, p_edges), 1),
+                                       least(width_bucket(s.t1, p_edges), cardinality(p_edges) - 1)) AS j
+)
+SELECT j, {_PER_REGISTER},
+       coalesce(bool_or(reset) FILTER (WHERE overlapping), false),
+       coalesce(bool_or(spacing_s > {ESTIMATED_SPACING_FACTOR} * p_usual_interval_s)
+                FILTER (WHERE overlapping), false)
+FROM pieces WHERE overlapping OR holds_sample
+GROUP BY j
+$$
+"""
+
+_AVERAGES = ("p_total_avg", "v1_avg", "v2_avg", "v3_avg", "i1_avg", "i2_avg", "i3_avg",
+             "pf_total_avg", "freq_avg")  # fmt: skip
+_ENERGY_OUT = """energy_imp_kwh double precision, energy_exp_kwh double precision,
+               energy_q_imp_kvarh double precision, energy_q_exp_kvarh double precision,
+               energy_reset boolean, energy_estimated boolean, expected_samples double precision"""
+_ENERGY_SELECT = """e.energy_imp_kwh, e.energy_exp_kwh, e.energy_q_imp_kvarh, e.energy_q_exp_kvarh,
+       coalesce(e.energy_reset, false), coalesce(e.energy_estimated, false)"""
+
+# Hours [ceil(from), to): every hour that has samples or whose energy is known (holes between
+# two samples get rows with samples 0, null averages and interpolated energy).
+HOURLY_ENERGY = f"""
+CREATE OR REPLACE FUNCTION fleet.hourly_energy(
+    p_customer bigint, p_device bigint, p_from timestamptz, p_to timestamptz)
+RETURNS TABLE (bucket timestamptz, samples bigint,
+               p_total_avg double precision, p_total_min double precision, p_total_max double precision,
+               {", ".join(f"{c} double precision" for c in _AVERAGES[1:])},
+               {_ENERGY_OUT})
+LANGUAGE sql STABLE AS $$
+WITH hours AS (
+    SELECT array_agg(h ORDER BY h) AS edges FROM generate_series(
+        date_bin(INTERVAL '1 hour', p_from - INTERVAL '1 microsecond', {_EPOCH}) + INTERVAL '1 hour',
+        date_bin(INTERVAL '1 hour', p_to - INTERVAL '1 microsecond', {_EPOCH}) + INTERVAL '1 hour',
+        INTERVAL '1 hour') AS h
+), usual AS (
+    SELECT fleet.usual_interval_s(p_customer, p_device, edges[1], edges[cardinality(edges)]) AS u
+    FROM hours WHERE cardinality(edges) > 1
+), energy AS (
+    SELECT hours.edges[e.interval_no] AS bucket, e.*
+    FROM hours, usual, fleet.energy_intervals(p_customer, p_device, hours.edges, usual.u) AS e
+), stored AS (
+    SELECT h.* FROM hours, fleet.hourly_per_device h
+    WHERE {_OF_DEVICE} AND h.bucket >= edges[1] AND h.bucket < edges[cardinality(edges)]
+)
+SELECT coalesce(r.bucket, e.bucket), coalesce(r.samples, 0)::bigint,
+       r.p_total_avg, r.p_total_min, r.p_total_max, {", ".join(f"r.{c}" for c in _AVERAGES[1:])},
+       {_ENERGY_SELECT}, 3600 / usual.u
+FROM usual, stored r FULL JOIN energy e ON r.bucket = e.bucket
+ORDER BY 1
+$$
+"""
+
+_WEIGHTED = ",\n       ".join(
+    f"sum(h.{c} * h.samples) / nullif(sum(h.samples) FILTER (WHERE h.{c} IS NOT NULL), 0) AS {c}"
+    for c in _AVERAGES[1:]
+)
+
+# Local days [from, to) in `timezone`: edges at local midnights, so DST days have 23 or 25 hours.
+# Samples, minima, maxima and sample-weighted averages come from the hours starting in the day.
+DAILY_ENERGY = f"""
+CREATE OR REPLACE FUNCTION fleet.daily_energy(
+    p_customer bigint, p_device bigint, p_from date, p_to date, p_timezone text)
+RETURNS TABLE (day date, day_start timestamptz, day_end timestamptz, samples bigint,
+               p_total_avg double precision, p_total_min double precision, p_total_max double precision,
+               {", ".join(f"{c} double precision" for c in _AVERAGES[1:])},
+               {_ENERGY_OUT})
+LANGUAGE sql STABLE AS $$
+WITH days AS (
+    SELECT array_agg(d::date ORDER BY d) AS dates,
+           array_agg(d AT TIME ZONE p_timezone ORDER BY d) AS edges
+    FROM generate_series(p_from::timestamp, p_to::timestamp, INTERVAL '1 day') AS d
+), usual AS (
+    SELECT fleet.usual_interval_s(p_customer, p_device, edges[1], edges[cardinality(edges)]) AS u
+    FROM days WHERE cardinality(edges) > 1
+), energy AS (
+    SELECT e.* FROM days, usual, fleet.energy_intervals(p_customer, p_device, days.edges, usual.u) AS e
+), stored AS (
+    SELECT width_bucket(h.bucket, edges) AS interval_no, sum(h.samples)::bigint AS samples,
+       sum(h.p_total_avg * h.samples)
+           / nullif(sum(h.samples) FILTER (WHERE h.p_total_avg IS NOT NULL), 0) AS p_total_avg,
+       min(h.p_total_min) AS p_total_min, max(h.p_total_max) AS p_total_max,
+       {_WEIGHTED}
+    FROM days, fleet.hourly_per_device h
+    WHERE {_OF_DEVICE} AND h.bucket >= edges[1] AND h.bucket < edges[cardinality(edges)]
+    GROUP BY 1
+)
+SELECT days.dates[interval_no], days.edges[interval_no], days.edges[interval_no + 1],
+       coalesce(r.samples, 0),
+       r.p_total_avg, r.p_total_min, r.p_total_max, {", ".join(f"r.{c}" for c in _AVERAGES[1:])},
+       {_ENERGY_SELECT},
+       extract(epoch FROM days.edges[interval_no + 1] - days.edges[interval_no])::float8 / usual.u
+FROM days, usual, stored r FULL JOIN energy e USING (interval_no)
+ORDER BY 1
+$$
+"""
+
+# Silences longer than `min_gap_s` within [from, to): between consecutive non-empty hours
+# (exact), the longest silence inside each hour (an hour with two long silences shows the
+# longer), and since the last sample when nothing followed it (up to min(to, now)).
+SAMPLING_GAPS = f"""
+CREATE OR REPLACE FUNCTION fleet.sampling_gaps(
+    p_customer bigint, p_device bigint, p_from timestamptz, p_to timestamptz,
+    p_min_gap_s double precision)
+RETURNS TABLE (gap_from timestamptz, gap_to timestamptz, ongoing boolean)
+LANGUAGE sql STABLE AS $$
+WITH span AS (
+    SELECT date_bin(INTERVAL '1 hour', p_from, {_EPOCH}) AS lo, p_to AS hi,
+           make_interval(secs => p_min_gap_s) AS min_gap, least(p_to, now()) AS until
+), hours AS (
+    SELECT h.bucket, h.first_time, h.last_time, h.max_gap_start, h.max_gap_end
+    FROM span, fleet.hourly_per_device h
+    WHERE {_OF_DEVICE} AND h.bucket >= lo AND h.bucket < hi
+    {_nearest("h.bucket, h.first_time, h.last_time, h.max_gap_start, h.max_gap_end", "")}
+), ordered AS (
+    SELECT *, lead(first_time) OVER (ORDER BY bucket) AS next_time FROM hours
+), gaps AS (
+    SELECT max_gap_start AS a, max_gap_end AS b, false AS ongoing FROM span, ordered
+    WHERE max_gap_end - max_gap_start > min_gap
+    UNION ALL
+    SELECT last_time, next_time, false FROM span, ordered
+    WHERE next_time IS NOT NULL AND next_time - last_time > min_gap
+    UNION ALL
+    SELECT last_time, until, true FROM span, ordered
+    WHERE next_time IS NULL AND until - last_time > min_gap
+)
+SELECT greatest(a, p_from), least(b, p_to), ongoing FROM span, gaps
+WHERE b > p_from AND a < p_to ORDER BY 1
+$$
+"""
+
+# Samples received in the hours of [from, to) against those expected at the usual interval
+# from max(from, the device's first sample) to min(to, now).
+DEVICE_COMPLETENESS = f"""
+CREATE OR REPLACE FUNCTION fleet.device_completeness(
+    p_customer bigint, p_device bigint, p_from timestamptz, p_to timestamptz)
+RETURNS TABLE (usual_interval_s double precision, samples bigint,
+               expected_samples double precision, first_sample timestamptz,
+               last_sample timestamptz, last_sample_ever timestamptz)
+LANGUAGE sql STABLE AS $$
+WITH usual AS (
+    SELECT fleet.usual_interval_s(p_customer, p_device, p_from, p_to) AS u
+), got AS (
+    SELECT coalesce(sum(h.samples), 0)::bigint AS n, min(h.first_time) AS first_sample,
+           max(h.last_time) AS last_sample
+    FROM fleet.hourly_per_device h
+    WHERE {_OF_DEVICE} AND h.bucket >= p_from AND h.bucket < p_to
+), ever AS (
+    SELECT (SELECT h.first_time FROM fleet.hourly_per_device h WHERE {_OF_DEVICE}
+            ORDER BY h.bucket LIMIT 1) AS first_ever,
+           (SELECT h.last_time FROM fleet.hourly_per_device h WHERE {_OF_DEVICE}
+            ORDER BY h.bucket DESC LIMIT 1) AS last_ever
+)
+SELECT usual.u, got.n,
+       greatest(extract(epoch FROM least(p_to, now()) - greatest(p_from, ever.first_ever))::float8, 0)
+           / usual.u,
+       got.first_sample, got.last_sample, ever.last_ever
+FROM usual, got, ever
+$$
+"""
+
+ENERGY_FUNCTIONS: tuple[str, ...] = (
+    USUAL_INTERVAL,
+    ENERGY_INTERVALS,
+    HOURLY_ENERGY,
+    DAILY_ENERGY,
+    SAMPLING_GAPS,
+    DEVICE_COMPLETENESS,
+)
+
+
+async def create_energy_functions(conn: AsyncConnection[Any]) -> None:
+    """(Re)create the read-time energy functions: they read `fleet.hourly_per_device`, so the
+    bootstrap runs this after making it (both paths, same text)."""
+    for statement in ENERGY_FUNCTIONS:
+        await conn.execute(statement)
