@@ -2,8 +2,8 @@
 --
 -- `fleet.energy_counters(time, imp, exp, q_imp, q_exp ORDER BY time)` walks a bucket's samples in
 -- time order once and keeps, per register, the first and last sample carrying it, the increase
--- between them with resets counted (a drop: the increase across it is the new value, as in
--- TimescaleDB Toolkit's counter_agg), the number of drops, the number of samples and the longest
+-- between them with resets counted (a drop: the increase across it is the new value, or 0 if
+-- that is negative; as in TimescaleDB Toolkit's counter_agg), the number of drops, the number of samples and the longest
 -- spacing between two of them; and, over all samples, the longest spacing (its two samples).
 -- `fleet.counter_of(state, k)` gives register k (1 imp_kwh, 2 exp_kwh, 3 q_imp_kvarh,
 -- 4 q_exp_kvarh) as a `fleet.counter_summary`, NULL when no sample in the bucket carried it.
@@ -83,7 +83,7 @@ BEGIN
             IF v1 >= s.last_value_1 THEN
                 s.increase_1 := s.increase_1 + (v1 - s.last_value_1);
             ELSE
-                s.increase_1 := s.increase_1 + v1;
+                s.increase_1 := s.increase_1 + greatest(v1, 0);
                 s.resets_1 := s.resets_1 + 1;
             END IF;
             s.samples_1 := s.samples_1 + 1;
@@ -99,7 +99,7 @@ BEGIN
             IF v2 >= s.last_value_2 THEN
                 s.increase_2 := s.increase_2 + (v2 - s.last_value_2);
             ELSE
-                s.increase_2 := s.increase_2 + v2;
+                s.increase_2 := s.increase_2 + greatest(v2, 0);
                 s.resets_2 := s.resets_2 + 1;
             END IF;
             s.samples_2 := s.samples_2 + 1;
@@ -115,7 +115,7 @@ BEGIN
             IF v3 >= s.last_value_3 THEN
                 s.increase_3 := s.increase_3 + (v3 - s.last_value_3);
             ELSE
-                s.increase_3 := s.increase_3 + v3;
+                s.increase_3 := s.increase_3 + greatest(v3, 0);
                 s.resets_3 := s.resets_3 + 1;
             END IF;
             s.samples_3 := s.samples_3 + 1;
@@ -131,7 +131,7 @@ BEGIN
             IF v4 >= s.last_value_4 THEN
                 s.increase_4 := s.increase_4 + (v4 - s.last_value_4);
             ELSE
-                s.increase_4 := s.increase_4 + v4;
+                s.increase_4 := s.increase_4 + greatest(v4, 0);
                 s.resets_4 := s.resets_4 + 1;
             END IF;
             s.samples_4 := s.samples_4 + 1;

@@ -8,6 +8,8 @@ installed (see tests/fix_pg.py).
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import math
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -165,36 +167,24 @@ async def test_90_day_old_sample_reaches_the_hourly_row_within_one_cycle(
     assert _rows(central_db, "SELECT count(*) FROM fleet.hourly_dirty") == [(0,)]
 
 
-async def test_hourly_columns_and_energy(
+async def test_hourly_columns_and_counter_summaries(
     post_batch: PostBatch, customer_token: str, central_db: str, ingestd_settings: Settings
 ) -> None:
-    """The hourly row has count, p_total avg/min/max, the phase averages and energy as last minus first register."""
+    """The hourly row has count, first/last time, p_total avg/min/max, the phase averages, and per
+    register the first and last sample and the increase with resets counted."""
     hour = (NOW - timedelta(days=2)).replace(minute=0, second=0)
+    samples = ((0, 1.0, 220.0, 100.0, 5.0), (20, 2.0, 230.0, 101.5, 5.0), (59, 6.0, 240.0, 3.0, 5.5))
     rows = [
         measurement(
             5,
-            hour + timedelta(minutes=0),
-            p_total=1.0,
-            v1=220.0,
-            energy_imp_kwh=100.0,
-            energy_exp_kwh=5.0,
-        ),
-        measurement(
-            5,
-            hour + timedelta(minutes=20),
-            p_total=2.0,
-            v1=230.0,
-            energy_imp_kwh=101.5,
-            energy_exp_kwh=5.0,
-        ),
-        measurement(
-            5,
-            hour + timedelta(minutes=59),
-            p_total=6.0,
-            v1=240.0,
-            energy_imp_kwh=103.0,
-            energy_exp_kwh=5.5,
-        ),
+            hour + timedelta(minutes=m),
+            p_total=p,
+            v1=v1,
+            energy_imp_kwh=imp,
+            energy_exp_kwh=exp,
+            energy_q_exp_kvarh=None,
+        )
+        for m, p, v1, imp, exp in samples
     ]
     await post_batch(customer_token, "measurements", rows)
     for refreshed in (False, True):
@@ -207,10 +197,31 @@ async def test_hourly_columns_and_energy(
         got = dict(zip(AGGREGATE_COLUMNS, row, strict=True))
         assert got["bucket"] == hour
         assert got["samples"] == 3
+        assert (got["first_time"], got["last_time"]) == (hour, hour + timedelta(minutes=59))
+        assert (got["max_gap_start"], got["max_gap_end"]) == (
+            hour + timedelta(minutes=20),
+            hour + timedelta(minutes=59),
+        )
         assert (got["p_total_avg"], got["p_total_min"], got["p_total_max"]) == (3.0, 1.0, 6.0)
         assert got["v1_avg"] == pytest.approx(230.0)
-        assert got["energy_imp_kwh"] == pytest.approx(3.0)
-        assert got["energy_exp_kwh"] == pytest.approx(0.5)
+        (imp, exp, q_exp) = _rows(
+            central_db,
+            """SELECT row_to_json(energy_imp_kwh_counter)::text, row_to_json(energy_exp_kwh_counter)::text,
+                      energy_q_exp_kvarh_counter IS NULL
+               FROM fleet.hourly_per_device WHERE device_id = 5""",
+        )[0]
+        assert json.loads(imp) == {
+            "first_time": (hour).isoformat(),
+            "first_value": 100.0,
+            "last_time": (hour + timedelta(minutes=59)).isoformat(),
+            "last_value": 3.0,
+            "increase": 4.5,  # 100 -> 101.5, then a reset: 3 counts from zero
+            "resets": 1,
+            "samples": 3,
+            "max_spacing_s": 39 * 60.0,
+        }
+        assert (json.loads(exp)["increase"], json.loads(exp)["resets"]) == (0.5, 0)
+        assert q_exp is True
 
 
 @pytest.mark.parametrize("timescaledb", ["off", "on"])
@@ -287,13 +298,17 @@ def _brute_force(raw: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str, 
     for key, samples in groups.items():
         samples.sort()
         powers = [p for _, p, _ in samples if p is not None]
-        first, last = samples[0][2], samples[-1][2]
+        energy = [e for _, _, e in samples if e is not None]
+        steps = [b - a if b >= a else max(b, 0.0) for a, b in itertools.pairwise(energy)]
         out[key] = {
             "samples": len(samples),
             "p_total_avg": sum(powers) / len(powers) if powers else None,
             "p_total_min": min(powers) if powers else None,
             "p_total_max": max(powers) if powers else None,
-            "energy_imp_kwh": None if first is None or last is None else last - first,
+            "energy_first": energy[0] if energy else None,
+            "energy_last": energy[-1] if energy else None,
+            "energy_increase": sum(steps) if energy else None,
+            "energy_resets": sum(b < a for a, b in itertools.pairwise(energy)) if energy else None,
         }
     return out
 
@@ -315,11 +330,17 @@ def _check_against_raw(dsn: str) -> None:
             "p_total_avg": r[3],
             "p_total_min": r[4],
             "p_total_max": r[5],
-            "energy_imp_kwh": r[6],
+            "energy_first": r[6],
+            "energy_last": r[7],
+            "energy_increase": r[8],
+            "energy_resets": r[9],
         }
         for r in _rows(
             dsn,
-            "SELECT bucket, device_id, samples, p_total_avg, p_total_min, p_total_max, energy_imp_kwh FROM fleet.hourly_per_device",
+            """SELECT bucket, device_id, samples, p_total_avg, p_total_min, p_total_max,
+                      (energy_imp_kwh_counter).first_value, (energy_imp_kwh_counter).last_value,
+                      (energy_imp_kwh_counter).increase, (energy_imp_kwh_counter).resets
+               FROM fleet.hourly_per_device""",
         )
     }
     assert set(got) == set(expected)
@@ -345,7 +366,8 @@ def test_hourly_aggregate_matches_brute_force(
     resend: bool,
 ) -> None:
     """Over random batches with back-fills, duplicates and re-deliveries, the hourly aggregate
-    equals a brute-force recomputation from the raw rows: always on plain PostgreSQL (hours not yet
+    (counts, power statistics, the register's counter summary) equals a brute-force recomputation
+    from the raw rows: always on plain PostgreSQL (hours not yet
     rolled up are computed at read time), and after each refresh cycle on TimescaleDB."""
     plain = _mode(central_db) is StorageMode.POSTGRESQL
     with psycopg.connect(central_db, autocommit=True) as conn:

@@ -45,7 +45,9 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 # One aggregate call; PostgreSQL computes identical aggregate calls of a query once.
-_COUNTERS = f"fleet.energy_counters(m.time, {', '.join(f'm.{r}' for r in REGISTERS)} ORDER BY m.time)"
+_COUNTERS = (
+    f"fleet.energy_counters(m.time, {', '.join(f'm.{r}' for r in REGISTERS)} ORDER BY m.time)"
+)
 
 _AGGREGATES = f"""
     count(*) AS samples, min(m.time) AS first_time, max(m.time) AS last_time,

@@ -251,7 +251,9 @@ async def _bootstrap_timescale(conn: AsyncConnection[Any], plan: StoragePlan) ->
     if await _relkind(conn, "fleet.hourly_per_device") and not await _scalar(
         conn, AGGREGATE_IS_CURRENT
     ):
-        log.warning("hourly_aggregate_rebuilt", reason="no energy counter summaries (older ingestd)")
+        log.warning(
+            "hourly_aggregate_rebuilt", reason="no energy counter summaries (older ingestd)"
+        )
         await conn.execute("DROP MATERIALIZED VIEW fleet.hourly_per_device")
     if not await _relkind(conn, "fleet.hourly_per_device"):
         await conn.execute(TIMESCALE_CAGG)
@@ -276,7 +278,9 @@ async def _bootstrap_plain(conn: AsyncConnection[Any], plan: StoragePlan) -> Non
             await _partition_existing_table(conn)
         rollup_existed = bool(await _relkind(conn, "fleet.hourly_rollup"))
         if rollup_existed and not await _scalar(conn, AGGREGATE_IS_CURRENT):
-            log.warning("hourly_aggregate_rebuilt", reason="no energy counter summaries (older ingestd)")
+            log.warning(
+                "hourly_aggregate_rebuilt", reason="no energy counter summaries (older ingestd)"
+            )
             await conn.execute("DROP VIEW fleet.hourly_per_device")
             await conn.execute("DROP TABLE fleet.hourly_rollup")
             rollup_existed = False

@@ -89,9 +89,7 @@ _NEIGHBOURS = "".join(
     _nearest(f"h.bucket, {k}, h.{c}", f"AND (h.{c}).samples > 0")
     for k, c in enumerate(COUNTER_COLUMNS, 1)
 )
-_PER_REGISTER = ",\n       ".join(
-    f"sum(energy) FILTER (WHERE k = {k})" for k in range(1, 5)
-)
+_PER_REGISTER = ",\n       ".join(f"sum(energy) FILTER (WHERE k = {k})" for k in range(1, 5))
 
 # Segments per register: each hour's own samples (first to last, carrying the hour's increase)
 # and the crossing to the next hour holding the register (carrying the step across it). A
@@ -125,7 +123,8 @@ WITH span AS (
     FROM counters
     UNION ALL
     SELECT k, last_time, next_time,
-           CASE WHEN next_value >= last_value THEN next_value - last_value ELSE next_value END,
+           CASE WHEN next_value >= last_value THEN next_value - last_value
+                ELSE greatest(next_value, 0) END,
            next_value < last_value, extract(epoch FROM next_time - last_time)::float8
     FROM counters WHERE next_time IS NOT NULL
 ), pieces AS (
