@@ -189,6 +189,28 @@ async def test_all_four_registers(
         assert row["energy_q_exp_kvarh"] == 0.0
 
 
+async def test_the_worked_example_of_docs_energy(
+    post_batch: PostBatch, customer_token: str, central_db: str, ingestd_settings: Settings
+) -> None:
+    """The worked example of docs/ENERGY.md (a hole, a reset, no extrapolation) gives the numbers
+    the document shows."""
+    day = DAY + 10 * HOUR
+    samples = [(40, 100.0), (55, 102.5), (70, 105.0), (85, 107.5), (175, 122.5), (190, 10 * 8 / 60),
+               (205, 10 * 23 / 60)]  # fmt: skip
+    rows = [measurement(1, day + timedelta(minutes=m), energy_imp_kwh=e) for m, e in samples]
+    await _ingest(post_batch, customer_token, rows)
+    await _cycle(ingestd_settings)
+    got = _hourly(central_db, 1, day - HOUR, day + 5 * HOUR)
+    assert [r["bucket"] for r in got] == [day + i * HOUR for i in range(4)]
+    assert [r["energy_imp_kwh"] for r in got] == pytest.approx(
+        [10 / 3, 10.0, 9.0 + 1 / 6 + 4 / 9, 8 / 9 + 2.5], rel=1e-12
+    )
+    assert sum(r["energy_imp_kwh"] for r in got) == pytest.approx(22.5 + 10 * 23 / 60, rel=1e-12)
+    assert [r["energy_estimated"] for r in got] == [False, True, True, False]
+    assert [r["energy_reset"] for r in got] == [False, False, True, True]
+    assert [r["expected_samples"] for r in got] == pytest.approx([4.0] * 4)
+
+
 # --- edges, local days, odd devices -----------------------------------------------------------
 
 
