@@ -217,7 +217,6 @@ async def test_hourly_columns_and_counter_summaries(
             "last_value": 3.0,
             "increase": 4.5,  # 100 -> 101.5, then a reset: 3 counts from zero
             "resets": 1,
-            "samples": 3,
             "max_spacing_s": 39 * 60.0,
         }
         assert (json.loads(exp)["increase"], json.loads(exp)["resets"]) == (0.5, 0)

@@ -11,8 +11,8 @@ yet rolled up computed from the raw rows at read time):
     energy_q_imp_kvarh_counter, energy_q_exp_kvarh_counter
 
 The `*_counter` columns are per-register summaries (`fleet.counter_summary`: first and last
-sample carrying the register, the increase between them with resets counted, resets, samples,
-longest spacing), made by the aggregate `fleet.energy_counters` of migration 0003 in one ordered
+sample carrying the register, the increase between them with resets counted, resets, longest
+spacing), made by the aggregate `fleet.energy_counters` of migration 0003 in one ordered
 pass over the hour's samples. They are not the hour's energy: energy between the last sample of
 one hour and the first of the next, or across a hole, belongs to the hours it spans, so the
 energy of an hour (or a local day) is computed at read time from these summaries and their
@@ -46,12 +46,14 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
 
 # One aggregate call; PostgreSQL computes identical aggregate calls of a query once.
 _COUNTERS = (
-    f"fleet.energy_counters(m.time, {', '.join(f'm.{r}' for r in REGISTERS)} ORDER BY m.time)"
+    "fleet.energy_counters(date_part('epoch', m.time), "
+    f"{', '.join(f'm.{r}' for r in REGISTERS)} ORDER BY m.time)"
 )
 
 _AGGREGATES = f"""
     count(*) AS samples, min(m.time) AS first_time, max(m.time) AS last_time,
-    ({_COUNTERS}).max_gap_start AS max_gap_start, ({_COUNTERS}).max_gap_end AS max_gap_end,
+    to_timestamp(({_COUNTERS}).max_gap_start) AS max_gap_start,
+    to_timestamp(({_COUNTERS}).max_gap_end) AS max_gap_end,
     avg(m.p_total) AS p_total_avg, min(m.p_total) AS p_total_min, max(m.p_total) AS p_total_max,
     avg(m.v1) AS v1_avg, avg(m.v2) AS v2_avg, avg(m.v3) AS v3_avg,
     avg(m.i1) AS i1_avg, avg(m.i2) AS i2_avg, avg(m.i3) AS i3_avg,

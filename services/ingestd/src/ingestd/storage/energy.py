@@ -86,7 +86,7 @@ $$
 
 _UNPIVOT = ", ".join(f"({k}, h.{c})" for k, c in enumerate(COUNTER_COLUMNS, 1))
 _NEIGHBOURS = "".join(
-    _nearest(f"h.bucket, {k}, h.{c}", f"AND (h.{c}).samples > 0")
+    _nearest(f"h.bucket, {k}, h.{c}", f"AND (h.{c}).last_time IS NOT NULL")
     for k, c in enumerate(COUNTER_COLUMNS, 1)
 )
 _PER_REGISTER = ",\n       ".join(f"sum(energy) FILTER (WHERE k = {k})" for k in range(1, 5))
@@ -110,7 +110,7 @@ WITH span AS (
 ), summaries AS (
     SELECT h.bucket, r.k, r.c FROM span, fleet.hourly_per_device h
     CROSS JOIN LATERAL (VALUES {_UNPIVOT}) AS r(k, c)
-    WHERE {_OF_DEVICE} AND h.bucket >= lo AND h.bucket < hi AND (r.c).samples > 0
+    WHERE {_OF_DEVICE} AND h.bucket >= lo AND h.bucket < hi AND (r.c).last_time IS NOT NULL
     {_NEIGHBOURS}
 ), counters AS (
     SELECT k, (c).first_time, (c).first_value, (c).last_time, (c).last_value, (c).increase,
