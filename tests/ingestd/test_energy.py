@@ -1,20 +1,25 @@
 """Energy per hour and per local day from the meter registers, on both storage paths.
 
-Samples go in through the real HTTP ingest path; the answers come from the storage functions
-the read API and Grafana use (fleet.hourly_energy, fleet.daily_energy) after one housekeeping
-cycle, and are checked against exact values (constant power) and against the slow reference
-computed from the raw rows (tests/ingestd/energy_reference.py).
+Samples go in through the real HTTP ingest path; the answers come from the read API (hourly and
+daily, validated against the OpenAPI document) after one housekeeping cycle, and are checked
+against exact values (constant power) and against the slow reference computed from the raw rows
+(tests/ingestd/energy_reference.py).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import urllib.parse
+import urllib.request
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
+from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ingestd.settings import Settings
@@ -22,16 +27,15 @@ from ingestd.settings import Settings
 from tests.fix_ingestd import PostBatch, ThreadedIngestd
 from tests.ingestd import energy_reference as ref
 from tests.ingestd.test_storage import _cycle, _rows
-from tests.samples import NOW, measurement
+from tests.openapi_check import assert_matches
+from tests.samples import NOW, iso, measurement
 
 HOUR = timedelta(hours=1)
 ENERGY = ("energy_imp_kwh", "energy_exp_kwh", "energy_q_imp_kvarh", "energy_q_exp_kvarh")
-HOURLY_COLUMNS = (
-    "bucket", "samples", "p_total_avg", "p_total_min", "p_total_max", "v1_avg", "v2_avg",
-    "v3_avg", "i1_avg", "i2_avg", "i3_avg", "pf_total_avg", "freq_avg", *ENERGY,
-    "energy_reset", "energy_estimated", "expected_samples",
-)  # fmt: skip
-DAILY_COLUMNS = ("day", "day_start", "day_end", *HOURLY_COLUMNS[1:])
+ADMIN = "admin-" + "e" * 40
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+HOURLY_PATH = "/api/fleet/customers/{code}/devices/{device_id}/hourly"
+DAILY_PATH = "/api/fleet/customers/{code}/devices/{device_id}/daily"
 
 
 @pytest.fixture
@@ -40,14 +44,58 @@ def central_db(storage_db: str) -> str:
     return storage_db
 
 
-def _hourly(dsn: str, device: int, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    rows = _rows(dsn, "SELECT * FROM fleet.hourly_energy(1, %s, %s, %s)", device, start, end)
-    return [dict(zip(HOURLY_COLUMNS, r, strict=True)) for r in rows]
+class Api:
+    """The read API's hourly and daily answers (admin token, checked against the OpenAPI document),
+    times parsed back."""
+
+    def __init__(self, client: TestClient[Any, Any]) -> None:
+        self.client = client
+
+    async def _get(self, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        resp = await self.client.get(path, params=params, headers=AUTH)
+        body = await resp.json()
+        assert resp.status == 200, body
+        return _parsed(path, body)
+
+    async def hourly(self, device: int, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        path = HOURLY_PATH.format(code="DEV0001", device_id=device)
+        return await self._get(path, {"from": iso(start), "to": iso(end)})
+
+    async def daily(self, device: int, first: date, end: date, tz: str) -> list[dict[str, Any]]:
+        path = DAILY_PATH.format(code="DEV0001", device_id=device)
+        return await self._get(path, {"from": str(first), "to": str(end), "tz": tz})
 
 
-def _daily(dsn: str, device: int, first: date, end: date, tz: str) -> list[dict[str, Any]]:
-    rows = _rows(dsn, "SELECT * FROM fleet.daily_energy(1, %s, %s, %s, %s)", device, first, end, tz)
-    return [dict(zip(DAILY_COLUMNS, r, strict=True)) for r in rows]
+def _parsed(path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    template = HOURLY_PATH if path.endswith("hourly") else DAILY_PATH
+    assert_matches(template, "get", 200, body)
+    rows: list[dict[str, Any]] = body["rows"]
+    for row in rows:
+        for key in ("bucket", "day_start", "day_end"):
+            if key in row:
+                row[key] = datetime.fromisoformat(row[key])
+        if "day" in row:
+            row["day"] = date.fromisoformat(row["day"])
+    return rows
+
+
+@pytest.fixture
+def ingestd_settings(ingestd_settings: Settings) -> Settings:
+    """The test ingestd, with the read API on."""
+    return replace(ingestd_settings, admin_token=ADMIN)
+
+
+@pytest.fixture
+def api(ingestd_client: TestClient[Any, Any]) -> Api:
+    """The read API of the test's ingestd."""
+    return Api(ingestd_client)
+
+
+def _get(server: ThreadedIngestd, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
+    url = f"{server.url}{path}?{urllib.parse.urlencode(params)}"
+    request = urllib.request.Request(url, headers=AUTH)  # noqa: S310 - the test's loopback server
+    with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
+        return _parsed(path, json.loads(resp.read()))
 
 
 def meter(
@@ -96,12 +144,12 @@ DAY = (NOW - timedelta(days=3)).replace(hour=0, minute=0, second=0)
 
 
 async def test_quarter_hour_samples_give_the_full_hour(
-    post_batch: PostBatch, customer_token: str, central_db: str, ingestd_settings: Settings
+    post_batch: PostBatch, customer_token: str, api: Api, ingestd_settings: Settings
 ) -> None:
     """15-minute samples on the quarter hours at 10 kW: 10 kWh every hour (last - first gave 7.5)."""
     await _ingest(post_batch, customer_token, meter(1, DAY, timedelta(minutes=15), 4 * 6 + 1, 10.0))
     await _cycle(ingestd_settings)
-    rows = _hourly(central_db, 1, DAY, DAY + 6 * HOUR)
+    rows = await api.hourly(1, DAY, DAY + 6 * HOUR)
     assert [r["bucket"] for r in rows] == [DAY + i * HOUR for i in range(6)]
     assert all(r["energy_imp_kwh"] == pytest.approx(10.0, rel=1e-12) for r in rows)
     assert all(r["samples"] == 4 and r["expected_samples"] == pytest.approx(4.0) for r in rows)
@@ -109,13 +157,13 @@ async def test_quarter_hour_samples_give_the_full_hour(
 
 
 async def test_minute_samples_off_the_hour(
-    post_batch: PostBatch, customer_token: str, central_db: str, ingestd_settings: Settings
+    post_batch: PostBatch, customer_token: str, api: Api, ingestd_settings: Settings
 ) -> None:
     """1-minute samples at hh:mm:30 at 6 kW: 6 kWh every interior hour (last - first gave 5.9)."""
     start = DAY + timedelta(seconds=30)
     await _ingest(post_batch, customer_token, meter(1, start, timedelta(minutes=1), 4 * 60, 6.0))
     await _cycle(ingestd_settings)
-    rows = _hourly(central_db, 1, DAY, DAY + 4 * HOUR)
+    rows = await api.hourly(1, DAY, DAY + 4 * HOUR)
     energy = [r["energy_imp_kwh"] for r in rows]
     # No extrapolation: the first hour starts at the first sample (00:00:30), the last ends at
     # the last sample (03:59:30).
@@ -124,14 +172,14 @@ async def test_minute_samples_off_the_hour(
 
 
 async def test_a_two_hour_hole_loses_nothing(
-    post_batch: PostBatch, customer_token: str, central_db: str, ingestd_settings: Settings
+    post_batch: PostBatch, customer_token: str, api: Api, ingestd_settings: Settings
 ) -> None:
     """5-minute samples at 12 kW with no samples for 2 hours: 96 kWh over 8 hours (65 before); the
     hours of the hole get rows with 0 samples, null averages and energy flagged estimated."""
     rows = meter(1, DAY, timedelta(minutes=5), 12 * 8 + 1, 12.0, skip=range(24, 48))
     await _ingest(post_batch, customer_token, rows)
     await _cycle(ingestd_settings)
-    got = _hourly(central_db, 1, DAY, DAY + 8 * HOUR)
+    got = await api.hourly(1, DAY, DAY + 8 * HOUR)
     assert [r["bucket"] for r in got] == [DAY + i * HOUR for i in range(8)]
     assert [r["energy_imp_kwh"] for r in got] == pytest.approx([12.0] * 8, rel=1e-12)
     assert sum(r["energy_imp_kwh"] for r in got) == pytest.approx(96.0, rel=1e-12)
@@ -151,7 +199,7 @@ async def test_a_two_hour_hole_loses_nothing(
 
 
 async def test_reset_inside_an_hour(
-    post_batch: PostBatch, customer_token: str, central_db: str, ingestd_settings: Settings
+    post_batch: PostBatch, customer_token: str, api: Api, ingestd_settings: Settings
 ) -> None:
     """A register reset to 0 at 12:07 (15-minute samples, 10 kW): hour 12 has 8.833 kWh (the
     energy from 12:00 to the reset is lost with the old count), flagged energy_reset; was null."""
@@ -166,7 +214,7 @@ async def test_reset_inside_an_hour(
         rows.append(measurement(1, t, energy_imp_kwh=value))
     await _ingest(post_batch, customer_token, rows)
     await _cycle(ingestd_settings)
-    got = _hourly(central_db, 1, noon - HOUR, noon + 2 * HOUR)
+    got = await api.hourly(1, noon - HOUR, noon + 2 * HOUR)
     assert [r["energy_imp_kwh"] for r in got] == pytest.approx(
         [10.0, 10 * 53 / 60, 10.0], rel=1e-12
     )
@@ -174,7 +222,7 @@ async def test_reset_inside_an_hour(
 
 
 async def test_all_four_registers(
-    post_batch: PostBatch, customer_token: str, central_db: str, ingestd_settings: Settings
+    post_batch: PostBatch, customer_token: str, api: Api, ingestd_settings: Settings
 ) -> None:
     """All four registers are in every row: energy_q_imp_kvarh at 4 kvar gives 4 kvarh per hour;
     a register that never moves gives 0."""
@@ -182,7 +230,7 @@ async def test_all_four_registers(
         post_batch, customer_token, meter(1, DAY, timedelta(minutes=10), 6 * 3 + 1, 7.0, kvar=4.0)
     )
     await _cycle(ingestd_settings)
-    for row in _hourly(central_db, 1, DAY, DAY + 3 * HOUR):
+    for row in await api.hourly(1, DAY, DAY + 3 * HOUR):
         assert row["energy_imp_kwh"] == pytest.approx(7.0, rel=1e-12)
         assert row["energy_q_imp_kvarh"] == pytest.approx(4.0, rel=1e-12)
         assert row["energy_exp_kwh"] == 0.0
@@ -190,7 +238,7 @@ async def test_all_four_registers(
 
 
 async def test_the_worked_example_of_docs_energy(
-    post_batch: PostBatch, customer_token: str, central_db: str, ingestd_settings: Settings
+    post_batch: PostBatch, customer_token: str, api: Api, ingestd_settings: Settings
 ) -> None:
     """The worked example of docs/ENERGY.md (a hole, a reset, no extrapolation) gives the numbers
     the document shows."""
@@ -200,7 +248,7 @@ async def test_the_worked_example_of_docs_energy(
     rows = [measurement(1, day + timedelta(minutes=m), energy_imp_kwh=e) for m, e in samples]
     await _ingest(post_batch, customer_token, rows)
     await _cycle(ingestd_settings)
-    got = _hourly(central_db, 1, day - HOUR, day + 5 * HOUR)
+    got = await api.hourly(1, day - HOUR, day + 5 * HOUR)
     assert [r["bucket"] for r in got] == [day + i * HOUR for i in range(4)]
     assert [r["energy_imp_kwh"] for r in got] == pytest.approx(
         [10 / 3, 10.0, 9.0 + 1 / 6 + 4 / 9, 8 / 9 + 2.5], rel=1e-12
@@ -215,7 +263,7 @@ async def test_the_worked_example_of_docs_energy(
 
 
 async def test_reset_exactly_on_an_hour_boundary(
-    post_batch: PostBatch, customer_token: str, central_db: str, ingestd_settings: Settings
+    post_batch: PostBatch, customer_token: str, api: Api, ingestd_settings: Settings
 ) -> None:
     """A register that reads 0 at 13:00 sharp: hour 12 carries the reset (12:45 -> 13:00 counts the
     new value, 0), hour 13 is a normal hour."""
@@ -224,25 +272,25 @@ async def test_reset_exactly_on_an_hour_boundary(
     rows += meter(1, start + HOUR, timedelta(minutes=15), 5, 8.0, register=0.0)  # 13:00 .. 14:00
     await _ingest(post_batch, customer_token, rows)
     await _cycle(ingestd_settings)
-    got = _hourly(central_db, 1, start, start + 2 * HOUR)
+    got = await api.hourly(1, start, start + 2 * HOUR)
     assert [r["energy_imp_kwh"] for r in got] == pytest.approx([6.0, 8.0], rel=1e-12)
     assert [r["energy_reset"] for r in got] == [True, False]
 
 
 async def test_a_single_sample(
-    post_batch: PostBatch, customer_token: str, central_db: str, ingestd_settings: Settings
+    post_batch: PostBatch, customer_token: str, api: Api, ingestd_settings: Settings
 ) -> None:
     """One sample: its hour has energy 0 (the register was seen, nothing moved), no usual interval."""
     await _ingest(post_batch, customer_token, [measurement(1, DAY + timedelta(minutes=20))])
     await _cycle(ingestd_settings)
-    (row,) = _hourly(central_db, 1, DAY - HOUR, DAY + 2 * HOUR)
+    (row,) = await api.hourly(1, DAY - HOUR, DAY + 2 * HOUR)
     assert (row["bucket"], row["samples"], row["energy_imp_kwh"]) == (DAY, 1, 0.0)
     assert row["expected_samples"] is None
     assert not row["energy_estimated"]
 
 
 async def test_two_samples_on_different_days(
-    post_batch: PostBatch, customer_token: str, central_db: str, ingestd_settings: Settings
+    post_batch: PostBatch, customer_token: str, api: Api, ingestd_settings: Settings
 ) -> None:
     """Samples at 22:00 and 02:00 the next day (40 kWh apart): 10 kWh in each hour between and
     20 kWh in each UTC day; the sum over any range is the register's delta."""
@@ -256,12 +304,12 @@ async def test_two_samples_on_different_days(
         ],
     )
     await _cycle(ingestd_settings)
-    hours = _hourly(central_db, 1, first - 2 * HOUR, first + 6 * HOUR)
+    hours = await api.hourly(1, first - 2 * HOUR, first + 6 * HOUR)
     assert [(r["bucket"], r["samples"]) for r in hours] == [
         (first, 1), (first + HOUR, 0), (first + 2 * HOUR, 0), (first + 3 * HOUR, 0), (first + 4 * HOUR, 1)
     ]  # fmt: skip
     assert [r["energy_imp_kwh"] for r in hours] == pytest.approx([10.0, 10.0, 10.0, 10.0, 0.0])
-    days = _daily(central_db, 1, DAY.date(), DAY.date() + timedelta(days=2), "UTC")
+    days = await api.daily(1, DAY.date(), DAY.date() + timedelta(days=2), "UTC")
     assert [r["energy_imp_kwh"] for r in days] == pytest.approx([20.0, 20.0])
     assert [r["samples"] for r in days] == [1, 1]
 
@@ -279,7 +327,7 @@ async def test_two_samples_on_different_days(
 async def test_local_days_across_daylight_saving(
     post_batch: PostBatch,
     customer_token: str,
-    central_db: str,
+    api: Api,
     ingestd_settings: Settings,
     timezone: str,
     day: date,
@@ -293,14 +341,14 @@ async def test_local_days_across_daylight_saving(
         post_batch, customer_token, meter(1, start - HOUR, timedelta(minutes=15), 4 * 80, 10.0)
     )
     await _cycle(ingestd_settings)
-    got = _daily(central_db, 1, day - timedelta(days=1), day + timedelta(days=2), timezone)
+    got = await api.daily(1, day - timedelta(days=1), day + timedelta(days=2), timezone)
     assert [r["day"] for r in got] == [day - timedelta(days=1), day, day + timedelta(days=1)]
     target = got[1]
     assert target["day_start"] == ref.local_midnight(day, timezone)
     assert target["day_end"] - target["day_start"] == timedelta(hours=hours)
     assert target["energy_imp_kwh"] == pytest.approx(10.0 * hours, rel=1e-12)
     assert target["expected_samples"] == pytest.approx(4.0 * hours)
-    hourly = _hourly(central_db, 1, target["day_start"], target["day_end"])
+    hourly = await api.hourly(1, target["day_start"], target["day_end"])
     if timezone != "Asia/Kolkata":
         assert len(hourly) == hours
         assert sum(r["energy_imp_kwh"] for r in hourly) == pytest.approx(
@@ -310,7 +358,7 @@ async def test_local_days_across_daylight_saving(
 
 
 async def test_a_register_sent_only_sometimes(
-    post_batch: PostBatch, customer_token: str, central_db: str, ingestd_settings: Settings
+    post_batch: PostBatch, customer_token: str, api: Api, ingestd_settings: Settings
 ) -> None:
     """A register carried by every fourth sample only: its energy is interpolated between the samples
     that carry it (same totals), the hours are flagged estimated, the other registers are not affected."""
@@ -320,7 +368,7 @@ async def test_a_register_sent_only_sometimes(
             row["energy_q_imp_kvarh"] = None
     await _ingest(post_batch, customer_token, rows)
     await _cycle(ingestd_settings)
-    got = _hourly(central_db, 1, DAY, DAY + 4 * HOUR)
+    got = await api.hourly(1, DAY, DAY + 4 * HOUR)
     assert [r["energy_imp_kwh"] for r in got] == pytest.approx([6.0] * 4, rel=1e-12)
     # 00:05 .. 03:45 carry it: no extrapolation before the first or after the last.
     assert [r["energy_q_imp_kvarh"] for r in got] == pytest.approx(
@@ -330,7 +378,7 @@ async def test_a_register_sent_only_sometimes(
 
 
 async def test_a_ten_year_old_backfill_is_exact_after_one_cycle(
-    post_batch: PostBatch, customer_token: str, central_db: str, ingestd_settings: Settings
+    post_batch: PostBatch, customer_token: str, api: Api, ingestd_settings: Settings
 ) -> None:
     """After an old day was aggregated, a late sample in its hole changes the hours on both sides;
     one housekeeping cycle later the answers equal a from-scratch computation, 10 years back."""
@@ -339,11 +387,11 @@ async def test_a_ten_year_old_backfill_is_exact_after_one_cycle(
     late = rows.pop(10)  # 02:30
     await _ingest(post_batch, customer_token, rows)
     await _cycle(ingestd_settings)
-    before = _hourly(central_db, 1, old, old + 6 * HOUR)
+    before = await api.hourly(1, old, old + 6 * HOUR)
     assert [r["energy_estimated"] for r in before] == [False, False, True, False, False, False]
     await _ingest(post_batch, customer_token, [late])
     await _cycle(ingestd_settings)
-    after = _hourly(central_db, 1, old, old + 6 * HOUR)
+    after = await api.hourly(1, old, old + 6 * HOUR)
     assert [r["energy_imp_kwh"] for r in after] == pytest.approx([4.0] * 6, rel=1e-12)
     assert not any(r["energy_estimated"] for r in after)
     assert after[2]["samples"] == 4
@@ -381,6 +429,11 @@ def _assert_matches(got: list[dict[str, Any]], want: list[ref.Interval], start: 
         assert _close(row["expected_samples"], expected.expected_samples), (row, expected)
         assert _close(row["p_total_avg"], expected.averages["p_total"]), (row, expected)
         assert _close(row["p_total_max"], expected.maximum), (row, expected)
+
+
+def _hourly_http(server: ThreadedIngestd, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    path = HOURLY_PATH.format(code="DEV0001", device_id=1)
+    return _get(server, path, {"from": iso(start), "to": iso(end)})
 
 
 @st.composite
@@ -477,9 +530,9 @@ def test_energy_matches_the_reference(
     cut = lo + (hi - lo) * rnd.random()  # a range edge anywhere, holes included
     for start, end in ((lo, hi), (lo, max(cut, lo + HOUR)), (ref.floor_hour(cut), hi)):
         _assert_matches(
-            _hourly(central_db, 1, start, end), ref.hourly(samples, start, end), "bucket"
+            _hourly_http(threaded_ingestd, start, end), ref.hourly(samples, start, end), "bucket"
         )
-    hourly = _hourly(central_db, 1, lo, hi)
+    hourly = _hourly_http(threaded_ingestd, lo, hi)
     for register in ("energy_imp_kwh", "energy_q_exp_kvarh"):
         total = sum(r[register] or 0.0 for r in hourly)
         assert math.isclose(
@@ -489,7 +542,8 @@ def test_energy_matches_the_reference(
     tz = spec["timezone"]
     first_day = first.astimezone(ref.ZoneInfo(tz)).date() - timedelta(days=1)
     end_day = last.astimezone(ref.ZoneInfo(tz)).date() + timedelta(days=2)
-    daily = _daily(central_db, 1, first_day, end_day, tz)
+    path = DAILY_PATH.format(code="DEV0001", device_id=1)
+    daily = _get(threaded_ingestd, path, {"from": str(first_day), "to": str(end_day), "tz": tz})
     _assert_matches(daily, ref.daily(samples, first_day, end_day, tz), "day_start")
     total = sum(r["energy_imp_kwh"] or 0.0 for r in daily)
     assert math.isclose(

@@ -17,10 +17,11 @@ from ingestd.openapi import OPENAPI_PATH, openapi_document
 from ingestd.settings import Settings
 
 from tests.openapi_check import assert_matches
-from tests.samples import NOW, device, encode, measurement, site
+from tests.samples import NOW, device, encode, iso, measurement, site
 
 ADMIN = "admin-" + "x" * 40
 HOURLY = "/api/fleet/customers/{code}/devices/{device_id}/hourly"
+DAILY = "/api/fleet/customers/{code}/devices/{device_id}/daily"
 
 
 @pytest.fixture
@@ -127,10 +128,11 @@ async def test_hourly_json_and_csv(admin_client: TestClient[Any, Any], customer_
     assert records[0]["samples"] == "3"
 
 
-async def test_meter_reset_reports_null_energy(
+async def test_meter_reset_is_counted_and_flagged(
     admin_client: TestClient[Any, Any], customer_token: str
 ) -> None:
-    """A register that goes down inside the hour (a meter reset) gives null energy and energy_reset true."""
+    """A register that goes down inside the hour (a meter reset) counts the new value as the
+    increase across the drop: energy 2 + 2, flagged energy_reset (it used to be null)."""
     hour = (NOW - timedelta(hours=3)).replace(minute=0, second=0)
     rows = [
         measurement(4, hour + timedelta(minutes=m), energy_imp_kwh=e)
@@ -139,8 +141,144 @@ async def test_meter_reset_reports_null_energy(
     await _push(admin_client, customer_token, "measurements", rows)
     resp = await admin_client.get(HOURLY.format(code="DEV0001", device_id=4), headers=_admin())
     (row,) = (await resp.json())["rows"]
-    assert row["energy_imp_kwh"] is None
+    assert row["energy_imp_kwh"] == pytest.approx(4.0)
     assert row["energy_reset"] is True
+
+
+async def test_daily_in_the_sites_time_zone_json_and_csv(
+    admin_client: TestClient[Any, Any], customer_token: str
+) -> None:
+    """Days are cut at the site's local midnight (timezone_source "site"), or at ?tz=; the CSV has
+    the same numbers."""
+    await _push(admin_client, customer_token, "sites", [site(1, timezone="America/New_York")])
+    await _push(admin_client, customer_token, "devices", [device(6, 1)])
+    start = (NOW - timedelta(days=3)).replace(hour=0, minute=0, second=0)
+    rows = [
+        measurement(6, start + timedelta(minutes=30 * i), energy_imp_kwh=100.0 + i)
+        for i in range(2 * 24 * 2)
+    ]  # 2 kWh per hour for two days, from 00:00 UTC
+    await _push(admin_client, customer_token, "measurements", rows)
+    path = DAILY.format(code="DEV0001", device_id=6)
+    first = start.date()
+    params = {"from": str(first - timedelta(days=1)), "to": str(first + timedelta(days=2))}
+    resp = await admin_client.get(path, params=params, headers=_admin())
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert_matches(DAILY, "get", 200, body)
+    assert (body["timezone"], body["timezone_source"]) == ("America/New_York", "site")
+    new_york = [(r["day"], r["day_start"][11:16], r["energy_imp_kwh"]) for r in body["rows"]]
+    # 00:00 UTC is 19:00 the evening before in New York (EST in late November): the first local
+    # day holds 5 hours of energy, the next a whole day, the last until 18:30.
+    assert [d for d, _, _ in new_york] == [
+        str(first - timedelta(days=1)),
+        str(first),
+        str(first + timedelta(days=1)),
+    ]
+    assert [(t, e) for _, t, e in new_york] == [
+        ("05:00", pytest.approx(10.0)),
+        ("05:00", pytest.approx(48.0)),
+        ("05:00", pytest.approx(37.0)),
+    ]
+
+    resp = await admin_client.get(path, params={**params, "tz": "UTC"}, headers=_admin())
+    body = await resp.json()
+    assert (body["timezone"], body["timezone_source"]) == ("UTC", "parameter")
+    assert [r["energy_imp_kwh"] for r in body["rows"]] == pytest.approx([48.0, 47.0])
+    assert [r["hours"] for r in body["rows"]] == [24.0, 24.0]  # the day before has no samples
+
+    resp = await admin_client.get(
+        path, params={**params, "tz": "UTC"}, headers={**_admin(), "Accept": "text/csv"}
+    )
+    assert resp.content_type == "text/csv"
+    records = list(csv.DictReader(io.StringIO(await resp.text())))
+    assert [float(r["energy_imp_kwh"]) for r in records] == pytest.approx([48.0, 47.0])
+    assert records[0]["energy_reset"] == "False"
+
+
+async def test_daily_with_a_time_zone_the_database_does_not_know(
+    admin_client: TestClient[Any, Any], customer_token: str
+) -> None:
+    """A site whose time zone is unknown gets a 400 that names the site and says to pass ?tz=; a
+    device not sent yet gets its days in UTC, saying so."""
+    await _push(admin_client, customer_token, "sites", [site(2, timezone="Mars/Olympus_Mons")])
+    await _push(admin_client, customer_token, "devices", [device(8, 2)])
+    resp = await admin_client.get(DAILY.format(code="DEV0001", device_id=8), headers=_admin())
+    body = await resp.json()
+    assert resp.status == 400
+    assert body["error"] == "bad_site_timezone" and "site 2" in body["detail"]
+    assert_matches(DAILY, "get", 400, body)
+    resp = await admin_client.get(
+        DAILY.format(code="DEV0001", device_id=8),
+        params={"tz": "Europe/Amsterdam"},
+        headers=_admin(),
+    )
+    assert resp.status == 200
+    resp = await admin_client.get(DAILY.format(code="DEV0001", device_id=99), headers=_admin())
+    body = await resp.json()
+    assert (body["timezone"], body["timezone_source"], body["rows"]) == ("UTC", "default", [])
+
+
+async def test_completeness_per_device(
+    admin_client: TestClient[Any, Any], customer_token: str
+) -> None:
+    """Per device: the usual interval, samples received vs expected, coverage, the gaps longer than
+    three intervals (a silent device's last gap is ongoing) and the last sample."""
+    await _push(admin_client, customer_token, "devices", [device(1), device(2)])
+    start = (NOW - timedelta(hours=6)).replace(minute=0, second=0)
+    minutes = [m for m in range(0, 4 * 60) if not 60 <= m < 90]  # a 31-minute hole
+    await _push(
+        admin_client,
+        customer_token,
+        "measurements",
+        [measurement(1, start + timedelta(minutes=m)) for m in minutes],
+    )
+    params = {"from": iso(start), "to": iso(start + timedelta(hours=4))}
+    resp = await admin_client.get(
+        "/api/fleet/customers/DEV0001/completeness", params=params, headers=_admin()
+    )
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert_matches("/api/fleet/customers/{code}/completeness", "get", 200, body)
+    one, two = body["devices"]
+    assert (one["device_id"], one["usual_interval_s"], one["samples"]) == (1, 60.0, 210)
+    assert one["expected_samples"] == pytest.approx(240.0)
+    assert one["coverage"] == pytest.approx(210 / 240)
+    assert [(g["from"], g["to"], g["ongoing"]) for g in one["gaps"]] == [
+        (iso(start + timedelta(minutes=59)), iso(start + timedelta(minutes=90)), False)
+    ]
+    assert one["last_sample_at"] == iso(start + timedelta(minutes=239))
+    assert (two["device_id"], two["samples"], two["usual_interval_s"], two["coverage"]) == (
+        2,
+        0,
+        None,
+        None,
+    )
+
+    resp = await admin_client.get(
+        "/api/fleet/customers/DEV0001/completeness", params={"from": iso(start)}, headers=_admin()
+    )
+    (one, _) = (await resp.json())["devices"]
+    assert one["gaps"][-1]["ongoing"] is True  # silent since start + 239 min
+
+
+async def test_customers_list_counts_stale_devices(
+    admin_client: TestClient[Any, Any], customer_token: str
+) -> None:
+    """The customers list counts the devices (not deleted) with no sample in the last
+    INGESTD_STALE_DEVICE_MINUTES (15 by default)."""
+    await _push(admin_client, customer_token, "devices", [device(1), device(2), device(3)])
+    await _push(
+        admin_client,
+        customer_token,
+        "measurements",
+        [measurement(1, NOW - timedelta(minutes=1)), measurement(2, NOW - timedelta(minutes=30))],
+    )
+    resp = await admin_client.get("/api/fleet/customers", headers=_admin())
+    body = await resp.json()
+    assert_matches("/api/fleet/customers", "get", 200, body)
+    assert body["stale_after_minutes"] == 15
+    (customer,) = [c for c in body["customers"] if c["code"] == "DEV0001"]
+    assert (customer["devices"], customer["stale_devices"]) == (3, 2)
 
 
 @pytest.mark.parametrize(
@@ -167,6 +305,27 @@ async def test_meter_reset_reports_null_energy(
             "range_too_large",
         ),
         (HOURLY.format(code="NOPE", device_id="1"), {}, 404, "not_found"),
+        (DAILY.format(code="DEV0001", device_id="1"), {"from": "2026-1-1"}, 400, "bad_parameter"),
+        (DAILY.format(code="DEV0001", device_id="1"), {"tz": "Nowhere/Town"}, 400, "bad_parameter"),
+        (
+            DAILY.format(code="DEV0001", device_id="1"),
+            {"from": "2026-02-01", "to": "2026-02-01"},
+            400,
+            "bad_parameter",
+        ),
+        (
+            DAILY.format(code="DEV0001", device_id="1"),
+            {"from": "2025-01-01", "to": "2026-01-03"},
+            400,
+            "range_too_large",
+        ),
+        (DAILY.format(code="NOPE", device_id="1"), {}, 404, "not_found"),
+        (
+            "/api/fleet/customers/DEV0001/completeness",
+            {"from": "2025-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
+            400,
+            "range_too_large",
+        ),
         ("/api/fleet/customers/NOPE/devices", {}, 404, "not_found"),
     ],
 )
@@ -183,7 +342,15 @@ async def test_bad_parameters_are_clear_4xx(
     assert resp.status == status
     body = await resp.json()
     assert body["error"] == code
-    template = HOURLY if "hourly" in path else "/api/fleet/customers/{code}/devices"
+    template = (
+        HOURLY
+        if path.endswith("hourly")
+        else DAILY
+        if path.endswith("daily")
+        else "/api/fleet/customers/{code}/completeness"
+        if path.endswith("completeness")
+        else "/api/fleet/customers/{code}/devices"
+    )
     assert_matches(template, "get", status, body)
 
 
@@ -193,6 +360,8 @@ async def test_bad_parameters_are_clear_4xx(
         "/api/fleet/customers",
         "/api/fleet/customers/DEV0001/devices",
         HOURLY.format(code="DEV0001", device_id=1),
+        DAILY.format(code="DEV0001", device_id=1),
+        "/api/fleet/customers/DEV0001/completeness",
     ],
 )
 async def test_read_api_needs_the_admin_token(

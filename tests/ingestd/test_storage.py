@@ -173,7 +173,11 @@ async def test_hourly_columns_and_counter_summaries(
     """The hourly row has count, first/last time, p_total avg/min/max, the phase averages, and per
     register the first and last sample and the increase with resets counted."""
     hour = (NOW - timedelta(days=2)).replace(minute=0, second=0)
-    samples = ((0, 1.0, 220.0, 100.0, 5.0), (20, 2.0, 230.0, 101.5, 5.0), (59, 6.0, 240.0, 3.0, 5.5))
+    samples = (
+        (0, 1.0, 220.0, 100.0, 5.0),
+        (20, 2.0, 230.0, 101.5, 5.0),
+        (59, 6.0, 240.0, 3.0, 5.5),
+    )
     rows = [
         measurement(
             5,

@@ -3,7 +3,8 @@
 The document is built from what the code itself uses: the wire contract's paths, headers and
 limits from `fleetcore.protocol`, and the row schemas generated from fleetcore's msgspec structs
 (`msgspec.json.schema_components`), so a changed field or limit changes the document. It is one
-declarative structure, long because the API has many answers, and kept in one module on purpose.
+declarative structure, long because the API has many answers, kept in one module on purpose but
+for the energy answers (`ingestd.openapi_energy`).
 A copy is kept in the repository as docs/openapi.json (`python -m ingestd.openapi > docs/openapi.json`);
 a test fails when the two differ, and the tests validate real responses against this document.
 """
@@ -29,7 +30,8 @@ from fleetcore.protocol import (
     BatchType,
 )
 
-from ingestd.handlers.admin import ADMIN_PREFIX, CSV_FIELDS
+from ingestd.handlers.admin import ADMIN_PREFIX
+from ingestd.openapi_energy import ENERGY_SCHEMAS, energy_paths
 
 __all__ = ["OPENAPI_PATH", "ROW_STRUCTS", "openapi_document", "row_schemas"]
 
@@ -103,21 +105,9 @@ def row_schemas(structs: Mapping[str, type[msgspec.Struct]] = ROW_STRUCTS) -> di
 
 
 def _schemas() -> dict[str, Any]:
-    hourly_row = {
-        "type": "object",
-        "required": list(CSV_FIELDS),
-        "properties": {
-            "bucket": _TIME,
-            "samples": {"type": "integer", "minimum": 1},
-            **{name: {"type": ["number", "null"]} for name in CSV_FIELDS[2:-1]},
-            "energy_reset": {
-                "type": "boolean",
-                "description": "a register went down inside the hour (meter reset); its energy is null",
-            },
-        },
-    }
     return {
         **row_schemas(),
+        **ENERGY_SCHEMAS,
         "Batch": {
             "type": "object",
             "required": ["items"],
@@ -161,6 +151,7 @@ def _schemas() -> dict[str, Any]:
                 "invalid_zstd",
                 "invalid_cursor",
                 "bad_parameter",
+                "bad_site_timezone",
                 "range_too_large",
             ]
         ),
@@ -206,6 +197,8 @@ def _schemas() -> dict[str, Any]:
                 "seconds_since_last_batch",
                 "rows_24h",
                 "rejected_24h",
+                "devices",
+                "stale_devices",
             ],
             "properties": {
                 "code": {"type": "string"},
@@ -225,12 +218,26 @@ def _schemas() -> dict[str, Any]:
                     "minimum": 0,
                     "description": "rows dead-lettered in the current hour and the 24 before it",
                 },
+                "devices": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "devices in the customer's devices full set (not deleted)",
+                },
+                "stale_devices": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "of those, devices with no sample in the last "
+                    "INGESTD_STALE_DEVICE_MINUTES",
+                },
             },
         },
         "CustomerList": {
             "type": "object",
-            "required": ["customers"],
-            "properties": {"customers": {"type": "array", "items": _ref("CustomerSummary")}},
+            "required": ["stale_after_minutes", "customers"],
+            "properties": {
+                "stale_after_minutes": {"type": "number"},
+                "customers": {"type": "array", "items": _ref("CustomerSummary")},
+            },
         },
         "DeviceList": {
             "type": "object",
@@ -255,18 +262,6 @@ def _schemas() -> dict[str, Any]:
                         ]
                     },
                 },
-            },
-        },
-        "HourlyRow": hourly_row,
-        "HourlyRows": {
-            "type": "object",
-            "required": ["customer", "device_id", "from", "to", "rows"],
-            "properties": {
-                "customer": {"type": "string"},
-                "device_id": _ID,
-                "from": _TIME,
-                "to": _TIME,
-                "rows": {"type": "array", "items": _ref("HourlyRow")},
             },
         },
     }
@@ -444,42 +439,7 @@ def openapi_document() -> dict[str, Any]:
                     ),
                 }
             },
-            f"{ADMIN_PREFIX}/{{code}}/devices/{{device_id}}/hourly": {
-                "get": {
-                    "operationId": "hourly",
-                    "summary": "hourly aggregate rows of one device (JSON, or CSV with Accept: text/csv)",
-                    "security": [{"adminToken": []}],
-                    "parameters": [
-                        code_param,
-                        {"name": "device_id", "in": "path", "required": True, "schema": _ID},
-                        {
-                            "name": "from",
-                            "in": "query",
-                            "schema": _TIME,
-                            "description": "inclusive; default: `to` minus 24 h",
-                        },
-                        {
-                            "name": "to",
-                            "in": "query",
-                            "schema": _TIME,
-                            "description": "exclusive; default: now",
-                        },
-                    ],
-                    "responses": _admin_responses(
-                        {
-                            "200": {
-                                "description": "hourly rows",
-                                "content": {
-                                    "application/json": {"schema": _ref("HourlyRows")},
-                                    "text/csv": {"schema": {"type": "string"}},
-                                },
-                            },
-                            "400": _json_response("bad device id, time, or range", "BadRequest"),
-                            "404": _json_response("unknown customer", "NotFound"),
-                        }
-                    ),
-                }
-            },
+            **energy_paths(ADMIN_PREFIX, code_param, _admin_responses, _json_response),
         },
     }
 

@@ -67,6 +67,8 @@ class Settings:
     refresh_max_ranges: int = 20
     admin_token: str | None = field(default=None, repr=False)
     max_hourly_range: timedelta = timedelta(days=93)
+    max_daily_range_days: int = 366
+    stale_device_after: timedelta = timedelta(minutes=15)
     max_inflight: int = 8
     inflight_wait_s: float = 1.0
     busy_retry_after_s: int = 2
@@ -162,6 +164,10 @@ class Settings:
             rollup_settle_s=env_.number("INGESTD_ROLLUP_SETTLE_S", 90.0, minimum=0.0),
             max_hourly_range=timedelta(
                 days=env_.integer("INGESTD_MAX_HOURLY_RANGE_DAYS", 93, minimum=1)
+            ),
+            max_daily_range_days=env_.integer("INGESTD_MAX_DAILY_RANGE_DAYS", 366, minimum=1),
+            stale_device_after=timedelta(
+                minutes=env_.integer("INGESTD_STALE_DEVICE_MINUTES", 15, minimum=1)
             ),
             database_url=database_url,
             host=env_.text("INGESTD_HOST", "127.0.0.1"),

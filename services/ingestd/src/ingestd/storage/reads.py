@@ -1,24 +1,33 @@
 """Queries that only read: the push token lookup, readiness, and the operators' read API.
 
+Energy per hour and per local day and the completeness report call the SQL functions of
+`ingestd.storage.energy` (docs/ENERGY.md).
+
 Each returns plain rows or values; turning them into HTTP answers is the handlers' job
 (`ingestd.handlers`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
 
 __all__ = [
+    "COMPLETENESS_FIELDS",
+    "DAILY_FIELDS",
     "HOURLY_FIELDS",
     "applied_migrations",
+    "completeness_rows",
     "customer_id",
     "customer_summaries",
+    "daily_rows",
+    "device_timezone",
     "devices_of",
     "hourly_rows",
     "sites_of",
+    "timezone_known",
 ]
 
 APPLIED_MIGRATIONS = "SELECT migration_id FROM public._yoyo_migration"
@@ -28,7 +37,13 @@ APPLIED_MIGRATIONS = "SELECT migration_id FROM public._yoyo_migration"
 CUSTOMERS = """
 SELECT c.code, c.name, c.created_at, c.first_seen_at, c.last_seen_at,
        extract(epoch FROM now() - c.last_seen_at)::double precision,
-       coalesce(k.accepted, 0)::bigint, coalesce(k.rejected, 0)::bigint
+       coalesce(k.accepted, 0)::bigint, coalesce(k.rejected, 0)::bigint,
+       (SELECT count(*) FROM fleet.devices d WHERE d.customer_id = c.id AND d.deleted_at IS NULL),
+       (SELECT count(*) FROM fleet.devices d
+         WHERE d.customer_id = c.id AND d.deleted_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM fleet.power_measurements m
+                           WHERE m.customer_id = c.id AND m.device_id = d.id
+                             AND m.time > now() - %s::interval))
 FROM fleet.customers c
 LEFT JOIN (
     SELECT customer_id, sum(accepted) AS accepted, sum(rejected) AS rejected
@@ -43,23 +58,59 @@ SITES = """SELECT id, name, timezone, address, updated_at, deleted_at
            FROM fleet.sites WHERE customer_id = %s ORDER BY id"""
 DEVICES = """SELECT id, site_id, serial_number, model, name, updated_at, deleted_at
              FROM fleet.devices WHERE customer_id = %s ORDER BY id"""
-HOURLY = """
-SELECT bucket, samples, p_total_avg, p_total_min, p_total_max, v1_avg, v2_avg, v3_avg,
-       i1_avg, i2_avg, i3_avg, pf_total_avg, freq_avg, energy_imp_kwh, energy_exp_kwh
-FROM fleet.hourly_per_device
-WHERE customer_id = %s AND device_id = %s AND bucket >= %s AND bucket < %s
-ORDER BY bucket
-"""
-HOURLY_FIELDS = (
-    "bucket", "samples", "p_total_avg", "p_total_min", "p_total_max", "v1_avg", "v2_avg", "v3_avg",
-    "i1_avg", "i2_avg", "i3_avg", "pf_total_avg", "freq_avg", "energy_imp_kwh", "energy_exp_kwh",
+_ROW_FIELDS = (
+    "samples", "p_total_avg", "p_total_min", "p_total_max", "v1_avg", "v2_avg", "v3_avg",
+    "i1_avg", "i2_avg", "i3_avg", "pf_total_avg", "freq_avg",
+    "energy_imp_kwh", "energy_exp_kwh", "energy_q_imp_kvarh", "energy_q_exp_kvarh",
+    "energy_reset", "energy_estimated", "expected_samples",
 )  # fmt: skip
+HOURLY = f"SELECT bucket, {', '.join(_ROW_FIELDS)} FROM fleet.hourly_energy(%s, %s, %s, %s)"
+HOURLY_FIELDS = ("bucket", *_ROW_FIELDS)
 """The columns of `HOURLY`, in order."""
+DAILY = f"""SELECT day, day_start, day_end, {", ".join(_ROW_FIELDS)}
+            FROM fleet.daily_energy(%s, %s, %s, %s, %s)"""
+DAILY_FIELDS = ("day", "day_start", "day_end", *_ROW_FIELDS)
+"""The columns of `DAILY`, in order."""
+
+DEVICE_TIMEZONE = """
+SELECT d.site_id, s.timezone FROM fleet.devices d
+LEFT JOIN fleet.sites s ON s.customer_id = d.customer_id AND s.id = d.site_id
+WHERE d.customer_id = %s AND d.id = %s
+"""
+TIMEZONE_KNOWN = "SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = %s)"
+
+# The devices of the customer's devices full set, and any other device with samples in the range.
+COMPLETENESS = """
+WITH ids AS (
+    SELECT id FROM fleet.devices WHERE customer_id = %(customer)s
+    UNION
+    SELECT DISTINCT device_id FROM fleet.hourly_per_device
+    WHERE customer_id = %(customer)s AND bucket >= %(from)s AND bucket < %(to)s
+)
+SELECT ids.id, d.site_id, d.name, d.deleted_at IS NOT NULL,
+       c.usual_interval_s, c.samples, c.expected_samples, c.first_sample, c.last_sample,
+       c.last_sample_ever, g.starts, g.ends, g.ongoing
+FROM ids
+LEFT JOIN fleet.devices d ON d.customer_id = %(customer)s AND d.id = ids.id
+CROSS JOIN LATERAL fleet.device_completeness(%(customer)s, ids.id, %(from)s, %(to)s) AS c
+CROSS JOIN LATERAL (
+    SELECT array_agg(gap_from ORDER BY gap_from) AS starts, array_agg(gap_to ORDER BY gap_from) AS ends,
+           array_agg(ongoing ORDER BY gap_from) AS ongoing
+    FROM fleet.sampling_gaps(%(customer)s, ids.id, %(from)s, %(to)s, %(factor)s * c.usual_interval_s)
+) AS g
+ORDER BY ids.id
+"""
+COMPLETENESS_FIELDS = (
+    "device_id", "site_id", "name", "deleted", "usual_interval_s", "samples", "expected_samples",
+    "first_sample_at", "last_sample_at", "last_sample_ever_at", "gap_starts", "gap_ends",
+    "gap_ongoing",
+)  # fmt: skip
+"""The columns of `COMPLETENESS`, in order."""
 
 Rows = list[tuple[Any, ...]]
 
 
-async def _all(conn: AsyncConnection[Any], query: str, params: tuple[Any, ...] = ()) -> Rows:
+async def _all(conn: AsyncConnection[Any], query: str, params: Any = ()) -> Rows:
     cur = await conn.execute(query, params)
     return list(await cur.fetchall())
 
@@ -75,10 +126,11 @@ async def customer_id(conn: AsyncConnection[Any], code: str) -> int | None:
     return int(row[0]) if row is not None else None
 
 
-async def customer_summaries(conn: AsyncConnection[Any]) -> Rows:
+async def customer_summaries(conn: AsyncConnection[Any], stale_after: timedelta) -> Rows:
     """code, name, created_at, first_seen_at, last_seen_at, seconds since the last batch,
-    measurement rows accepted and rows dead-lettered in the last 24 h; by code."""
-    return await _all(conn, CUSTOMERS)
+    measurement rows accepted and rows dead-lettered in the last 24 h, devices (not deleted),
+    devices without a sample in the last `stale_after`; by code."""
+    return await _all(conn, CUSTOMERS, (stale_after,))
 
 
 async def sites_of(conn: AsyncConnection[Any], customer: int) -> Rows:
@@ -94,5 +146,39 @@ async def devices_of(conn: AsyncConnection[Any], customer: int) -> Rows:
 async def hourly_rows(
     conn: AsyncConnection[Any], customer: int, device_id: int, start: datetime, end: datetime
 ) -> Rows:
-    """The device's `HOURLY_FIELDS` rows with start <= bucket < end, by bucket."""
+    """The device's `HOURLY_FIELDS` rows with start <= bucket < end, by bucket: every hour with
+    samples or with known energy (hours inside a hole have 0 samples)."""
     return await _all(conn, HOURLY, (customer, device_id, start, end))
+
+
+async def daily_rows(
+    conn: AsyncConnection[Any], customer: int, device_id: int, first: date, end: date, tz: str
+) -> Rows:
+    """The device's `DAILY_FIELDS` rows for the local days first <= day < end in `tz`, by day."""
+    return await _all(conn, DAILY, (customer, device_id, first, end, tz))
+
+
+async def device_timezone(
+    conn: AsyncConnection[Any], customer: int, device_id: int
+) -> tuple[int, str | None] | None:
+    """(site id, the site's time zone or None when the site is unknown), or None when the device
+    is unknown."""
+    cur = await conn.execute(DEVICE_TIMEZONE, (customer, device_id))
+    row = await cur.fetchone()
+    return (int(row[0]), row[1]) if row is not None else None
+
+
+async def timezone_known(conn: AsyncConnection[Any], name: str) -> bool:
+    """Whether PostgreSQL knows the time zone `name` (its own zone database decides)."""
+    cur = await conn.execute(TIMEZONE_KNOWN, (name,))
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def completeness_rows(
+    conn: AsyncConnection[Any], customer: int, start: datetime, end: datetime, gap_factor: float
+) -> Rows:
+    """`COMPLETENESS_FIELDS` per device of the customer, by device id; gaps are silences longer
+    than `gap_factor` usual intervals."""
+    params = {"customer": customer, "from": start, "to": end, "factor": gap_factor}
+    return await _all(conn, COMPLETENESS, params)

@@ -1,0 +1,206 @@
+"""The read API's energy answers: hourly and daily energy of a device, completeness per device.
+
+    GET /api/fleet/customers/{code}/devices/{device_id}/hourly     hours of the device
+        ?from=<RFC 3339>&to=<RFC 3339>   (default: the last 24 h; at most INGESTD_MAX_HOURLY_RANGE_DAYS)
+    GET /api/fleet/customers/{code}/devices/{device_id}/daily      local days of the device
+        ?from=YYYY-MM-DD&to=YYYY-MM-DD   (`to` excluded; default: the last 30 days and today;
+        at most INGESTD_MAX_DAILY_RANGE_DAYS days)  &tz=Area/City (default: the site's time zone)
+    GET /api/fleet/customers/{code}/completeness                   samples received vs expected
+        ?from=<RFC 3339>&to=<RFC 3339>   (default: the last 24 h, widened to whole hours)
+
+Hourly and daily answer JSON, or CSV with `Accept: text/csv`. What the numbers mean:
+docs/ENERGY.md. The queries are in `ingestd.storage.reads`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from ingestd.errors import BadRequest
+from ingestd.handlers.http import connection
+from ingestd.handlers.params import customer_of, date_param, device_param, iso, time_param
+from ingestd.keys import SETTINGS
+from ingestd.storage import reads
+from ingestd.storage.energy import GAP_FACTOR
+
+__all__ = ["DAILY_CSV_FIELDS", "HOURLY_CSV_FIELDS", "MAX_GAPS", "completeness", "daily", "hourly"]
+
+HOURLY_CSV_FIELDS = reads.HOURLY_FIELDS
+DAILY_CSV_FIELDS = ("day", "day_start", "day_end", "hours", *reads.DAILY_FIELDS[3:])
+MAX_GAPS = 100
+_HOUR = timedelta(hours=1)
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _answer(
+    request: web.Request, rows: list[dict[str, Any]], fields: Sequence[str], body: dict[str, Any]
+) -> web.Response:
+    if "text/csv" in request.headers.get("Accept", ""):
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return web.Response(text=buffer.getvalue(), content_type="text/csv")
+    return web.json_response({**body, "rows": rows})
+
+
+async def hourly(request: web.Request) -> web.StreamResponse:
+    settings = request.config_dict[SETTINGS]
+    code = request.match_info["code"]
+    device_id = device_param(request)
+    to = time_param(request, "to", datetime.now(UTC))
+    start = time_param(request, "from", to - timedelta(hours=24))
+    if start >= to:
+        raise BadRequest("bad_parameter", "'from' must be before 'to'")
+    if to - start > settings.max_hourly_range:
+        raise BadRequest(
+            "range_too_large", f"at most {settings.max_hourly_range.days} days per request"
+        )
+    async with connection(request) as conn:
+        cid = await customer_of(conn, code)
+        found = await reads.hourly_rows(conn, cid, device_id, start, to)
+    rows = [dict(zip(reads.HOURLY_FIELDS, r, strict=True)) for r in found]
+    for row in rows:
+        row["bucket"] = iso(row["bucket"])
+    return _answer(
+        request,
+        rows,
+        HOURLY_CSV_FIELDS,
+        {"customer": code, "device_id": device_id, "from": iso(start), "to": iso(to)},
+    )
+
+
+async def _timezone(request: web.Request, conn: Any, cid: int, device_id: int) -> tuple[str, str]:
+    """(time zone, where it came from: "parameter", "site" or "default")."""
+    asked = request.query.get("tz")
+    if asked:
+        if not await reads.timezone_known(conn, asked):
+            raise BadRequest("bad_parameter", f"'tz' must be a time zone name, got {asked!r}")
+        return asked, "parameter"
+    found = await reads.device_timezone(conn, cid, device_id)
+    zone = found[1] if found is not None else None
+    if found is None or zone is None:
+        return "UTC", "default"  # a device (or its site) not sent yet: say so, answer in UTC
+    site_id = found[0]
+    if not await reads.timezone_known(conn, zone):
+        raise BadRequest(
+            "bad_site_timezone",
+            f"site {site_id} has time zone {zone!r}, which the database does not know; "
+            "pass ?tz=Area/City",
+        )
+    return zone, "site"
+
+
+def _today(zone: str) -> date:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return datetime.now(ZoneInfo(zone)).date()
+    except (ZoneInfoNotFoundError, ValueError):  # known to PostgreSQL only: near enough
+        return datetime.now(UTC).date()
+
+
+async def daily(request: web.Request) -> web.StreamResponse:
+    settings = request.config_dict[SETTINGS]
+    code = request.match_info["code"]
+    device_id = device_param(request)
+    async with connection(request) as conn:
+        cid = await customer_of(conn, code)
+        zone, source = await _timezone(request, conn, cid, device_id)
+        today = _today(zone)
+        end = date_param(request, "to", today + timedelta(days=1))
+        first = date_param(request, "from", end - timedelta(days=31))
+        if first >= end:
+            raise BadRequest("bad_parameter", "'from' must be before 'to' (which is excluded)")
+        if (end - first).days > settings.max_daily_range_days:
+            raise BadRequest(
+                "range_too_large", f"at most {settings.max_daily_range_days} days per request"
+            )
+        found = await reads.daily_rows(conn, cid, device_id, first, end, zone)
+    rows = []
+    for r in found:
+        row = dict(zip(reads.DAILY_FIELDS, r, strict=True))
+        row["hours"] = (row["day_end"] - row["day_start"]) / _HOUR
+        row["day"] = row["day"].isoformat()
+        row["day_start"], row["day_end"] = iso(row["day_start"]), iso(row["day_end"])
+        rows.append({f: row[f] for f in DAILY_CSV_FIELDS})
+    body = {
+        "customer": code,
+        "device_id": device_id,
+        "timezone": zone,
+        "timezone_source": source,
+        "from": first.isoformat(),
+        "to": end.isoformat(),
+    }
+    return _answer(request, rows, DAILY_CSV_FIELDS, body)
+
+
+def _gaps(row: dict[str, Any]) -> list[dict[str, Any]]:
+    starts, ends, ongoing = row["gap_starts"] or [], row["gap_ends"] or [], row["gap_ongoing"] or []
+    return [
+        {
+            "from": iso(a),
+            "to": iso(b),
+            "seconds": (b - a).total_seconds(),
+            "ongoing": bool(o),
+        }
+        for a, b, o in zip(starts, ends, ongoing, strict=True)
+    ]
+
+
+def _floor_hour(moment: datetime) -> datetime:
+    return _EPOCH + _HOUR * ((moment - _EPOCH) // _HOUR)
+
+
+async def completeness(request: web.Request) -> web.Response:
+    settings = request.config_dict[SETTINGS]
+    code = request.match_info["code"]
+    to = time_param(request, "to", datetime.now(UTC))
+    start = time_param(request, "from", to - timedelta(hours=24))
+    if start >= to:
+        raise BadRequest("bad_parameter", "'from' must be before 'to'")
+    if to - start > settings.max_hourly_range:
+        raise BadRequest(
+            "range_too_large", f"at most {settings.max_hourly_range.days} days per request"
+        )
+    start, to = _floor_hour(start), -(-(to - _EPOCH) // _HOUR) * _HOUR + _EPOCH
+    async with connection(request) as conn:
+        cid = await customer_of(conn, code)
+        found = await reads.completeness_rows(conn, cid, start, to, GAP_FACTOR)
+    devices = []
+    for r in found:
+        row = dict(zip(reads.COMPLETENESS_FIELDS, r, strict=True))
+        gaps = _gaps(row)
+        expected = row["expected_samples"]
+        devices.append(
+            {
+                "device_id": row["device_id"],
+                "site_id": row["site_id"],
+                "name": row["name"],
+                "deleted": bool(row["deleted"]),
+                "usual_interval_s": row["usual_interval_s"],
+                "samples": int(row["samples"]),
+                "expected_samples": expected,
+                "coverage": row["samples"] / expected if expected else None,
+                "first_sample_at": iso(row["first_sample_at"]),
+                "last_sample_at": iso(row["last_sample_ever_at"]),
+                "gaps_total": len(gaps),
+                "gap_seconds_total": sum(g["seconds"] for g in gaps),
+                "gaps": gaps[:MAX_GAPS],
+            }
+        )
+    return web.json_response(
+        {
+            "customer": code,
+            "from": iso(start),
+            "to": iso(to),
+            "gap_factor": GAP_FACTOR,
+            "devices": devices,
+        }
+    )
