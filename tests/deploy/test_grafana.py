@@ -32,6 +32,8 @@ def _expand_macros(sql: str, start: datetime, end: datetime) -> str:
     """What Grafana's PostgreSQL data source sends for the macros and variables used here."""
     window = f"BETWEEN '{start.isoformat()}' AND '{end.isoformat()}'"
     sql = re.sub(r"\$__timeFilter\(([^)]+)\)", rf"\1 {window}", sql)
+    sql = sql.replace("$__timeFrom()", f"'{start.isoformat()}'")
+    sql = sql.replace("$__timeTo()", f"'{end.isoformat()}'")
     sql = sql.replace("$customer", "'DEV0001', 'DEV0002'")
     assert "$" not in sql, f"unexpanded macro or variable in: {sql}"
     return sql
@@ -51,13 +53,17 @@ def test_dashboard_is_well_formed() -> None:
 
 
 def test_dashboard_covers_what_operators_watch() -> None:
-    """There are panels over the hourly aggregate, customer staleness, rejected rows and ingest events."""
+    """There are panels over the hourly aggregate, customer staleness, rejected rows, ingest events,
+    energy per day per device, coverage per device and stale devices."""
     sql = " ".join(q for _, q in _queries())
     for table in (
         "fleet.hourly_per_device",
         "last_seen_at",
         "fleet.rejected_rows",
         "fleet.ingest_events",
+        "fleet.daily_energy",
+        "fleet.device_completeness",
+        "now() - INTERVAL '15 minutes'",
     ):
         assert table in sql
 
@@ -72,3 +78,44 @@ def test_query_runs_on_the_central_schema(
     with psycopg.connect(central_db) as conn:
         conn.execute("SET statement_timeout = '10s'")
         conn.execute(_expand_macros(sql, end - timedelta(days=1), end)).fetchall()
+
+
+def test_energy_panels_answer_on_data(central_db: str, customer_token: str) -> None:
+    """With a device sampling every 15 minutes at 4 kW, the daily-energy panel shows its kWh per
+    local day (a site with an unknown time zone falls back to UTC), the coverage panel its ratio."""
+    panels = {title: sql for title, sql in _queries()}
+    daily = next(sql for title, sql in panels.items() if title.startswith("Energy per day"))
+    coverage = next(sql for title, sql in panels.items() if title.startswith("Coverage"))
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start = end - timedelta(hours=6)
+    with psycopg.connect(central_db) as conn:
+        (cid,) = conn.execute(
+            "SELECT id FROM fleet.customers WHERE code = 'DEV0001'"
+        ).fetchone() or (0,)
+        conn.execute(
+            """INSERT INTO fleet.sites (customer_id, id, name, timezone, updated_at)
+               VALUES (%s, 1, 'Plant', 'Not/AZone', now())""",
+            (cid,),
+        )
+        conn.execute(
+            """INSERT INTO fleet.devices (customer_id, id, site_id, serial_number, model, updated_at)
+               VALUES (%s, 7, 1, 'S7', 'M', now())""",
+            (cid,),
+        )
+        conn.execute(
+            """INSERT INTO fleet.power_measurements (time, customer_id, device_id, received_at, energy_imp_kwh)
+               SELECT t, %s, 7, now(), 4 * extract(epoch FROM t - %s) / 3600
+               FROM generate_series(%s::timestamptz, %s, INTERVAL '15 minutes') AS t""",
+            (cid, start, start, end),
+        )
+        conn.execute(
+            """INSERT INTO fleet.hourly_dirty (customer_id, device_id, bucket)
+               SELECT DISTINCT customer_id, device_id, date_bin('1 hour', time, '2000-01-01')
+               FROM fleet.power_measurements ON CONFLICT DO NOTHING"""
+        )
+        days = conn.execute(_expand_macros(daily, start - timedelta(days=1), end)).fetchall()
+        rows = conn.execute(_expand_macros(coverage, start, end)).fetchall()
+    assert sum(r[2] for r in days) == pytest.approx(24.0)
+    assert {r[1] for r in days} == {"DEV0001 / 7"}
+    (row,) = rows
+    assert (row[1], row[3], row[4]) == (7, 900.0, 24)  # the sample at `end` is outside

@@ -97,7 +97,7 @@ def _read_paths(client: TestClient[Any, Any]) -> list[str]:
         path = route.resource.canonical if route.resource else ""
         if route.method == "GET" and path.startswith("/api/fleet/customers"):
             paths.append(path.replace("{code}", "DEV0002").replace("{device_id}", "7"))
-    assert len(paths) == 3, paths
+    assert len(paths) == 5, paths
     return paths
 
 

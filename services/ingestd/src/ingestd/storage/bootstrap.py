@@ -29,9 +29,11 @@ from psycopg import AsyncConnection
 from ingestd.storage.aggregate import (
     AGGREGATE_COLUMNS,
     COUNTER_COLUMNS,
-    PLAIN_AGGREGATE_SELECT,
+    HOURLY_FROM_RAW,
     PLAIN_BUCKET,
+    PLAIN_BUCKET_VALUES,
     TIMESCALE_AGGREGATE_SELECT,
+    plain_bucket_rows,
 )
 from ingestd.storage.energy import create_energy_functions
 from ingestd.storage.partitions import WEEK, ensure_partitions, week_start
@@ -110,12 +112,9 @@ WHERE NOT EXISTS (
     SELECT 1 FROM fleet.hourly_dirty d
     WHERE d.customer_id = r.customer_id AND d.device_id = r.device_id AND d.bucket = r.bucket)
 UNION ALL
-SELECT d.bucket, d.customer_id, d.device_id, {PLAIN_AGGREGATE_SELECT}
+SELECT d.bucket, d.customer_id, d.device_id, {PLAIN_BUCKET_VALUES}
 FROM fleet.hourly_dirty d
-JOIN fleet.power_measurements m
-  ON m.customer_id = d.customer_id AND m.device_id = d.device_id
- AND m.time >= d.bucket AND m.time < d.bucket + INTERVAL '1 hour'
-GROUP BY d.bucket, d.customer_id, d.device_id
+{plain_bucket_rows("d")}
 """
 
 MARK_ALL_DIRTY = f"""
@@ -282,9 +281,11 @@ async def _bootstrap_plain(conn: AsyncConnection[Any], plan: StoragePlan) -> Non
                 "hourly_aggregate_rebuilt", reason="no energy counter summaries (older ingestd)"
             )
             await conn.execute("DROP VIEW fleet.hourly_per_device")
+            await conn.execute("DROP FUNCTION IF EXISTS fleet.hourly_from_raw")
             await conn.execute("DROP TABLE fleet.hourly_rollup")
             rollup_existed = False
         await conn.execute(ROLLUP_TABLE)
+        await conn.execute(HOURLY_FROM_RAW)
         await conn.execute(PLAIN_VIEW)
         if not rollup_existed:
             await conn.execute(MARK_ALL_DIRTY)  # rows stored before the rollup existed

@@ -19,7 +19,9 @@ Grafana and psql get the same numbers as the read API:
     fleet.sampling_gaps(customer, device, from, to, min_gap_s) silences longer than min_gap_s
     fleet.device_completeness(customer, device, from, to)     samples received vs expected
 
-The rules and a worked example are in docs/ENERGY.md; the tests check these functions against a
+Each runs with `jit = off`: their plans are cheap to run but estimated above jit_above_cost
+(many small index lookups), and compiling them took longer than running them. The rules and a
+worked example are in docs/ENERGY.md; the tests check these functions against a
 slow reference computed from the raw rows (tests/ingestd/energy_reference.py).
 """
 
@@ -48,13 +50,34 @@ _EPOCH = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
 _OF_DEVICE = "h.customer_id = p_customer AND h.device_id = p_device"
 
 
-def _nearest(columns: str, where: str) -> str:
-    """The nearest non-empty hour before `lo` and the first at or after `hi` (indexed, LIMIT 1)."""
+def _nearest(columns: str, where: str, lo: str, hi: str) -> str:
+    """The nearest non-empty hour before `lo` and the first at or after `hi`, however far.
+
+    Looked up within a week first (a few hundred index entries), the whole history only when that
+    finds nothing. `lo` and `hi` are expressions of the function's parameters, written into each
+    condition (not taken from a CTE) so that they are index conditions; `where` is an extra
+    condition on the alias `h`."""
+    inner = where.replace("h.", "n.")
+
+    def bucket(bound: str, agg: str, op: str, near: str) -> str:
+        near_where = f"{_OF_DEVICE.replace('h.', 'n.')} AND n.bucket {op} {bound} {inner}"
+        return f"""coalesce(
+            (SELECT {agg}(n.bucket) FROM fleet.hourly_per_device n
+             WHERE {near_where} AND n.bucket {near}),
+            (SELECT {agg}(n.bucket) FROM fleet.hourly_per_device n WHERE {near_where}))"""
+
+    before = bucket(lo, "max", "<", f">= {lo} - INTERVAL '7 days'")
+    after = bucket(hi, "min", ">=", f"< {hi} + INTERVAL '7 days'")
     return f"""
-    UNION ALL (SELECT {columns} FROM span, fleet.hourly_per_device h
-               WHERE {_OF_DEVICE} AND h.bucket < lo {where} ORDER BY h.bucket DESC LIMIT 1)
-    UNION ALL (SELECT {columns} FROM span, fleet.hourly_per_device h
-               WHERE {_OF_DEVICE} AND h.bucket >= hi {where} ORDER BY h.bucket LIMIT 1)"""
+    UNION ALL (SELECT {columns} FROM fleet.hourly_per_device h
+               WHERE {_OF_DEVICE} AND h.bucket = {before})
+    UNION ALL (SELECT {columns} FROM fleet.hourly_per_device h
+               WHERE {_OF_DEVICE} AND h.bucket = {after})"""
+
+
+_FROM_HOUR = f"date_bin(INTERVAL '1 hour', p_from, {_EPOCH})"
+_EDGES_HOUR = f"date_bin(INTERVAL '1 hour', p_edges[1], {_EPOCH})"
+_EDGES_END = "p_edges[cardinality(p_edges)]"
 
 
 # The usual interval: the median, over the device's non-empty hours from the hour holding `from`
@@ -64,19 +87,17 @@ def _nearest(columns: str, where: str) -> str:
 USUAL_INTERVAL = f"""
 CREATE OR REPLACE FUNCTION fleet.usual_interval_s(
     p_customer bigint, p_device bigint, p_from timestamptz, p_to timestamptz)
-RETURNS double precision LANGUAGE sql STABLE AS $$
-WITH span AS (
-    SELECT date_bin(INTERVAL '1 hour', p_from, {_EPOCH}) AS lo, p_to AS hi
-), hours AS (
-    SELECT h.bucket, h.samples, h.first_time, h.last_time FROM span, fleet.hourly_per_device h
-    WHERE {_OF_DEVICE} AND h.bucket >= lo AND h.bucket < hi
-    {_nearest("h.bucket, h.samples, h.first_time, h.last_time", "")}
+RETURNS double precision LANGUAGE sql STABLE SET jit = off AS $$
+WITH hours AS (
+    SELECT h.bucket, h.samples, h.first_time, h.last_time FROM fleet.hourly_per_device h
+    WHERE {_OF_DEVICE} AND h.bucket >= {_FROM_HOUR} AND h.bucket < p_to
+    {_nearest("h.bucket, h.samples, h.first_time, h.last_time", "", _FROM_HOUR, "p_to")}
 ), spacing AS (
     SELECT CASE WHEN samples > 1
-                THEN extract(epoch FROM last_time - first_time)::float8 / (samples - 1) END AS within,
-           extract(epoch FROM lead(first_time) OVER (ORDER BY bucket) - last_time)::float8 AS across,
+                THEN date_part('epoch', last_time - first_time)::float8 / (samples - 1) END AS within,
+           date_part('epoch', lead(first_time) OVER (ORDER BY bucket) - last_time)::float8 AS across,
            samples
-    FROM span, hours
+    FROM hours
 )
 SELECT coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY within),
                 percentile_cont(0.5) WITHIN GROUP (ORDER BY across))
@@ -86,7 +107,7 @@ $$
 
 _UNPIVOT = ", ".join(f"({k}, h.{c})" for k, c in enumerate(COUNTER_COLUMNS, 1))
 _NEIGHBOURS = "".join(
-    _nearest(f"h.bucket, {k}, h.{c}", f"AND (h.{c}).last_time IS NOT NULL")
+    _nearest(f"h.bucket, {k}, h.{c}", f"AND (h.{c}).last_time IS NOT NULL", _EDGES_HOUR, _EDGES_END)
     for k, c in enumerate(COUNTER_COLUMNS, 1)
 )
 _PER_REGISTER = ",\n       ".join(f"sum(energy) FILTER (WHERE k = {k})" for k in range(1, 5))
@@ -103,14 +124,12 @@ RETURNS TABLE (interval_no integer,
                energy_imp_kwh double precision, energy_exp_kwh double precision,
                energy_q_imp_kvarh double precision, energy_q_exp_kvarh double precision,
                energy_reset boolean, energy_estimated boolean)
-LANGUAGE sql STABLE AS $$
-WITH span AS (
-    SELECT date_bin(INTERVAL '1 hour', p_edges[1], {_EPOCH}) AS lo,
-           p_edges[cardinality(p_edges)] AS hi
-), summaries AS (
-    SELECT h.bucket, r.k, r.c FROM span, fleet.hourly_per_device h
+LANGUAGE sql STABLE SET jit = off AS $$
+WITH summaries AS (
+    SELECT h.bucket, r.k, r.c FROM fleet.hourly_per_device h
     CROSS JOIN LATERAL (VALUES {_UNPIVOT}) AS r(k, c)
-    WHERE {_OF_DEVICE} AND h.bucket >= lo AND h.bucket < hi AND (r.c).last_time IS NOT NULL
+    WHERE {_OF_DEVICE} AND h.bucket >= {_EDGES_HOUR} AND h.bucket < {_EDGES_END}
+      AND (r.c).last_time IS NOT NULL
     {_NEIGHBOURS}
 ), counters AS (
     SELECT k, (c).first_time, (c).first_value, (c).last_time, (c).last_value, (c).increase,
@@ -125,14 +144,14 @@ WITH span AS (
     SELECT k, last_time, next_time,
            CASE WHEN next_value >= last_value THEN next_value - last_value
                 ELSE greatest(next_value, 0) END,
-           next_value < last_value, extract(epoch FROM next_time - last_time)::float8
+           next_value < last_value, date_part('epoch', next_time - last_time)::float8
     FROM counters WHERE next_time IS NOT NULL
 ), pieces AS (
     SELECT s.k, j, s.reset, s.spacing_s,
            CASE WHEN s.t1 > s.t0
-                THEN s.amount * extract(epoch FROM least(s.t1, p_edges[j + 1])
+                THEN s.amount * date_part('epoch', least(s.t1, p_edges[j + 1])
                                                     - greatest(s.t0, p_edges[j]))::float8
-                     / extract(epoch FROM s.t1 - s.t0)::float8
+                     / date_part('epoch', s.t1 - s.t0)::float8
                 ELSE s.amount END AS energy,
            least(s.t1, p_edges[j + 1]) > greatest(s.t0, p_edges[j]) AS overlapping,
            s.t0 = s.t1 AND s.t0 >= p_edges[j] AND s.t0 < p_edges[j + 1] AS holds_sample
@@ -166,7 +185,7 @@ RETURNS TABLE (bucket timestamptz, samples bigint,
                p_total_avg double precision, p_total_min double precision, p_total_max double precision,
                {", ".join(f"{c} double precision" for c in _AVERAGES[1:])},
                {_ENERGY_OUT})
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SET jit = off AS $$
 WITH hours AS (
     SELECT array_agg(h ORDER BY h) AS edges FROM generate_series(
         date_bin(INTERVAL '1 hour', p_from - INTERVAL '1 microsecond', {_EPOCH}) + INTERVAL '1 hour',
@@ -204,7 +223,7 @@ RETURNS TABLE (day date, day_start timestamptz, day_end timestamptz, samples big
                p_total_avg double precision, p_total_min double precision, p_total_max double precision,
                {", ".join(f"{c} double precision" for c in _AVERAGES[1:])},
                {_ENERGY_OUT})
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SET jit = off AS $$
 WITH days AS (
     SELECT array_agg(d::date ORDER BY d) AS dates,
            array_agg(d AT TIME ZONE p_timezone ORDER BY d) AS edges
@@ -228,7 +247,7 @@ SELECT days.dates[interval_no], days.edges[interval_no], days.edges[interval_no 
        coalesce(r.samples, 0),
        r.p_total_avg, r.p_total_min, r.p_total_max, {", ".join(f"r.{c}" for c in _AVERAGES[1:])},
        {_ENERGY_SELECT},
-       extract(epoch FROM days.edges[interval_no + 1] - days.edges[interval_no])::float8 / usual.u
+       date_part('epoch', days.edges[interval_no + 1] - days.edges[interval_no])::float8 / usual.u
 FROM days, usual, stored r FULL JOIN energy e USING (interval_no)
 ORDER BY 1
 $$
@@ -242,15 +261,14 @@ CREATE OR REPLACE FUNCTION fleet.sampling_gaps(
     p_customer bigint, p_device bigint, p_from timestamptz, p_to timestamptz,
     p_min_gap_s double precision)
 RETURNS TABLE (gap_from timestamptz, gap_to timestamptz, ongoing boolean)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SET jit = off AS $$
 WITH span AS (
-    SELECT date_bin(INTERVAL '1 hour', p_from, {_EPOCH}) AS lo, p_to AS hi,
-           make_interval(secs => p_min_gap_s) AS min_gap, least(p_to, now()) AS until
+    SELECT make_interval(secs => p_min_gap_s) AS min_gap, least(p_to, now()) AS until
 ), hours AS (
     SELECT h.bucket, h.first_time, h.last_time, h.max_gap_start, h.max_gap_end
-    FROM span, fleet.hourly_per_device h
-    WHERE {_OF_DEVICE} AND h.bucket >= lo AND h.bucket < hi
-    {_nearest("h.bucket, h.first_time, h.last_time, h.max_gap_start, h.max_gap_end", "")}
+    FROM fleet.hourly_per_device h
+    WHERE {_OF_DEVICE} AND h.bucket >= {_FROM_HOUR} AND h.bucket < p_to
+    {_nearest("h.bucket, h.first_time, h.last_time, h.max_gap_start, h.max_gap_end", "", _FROM_HOUR, "p_to")}
 ), ordered AS (
     SELECT *, lead(first_time) OVER (ORDER BY bucket) AS next_time FROM hours
 ), gaps AS (
@@ -276,7 +294,7 @@ CREATE OR REPLACE FUNCTION fleet.device_completeness(
 RETURNS TABLE (usual_interval_s double precision, samples bigint,
                expected_samples double precision, first_sample timestamptz,
                last_sample timestamptz, last_sample_ever timestamptz)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SET jit = off AS $$
 WITH usual AS (
     SELECT fleet.usual_interval_s(p_customer, p_device, p_from, p_to) AS u
 ), got AS (
@@ -291,7 +309,7 @@ WITH usual AS (
             ORDER BY h.bucket DESC LIMIT 1) AS last_ever
 )
 SELECT usual.u, got.n,
-       greatest(extract(epoch FROM least(p_to, now()) - greatest(p_from, ever.first_ever))::float8, 0)
+       greatest(date_part('epoch', least(p_to, now()) - greatest(p_from, ever.first_ever))::float8, 0)
            / usual.u,
        got.first_sample, got.last_sample, ever.last_ever
 FROM usual, got, ever
