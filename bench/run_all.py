@@ -3,8 +3,8 @@
     uv run python bench/run_all.py            # make bench        (~10-15 min on 2 cores)
     uv run python bench/run_all.py --quick    # make bench-quick  (~3 min, smaller sizes)
 
-Runs each script (ingest with the InfluxDB peer, catch-up, many gateways, rollup upkeep, and
-in the full run the insert-path microbenchmark) as a child process, one after another, each
+Runs each script (ingest with the InfluxDB peer, catch-up, many gateways, rollup upkeep, read
+latency of the energy answers, wire bytes, and in the full run the insert-path microbenchmark) as a child process, one after another, each
 writing its own JSON, then prints the summary and writes `bench/results/all-<time>.json` (or
 `--json`) holding the summary and every script's full results. Each child owns and removes
 what it starts; Ctrl-C or SIGTERM here is passed on to the running child, which unwinds, and a
@@ -61,6 +61,13 @@ SCRIPTS = (
         300,
     ),
     Script("insert_paths", "insert_paths.py", ("--rows", "100000", "--reps", "3"), None, 300),
+    Script(
+        "read_latency",
+        "read_latency.py",
+        ("--devices", "20", "--days", "400", "--interval-s", "60", "--reps", "30"),
+        ("--devices", "2", "--days", "400", "--interval-s", "900", "--reps", "10"),
+        1800,
+    ),
     Script(
         "wire",
         "wire.py",
@@ -314,6 +321,19 @@ def summary_rows(results: dict[str, dict[str, Any] | None]) -> list[dict[str, An
             "< 20%",
             rollup["target_met"],
         )
+    reads = results.get("read_latency")
+    if reads:
+        q = reads["queries"]
+        spread = f"{reads['rows']:,} rows; today's hourly read p95 {q['hourly_view']['p95_ms']:.0f} ms"
+        for name, label in (
+            ("http_hourly", "read p95: 93-day hourly, one device (HTTP)"),
+            ("http_daily", "read p95: 1-year daily, one device (HTTP)"),
+            ("hourly_energy", "read p95: 93-day hourly energy (SQL)"),
+            ("daily_energy", "read p95: 1-year daily energy (SQL)"),
+        ):
+            add(label, f"{q[name]['p95_ms']:.0f} ms", spread, "(reported)", None)
+    else:
+        add("read latency of the energy answers", "FAILED", "", "", False)
     wire = results.get("wire")
     if wire:
         _wire_rows(wire, add)
