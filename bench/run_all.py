@@ -324,7 +324,9 @@ def summary_rows(results: dict[str, dict[str, Any] | None]) -> list[dict[str, An
     reads = results.get("read_latency")
     if reads:
         q = reads["queries"]
-        spread = f"{reads['rows']:,} rows; today's hourly read p95 {q['hourly_view']['p95_ms']:.0f} ms"
+        spread = (
+            f"{reads['rows']:,} rows; today's hourly read p95 {q['hourly_view']['p95_ms']:.0f} ms"
+        )
         for name, label in (
             ("http_hourly", "read p95: 93-day hourly, one device (HTTP)"),
             ("http_daily", "read p95: 1-year daily, one device (HTTP)"),
