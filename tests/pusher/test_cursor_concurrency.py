@@ -97,7 +97,9 @@ async def test_cursor_reads_every_committed_row_exactly_once(customer_db: str) -
                 break
 
     twice = [key for key, n in Counter(read).items() if n > 1]
-    assert len(committed) > 1000
+    # Enough traffic to mean something (about 1,200 rows are expected; the writers mostly sleep,
+    # so the count varies with scheduling, not with the cursor under test).
+    assert len(committed) > 500
     assert polls > 100
     # The obvious received_at cursor, polled alongside, does lose rows: the test can tell.
     assert len(committed - naive_read) > 0
