@@ -17,6 +17,7 @@ help:
 	@echo "make images      build fleet/ingestd, fleet/pusher, fleet/simulator :dev (podman, or docker)"
 	@echo "make images-test build the images and run them as containers against a throwaway PostgreSQL"
 	@echo "make central-image the stand-in central database image for make dev CENTRAL=timescale"
+	@echo "make deb         dist/fleet-pusher_<version>_<arch>.deb for gateways, checked by lintian"
 	@echo "make clean       remove local state and caches"
 
 setup:
@@ -55,7 +56,11 @@ check: lint typecheck test
 # pulled, local stand-ins made from Debian's packages otherwise (fleetdev.standin).
 PYTHON_IMAGE ?=
 UV_IMAGE ?=
-.PHONY: images images-test central-image
+.PHONY: images images-test central-image deb
+# dist/fleet-pusher_<version>_<arch>.deb for customer gateways (fleetdev.debpkg), checked by lintian.
+deb:
+	@uv=$$(scripts/bootstrap.sh) && UV="$$uv" "$$uv" run python -m fleetdev.debpkg --out dist
+
 images:
 	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python -m fleetdev.images --python-image "$(PYTHON_IMAGE)" --uv-image "$(UV_IMAGE)"
 

@@ -2,7 +2,7 @@
 # ingestd, the central ingest server. Build from the repository root:
 #   docker build -f deploy/ingestd.Dockerfile -t fleet/ingestd .
 # The container runs `ingestd serve` on 0.0.0.0:8080; `docker run … fleet/ingestd migrate`
-# applies the schema (the migrations ship in the image, INGESTD_MIGRATIONS_DIR points at them).
+# applies the schema (the migrations ship inside the fleet-ingestd wheel installed in the image).
 
 # The base images are build arguments, so the same file builds from the official images and from
 # local stand-ins where no registry is reachable (`make images` picks; deploy/README.md).
@@ -20,16 +20,16 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_SYSTEM_CERTS=1
 WORKDIR /app
 
-# Dependency layer: only the lock and the workspace's pyproject files, so it is rebuilt only when
-# a dependency changes, not on every code change.
-COPY pyproject.toml uv.lock ./
+# Dependency layer: only the lock, the workspace's pyproject files and VERSION, so it is rebuilt
+# only when a dependency (or the release) changes, not on every code change.
+COPY pyproject.toml uv.lock VERSION ./
 COPY packages/fleetcore/pyproject.toml packages/fleetcore/pyproject.toml
 COPY packages/fleetdev/pyproject.toml packages/fleetdev/pyproject.toml
 COPY packages/fleetservice/pyproject.toml packages/fleetservice/pyproject.toml
 COPY services/ingestd/pyproject.toml services/ingestd/pyproject.toml
 COPY services/pusher/pyproject.toml services/pusher/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-workspace --package ingestd
+    uv sync --frozen --no-dev --no-install-workspace --package fleet-ingestd
 
 # Code layer: the workspace members ingestd needs, installed as wheels (non-editable), so the
 # final image needs the virtualenv only, not the sources.
@@ -37,7 +37,7 @@ COPY packages/fleetcore packages/fleetcore
 COPY packages/fleetservice packages/fleetservice
 COPY services/ingestd services/ingestd
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package ingestd
+    uv sync --frozen --no-dev --no-editable --package fleet-ingestd
 
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 fleet \
@@ -45,11 +45,9 @@ RUN groupadd --system --gid 10001 fleet \
         --shell /usr/sbin/nologin fleet \
     && install -d -o fleet -g fleet -m 0700 /var/lib/fleet
 COPY --from=builder /app/.venv /app/.venv
-COPY migrations/ingestd /app/migrations/ingestd
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    INGESTD_MIGRATIONS_DIR=/app/migrations/ingestd \
     INGESTD_HOST=0.0.0.0 \
     INGESTD_PORT=8080 \
     INGESTD_LOG_FORMAT=json

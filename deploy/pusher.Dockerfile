@@ -2,7 +2,7 @@
 # pusher, the customer-side push daemon. Build from the repository root:
 #   docker build -f deploy/pusher.Dockerfile -t fleet/pusher .
 # The container runs `pusher run`; `docker run … fleet/pusher migrate|status|check` run the other
-# commands (the migrations ship in the image, PUSHER_MIGRATIONS_DIR points at them).
+# commands (the migrations ship inside the fleet-pusher wheel installed in the image).
 
 # The base images are build arguments, so the same file builds from the official images and from
 # local stand-ins where no registry is reachable (`make images` picks; deploy/README.md).
@@ -20,22 +20,22 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_SYSTEM_CERTS=1
 WORKDIR /app
 
-# Dependency layer (see ingestd.Dockerfile): the lock and the workspace's pyproject files only.
-COPY pyproject.toml uv.lock ./
+# Dependency layer (see ingestd.Dockerfile): the lock, the workspace's pyproject files, VERSION.
+COPY pyproject.toml uv.lock VERSION ./
 COPY packages/fleetcore/pyproject.toml packages/fleetcore/pyproject.toml
 COPY packages/fleetdev/pyproject.toml packages/fleetdev/pyproject.toml
 COPY packages/fleetservice/pyproject.toml packages/fleetservice/pyproject.toml
 COPY services/ingestd/pyproject.toml services/ingestd/pyproject.toml
 COPY services/pusher/pyproject.toml services/pusher/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-workspace --package pusher
+    uv sync --frozen --no-dev --no-install-workspace --package fleet-pusher
 
 # Code layer: fleetcore and pusher installed as wheels (non-editable).
 COPY packages/fleetcore packages/fleetcore
 COPY packages/fleetservice packages/fleetservice
 COPY services/pusher services/pusher
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package pusher
+    uv sync --frozen --no-dev --no-editable --package fleet-pusher
 
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 fleet \
@@ -43,11 +43,9 @@ RUN groupadd --system --gid 10001 fleet \
         --shell /usr/sbin/nologin fleet \
     && install -d -o fleet -g fleet -m 0700 /var/lib/fleet
 COPY --from=builder /app/.venv /app/.venv
-COPY migrations/pusher /app/migrations/pusher
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PUSHER_MIGRATIONS_DIR=/app/migrations/pusher \
     FLEET_PUSH_ENABLED=false \
     FLEET_LOG_FORMAT=json
 USER 10001:10001

@@ -20,18 +20,18 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_SYSTEM_CERTS=1
 WORKDIR /app
 
-COPY pyproject.toml uv.lock ./
+COPY pyproject.toml uv.lock VERSION ./
 COPY packages/fleetcore/pyproject.toml packages/fleetcore/pyproject.toml
 COPY packages/fleetdev/pyproject.toml packages/fleetdev/pyproject.toml
 COPY packages/fleetservice/pyproject.toml packages/fleetservice/pyproject.toml
 COPY services/ingestd/pyproject.toml services/ingestd/pyproject.toml
 COPY services/pusher/pyproject.toml services/pusher/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-workspace --package fleetdev
+    uv sync --frozen --no-dev --no-install-workspace --package fleet-dev
 
 COPY packages/fleetdev packages/fleetdev
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package fleetdev
+    uv sync --frozen --no-dev --no-editable --package fleet-dev
 
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 fleet \

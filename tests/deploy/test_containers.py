@@ -47,7 +47,7 @@ def test_ingestd_container_migrates_serves_and_passes_its_healthcheck(
     env = {"INGESTD_DATABASE_URL": empty_central_db}
     migrate = images.run("ingestd", "migrate", env=env)
     assert migrate.returncode == 0, migrate.stderr
-    assert migrate.stdout.startswith("applied ") and "applied 0 " not in migrate.stdout
+    assert "applied " in migrate.stdout and "applied 0 " not in migrate.stdout
     port = free_port()
     serve_env = {**env, "INGESTD_HOST": "127.0.0.1", "INGESTD_PORT": str(port)}
     with images.started("ingestd", env=serve_env) as container:

@@ -88,7 +88,8 @@ def test_final_stage_is_minimal_and_unprivileged(path: Path) -> None:
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=_ids)
 def test_dependency_layer_comes_before_the_code(path: Path) -> None:
-    """The builder installs the locked dependencies without the workspace before copying any source."""
+    """The builder installs the locked dependencies without the workspace before copying any source
+    (only the lock, the pyproject files and VERSION come first)."""
     _, stages = parse_dockerfile(path)
     builder = next(s for s in stages if s.name == "builder")
     runs = [i for i in builder.instructions if i.keyword in {"RUN", "COPY"}]
@@ -99,7 +100,9 @@ def test_dependency_layer_comes_before_the_code(path: Path) -> None:
         flags, (*sources, _) = before.flags_and_words()
         if "from" in flags:
             continue
-        assert all(s.endswith(("pyproject.toml", "uv.lock")) for s in sources), before.args
+        assert all(s.endswith(("pyproject.toml", "uv.lock", "VERSION")) for s in sources), (
+            before.args
+        )
     last_sync = [i for i in runs if "uv sync" in i.args][-1]
     assert "--no-editable" in last_sync.args and "--no-dev" in last_sync.args
 

@@ -16,7 +16,7 @@ from tests.deploy.dockerfile import REPO, BuiltImage
 
 UNIT = REPO / "deploy" / "systemd" / "fleet-pusher.service"
 ENV_EXAMPLE = REPO / "deploy" / "systemd" / "fleet-pusher.env.example"
-PUSHER_BIN = "/opt/fleet/pusher/bin/pusher"
+PUSHER_BIN = "/opt/fleet-pusher/bin/pusher"
 MAX_EXPOSURE = 1.5
 PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
 
@@ -40,7 +40,7 @@ def _systemd_analyze() -> str:
 def test_unit_verifies(tmp_path: Path) -> None:
     """`systemd-analyze verify` accepts the unit (checked on a copy whose pusher path exists here)."""
     tool = _systemd_analyze()
-    # The unit runs /opt/fleet/pusher/bin/pusher, which a test machine does not have; verify
+    # The unit runs /opt/fleet-pusher/bin/pusher, which a test machine does not have; verify
     # complains about a missing executable and nothing else, so verify a copy pointing at /bin/true.
     copy = tmp_path / UNIT.name
     copy.write_text(UNIT.read_text().replace(PUSHER_BIN, "/bin/true"))

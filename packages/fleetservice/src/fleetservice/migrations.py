@@ -1,10 +1,13 @@
-"""A service's yoyo migration set: where it lives, what is pending, applying it under a lock."""
+"""A service's yoyo migration set, shipped inside the service's package (`<package>/migrations/`).
+
+yoyo reads it as `package:<package>:migrations` (importlib.resources), so the same code finds it
+in the checkout, in an installed wheel and in the images: no directory to configure.
+"""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 from yoyo import get_backend, read_migrations
 
@@ -26,38 +29,40 @@ def yoyo_url(database_url: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class MigrationSet:
-    """`migrations/<name>/` of the checkout, or `$<env_var>` in packaged installs."""
+    """The migrations in `<package>/migrations/`, with their own yoyo bookkeeping table."""
 
-    name: str
-    env_var: str
+    package: str
     table: str = "_yoyo_migration"
 
-    def directory(self) -> Path:
-        explicit = os.environ.get(self.env_var)
-        if explicit:
-            return Path(explicit)
-        for parent in Path(__file__).resolve().parents:
-            candidate = parent / "migrations" / self.name
-            if candidate.is_dir():
-                return candidate
-        raise FileNotFoundError(f"migrations/{self.name} not found; set {self.env_var}")
+    @property
+    def source(self) -> str:
+        return f"package:{self.package}:migrations"
 
-    def ids(self, path: Path | None = None) -> list[str]:
+    def _read(self) -> Any:
+        migrations = read_migrations(self.source)
+        if not migrations:
+            # yoyo skips a missing package folder silently: an install without its migrations
+            # must not report "applied 0" as if the schema were current.
+            raise FileNotFoundError(f"no migrations found in {self.source}")
+        return migrations
+
+    def ids(self) -> list[str]:
         """Every migration of the set, in order."""
-        return [m.id for m in read_migrations(str(path or self.directory()))]
+        return [m.id for m in self._read()]
 
-    def pending(self, database_url: str, path: Path | None = None) -> list[str]:
+    def pending(self, database_url: str) -> list[str]:
+        migrations = self._read()
         backend = get_backend(yoyo_url(database_url), migration_table=self.table)
         try:
-            return [m.id for m in backend.to_apply(read_migrations(str(path or self.directory())))]
+            return [m.id for m in backend.to_apply(migrations)]
         finally:
             backend.connection.close()
 
-    def apply(self, database_url: str, path: Path | None = None) -> list[str]:
+    def apply(self, database_url: str) -> list[str]:
         """Apply what is pending under yoyo's lock (safe from several processes); return the ids."""
+        migrations = self._read()
         backend = get_backend(yoyo_url(database_url), migration_table=self.table)
         try:
-            migrations = read_migrations(str(path or self.directory()))
             with backend.lock():
                 pending = backend.to_apply(migrations)
                 backend.apply_migrations(pending)

@@ -63,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=f"{EXIT_STATUSES}\n\n{variables}",
         formatter_class=raw,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version('ingestd')}")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {version('fleet-ingestd')}"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser(
         "serve",

@@ -63,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=every,
         formatter_class=raw,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version('pusher')}")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {version('fleet-pusher')}"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser(
         "run",
