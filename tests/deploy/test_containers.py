@@ -36,7 +36,7 @@ def test_images_report_the_wheels_version(images: Images) -> None:
     for name in ("ingestd", "pusher"):
         shown = images.run(name, "--version")
         assert shown.returncode == 0, shown.stderr
-        assert shown.stdout.strip() == f"{name} {version(name)}"
+        assert shown.stdout.strip() == f"{name} {version(f'fleet-{name}')}"
 
 
 def test_ingestd_container_migrates_serves_and_passes_its_healthcheck(
