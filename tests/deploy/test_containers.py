@@ -11,9 +11,11 @@ import pytest
 from fleetdev.pgcluster import free_port
 
 from tests.deploy.containers import Images, wait_http
+from tests.deploy.dockerfile import REPO
 from tests.fix_pusher import central_count, scalar, seed_inventory, seed_measurements
 
 pytestmark = pytest.mark.containers
+VERSION = (REPO / "VERSION").read_text().strip()  # what the wheels in the images are built with
 
 
 def _register(images: Images, central_db: str, code: str) -> str:
@@ -32,11 +34,11 @@ def _wait_rows(central_db: str, expected: int, timeout_s: float = 90) -> None:
 
 
 def test_images_report_the_wheels_version(images: Images) -> None:
-    """`--version` of each image prints the version its wheels were built with."""
+    """`--version` of each image prints VERSION, the version its fleet-* wheels were built with."""
     for name in ("ingestd", "pusher"):
         shown = images.run(name, "--version")
         assert shown.returncode == 0, shown.stderr
-        assert shown.stdout.strip() == f"{name} {version(f'fleet-{name}')}"
+        assert shown.stdout.strip() == f"{name} {VERSION}" == f"{name} {version(f'fleet-{name}')}"
 
 
 def test_ingestd_container_migrates_serves_and_passes_its_healthcheck(
