@@ -17,6 +17,7 @@ from tests.deploy.dockerfile import REPO, BuiltImage
 UNIT = REPO / "deploy" / "systemd" / "fleet-pusher.service"
 ENV_EXAMPLE = REPO / "deploy" / "systemd" / "fleet-pusher.env.example"
 PUSHER_BIN = "/opt/fleet-pusher/bin/pusher"
+MAN_PAGE = "Documentation=man:fleet-pusher(1)\n"
 MAX_EXPOSURE = 1.5
 PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
 
@@ -40,17 +41,20 @@ def _systemd_analyze() -> str:
 def test_unit_verifies(tmp_path: Path) -> None:
     """`systemd-analyze verify` accepts the unit (checked on a copy whose pusher path exists here)."""
     tool = _systemd_analyze()
-    # The unit runs /opt/fleet-pusher/bin/pusher, which a test machine does not have; verify
-    # complains about a missing executable and nothing else, so verify a copy pointing at /bin/true.
+    # The unit runs /opt/fleet-pusher/bin/pusher and documents itself with the fleet-pusher(1) man
+    # page, both installed by the Debian package (test_deb.py verifies the installed unit); on a
+    # machine without the package verify complains about those two and nothing else, so verify a
+    # copy pointing at /bin/true with no Documentation= line.
     copy = tmp_path / UNIT.name
-    copy.write_text(UNIT.read_text().replace(PUSHER_BIN, "/bin/true"))
+    copy.write_text(UNIT.read_text().replace(PUSHER_BIN, "/bin/true").replace(MAN_PAGE, ""))
     result = subprocess.run([tool, "verify", str(copy)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
     original = subprocess.run(
         [tool, "verify", str(UNIT)], capture_output=True, text=True, timeout=60
     )
     problems = [line for line in original.stderr.splitlines() if line.strip()]
-    assert all("is not executable" in line and PUSHER_BIN in line for line in problems), problems
+    expected = ("is not executable", "Command 'man fleet-pusher(1)' failed")
+    assert all(any(e in line for e in expected) for line in problems), problems
 
 
 def test_security_exposure_is_at_most_1_5() -> None:

@@ -105,7 +105,7 @@ def test_help_lists_every_variable_with_its_default_and_the_exit_statuses(
         line = next(line for line in out.splitlines() if line.split()[:1] == [var.name])
         assert ("required" if var.default is None else (var.default or "unset")) in line
     assert "exit status: 0 done; 1 failed" in out
-    assert _run(service, "--version").stdout.strip() == f"{service} {version(service)}"
+    assert _run(service, "--version").stdout.strip() == f"{service} {version(f'fleet-{service}')}"
 
 
 def test_readme_documents_every_variable_the_settings_read() -> None:
