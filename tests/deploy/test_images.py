@@ -43,7 +43,9 @@ def test_ingestd_image_migrates_an_empty_database(
     """`ingestd migrate` from the image applies every migration shipped in it and bootstraps storage."""
     result = _run(ingestd_image, "migrate", INGESTD_DATABASE_URL=empty_central_db)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("applied ") and "applied 0 " not in result.stdout
+    assert (
+        "\napplied " in f"\n{result.stdout}" and "applied 0 " not in result.stdout
+    )  # after the logs
     assert "storage:" in result.stdout
     again = _run(ingestd_image, "migrate", INGESTD_DATABASE_URL=empty_central_db)
     assert again.returncode == 0 and "applied 0 migration(s)" in again.stdout
