@@ -32,7 +32,7 @@ def _check(text: str, service: str) -> None:
     assert promtool_problems(text) in (None, [])
     families = {f.name: f for f in text_string_to_metric_families(text)}
     (build,) = families["fleet_build_info"].samples
-    assert build.labels == {"service": service, "version": version(service)}
+    assert build.labels == {"service": service, "version": version(f"fleet-{service}")}
     assert {"process_cpu_seconds", "process_resident_memory_bytes", "process_open_fds"} <= set(
         families
     )

@@ -63,4 +63,4 @@ async def test_requests_carry_the_real_version_in_the_user_agent(aiohttp_server:
         with contextlib.suppress(DeliveryError):
             await client.send(BatchType.SITES, await client.compress(b'{"items":[]}'), None, rows=0)
     assert seen == [USER_AGENT]
-    assert USER_AGENT.startswith(f"fleet-pusher/{version('pusher')} ")
+    assert USER_AGENT.startswith(f"fleet-pusher/{version('fleet-pusher')} ")

@@ -88,7 +88,7 @@ class IngestMetrics:
         ProcessCollector(registry=self.registry)
         Info(
             "fleet_build", "The running Fleet service and its version.", registry=self.registry
-        ).info({"service": "ingestd", "version": version("ingestd")})
+        ).info({"service": "ingestd", "version": version("fleet-ingestd")})
         self.requests = Counter(
             "fleet_ingest_requests",
             "ingest requests by answer",

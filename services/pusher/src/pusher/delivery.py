@@ -49,7 +49,7 @@ __all__ = ["USER_AGENT", "Delivered", "IngestClient", "WireBody", "gzip_body", "
 # the full sets (at least every FLEET_FULL_SET_INTERVAL_S), not with every measurement batch:
 # on a metered link it would be ~60 bytes a minute for nothing the protocol needs.
 USER_AGENT = (
-    f"fleet-pusher/{version('pusher')} aiohttp/{aiohttp.__version__} "
+    f"fleet-pusher/{version('fleet-pusher')} aiohttp/{aiohttp.__version__} "
     f"python/{platform.python_version()}"
 )
 

@@ -151,7 +151,7 @@ class PusherMetrics:
         r = self.registry
         ProcessCollector(registry=r)
         Info("fleet_build", "The running Fleet service and its version.", registry=r).info(
-            {"service": "pusher", "version": version("pusher")}
+            {"service": "pusher", "version": version("fleet-pusher")}
         )
         self.rows_shipped = Counter(
             "fleet_pusher_rows_shipped",
