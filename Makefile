@@ -12,6 +12,7 @@ help:
 	@echo "make check       lint + typecheck + tests"
 	@echo "make chaos       fault injection, bad input, security and soak (FLEET_SOAK_S=120), with figures"
 	@echo "make soak        the 2-minute soak alone (FLEET_SOAK_S to change; CI runs it)"
+	@echo "make soak-long   30 minutes, 500 gateways (FLEET_SOAK_S / FLEET_SOAK_GATEWAYS); not in CI"
 	@echo "make bench       all benchmarks, summary vs targets (~15 min; results in bench/results/)"
 	@echo "make bench-quick the same with smaller sizes (~3 min)"
 	@echo "make images      build fleet/ingestd, fleet/pusher, fleet/simulator :dev (podman, or docker)"
@@ -85,6 +86,10 @@ clean:
 .PHONY: chaos
 chaos:
 	@uv=$$(scripts/bootstrap.sh) && FLEET_CHAOS=full "$$uv" run pytest tests/chaos tests/security -ra $(PYTEST_ARGS)
+
+.PHONY: soak-long
+soak-long:
+	@uv=$$(scripts/bootstrap.sh) && FLEET_CHAOS=full FLEET_SOAK_S=$${FLEET_SOAK_S:-1800} FLEET_SOAK_GATEWAYS=$${FLEET_SOAK_GATEWAYS:-500} FLEET_SOAK_CENTRAL_STOPS=$${FLEET_SOAK_CENTRAL_STOPS:-3} "$$uv" run pytest tests/chaos/test_soak.py -ra -s $(PYTEST_ARGS)
 
 .PHONY: soak
 soak:

@@ -59,6 +59,30 @@ def _delivered(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _unanswered(lines: list[dict[str, Any]]) -> int:
+    """Measurement batches that got no answer in time (timeouts) among `lines`."""
+    return sum(
+        1
+        for line in lines
+        if line.get("event") == "batch_not_delivered"
+        and line.get("resource") == "measurements"
+        and line.get("status") is None
+    )
+
+
+def _in_flight_at(lines: list[dict[str, Any]], at: int) -> int:
+    """1 when the first measurements outcome after line `at` is not a delivery (the batch on
+    the wire when the primary died got no answer), else 0: the pusher sends one at a time."""
+    for line in lines[at:]:
+        if line.get("resource") != "measurements":
+            continue
+        if line.get("event") == "batch_delivered":
+            return 0
+        if line.get("event") == "batch_not_delivered":
+            return 1
+    return 0
+
+
 def _count(dsn: str, query: str) -> int:
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
         row = conn.execute(query).fetchone()
@@ -86,10 +110,13 @@ def test_failover_loses_acknowledged_batches_only_when_asynchronous(
             time.sleep(0.1)
         central.pause_replication()
         before = len(_delivered(pusher.json_lines()))
+        lines_before = len(pusher.json_lines())
         events_before = _count(central.primary_dsn(), MEASUREMENT_EVENTS)
         time.sleep(PAUSE_S)
         acked = _delivered(pusher.json_lines())[before:]
+        unanswered = _unanswered(pusher.json_lines()[lines_before:])
         stored_on_primary = _count(central.primary_dsn(), MEASUREMENT_EVENTS) - events_before
+        lines_at_failover = len(pusher.json_lines())
         central.fail_over()
         FIGURES.fault(f"failover_{mode}")
         report = stack.drain(f"failover, {mode} replication", timeout_s=60)
@@ -101,10 +128,12 @@ def test_failover_loses_acknowledged_batches_only_when_asynchronous(
             }
         )
         rows_acked = sum(int(line.get("rows", 0)) for line in acked)
+        in_flight = _in_flight_at(pusher.json_lines(), lines_at_failover)
         FIGURES.notes.append(
             f"failover ({mode}): batches acknowledged during the {PAUSE_S:.0f}s pause "
-            f"{len(acked)} ({rows_acked} rows), stored on the old primary only "
-            f"{stored_on_primary}, rows lost {report.lost}; pusher saw statuses {statuses}"
+            f"{len(acked)} ({rows_acked} rows), unanswered {unanswered}, in flight at the "
+            f"failover {in_flight}, audit rows on the old primary only {stored_on_primary}, "
+            f"rows lost {report.lost}; pusher saw statuses {statuses}"
         )
         print(FIGURES.notes[-1])
         assert ingestd.alive and ingestd.starts == 1, "ingestd followed the new primary itself"

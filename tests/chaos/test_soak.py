@@ -1,6 +1,12 @@
 """Soak: several gateways pushing steadily for FLEET_SOAK_S seconds (default 120) with faults
 sprinkled in; both daemons' memory and file descriptors stay flat, the central connections
-stay within the pool, the lag stays bounded, and nothing is lost or doubled."""
+stay within the pool, the lag stays bounded, and nothing is lost or doubled.
+
+FLEET_SOAK_GATEWAYS sets the number of gateways (default 4; each is a pusher process with its
+own customer database and meters); `make soak-long` runs 30 minutes. The faults: a TCP proxy
+resetting answers now and then, foreign answers from a hostile front (those a review found
+harmful), one pusher SIGKILLed halfway and, with FLEET_SOAK_CENTRAL_STOPS (default 1), the
+central PostgreSQL stopped hard and restarted (ingestd stays up and answers 503 meanwhile)."""
 
 from __future__ import annotations
 
@@ -20,10 +26,13 @@ from pusher.migrate import apply_migrations
 from tests.chaos.checker import check
 from tests.chaos.faultproxy import Fault
 from tests.chaos.figures import FIGURES, full_only
+from tests.chaos.hostile import HostileFront
+from tests.chaos.hostile_answers import REVIEWED
 from tests.chaos.stack import ChaosStack, Daemon, MeterWriters, pusher_daemon
 
 SOAK_S = float(os.environ.get("FLEET_SOAK_S", "120"))
 GATEWAYS = int(os.environ.get("FLEET_SOAK_GATEWAYS", "4"))
+CENTRAL_STOPS = int(os.environ.get("FLEET_SOAK_CENTRAL_STOPS", "1"))
 POOL_MAX = 4
 CENTRAL_COUNT = "SELECT count(*) FROM fleet.power_measurements WHERE customer_id = (SELECT id FROM fleet.customers WHERE code = %s)"
 INGESTD_BACKENDS = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ingestd'"
@@ -71,6 +80,7 @@ def _flat(values: list[int], slack: float, absolute: int) -> bool:
 
 
 @full_only
+@pytest.mark.timeout(SOAK_S + 900)
 def test_soak_many_gateways(stack: ChaosStack) -> None:
     """GATEWAYS pushers push for FLEET_SOAK_S through a proxy that now and then resets answers,
     one pusher is SIGKILLed halfway; memory and fds of ingestd and the pushers stay flat,
@@ -79,6 +89,9 @@ def test_soak_many_gateways(stack: ChaosStack) -> None:
     rng = random.Random(int(time.time()))
     stack.start_ingestd(INGESTD_POOL_MAX_SIZE=str(POOL_MAX))
     proxy = stack.add_proxy()
+    front = HostileFront(proxy.url + "/api/fleet/ingest")
+    stack.loop.run(front.start())
+    stops_at = [SOAK_S * (n + 1) / (CENTRAL_STOPS + 1) for n in range(CENTRAL_STOPS)]
     gateways: list[Gateway] = []
     try:
         for n in range(GATEWAYS):
@@ -87,7 +100,7 @@ def test_soak_many_gateways(stack: ChaosStack) -> None:
             apply_migrations(dsn)
             token = add_customer(stack.central_dsn, code)
             writers = MeterWriters(dsn, threads=2, period_s=0.1, seed=n + 1)
-            pusher = pusher_daemon(stack.tmp / f"pusher{n}.log", dsn, proxy.url, token)
+            pusher = pusher_daemon(stack.tmp / f"pusher{n}.log", dsn, front.url, token)
             gateways.append(Gateway(code, dsn, pusher, writers))
         for g in gateways:
             g.writers.start()
@@ -100,6 +113,14 @@ def test_soak_many_gateways(stack: ChaosStack) -> None:
             time.sleep(min(5.0, SOAK_S / 20))
             if rng.random() < 0.3:
                 proxy.set(Fault.RESET_RESPONSE, probability=0.2, count=3)
+            if rng.random() < 0.3:
+                front.plan(*rng.sample(REVIEWED, 3))
+            if stops_at and time.monotonic() - started > stops_at[0]:
+                stops_at.pop(0)
+                stack.central.stop("immediate")
+                FIGURES.fault("central_pg_immediate_stop")
+                time.sleep(rng.uniform(0.5, 2.0))
+                stack.central.start()
             if not killed and time.monotonic() - started > SOAK_S / 2:
                 gateways[0].pusher.kill()
                 FIGURES.fault("pusher_sigkill")
@@ -119,7 +140,10 @@ def test_soak_many_gateways(stack: ChaosStack) -> None:
                 )
             )
         FIGURES.fault("reset_response", proxy.stats.by_fault.get("reset_response", 0))
+        foreign = sum(1 for r in front.requests if r.answer != "forwarded")
+        FIGURES.fault("hostile_answer", foreign)
         proxy.clear()
+        front.planned.clear()
         for g in gateways:
             g.writers.stop()
         first, last = samples[0], samples[-1]
@@ -128,7 +152,13 @@ def test_soak_many_gateways(stack: ChaosStack) -> None:
             f"{first.ingestd_rss_kb}->{last.ingestd_rss_kb} kB, fds {first.ingestd_fds}->"
             f"{last.ingestd_fds}; pusher RSS {first.pusher_rss_kb}->{last.pusher_rss_kb} kB; "
             f"central backends max {max(s.central_backends for s in samples)}; "
-            f"max behind {max(max(s.behind) for s in samples)} rows"
+            f"max behind {max(max(s.behind) for s in samples)} rows; foreign answers {foreign}"
+        )
+        FIGURES.notes.append(
+            f"soak {SOAK_S:.0f}s x {GATEWAYS} gateways: ingestd RSS {first.ingestd_rss_kb}->"
+            f"{last.ingestd_rss_kb} kB, fds {first.ingestd_fds}->{last.ingestd_fds}; pushers' "
+            f"RSS max {max(last.pusher_rss_kb)} kB; central backends max "
+            f"{max(s.central_backends for s in samples)}; foreign answers {foreign}"
         )
         assert _flat([s.ingestd_rss_kb for s in samples], 1.3, 20_000), "ingestd memory grows"
         for i in range(1, GATEWAYS):  # gateway 0 restarted halfway: its process is new
@@ -159,3 +189,4 @@ def test_soak_many_gateways(stack: ChaosStack) -> None:
         for g in gateways:
             g.writers.stop()
             g.pusher.stop(timeout=5)
+        stack.loop.run(front.close())
