@@ -37,6 +37,7 @@ __all__ = [
 MODE_OFFSET, MODE_DELTA = 0, 1
 PACK_BYTES, PACK_BITS = 0, 1
 BITPACK_BELOW_ROWS = 256
+_SAMPLE = 512  # rows a large batch's forms and decimal scale are first judged on
 MAX_SCALE = 15
 _EXACT_LIMIT = 2**53  # integers below this convert to float64 exactly
 # Exact powers of ten (from integers, not pow()): sender and receiver divide by the same number.
@@ -108,16 +109,15 @@ def _layout(encoded: UInt64s, bits: int, small: bool) -> tuple[int, int, bytes]:
     return PACK_BYTES, width, _shuffle(encoded, width // 8)
 
 
-def _forms(values: Int64s) -> list[tuple[int, int, UInt64s]]:
-    """(mode, base, stored integers): zigzag differences first (they win ties), then offsets."""
-    steps = np.empty_like(values)
-    steps[0] = 0
-    np.subtract(values[1:], values[:-1], out=steps[1:])
+def _form(values: Int64s, mode: int) -> tuple[int, UInt64s]:
+    """(base, stored integers) of `values` in `mode`."""
+    if mode == MODE_DELTA:
+        steps = np.empty_like(values)
+        steps[0] = 0
+        np.subtract(values[1:], values[:-1], out=steps[1:])
+        return int(values[0]), _zigzag(steps)
     low = int(values.min())
-    return [
-        (MODE_DELTA, int(values[0]), _zigzag(steps)),
-        (MODE_OFFSET, low, (values - np.int64(low)).view(np.uint64)),
-    ]
+    return low, (values - np.int64(low)).view(np.uint64)
 
 
 def _cost(encoded: UInt64s, small: bool, base: int, ref: int | None) -> float:
@@ -139,18 +139,24 @@ def base_bits(base: int) -> int:
 
 def pack_ints(values: Int64s, refs: Sequence[tuple[int, Int64s]] = ()) -> PackedInts:
     """The densest form of `values` alone, or of their differences from a reference column
-    (`refs`: candidate (column id, values) pairs, e.g. i2 against i1 of the same meters)."""
+    (`refs`: candidate (column id, values) pairs, e.g. i2 against i1 of the same meters).
+    Differences from the previous value win ties (they compress better). In a large batch the
+    forms are compared on its first `_SAMPLE` rows, and only the chosen one is computed in full."""
     if not len(values):
         return PackedInts(PACK_BITS, 0, MODE_OFFSET, 0, b"")
     small = len(values) < BITPACK_BELOW_ROWS
-    best: tuple[float, int | None, int, int, UInt64s] | None = None
-    for ref, series in [(None, values), *((r, values - v) for r, v in refs)]:
-        for mode, base, encoded in _forms(series):
+    probe = slice(None) if small else slice(0, _SAMPLE)
+    best: tuple[float, int | None, int] | None = None
+    for ref, series in [(None, values[probe]), *((r, (values - v)[probe]) for r, v in refs)]:
+        for mode in (MODE_DELTA, MODE_OFFSET):
+            base, encoded = _form(series, mode)
             cost = _cost(encoded, small, base, ref)
             if best is None or cost < best[0]:
-                best = (cost, ref, mode, base, encoded)
+                best = (cost, ref, mode)
     assert best is not None
-    _, ref, mode, base, encoded = best
+    _, ref, mode = best
+    series = values if ref is None else values - dict(refs)[ref]
+    base, encoded = _form(series, mode)
     packing, width, data = _layout(encoded, _bits(encoded), small)
     return PackedInts(packing, width, mode, base, data, ref)
 
@@ -179,10 +185,22 @@ def unpack_ints(encoded: UInt64s, mode: int, base: int, ref: Int64s | None = Non
 
 
 def decimal_scale(values: Float64s) -> tuple[int, Int64s] | None:
-    """The smallest scale at which every value is exactly `k / 10**scale`, and the k's."""
+    """The smallest scale at which every value is exactly `k / 10**scale`, and the k's. The
+    search starts at the scale the first `_SAMPLE` values need (the whole column needs at
+    least that), so a 3-decimal column is usually checked in full once."""
+    start = 0
+    if len(values) > _SAMPLE:
+        found = _scale_from(values[:_SAMPLE], 0)
+        if found is None:
+            return None
+        start = found[0]
+    return _scale_from(values, start)
+
+
+def _scale_from(values: Float64s, start: int) -> tuple[int, Int64s] | None:
     bits = values.view(np.int64)
     with np.errstate(over="ignore", invalid="ignore"):
-        for scale in range(MAX_SCALE + 1):
+        for scale in range(start, MAX_SCALE + 1):
             factor = _POW10[scale]
             scaled = np.rint(values * factor)
             if not np.all(np.abs(scaled) < _EXACT_LIMIT):  # also false for NaN and infinities
