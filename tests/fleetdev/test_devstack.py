@@ -8,13 +8,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 from fleetdev.pgcluster import PgCluster, timescaledb_installed
-from fleetdev.simulator import REPLAYED_ROWS, replay_threshold, write_backlog
+from fleetdev.simulator import REPLAYED_ROWS, MeterStack, replay_threshold, write_backlog
 
 
 @pytest.fixture
@@ -29,7 +31,8 @@ def state_root() -> Iterator[Path]:
 def test_two_stack_demo_moves_rows_and_reuses_its_state(state_root: Path) -> None:
     """`python -m fleetdev.devstack` brings up both stacks, rows arrive centrally, URLs and every
     log (PostgreSQL's too) are kept under the state folder, and a second run reuses the state —
-    on the storage path it was created with, even where TimescaleDB is installed since."""
+    on the storage path it was created with, even where TimescaleDB is installed since — and
+    serves the read API with the admin token saved in the state folder."""
     state = state_root / "dev"
     cmd = [sys.executable, "-m", "fleetdev.devstack", "--state-dir", str(state), "--duration", "12",
            "--interval", "2", "--sim-interval", "1", "--push-interval", "1"]  # fmt: skip
@@ -56,13 +59,35 @@ def test_two_stack_demo_moves_rows_and_reuses_its_state(state_root: Path) -> Non
         "central-postgresql.log",
     } <= logs
 
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False, env=env)
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert "registered customer" not in second.stdout
-    assert "central storage: postgresql" in second.stdout
+    # The second run's read API answers with the admin token the first one saved.
+    admin_token_file = Path(saved["admin_token_file"])
+    assert admin_token_file == state / "admin.token"
+    assert admin_token_file.stat().st_mode & 0o077 == 0
+    admin_token = admin_token_file.read_text().strip()
+    assert len(admin_token) >= 32
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        said = []
+        answer = None
+        for line in proc.stdout:  # the run ends by itself (--duration)
+            said.append(line)
+            if "read API: curl" in line and answer is None:
+                request = urllib.request.Request(  # noqa: S310 (a loopback URL)
+                    f"{saved['ingest_url']}/api/fleet/customers",
+                    headers={"Authorization": f"Bearer {admin_token}"},
+                )
+                with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+                    answer = json.load(resp)
+        stderr = proc.stderr.read() if proc.stderr else ""
+    second_out = "".join(said)
+    assert proc.returncode == 0, second_out + stderr
+    assert answer is not None, second_out
+    assert [c["code"] for c in answer["customers"]] == ["DEV0001"]
+    assert "registered customer" not in second_out
+    assert "central storage: postgresql" in second_out
     if timescaledb_installed():
-        assert "`make clean && make dev` starts over on TimescaleDB" in second.stdout
-    assert "Traceback" not in second.stdout + second.stderr
+        assert "`make clean && make dev` starts over on TimescaleDB" in second_out
+    assert "Traceback" not in second_out + stderr
     assert (state / "DEV0001.token").stat().st_mode & 0o077 == 0
 
 
@@ -118,3 +143,35 @@ def test_central_timescale_without_docker_engine_says_so(tmp_path: Path) -> None
             os.environ["DOCKER_HOST"] = env_backup
     assert said and "using the local PostgreSQL binaries" in said[0]
     assert not (tmp_path / "pw").exists()
+
+
+def test_a_restarted_simulator_counts_its_registers_on(pg_cluster: PgCluster) -> None:
+    """A second simulator run (a second `make dev`) continues every meter's energy registers from
+    its latest stored sample, at the same load: no false register reset, which the energy answers
+    would count as the whole register's value in one hour."""
+    dsn = pg_cluster.create_database("sim_restart")
+    subprocess.run([sys.executable, "-m", "pusher", "migrate"], env={"FLEET_DATABASE_URL": dsn, "PATH": "/usr/bin:/bin"},
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    start = datetime.now(UTC)
+    first = MeterStack(dsn, sites=1, devices_per_site=2)
+    first.install()
+    for n in range(3):
+        first.tick(start + timedelta(seconds=n), 1.0, online=True)
+    second = MeterStack(dsn, sites=1, devices_per_site=2)
+    second.install()
+    assert [m.base_kw for m in second.meters] == [m.base_kw for m in first.meters]
+    second.tick(start + timedelta(seconds=60), 1.0, online=True)
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            """SELECT device_id, energy_imp_kwh - lag(energy_imp_kwh) OVER w,
+                      energy_q_imp_kvarh - lag(energy_q_imp_kvarh) OVER w,
+                      energy_exp_kwh - lag(energy_exp_kwh) OVER w
+               FROM monitoring.power_measurements WINDOW w AS (PARTITION BY device_id ORDER BY time)
+               ORDER BY device_id, time"""
+        ).fetchall()
+    steps = [row[1:] for row in rows if row[1] is not None]
+    assert len(steps) == 2 * 3
+    # Each step is one reading's worth (at most 60 kW x 1.05 for 1 s), never negative.
+    assert all(0 < imp < 0.02 and 0 <= q_imp < 0.02 and exp == 0 for imp, q_imp, exp in steps), (
+        steps
+    )

@@ -4,7 +4,7 @@
 
 Starts two PostgreSQL clusters under the state folder (customer and central), migrates both with
 the services' own commands, registers customer DEV0001 (its token kept in the state folder, mode
-0600), then starts `ingestd serve`, the meter simulator and `pusher run`, and prints every few
+0600, like the read API's admin token unless INGESTD_ADMIN_TOKEN is given), then starts `ingestd serve`, the meter simulator and `pusher run`, and prints every few
 seconds what is flowing: rows stored locally, rows arrived centrally, rows still to ship, lag and
 the last batch. Ctrl-C (or --duration) stops everything it started. A second run reuses the
 state (ports, URLs and the central storage path in `stack.json`, every log in `logs/`);
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -145,13 +146,34 @@ def _central_storage(central_dsn: str) -> dict[str, str]:
     return {}
 
 
+def _admin_token(state: StackState) -> dict[str, str]:
+    """INGESTD_ADMIN_TOKEN for the read API: the developer's, else one kept in the state folder."""
+    if "INGESTD_ADMIN_TOKEN" in os.environ:
+        return {}
+    if not state.admin_token_file.exists():
+        state.admin_token_file.write_text(secrets.token_urlsafe(32) + "\n")
+        state.admin_token_file.chmod(0o600)
+    return {"INGESTD_ADMIN_TOKEN": state.admin_token_file.read_text().strip()}
+
+
 def _hint_clis(state: StackState) -> None:
     bindir = Path(sys.executable).parent
+    root = state.root
     with contextlib.suppress(ValueError):
         bindir = bindir.relative_to(Path.cwd())
+    with contextlib.suppress(ValueError):
+        root = root.relative_to(Path.cwd())
     _say(
         f"try: INGESTD_DATABASE_URL={state.central_url} {bindir}/ingestd customers list"
         f"   (URLs saved in {state.root / 'stack.json'})"
+    )
+    token = (
+        "$INGESTD_ADMIN_TOKEN"
+        if "INGESTD_ADMIN_TOKEN" in os.environ
+        else f"$(cat {root / state.admin_token_file.name})"
+    )
+    _say(
+        f'read API: curl -H "Authorization: Bearer {token}" {state.ingest_url}/api/fleet/customers'
     )
 
 
@@ -193,6 +215,7 @@ def run(
             **base_env,
             **_passed_through(("INGESTD_",)),
             **_central_storage(central_dsn),
+            **_admin_token(state),
             "INGESTD_DATABASE_URL": central_dsn,
             "INGESTD_HOST": "127.0.0.1",
             "INGESTD_PORT": str(state.ingest_port),

@@ -1,4 +1,5 @@
-"""What `make dev` keeps between runs in `.state/dev/stack.json`: ports, URLs, the storage path.
+"""What `make dev` keeps between runs in `.state/dev/stack.json`: ports, URLs, the storage path,
+where the customer's push token and the read API's admin token are.
 
 A second run finds the same ports (so the URLs printed last time still work), and the central
 storage path the state was created with: a state created on plain PostgreSQL stays plain even
@@ -47,6 +48,7 @@ class StackState:
     def save(self) -> None:
         data = {k: v for k, v in asdict(self).items() if k != "root"}
         data["token_file"] = str(self.token_file)
+        data["admin_token_file"] = str(self.admin_token_file)
         data["logs"] = str(self.logs)
         path = self.root / "stack.json"
         path.write_text(json.dumps(data, indent=2) + "\n")
@@ -55,6 +57,11 @@ class StackState:
     @property
     def token_file(self) -> Path:
         return self.root / "DEV0001.token"
+
+    @property
+    def admin_token_file(self) -> Path:
+        """The read API's bearer token (INGESTD_ADMIN_TOKEN) when the developer set none."""
+        return self.root / "admin.token"
 
     @property
     def logs(self) -> Path:

@@ -8,7 +8,8 @@
 
 Readings follow a daily load curve with noise: phase voltages around 230 V, currents and power
 following the curve, power factor 0.9 to 0.99, frequency around 50 Hz, energy registers that only
-count up. Going offline mimics meter firmware: samples are kept in the meter's buffer and written
+count up, across restarts too (each meter's load and registers follow from its id, and a restart
+counts on from its latest stored sample). Going offline mimics meter firmware: samples are kept in the meter's buffer and written
 later in one transaction, with their original `time` and a new `received_at` (a back-fill).
 """
 
@@ -44,6 +45,11 @@ INSERT_SAMPLE = (
 UPSERT_SITE = """
 INSERT INTO monitoring.sites (id, name, timezone, address, updated_at) VALUES (%s, %s, %s, %s, now())
 ON CONFLICT (id) DO NOTHING"""
+# The registers of each meter's latest sample, so a restarted simulator counts on from them.
+LAST_REGISTERS = """
+SELECT DISTINCT ON (device_id) device_id,
+       energy_imp_kwh, energy_exp_kwh, energy_q_imp_kvarh, energy_q_exp_kvarh
+FROM monitoring.power_measurements WHERE device_id = ANY(%s) ORDER BY device_id, time DESC"""
 UPSERT_DEVICE = """
 INSERT INTO monitoring.devices (id, site_id, serial_number, model, name, updated_at)
 VALUES (%s, %s, %s, %s, %s, now()) ON CONFLICT (id) DO NOTHING"""
@@ -85,12 +91,30 @@ class Meter:
     """One simulated meter's state: its id and the energy registers that only count up."""
 
     device_id: int
-    phase: float = field(default_factory=lambda: random.uniform(0, 2 * math.pi))
-    base_kw: float = field(default_factory=lambda: random.uniform(5.0, 60.0))
-    energy_imp_kwh: float = field(default_factory=lambda: random.uniform(1e3, 1e5))
-    energy_exp_kwh: float = field(default_factory=lambda: random.uniform(0, 100))
-    energy_q_imp_kvarh: float = field(default_factory=lambda: random.uniform(1e2, 1e4))
+    phase: float = 0.0
+    base_kw: float = 0.0
+    energy_imp_kwh: float = 0.0
+    energy_exp_kwh: float = 0.0
+    energy_q_imp_kvarh: float = 0.0
     energy_q_exp_kvarh: float = 0.0
+
+    def __post_init__(self) -> None:
+        # The same meter every run: its load and starting registers follow from its id.
+        rng = random.Random(self.device_id)
+        self.phase = rng.uniform(0, 2 * math.pi)
+        self.base_kw = rng.uniform(5.0, 60.0)
+        self.energy_imp_kwh = rng.uniform(1e3, 1e5)
+        self.energy_exp_kwh = rng.uniform(0, 100)
+        self.energy_q_imp_kvarh = rng.uniform(1e2, 1e4)
+
+    def resume(self, registers: Sequence[float | None]) -> None:
+        """Continue from the registers of the meter's latest stored sample (a restarted simulator
+        must not look like a register reset: that would count the whole register as energy)."""
+        imp, exp, q_imp, q_exp = registers
+        self.energy_imp_kwh = self.energy_imp_kwh if imp is None else imp
+        self.energy_exp_kwh = self.energy_exp_kwh if exp is None else exp
+        self.energy_q_imp_kvarh = self.energy_q_imp_kvarh if q_imp is None else q_imp
+        self.energy_q_exp_kvarh = self.energy_q_exp_kvarh if q_exp is None else q_exp
 
     def sample(self, when: datetime, interval_s: float) -> tuple[Any, ...]:
         """One reading at `when`: a daily load curve plus noise."""
@@ -128,7 +152,8 @@ class MeterStack:
     buffer: list[tuple[Any, ...]] = field(default_factory=list)
 
     def install(self) -> None:
-        """Create the sites and devices (if absent) and the meters that write for them."""
+        """Create the sites and devices (if absent) and the meters that write for them, their
+        registers counting on from the latest stored sample."""
         with psycopg.connect(self.database_url) as conn:
             for s in range(1, self.sites + 1):
                 conn.execute(
@@ -141,6 +166,11 @@ class MeterStack:
                         (device_id, s, f"AW21-{device_id:05d}", "Acuvim IIR", f"Feeder {s}.{d}"),
                     )
                     self.meters.append(Meter(device_id))
+            ids = [m.device_id for m in self.meters]
+            last = {row[0]: row[1:] for row in conn.execute(LAST_REGISTERS, (ids,))}
+            for meter in self.meters:
+                if meter.device_id in last:
+                    meter.resume(last[meter.device_id])
 
     def tick(self, when: datetime, interval_s: float, online: bool) -> tuple[int, int]:
         """Take one reading per meter; write it (and any buffer) when online.
