@@ -11,7 +11,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from fleetdev.pgcluster import free_port
+from fleetdev.pgcluster import PgCluster, free_port
 from ingestd.settings import Settings as IngestdSettings
 from pusher.settings import Settings as PusherSettings
 
@@ -114,3 +114,24 @@ def test_readme_documents_every_variable_the_settings_read() -> None:
     for settings in (IngestdSettings, PusherSettings):
         missing = [v.name for v in settings.variables() if f"`{v.name}`" not in readme]
         assert missing == []
+
+
+def _into_a_closed_pipe(service: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a command whose stdout's reader is already gone, as in `pusher status | head -0`."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", service, *args], env={**BASE, **env},
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+                              check=False)  # fmt: skip
+    finally:
+        os.close(write_end)
+
+
+def test_pusher_status_into_a_closed_pipe_ends_quietly(pg_cluster: PgCluster) -> None:
+    """`pusher status | head -1` used to log a critical `uncaught_exception` (BrokenPipeError)."""
+    dsn = pg_cluster.create_database("status_pipe")
+    migrated = _run("pusher", "migrate", FLEET_DATABASE_URL=dsn)
+    assert migrated.returncode == 0, migrated.stderr
+    proc = _into_a_closed_pipe("pusher", "status", FLEET_DATABASE_URL=dsn)
+    assert (proc.returncode, proc.stderr) == (1, "")

@@ -7,16 +7,18 @@
     130  interrupted (Ctrl-C)
 
 An expected failure never prints a traceback; with the service's log level at `debug` it does,
-after the line, for whoever is chasing a bug.
+after the line, for whoever is chasing a bug. A reader that goes away (`pusher status | head -1`)
+ends the command quietly with 1, as it ends the shell's own tools.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_STATUSES",
-           "fail", "one_line"]  # fmt: skip
+           "fail", "one_line", "output_closed"]  # fmt: skip
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -41,4 +43,13 @@ def fail(prog: str, what: str, exc: BaseException | None = None, *, debug: bool 
     print(line, file=sys.stderr)
     if debug and exc is not None:
         traceback.print_exception(exc, file=sys.stderr)
+    return EXIT_FAILED
+
+
+def output_closed() -> int:
+    """stdout's reader went away (a broken pipe): return 1 without a word, stdout pointed at
+    /dev/null so the interpreter's last flush does not fail a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
     return EXIT_FAILED

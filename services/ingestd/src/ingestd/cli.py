@@ -35,6 +35,7 @@ from fleetservice.commands import (
     EXIT_STATUSES,
     fail,
     one_line,
+    output_closed,
 )
 from fleetservice.envconfig import format_variables
 
@@ -195,6 +196,13 @@ def _migrate(settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `ingestd … | head -1`: the reader has what it wanted
+        return output_closed()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
