@@ -1,7 +1,9 @@
 """`POST /api/fleet/ingest`: the HTTP side of a push, cheapest refusals first.
 
-token (401) → batch type and headers (400/415/413 by Content-Length) → rate limit (429) →
-body within limits (413/408/400) → per-row validation → `ingestd.ingest.ingest_batch`, which
+capacity (503 on arrival when the waiting line is full, `ingestd.admission`) → token (401, from
+the token cache or one lookup) → batch type and headers (400/415/413 by Content-Length) → rate
+limit (429) → body within limits (413/408/400) → a slot (503 past INGESTD_INFLIGHT_WAIT_S) →
+per-row validation → `ingestd.ingest.ingest_batch`, which
 stores the rows, the dead letters and the audit row in one transaction and marks the customer
 seen → the answer. A database that cannot be reached within the pool deadline answers 503 with
 Retry-After (the error middleware); the pool reconnects on its own when the database is back.
