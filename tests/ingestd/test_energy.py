@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 from aiohttp.test_utils import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from ingestd.settings import Settings
 
@@ -513,6 +513,7 @@ def test_energy_matches_the_reference(
         else:
             conn.execute("CALL refresh_continuous_aggregate('fleet.hourly_per_device', NULL, NULL)")
     rows = _generate(spec)
+    assume(rows)  # holes may swallow every sample: such a meter has nothing to compare
     rnd = random.Random(spec["seed"] + 1)
     batches = [rows[i :: spec["batches"]] for i in range(spec["batches"])]
     rnd.shuffle(batches)
