@@ -9,6 +9,7 @@ from dataclasses import replace
 import aiohttp
 import psycopg
 import pytest
+from fleetcore.protocol import BatchType
 from pusher import run
 from pusher.errors import ConfigError, DeliveryError, PermanentDeliveryError, RetryLater
 from pusher.metrics import PusherMetrics, failure_status, outcome_of
@@ -141,3 +142,13 @@ async def test_metrics_port_in_use_fails_at_start_naming_the_variable(
         holder.listen()
         with pytest.raises(ConfigError, match="FLEET_METRICS_PORT"):
             await run(settings, asyncio.Event())
+
+
+def test_the_stop_summary_counts_in_whole_numbers() -> None:
+    """The `stopped` log line says `measurements_rows: 3`, not `3.0`; zero counters are left out."""
+    metrics = PusherMetrics()
+    metrics.delivered(BatchType.SITES, 2, 0)
+    metrics.delivered(BatchType.MEASUREMENTS, 3, 1)
+    summary = metrics.summary()
+    assert summary == {"sites_rows": 2, "measurements_rows": 3}
+    assert all(type(v) is int for v in summary.values())

@@ -296,15 +296,15 @@ class PusherMetrics:
                     total += sample.value
         return total
 
-    def summary(self) -> dict[str, float]:
-        """The counters worth a line when the daemon stops."""
-        out: dict[str, float] = {}
+    def summary(self) -> dict[str, int]:
+        """The counters worth a line when the daemon stops (whole counts: `sites_rows: 2`)."""
+        out: dict[str, int] = {}
         for resource in BatchType:
-            out[f"{resource.value}_rows"] = self.value(
-                "fleet_pusher_rows_shipped_total", resource=resource.value
+            out[f"{resource.value}_rows"] = int(
+                self.value("fleet_pusher_rows_shipped_total", resource=resource.value)
             )
-            out[f"{resource.value}_failures"] = self.value(
-                "fleet_pusher_failures_total", resource=resource.value
+            out[f"{resource.value}_failures"] = int(
+                self.value("fleet_pusher_failures_total", resource=resource.value)
             )
         for name in (
             "quarantined_rows",
@@ -315,7 +315,7 @@ class PusherMetrics:
             "unexpected_errors",
             "log_write_errors",
         ):
-            out[name] = self.value(f"fleet_pusher_{name}_total")
+            out[name] = int(self.value(f"fleet_pusher_{name}_total"))
         return {k: v for k, v in out.items() if v}
 
 
