@@ -194,7 +194,7 @@ async def post_all(url: str, token: str, batches: list[Encoded]) -> float:
 
 
 def gzip_levels(sample: bytes) -> dict[str, Any]:
-    """Size and time of one batch body at a few gzip levels (what FLEET_GZIP_LEVEL trades)."""
+    """Size and time of one batch body at a few gzip levels (what PUSHER_GZIP_LEVEL trades)."""
     out: dict[str, Any] = {"raw_bytes": len(sample)}
     for level in (1, 3, 6):
         started = time.perf_counter()
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--gzip-level", type=int, default=1)
     parser.add_argument(
-        "--wire-format", choices=("auto", "json"), default="auto", help="FLEET_WIRE_FORMAT"
+        "--wire-format", choices=("auto", "json"), default="auto", help="PUSHER_WIRE_FORMAT"
     )
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up on the drain")
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -307,17 +307,17 @@ def main(argv: list[str] | None = None) -> int:
         # 2. end-to-end through the pusher
         ingestd = start_ingestd(central, port, logs / "ingestd-e2e.log")
         pusher_env = {
-            "FLEET_PUSH_ENABLED": "true",
-            "FLEET_DATABASE_URL": customer,
-            "FLEET_INGEST_URL": f"http://127.0.0.1:{port}",
-            "FLEET_TOKEN": token,
-            "FLEET_BATCH_SIZE": str(args.batch_size),
-            "FLEET_GZIP_LEVEL": str(args.gzip_level),
-            "FLEET_WIRE_FORMAT": args.wire_format,
-            "FLEET_PUSH_INTERVAL_S": "60",
-            "FLEET_BACKOFF_BASE_S": "0.5",
-            "FLEET_BACKOFF_CAP_S": "5",
-            "FLEET_LOG_FORMAT": "json",
+            "PUSHER_PUSH_ENABLED": "true",
+            "PUSHER_DATABASE_URL": customer,
+            "PUSHER_INGEST_URL": f"http://127.0.0.1:{port}",
+            "PUSHER_TOKEN": token,
+            "PUSHER_BATCH_SIZE": str(args.batch_size),
+            "PUSHER_GZIP_LEVEL": str(args.gzip_level),
+            "PUSHER_WIRE_FORMAT": args.wire_format,
+            "PUSHER_PUSH_INTERVAL_S": "60",
+            "PUSHER_BACKOFF_BASE_S": "0.5",
+            "PUSHER_BACKOFF_CAP_S": "5",
+            "PUSHER_LOG_FORMAT": "json",
         }
         pusher_rss = ingestd_rss = pusher_cpu = 0.0
         try:

@@ -32,10 +32,10 @@ from pusher.delivery import gzip_body
 
 __all__ = ["BatchRecord", "Fleet", "Gateway", "ValuePool", "full_set_bodies"]
 
-GZIP_LEVEL = 1  # the pusher's FLEET_GZIP_LEVEL default
-BATCH_ROWS = 5_000  # the pusher's FLEET_BATCH_SIZE default
-JITTER_S = 2.0  # FLEET_RETRY_AFTER_JITTER_S default
-BACKOFF_BASE_S, BACKOFF_CAP_S = 60.0, 1800.0  # FLEET_BACKOFF_BASE_S / _CAP_S defaults
+GZIP_LEVEL = 1  # the pusher's PUSHER_GZIP_LEVEL default
+BATCH_ROWS = 5_000  # the pusher's PUSHER_BATCH_SIZE default
+JITTER_S = 2.0  # PUSHER_RETRY_AFTER_JITTER_S default
+BACKOFF_BASE_S, BACKOFF_CAP_S = 60.0, 1800.0  # PUSHER_BACKOFF_BASE_S / _CAP_S defaults
 TYPES = ("sites", "devices", "measurements")
 
 

@@ -7,7 +7,7 @@ token (registered in bulk with SQL and `fleetcore.hash_token`), one `ingestd ser
 Each simulated gateway is one asyncio task with its own aiohttp session; every second (from a
 random phase) it produces a batch of 100 rows into its local queue and sends the head of the
 queue, one request in flight, as the pusher does: a backlog goes out in requests of up to
-`--replay-rows` rows (the pusher's FLEET_BATCH_SIZE, 5,000); 429/503 are retried after
+`--replay-rows` rows (the pusher's PUSHER_BATCH_SIZE, 5,000); 429/503 are retried after
 Retry-After plus jitter and other failures after a full-jitter exponential backoff, with the
 pusher's own functions (`pusher.backoff`).
 
@@ -63,7 +63,7 @@ from pusher.delivery import gzip_body
 INGEST_PATH = "/api/fleet/ingest"
 ROWS_PER_BATCH = 100
 TARGET_P99_MS = 250.0
-JITTER_S = 2.0  # the pusher's FLEET_RETRY_AFTER_JITTER_S default
+JITTER_S = 2.0  # the pusher's PUSHER_RETRY_AFTER_JITTER_S default
 BACKOFF_BASE_S, BACKOFF_CAP_S = 1.0, 30.0
 
 INSERT_CUSTOMERS = """

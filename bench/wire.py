@@ -8,13 +8,13 @@ meter stack's database; a real `pusher run` sends them to a real `ingestd serve`
 counting TCP proxy on loopback that counts every byte the pusher sends (request lines, headers,
 bodies) and splits them per request and batch type.
 
-For each pusher wire mode (`FLEET_WIRE_FORMAT`):
+For each pusher wire mode (`PUSHER_WIRE_FORMAT`):
 
 1. steady state: one reading per meter per tick (sample times a minute apart, paced as fast as
    the pusher ships them), each tick waiting for the previous one to arrive centrally: the bytes
    of every request sent during `--ticks` ticks after a warm-up, plus the full sets of sites and
    devices amortized over an hour of 1-minute ticks when none was sent in the window (the pusher
-   resends them when they change or every FLEET_FULL_SET_INTERVAL_S, 1 h by default);
+   resends them when they change or every PUSHER_FULL_SET_INTERVAL_S, 1 h by default);
 2. backlog: the pusher stopped, a day of readings (28,800 rows) written hour by hour as a meter
    replays its buffer, the pusher started: every byte until all rows are stored centrally.
 
@@ -331,15 +331,15 @@ def run_mode(
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=2)
     with CountingProxy(ingestd.port) as proxy:
         env = {
-            "FLEET_PUSH_ENABLED": "true",
-            "FLEET_DATABASE_URL": customer,
-            "FLEET_INGEST_URL": f"http://127.0.0.1:{proxy.port}",
-            "FLEET_TOKEN": token,
-            "FLEET_PUSH_INTERVAL_S": "0.05",
-            "FLEET_WIRE_FORMAT": mode,
-            "FLEET_BACKOFF_BASE_S": "0.2",
-            "FLEET_BACKOFF_CAP_S": "1",
-            "FLEET_LOG_FORMAT": "json",
+            "PUSHER_PUSH_ENABLED": "true",
+            "PUSHER_DATABASE_URL": customer,
+            "PUSHER_INGEST_URL": f"http://127.0.0.1:{proxy.port}",
+            "PUSHER_TOKEN": token,
+            "PUSHER_PUSH_INTERVAL_S": "0.05",
+            "PUSHER_WIRE_FORMAT": mode,
+            "PUSHER_BACKOFF_BASE_S": "0.2",
+            "PUSHER_BACKOFF_CAP_S": "1",
+            "PUSHER_LOG_FORMAT": "json",
         }
         stored = 0
         minute = 0
@@ -423,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ticks", type=int, default=30, help="steady-state ticks measured")
     parser.add_argument("--warmup-ticks", type=int, default=3)
     parser.add_argument("--backlog-minutes", type=int, default=1440, help="a day: 28,800 rows")
-    parser.add_argument("--modes", default="auto,json", help="FLEET_WIRE_FORMAT values")
+    parser.add_argument("--modes", default="auto,json", help="PUSHER_WIRE_FORMAT values")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     exit_on_sigterm()

@@ -46,8 +46,8 @@ COPY --from=builder /app/.venv /app/.venv
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    FLEET_PUSH_ENABLED=false \
-    FLEET_LOG_FORMAT=json
+    PUSHER_PUSH_ENABLED=false \
+    PUSHER_LOG_FORMAT=json
 USER 10001:10001
 WORKDIR /app
 # `pusher status` reads the customer database only: a healthcheck must not send batches to

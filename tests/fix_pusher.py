@@ -304,19 +304,19 @@ def pusher_env(settings: Settings, **overrides: str) -> dict[str, str]:
     """The environment that makes `pusher` (the command) run with these settings."""
     env = dict(os.environ)
     env.update(
-        FLEET_PUSH_ENABLED="true",
-        FLEET_DATABASE_URL=settings.database_url,
-        FLEET_INGEST_URL=settings.ingest_url,
-        FLEET_TOKEN=settings.token,
-        FLEET_PUSH_INTERVAL_S=str(settings.push_interval_s),
-        FLEET_BATCH_SIZE=str(settings.batch_size),
-        FLEET_BACKOFF_BASE_S=str(settings.backoff_base_s),
-        FLEET_BACKOFF_CAP_S=str(settings.backoff_cap_s),
-        FLEET_RETRY_AFTER_JITTER_S=str(settings.retry_after_jitter_s),
-        FLEET_SHUTDOWN_DEADLINE_S=str(settings.shutdown_deadline_s),
-        FLEET_LOG_FORMAT="json",
-        FLEET_METRICS_PORT=str(settings.metrics_port),
-        FLEET_BACKLOG_COUNT_INTERVAL_S=str(settings.backlog_count_interval_s),
+        PUSHER_PUSH_ENABLED="true",
+        PUSHER_DATABASE_URL=settings.database_url,
+        PUSHER_INGEST_URL=settings.ingest_url,
+        PUSHER_TOKEN=settings.token,
+        PUSHER_PUSH_INTERVAL_S=str(settings.push_interval_s),
+        PUSHER_BATCH_SIZE=str(settings.batch_size),
+        PUSHER_BACKOFF_BASE_S=str(settings.backoff_base_s),
+        PUSHER_BACKOFF_CAP_S=str(settings.backoff_cap_s),
+        PUSHER_RETRY_AFTER_JITTER_S=str(settings.retry_after_jitter_s),
+        PUSHER_SHUTDOWN_DEADLINE_S=str(settings.shutdown_deadline_s),
+        PUSHER_LOG_FORMAT="json",
+        PUSHER_METRICS_PORT=str(settings.metrics_port),
+        PUSHER_BACKLOG_COUNT_INTERVAL_S=str(settings.backlog_count_interval_s),
     )
     env.update(overrides)
     return env

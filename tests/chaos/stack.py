@@ -51,14 +51,14 @@ CUSTOMER_CODE = "CHAOS01"
 
 # Short timings so that retries, backoffs and ticks happen many times within a scenario.
 PUSHER_TIMINGS = {
-    "FLEET_PUSH_INTERVAL_S": "0.2",
-    "FLEET_BACKOFF_BASE_S": "0.05",
-    "FLEET_BACKOFF_CAP_S": "0.5",
-    "FLEET_RETRY_AFTER_JITTER_S": "0.05",
-    "FLEET_REQUEST_TIMEOUT_S": "2",
-    "FLEET_SHUTDOWN_DEADLINE_S": "2",
-    "FLEET_BATCH_SIZE": "200",
-    "FLEET_BACKLOG_COUNT_INTERVAL_S": "1",
+    "PUSHER_PUSH_INTERVAL_S": "0.2",
+    "PUSHER_BACKOFF_BASE_S": "0.05",
+    "PUSHER_BACKOFF_CAP_S": "0.5",
+    "PUSHER_RETRY_AFTER_JITTER_S": "0.05",
+    "PUSHER_REQUEST_TIMEOUT_S": "2",
+    "PUSHER_SHUTDOWN_DEADLINE_S": "2",
+    "PUSHER_BATCH_SIZE": "200",
+    "PUSHER_BACKLOG_COUNT_INTERVAL_S": "1",
 }
 INGESTD_TIMINGS = {
     "INGESTD_POOL_TIMEOUT_S": "1",
@@ -70,7 +70,9 @@ INGESTD_TIMINGS = {
 
 
 def _base_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("INGESTD_", "FLEET_"))}
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith(("INGESTD_", "PUSHER_", "FLEET_"))
+    }
 
 
 class Daemon:
@@ -148,11 +150,11 @@ def pusher_daemon(log: Path, customer_dsn: str, url: str, token: str, **env: str
     full_env = {
         **_base_env(),
         **PUSHER_TIMINGS,
-        "FLEET_PUSH_ENABLED": "true",
-        "FLEET_DATABASE_URL": customer_dsn,
-        "FLEET_INGEST_URL": url,
-        "FLEET_TOKEN": token,
-        "FLEET_LOG_FORMAT": "json",
+        "PUSHER_PUSH_ENABLED": "true",
+        "PUSHER_DATABASE_URL": customer_dsn,
+        "PUSHER_INGEST_URL": url,
+        "PUSHER_TOKEN": token,
+        "PUSHER_LOG_FORMAT": "json",
         **env,
     }
     return Daemon("pusher", ["pusher", "run"], full_env, log)

@@ -202,7 +202,7 @@ def test_pusher_output_unwritable(tmp_path: Path) -> None:
             stack.customer_dsn,
             stack.ingestd_url,
             stack.token,
-            FLEET_METRICS_PORT=str(port),
+            PUSHER_METRICS_PORT=str(port),
         )
         pusher.start()
         FIGURES.fault("pusher_stdout_full")

@@ -84,12 +84,12 @@ def test_every_variable_is_documented_with_the_same_default() -> None:
 def test_defaults_are_safe() -> None:
     """Out of the box nothing is pushed, ingestd listens on loopback only, and no token is inline."""
     values, _ = _env_example()
-    assert values["FLEET_PUSH_ENABLED"] == "false"
+    assert values["PUSHER_PUSH_ENABLED"] == "false"
     assert values["INGESTD_PUBLISH"].startswith("127.0.0.1:")
     text = COMPOSE.read_text()
-    assert "flt_" not in text and "FLEET_TOKEN:" not in text
+    assert "flt_" not in text and "PUSHER_TOKEN:" not in text
     pusher = _compose()["services"]["pusher"]
-    assert pusher["environment"]["FLEET_TOKEN_FILE"].startswith("/var/lib/fleet/")
+    assert pusher["environment"]["PUSHER_TOKEN_FILE"].startswith("/var/lib/fleet/")
     assert any(v.endswith(":/var/lib/fleet:ro") for v in pusher["volumes"])
 
 

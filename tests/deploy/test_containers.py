@@ -76,7 +76,7 @@ def test_pusher_container_ships_customer_rows_exactly_once(
         == 0
     )
     token = _register(images, empty_central_db, "IMG0001")
-    migrate = images.run("pusher", "migrate", env={"FLEET_DATABASE_URL": empty_customer_db})
+    migrate = images.run("pusher", "migrate", env={"PUSHER_DATABASE_URL": empty_customer_db})
     assert migrate.returncode == 0, migrate.stderr
     seed_inventory(empty_customer_db, sites=1, devices=3)
     first = seed_measurements(empty_customer_db, devices=3, stop=400)
@@ -88,12 +88,12 @@ def test_pusher_container_ships_customer_rows_exactly_once(
         "INGESTD_PORT": str(port),
     }
     pusher_env = {
-        "FLEET_DATABASE_URL": empty_customer_db,
-        "FLEET_PUSH_ENABLED": "true",
-        "FLEET_INGEST_URL": f"http://127.0.0.1:{port}",
-        "FLEET_TOKEN": token,
-        "FLEET_PUSH_INTERVAL_S": "0.5",
-        "FLEET_BATCH_SIZE": "500",
+        "PUSHER_DATABASE_URL": empty_customer_db,
+        "PUSHER_PUSH_ENABLED": "true",
+        "PUSHER_INGEST_URL": f"http://127.0.0.1:{port}",
+        "PUSHER_TOKEN": token,
+        "PUSHER_PUSH_INTERVAL_S": "0.5",
+        "PUSHER_BATCH_SIZE": "500",
     }
     with images.started("ingestd", env=ingestd_env, label="ingestd-for-pusher"):
         assert wait_http(f"http://127.0.0.1:{port}/readyz") == 200

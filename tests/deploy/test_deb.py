@@ -112,7 +112,7 @@ def test_installed_package_migrates_checks_ships_rows_and_purges_without_trace(
     ).stdout
     assert "/etc/fleet/pusher.env" in conffiles
     settings = Path("/etc/fleet/pusher.env")
-    assert "\nFLEET_PUSH_ENABLED=false\n" in settings.read_text()
+    assert "\nPUSHER_PUSH_ENABLED=false\n" in settings.read_text()
     assert settings.stat().st_mode & 0o777 == 0o640
     assert Path("/lib/systemd/system/fleet-pusher.service").is_file()
     version = _run("fleet-pusher", "--version", env={"HOME": str(tmp_path)})
@@ -135,14 +135,14 @@ def test_installed_package_migrates_checks_ships_rows_and_purges_without_trace(
     )  # fmt: skip
     pusher_env = {
         "HOME": str(tmp_path),
-        "FLEET_DATABASE_URL": empty_customer_db,
-        "FLEET_PUSH_ENABLED": "true",
-        "FLEET_INGEST_URL": f"http://127.0.0.1:{port}",
-        "FLEET_TOKEN": added.stdout.strip(),
-        "FLEET_PUSH_INTERVAL_S": "0.3",
+        "PUSHER_DATABASE_URL": empty_customer_db,
+        "PUSHER_PUSH_ENABLED": "true",
+        "PUSHER_INGEST_URL": f"http://127.0.0.1:{port}",
+        "PUSHER_TOKEN": added.stdout.strip(),
+        "PUSHER_PUSH_INTERVAL_S": "0.3",
     }
     try:
-        migrate = _run("fleet-pusher", "migrate", env={"FLEET_DATABASE_URL": empty_customer_db})
+        migrate = _run("fleet-pusher", "migrate", env={"PUSHER_DATABASE_URL": empty_customer_db})
         shipped = REPO / "services/pusher/src/pusher/migrations"
         count = len([m for m in shipped.glob("*.sql") if not m.name.endswith(".rollback.sql")])
         assert migrate.returncode == 0, migrate.stderr

@@ -96,19 +96,19 @@ def test_pusher_image_check_names_a_bad_setting(pusher_image: BuiltImage) -> Non
     """`pusher check` (the unit's ExecStartPre) exits non-zero and names the malformed variable."""
     result = _run(
         pusher_image, "check",
-        FLEET_DATABASE_URL="postgresql://nobody@127.0.0.1:1/none",
-        FLEET_PUSH_ENABLED="true",
-        FLEET_INGEST_URL="ftp://ingest.example.com",
+        PUSHER_DATABASE_URL="postgresql://nobody@127.0.0.1:1/none",
+        PUSHER_PUSH_ENABLED="true",
+        PUSHER_INGEST_URL="ftp://ingest.example.com",
     )  # fmt: skip
     assert result.returncode == 2
-    assert "FLEET_INGEST_URL must be an http(s):// URL" in result.stderr
+    assert "PUSHER_INGEST_URL must be an http(s):// URL" in result.stderr
 
 
 def test_pusher_image_check_reports_an_unmigrated_database(
     pusher_image: BuiltImage, empty_customer_db: str
 ) -> None:
     """`pusher check` fails on a customer database whose migrations are pending, and says what to run."""
-    result = _run(pusher_image, "check", FLEET_DATABASE_URL=empty_customer_db)
+    result = _run(pusher_image, "check", PUSHER_DATABASE_URL=empty_customer_db)
     assert result.returncode == 1
     assert "pending migrations" in result.stderr and "pusher migrate" in result.stderr
 
@@ -117,9 +117,9 @@ def test_pusher_image_migrates_then_healthcheck_and_default_cmd_pass(
     pusher_image: BuiltImage, simulator_image: BuiltImage, empty_customer_db: str
 ) -> None:
     """migrate, the simulator writing readings, the HEALTHCHECK (`pusher status`) and `run` with push off all succeed."""
-    migrate = _run(pusher_image, "migrate", FLEET_DATABASE_URL=empty_customer_db)
+    migrate = _run(pusher_image, "migrate", PUSHER_DATABASE_URL=empty_customer_db)
     assert migrate.returncode == 0, migrate.stderr
-    assert _run(pusher_image, "check", FLEET_DATABASE_URL=empty_customer_db).returncode == 0
+    assert _run(pusher_image, "check", PUSHER_DATABASE_URL=empty_customer_db).returncode == 0
 
     simulate = subprocess.run(
         simulator_image.command("--database-url", empty_customer_db, "--sites", "1", "--devices", "2",
@@ -134,7 +134,7 @@ def test_pusher_image_migrates_then_healthcheck_and_default_cmd_pass(
 
     health = subprocess.run(
         pusher_image.healthcheck_command(),
-        env=pusher_image.environment(FLEET_DATABASE_URL=empty_customer_db),
+        env=pusher_image.environment(PUSHER_DATABASE_URL=empty_customer_db),
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert health.returncode == 0, health.stderr
@@ -145,5 +145,5 @@ def test_pusher_image_migrates_then_healthcheck_and_default_cmd_pass(
     )  # fmt: skip
     assert sim_health.returncode == 0, sim_health.stderr
 
-    idle = _run(pusher_image, FLEET_DATABASE_URL=empty_customer_db)  # CMD ["run"], push disabled
+    idle = _run(pusher_image, PUSHER_DATABASE_URL=empty_customer_db)  # CMD ["run"], push disabled
     assert idle.returncode == 0

@@ -78,21 +78,21 @@ def test_unit_has_the_required_shape() -> None:
     assert d["ExecStartPre"] == [f"{PUSHER_BIN} check"]
     assert d["ExecStart"] == [f"{PUSHER_BIN} run"]
     assert d["LoadCredential"] == ["token:/etc/fleet/pusher.token"]
-    assert "FLEET_TOKEN_FILE=%d/token" in d["Environment"]
+    assert "PUSHER_TOKEN_FILE=%d/token" in d["Environment"]
     assert d["RestrictAddressFamilies"] == ["AF_INET AF_INET6 AF_UNIX"]
     assert d["MemoryDenyWriteExecute"] == ["yes"]
 
 
 def test_env_example_documents_every_setting_and_no_secret() -> None:
-    """The env file example sets every FLEET_* setting the pusher reads (bar the token) and pushes nothing by default."""
+    """The env file example sets every PUSHER_* setting the pusher reads (bar the token) and pushes nothing by default."""
     source = (REPO / "services/pusher/src/pusher/settings.py").read_text()
-    read = set(re.findall(r'"(FLEET_[A-Z_]+)"', source)) - {"FLEET_TOKEN", "FLEET_TOKEN_FILE"}
+    read = set(re.findall(r'"(PUSHER_[A-Z_]+)"', source)) - {"PUSHER_TOKEN", "PUSHER_TOKEN_FILE"}
     lines = ENV_EXAMPLE.read_text().splitlines()
     example = {line.split("=", 1)[0] for line in lines if line and not line.startswith("#")}
-    set_by_unit = {"FLEET_LOG_FORMAT"}
+    set_by_unit = {"PUSHER_LOG_FORMAT"}
     assert read - set_by_unit <= example, read - set_by_unit - example
-    assert "FLEET_PUSH_ENABLED=false" in lines
-    assert not any(line.startswith(("FLEET_TOKEN=", "FLEET_TOKEN_FILE=")) for line in lines)
+    assert "PUSHER_PUSH_ENABLED=false" in lines
+    assert not any(line.startswith(("PUSHER_TOKEN=", "PUSHER_TOKEN_FILE=")) for line in lines)
 
 
 def _mdwe_launcher(python: Path) -> list[str]:
@@ -132,11 +132,11 @@ def test_pusher_delivers_with_write_execute_memory_refused(
     token_file = tmp_path / "token"
     token_file.write_text(customer_token + "\n")
     env = pusher_image.environment(
-        FLEET_DATABASE_URL=customer_db,
-        FLEET_PUSH_ENABLED="true",
-        FLEET_INGEST_URL=threaded_ingestd.url,  # type: ignore[attr-defined]
-        FLEET_TOKEN_FILE=str(token_file),
-        FLEET_PUSH_INTERVAL_S="0.2",
+        PUSHER_DATABASE_URL=customer_db,
+        PUSHER_PUSH_ENABLED="true",
+        PUSHER_INGEST_URL=threaded_ingestd.url,  # type: ignore[attr-defined]
+        PUSHER_TOKEN_FILE=str(token_file),
+        PUSHER_PUSH_INTERVAL_S="0.2",
     )
     launcher = _mdwe_launcher(pusher_image.root / ".venv/bin/python")
     pusher = str(pusher_image.root / ".venv/bin/pusher")
@@ -180,11 +180,11 @@ def test_pusher_run_notifies_systemd(
     sock.bind(str(sock_path))
     sock.settimeout(0.5)
     env = pusher_image.environment(
-        FLEET_DATABASE_URL=customer_db,
-        FLEET_PUSH_ENABLED="true",
-        FLEET_INGEST_URL=threaded_ingestd.url,  # type: ignore[attr-defined]
-        FLEET_TOKEN_FILE=str(token_file),
-        FLEET_PUSH_INTERVAL_S="0.5",
+        PUSHER_DATABASE_URL=customer_db,
+        PUSHER_PUSH_ENABLED="true",
+        PUSHER_INGEST_URL=threaded_ingestd.url,  # type: ignore[attr-defined]
+        PUSHER_TOKEN_FILE=str(token_file),
+        PUSHER_PUSH_INTERVAL_S="0.5",
         NOTIFY_SOCKET=str(sock_path),
         WATCHDOG_USEC="2000000",
     )

@@ -132,7 +132,7 @@ def test_wheels_installed_outside_the_checkout_migrate_both_databases(
 
     for command, variable, dsn, package in (
         ("ingestd", "INGESTD_DATABASE_URL", empty_central_db, "ingestd"),
-        ("pusher", "FLEET_DATABASE_URL", empty_customer_db, "pusher"),
+        ("pusher", "PUSHER_DATABASE_URL", empty_customer_db, "pusher"),
     ):
         folder = REPO / MEMBERS[f"fleet-{package}"][1] / "src" / package / "migrations"
         count = len([p for p in folder.glob("*.sql") if not p.name.endswith(".rollback.sql")])

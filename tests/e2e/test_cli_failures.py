@@ -15,7 +15,7 @@ from fleetdev.pgcluster import PgCluster, free_port
 from ingestd.settings import Settings as IngestdSettings
 from pusher.settings import Settings as PusherSettings
 
-BASE = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTD_", "FLEET_"))}
+BASE = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTD_", "PUSHER_", "FLEET_"))}
 
 
 def _unreachable() -> str:
@@ -50,7 +50,7 @@ def test_ingestd_commands_with_the_database_down_say_so_in_one_line(args: list[s
 def test_pusher_commands_with_the_database_down_say_so_in_one_line_each(args: list[str]) -> None:
     """Every pusher command meets an unreachable customer database with exit status 1 and one
     line on stderr per problem, no traceback."""
-    proc = _run("pusher", *args, FLEET_DATABASE_URL=_unreachable())
+    proc = _run("pusher", *args, PUSHER_DATABASE_URL=_unreachable())
     assert proc.returncode == 1
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and "customer database unreachable: connection failed" in lines[0]
@@ -82,7 +82,7 @@ def test_debug_level_adds_the_traceback() -> None:
 @pytest.mark.parametrize("service", ["ingestd", "pusher"])
 def test_configuration_error_is_status_2_naming_the_variable(service: str) -> None:
     """A malformed variable stops any command with exit status 2 and one line naming it."""
-    prefix = "INGESTD" if service == "ingestd" else "FLEET"
+    prefix = "INGESTD" if service == "ingestd" else "PUSHER"
     proc = _run(service, "migrate", **{f"{prefix}_DATABASE_URL": "mysql://nope"})
     assert proc.returncode == 2
     (line,) = proc.stderr.splitlines()
@@ -131,7 +131,19 @@ def _into_a_closed_pipe(service: str, *args: str, **env: str) -> subprocess.Comp
 def test_pusher_status_into_a_closed_pipe_ends_quietly(pg_cluster: PgCluster) -> None:
     """`pusher status | head -1` used to log a critical `uncaught_exception` (BrokenPipeError)."""
     dsn = pg_cluster.create_database("status_pipe")
-    migrated = _run("pusher", "migrate", FLEET_DATABASE_URL=dsn)
+    migrated = _run("pusher", "migrate", PUSHER_DATABASE_URL=dsn)
     assert migrated.returncode == 0, migrated.stderr
-    proc = _into_a_closed_pipe("pusher", "status", FLEET_DATABASE_URL=dsn)
+    proc = _into_a_closed_pipe("pusher", "status", PUSHER_DATABASE_URL=dsn)
     assert (proc.returncode, proc.stderr) == (1, "")
+
+
+def test_former_pusher_names_warn_once_each() -> None:
+    """`pusher` run with a former FLEET_* name works and logs one `deprecated_variable` warning
+    naming the new one (on stderr for a one-shot command, whose stdout is its result)."""
+    proc = _run("pusher", "status", FLEET_DATABASE_URL=_unreachable(), PUSHER_LOG_FORMAT="json")
+    warning, failure = proc.stderr.splitlines()
+    entry = json.loads(warning)
+    assert (entry["event"], entry["name"], entry["use"]) == (
+        "deprecated_variable", "FLEET_DATABASE_URL", "PUSHER_DATABASE_URL",
+    )  # fmt: skip
+    assert failure.startswith("pusher: customer database unreachable")

@@ -20,7 +20,7 @@ from fleetdev.pgcluster import free_port
 
 from tests.fix_pusher import central_count, seed_inventory, seed_measurements, wait_for
 
-BASE = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTD_", "FLEET_"))}
+BASE = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTD_", "PUSHER_", "FLEET_"))}
 SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 
 
@@ -62,10 +62,10 @@ async def test_failed_start_prints_only_structured_lines() -> None:
     down = f"postgresql://fleet@127.0.0.1:{free_port()}/nothing"
     ingestd = await _start("ingestd", "serve", INGESTD_DATABASE_URL=down, INGESTD_PORT=str(free_port()),
                            INGESTD_CONNECT_TIMEOUT_S="1", INGESTD_LOG_FORMAT="json")  # fmt: skip
-    pusher = await _start("pusher", "run", FLEET_DATABASE_URL=down, FLEET_PUSH_ENABLED="true",
-                          FLEET_INGEST_URL=f"http://127.0.0.1:{free_port()}", FLEET_TOKEN="t0ken",
-                          FLEET_BACKOFF_BASE_S="0.2", FLEET_BACKOFF_CAP_S="0.5",
-                          FLEET_LOG_FORMAT="json")  # fmt: skip
+    pusher = await _start("pusher", "run", PUSHER_DATABASE_URL=down, PUSHER_PUSH_ENABLED="true",
+                          PUSHER_INGEST_URL=f"http://127.0.0.1:{free_port()}", PUSHER_TOKEN="t0ken",
+                          PUSHER_BACKOFF_BASE_S="0.2", PUSHER_BACKOFF_CAP_S="0.5",
+                          PUSHER_LOG_FORMAT="json")  # fmt: skip
     assert await asyncio.wait_for(ingestd.wait(), 30) == 1
     await asyncio.sleep(2.0)
     ingestd_lines = _parse("ingestd", *(await _stop(ingestd)))
@@ -89,12 +89,12 @@ async def test_normal_run_prints_only_structured_lines(central_db: str, customer
     pusher = None
     try:
         await asyncio.sleep(1.0)
-        pusher = await _start("pusher", "run", FLEET_DATABASE_URL=customer_db,
-                              FLEET_PUSH_ENABLED="true", FLEET_INGEST_URL=f"http://127.0.0.1:{port}",
-                              FLEET_TOKEN=customer_token, FLEET_PUSH_INTERVAL_S="0.5",
-                              FLEET_BATCH_SIZE="500", FLEET_BACKOFF_BASE_S="0.2",
-                              FLEET_BACKOFF_CAP_S="1", FLEET_METRICS_PORT=str(free_port()),
-                              FLEET_LOG_FORMAT="json")  # fmt: skip
+        pusher = await _start("pusher", "run", PUSHER_DATABASE_URL=customer_db,
+                              PUSHER_PUSH_ENABLED="true", PUSHER_INGEST_URL=f"http://127.0.0.1:{port}",
+                              PUSHER_TOKEN=customer_token, PUSHER_PUSH_INTERVAL_S="0.5",
+                              PUSHER_BATCH_SIZE="500", PUSHER_BACKOFF_BASE_S="0.2",
+                              PUSHER_BACKOFF_CAP_S="1", PUSHER_METRICS_PORT=str(free_port()),
+                              PUSHER_LOG_FORMAT="json")  # fmt: skip
         await wait_for(lambda: central_count(central_db) == expected, what="all rows", timeout_s=60)
     finally:
         pusher_out = await _stop(pusher) if pusher is not None else ("", "")

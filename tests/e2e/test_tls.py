@@ -42,7 +42,7 @@ def test_ca() -> trustme.CA:
 
 @pytest.fixture
 def ca_bundle(test_ca: trustme.CA, tmp_path: Path) -> Path:
-    """The test CA's certificate as a PEM file, as FLEET_CA_BUNDLE takes it."""
+    """The test CA's certificate as a PEM file, as PUSHER_CA_BUNDLE takes it."""
     path = tmp_path / "fleet-ca.pem"
     test_ca.cert_pem.write_to_path(str(path))
     return path
@@ -78,7 +78,7 @@ async def test_pusher_delivers_over_https_trusting_the_configured_ca(
     central_db: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """With FLEET_CA_BUNDLE naming the test CA, every row arrives over HTTPS, and the token
+    """With PUSHER_CA_BUNDLE naming the test CA, every row arrives over HTTPS, and the token
     appears in neither the logs nor the metrics."""
     server = await https_ingestd("127.0.0.1", "localhost")
     url = ingest_url(server)
@@ -138,6 +138,6 @@ async def test_pusher_refuses_a_certificate_it_cannot_verify(
     assert metric(text, "fleet_pusher_failures_total", resource="measurements", status="tls") >= 1
     assert metric(text, "fleet_pusher_rows_shipped_total") == 0
     out = capsys.readouterr().out
-    assert "tls_verify_failed" in out and "FLEET_CA_BUNDLE" in out
+    assert "tls_verify_failed" in out and "PUSHER_CA_BUNDLE" in out
     assert "certificate verify failed" in out and cause in out
     assert settings.token not in out and settings.token not in text

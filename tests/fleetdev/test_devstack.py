@@ -36,7 +36,9 @@ def test_two_stack_demo_moves_rows_and_reuses_its_state(state_root: Path) -> Non
     state = state_root / "dev"
     cmd = [sys.executable, "-m", "fleetdev.devstack", "--state-dir", str(state), "--duration", "12",
            "--interval", "2", "--sim-interval", "1", "--push-interval", "1"]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTD_", "FLEET_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("INGESTD_", "PUSHER_", "FLEET_"))
+    }
     # As if TimescaleDB was installed only after this first run:
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False,
                            env={**env, "INGESTD_TIMESCALEDB": "off"})  # fmt: skip
@@ -95,7 +97,7 @@ def test_replayed_count_matches_what_the_simulator_says(pg_cluster: PgCluster) -
     """The status line's replayed count (REPLAYED_ROWS) equals the sum of the simulator's own
     "replayed N" lines: both count the rows sampled while offline."""
     dsn = pg_cluster.create_database("sim_replay")
-    subprocess.run([sys.executable, "-m", "pusher", "migrate"], env={"FLEET_DATABASE_URL": dsn, "PATH": "/usr/bin:/bin"},
+    subprocess.run([sys.executable, "-m", "pusher", "migrate"], env={"PUSHER_DATABASE_URL": dsn, "PATH": "/usr/bin:/bin"},
                    check=True, capture_output=True, timeout=60)  # fmt: skip
     sim = subprocess.run(
         [sys.executable, "-m", "fleetdev.simulator", "--database-url", dsn, "--sites", "1",
@@ -113,7 +115,7 @@ def test_replayed_count_matches_what_the_simulator_says(pg_cluster: PgCluster) -
 def test_backlog_generator_writes_the_rows_it_reports(pg_cluster: PgCluster) -> None:
     """`--backlog N` writes about N plausible rows into the meter stack's table, fast."""
     dsn = pg_cluster.create_database("sim_backlog")
-    subprocess.run([sys.executable, "-m", "pusher", "migrate"], env={"FLEET_DATABASE_URL": dsn, "PATH": "/usr/bin:/bin"},
+    subprocess.run([sys.executable, "-m", "pusher", "migrate"], env={"PUSHER_DATABASE_URL": dsn, "PATH": "/usr/bin:/bin"},
                    check=True, capture_output=True, timeout=60)  # fmt: skip
     written = write_backlog(dsn, 10_000, days=2)
     with psycopg.connect(dsn) as conn:
@@ -150,7 +152,7 @@ def test_a_restarted_simulator_counts_its_registers_on(pg_cluster: PgCluster) ->
     its latest stored sample, at the same load: no false register reset, which the energy answers
     would count as the whole register's value in one hour."""
     dsn = pg_cluster.create_database("sim_restart")
-    subprocess.run([sys.executable, "-m", "pusher", "migrate"], env={"FLEET_DATABASE_URL": dsn, "PATH": "/usr/bin:/bin"},
+    subprocess.run([sys.executable, "-m", "pusher", "migrate"], env={"PUSHER_DATABASE_URL": dsn, "PATH": "/usr/bin:/bin"},
                    check=True, capture_output=True, timeout=60)  # fmt: skip
     start = datetime.now(UTC)
     first = MeterStack(dsn, sites=1, devices_per_site=2)

@@ -33,15 +33,15 @@ async def test_check_passes_with_a_good_configuration_and_fails_with_a_bad_token
 
 async def test_configuration_error_exits_2_naming_the_variable(pusher_settings: Settings) -> None:
     """A missing variable stops the command with exit status 2 and names it."""
-    env = pusher_env(pusher_settings, FLEET_INGEST_URL="")
+    env = pusher_env(pusher_settings, PUSHER_INGEST_URL="")
     proc = await start_pusher_process(env, "run", capture=True)
     out, _ = await proc.communicate()
-    assert proc.returncode == 2 and b"FLEET_INGEST_URL" in out
+    assert proc.returncode == 2 and b"PUSHER_INGEST_URL" in out
 
 
 async def test_run_when_disabled_exits_0_without_pushing(pusher_settings: Settings) -> None:
-    """With FLEET_PUSH_ENABLED=false `pusher run` logs that pushing is off and exits 0."""
-    env = pusher_env(pusher_settings, FLEET_PUSH_ENABLED="false")
+    """With PUSHER_PUSH_ENABLED=false `pusher run` logs that pushing is off and exits 0."""
+    env = pusher_env(pusher_settings, PUSHER_PUSH_ENABLED="false")
     proc = await start_pusher_process(env, "run", capture=True)
     out, _ = await proc.communicate()
     assert proc.returncode == 0 and b"push_disabled" in out

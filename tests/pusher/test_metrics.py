@@ -134,13 +134,13 @@ async def test_refused_pusher_shows_backlog_lag_failures_and_backoff(
 async def test_metrics_port_in_use_fails_at_start_naming_the_variable(
     pusher_settings: Settings,
 ) -> None:
-    """A metrics port another process holds stops the pusher at start with FLEET_METRICS_PORT
+    """A metrics port another process holds stops the pusher at start with PUSHER_METRICS_PORT
     named, before it pushes anything."""
     settings = with_metrics(pusher_settings)
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", settings.metrics_port))
         holder.listen()
-        with pytest.raises(ConfigError, match="FLEET_METRICS_PORT"):
+        with pytest.raises(ConfigError, match="PUSHER_METRICS_PORT"):
             await run(settings, asyncio.Event())
 
 

@@ -70,7 +70,7 @@ async def test_every_change_leaves_memory_equal_to_the_stored_row(customer_db: s
 
 
 async def test_load_caps_the_batch_size_at_the_setting(customer_db: str) -> None:
-    """A smaller FLEET_BATCH_SIZE applies at once to the loaded state."""
+    """A smaller PUSHER_BATCH_SIZE applies at once to the loaded state."""
     async with await source.connect(customer_db) as conn:
         state = PushState()
         await state.load(conn, 500)

@@ -13,24 +13,24 @@ TOKEN = "flt_" + "a" * 43
 
 
 def test_disabled_needs_only_the_database() -> None:
-    """Without FLEET_PUSH_ENABLED=true only FLEET_DATABASE_URL is required (migrate, status)."""
-    settings = Settings.from_env({"FLEET_DATABASE_URL": DB})
+    """Without PUSHER_PUSH_ENABLED=true only PUSHER_DATABASE_URL is required (migrate, status)."""
+    settings = Settings.from_env({"PUSHER_DATABASE_URL": DB})
     assert not settings.enabled and settings.batch_size == 5000 and settings.push_interval_s == 60
 
 
 def test_enabled_requires_url_and_token_and_names_what_is_missing() -> None:
     """An enabled pusher without an ingest URL or token fails at start, naming the variable."""
-    with pytest.raises(ConfigError, match="FLEET_INGEST_URL"):
-        Settings.from_env({"FLEET_DATABASE_URL": DB, "FLEET_PUSH_ENABLED": "true"})
-    with pytest.raises(ConfigError, match="FLEET_TOKEN"):
+    with pytest.raises(ConfigError, match="PUSHER_INGEST_URL"):
+        Settings.from_env({"PUSHER_DATABASE_URL": DB, "PUSHER_PUSH_ENABLED": "true"})
+    with pytest.raises(ConfigError, match="PUSHER_TOKEN"):
         Settings.from_env(
             {
-                "FLEET_DATABASE_URL": DB,
-                "FLEET_PUSH_ENABLED": "true",
-                "FLEET_INGEST_URL": "https://central.example",
+                "PUSHER_DATABASE_URL": DB,
+                "PUSHER_PUSH_ENABLED": "true",
+                "PUSHER_INGEST_URL": "https://central.example",
             }
         )
-    with pytest.raises(ConfigError, match="FLEET_DATABASE_URL"):
+    with pytest.raises(ConfigError, match="PUSHER_DATABASE_URL"):
         Settings.from_env({})
 
 
@@ -40,10 +40,10 @@ def test_token_from_file_and_never_in_repr(tmp_path: Path) -> None:
     token_file.write_text(TOKEN + "\n")
     settings = Settings.from_env(
         {
-            "FLEET_DATABASE_URL": "postgresql://fleet:s3cret@db/meters",
-            "FLEET_PUSH_ENABLED": "true",
-            "FLEET_INGEST_URL": "https://central.example/",
-            "FLEET_TOKEN_FILE": str(token_file),
+            "PUSHER_DATABASE_URL": "postgresql://fleet:s3cret@db/meters",
+            "PUSHER_PUSH_ENABLED": "true",
+            "PUSHER_INGEST_URL": "https://central.example/",
+            "PUSHER_TOKEN_FILE": str(token_file),
         }
     )
     assert settings.token == TOKEN
@@ -53,23 +53,56 @@ def test_token_from_file_and_never_in_repr(tmp_path: Path) -> None:
 
 def test_malformed_numbers_are_named() -> None:
     """A malformed or out-of-range number names its variable."""
-    base = {"FLEET_DATABASE_URL": DB}
-    with pytest.raises(ConfigError, match="FLEET_BATCH_SIZE"):
-        Settings.from_env({**base, "FLEET_BATCH_SIZE": "0"})
-    with pytest.raises(ConfigError, match="FLEET_PUSH_INTERVAL_S"):
-        Settings.from_env({**base, "FLEET_PUSH_INTERVAL_S": "soon"})
-    with pytest.raises(ConfigError, match="FLEET_BACKOFF_CAP_S"):
-        Settings.from_env({**base, "FLEET_BACKOFF_BASE_S": "60", "FLEET_BACKOFF_CAP_S": "1"})
+    base = {"PUSHER_DATABASE_URL": DB}
+    with pytest.raises(ConfigError, match="PUSHER_BATCH_SIZE"):
+        Settings.from_env({**base, "PUSHER_BATCH_SIZE": "0"})
+    with pytest.raises(ConfigError, match="PUSHER_PUSH_INTERVAL_S"):
+        Settings.from_env({**base, "PUSHER_PUSH_INTERVAL_S": "soon"})
+    with pytest.raises(ConfigError, match="PUSHER_BACKOFF_CAP_S"):
+        Settings.from_env({**base, "PUSHER_BACKOFF_BASE_S": "60", "PUSHER_BACKOFF_CAP_S": "1"})
 
 
 def test_metrics_listener_is_off_unless_a_port_is_set() -> None:
-    """FLEET_METRICS_PORT unset (or 0) keeps the listener off; a set port binds 127.0.0.1 unless
-    FLEET_METRICS_HOST says otherwise; a port out of range is named."""
-    off = Settings.from_env({"FLEET_DATABASE_URL": DB})
+    """PUSHER_METRICS_PORT unset (or 0) keeps the listener off; a set port binds 127.0.0.1 unless
+    PUSHER_METRICS_HOST says otherwise; a port out of range is named."""
+    off = Settings.from_env({"PUSHER_DATABASE_URL": DB})
     assert off.metrics_port == 0 and off.metrics_host == "127.0.0.1"
     on = Settings.from_env(
-        {"FLEET_DATABASE_URL": DB, "FLEET_METRICS_PORT": "9108", "FLEET_METRICS_HOST": "10.0.0.5"}
+        {
+            "PUSHER_DATABASE_URL": DB,
+            "PUSHER_METRICS_PORT": "9108",
+            "PUSHER_METRICS_HOST": "10.0.0.5",
+        }
     )
     assert on.metrics_port == 9108 and on.metrics_host == "10.0.0.5"
-    with pytest.raises(ConfigError, match="FLEET_METRICS_PORT"):
-        Settings.from_env({"FLEET_DATABASE_URL": DB, "FLEET_METRICS_PORT": "70000"})
+    with pytest.raises(ConfigError, match="PUSHER_METRICS_PORT"):
+        Settings.from_env({"PUSHER_DATABASE_URL": DB, "PUSHER_METRICS_PORT": "70000"})
+
+
+def test_former_fleet_names_still_work_and_are_noted() -> None:
+    """A gateway configured with the former FLEET_* names keeps working; each old name is noted
+    for a warning, and where both are set the PUSHER_* one wins."""
+    settings = Settings.from_env(
+        {
+            "FLEET_DATABASE_URL": DB,
+            "FLEET_BATCH_SIZE": "700",
+            "PUSHER_BATCH_SIZE": "900",
+            "FLEET_PUSH_INTERVAL_S": "5",
+        }
+    )
+    assert settings.database_url == DB and settings.batch_size == 900
+    assert settings.push_interval_s == 5
+    assert set(settings.deprecated) == {
+        ("FLEET_DATABASE_URL", "PUSHER_DATABASE_URL"),
+        ("FLEET_BATCH_SIZE", "PUSHER_BATCH_SIZE"),
+        ("FLEET_PUSH_INTERVAL_S", "PUSHER_PUSH_INTERVAL_S"),
+    }
+    assert Settings.from_env({"PUSHER_DATABASE_URL": DB}).deprecated == ()
+
+
+def test_every_variable_has_the_pusher_prefix() -> None:
+    """Every variable the pusher reads is PUSHER_* (FLEET_* belongs to the test and dev tooling);
+    a new setting read under another prefix fails here."""
+    names = [v.name for v in Settings.variables()]
+    assert len(names) > 20
+    assert [n for n in names if not n.startswith("PUSHER_")] == []

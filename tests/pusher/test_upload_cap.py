@@ -1,4 +1,4 @@
-"""The upload cap (FLEET_MAX_UPLOAD_BYTES_PER_S): a token bucket, and what `pusher status` and the
+"""The upload cap (PUSHER_MAX_UPLOAD_BYTES_PER_S): a token bucket, and what `pusher status` and the
 metrics say about it."""
 
 from __future__ import annotations
@@ -67,14 +67,14 @@ def test_drain_projection() -> None:
 
 def test_settings_of_the_wire() -> None:
     """The wire settings have safe defaults and refuse nonsense, naming the variable."""
-    base = {"FLEET_DATABASE_URL": "postgresql://x@127.0.0.1/m"}
+    base = {"PUSHER_DATABASE_URL": "postgresql://x@127.0.0.1/m"}
     settings = Settings.from_env(base)
     assert (settings.wire_format, settings.full_set_interval_s) == ("auto", 3600.0)
     assert settings.max_upload_bytes_per_s == 0
-    with pytest.raises(ConfigError, match="FLEET_WIRE_FORMAT"):
-        Settings.from_env({**base, "FLEET_WIRE_FORMAT": "xml"})
-    with pytest.raises(ConfigError, match="FLEET_MAX_UPLOAD_BYTES_PER_S"):
-        Settings.from_env({**base, "FLEET_MAX_UPLOAD_BYTES_PER_S": "-1"})
+    with pytest.raises(ConfigError, match="PUSHER_WIRE_FORMAT"):
+        Settings.from_env({**base, "PUSHER_WIRE_FORMAT": "xml"})
+    with pytest.raises(ConfigError, match="PUSHER_MAX_UPLOAD_BYTES_PER_S"):
+        Settings.from_env({**base, "PUSHER_MAX_UPLOAD_BYTES_PER_S": "-1"})
 
 
 def test_columnar_reads_use_the_cursor_query() -> None:
@@ -102,7 +102,7 @@ async def test_capped_backlog_drains_under_the_cap_and_status_says_how_long(
     assert sent > 2_000 * 2
     assert elapsed >= (sent - 2_000) / 2_000 - 0.5
     more = seed_measurements(customer_db, start=2000, stop=2500)
-    env = pusher_env(settings, FLEET_MAX_UPLOAD_BYTES_PER_S="1000")
+    env = pusher_env(settings, PUSHER_MAX_UPLOAD_BYTES_PER_S="1000")
     proc = await start_pusher_process(env, "status", capture=True)
     out, _ = await proc.communicate()
     report = json.loads(out)

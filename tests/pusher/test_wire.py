@@ -180,7 +180,7 @@ async def test_full_sets_only_when_changed_or_due(
     pusher_settings: Settings, recording: RecordingIngestd, customer_db: str, central_db: str
 ) -> None:
     """Ticks go by without sites or devices on the wire until a device changes (its set goes,
-    the sites' does not), or until FLEET_FULL_SET_INTERVAL_S has passed; a restarted pusher
+    the sites' does not), or until PUSHER_FULL_SET_INTERVAL_S has passed; a restarted pusher
     remembers what ingestd accepted."""
     seed_inventory(customer_db)
     settings = towards(pusher_settings, recording, push_interval_s=0.05, full_set_interval_s=3600)

@@ -188,7 +188,9 @@ def run(
     state = StackState.load(state_dir.resolve())
     logs = state.logs
     logs.mkdir(exist_ok=True)
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTD_", "FLEET_"))}
+    base_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("INGESTD_", "PUSHER_", "FLEET_"))
+    }
     stop_requested = False
 
     def request_stop(*_: object) -> None:
@@ -236,15 +238,15 @@ def run(
             _say(f"registered customer {CUSTOMER_CODE}; token saved to {state.token_file}")
         push_env = {
             **base_env,
-            **_passed_through(("FLEET_",)),
-            "FLEET_DATABASE_URL": customer_dsn,
-            "FLEET_PUSH_ENABLED": "true",
-            "FLEET_INGEST_URL": state.ingest_url,
-            "FLEET_TOKEN_FILE": str(state.token_file),
-            "FLEET_PUSH_INTERVAL_S": str(push_interval_s),
-            "FLEET_BACKOFF_BASE_S": "2",
-            "FLEET_BACKOFF_CAP_S": "30",
-            "FLEET_LOG_FORMAT": "json",
+            **_passed_through(("PUSHER_",)),
+            "PUSHER_DATABASE_URL": customer_dsn,
+            "PUSHER_PUSH_ENABLED": "true",
+            "PUSHER_INGEST_URL": state.ingest_url,
+            "PUSHER_TOKEN_FILE": str(state.token_file),
+            "PUSHER_PUSH_INTERVAL_S": str(push_interval_s),
+            "PUSHER_BACKOFF_BASE_S": "2",
+            "PUSHER_BACKOFF_CAP_S": "30",
+            "PUSHER_LOG_FORMAT": "json",
         }
         _run([sys.executable, "-m", "pusher", "migrate"], push_env)
         sim_cmd = [sys.executable, "-m", "fleetdev.simulator", "--database-url", customer_dsn,

@@ -10,7 +10,7 @@ work (no pool-timeout storms, goodput stays near capacity).
 Every 503 carries a Retry-After spread at random over a window that widens with the overload
 (`spread`): a herd of pushers that all retry after the same delay would arrive together again,
 while spreading them over `base * (1 + load)` seconds turns a spike into a stream the process
-can take. The pushers add their own jitter on top (FLEET_RETRY_AFTER_JITTER_S).
+can take. The pushers add their own jitter on top (PUSHER_RETRY_AFTER_JITTER_S).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def exponential_delay(failures: int, base_s: float, cap_s: float, rng: random.Ra
 
 
 RETRY_AFTER_MAX_S = 86_400.0
-"""The most a Retry-After header is read as (a day); the daemon waits at most FLEET_BACKOFF_CAP_S
+"""The most a Retry-After header is read as (a day); the daemon waits at most PUSHER_BACKOFF_CAP_S
 of it in any case (`retry_after_delay`)."""
 
 _DELTA_SECONDS = re.compile(r"[0-9]{1,12}")

@@ -1,16 +1,16 @@
 """The `pusher` command.
 
-    pusher run       push until SIGTERM/SIGINT (does nothing unless FLEET_PUSH_ENABLED=true)
+    pusher run       push until SIGTERM/SIGINT (does nothing unless PUSHER_PUSH_ENABLED=true)
     pusher migrate   apply pending migrations to the customer database
     pusher status    per-resource cursor, backlog, lag, failures and any blocking transaction
     pusher check     validate the configuration, the database and ingestd (token included);
                      exit 0 when pushing can work, 1 when it cannot, 2 on a configuration error
 
-Every command reads its configuration from the environment (FLEET_DATABASE_URL, …; `pusher run
+Every command reads its configuration from the environment (PUSHER_DATABASE_URL, …; `pusher run
 --help` lists them all with their defaults). Exit status: 0 done, 1 failed (one line on stderr
 says why: customer database unreachable, ingestd refusing the check…), 2 configuration or usage
 error, 130 interrupted. `pusher run` retries an unreachable database or ingestd (a log line
-each time) instead of exiting. No traceback for any of these unless FLEET_LOG_LEVEL=debug.
+each time) instead of exiting. No traceback for any of these unless PUSHER_LOG_LEVEL=debug.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from pusher.daemon import run
 from pusher.delivery import IngestClient
 from pusher.errors import ConfigError, DeliveryError, PusherError
 from pusher.migrate import apply_migrations, pending_migrations
-from pusher.settings import Settings
+from pusher.settings import LEGACY_PREFIX, Settings
 from pusher.status import collect_status
 from pusher.systemd import SystemdNotifier
 
@@ -56,7 +56,7 @@ log = structlog.get_logger("pusher")
 
 def _parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
-    variables = format_variables(Settings.variables())
+    variables = format_variables(Settings.variables(), LEGACY_PREFIX)
     every = f"{EXIT_STATUSES}\n\n{variables}"
     parser = argparse.ArgumentParser(
         prog="pusher",
@@ -71,11 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "run",
         help="push until SIGTERM/SIGINT",
-        description="Push until SIGTERM/SIGINT (nothing unless FLEET_PUSH_ENABLED=true).",
+        description="Push until SIGTERM/SIGINT (nothing unless PUSHER_PUSH_ENABLED=true).",
         epilog=every,
         formatter_class=raw,
     )
-    database_only = f"Reads FLEET_DATABASE_URL (and the log settings). {EXIT_STATUSES}"
+    database_only = f"Reads PUSHER_DATABASE_URL (and the log settings). {EXIT_STATUSES}"
     sub.add_parser(
         "migrate",
         help="apply pending migrations to the customer database",
@@ -119,7 +119,7 @@ async def _check(settings: Settings) -> int:
     except psycopg.Error as exc:
         problems.append(f"customer database unreachable: {one_line(exc)}")
     if not settings.enabled:
-        print("push disabled (FLEET_PUSH_ENABLED is not true); database checked only")
+        print("push disabled (PUSHER_PUSH_ENABLED is not true); database checked only")
     else:
         # An empty measurements batch is harmless and proves URL, TLS and token in one request.
         async with IngestClient(
@@ -164,6 +164,8 @@ def _main(argv: Sequence[str] | None) -> int:
         to_stderr=args.command != "run",  # stdout is the result: a report, OK or FAIL
     )
     debug = settings.log_level == "debug"
+    for old, new in settings.deprecated:
+        log.warning("deprecated_variable", name=old, use=new, hint=f"rename {old} to {new}")
     try:
         if args.command == "migrate":
             applied = apply_migrations(settings.database_url)

@@ -10,7 +10,7 @@ once per tick by `recovery.py`. The stop event is checked between batches; `run`
 an in-flight batch until the shutdown deadline and then cancels it, which abandons the batch
 without advancing the cursor.
 
-Progress is kept in Prometheus metrics (`metrics.py`), served when FLEET_METRICS_PORT is set,
+Progress is kept in Prometheus metrics (`metrics.py`), served when PUSHER_METRICS_PORT is set,
 and told to systemd when run under it (`systemd.py`): READY=1 once the customer database is
 reached, STATUS= each tick, WATCHDOG=1 from the loop itself, STOPPING=1 on shutdown.
 """
@@ -223,7 +223,7 @@ class Pusher:
         self, conn: psycopg.AsyncConnection[Any], client: IngestClient, resource: BatchType
     ) -> None:
         """Send the full set when it differs from the one ingestd last accepted, or when that one
-        is older than FLEET_FULL_SET_INTERVAL_S (so soft-deletes and last-seen stay right even
+        is older than PUSHER_FULL_SET_INTERVAL_S (so soft-deletes and last-seen stay right even
         if the centre lost something); otherwise nothing goes on the wire."""
         reader = source.read_sites if resource is BatchType.SITES else source.read_devices
         full: FullSet = await reader(conn)
@@ -380,8 +380,8 @@ async def run(
     notifier = notifier or SystemdNotifier(None)
     try:
         if not settings.enabled:
-            log.info("push_disabled", hint="nothing to do until FLEET_PUSH_ENABLED=true")
-            notifier.ready("push disabled (FLEET_PUSH_ENABLED is not true)")
+            log.info("push_disabled", hint="nothing to do until PUSHER_PUSH_ENABLED=true")
+            notifier.ready("push disabled (PUSHER_PUSH_ENABLED is not true)")
             notifier.stopping()
             return None
         log.info(

@@ -11,7 +11,7 @@ The wire is kept lean for metered links: one kept-alive connection for the daemo
 the headers the protocol needs (no Accept or Accept-Encoding; the User-Agent only with the full
 sets), measurement batches in
 the columnar encoding once ingestd's answers list it (`Accept-Post`, `Accept-Encoding`: the
-negotiation of docs/PROTOCOL.md; FLEET_WIRE_FORMAT=json keeps gzip JSON), and every request
+negotiation of docs/PROTOCOL.md; PUSHER_WIRE_FORMAT=json keeps gzip JSON), and every request
 paced by the upload cap when one is set (`uploadcap.py`).
 """
 
@@ -46,7 +46,7 @@ from pusher.uploadcap import UploadCap
 __all__ = ["USER_AGENT", "Delivered", "IngestClient", "WireBody", "gzip_body", "takes_columnar"]
 
 # What ingestd's access logs and proxies see: this release, and the runtime under it. Sent with
-# the full sets (at least every FLEET_FULL_SET_INTERVAL_S), not with every measurement batch:
+# the full sets (at least every PUSHER_FULL_SET_INTERVAL_S), not with every measurement batch:
 # on a metered link it would be ~60 bytes a minute for nothing the protocol needs.
 USER_AGENT = (
     f"fleet-pusher/{version('fleet-pusher')} aiohttp/{aiohttp.__version__} "

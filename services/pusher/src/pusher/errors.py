@@ -1,7 +1,7 @@
 """Why the pusher could not do something, as a small tree under one base.
 
     PusherError                       (base)
-     ├── ConfigError                  a FLEET_* variable is missing or malformed (exit 2 at start)
+     ├── ConfigError                  a PUSHER_* variable is missing or malformed (exit 2 at start)
      ├── SourceError                  the customer database cannot be read as the pusher needs
      └── DeliveryError                ingestd did not accept a batch (carries status and detail)
           ├── TransientDeliveryError  5xx, 408, timeouts, connection errors: exponential backoff

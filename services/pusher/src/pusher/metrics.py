@@ -2,7 +2,7 @@
 
 Every `Pusher` owns a `CollectorRegistry` of its own (never prometheus_client's global one), so
 several pushers can run in one process (the tests do) without sharing series. The listener is
-off unless FLEET_METRICS_PORT is set; it binds FLEET_METRICS_HOST (127.0.0.1 by default) and
+off unless PUSHER_METRICS_PORT is set; it binds PUSHER_METRICS_HOST (127.0.0.1 by default) and
 serves `GET /metrics` only, from the daemon's own event loop, through prometheus_client's aiohttp
 handler (text 0.0.4 or OpenMetrics as the scraper asks, gzip when accepted). No `_created` series.
 
@@ -39,7 +39,7 @@ The names below are a contract with alert rules; change them only together.
     fleet_build_info{service,version}                    1, labelled with the running version
     process_*                                            CPU, memory, file descriptors, start time
     fleet_pusher_upload_bytes_total                      bytes sent to ingestd (headers included)
-    fleet_pusher_upload_cap_bytes_per_second             FLEET_MAX_UPLOAD_BYTES_PER_S (0: none)
+    fleet_pusher_upload_cap_bytes_per_second             PUSHER_MAX_UPLOAD_BYTES_PER_S (0: none)
     fleet_pusher_backlog_drain_seconds                   backlog x bytes per row / cap (0: no cap)
 
 No label ever carries a token, a URL or an error text: label values come from closed sets.
@@ -244,7 +244,7 @@ class PusherMetrics:
         )
         self.upload_cap = Gauge(
             "fleet_pusher_upload_cap_bytes_per_second",
-            "FLEET_MAX_UPLOAD_BYTES_PER_S; 0 when there is no cap.",
+            "PUSHER_MAX_UPLOAD_BYTES_PER_S; 0 when there is no cap.",
             registry=r,
         )
         self.drain_seconds = Gauge(
@@ -332,7 +332,7 @@ async def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> As
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(
-            f"FLEET_METRICS_PORT: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            f"PUSHER_METRICS_PORT: cannot listen on {host}:{port}: {exc.strerror or exc}"
         ) from None
     try:
         yield f"http://{host}:{port}/metrics"

@@ -40,9 +40,9 @@ log = structlog.get_logger("pusher")
 def _permanent_cause(status: int | None) -> str:
     return {
         400: "the request is malformed (pusher and ingestd disagree on the protocol)",
-        401: "the push token is missing, unknown, revoked or expired (check FLEET_TOKEN)",
-        403: "the push token is not allowed to push (check FLEET_TOKEN)",
-        404: "no ingest endpoint at this URL (check FLEET_INGEST_URL)",
+        401: "the push token is missing, unknown, revoked or expired (check PUSHER_TOKEN)",
+        403: "the push token is not allowed to push (check PUSHER_TOKEN)",
+        404: "no ingest endpoint at this URL (check PUSHER_INGEST_URL)",
         413: "the batch can never fit ingestd's size limit",
         415: "ingestd does not accept this encoding (pusher and ingestd disagree)",
     }.get(status or 0, f"HTTP {status}: the configuration is wrong")
@@ -284,8 +284,8 @@ class Outcomes:
             if exc.transport == "tls":
                 log.error(
                     "tls_verify_failed",
-                    hint="ingestd's TLS certificate cannot be verified: check FLEET_CA_BUNDLE "
-                    "and the host name in FLEET_INGEST_URL; retrying at the backoff cap",
+                    hint="ingestd's TLS certificate cannot be verified: check PUSHER_CA_BUNDLE "
+                    "and the host name in PUSHER_INGEST_URL; retrying at the backoff cap",
                     **fields,
                 )
             else:

@@ -2,7 +2,7 @@
 
 Rows behind the cursor are counted along the push index, stopping at `BACKLOG_COUNT_BOUND`
 rows (the gauge then reads the bound: "at least"), and no more often than every
-FLEET_BACKLOG_COUNT_INTERVAL_S (30 s by default), at a tick. Between counts the figure goes
+PUSHER_BACKLOG_COUNT_INTERVAL_S (30 s by default), at a tick. Between counts the figure goes
 down by the rows shipped; rows written since the last count show up at the next one.
 
 Lag is the newest timestamp stored locally minus the newest delivered: `received_at` for

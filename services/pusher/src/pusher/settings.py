@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,7 +14,11 @@ from fleetservice.logs import LOG_FORMATS, LOG_LEVELS
 
 from pusher.errors import ConfigError
 
-__all__ = ["WIRE_FORMATS", "Settings"]
+__all__ = ["LEGACY_PREFIX", "WIRE_FORMATS", "Settings"]
+
+# The pusher's variables were FLEET_* (a prefix shared with the test and dev tooling); they are
+# PUSHER_* now, and the former names keep working with a warning.
+LEGACY_PREFIX = ("FLEET_", "PUSHER_")
 
 WIRE_FORMATS = ("auto", "json")
 
@@ -23,7 +27,7 @@ def _ingest_url(raw: str) -> str:
     """Accept the server's base URL or the full endpoint; return the endpoint."""
     parts = urlsplit(raw)
     if parts.scheme not in {"http", "https"} or not parts.netloc:
-        raise ConfigError(f"FLEET_INGEST_URL must be an http(s):// URL, got {raw!r}")
+        raise ConfigError(f"PUSHER_INGEST_URL must be an http(s):// URL, got {raw!r}")
     path = parts.path.rstrip("/")
     if not path.endswith(INGEST_PATH):
         path += INGEST_PATH
@@ -31,21 +35,21 @@ def _ingest_url(raw: str) -> str:
 
 
 def _token(env_: EnvReader) -> str:
-    token = env_.optional("FLEET_TOKEN", detail="secret; or FLEET_TOKEN_FILE") or ""
-    token_file = env_.optional("FLEET_TOKEN_FILE", detail="a file holding the token") or ""
+    token = env_.optional("PUSHER_TOKEN", detail="secret; or PUSHER_TOKEN_FILE") or ""
+    token_file = env_.optional("PUSHER_TOKEN_FILE", detail="a file holding the token") or ""
     if token and token_file:
-        raise ConfigError("set FLEET_TOKEN or FLEET_TOKEN_FILE, not both")
+        raise ConfigError("set PUSHER_TOKEN or PUSHER_TOKEN_FILE, not both")
     if token_file:
         try:
             token = Path(token_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(
-                f"FLEET_TOKEN_FILE {token_file} cannot be read: {exc.strerror}"
+                f"PUSHER_TOKEN_FILE {token_file} cannot be read: {exc.strerror}"
             ) from None
         if not token:
-            raise ConfigError(f"FLEET_TOKEN_FILE {token_file} is empty")
+            raise ConfigError(f"PUSHER_TOKEN_FILE {token_file} is empty")
     if not token:
-        raise ConfigError("FLEET_TOKEN (or FLEET_TOKEN_FILE) is required but not set")
+        raise ConfigError("PUSHER_TOKEN (or PUSHER_TOKEN_FILE) is required but not set")
     if not token.isascii() or any(c.isspace() for c in token):
         raise ConfigError("the push token must be printable ASCII without spaces")
     return token
@@ -79,6 +83,8 @@ class Settings:
     blocking_txn_warn_s: float = 300.0
     log_format: str = "auto"
     log_level: str = "info"
+    # Former names found in the environment: (old, new), for a warning once logging is up.
+    deprecated: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
     backlog_count_interval_s: float = 30.0
@@ -90,65 +96,68 @@ class Settings:
     @classmethod
     def variables(cls) -> list[Variable]:
         """Every variable `from_env` reads, with its default: what `--help` lists."""
-        example = {"FLEET_DATABASE_URL": "postgresql://", "FLEET_PUSH_ENABLED": "true",
-                   "FLEET_INGEST_URL": "https://ingest", "FLEET_TOKEN": "example"}  # fmt: skip
+        example = {"PUSHER_DATABASE_URL": "postgresql://", "PUSHER_PUSH_ENABLED": "true",
+                   "PUSHER_INGEST_URL": "https://ingest", "PUSHER_TOKEN": "example"}  # fmt: skip
         return record_variables(cls.from_env, example)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Read FLEET_* variables; raise ConfigError naming the first bad one.
+        """Read PUSHER_* variables (or their former FLEET_* names, noted in `deprecated`); raise
+        ConfigError naming the first bad one.
 
-        When FLEET_PUSH_ENABLED is not true only the database URL is required, so
+        When PUSHER_PUSH_ENABLED is not true only the database URL is required, so
         `pusher migrate` and `pusher status` work on a stack that does not push yet.
         """
-        env_ = EnvReader(env, ConfigError)
-        log_format = env_.choice("FLEET_LOG_FORMAT", "auto", LOG_FORMATS)
-        database_url = env_.text("FLEET_DATABASE_URL", None)
+        env_ = EnvReader(env, ConfigError, legacy_prefix=LEGACY_PREFIX)
+        log_format = env_.choice("PUSHER_LOG_FORMAT", "auto", LOG_FORMATS)
+        database_url = env_.text("PUSHER_DATABASE_URL", None)
         if not database_url.startswith(("postgresql://", "postgres://")):
-            raise ConfigError("FLEET_DATABASE_URL must be a postgresql:// URL")
-        enabled = env_.flag("FLEET_PUSH_ENABLED", False)
+            raise ConfigError("PUSHER_DATABASE_URL must be a postgresql:// URL")
+        enabled = env_.flag("PUSHER_PUSH_ENABLED", False)
         ingest_url = ""
         token = ""
         if enabled:
             ingest_url = _ingest_url(
-                env_.text("FLEET_INGEST_URL", None, detail="when FLEET_PUSH_ENABLED=true")
+                env_.text("PUSHER_INGEST_URL", None, detail="when PUSHER_PUSH_ENABLED=true")
             )
             token = _token(env_)
-        ca_raw = env_.optional("FLEET_CA_BUNDLE", detail="system trust when unset") or ""
+        ca_raw = env_.optional("PUSHER_CA_BUNDLE", detail="system trust when unset") or ""
         ca_bundle = Path(ca_raw) if ca_raw else None
         if ca_bundle is not None and not ca_bundle.is_file():
-            raise ConfigError(f"FLEET_CA_BUNDLE {ca_raw} is not a readable file")
-        base = env_.number("FLEET_BACKOFF_BASE_S", 60.0, minimum=0.001)
-        cap = env_.number("FLEET_BACKOFF_CAP_S", 1800.0, minimum=0.001)
+            raise ConfigError(f"PUSHER_CA_BUNDLE {ca_raw} is not a readable file")
+        base = env_.number("PUSHER_BACKOFF_BASE_S", 60.0, minimum=0.001)
+        cap = env_.number("PUSHER_BACKOFF_CAP_S", 1800.0, minimum=0.001)
         if cap < base:
-            raise ConfigError("FLEET_BACKOFF_CAP_S must be >= FLEET_BACKOFF_BASE_S")
-        level = env_.integer("FLEET_GZIP_LEVEL", 1, minimum=1, maximum=9)
-        metrics_port = env_.integer("FLEET_METRICS_PORT", 0, minimum=0, maximum=65535)
-        return cls(
+            raise ConfigError("PUSHER_BACKOFF_CAP_S must be >= PUSHER_BACKOFF_BASE_S")
+        level = env_.integer("PUSHER_GZIP_LEVEL", 1, minimum=1, maximum=9)
+        metrics_port = env_.integer("PUSHER_METRICS_PORT", 0, minimum=0, maximum=65535)
+        settings = cls(
             database_url=database_url,
             enabled=enabled,
             ingest_url=ingest_url,
             token=token,
-            push_interval_s=env_.number("FLEET_PUSH_INTERVAL_S", 60.0, minimum=0.01),
-            batch_size=env_.integer("FLEET_BATCH_SIZE", 5000, minimum=1),
-            max_batches_per_tick=env_.integer("FLEET_MAX_BATCHES_PER_TICK", 3, minimum=1),
+            push_interval_s=env_.number("PUSHER_PUSH_INTERVAL_S", 60.0, minimum=0.01),
+            batch_size=env_.integer("PUSHER_BATCH_SIZE", 5000, minimum=1),
+            max_batches_per_tick=env_.integer("PUSHER_MAX_BATCHES_PER_TICK", 3, minimum=1),
             backoff_base_s=base,
             backoff_cap_s=cap,
-            retry_after_jitter_s=env_.number("FLEET_RETRY_AFTER_JITTER_S", 2.0, minimum=0.0),
-            request_timeout_s=env_.number("FLEET_REQUEST_TIMEOUT_S", 60.0, minimum=0.1),
-            shutdown_deadline_s=env_.number("FLEET_SHUTDOWN_DEADLINE_S", 10.0, minimum=0.0),
+            retry_after_jitter_s=env_.number("PUSHER_RETRY_AFTER_JITTER_S", 2.0, minimum=0.0),
+            request_timeout_s=env_.number("PUSHER_REQUEST_TIMEOUT_S", 60.0, minimum=0.1),
+            shutdown_deadline_s=env_.number("PUSHER_SHUTDOWN_DEADLINE_S", 10.0, minimum=0.0),
             ca_bundle=ca_bundle,
             gzip_level=level,
-            blocking_txn_warn_s=env_.number("FLEET_BLOCKING_TXN_WARN_S", 300.0, minimum=0.0),
+            blocking_txn_warn_s=env_.number("PUSHER_BLOCKING_TXN_WARN_S", 300.0, minimum=0.0),
             log_format=log_format,
-            log_level=env_.choice("FLEET_LOG_LEVEL", "info", LOG_LEVELS),
+            log_level=env_.choice("PUSHER_LOG_LEVEL", "info", LOG_LEVELS),
             metrics_port=metrics_port,
-            metrics_host=env_.text("FLEET_METRICS_HOST", "127.0.0.1"),
+            metrics_host=env_.text("PUSHER_METRICS_HOST", "127.0.0.1"),
             backlog_count_interval_s=env_.number(
-                "FLEET_BACKLOG_COUNT_INTERVAL_S", 30.0, minimum=0.0
+                "PUSHER_BACKLOG_COUNT_INTERVAL_S", 30.0, minimum=0.0
             ),
-            db_statement_timeout_s=env_.number("FLEET_DB_STATEMENT_TIMEOUT_S", 60.0, minimum=0.1),
-            wire_format=env_.choice("FLEET_WIRE_FORMAT", "auto", WIRE_FORMATS),
-            full_set_interval_s=env_.number("FLEET_FULL_SET_INTERVAL_S", 3600.0, minimum=0.0),
-            max_upload_bytes_per_s=env_.integer("FLEET_MAX_UPLOAD_BYTES_PER_S", 0, minimum=0),
+            db_statement_timeout_s=env_.number("PUSHER_DB_STATEMENT_TIMEOUT_S", 60.0, minimum=0.1),
+            wire_format=env_.choice("PUSHER_WIRE_FORMAT", "auto", WIRE_FORMATS),
+            full_set_interval_s=env_.number("PUSHER_FULL_SET_INTERVAL_S", 3600.0, minimum=0.0),
+            max_upload_bytes_per_s=env_.integer("PUSHER_MAX_UPLOAD_BYTES_PER_S", 0, minimum=0),
         )
+        # Read last: only now has every variable been looked up.
+        return replace(settings, deprecated=tuple(dict.fromkeys(env_.deprecated)))

@@ -178,7 +178,7 @@ class PushState:
 
     The in-memory copy changes only through the methods below, each of which writes the row and
     takes back what the database stored; the one exception is `load`'s cap on the batch size,
-    which is not written until the resource's next outcome (a smaller FLEET_BATCH_SIZE applies at
+    which is not written until the resource's next outcome (a smaller PUSHER_BATCH_SIZE applies at
     once, the stored size stays what it was until then)."""
 
     def __init__(self) -> None:

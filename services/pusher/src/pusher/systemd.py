@@ -7,7 +7,7 @@ a failed send is logged once and never stops the daemon.
 
 The watchdog is pinged from the push loop itself (between batches and while it idles), so a
 loop stuck anywhere stops the pings and systemd restarts the service. WatchdogSec must
-therefore exceed the longest step the loop can take: FLEET_REQUEST_TIMEOUT_S plus a batch read.
+therefore exceed the longest step the loop can take: PUSHER_REQUEST_TIMEOUT_S plus a batch read.
 """
 
 from __future__ import annotations

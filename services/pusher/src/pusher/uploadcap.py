@@ -1,4 +1,4 @@
-"""The upload cap for metered links (FLEET_MAX_UPLOAD_BYTES_PER_S): a token bucket.
+"""The upload cap for metered links (PUSHER_MAX_UPLOAD_BYTES_PER_S): a token bucket.
 
 Tokens are bytes, refilled at the cap per second up to one second's worth. A request takes its
 size in tokens before it is sent and waits while the bucket is short; a request larger than the
