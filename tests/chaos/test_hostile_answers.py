@@ -98,6 +98,7 @@ def _serve(stack: ChaosStack, front: HostileFront, answer: Answer, timeout_s: fl
 # The meters' threads draw from the `random` module while hypothesis generates an answer on this
 # one; hypothesis takes that for a strategy using `random` and warns. It is not.
 @pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
+@pytest.mark.timeout(LONG_S + 900)
 def test_pusher_survives_generated_hostile_answers(
     front: tuple[ChaosStack, HostileFront],
 ) -> None:
