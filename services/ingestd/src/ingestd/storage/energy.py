@@ -146,18 +146,22 @@ WITH summaries AS (
                 ELSE greatest(next_value, 0) END,
            next_value < last_value, date_part('epoch', next_time - last_time)::float8
     FROM counters WHERE next_time IS NOT NULL
-), pieces AS (
-    SELECT s.k, j, s.reset, s.spacing_s,
-           CASE WHEN s.t1 > s.t0
-                THEN s.amount * date_part('epoch', least(s.t1, p_edges[j + 1])
-                                                    - greatest(s.t0, p_edges[j]))::float8
-                     / date_part('epoch', s.t1 - s.t0)::float8
-                ELSE s.amount END AS energy,
-           least(s.t1, p_edges[j + 1]) > greatest(s.t0, p_edges[j]) AS overlapping,
-           s.t0 = s.t1 AND s.t0 >= p_edges[j] AND s.t0 < p_edges[j + 1] AS holds_sample
+), placed AS (
+    SELECT s.*, width_bucket(s.t0, p_edges) AS j0, width_bucket(s.t1, p_edges) AS j1
     FROM segments s
-    CROSS JOIN LATERAL generate_series(greatest(width_bucket(s.t0, p_edges), 1),
-                                       least(width_bucket(s.t1, p_edges), cardinality(p_edges) - 1)) AS j
+), pieces AS (
+    -- A segment within one interval is wholly that interval's (most of them: with hour edges,
+    -- every hour's own samples); only those crossing an edge are split.
+    SELECT k, j0 AS j, reset, spacing_s, amount AS energy, t1 > t0 AS overlapping,
+           t0 = t1 AS holds_sample
+    FROM placed WHERE j0 = j1 AND j0 >= 1 AND j0 < cardinality(p_edges)
+    UNION ALL
+    SELECT k, j, reset, spacing_s,
+           amount * date_part('epoch', least(t1, p_edges[j + 1]) - greatest(t0, p_edges[j]))::float8
+           / date_part('epoch', t1 - t0)::float8,
+           least(t1, p_edges[j + 1]) > greatest(t0, p_edges[j]), false
+    FROM (SELECT p.*, generate_series(greatest(j0, 1), least(j1, cardinality(p_edges) - 1)) AS j
+          FROM placed p WHERE j1 > j0) AS crossing
 )
 SELECT j, {_PER_REGISTER},
        coalesce(bool_or(reset) FILTER (WHERE overlapping), false),
@@ -176,6 +180,9 @@ _ENERGY_OUT = """energy_imp_kwh double precision, energy_exp_kwh double precisio
 _ENERGY_SELECT = """e.energy_imp_kwh, e.energy_exp_kwh, e.energy_q_imp_kvarh, e.energy_q_exp_kvarh,
        coalesce(e.energy_reset, false), coalesce(e.energy_estimated, false)"""
 
+_FIRST_HOUR = f"(date_bin(INTERVAL '1 hour', p_from - INTERVAL '1 microsecond', {_EPOCH}) + INTERVAL '1 hour')"
+_LAST_HOUR = f"(date_bin(INTERVAL '1 hour', p_to - INTERVAL '1 microsecond', {_EPOCH}) + INTERVAL '1 hour')"
+
 # Hours [ceil(from), to): every hour that has samples or whose energy is known (holes between
 # two samples get rows with samples 0, null averages and interpolated energy).
 HOURLY_ENERGY = f"""
@@ -187,19 +194,17 @@ RETURNS TABLE (bucket timestamptz, samples bigint,
                {_ENERGY_OUT})
 LANGUAGE sql STABLE SET jit = off AS $$
 WITH hours AS (
-    SELECT array_agg(h ORDER BY h) AS edges FROM generate_series(
-        date_bin(INTERVAL '1 hour', p_from - INTERVAL '1 microsecond', {_EPOCH}) + INTERVAL '1 hour',
-        date_bin(INTERVAL '1 hour', p_to - INTERVAL '1 microsecond', {_EPOCH}) + INTERVAL '1 hour',
-        INTERVAL '1 hour') AS h
+    SELECT array_agg(h ORDER BY h) AS edges
+    FROM generate_series({_FIRST_HOUR}, {_LAST_HOUR}, INTERVAL '1 hour') AS h
 ), usual AS (
     SELECT fleet.usual_interval_s(p_customer, p_device, edges[1], edges[cardinality(edges)]) AS u
     FROM hours WHERE cardinality(edges) > 1
 ), energy AS (
-    SELECT hours.edges[e.interval_no] AS bucket, e.*
-    FROM hours, usual, fleet.energy_intervals(p_customer, p_device, hours.edges, usual.u) AS e
+    SELECT {_FIRST_HOUR} + (e.interval_no - 1) * INTERVAL '1 hour' AS bucket, e.*
+    FROM usual, fleet.energy_intervals(p_customer, p_device, (SELECT edges FROM hours), usual.u) AS e
 ), stored AS (
-    SELECT h.* FROM hours, fleet.hourly_per_device h
-    WHERE {_OF_DEVICE} AND h.bucket >= edges[1] AND h.bucket < edges[cardinality(edges)]
+    SELECT h.* FROM fleet.hourly_per_device h
+    WHERE {_OF_DEVICE} AND h.bucket >= {_FIRST_HOUR} AND h.bucket < {_LAST_HOUR}
 )
 SELECT coalesce(r.bucket, e.bucket), coalesce(r.samples, 0)::bigint,
        r.p_total_avg, r.p_total_min, r.p_total_max, {", ".join(f"r.{c}" for c in _AVERAGES[1:])},
@@ -240,7 +245,8 @@ WITH days AS (
        min(h.p_total_min) AS p_total_min, max(h.p_total_max) AS p_total_max,
        {_WEIGHTED}
     FROM days, fleet.hourly_per_device h
-    WHERE {_OF_DEVICE} AND h.bucket >= edges[1] AND h.bucket < edges[cardinality(edges)]
+    WHERE {_OF_DEVICE} AND h.bucket >= (p_from::timestamp AT TIME ZONE p_timezone)
+      AND h.bucket < (p_to::timestamp AT TIME ZONE p_timezone)
     GROUP BY 1
 )
 SELECT days.dates[interval_no], days.edges[interval_no], days.edges[interval_no + 1],
