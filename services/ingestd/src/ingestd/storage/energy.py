@@ -182,8 +182,14 @@ _ENERGY_OUT = """energy_imp_kwh double precision, energy_exp_kwh double precisio
 _ENERGY_SELECT = """e.energy_imp_kwh, e.energy_exp_kwh, e.energy_q_imp_kvarh, e.energy_q_exp_kvarh,
        coalesce(e.energy_reset, false), coalesce(e.energy_estimated, false)"""
 
-_FIRST_HOUR = f"(date_bin(INTERVAL '1 hour', p_from - INTERVAL '1 microsecond', {_EPOCH}) + INTERVAL '1 hour')"
-_LAST_HOUR = f"(date_bin(INTERVAL '1 hour', p_to - INTERVAL '1 microsecond', {_EPOCH}) + INTERVAL '1 hour')"
+
+def _ceil_hour(moment: str) -> str:
+    """The first whole hour at or after `moment` (an SQL expression)."""
+    return f"(date_bin(INTERVAL '1 hour', {moment} - INTERVAL '1 microsecond', {_EPOCH}) + INTERVAL '1 hour')"
+
+
+_FIRST_HOUR = _ceil_hour("p_from")
+_LAST_HOUR = _ceil_hour("p_to")
 
 # Hours [ceil(from), to): every hour that has samples or whose energy is known (holes between
 # two samples get rows with samples 0, null averages and interpolated energy).
@@ -339,10 +345,8 @@ def _plan_cached(statement: str) -> str:
     the query's columns refer to the columns (`use_column`)."""
     head = statement.index(_SQL_HEAD)
     body = statement[head + len(_SQL_HEAD) : statement.rindex("$$")].rstrip()
-    if "RETURNS TABLE" in statement:
-        body = f"RETURN QUERY\n{body};\n"
-    else:
-        body = f"RETURN (\n{body});\n"
+    returns_table = "RETURNS TABLE" in statement
+    body = f"RETURN QUERY\n{body};\n" if returns_table else f"RETURN (\n{body});\n"
     return f"{statement[:head]}{_PLPGSQL_HEAD}{body}END\n$$\n"
 
 
