@@ -22,17 +22,14 @@ import contextlib
 import hashlib
 import random
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import structlog
 from fleetcore.protocol import COLUMNAR_MEDIA_TYPE, BatchType
-from fleetservice import log_output_failures
 from fleetservice.commands import one_line
 
 from pusher import source
-from pusher.answers import printable
 from pusher.backoff import exponential_delay
 from pusher.delivery import IngestClient
 from pusher.errors import DeliveryError, PayloadTooLarge, PermanentDeliveryError, SourceError
@@ -45,7 +42,7 @@ from pusher.settings import Settings
 from pusher.source import BlockingTransaction, FullSet
 from pusher.state import PushState
 from pusher.systemd import SystemdNotifier
-from pusher.uploadcap import UploadCap, drain_seconds
+from pusher.uploadcap import UploadCap
 
 __all__ = ["Pusher", "run"]
 
@@ -71,7 +68,6 @@ class Pusher:
         self.blocker: BlockingTransaction | None = None
         self._next_tick = 0.0
         self._db_failures = 0
-        self._uploaded = 0
         self.progress = PushProgress(self.metrics, settings.backlog_count_interval_s)
         self.outcomes = Outcomes(settings, self.state, self.metrics, self.progress, self.rng)
 
@@ -120,15 +116,7 @@ class Pusher:
     async def _unexpected(self, exc: Exception, stop: asyncio.Event) -> None:
         """An error nothing expected ended the tick: log it with its cause and traceback,
         count it, and start over (state reloaded, cursor as stored) after the backoff cap."""
-        delay = self.settings.backoff_cap_s
-        self.metrics.unexpected_errors.inc()
-        log.error(
-            "tick_failed",
-            hint="unexpected error in a push tick: retrying at the backoff cap, cursor kept",
-            error=f"{type(exc).__name__}: {printable(str(exc))}",
-            retry_in_s=delay,
-            exc_info=exc,
-        )
+        delay = self.outcomes.tick_failed(exc)
         self.notifier.status(
             f"unexpected error ({type(exc).__name__}); retrying in {delay:.0f}s, cursor kept"
         )
@@ -159,20 +147,13 @@ class Pusher:
                 self._next_tick = now + s.push_interval_s
                 await self._check_horizon(conn)
                 await self._observe_backlog(conn)
-                self.notifier.status(self._status_text())
+                self.notifier.status(self.outcomes.status_text())
             for resource in (BatchType.SITES, BatchType.DEVICES):
                 if time.monotonic() >= self.due[resource] and not stop.is_set():
                     await self._push_full_set(conn, client, resource)
             if time.monotonic() >= self.due[BatchType.MEASUREMENTS] and not stop.is_set():
                 await self._push_measurements(conn, client, read_ahead, stop)
             await self.notifier.idle(stop, min(self._next_tick, *self.due.values()))
-
-    def _status_text(self) -> str:
-        text = self.progress.status_text(self.state, self.outcomes.last_failure)
-        logs = log_output_failures()
-        if logs.count:
-            text += f"; log output failing x{logs.count} ({printable(logs.last_error or '', 80)})"
-        return text
 
     async def _observe_backlog(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Count the rows after the cursor when due (bounded: see `progress.py`)."""
@@ -197,28 +178,6 @@ class Pusher:
                 **self.blocker.as_log(),
             )
 
-    def _full_set_current(self, resource: BatchType, digest: bytes) -> bool:
-        """The set ingestd last accepted is this one, and was sent within the interval."""
-        state = self.state[resource]
-        if state.full_set_digest != digest or state.full_set_sent_at is None:
-            return False
-        age_s = (datetime.now(UTC) - state.full_set_sent_at).total_seconds()
-        return 0 <= age_s < self.settings.full_set_interval_s
-
-    def _observe_upload(self, client: IngestClient) -> None:
-        metrics = self.metrics
-        metrics.upload_bytes.inc(client.sent_bytes - self._uploaded)
-        self._uploaded = client.sent_bytes
-        state = self.state[BatchType.MEASUREMENTS]
-        metrics.drain_seconds.set(
-            drain_seconds(
-                self.progress.backlog_rows,
-                state.sent_bytes,
-                state.shipped_rows,
-                self.settings.max_upload_bytes_per_s,
-            )
-        )
-
     async def _push_full_set(
         self, conn: psycopg.AsyncConnection[Any], client: IngestClient, resource: BatchType
     ) -> None:
@@ -229,7 +188,7 @@ class Pusher:
         full: FullSet = await reader(conn)
         self.metrics.batch_size.labels(resource.value).set(full.count)
         digest = hashlib.sha256(full.body).digest()
-        if self._full_set_current(resource, digest):
+        if self.state[resource].full_set_current(digest, self.settings.full_set_interval_s):
             self.progress.full_set(resource, full, delivered=True)
             self.due[resource] = self._next_tick
             return
@@ -273,7 +232,7 @@ class Pusher:
             started=started,
             digest=digest,
         )
-        self._observe_upload(client)
+        self.outcomes.uploaded(client.sent_bytes)
         self.due[resource] = self._next_tick
 
     async def _push_measurements(
@@ -360,7 +319,7 @@ class Pusher:
             batch=batch,
             media_type=batch.media_type,
         )
-        self._observe_upload(client)
+        self.outcomes.uploaded(client.sent_bytes)
         return True
 
 

@@ -1,5 +1,6 @@
 """What follows each answer to a batch: the push state, the metrics, the progress gauges and the
-log line, for a delivery, a 413 and every other failure.
+log line, for a delivery, a 413 and every other failure; also a tick that failed unexpectedly,
+the bytes that went on the wire, and the STATUS= line told to systemd.
 
 The daemon decides which outcome a send had and when the resource is due again; this module
 keeps the books of it. The stored state changes only through `PushState`, whose methods write
@@ -17,7 +18,9 @@ import psycopg
 import structlog
 from fleetcore import PushCursor
 from fleetcore.protocol import BatchType
+from fleetservice import log_output_failures
 
+from pusher.answers import printable
 from pusher.backoff import (
     exponential_delay,
     failure_delay,
@@ -31,6 +34,7 @@ from pusher.progress import PushProgress
 from pusher.settings import Settings
 from pusher.source import MeasurementBatch
 from pusher.state import PushState
+from pusher.uploadcap import drain_seconds
 
 __all__ = ["Outcomes"]
 
@@ -65,6 +69,7 @@ class Outcomes:
         self.progress = progress
         self.rng = rng
         self.last_failure: dict[BatchType, str] = {}
+        self._uploaded = 0
 
     async def delivered(
         self,
@@ -296,3 +301,40 @@ class Outcomes:
         else:
             log.warning("batch_not_delivered", hint="will retry", **fields)
         return retry_at
+
+    def uploaded(self, sent_bytes: int) -> None:
+        """Count what went on the wire since the last call, and project the backlog's drain time
+        under the upload cap from the bytes per row measured so far."""
+        self.metrics.upload_bytes.inc(sent_bytes - self._uploaded)
+        self._uploaded = sent_bytes
+        state = self.state[BatchType.MEASUREMENTS]
+        self.metrics.drain_seconds.set(
+            drain_seconds(
+                self.progress.backlog_rows,
+                state.sent_bytes,
+                state.shipped_rows,
+                self.settings.max_upload_bytes_per_s,
+            )
+        )
+
+    def tick_failed(self, exc: Exception) -> float:
+        """An error nothing expected ended a tick: logged with its cause and traceback, counted;
+        the tick is retried after the backoff cap (returned), the cursor as stored."""
+        delay = self.settings.backoff_cap_s
+        self.metrics.unexpected_errors.inc()
+        log.error(
+            "tick_failed",
+            hint="unexpected error in a push tick: retrying at the backoff cap, cursor kept",
+            error=f"{type(exc).__name__}: {printable(str(exc))}",
+            retry_in_s=delay,
+            exc_info=exc,
+        )
+        return delay
+
+    def status_text(self) -> str:
+        """The STATUS= line: progress, each resource's last failure, and failing log output."""
+        text = self.progress.status_text(self.state, self.last_failure)
+        logs = log_output_failures()
+        if logs.count:
+            text += f"; log output failing x{logs.count} ({printable(logs.last_error or '', 80)})"
+        return text

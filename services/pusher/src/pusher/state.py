@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import ItemsView
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -116,6 +116,13 @@ class ResourceState:
     full_set_digest: bytes | None = None
     full_set_sent_at: datetime | None = None
     media_type: str | None = None
+
+    def full_set_current(self, digest: bytes, interval_s: float) -> bool:
+        """The full set ingestd last accepted is this one, and was sent within the interval."""
+        if self.full_set_digest != digest or self.full_set_sent_at is None:
+            return False
+        age_s = (datetime.now(UTC) - self.full_set_sent_at).total_seconds()
+        return 0 <= age_s < interval_s
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ResourceState:
