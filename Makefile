@@ -2,7 +2,12 @@
 SHELL := /bin/bash
 PYTEST_ARGS ?=
 
-.PHONY: help setup dev test lint typecheck check bench bench-quick clean
+# $(BOOTSTRAP) begins every recipe that runs Python: scripts/bootstrap.sh installs what is missing
+# (idempotent) and prints uv's path, which the rest of the recipe runs as "$$uv".
+BOOTSTRAP = @uv=$$(scripts/bootstrap.sh) &&
+
+.PHONY: help setup dev test test-lowest lint typecheck check deb images central-image images-test \
+	bench bench-quick clean chaos soak soak-long
 
 help:
 	@echo "make setup       install what Fleet needs; then .venv/bin/ingestd and .venv/bin/pusher are the CLIs"
@@ -29,16 +34,15 @@ DURATION ?= 0
 CENTRAL ?= local
 CENTRAL_IMAGE ?=
 dev:
-	@uv=$$(scripts/bootstrap.sh) && CENTRAL_IMAGE="$(CENTRAL_IMAGE)" "$$uv" run python -m fleetdev.devstack --duration $(DURATION) --central $(CENTRAL)
+	$(BOOTSTRAP) CENTRAL_IMAGE="$(CENTRAL_IMAGE)" "$$uv" run python -m fleetdev.devstack --duration $(DURATION) --central $(CENTRAL)
 
 test:
-	@uv=$$(scripts/bootstrap.sh) && "$$uv" run pytest $(PYTEST_ARGS)
+	$(BOOTSTRAP) "$$uv" run pytest $(PYTEST_ARGS)
 
 # The suite at the lowest version of every dependency a pyproject.toml declares (uv's
 # lowest-direct resolution over all members), in its own environment; uv.lock is not touched.
-.PHONY: test-lowest
 test-lowest:
-	@uv=$$(scripts/bootstrap.sh) && mkdir -p .state && \
+	$(BOOTSTRAP) mkdir -p .state && \
 	"$$uv" pip compile --quiet --resolution lowest-direct --extra docker --group pyproject.toml:dev \
 	    pyproject.toml packages/*/pyproject.toml services/*/pyproject.toml -o .state/lowest-requirements.txt && \
 	"$$uv" venv --quiet --allow-existing .venv-lowest && \
@@ -46,10 +50,10 @@ test-lowest:
 	PATH="$$PWD/.venv-lowest/bin:$$PATH" .venv-lowest/bin/python -m pytest $(PYTEST_ARGS)
 
 lint:
-	@uv=$$(scripts/bootstrap.sh) && "$$uv" run ruff check . && "$$uv" run ruff format --check .
+	$(BOOTSTRAP) "$$uv" run ruff check . && "$$uv" run ruff format --check .
 
 typecheck:
-	@uv=$$(scripts/bootstrap.sh) && "$$uv" run mypy packages/fleetcore/src packages/fleetdev/src packages/fleetservice/src services/ingestd/src services/pusher/src
+	$(BOOTSTRAP) "$$uv" run mypy packages/fleetcore/src packages/fleetdev/src packages/fleetservice/src services/ingestd/src services/pusher/src
 
 check: lint typecheck test
 
@@ -57,40 +61,36 @@ check: lint typecheck test
 # pulled, local stand-ins made from Debian's packages otherwise (fleetdev.standin).
 PYTHON_IMAGE ?=
 UV_IMAGE ?=
-.PHONY: images images-test central-image deb
 # dist/fleet-pusher_<version>_<arch>.deb for customer gateways (fleetdev.debpkg), checked by lintian.
 deb:
-	@uv=$$(scripts/bootstrap.sh) && UV="$$uv" "$$uv" run python -m fleetdev.debpkg --out dist
+	$(BOOTSTRAP) UV="$$uv" "$$uv" run python -m fleetdev.debpkg --out dist
 
 images:
-	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python -m fleetdev.images --python-image "$(PYTHON_IMAGE)" --uv-image "$(UV_IMAGE)"
+	$(BOOTSTRAP) "$$uv" run python -m fleetdev.images --python-image "$(PYTHON_IMAGE)" --uv-image "$(UV_IMAGE)"
 
 # The stand-in central database image for `make dev CENTRAL=timescale` (Debian's PostgreSQL 15).
 central-image:
-	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python -m fleetdev.images --central-standin
+	$(BOOTSTRAP) "$$uv" run python -m fleetdev.images --central-standin
 
 images-test:
-	@uv=$$(scripts/bootstrap.sh) && FLEET_IMAGES_TEST=required "$$uv" run pytest tests/deploy/test_containers.py -ra $(PYTEST_ARGS)
+	$(BOOTSTRAP) FLEET_IMAGES_TEST=required "$$uv" run pytest tests/deploy/test_containers.py -ra $(PYTEST_ARGS)
 
 bench:
-	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python bench/run_all.py
+	$(BOOTSTRAP) "$$uv" run python bench/run_all.py
 
 bench-quick:
-	@uv=$$(scripts/bootstrap.sh) && "$$uv" run python bench/run_all.py --quick
+	$(BOOTSTRAP) "$$uv" run python bench/run_all.py --quick
 
 clean:
 	-@for engine in podman docker; do command -v $$engine >/dev/null || continue; \
 		$$engine rm -f fleet-dev-central >/dev/null 2>&1; $$engine volume rm fleet-dev-central-data >/dev/null 2>&1; done; true
 	rm -rf .state .venv-lowest bench/results .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: chaos
 chaos:
-	@uv=$$(scripts/bootstrap.sh) && FLEET_CHAOS=full "$$uv" run pytest tests/chaos tests/security -ra $(PYTEST_ARGS)
+	$(BOOTSTRAP) FLEET_CHAOS=full "$$uv" run pytest tests/chaos tests/security -ra $(PYTEST_ARGS)
 
-.PHONY: soak-long
 soak-long:
-	@uv=$$(scripts/bootstrap.sh) && FLEET_CHAOS=full FLEET_SOAK_S=$${FLEET_SOAK_S:-1800} FLEET_SOAK_GATEWAYS=$${FLEET_SOAK_GATEWAYS:-500} FLEET_SOAK_CENTRAL_STOPS=$${FLEET_SOAK_CENTRAL_STOPS:-3} "$$uv" run pytest tests/chaos/test_soak.py -ra -s $(PYTEST_ARGS)
+	$(BOOTSTRAP) FLEET_CHAOS=full FLEET_SOAK_S=$${FLEET_SOAK_S:-1800} FLEET_SOAK_GATEWAYS=$${FLEET_SOAK_GATEWAYS:-500} FLEET_SOAK_CENTRAL_STOPS=$${FLEET_SOAK_CENTRAL_STOPS:-3} "$$uv" run pytest tests/chaos/test_soak.py -ra -s $(PYTEST_ARGS)
 
-.PHONY: soak
 soak:
-	@uv=$$(scripts/bootstrap.sh) && FLEET_CHAOS=full "$$uv" run pytest tests/chaos/test_soak.py -ra $(PYTEST_ARGS)
+	$(BOOTSTRAP) FLEET_CHAOS=full "$$uv" run pytest tests/chaos/test_soak.py -ra $(PYTEST_ARGS)
