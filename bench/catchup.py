@@ -42,7 +42,7 @@ from common import cpu_seconds, exit_on_sigterm
 from fleetcore import PushCursor, zstd_compress
 from fleetcore.protocol import COLUMNAR_MEDIA_TYPE
 from fleetdev.pgcluster import free_port, temporary_cluster
-from pusher import columnsource, source
+from pusher import source
 from pusher.delivery import gzip_body
 from pusher.migrate import apply_migrations
 
@@ -162,7 +162,7 @@ async def read_all_batches(
     async with await source.connect(customer) as conn:
         while True:
             if columnar:
-                batch = await columnsource.read_measurement_columns(conn, cursor, batch_size)
+                batch = await source.read_measurement_columns(conn, cursor, batch_size)
             else:
                 batch = await source.read_measurements(conn, cursor, batch_size)
             if batch.count == 0:

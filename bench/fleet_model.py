@@ -5,7 +5,7 @@ A gateway is its own customer with its own token, 1-3 sites and 5-50 meters. Eve
 order, its sites and devices (full sets: every tick, or only the first tick once the pusher skips
 unchanged sets) and its queued samples in measurement batches of up to 5,000 rows. A failed
 request stops the round; the gateway tries again when the pusher would (Retry-After plus jitter
-for 429/503, full-jitter exponential backoff otherwise, with `pusher.backoff`'s own functions).
+for 429/503, full-jitter exponential backoff otherwise, with `pusher.retry`'s own functions).
 
 Bodies are what the pusher sends: JSON `{"items": [...]}` with the keys of the pusher's push
 item, compressed by `pusher.delivery.gzip_body` at the pusher's default level. The value part of
@@ -27,8 +27,8 @@ import msgspec
 from common import generate_measurements
 from fleetcore import MEASUREMENT_VALUE_FIELDS
 from fleetcore.protocol import BATCH_TYPE_HEADER, TOKEN_HEADER
-from pusher.backoff import exponential_delay, parse_retry_after, retry_after_delay
 from pusher.delivery import gzip_body
+from pusher.retry import exponential_delay, parse_retry_after, retry_after_delay
 
 __all__ = ["BatchRecord", "Fleet", "Gateway", "ValuePool", "full_set_bodies"]
 

@@ -9,7 +9,7 @@ random phase) it produces a batch of 100 rows into its local queue and sends the
 queue, one request in flight, as the pusher does: a backlog goes out in requests of up to
 `--replay-rows` rows (the pusher's PUSHER_BATCH_SIZE, 5,000); 429/503 are retried after
 Retry-After plus jitter and other failures after a full-jitter exponential backoff, with the
-pusher's own functions (`pusher.backoff`).
+pusher's own functions (`pusher.retry`).
 
   baseline  one extra gateway alone for --baseline-duration s: the unloaded latency
   steady    the N gateways for --duration s (the first --warmup s not counted): requests/s,
@@ -57,8 +57,8 @@ from common import (
 )
 from fleetcore import generate_token, hash_token, token_hint
 from fleetdev.pgcluster import PgCluster, temporary_cluster
-from pusher.backoff import exponential_delay, parse_retry_after, retry_after_delay
 from pusher.delivery import gzip_body
+from pusher.retry import exponential_delay, parse_retry_after, retry_after_delay
 
 INGEST_PATH = "/api/fleet/ingest"
 ROWS_PER_BATCH = 100

@@ -27,8 +27,8 @@ from ingestd.settings import Settings as IngestdSettings
 from prometheus_client.parser import text_string_to_metric_families
 from pusher.daemon import Pusher, run
 from pusher.migrate import apply_migrations
+from pusher.ops.systemd import SystemdNotifier
 from pusher.settings import Settings
-from pusher.systemd import SystemdNotifier
 
 BASE_TIME = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
 

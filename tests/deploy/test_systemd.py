@@ -168,11 +168,11 @@ def test_pusher_run_notifies_systemd(
 ) -> None:  # fmt: skip
     """Under Type=notify, `pusher run` sends READY=1 and then WATCHDOG=1 to $NOTIFY_SOCKET."""
     probe = subprocess.run(
-        [str(pusher_image.root / ".venv/bin/python"), "-c", "import pusher.systemd"],
+        [str(pusher_image.root / ".venv/bin/python"), "-c", "import pusher.ops.systemd"],
         capture_output=True,
     )
     if probe.returncode != 0:
-        pytest.skip("the pusher has no sd_notify support yet (pusher.systemd; issue 5 item 2)")
+        pytest.skip("the pusher has no sd_notify support yet (pusher.ops.systemd; issue 5 item 2)")
     token_file = tmp_path / "token"
     token_file.write_text(customer_token + "\n")
     sock_path = tmp_path / "notify.sock"

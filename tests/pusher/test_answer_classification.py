@@ -1,4 +1,4 @@
-"""What the pusher takes an answer to mean (`pusher.answers.classify`): only ingestd's own answer
+"""What the pusher takes an answer to mean (`pusher.delivery.answers.classify`): only ingestd's own answer
 to the batch sent is a delivery, only ingestd's own 413 may quarantine, and no bytes at all make
 it raise anything but a DeliveryError."""
 
@@ -9,7 +9,7 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pusher.answers import classify
+from pusher.delivery.answers import classify
 from pusher.errors import (
     DeliveryError,
     ForeignAnswer,

@@ -9,7 +9,8 @@ from email.utils import format_datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
-from pusher.backoff import (
+from pusher.errors import PermanentDeliveryError, RetryLater, TransientDeliveryError
+from pusher.retry import (
     RETRY_AFTER_MAX_S,
     exponential_delay,
     failure_delay,
@@ -18,7 +19,6 @@ from pusher.backoff import (
     retry_after_delay,
     shrink_batch_size,
 )
-from pusher.errors import PermanentDeliveryError, RetryLater, TransientDeliveryError
 
 
 def test_exponential_delay_is_full_jitter_doubling_to_the_cap() -> None:

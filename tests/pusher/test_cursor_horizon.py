@@ -7,8 +7,8 @@ import json
 from dataclasses import replace
 
 import psycopg
+from pusher.ops.status import collect_status
 from pusher.settings import Settings
-from pusher.status import collect_status
 
 from tests.fix_pusher import (
     central_count,

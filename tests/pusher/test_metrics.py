@@ -12,7 +12,7 @@ import pytest
 from fleetcore.protocol import BatchType
 from pusher import run
 from pusher.errors import ConfigError, DeliveryError, PermanentDeliveryError, RetryLater
-from pusher.metrics import PusherMetrics, failure_status, outcome_of
+from pusher.ops.metrics import PusherMetrics, failure_status, outcome_of
 from pusher.settings import Settings
 
 from tests.fix_pusher import (

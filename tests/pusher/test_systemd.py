@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
+from pusher.ops.systemd import SystemdNotifier
 from pusher.settings import Settings
-from pusher.systemd import SystemdNotifier
 
 from tests.fix_pusher import FaultFront, central_count, running_pusher, seed_measurements, wait_for
 

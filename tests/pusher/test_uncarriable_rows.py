@@ -8,8 +8,8 @@ import asyncio
 from dataclasses import replace
 
 import psycopg
+from pusher.ops.status import collect_status
 from pusher.settings import Settings
-from pusher.status import collect_status
 
 from tests.chaos.checker import check
 from tests.fix_pusher import (

@@ -8,11 +8,11 @@ import json
 from dataclasses import replace
 
 import pytest
-from pusher.columnsource import CURSOR_SELECTION
+from pusher.delivery.uploadcap import UploadCap, drain_seconds
 from pusher.errors import ConfigError
 from pusher.settings import Settings
-from pusher.source import READ_MEASUREMENTS
-from pusher.uploadcap import UploadCap, drain_seconds
+from pusher.source.columns import CURSOR_SELECTION
+from pusher.source.reads import READ_MEASUREMENTS
 
 from tests.fix_pusher import (
     central_count,

@@ -45,9 +45,9 @@ from pusher.daemon import run
 from pusher.delivery import IngestClient
 from pusher.errors import ConfigError, DeliveryError, PusherError
 from pusher.migrate import apply_migrations, pending_migrations
+from pusher.ops.status import collect_status
+from pusher.ops.systemd import SystemdNotifier
 from pusher.settings import LEGACY_PREFIX, Settings
-from pusher.status import collect_status
-from pusher.systemd import SystemdNotifier
 
 __all__ = ["main"]
 
@@ -110,7 +110,7 @@ async def _check(settings: Settings) -> int:
     problems: list[str] = []
     try:
         async with await source.connect(settings.database_url, connect_timeout_s=10) as conn:
-            await conn.execute("SELECT 1")
+            await source.ping(conn)
         pending = await asyncio.to_thread(pending_migrations, settings.database_url)
         if pending:
             problems.append(

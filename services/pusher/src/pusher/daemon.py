@@ -4,14 +4,14 @@ Every resource has a due time. A tick (every `push_interval_s`) makes all three 
 protocol's order. A full measurement batch makes measurements due again at once, so a backlog
 drains back to back at the ingest rate instead of N batches per interval; while one batch is on
 the wire the next is already read and compressed (`readahead.py`). A failure makes only its
-resource wait (per-resource backoff, `backoff.py`); what each answer changes in the push state,
+resource wait (per-resource backoff, `retry.py`); what each answer changes in the push state,
 the metrics and the log is kept by `outcomes.py`, and a restored customer database is repaired
-once per tick by `recovery.py`. The stop event is checked between batches; `run` gives
+once per tick by `state/recovery.py`. The stop event is checked between batches; `run` gives
 an in-flight batch until the shutdown deadline and then cancels it, which abandons the batch
 without advancing the cursor.
 
-Progress is kept in Prometheus metrics (`metrics.py`), served when PUSHER_METRICS_PORT is set,
-and told to systemd when run under it (`systemd.py`): READY=1 once the customer database is
+Progress is kept in Prometheus metrics (`ops/metrics.py`), served when PUSHER_METRICS_PORT is set,
+and told to systemd when run under it (`ops/systemd.py`): READY=1 once the customer database is
 reached, STATUS= each tick, WATCHDOG=1 from the loop itself, STOPPING=1 on shutdown.
 """
 
@@ -30,19 +30,19 @@ from fleetcore.protocol import COLUMNAR_MEDIA_TYPE, BatchType
 from fleetservice.commands import one_line
 
 from pusher import source
-from pusher.backoff import exponential_delay
 from pusher.delivery import IngestClient
+from pusher.delivery.uploadcap import UploadCap
 from pusher.errors import DeliveryError, PayloadTooLarge, PermanentDeliveryError, SourceError
-from pusher.metrics import PusherMetrics, serve_metrics
+from pusher.ops.metrics import PusherMetrics, serve_metrics
+from pusher.ops.progress import PushProgress
+from pusher.ops.systemd import SystemdNotifier
 from pusher.outcomes import Outcomes
-from pusher.progress import PushProgress
 from pusher.readahead import PreparedBatch, ReadAhead, discard
-from pusher.recovery import recover_restored_database
+from pusher.retry import exponential_delay
 from pusher.settings import Settings
 from pusher.source import BlockingTransaction, FullSet
 from pusher.state import PushState
-from pusher.systemd import SystemdNotifier
-from pusher.uploadcap import UploadCap
+from pusher.state.recovery import recover_restored_database
 
 __all__ = ["Pusher", "run"]
 
@@ -156,15 +156,17 @@ class Pusher:
             await self.notifier.idle(stop, min(self._next_tick, *self.due.values()))
 
     async def _observe_backlog(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Count the rows after the cursor when due (bounded: see `progress.py`)."""
+        """Count the rows after the cursor when due (bounded: see `ops/progress.py`)."""
         if self.progress.count_due():
             cursor = self.state[BatchType.MEASUREMENTS].cursor
             self.progress.counted(await source.read_backlog(conn, cursor))
 
     async def _check_horizon(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Once per tick: recover from a restored database, report what holds the cursor back."""
-        horizon, reset = await recover_restored_database(conn, self.state, self.metrics)
-        if reset:
+        recovery = await recover_restored_database(conn, self.state)
+        self.metrics.restamped_rows.inc(recovery.restamped)
+        if recovery.reset:
+            self.metrics.cursor_resets.inc()
             self.progress.recount()
         self.blocker = await source.find_blocking_transaction(
             conn, self.settings.blocking_txn_warn_s
@@ -174,7 +176,7 @@ class Pusher:
             log.warning(
                 "cursor_held_back",
                 hint="a long-open transaction holds the push cursor back",
-                snapshot_xmin=horizon.xmin,
+                snapshot_xmin=recovery.horizon.xmin,
                 **self.blocker.as_log(),
             )
 
@@ -334,7 +336,7 @@ async def run(
     shutdown deadline, or abandon it (its cursor not advanced). Returns the finished Pusher
     (for its metrics), or None when pushing is disabled.
 
-    `notifier` (made by `pusher run` from $NOTIFY_SOCKET, see `systemd.py`) is told READY,
+    `notifier` (made by `pusher run` from $NOTIFY_SOCKET, see `ops/systemd.py`) is told READY,
     STATUS, WATCHDOG and STOPPING, and closed on return; without one nothing is sent."""
     notifier = notifier or SystemdNotifier(None)
     try:

@@ -20,21 +20,21 @@ from fleetcore import PushCursor
 from fleetcore.protocol import BatchType
 from fleetservice import log_output_failures
 
-from pusher.answers import printable
-from pusher.backoff import (
+from pusher.delivery import Delivered
+from pusher.delivery.answers import printable
+from pusher.delivery.uploadcap import drain_seconds
+from pusher.errors import DeliveryError, ForeignAnswer, PayloadTooLarge, PermanentDeliveryError
+from pusher.ops.metrics import PusherMetrics, failure_status
+from pusher.ops.progress import PushProgress
+from pusher.retry import (
     exponential_delay,
     failure_delay,
     grow_batch_size,
     shrink_batch_size,
 )
-from pusher.delivery import Delivered
-from pusher.errors import DeliveryError, ForeignAnswer, PayloadTooLarge, PermanentDeliveryError
-from pusher.metrics import PusherMetrics, failure_status
-from pusher.progress import PushProgress
 from pusher.settings import Settings
 from pusher.source import MeasurementBatch
 from pusher.state import PushState
-from pusher.uploadcap import drain_seconds
 
 __all__ = ["Outcomes"]
 
@@ -247,7 +247,7 @@ class Outcomes:
     async def failed(
         self, conn: psycopg.AsyncConnection[Any], resource: BatchType, exc: DeliveryError
     ) -> float:
-        """Not delivered: keep the cursor, wait as `backoff.failure_delay` says. Returns the
+        """Not delivered: keep the cursor, wait as `retry.failure_delay` says. Returns the
         monotonic time the resource is due again."""
         s = self.settings
         state = self.state[resource]

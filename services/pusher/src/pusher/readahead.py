@@ -1,6 +1,6 @@
 """Reading ahead: the next measurement batch is read and compressed while the current one is on
 the wire, so a backlog drains at the ingest rate rather than at ingest plus read plus compress.
-The batch is read in the encoding the client sends now: columnar (binary COPY, `columnsource`)
+The batch is read in the encoding the client sends now: columnar (`source/columns.py`)
 once ingestd takes it, gzip JSON built by PostgreSQL otherwise.
 
 A batch read ahead is only ever a guess at the next one: it is used when it still starts at the
@@ -20,7 +20,7 @@ import psycopg
 from fleetcore import PushCursor
 from fleetcore.protocol import COLUMNAR_MEDIA_TYPE, JSON_MEDIA_TYPE
 
-from pusher import columnsource, source
+from pusher import source
 from pusher.delivery import IngestClient, WireBody
 from pusher.source import MeasurementBatch
 
@@ -68,7 +68,7 @@ class ReadAhead:
         self, conn: psycopg.AsyncConnection[Any], after: PushCursor, size: int
     ) -> PreparedBatch:
         if self._media_type == COLUMNAR_MEDIA_TYPE:
-            batch = await columnsource.read_measurement_columns(conn, after, size)
+            batch = await source.read_measurement_columns(conn, after, size)
         else:
             batch = await source.read_measurements(conn, after, size)
         if not batch.count:

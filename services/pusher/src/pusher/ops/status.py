@@ -13,9 +13,9 @@ from typing import Any
 from fleetcore.protocol import BatchType
 
 from pusher import source
-from pusher.progress import measurement_lag_s
+from pusher.delivery.uploadcap import drain_seconds
+from pusher.ops.progress import measurement_lag_s
 from pusher.state import count_quarantined, load_states
-from pusher.uploadcap import drain_seconds
 
 __all__ = ["collect_status"]
 

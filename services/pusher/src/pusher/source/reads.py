@@ -23,7 +23,7 @@ from fleetcore import MEASUREMENT_VALUE_FIELDS, PushCursor
 from fleetcore.protocol import JSON_MEDIA_TYPE
 from psycopg.rows import tuple_row
 
-from pusher.carriable import CURSOR_KEY, carriable_sql, cursor_time_sql
+from pusher.source.carriable import CURSOR_KEY, carriable_sql, cursor_time_sql
 
 __all__ = [
     "APPLICATION_NAME",
@@ -36,6 +36,7 @@ __all__ = [
     "connect",
     "count_shippable",
     "find_blocking_transaction",
+    "ping",
     "read_backlog",
     "read_devices",
     "read_horizon",
@@ -186,6 +187,11 @@ async def connect(
         keepalives_count=3,
         tcp_user_timeout=60_000,
     )
+
+
+async def ping(conn: psycopg.AsyncConnection[Any]) -> None:
+    """One round trip: the database answers queries (`pusher check`)."""
+    await conn.execute("SELECT 1")
 
 
 def _envelope(rows: list[str]) -> bytes:

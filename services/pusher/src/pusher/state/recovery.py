@@ -9,6 +9,7 @@ shipped are sent again; ingestd keeps one copy).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -17,21 +18,30 @@ from fleetcore import PushCursor
 from fleetcore.protocol import BatchType
 
 from pusher import source
-from pusher.metrics import PusherMetrics
 from pusher.source import SnapshotHorizon
-from pusher.state import PushState
+from pusher.state.push_state import PushState
 
-__all__ = ["recover_restored_database"]
+__all__ = ["Recovery", "recover_restored_database"]
 
 log = structlog.get_logger("pusher")
 
 
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What one check found and repaired: the snapshot horizon read, the rows restamped, and
+    whether the cursor was reset."""
+
+    horizon: SnapshotHorizon
+    restamped: int = 0
+    reset: bool = False
+
+
 async def recover_restored_database(
-    conn: psycopg.AsyncConnection[Any], state: PushState, metrics: PusherMetrics
-) -> tuple[SnapshotHorizon, bool]:
-    """Restamp rows from beyond the server's xid counter and reset a cursor lying beyond it.
-    Returns the snapshot horizon read, and whether the cursor was reset."""
+    conn: psycopg.AsyncConnection[Any], state: PushState
+) -> Recovery:
+    """Restamp rows from beyond the server's xid counter and reset a cursor lying beyond it."""
     horizon = await source.read_horizon(conn)
+    restamped = 0
     if horizon.has_future_rows:
         log.error(
             "future_rows_found",
@@ -41,10 +51,9 @@ async def recover_restored_database(
         )
         restamped = await source.restamp_future_rows(conn)
         log.warning("future_rows_restamped", rows=restamped)
-        metrics.restamped_rows.inc(restamped)
     cursor = state[BatchType.MEASUREMENTS].cursor
     if cursor.xid < horizon.xmax:
-        return horizon, False
+        return Recovery(horizon, restamped)
     log.error(
         "cursor_reset",
         cursor=str(cursor),
@@ -54,5 +63,4 @@ async def recover_restored_database(
         "keeps one copy",
     )
     await state.reset_cursor(conn, BatchType.MEASUREMENTS, PushCursor.start())
-    metrics.cursor_resets.inc()
-    return horizon, True
+    return Recovery(horizon, restamped, reset=True)

@@ -1,7 +1,7 @@
 """Reading a measurement batch as columns: PostgreSQL's binary values out of the customer
 database, numpy in the pusher, the columnar encoding (docs/PROTOCOL.md) as the body.
 
-The rows are the cursor query's (`CURSOR_SELECTION`, the very text `source.READ_MEASUREMENTS`
+The rows are the cursor query's (`CURSOR_SELECTION`, the very text `reads.READ_MEASUREMENTS`
 selects with: same order, same snapshot-xmin horizon, same limit), so the no-loss argument of
 `fleetcore.cursor` holds unchanged. What differs is who does the work: PostgreSQL only joins
 each row's values in their binary send format (`float8send` …: 8 big-endian bytes each, NULLs
@@ -31,9 +31,9 @@ from fleetcore import (
 from fleetcore.columnar import datetime_from_micros, micros_from_datetime
 from psycopg.rows import tuple_row
 
-from pusher.carriable import CURSOR_KEY, HIGH, LOW
 from pusher.errors import SourceError
-from pusher.source import MeasurementBatch
+from pusher.source.carriable import CURSOR_KEY, HIGH, LOW
+from pusher.source.reads import MeasurementBatch
 
 __all__ = ["CURSOR_SELECTION", "READ_MEASUREMENT_COLUMNS", "read_measurement_columns"]
 
@@ -147,7 +147,7 @@ async def read_measurement_columns(
         "device_id": after.device_id,
         "time": after.time,
         "limit": limit,
-    }  # the cursor key's parameters, as `source.read_measurements` passes them
+    }  # the cursor key's parameters, as `reads.read_measurements` passes them
     async with conn.cursor(row_factory=tuple_row, binary=True) as cur:
         await cur.execute(READ_MEASUREMENT_COLUMNS, params)
         row = await cur.fetchone()

@@ -2,7 +2,7 @@
 
 What the answer means is read by `answers.classify` (ingestd's answer to this batch, or not):
 a delivery comes back as a `Delivered`; every other outcome is raised as a `DeliveryError`
-subclass (see `errors.py`) so the daemon decides what to do from the type alone. Whatever the
+subclass (see `pusher.errors`) so the daemon decides what to do from the type alone. Whatever the
 network does (resets, truncated or malformed answers, odd encodings), `send` raises nothing
 but a `DeliveryError`. Bodies are compressed in a worker thread (zlib and zstd release the
 GIL), so compressing the next batch overlaps the network wait for the current one.
@@ -12,7 +12,7 @@ the headers the protocol needs (no Accept or Accept-Encoding; the User-Agent onl
 sets), measurement batches in
 the columnar encoding once ingestd's answers list it (`Accept-Post`, `Accept-Encoding`: the
 negotiation of docs/PROTOCOL.md; PUSHER_WIRE_FORMAT=json keeps gzip JSON), and every request
-paced by the upload cap when one is set (`uploadcap.py`).
+paced by the upload cap when one is set (`uploadcap`).
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from fleetcore.protocol import (
     TOKEN_HEADER,
 )
 
-from pusher.answers import MAX_ANSWER_BYTES, Delivered, classify, printable
+from pusher.delivery.answers import MAX_ANSWER_BYTES, Delivered, classify, printable
+from pusher.delivery.uploadcap import UploadCap
 from pusher.errors import PermanentDeliveryError, TransientDeliveryError
-from pusher.uploadcap import UploadCap
 
 __all__ = ["USER_AGENT", "Delivered", "IngestClient", "WireBody", "gzip_body", "takes_columnar"]
 

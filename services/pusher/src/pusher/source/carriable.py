@@ -11,7 +11,7 @@ The cursor must be able to pass such a row although its time fits no datetime. W
 at LOW ("every row of this device in this transaction up to year 0001 is passed") or at HIGH
 ("... up to +infinity": `CURSOR_KEY` reads HIGH as infinity). Whatever the markers pass beyond
 the batch read is uncarriable too, and quarantined in the same transaction as the cursor moves
-(`state.QUARANTINE_PASSED`).
+(`pusher.state.push_state.QUARANTINE_PASSED`).
 """
 
 from __future__ import annotations

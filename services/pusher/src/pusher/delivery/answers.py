@@ -12,7 +12,7 @@ broken load balancer), so nothing in an answer is taken on trust:
 - bodies are read up to `MAX_ANSWER_BYTES` and decoded as UTF-8 whatever charset is declared;
   text from an answer that reaches a log line or the state table is cut short and stripped of
   control characters (NUL included);
-- `Retry-After` is read by `backoff.parse_retry_after` (ASCII digits or an HTTP-date, capped).
+- `Retry-After` is read by `pusher.retry.parse_retry_after` (ASCII digits or an HTTP-date, capped).
 
 `classify` raises the `DeliveryError` that fits or returns the `Delivered` answer; it raises
 nothing else, whatever the bytes.
@@ -25,7 +25,6 @@ from typing import Any
 
 import msgspec
 
-from pusher.backoff import parse_retry_after
 from pusher.errors import (
     ForeignAnswer,
     PayloadTooLarge,
@@ -33,6 +32,7 @@ from pusher.errors import (
     RetryLater,
     TransientDeliveryError,
 )
+from pusher.retry import parse_retry_after
 
 __all__ = ["MAX_ANSWER_BYTES", "Delivered", "classify", "printable"]
 

@@ -2,7 +2,7 @@
 
 Pure functions of their inputs (the random source and the clock are parameters), so the
 protocol's retry table is tested directly without sleeping. `failure_delay` is that table:
-which wait follows which kind of failed delivery (see `errors.py`).
+which wait follows which kind of failed delivery (see `pusher.errors`).
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ from fleetcore import MEASUREMENT_VALUE_FIELDS, PushCursor
 from fleetcore.protocol import BatchType
 from psycopg.rows import dict_row, tuple_row
 
-from pusher.carriable import carriable_sql, cursor_key
 from pusher.errors import SourceError
+from pusher.source.carriable import carriable_sql, cursor_key
 
 __all__ = ["PushState", "ResourceState", "count_quarantined", "load_states"]
 

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from fleetcore.protocol import BatchType
 
-from pusher.metrics import PusherMetrics
+from pusher.ops.metrics import PusherMetrics
 from pusher.source import Backlog, FullSet
 from pusher.state import PushState
 

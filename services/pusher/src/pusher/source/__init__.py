@@ -1,0 +1,49 @@
+"""Reading the customer database: the measurements after the push cursor (as a JSON body built
+by PostgreSQL, `reads`, or as columns, `columns`), the sites and devices full sets, the backlog,
+the snapshot horizon and what holds it back; which rows the protocol can carry (`carriable`).
+
+Every statement here only reads, except `restamp_future_rows` (a restored database). The push
+state and its quarantine are `pusher.state`'s.
+"""
+
+from pusher.source.columns import read_measurement_columns
+from pusher.source.reads import (
+    APPLICATION_NAME,
+    BACKLOG_COUNT_BOUND,
+    Backlog,
+    BlockingTransaction,
+    FullSet,
+    MeasurementBatch,
+    SnapshotHorizon,
+    connect,
+    count_shippable,
+    find_blocking_transaction,
+    ping,
+    read_backlog,
+    read_devices,
+    read_horizon,
+    read_measurements,
+    read_sites,
+    restamp_future_rows,
+)
+
+__all__ = [
+    "APPLICATION_NAME",
+    "BACKLOG_COUNT_BOUND",
+    "Backlog",
+    "BlockingTransaction",
+    "FullSet",
+    "MeasurementBatch",
+    "SnapshotHorizon",
+    "connect",
+    "count_shippable",
+    "find_blocking_transaction",
+    "ping",
+    "read_backlog",
+    "read_devices",
+    "read_horizon",
+    "read_measurement_columns",
+    "read_measurements",
+    "read_sites",
+    "restamp_future_rows",
+]

@@ -1,0 +1,126 @@
+"""The pusher's structure stays as README's layout describes it: subpackages by role, no import
+cycles between modules or between the roles, SQL only where the customer database is read or the
+push state kept."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+SOURCE = ROOT / "services" / "pusher" / "src"
+_SQL = re.compile(
+    r"^\s*(WITH\s|SELECT\s|INSERT\s+INTO|UPDATE\s+\S+\s+SET|DELETE\s+FROM|COPY\s|CREATE\s|DROP\s)"
+)  # upper case, as the pusher writes SQL (a docstring may start with "Drop")
+ROLES = ("source", "state", "delivery", "ops")
+"""The subpackages, each one role; the top-level modules (daemon, cli, settings, errors, retry,
+outcomes, readahead, migrate) orchestrate them."""
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for path in sorted((SOURCE / "pusher").rglob("*.py")):
+        parts = path.relative_to(SOURCE).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    return modules
+
+
+def _imports(path: Path, known: set[str]) -> set[str]:
+    """Every pusher module `path` imports anywhere: at module level, under TYPE_CHECKING and
+    inside functions alike (a cycle through any of them is still a cycle of meaning)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        found |= {n for n in names if n in known}
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    graph = {name: _imports(path, set(modules)) - {name} for name, path in modules.items()}
+    # A package's __init__ importing its own submodules is how re-exports work, not a cycle.
+    return {
+        name: {m for m in deps if not m.startswith(name + ".") and m != "pusher"}
+        for name, deps in graph.items()
+    }
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[str]:
+    cycles = []
+    for start in graph:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, trail = stack.pop()
+            for nxt in graph.get(node, set()):
+                if nxt == start:
+                    cycles.append(" → ".join([*trail, nxt]))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*trail, nxt]))
+    return cycles
+
+
+def _role(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 and parts[1] in ROLES else module
+
+
+def test_no_import_cycles() -> None:
+    """No pusher module imports, directly or through others, a module that imports it
+    (TYPE_CHECKING and function-level imports included)."""
+    graph = _graph()
+    assert len(graph) > 20  # the walk found the package
+    assert _cycles(graph) == []
+
+
+def test_roles_are_layered() -> None:
+    """The role subpackages depend on each other one way only (e.g. delivery never reads the
+    source, the source never keeps state), so each can be read without the ones above it."""
+    roles: dict[str, set[str]] = {}
+    for module, deps in _graph().items():
+        if _role(module) in ROLES:
+            roles.setdefault(_role(module), set()).update(
+                _role(d) for d in deps if _role(d) in ROLES and _role(d) != _role(module)
+            )
+    assert set(roles) == set(ROLES)
+    assert _cycles(roles) == []
+
+
+def test_sql_lives_with_the_source_and_the_state() -> None:
+    """Only modules under pusher/source/ and pusher/state/ hold SQL statements (the daemon,
+    outcomes, operations and the CLI call their functions)."""
+    offenders = []
+    for name, path in _modules().items():
+        if name.startswith(("pusher.source", "pusher.state")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            is_text = isinstance(node, ast.Constant) and isinstance(node.value, str)
+            if is_text and _SQL.match(node.value):
+                offenders.append(f"{name}:{node.lineno}: {node.value.strip()[:60]}")
+    assert offenders == []
+
+
+def test_readme_layout_names_every_role() -> None:
+    """README's layout names each subpackage of the pusher and each top-level module, so it
+    matches the tree."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout") :]
+    layout = layout[: layout.index("services/*/src/*/migrations/")]
+    pusher_part = layout[layout.index("services/pusher/") :]
+    top_level = {
+        path.stem
+        for path in (SOURCE / "pusher").glob("*.py")
+        if path.stem not in ("__init__", "__main__")
+    }
+    missing = [
+        name
+        for name in (*(f"{role}/" for role in ROLES), *sorted(top_level))
+        if name not in pusher_part
+    ]
+    assert missing == []
