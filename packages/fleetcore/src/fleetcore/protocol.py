@@ -18,11 +18,15 @@ __all__ = [
     "BATCH_TYPE_HEADER",
     "COLUMNAR_MEDIA_TYPE",
     "CURSOR_HEADER",
+    "DATABASE_IDENTITY_HEADER",
     "INGEST_PATH",
     "JSON_MEDIA_TYPE",
     "MAX_CURSOR_LENGTH",
+    "MAX_DIGEST_BODY_BYTES",
     "MAX_ERRORS_IN_RESPONSE",
     "OPENAPI_PATH",
+    "RECONCILE_PATH",
+    "REPAIR_HEADER",
     "TOKEN_HEADER",
     "BatchType",
 ]
@@ -30,10 +34,20 @@ __all__ = [
 API_PREFIX = "/api/fleet"
 INGEST_PATH = f"{API_PREFIX}/ingest"
 OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
+RECONCILE_PATH = f"{API_PREFIX}/reconcile"
 
 TOKEN_HEADER = "X-Customer-Token"
 BATCH_TYPE_HEADER = "X-Batch-Type"
 CURSOR_HEADER = "X-Push-Cursor"
+REPAIR_HEADER = "X-Push-Repair"
+"""`1` on a measurement batch a pusher re-sends because reconciliation found the centre lacking
+(docs/PROTOCOL.md, "Reconciliation"): stored like any batch, marked in the audit trail."""
+DATABASE_IDENTITY_HEADER = "X-Database-Identity"
+"""On every answer of the ingest and reconcile endpoints: which central database answered
+(`<system identifier>.<timeline>.<server start>`); a change tells a pusher to reconcile soon."""
+
+MAX_DIGEST_BODY_BYTES = 1024 * 1024
+"""A digest request's decompressed body at most (its cells are bounded too: fleetcore.reconcile)."""
 
 MAX_CURSOR_LENGTH = 256
 """Characters of X-Push-Cursor ingestd accepts (it only logs and audits the value)."""

@@ -3,6 +3,7 @@
 Routes (handlers in `ingestd.handlers`):
 
     POST /api/fleet/ingest          handlers.ingest (the push protocol, docs/PROTOCOL.md)
+    POST /api/fleet/reconcile       handlers.reconcile (digests, docs/PROTOCOL.md "Reconciliation")
     GET  /api/fleet/customers…      handlers.admin, a sub-application behind the admin token
     GET  /healthz /readyz /metrics /api/fleet/openapi.json      handlers.service
 
@@ -29,24 +30,29 @@ from fleetcore.protocol import (
     ACCEPTED_ENCODINGS,
     ACCEPTED_MEDIA_TYPES,
     BATCH_TYPE_HEADER,
+    DATABASE_IDENTITY_HEADER,
     INGEST_PATH,
     OPENAPI_PATH,
+    RECONCILE_PATH,
     BatchType,
 )
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ingestd.admission import Admission
+from ingestd.dbidentity import IdentityWatch
 from ingestd.errors import IngestError, NotFound, ServiceUnavailable, StartupError
 from ingestd.handlers.admin import ADMIN_PREFIX, create_admin_app
 from ingestd.handlers.http import DB_UNAVAILABLE, Handler, json_answer
 from ingestd.handlers.ingest import ingest
+from ingestd.handlers.reconcile import reconcile
 from ingestd.handlers.service import healthz, metrics_handler, openapi_handler, readyz
 from ingestd.housekeeping import housekeeping_loop
 from ingestd.keys import (
     ADMISSION,
     AUTH_LIMITER,
     EXPECTED_MIGRATIONS,
+    IDENTITY,
     LIMITER,
     METRICS,
     POOL,
@@ -81,11 +87,16 @@ _ACCEPTS = {
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind a request id, turn every error into the protocol's JSON body (never a trace), count
-    ingest answers and their latency, and say on each what bodies the endpoint accepts."""
+    ingest answers and their latency, and say on each what bodies the endpoint accepts and which
+    database answered."""
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=str(uuid.uuid4()))
     started = time.perf_counter()
     response = await _answer(request, handler)
+    if request.path in (INGEST_PATH, RECONCILE_PATH):
+        identity = request.app[IDENTITY].value
+        if identity is not None:
+            response.headers[DATABASE_IDENTITY_HEADER] = identity
     if request.path == INGEST_PATH:
         response.headers.update(_ACCEPTS)
         kind = request.headers.get(BATCH_TYPE_HEADER, "").strip().lower()
@@ -147,6 +158,7 @@ def _pool_ctx(settings: Settings) -> Context:
                 "connect_timeout": max(1, int(settings.connect_timeout_s)),
             },
             name="ingestd",
+            configure=app[IDENTITY].configure,
         )
         async with pool:  # closes the pool however this context ends
             try:
@@ -243,6 +255,7 @@ def create_app(settings: Settings) -> web.Application:
         settings.busy_retry_after_s,
     )
     app[EXPECTED_MIGRATIONS] = frozenset(migration_ids())
+    app[IDENTITY] = IdentityWatch()
     app.cleanup_ctx.extend(
         [
             _migrations_ctx(settings),
@@ -253,6 +266,7 @@ def create_app(settings: Settings) -> web.Application:
         ]
     )
     app.router.add_post(INGEST_PATH, ingest)
+    app.router.add_post(RECONCILE_PATH, reconcile)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get(OPENAPI_PATH, openapi_handler(openapi_document()))

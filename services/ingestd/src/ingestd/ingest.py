@@ -54,6 +54,7 @@ class Delivery:
     wire_bytes: int
     body_bytes: int | None = None
     client_cursor: str | None = None
+    repair: bool = False
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -93,6 +94,7 @@ def _audit(
         client_cursor=delivery.client_cursor,
         min_time=parsed.first_time.astimezone(UTC) if parsed.first_time else None,
         max_time=parsed.last_time.astimezone(UTC) if parsed.last_time else None,
+        repair=delivery.repair,
     )
 
 
@@ -178,6 +180,7 @@ async def record_refusal(
         status=status,
         client_cursor=delivery.client_cursor,
         error=error[:1000],
+        repair=delivery.repair,
     )
     try:
         async with pool.connection(timeout=timeout_s) as conn:

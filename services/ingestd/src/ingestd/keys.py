@@ -6,6 +6,7 @@ from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
 from ingestd.admission import Admission
+from ingestd.dbidentity import IdentityWatch
 from ingestd.metrics import IngestMetrics
 from ingestd.ratelimit import FailedAuthLimiter, RateLimiter
 from ingestd.settings import Settings
@@ -16,6 +17,7 @@ __all__ = [
     "ADMISSION",
     "AUTH_LIMITER",
     "EXPECTED_MIGRATIONS",
+    "IDENTITY",
     "LIMITER",
     "METRICS",
     "POOL",
@@ -33,3 +35,4 @@ METRICS = web.AppKey("metrics", IngestMetrics)
 AUTH_LIMITER = web.AppKey("auth_limiter", FailedAuthLimiter)
 ADMISSION = web.AppKey("admission", Admission)
 TOKENS = web.AppKey("tokens", TokenCache)
+IDENTITY = web.AppKey("identity", IdentityWatch)

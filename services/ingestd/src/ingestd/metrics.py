@@ -11,6 +11,9 @@ conventions (checked by tests/ingestd/test_metrics_conventions.py): no `_created
     fleet_ingest_request_duration_seconds{batch_type}  latency histogram of ingest requests
     fleet_ingest_payload_bytes{kind}                   wire | body (decompressed) size histogram
     fleet_ingest_auth_failures_total                   failed authentications (401)
+    fleet_ingest_repair_rows_total{outcome}            rows of repair batches (X-Push-Repair),
+                                                       also counted in fleet_ingest_rows_total
+    fleet_ingest_digest_cells_total{result}            digest cells compared: equal | differing
     fleet_ingest_db_pool_connections{state}            idle | in_use connections (at scrape)
     fleet_ingest_db_pool_max_connections               the pool's ceiling (INGESTD_POOL_MAX_SIZE)
     fleet_ingest_db_pool_waiting_requests              requests waiting for a connection
@@ -118,6 +121,18 @@ class IngestMetrics:
         self.auth_failures = Counter(
             "fleet_ingest_auth_failures", "failed authentications", registry=self.registry
         )
+        self.repair_rows = Counter(
+            "fleet_ingest_repair_rows",
+            "rows of batches re-sent by reconciliation, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.digest_cells = Counter(
+            "fleet_ingest_digest_cells",
+            "reconciliation digest cells compared, by result",
+            ["result"],
+            registry=self.registry,
+        )
 
     def watch(
         self, pool_stats: Callable[[], dict[str, int]], dirty_buckets: Callable[[], int | None]
@@ -126,8 +141,20 @@ class IngestMetrics:
         self.registry.register(_PoolCollector(pool_stats, dirty_buckets))
 
     def observe_batch(
-        self, batch_type: str, accepted: int, duplicates: int, rejected: int, wire: int, body: int
+        self,
+        batch_type: str,
+        accepted: int,
+        duplicates: int,
+        rejected: int,
+        wire: int,
+        body: int,
+        *,
+        repair: bool = False,
     ) -> None:
+        if repair:
+            self.repair_rows.labels("accepted").inc(accepted)
+            self.repair_rows.labels("duplicate").inc(duplicates)
+            self.repair_rows.labels("rejected").inc(rejected)
         self.rows.labels(batch_type, "accepted").inc(accepted)
         self.rows.labels(batch_type, "duplicate").inc(duplicates)
         self.rows.labels(batch_type, "rejected").inc(rejected)

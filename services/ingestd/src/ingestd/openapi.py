@@ -32,6 +32,7 @@ from fleetcore.protocol import (
 
 from ingestd.handlers.admin import ADMIN_PREFIX
 from ingestd.openapi_energy import ENERGY_SCHEMAS, energy_paths
+from ingestd.openapi_reconcile import RECONCILE_SCHEMAS, reconcile_paths, repair_header
 
 __all__ = ["OPENAPI_PATH", "ROW_STRUCTS", "openapi_document", "row_schemas"]
 
@@ -108,6 +109,7 @@ def _schemas() -> dict[str, Any]:
     return {
         **row_schemas(),
         **ENERGY_SCHEMAS,
+        **RECONCILE_SCHEMAS,
         "Batch": {
             "type": "object",
             "required": ["items"],
@@ -150,6 +152,9 @@ def _schemas() -> dict[str, Any]:
                 "invalid_gzip",
                 "invalid_zstd",
                 "invalid_cursor",
+                "invalid_repair",
+                "invalid_digest",
+                "digest_unsupported",
                 "bad_parameter",
                 "bad_site_timezone",
                 "range_too_large",
@@ -326,6 +331,7 @@ def openapi_document() -> dict[str, Any]:
                             False,
                             "client cursor, stored in the audit row",
                         ),
+                        repair_header(),
                         header(
                             "Content-Encoding",
                             {"type": "string", "enum": ["gzip", "zstd", "identity"]},
@@ -440,6 +446,7 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             **energy_paths(ADMIN_PREFIX, code_param, _admin_responses, _json_response),
+            **reconcile_paths(ADMIN_PREFIX, code_param, _admin_responses, _json_response),
         },
     }
 

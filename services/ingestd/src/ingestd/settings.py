@@ -82,6 +82,7 @@ class Settings:
     audit_retention_days: int = 30
     rejected_retention_days: int = 90
     max_waiting: int = 32
+    digest_timeout_s: float = 30.0
 
     @property
     def limit_shares(self) -> int:
@@ -156,6 +157,7 @@ class Settings:
             audit_retention_days=env_.integer("INGESTD_AUDIT_RETENTION_DAYS", 30, minimum=1),
             rejected_retention_days=env_.integer("INGESTD_REJECTED_RETENTION_DAYS", 90, minimum=1),
             max_waiting=env_.integer("INGESTD_MAX_WAITING", 4 * max_inflight, minimum=0),
+            digest_timeout_s=env_.number("INGESTD_DIGEST_TIMEOUT_S", 30.0, minimum=0.1),
             storage=storage,
             admin_token=admin_token,
             housekeeping_interval_s=env_.number(

@@ -2,6 +2,7 @@
 
     GET /api/fleet/customers                                          customers and their health
     GET /api/fleet/customers/{code}/devices                           sites and devices
+    GET /api/fleet/customers/{code}/reconciliation                    digests compared, repairs
     GET …/{code}/devices/{device_id}/hourly, …/daily, …/{code}/completeness   (handlers/energy.py)
 
 The admin token comes from INGESTD_ADMIN_TOKEN (a secret, at least 32 characters), is sent as
@@ -26,6 +27,7 @@ from ingestd.handlers.params import customer_of
 from ingestd.handlers.params import iso as _iso
 from ingestd.keys import SETTINGS
 from ingestd.storage import reads
+from ingestd.storage.digests import reconciliation_summary
 
 __all__ = ["ADMIN_PREFIX", "create_admin_app"]
 
@@ -115,12 +117,28 @@ async def list_devices(request: web.Request) -> web.Response:
     )
 
 
+async def customer_reconciliation(request: web.Request) -> web.Response:
+    """The customer's last digest exchange and the batches its pusher re-sent to repair losses
+    (those still in the audit trail, INGESTD_AUDIT_RETENTION_DAYS)."""
+    code = request.match_info["code"]
+    async with connection(request) as conn:
+        cid = await customer_of(conn, code)
+        summary = await reconciliation_summary(conn, cid)
+    answer: dict[str, object] = {"customer": code}
+    for name, value in summary.items():
+        answer[name] = (
+            _iso(value) if name.endswith("_at") else (int(value) if value is not None else None)
+        )
+    return web.json_response(answer)
+
+
 def create_admin_app() -> web.Application:
     """The read API, to mount with `app.add_subapp(ADMIN_PREFIX, create_admin_app())`; it reads
     the settings and the pool from the parent application."""
     admin = web.Application(middlewares=[admin_auth])
     admin.router.add_get("", list_customers)
     admin.router.add_get("/{code}/devices", list_devices)
+    admin.router.add_get("/{code}/reconciliation", customer_reconciliation)
     admin.router.add_get("/{code}/devices/{device_id}/hourly", energy.hourly)
     admin.router.add_get("/{code}/devices/{device_id}/daily", energy.daily)
     admin.router.add_get("/{code}/completeness", energy.completeness)

@@ -34,6 +34,7 @@ from fleetcore.protocol import (
     CURSOR_HEADER,
     MAX_CURSOR_LENGTH,
     MAX_ERRORS_IN_RESPONSE,
+    REPAIR_HEADER,
     TOKEN_HEADER,
 )
 
@@ -62,7 +63,7 @@ from ingestd.keys import (
 from ingestd.ratelimit import RateLimiter
 from ingestd.settings import Settings
 
-__all__ = ["ingest"]
+__all__ = ["authenticate", "ingest"]
 
 log = structlog.get_logger("ingestd")
 
@@ -86,6 +87,16 @@ def _client_cursor(request: web.Request) -> str | None:
     return cursor
 
 
+def _repair(request: web.Request, kind: BatchType) -> bool:
+    """X-Push-Repair: absent or 0 (a new batch), 1 (re-sent by reconciliation; measurements)."""
+    raw = request.headers.get(REPAIR_HEADER, "0").strip()
+    if raw not in ("0", "1"):
+        raise BadRequest("invalid_repair", f"{REPAIR_HEADER} must be 0 or 1")
+    if raw == "1" and kind is not BatchType.MEASUREMENTS:
+        raise BadRequest("invalid_repair", f"{REPAIR_HEADER} marks measurement batches only")
+    return raw == "1"
+
+
 def _client_address(request: web.Request, settings: Settings) -> str:
     peer = request.transport.get_extra_info("peername") if request.transport else None
     host = peer[0] if isinstance(peer, tuple) and peer else request.remote
@@ -93,7 +104,7 @@ def _client_address(request: web.Request, settings: Settings) -> str:
     return client_address(host, forwarded, settings.trusted_proxies)
 
 
-async def _authenticate(request: web.Request, settings: Settings) -> Customer:
+async def authenticate(request: web.Request, settings: Settings) -> Customer:
     """The token's customer; failed attempts are limited per client address (429 past the budget)."""
     token = request.headers.get(TOKEN_HEADER)
     token_hash = hash_token(token) if looks_like_token(token) and token else b""
@@ -122,7 +133,7 @@ async def ingest(request: web.Request) -> web.Response:
     started = time.perf_counter()
     admission = request.app[ADMISSION]
     admission.check()  # past capacity: refused before any work is spent on it
-    customer = await _authenticate(request, settings)
+    customer = await authenticate(request, settings)
     structlog.contextvars.bind_contextvars(customer=customer.code)
     delivery = Delivery(uuid.uuid4(), started, request.content_length or 0)
     kind_header = request.headers.get(BATCH_TYPE_HEADER, "")[:32]
@@ -130,6 +141,7 @@ async def ingest(request: web.Request) -> web.Response:
     try:
         kind = _batch_type(request)
         delivery.client_cursor = _client_cursor(request)
+        delivery.repair = _repair(request, kind)
         body_format = check_content_headers(request, settings.max_wire_bytes)
         if body_format.columnar and kind is not BatchType.MEASUREMENTS:
             raise UnsupportedMediaType("the columnar encoding carries measurements only")
@@ -202,6 +214,7 @@ async def ingest(request: web.Request) -> web.Response:
         outcome.rejected,
         delivery.wire_bytes,
         delivery.body_bytes or 0,
+        repair=delivery.repair,
     )
     log.info(
         "batch",
@@ -213,6 +226,7 @@ async def ingest(request: web.Request) -> web.Response:
         rejected=outcome.rejected,
         wire_bytes=delivery.wire_bytes,
         body_bytes=delivery.body_bytes,
+        repair=delivery.repair,
         duration_ms=round(outcome.duration_ms, 2),
     )
     return json_answer(

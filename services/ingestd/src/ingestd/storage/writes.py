@@ -131,11 +131,11 @@ def _audit_ctes(accepted: str, duplicates: str) -> str:
     return f"""event AS (
     INSERT INTO fleet.ingest_events (batch_id, customer_id, batch_type, accepted, duplicates,
         rejected, wire_bytes, body_bytes, client_cursor, min_time, max_time, duration_ms, outcome,
-        status, error)
+        status, error, repair)
     VALUES (%(batch_id)s, %(customer_id)s, %(batch_type)s, {accepted}, {duplicates}, %(rejected)s,
         %(wire_bytes)s, %(body_bytes)s, %(client_cursor)s, %(min_time)s, %(max_time)s,
         %(duration_ms)s + 1000 * extract(epoch FROM clock_timestamp() - statement_timestamp()),
-        %(outcome)s, %(status)s, %(error)s)
+        %(outcome)s, %(status)s, %(error)s, %(repair)s)
 ), seen AS (
     UPDATE fleet.customers SET first_seen_at = coalesce(first_seen_at, now()), last_seen_at = now()
     WHERE id = %(customer_id)s AND %(seen)s
@@ -203,6 +203,7 @@ class AuditRecord:
     min_time: datetime | None = None
     max_time: datetime | None = None
     error: str | None = None
+    repair: bool = False  # re-sent by reconciliation (X-Push-Repair)
 
 
 async def _copy_rows(
