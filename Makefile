@@ -47,7 +47,7 @@ test-lowest:
 	    pyproject.toml packages/*/pyproject.toml services/*/pyproject.toml -o .state/lowest-requirements.txt && \
 	"$$uv" venv --quiet --allow-existing .venv-lowest && \
 	"$$uv" pip sync --quiet --python .venv-lowest .state/lowest-requirements.txt && \
-	PATH="$$PWD/.venv-lowest/bin:$$PATH" .venv-lowest/bin/python -m pytest $(PYTEST_ARGS)
+	UV="$$uv" PATH="$$PWD/.venv-lowest/bin:$$PATH" .venv-lowest/bin/python -m pytest $(PYTEST_ARGS)
 
 lint:
 	$(BOOTSTRAP) "$$uv" run ruff check . && "$$uv" run ruff format --check .

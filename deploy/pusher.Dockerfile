@@ -38,6 +38,10 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package fleet-pusher
 
 FROM ${PYTHON_IMAGE} AS runtime
+# The licence of what the image adds (each bundled wheel carries its own in its dist-info).
+LABEL org.opencontainers.image.title="fleet-pusher" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.vendor="Fleet maintainers"
 RUN groupadd --system --gid 10001 fleet \
     && useradd --system --uid 10001 --gid fleet --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin fleet \

@@ -63,7 +63,8 @@ def test_every_member_builds_a_wheel_at_the_one_version(dist: Path) -> None:
         assert (dist / f"{name.replace('-', '_')}-{VERSION}.tar.gz").is_file()
         meta = _metadata(wheel)
         assert meta["Name"] == name and meta["Version"] == VERSION
-        assert meta["License-Expression"] == "LicenseRef-Proprietary"
+        assert meta["License-Expression"] == "Apache-2.0"
+        assert meta.get_all("License-File") == ["LICENSE"]
         assert meta["Description-Content-Type"] == "text/markdown" and name in meta.get_payload()
         internal = [r for r in meta.get_all("Requires-Dist") or [] if r.startswith("fleet-")]
         assert all(r.endswith(f"=={VERSION}") for r in internal), internal
