@@ -1,5 +1,5 @@
 """fleetcore: what the pusher and ingestd share — batch schemas and validation (JSON and the
-columnar encoding), the push cursor, and customer token generation and hashing. Pure Python plus
+columnar encoding), the gateway health report, the push cursor, and customer token generation and hashing. Pure Python plus
 msgspec, numpy and zstd; no I/O."""
 
 from fleetcore.columnar import (
@@ -20,6 +20,16 @@ from fleetcore.compression import (
     zstd_decompress,
 )
 from fleetcore.cursor import CursorFormatError, PushCursor
+from fleetcore.health import (
+    MAX_REPORT_BYTES,
+    HealthReport,
+    ReportFormatError,
+    ResourceHealth,
+    decode_report,
+    encode_report,
+    implausible_fields,
+    report_fields,
+)
 from fleetcore.schemas import (
     MEASUREMENT_VALUE_FIELDS,
     BatchFormatError,
@@ -38,6 +48,7 @@ __all__ = [
     "COLUMNAR_MEDIA_TYPE",
     "COLUMNAR_VERSION",
     "MAX_COLUMNAR_ROWS",
+    "MAX_REPORT_BYTES",
     "MEASUREMENT_VALUE_FIELDS",
     "TOKEN_PREFIX",
     "BatchFormatError",
@@ -46,6 +57,7 @@ __all__ = [
     "CursorFormatError",
     "DecompressedTooLarge",
     "DeviceRow",
+    "HealthReport",
     "InvalidCompressedBody",
     "MeasurementColumns",
     "MeasurementRow",
@@ -53,16 +65,22 @@ __all__ = [
     "ParsedColumns",
     "PushCursor",
     "Rejection",
+    "ReportFormatError",
+    "ResourceHealth",
     "SiteRow",
     "ValidationWindow",
     "columns_from_rows",
     "decode_columns",
+    "decode_report",
     "encode_columns",
+    "encode_report",
     "generate_token",
     "hash_token",
+    "implausible_fields",
     "looks_like_token",
     "parse_batch",
     "parse_columnar_batch",
+    "report_fields",
     "token_hint",
     "zstd_compress",
     "zstd_decompress",

@@ -19,6 +19,9 @@ __all__ = [
     "COLUMNAR_MEDIA_TYPE",
     "CURSOR_HEADER",
     "DATABASE_IDENTITY_HEADER",
+    "HEALTH_HEADER",
+    "HEALTH_PATH",
+    "HEALTH_VERSION",
     "INGEST_PATH",
     "JSON_MEDIA_TYPE",
     "MAX_CURSOR_LENGTH",
@@ -35,6 +38,8 @@ API_PREFIX = "/api/fleet"
 INGEST_PATH = f"{API_PREFIX}/ingest"
 OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
 RECONCILE_PATH = f"{API_PREFIX}/reconcile"
+HEALTH_PATH = f"{API_PREFIX}/health"
+"""Where a pusher sends its health report (`fleetcore.health`)."""
 
 TOKEN_HEADER = "X-Customer-Token"
 BATCH_TYPE_HEADER = "X-Batch-Type"
@@ -66,3 +71,9 @@ ACCEPT_ENCODING_HEADER = "Accept-Encoding"
 """The negotiation: every answer of the ingest endpoint lists the body types (`Accept-Post`, as
 in W3C LDP) and content codings (`Accept-Encoding`, as RFC 9110 lets a server say which it
 takes) it accepts; a pusher sends columnar zstd bodies only to an ingestd that lists both."""
+
+HEALTH_HEADER = "X-Health-Report"
+HEALTH_VERSION = "1"
+"""Health reports, a negotiation of their own: every answer of the ingest and health endpoints
+says `X-Health-Report: 1`; a pusher sends reports to `HEALTH_PATH` only to an ingestd that said
+so (an older one never sees them)."""

@@ -4,13 +4,16 @@ Routes (handlers in `ingestd.handlers`):
 
     POST /api/fleet/ingest          handlers.ingest (the push protocol, docs/PROTOCOL.md)
     POST /api/fleet/reconcile       handlers.reconcile (digests, docs/PROTOCOL.md "Reconciliation")
+    POST /api/fleet/health          handlers.health (a gateway's health report)
     GET  /api/fleet/customers…      handlers.admin, a sub-application behind the admin token
+    GET  /api/fleet/gateways        handlers.fleet, the same behind the admin token
     GET  /healthz /readyz /metrics /api/fleet/openapi.json      handlers.service
 
 Lifecycle: one `cleanup_ctx` per resource, so a failed start tears down exactly what was set up:
 migrations (INGESTD_MIGRATE_ON_START) → the connection pool (fails fast when the database cannot
 be reached) → the storage (bootstrapped with INGESTD_MIGRATE_ON_START, detected otherwise) → the
-token cache's LISTEN connection (`ingestd.tokencache`) → the housekeeping task.
+token cache's LISTEN connection (`ingestd.tokencache`) → the housekeeping task → the fleet-state
+task (`ingestd.fleetwatch`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from fleetcore.protocol import (
     ACCEPTED_MEDIA_TYPES,
     BATCH_TYPE_HEADER,
     DATABASE_IDENTITY_HEADER,
+    HEALTH_HEADER,
+    HEALTH_PATH,
+    HEALTH_VERSION,
     INGEST_PATH,
     OPENAPI_PATH,
     RECONCILE_PATH,
@@ -42,7 +48,9 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from ingestd.admission import Admission
 from ingestd.dbidentity import IdentityWatch
 from ingestd.errors import IngestError, NotFound, ServiceUnavailable, StartupError
-from ingestd.handlers.admin import ADMIN_PREFIX, create_admin_app
+from ingestd.fleetwatch import FleetFigures, fleet_state_loop
+from ingestd.handlers.admin import ADMIN_PREFIX, FLEET_PREFIX, create_admin_app, create_fleet_app
+from ingestd.handlers.health import health_report
 from ingestd.handlers.http import DB_UNAVAILABLE, Handler, json_answer
 from ingestd.handlers.ingest import ingest
 from ingestd.handlers.reconcile import reconcile
@@ -81,6 +89,7 @@ _BATCH_LABELS = frozenset(t.value for t in BatchType)
 _ACCEPTS = {
     ACCEPT_POST_HEADER: ", ".join(ACCEPTED_MEDIA_TYPES),
     ACCEPT_ENCODING_HEADER: ", ".join(ACCEPTED_ENCODINGS),
+    HEALTH_HEADER: HEALTH_VERSION,
 }
 
 
@@ -97,10 +106,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         identity = request.app[IDENTITY].value
         if identity is not None:
             response.headers[DATABASE_IDENTITY_HEADER] = identity
-    if request.path == INGEST_PATH:
+    if request.path in (INGEST_PATH, HEALTH_PATH):
         response.headers.update(_ACCEPTS)
         kind = request.headers.get(BATCH_TYPE_HEADER, "").strip().lower()
         label = kind if kind in _BATCH_LABELS else "invalid"
+        if request.path == HEALTH_PATH:
+            label = "health"
         metrics = request.app[METRICS]
         metrics.requests.labels(label, str(response.status)).inc()
         metrics.latency.labels(label).observe(time.perf_counter() - started)
@@ -206,6 +217,30 @@ def _housekeeping_ctx(settings: Settings) -> Context:
     return housekeeping_ctx
 
 
+def _fleet_state_ctx(settings: Settings) -> Context:
+    async def fleet_state_ctx(app: web.Application) -> AsyncIterator[None]:
+        figures = FleetFigures()
+        app[METRICS].watch_fleet(figures)
+        task = asyncio.create_task(
+            fleet_state_loop(
+                app[POOL],
+                settings.health,
+                settings.stale_device_after.total_seconds(),
+                figures,
+                settings.pool_timeout_s,
+            ),
+            name="fleet-state",
+        )
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return fleet_state_ctx
+
+
 def _token_listener_ctx(settings: Settings) -> Context:
     async def token_listener_ctx(app: web.Application) -> AsyncIterator[None]:
         if settings.token_cache_ttl_s <= 0:  # cache off: every request looks its token up
@@ -263,13 +298,16 @@ def create_app(settings: Settings) -> web.Application:
             _storage_ctx(settings),
             _token_listener_ctx(settings),
             _housekeeping_ctx(settings),
+            _fleet_state_ctx(settings),
         ]
     )
     app.router.add_post(INGEST_PATH, ingest)
     app.router.add_post(RECONCILE_PATH, reconcile)
+    app.router.add_post(HEALTH_PATH, health_report)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get(OPENAPI_PATH, openapi_handler(openapi_document()))
     app.router.add_get("/metrics", metrics_handler(app[METRICS].registry))
     app.add_subapp(ADMIN_PREFIX, create_admin_app())
+    app.add_subapp(FLEET_PREFIX, create_fleet_app())
     return app

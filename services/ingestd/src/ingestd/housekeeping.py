@@ -7,7 +7,8 @@ round runs at a time across the deployment:
 - every round: recompute marked hourly buckets (plain rollup, or TimescaleDB refresh of old
   buckets; `storage.rollup`);
 - every minute: delete audit rows and dead letters past INGESTD_AUDIT_RETENTION_DAYS /
-  INGESTD_REJECTED_RETENTION_DAYS, in short batches (`storage.retention`);
+  INGESTD_REJECTED_RETENTION_DAYS, and gateway health reports past
+  INGESTD_GATEWAY_REPORT_RETENTION_DAYS, in short batches (`storage.retention`, `storage.gateways`);
 - every hour: create the weekly partitions ahead (plain) and apply raw-data retention
   (`storage.maintenance.maintain`). The hourly aggregate is never touched.
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -28,6 +29,7 @@ from psycopg import AsyncConnection
 
 from ingestd.settings import Settings
 from ingestd.storage import StorageMode, detect_mode
+from ingestd.storage.gateways import delete_old_reports
 from ingestd.storage.maintenance import housekeeping_turn, maintain
 from ingestd.storage.retention import apply_retention
 from ingestd.storage.rollup import RefreshReport, count_dirty, refresh_rollup, refresh_timescale
@@ -66,9 +68,12 @@ async def housekeeping_cycle(
                 rejected_days=settings.rejected_retention_days,
             )
             state.last_retention = time.monotonic()
-            if removed.total:
+            reports = await delete_old_reports(
+                conn, datetime.now(UTC) - timedelta(days=settings.health.report_retention_days)
+            )
+            if removed.total or reports:
                 log.info("audit_retention", ingest_events=removed.ingest_events,
-                         rejected_rows=removed.rejected_rows)  # fmt: skip
+                         rejected_rows=removed.rejected_rows, gateway_reports=reports)  # fmt: skip
         if state.mode is StorageMode.POSTGRESQL:
             return await refresh_rollup(
                 conn, settle_s=settings.rollup_settle_s, limit=settings.rollup_batch

@@ -1,6 +1,10 @@
 """Prometheus metrics of ingestd, served at GET /metrics by prometheus_client's aiohttp handler
 (text format 0.0.4, or OpenMetrics when the scraper asks for it; gzip when accepted).
 
+The fleet figures (`fleet_gateways…`, `fleet_meters`) come from the database, read every
+INGESTD_FLEET_STATE_INTERVAL_S by `ingestd.fleetwatch`: every replica serves the same counts, so
+rules aggregate them with `max`, never `sum`.
+
 One registry per application (no process-wide singleton), so several apps in one process (tests)
 keep separate counts. No label carries a customer code or anything secret; per-customer figures
 live in the database (`fleet.ingest_events`) and the read API. Names follow Prometheus'
@@ -18,6 +22,16 @@ conventions (checked by tests/ingestd/test_metrics_conventions.py): no `_created
     fleet_ingest_db_pool_max_connections               the pool's ceiling (INGESTD_POOL_MAX_SIZE)
     fleet_ingest_db_pool_waiting_requests              requests waiting for a connection
     fleet_ingest_hourly_dirty_buckets                  hours waiting for the rollup (at scrape)
+    fleet_health_reports_total{outcome}                gateway health reports: stored | flagged | invalid
+    fleet_gateways{state}                              gateways in each state (ingestd.fleetstate);
+                                                       one gateway counts in each state it is in
+    fleet_gateways_known                               gateways reporting with a live token
+    fleet_gateway_versions{version}                    gateways per pusher version (top 20, `other`)
+    fleet_gateway_quarantined_rows                     rows quarantined on all gateways together
+    fleet_gateway_max_lag_seconds                      the worst measurements lag in the fleet
+    fleet_gateway_min_disk_free_bytes                  the least free disk under a gateway's database
+    fleet_meters{state}                                meters (devices) in each state
+    fleet_state_updated_timestamp_seconds              when these fleet figures were last read
     fleet_build_info{service,version}                  1, labelled with the running version
     process_*                                          CPU, memory, file descriptors, start time
 """
@@ -26,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -38,7 +53,12 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ingestd.fleetstate import GATEWAY_STATES, METER_STATES
+
 __all__ = ["IngestMetrics"]
+
+if TYPE_CHECKING:
+    from ingestd.fleetwatch import FleetFigures
 
 # A `_created` twin of every counter doubles the page, and nothing here reads it.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -81,6 +101,56 @@ class _PoolCollector(Collector):
                 "hourly buckets waiting for the rollup",
                 value=dirty,
             )
+
+
+class _FleetCollector(Collector):
+    """The fleet's figures as of the last fleet-state round (nothing before the first)."""
+
+    def __init__(self, figures: FleetFigures) -> None:
+        self._figures = figures
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        f = self._figures
+        if f.updated is None:
+            return
+        gateways = GaugeMetricFamily(
+            "fleet_gateways", "Gateways in each state (one may be in several).", labels=["state"]
+        )
+        for state in GATEWAY_STATES:
+            gateways.add_metric([state], f.gateways.get(state, 0))
+        yield gateways
+        yield GaugeMetricFamily(
+            "fleet_gateways_known", "Gateways reporting with a live token.", value=f.known
+        )
+        versions = GaugeMetricFamily(
+            "fleet_gateway_versions", "Gateways per pusher version.", labels=["version"]
+        )
+        for name, count in f.versions.items():
+            versions.add_metric([name], count)
+        yield versions
+        yield GaugeMetricFamily(
+            "fleet_gateway_quarantined_rows",
+            "Rows quarantined on the gateways, all together.",
+            value=f.quarantined_rows,
+        )
+        yield GaugeMetricFamily(
+            "fleet_gateway_max_lag_seconds", "The worst measurements lag.", value=f.max_lag_s
+        )
+        if f.min_disk_free_bytes is not None:
+            yield GaugeMetricFamily(
+                "fleet_gateway_min_disk_free_bytes",
+                "The least free disk under a gateway's database.",
+                value=f.min_disk_free_bytes,
+            )
+        meters = GaugeMetricFamily("fleet_meters", "Meters in each state.", labels=["state"])
+        for state in METER_STATES:
+            meters.add_metric([state], f.meters.get(state, 0))
+        yield meters
+        yield GaugeMetricFamily(
+            "fleet_state_updated_timestamp_seconds",
+            "When the fleet figures were last read.",
+            value=f.updated,
+        )
 
 
 class IngestMetrics:
@@ -133,6 +203,16 @@ class IngestMetrics:
             ["result"],
             registry=self.registry,
         )
+        self.health_reports = Counter(
+            "fleet_health_reports",
+            "gateway health reports by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+    def watch_fleet(self, figures: FleetFigures) -> None:
+        """Serve the fleet's figures (updated in place by `ingestd.fleetwatch`)."""
+        self.registry.register(_FleetCollector(figures))
 
     def watch(
         self, pool_stats: Callable[[], dict[str, int]], dirty_buckets: Callable[[], int | None]

@@ -30,8 +30,9 @@ from fleetcore.protocol import (
     BatchType,
 )
 
-from ingestd.handlers.admin import ADMIN_PREFIX
+from ingestd.handlers.admin import ADMIN_PREFIX, FLEET_PREFIX
 from ingestd.openapi_energy import ENERGY_SCHEMAS, energy_paths
+from ingestd.openapi_fleet import FLEET_SCHEMAS, fleet_paths, report_schemas
 from ingestd.openapi_reconcile import RECONCILE_SCHEMAS, reconcile_paths, repair_header
 
 __all__ = ["OPENAPI_PATH", "ROW_STRUCTS", "openapi_document", "row_schemas"]
@@ -110,6 +111,8 @@ def _schemas() -> dict[str, Any]:
         **row_schemas(),
         **ENERGY_SCHEMAS,
         **RECONCILE_SCHEMAS,
+        **report_schemas(),
+        **FLEET_SCHEMAS,
         "Batch": {
             "type": "object",
             "required": ["items"],
@@ -155,6 +158,7 @@ def _schemas() -> dict[str, Any]:
                 "invalid_repair",
                 "invalid_digest",
                 "digest_unsupported",
+                "invalid_report",
                 "bad_parameter",
                 "bad_site_timezone",
                 "range_too_large",
@@ -447,6 +451,7 @@ def openapi_document() -> dict[str, Any]:
             },
             **energy_paths(ADMIN_PREFIX, code_param, _admin_responses, _json_response),
             **reconcile_paths(ADMIN_PREFIX, code_param, _admin_responses, _json_response),
+            **fleet_paths(ADMIN_PREFIX, FLEET_PREFIX, code_param, _admin_responses, _json_response),
         },
     }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ingestd.fleetstate import METER_STATES
 from ingestd.handlers.energy import DAILY_CSV_FIELDS, HOURLY_CSV_FIELDS, MAX_GAPS
 
 __all__ = ["ENERGY_SCHEMAS", "energy_paths"]
@@ -126,6 +127,7 @@ ENERGY_SCHEMAS: dict[str, Any] = {
             "gaps_total",
             "gap_seconds_total",
             "gaps",
+            "state",
         ],
         "properties": {
             "device_id": _ID,
@@ -147,6 +149,12 @@ ENERGY_SCHEMAS: dict[str, Any] = {
                 "type": ["string", "null"],
                 "format": "date-time",
                 "description": "the device's last sample ever",
+            },
+            "state": {
+                "type": ["string", "null"],
+                "enum": [*METER_STATES, None],
+                "description": "the meter's state now (docs/OPERATIONS.md, Fleet); null for a "
+                "device no longer in the devices full set",
             },
             "gaps_total": {"type": "integer", "minimum": 0},
             "gap_seconds_total": {"type": "number", "minimum": 0},

@@ -11,6 +11,7 @@ from fleetservice.envconfig import Variable, record_variables
 from fleetservice.logs import LOG_FORMATS, LOG_LEVELS
 
 from ingestd.client_address import TrustedProxies, parse_trusted_proxies
+from ingestd.fleetstate import HealthPolicy, version_key
 from ingestd.storage.bootstrap import StoragePlan
 
 __all__ = ["ConfigError", "Settings"]
@@ -32,6 +33,27 @@ def _trusted_proxies(env_: EnvReader) -> TrustedProxies:
             "INGESTD_TRUSTED_PROXIES to your proxies' networks (CIDRs, comma-separated) instead"
         )
     return trusted
+
+
+def _health_policy(env_: EnvReader) -> HealthPolicy:
+    """INGESTD_GATEWAY_* and INGESTD_METER_*: when a gateway or a meter is in which state."""
+    min_version = env_.text("INGESTD_MIN_PUSHER_VERSION", "")
+    if min_version and not version_key(min_version):
+        raise ConfigError("INGESTD_MIN_PUSHER_VERSION must start with a release number (0.9.0)")
+    return HealthPolicy(
+        silent_factor=env_.number("INGESTD_GATEWAY_SILENT_FACTOR", 2.0, minimum=1.0),
+        behind_s=env_.number("INGESTD_GATEWAY_BEHIND_S", 900.0, minimum=1.0),
+        blocked_s=env_.number("INGESTD_GATEWAY_BLOCKED_S", 300.0, minimum=1.0),
+        failing_after=env_.integer("INGESTD_GATEWAY_FAILING_AFTER", 3, minimum=1),
+        clock_skew_s=env_.number("INGESTD_GATEWAY_CLOCK_SKEW_S", 120.0, minimum=1.0),
+        disk_low_bytes=env_.integer("INGESTD_GATEWAY_DISK_LOW_MB", 1024, minimum=0) * _MiB,
+        min_version=min_version,
+        report_retention_days=env_.integer("INGESTD_GATEWAY_REPORT_RETENTION_DAYS", 14, minimum=1),
+        state_interval_s=env_.number("INGESTD_FLEET_STATE_INTERVAL_S", 30.0, minimum=0.1),
+        meter_silent_factor=env_.number("INGESTD_METER_SILENT_FACTOR", 3.0, minimum=1.0),
+        meter_frozen_min_kw=env_.number("INGESTD_METER_FROZEN_MIN_KW", 1.0, minimum=0.0),
+        meter_rated_kw=env_.number("INGESTD_METER_RATED_KW", 1000.0, minimum=0.001),
+    )
 
 
 class ConfigError(ValueError):
@@ -83,6 +105,7 @@ class Settings:
     rejected_retention_days: int = 90
     max_waiting: int = 32
     digest_timeout_s: float = 30.0
+    health: HealthPolicy = field(default_factory=HealthPolicy)
 
     @property
     def limit_shares(self) -> int:
@@ -158,6 +181,7 @@ class Settings:
             rejected_retention_days=env_.integer("INGESTD_REJECTED_RETENTION_DAYS", 90, minimum=1),
             max_waiting=env_.integer("INGESTD_MAX_WAITING", 4 * max_inflight, minimum=0),
             digest_timeout_s=env_.number("INGESTD_DIGEST_TIMEOUT_S", 30.0, minimum=0.1),
+            health=_health_policy(env_),
             storage=storage,
             admin_token=admin_token,
             housekeeping_interval_s=env_.number(

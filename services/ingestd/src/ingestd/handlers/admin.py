@@ -4,6 +4,7 @@
     GET /api/fleet/customers/{code}/devices                           sites and devices
     GET /api/fleet/customers/{code}/reconciliation                    digests compared, repairs
     GET …/{code}/devices/{device_id}/hourly, …/daily, …/{code}/completeness   (handlers/energy.py)
+    GET /api/fleet/gateways, …/{code}/gateways                        the fleet view (handlers/fleet.py)
 
 The admin token comes from INGESTD_ADMIN_TOKEN (a secret, at least 32 characters), is sent as
 `Authorization: Bearer <token>` and checked, in constant time, by the sub-application's one
@@ -21,7 +22,7 @@ from aiohttp import web
 from fleetcore.protocol import API_PREFIX
 
 from ingestd.errors import AdminDisabled, Unauthorized
-from ingestd.handlers import energy
+from ingestd.handlers import energy, fleet
 from ingestd.handlers.http import Handler, connection
 from ingestd.handlers.params import customer_of
 from ingestd.handlers.params import iso as _iso
@@ -29,9 +30,10 @@ from ingestd.keys import SETTINGS
 from ingestd.storage import reads
 from ingestd.storage.digests import reconciliation_summary
 
-__all__ = ["ADMIN_PREFIX", "create_admin_app"]
+__all__ = ["ADMIN_PREFIX", "FLEET_PREFIX", "create_admin_app", "create_fleet_app"]
 
 ADMIN_PREFIX = f"{API_PREFIX}/customers"
+FLEET_PREFIX = f"{API_PREFIX}/gateways"
 
 
 def require_admin(request: web.Request, admin_token: str | None) -> None:
@@ -142,4 +144,12 @@ def create_admin_app() -> web.Application:
     admin.router.add_get("/{code}/devices/{device_id}/hourly", energy.hourly)
     admin.router.add_get("/{code}/devices/{device_id}/daily", energy.daily)
     admin.router.add_get("/{code}/completeness", energy.completeness)
+    admin.router.add_get("/{code}/gateways", fleet.customer_gateways)
     return admin
+
+
+def create_fleet_app() -> web.Application:
+    """The fleet view (`handlers.fleet`), behind the same admin token; mount at FLEET_PREFIX."""
+    app = web.Application(middlewares=[admin_auth])
+    app.router.add_get("", fleet.list_gateways)
+    return app

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from ingestd.errors import BadRequest
+from ingestd.handlers.fleet import live_meter_states
 from ingestd.handlers.http import connection
 from ingestd.handlers.params import customer_of, date_param, device_param, iso, time_param
 from ingestd.keys import SETTINGS
@@ -173,6 +174,9 @@ async def completeness(request: web.Request) -> web.Response:
     async with connection(request) as conn:
         cid = await customer_of(conn, code)
         found = await reads.completeness_rows(conn, cid, start, to, GAP_FACTOR)
+        states = await live_meter_states(
+            conn, cid, settings.health, settings.stale_device_after.total_seconds()
+        )
     devices = []
     for r in found:
         row = dict(zip(reads.COMPLETENESS_FIELDS, r, strict=True))
@@ -193,6 +197,7 @@ async def completeness(request: web.Request) -> web.Response:
                 "gaps_total": len(gaps),
                 "gap_seconds_total": sum(g["seconds"] for g in gaps),
                 "gaps": gaps[:MAX_GAPS],
+                "state": states.get(row["device_id"], {}).get("state"),
             }
         )
     return web.json_response(

@@ -1,0 +1,117 @@
+"""The fleet-state task: derive every gateway's and meter's state, store them, publish the counts.
+
+Every INGESTD_FLEET_STATE_INTERVAL_S, in one transaction on a pooled connection: whichever replica
+gets the turn (a transaction-level advisory lock) classifies every gateway (`fleetstate`) and
+every live device, and stores the states (`fleet.gateways.states`, `fleet.device_states`) for the
+dashboard; then every replica reads the stored counts into its Prometheus figures
+(`FleetFigures`, served by `metrics.IngestMetrics`). Counts only — by state and by version —
+never a label per gateway or customer. A failed round is logged and retried at the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from ingestd.fleetstate import HealthPolicy, gateway_states, meter_state
+from ingestd.storage.gateways import (
+    fleet_totals,
+    gateway_rows,
+    take_state_turn,
+    write_gateway_states,
+)
+from ingestd.storage.meters import device_state_counts, meter_rows, write_device_states
+
+__all__ = ["MAX_VERSIONS", "FleetFigures", "derive_fleet_states", "fleet_state_loop"]
+
+log = structlog.get_logger("ingestd.fleet")
+
+MAX_VERSIONS = 20
+"""Versions reported by name in the figures; the rest are summed as `other`."""
+
+
+@dataclass(slots=True)
+class FleetFigures:
+    """What the last round found; read by the metrics collector at each scrape."""
+
+    gateways: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+    meters: dict[str, int] = field(default_factory=dict)
+    known: int = 0
+    quarantined_rows: int = 0
+    max_lag_s: float = 0.0
+    min_disk_free_bytes: int | None = None
+    updated: float | None = None  # time.time() of the last successful round
+
+
+async def derive_fleet_states(
+    conn: AsyncConnection[Any], policy: HealthPolicy, stale_after_s: float
+) -> tuple[int, int]:
+    """Classify and store every gateway's and live device's state; (gateways, devices)."""
+    now = datetime.now(UTC)
+    gateways = await gateway_rows(conn)
+    states = [(g["token_hash"], gateway_states(g, now, policy)) for g in gateways]
+    await write_gateway_states(conn, states)
+    reporting: dict[int, bool] = {}
+    for g, names in zip(gateways, states, strict=True):
+        live = not {"silent", "retired"} & set(names[1])
+        reporting[g["customer_id"]] = reporting.get(g["customer_id"], False) or live
+    meters = await meter_rows(
+        conn,
+        customer=None,
+        frozen_min_kw=policy.meter_frozen_min_kw,
+        rated_kw=policy.meter_rated_kw,
+    )
+    derived = []
+    for m in meters:
+        known = reporting.get(m["customer_id"])
+        if known is None:  # no reports from this customer: its batches tell whether it is there
+            seen = m["customer_seen_at"]
+            known = seen is not None and (now - seen).total_seconds() <= stale_after_s
+        derived.append((m["customer_id"], m["device_id"], meter_state(m, now, known, policy)))
+    await write_device_states(conn, derived)
+    return len(gateways), len(derived)
+
+
+async def _read_figures(conn: AsyncConnection[Any], figures: FleetFigures) -> None:
+    states, versions, totals = await fleet_totals(conn)
+    named = dict(versions[:MAX_VERSIONS])
+    rest = sum(n for _, n in versions[MAX_VERSIONS:])
+    if rest:
+        named["other"] = named.get("other", 0) + rest
+    figures.gateways = states
+    figures.versions = named
+    figures.meters = await device_state_counts(conn)
+    figures.known, figures.quarantined_rows, figures.max_lag_s, figures.min_disk_free_bytes = totals
+    figures.updated = time.time()
+
+
+async def fleet_state_loop(
+    pool: AsyncConnectionPool[AsyncConnection[Any]],
+    policy: HealthPolicy,
+    stale_after_s: float,
+    figures: FleetFigures,
+    timeout_s: float,
+) -> None:
+    """Run a round every `policy.state_interval_s` until cancelled; survive database outages."""
+    while True:
+        try:
+            async with pool.connection(timeout=timeout_s) as conn:
+                if await take_state_turn(conn):
+                    started = time.perf_counter()
+                    gateways, devices = await derive_fleet_states(conn, policy, stale_after_s)
+                    log.debug("fleet_states", gateways=gateways, devices=devices,
+                              duration_ms=round((time.perf_counter() - started) * 1000, 1))  # fmt: skip
+            async with pool.connection(timeout=timeout_s) as conn:
+                await _read_figures(conn, figures)
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.warning("fleet_states_failed", error=type(exc).__name__, detail=str(exc)[:200])
+        await asyncio.sleep(policy.state_interval_s)

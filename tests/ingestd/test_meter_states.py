@@ -1,0 +1,122 @@
+"""Meter states derived in the centre: ok, silent, frozen, implausible, and unknown while the
+customer's gateway is silent — in the completeness report, the customer's gateways and the fleet view."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from aiohttp.test_utils import TestClient
+from fleetcore import HealthReport, encode_report
+from fleetcore.protocol import HEALTH_PATH
+from ingestd.fleetstate import HealthPolicy
+from ingestd.settings import Settings
+
+from tests.fix_ingestd import PostBatch
+from tests.openapi_check import assert_matches
+from tests.samples import device, measurement, site
+
+ADMIN = "admin-" + "y" * 40
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+MINUTE = timedelta(minutes=1)
+
+
+@pytest.fixture
+def ingestd_settings(ingestd_settings: Settings) -> Settings:
+    """Read API on, fleet states derived every 0.2 s, meters rated 500 kW."""
+    return replace(
+        ingestd_settings,
+        admin_token=ADMIN,
+        health=HealthPolicy(state_interval_s=0.2, meter_rated_kw=500.0),
+    )
+
+
+def samples(
+    device_id: int, end: datetime, minutes: int, kw: float, kwh_per_minute: float, jump_at: int = -1
+) -> list[dict[str, Any]]:
+    """A sample a minute for `minutes` minutes up to `end`; the register grows `kwh_per_minute`
+    (and jumps by 10,000 kWh at sample `jump_at`)."""
+    rows = []
+    for i in range(minutes):
+        register = 1000.0 + i * kwh_per_minute + (10_000.0 if 0 <= jump_at <= i else 0.0)
+        when = end - (minutes - 1 - i) * MINUTE
+        rows.append(measurement(device_id, when, p_total=kw, energy_imp_kwh=register))
+    return rows
+
+
+async def _report(client: TestClient[Any, Any], token: str) -> None:
+    body = encode_report(
+        HealthReport(
+            version="1.0.0",
+            wire_format="columnar",
+            started_at=int(time.time()),
+            push_interval_s=1.0,
+            heartbeat_s=60.0,
+        )
+    )
+    resp = await client.post(
+        HEALTH_PATH,
+        data=body,
+        headers={"X-Customer-Token": token, "Content-Type": "application/json"},
+    )
+    assert resp.status == 200
+
+
+async def test_meter_states_everywhere(
+    ingestd_client: TestClient[Any, Any],
+    post_batch: PostBatch,
+    customer_token: str,
+    central_db: str,
+) -> None:
+    """A meter with power flowing and its register counting is ok; one whose register stood still
+    for 90 minutes at 5 kW is frozen; one without a sample for an hour (usual: a minute) is silent;
+    one whose register jumped 10,000 kWh in a minute (rated 500 kW) is implausible. The
+    completeness report, the customer's gateways and the fleet view say so."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    assert (await post_batch(customer_token, "sites", [site(1)])).status == 200
+    devices = [device(n) for n in (1, 2, 3, 4)]
+    assert (await post_batch(customer_token, "devices", devices)).status == 200
+    rows = (
+        samples(1, now, 90, 5.0, 5.0 / 60)
+        + samples(2, now, 90, 5.0, 0.0)
+        + samples(3, now - timedelta(hours=1), 90, 5.0, 5.0 / 60)
+        + samples(4, now, 90, 5.0, 5.0 / 60, jump_at=45)
+    )
+    assert (await post_batch(customer_token, "measurements", rows)).status == 200
+    await _report(ingestd_client, customer_token)
+    expected = {1: "ok", 2: "frozen", 3: "silent", 4: "implausible"}
+
+    resp = await ingestd_client.get("/api/fleet/customers/DEV0001/completeness", headers=AUTH)
+    body = await resp.json()
+    assert_matches("/api/fleet/customers/{code}/completeness", "get", 200, body)
+    assert {d["device_id"]: d["state"] for d in body["devices"]} == expected
+
+    resp = await ingestd_client.get("/api/fleet/customers/DEV0001/gateways", headers=AUTH)
+    body = await resp.json()
+    assert_matches("/api/fleet/customers/{code}/gateways", "get", 200, body)
+    assert {m["device_id"]: m["state"] for m in body["meters"]} == expected
+    assert [g["states"] for g in body["gateways"]] == [["ok"]]
+
+    deadline = time.monotonic() + 20
+    shown: dict[int, str] = {}
+    while time.monotonic() < deadline and shown != {2: "frozen", 3: "silent", 4: "implausible"}:
+        resp = await ingestd_client.get("/api/fleet/gateways", headers=AUTH)
+        body = await resp.json()
+        (gateway,) = body["gateways"]
+        shown = {m["device_id"]: m["state"] for m in gateway["meters_not_ok"]}
+        await asyncio.sleep(0.1)
+    assert shown == {2: "frozen", 3: "silent", 4: "implausible"}
+    metrics = await (await ingestd_client.get("/metrics")).text()
+    assert 'fleet_meters{state="frozen"} 1.0' in metrics
+
+    with psycopg.connect(central_db, autocommit=True) as conn:
+        conn.execute("UPDATE fleet.gateways SET last_report_at = now() - interval '1 hour'")
+    resp = await ingestd_client.get("/api/fleet/customers/DEV0001/gateways", headers=AUTH)
+    body = await resp.json()
+    assert {m["state"] for m in body["meters"]} == {"unknown"}
+    assert [g["states"] for g in body["gateways"]] == [["silent"]]
