@@ -5,7 +5,7 @@ A gateway is its own customer with its own token, 1-3 sites and 5-50 meters. Eve
 order, its sites and devices (full sets: every tick, or only the first tick once the pusher skips
 unchanged sets) and its queued samples in measurement batches of up to 5,000 rows. A failed
 request stops the round; the gateway tries again when the pusher would (Retry-After plus jitter
-for 429/503, full-jitter exponential backoff otherwise, with `pusher.retry`'s own functions).
+for 429/503, full-jitter exponential backoff otherwise, with the pusher's own `RetryPolicy`).
 
 Bodies are what the pusher sends: JSON `{"items": [...]}` with the keys of the pusher's push
 item, compressed by `pusher.delivery.gzip_body` at the pusher's default level. The value part of
@@ -28,7 +28,7 @@ from common import generate_measurements
 from fleetcore import MEASUREMENT_VALUE_FIELDS
 from fleetcore.protocol import BATCH_TYPE_HEADER, TOKEN_HEADER
 from pusher.delivery import gzip_body
-from pusher.retry import exponential_delay, parse_retry_after, retry_after_delay
+from pusher.retry import RetryEvent, RetryPolicy, parse_retry_after
 
 __all__ = ["BatchRecord", "Fleet", "Gateway", "ValuePool", "full_set_bodies"]
 
@@ -241,17 +241,9 @@ class Gateway:
             self.failures = 0
             return True
         self.failures += 1
-        if status in ("429", "503"):
-            delay = retry_after_delay(
-                retry_after,
-                failures=self.failures,
-                base_s=BACKOFF_BASE_S,
-                cap_s=BACKOFF_CAP_S,
-                jitter_s=JITTER_S,
-                rng=rng,
-            )
-        else:
-            delay = exponential_delay(self.failures, BACKOFF_BASE_S, BACKOFF_CAP_S, rng)
+        event = RetryEvent.RETRY_LATER if status in ("429", "503") else RetryEvent.TRANSIENT
+        policy = RetryPolicy(BACKOFF_BASE_S, BACKOFF_CAP_S, JITTER_S, rng)
+        delay = policy.delay(event, self.failures, retry_after_s=retry_after)
         self.retry_at = done + delay
         return False
 

@@ -9,7 +9,7 @@ random phase) it produces a batch of 100 rows into its local queue and sends the
 queue, one request in flight, as the pusher does: a backlog goes out in requests of up to
 `--replay-rows` rows (the pusher's PUSHER_BATCH_SIZE, 5,000); 429/503 are retried after
 Retry-After plus jitter and other failures after a full-jitter exponential backoff, with the
-pusher's own functions (`pusher.retry`).
+pusher's own retry policy (`pusher.retry.RetryPolicy`).
 
   baseline  one extra gateway alone for --baseline-duration s: the unloaded latency
   steady    the N gateways for --duration s (the first --warmup s not counted): requests/s,
@@ -58,7 +58,7 @@ from common import (
 from fleetcore import generate_token, hash_token, token_hint
 from fleetdev.pgcluster import PgCluster, temporary_cluster
 from pusher.delivery import gzip_body
-from pusher.retry import exponential_delay, parse_retry_after, retry_after_delay
+from pusher.retry import RetryEvent, RetryPolicy, parse_retry_after
 
 INGEST_PATH = "/api/fleet/ingest"
 ROWS_PER_BATCH = 100
@@ -204,17 +204,9 @@ class Gateway:
                     run.all_caught_up.set()
             return
         self.failures += 1
-        if status in ("429", "503"):
-            delay = retry_after_delay(
-                retry_after,
-                failures=self.failures,
-                base_s=BACKOFF_BASE_S,
-                cap_s=BACKOFF_CAP_S,
-                jitter_s=JITTER_S,
-                rng=rng,
-            )
-        else:
-            delay = exponential_delay(self.failures, BACKOFF_BASE_S, BACKOFF_CAP_S, rng)
+        event = RetryEvent.RETRY_LATER if status in ("429", "503") else RetryEvent.TRANSIENT
+        policy = RetryPolicy(BACKOFF_BASE_S, BACKOFF_CAP_S, JITTER_S, rng)
+        delay = policy.delay(event, self.failures, retry_after_s=retry_after)
         self.retry_at = done + delay
 
 

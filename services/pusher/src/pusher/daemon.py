@@ -30,17 +30,18 @@ from fleetcore.protocol import COLUMNAR_MEDIA_TYPE, BatchType
 from fleetservice.commands import one_line
 
 from pusher import source
-from pusher.delivery import IngestClient
+from pusher.delivery import Delivered, IngestClient, WireBody
+from pusher.delivery.answers import printable
 from pusher.delivery.uploadcap import UploadCap
-from pusher.errors import DeliveryError, PayloadTooLarge, PermanentDeliveryError, SourceError
+from pusher.errors import DeliveryError, SourceError
 from pusher.ops.metrics import PusherMetrics, serve_metrics
 from pusher.ops.progress import PushProgress
 from pusher.ops.systemd import SystemdNotifier
 from pusher.outcomes import Outcomes
 from pusher.readahead import PreparedBatch, ReadAhead, discard
-from pusher.retry import exponential_delay
+from pusher.retry import RetryEvent, RetryPolicy
 from pusher.settings import Settings
-from pusher.source import BlockingTransaction, FullSet
+from pusher.source import BlockingTransaction, FullSet, MeasurementBatch
 from pusher.state import PushState
 from pusher.state.recovery import recover_restored_database
 
@@ -69,7 +70,8 @@ class Pusher:
         self._next_tick = 0.0
         self._db_failures = 0
         self.progress = PushProgress(self.metrics, settings.backlog_count_interval_s)
-        self.outcomes = Outcomes(settings, self.state, self.metrics, self.progress, self.rng)
+        self.policy = RetryPolicy.from_settings(settings, self.rng)
+        self.outcomes = Outcomes(settings, self.state, self.metrics, self.progress, self.policy)
 
     async def loop(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; reconnect to the customer database when it goes away."""
@@ -99,9 +101,7 @@ class Pusher:
                     raise  # not migrated: a configuration error, `pusher run` exits saying so
                 except psycopg.OperationalError as exc:
                     self._db_failures += 1
-                    delay = exponential_delay(
-                        self._db_failures, min(s.backoff_base_s, 5.0), s.backoff_cap_s, self.rng
-                    )
+                    delay = self.policy.delay(RetryEvent.DATABASE_LOST, self._db_failures)
                     log.error(
                         "customer_database_unavailable",
                         error=one_line(exc),
@@ -116,7 +116,15 @@ class Pusher:
     async def _unexpected(self, exc: Exception, stop: asyncio.Event) -> None:
         """An error nothing expected ended the tick: log it with its cause and traceback,
         count it, and start over (state reloaded, cursor as stored) after the backoff cap."""
-        delay = self.outcomes.tick_failed(exc)
+        delay = self.policy.delay(RetryEvent.UNEXPECTED, 1)
+        self.metrics.unexpected_errors.inc()
+        log.error(
+            "tick_failed",
+            hint="unexpected error in a push tick: retrying at the backoff cap, cursor kept",
+            error=f"{type(exc).__name__}: {printable(str(exc))}",
+            retry_in_s=delay,
+            exc_info=exc,
+        )
         self.notifier.status(
             f"unexpected error ({type(exc).__name__}); retrying in {delay:.0f}s, cursor kept"
         )
@@ -142,18 +150,30 @@ class Pusher:
         self.notifier.ready(f"connected; pushing to {s.ingest_url}")
         while not stop.is_set():
             self.notifier.ping()
-            now = time.monotonic()
-            if now >= self._next_tick:
-                self._next_tick = now + s.push_interval_s
-                await self._check_horizon(conn)
-                await self._observe_backlog(conn)
-                self.notifier.status(self.outcomes.status_text())
-            for resource in (BatchType.SITES, BatchType.DEVICES):
-                if time.monotonic() >= self.due[resource] and not stop.is_set():
-                    await self._push_full_set(conn, client, resource)
-            if time.monotonic() >= self.due[BatchType.MEASUREMENTS] and not stop.is_set():
-                await self._push_measurements(conn, client, read_ahead, stop)
+            await self.tick(conn, client, read_ahead, stop)
             await self.notifier.idle(stop, min(self._next_tick, *self.due.values()))
+
+    async def tick(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        client: IngestClient,
+        read_ahead: ReadAhead,
+        stop: asyncio.Event,
+    ) -> None:
+        """One round, top to bottom: every push interval the restore check, the backlog count
+        and STATUS=; then each resource that is due, in the protocol's order (sites, devices,
+        measurements). Collaborators return what they found; none calls back into the tick."""
+        now = time.monotonic()
+        if now >= self._next_tick:
+            self._next_tick = now + self.settings.push_interval_s
+            await self._check_horizon(conn)
+            await self._observe_backlog(conn)
+            self.notifier.status(self.outcomes.status_text())
+        for resource in (BatchType.SITES, BatchType.DEVICES):
+            if time.monotonic() >= self.due[resource] and not stop.is_set():
+                await self._push_full_set(conn, client, resource)
+        if time.monotonic() >= self.due[BatchType.MEASUREMENTS] and not stop.is_set():
+            await self._push_measurements(conn, client, read_ahead, stop)
 
     async def _observe_backlog(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Count the rows after the cursor when due (bounded: see `ops/progress.py`)."""
@@ -196,46 +216,25 @@ class Pusher:
             return
         started = time.perf_counter()
         gzipped = await client.compress(full.body)
-        try:
-            answer = await client.send(
-                resource.value, gzipped, full.cursor_label(resource.value), rows=full.count
-            )
-        except PayloadTooLarge as exc:
-            if not exc.protocol:  # a proxy's limit, not ingestd's: back off and try again
-                self.due[resource] = await self.outcomes.failed(conn, resource, exc)
-                self.progress.full_set(resource, full, delivered=False)
-                return
-            # A full set cannot be split without breaking its meaning (absent = deleted).
-            self.due[resource] = await self.outcomes.failed(
+        wire = WireBody(gzipped)
+        label = full.cursor_label(resource.value)
+        answer = await self._deliver(conn, client, resource, wire, label, full.count, full=full)
+        if answer is not None:
+            await self.outcomes.delivered(
                 conn,
                 resource,
-                PermanentDeliveryError(
-                    f"the full {resource.value} set ({full.count} rows, {len(gzipped)} bytes gzip'd) "
-                    f"is over ingestd's limit: {exc.detail}",
-                    status=413,
-                ),
+                answer,
+                rows=full.count,
+                cursor=None,
+                newest=None,
+                wire=len(gzipped),
+                raw=len(full.body),
+                started=started,
+                sent_bytes=client.sent_bytes,
+                full=full,
+                digest=digest,
             )
-            self.progress.full_set(resource, full, delivered=False)
-            return
-        except DeliveryError as exc:
-            self.due[resource] = await self.outcomes.failed(conn, resource, exc)
-            self.progress.full_set(resource, full, delivered=False)
-            return
-        self.progress.full_set(resource, full, delivered=True)
-        await self.outcomes.delivered(
-            conn,
-            resource,
-            answer,
-            rows=full.count,
-            cursor=None,
-            newest=None,
-            wire=len(gzipped),
-            raw=len(full.body),
-            started=started,
-            digest=digest,
-        )
-        self.outcomes.uploaded(client.sent_bytes)
-        self.due[resource] = self._next_tick
+            self.due[resource] = self._next_tick
 
     async def _push_measurements(
         self,
@@ -287,26 +286,10 @@ class Pusher:
         resource = BatchType.MEASUREMENTS
         batch = prepared.batch
         started = time.perf_counter()
-        try:
-            answer = await client.send(
-                resource.value, prepared.wire, batch.end.encode(), rows=batch.sent
-            )
-        except PayloadTooLarge as exc:
-            self.due[resource] = await self.outcomes.too_large(conn, batch, exc)
-            return False
-        except PermanentDeliveryError as exc:
-            if exc.status == 415 and batch.media_type == COLUMNAR_MEDIA_TYPE:
-                # An older ingestd behind this address: the same rows again as gzip JSON, at
-                # once (the client stopped sending columnar).
-                log.warning(
-                    "columnar_refused", hint="ingestd refused the columnar encoding: gzip JSON"
-                )
-                self.due[resource] = time.monotonic()
-                return False
-            self.due[resource] = await self.outcomes.failed(conn, resource, exc)
-            return False
-        except DeliveryError as exc:
-            self.due[resource] = await self.outcomes.failed(conn, resource, exc)
+        answer = await self._deliver(
+            conn, client, resource, prepared.wire, batch.end.encode(), batch.sent, batch=batch
+        )
+        if answer is None:
             return False
         await self.outcomes.delivered(
             conn,
@@ -318,11 +301,33 @@ class Pusher:
             wire=len(prepared.wire.data),
             raw=len(batch.body),
             started=started,
+            sent_bytes=client.sent_bytes,
             batch=batch,
             media_type=batch.media_type,
         )
-        self.outcomes.uploaded(client.sent_bytes)
         return True
+
+    async def _deliver(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        client: IngestClient,
+        resource: BatchType,
+        wire: WireBody,
+        cursor: str,
+        rows: int,
+        *,
+        batch: MeasurementBatch | None = None,
+        full: FullSet | None = None,
+    ) -> Delivered | None:
+        """Send one batch: ingestd's answer, or None when it was not delivered (the books kept
+        and the resource's next due time set by `Outcomes.not_delivered`)."""
+        try:
+            return await client.send(resource.value, wire, cursor, rows=rows)
+        except DeliveryError as exc:
+            self.due[resource] = await self.outcomes.not_delivered(
+                conn, resource, exc, batch=batch, full=full, wire_bytes=len(wire.data)
+            )
+            return None
 
 
 async def run(

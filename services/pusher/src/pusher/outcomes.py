@@ -1,15 +1,15 @@
 """What follows each answer to a batch: the push state, the metrics, the progress gauges and the
-log line, for a delivery, a 413 and every other failure; also a tick that failed unexpectedly,
-the bytes that went on the wire, and the STATUS= line told to systemd.
+log line, for a delivery, a 413, a refused encoding and every other failure; also the bytes that
+went on the wire, and the STATUS= line told to systemd.
 
-The daemon decides which outcome a send had and when the resource is due again; this module
-keeps the books of it. The stored state changes only through `PushState`, whose methods write
+The daemon sends and hands the outcome here (`delivered` or `not_delivered`, one call each);
+this module keeps the books of it and says when the resource is due again, from the retry
+policy (`pusher.retry`). The stored state changes only through `PushState`, whose methods write
 the row and the in-memory copy together.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from datetime import datetime
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import structlog
 from fleetcore import PushCursor
-from fleetcore.protocol import BatchType
+from fleetcore.protocol import COLUMNAR_MEDIA_TYPE, BatchType
 from fleetservice import log_output_failures
 
 from pusher.delivery import Delivered
@@ -26,14 +26,9 @@ from pusher.delivery.uploadcap import drain_seconds
 from pusher.errors import DeliveryError, ForeignAnswer, PayloadTooLarge, PermanentDeliveryError
 from pusher.ops.metrics import PusherMetrics, failure_status
 from pusher.ops.progress import PushProgress
-from pusher.retry import (
-    exponential_delay,
-    failure_delay,
-    grow_batch_size,
-    shrink_batch_size,
-)
+from pusher.retry import RetryEvent, RetryPolicy, event_of, grow_batch_size, shrink_batch_size
 from pusher.settings import Settings
-from pusher.source import MeasurementBatch
+from pusher.source import FullSet, MeasurementBatch
 from pusher.state import PushState
 
 __all__ = ["Outcomes"]
@@ -61,13 +56,13 @@ class Outcomes:
         state: PushState,
         metrics: PusherMetrics,
         progress: PushProgress,
-        rng: random.Random,
+        policy: RetryPolicy,
     ) -> None:
         self.settings = settings
         self.state = state
         self.metrics = metrics
         self.progress = progress
-        self.rng = rng
+        self.policy = policy
         self.last_failure: dict[BatchType, str] = {}
         self._uploaded = 0
 
@@ -83,13 +78,18 @@ class Outcomes:
         wire: int,
         raw: int,
         started: float,
+        sent_bytes: int,
         batch: MeasurementBatch | None = None,
+        full: FullSet | None = None,
         digest: bytes | None = None,
         media_type: str | None = None,
     ) -> None:
         """ingestd answered 2xx: move the cursor (measurements), grow the batch size back; the
         rows of `batch` the protocol cannot carry are quarantined as the cursor passes them; a
-        full set's `digest` is kept, so an unchanged set is not sent again too soon."""
+        full set's (`full`) `digest` is kept, so an unchanged set is not sent again too soon.
+        `sent_bytes` is the client's count of bytes on the wire so far."""
+        if full is not None:
+            self.progress.full_set(resource, full, delivered=True)
         size = grow_batch_size(self.state[resource].batch_size, self.settings.batch_size)
         passes = batch is not None and batch.uncarriable > 0
         await self.state.succeeded(
@@ -133,6 +133,7 @@ class Outcomes:
             )
         else:
             log.info("batch_delivered", **fields)
+        self._uploaded_bytes(sent_bytes)
 
     def _uncarriable(self, batch: MeasurementBatch) -> None:
         self.metrics.uncarriable_rows.inc(batch.uncarriable)
@@ -165,16 +166,50 @@ class Outcomes:
         self._uncarriable(batch)
         self.progress.measurements_moved(batch.count, None)
 
-    async def too_large(
+    async def not_delivered(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        resource: BatchType,
+        exc: DeliveryError,
+        *,
+        batch: MeasurementBatch | None = None,
+        full: FullSet | None = None,
+        wire_bytes: int = 0,
+    ) -> float:
+        """The send of `resource` (measurements: `batch`, a full set: `full`; `wire_bytes` on the
+        wire) failed with `exc`: keep the books the policy's event calls for. Returns the
+        monotonic time the resource is due again."""
+        if full is not None:
+            self.progress.full_set(resource, full, delivered=False)
+        columnar = batch is not None and batch.media_type == COLUMNAR_MEDIA_TYPE
+        event = event_of(exc, columnar=columnar)
+        if event is RetryEvent.FORMAT_REFUSED:
+            # An older ingestd behind this address: the same rows again as gzip JSON (the client
+            # stopped sending columnar).
+            log.warning("columnar_refused", hint="ingestd refused the columnar encoding: gzip JSON")
+            return time.monotonic() + self.policy.delay(RetryEvent.FORMAT_REFUSED, 1)
+        if batch is None and event is RetryEvent.TOO_LARGE:
+            # A full set cannot be split without breaking its meaning (absent = deleted).
+            exc = PermanentDeliveryError(
+                f"the full {resource.value} set ({full.count if full else 0} rows, "
+                f"{wire_bytes} bytes gzip'd) "
+                f"is over ingestd's limit: {exc.detail}",
+                status=413,
+            )
+        elif batch is not None and isinstance(exc, PayloadTooLarge):
+            if event is RetryEvent.TOO_LARGE:
+                return await self._too_large(conn, batch, exc)
+            return await self._bare_too_large(conn, batch, exc)
+        return await self._failed(conn, resource, exc)
+
+    async def _too_large(
         self, conn: psycopg.AsyncConnection[Any], batch: MeasurementBatch, exc: PayloadTooLarge
     ) -> float:
-        """413 for a measurements batch: halve it, or at one row quarantine it locally — only
-        when the 413 is ingestd's own; a bare one (a proxy's limit) halves and backs off but
-        never quarantines. Returns the monotonic time measurements are due again."""
+        """ingestd's own 413 for a measurements batch: halve it, or at one row quarantine it
+        locally (a bare 413, a proxy's limit, halves and backs off but never quarantines)."""
         resource = BatchType.MEASUREMENTS
         state = self.state[resource]
-        if not exc.protocol:
-            return await self._bare_too_large(conn, batch, exc)
+        retry_at = time.monotonic() + self.policy.delay(RetryEvent.TOO_LARGE, 1)
         self.metrics.failed(
             resource, exc, consecutive=state.consecutive_failures, retry_at=time.monotonic()
         )
@@ -197,7 +232,7 @@ class Outcomes:
                 counts_as_failure=False,
             )
             self.metrics.batch_size.labels(resource.value).set(size)
-            return time.monotonic()
+            return retry_at
         assert batch.first_row_json is not None
         reason = f"refused by ingestd even alone: {exc.detail}"
         log.error(
@@ -213,7 +248,7 @@ class Outcomes:
         self.metrics.quarantined_rows.inc()
         self.metrics.batch_size.labels(resource.value).set(1)
         self.progress.measurements_moved(1, None)
-        return time.monotonic()
+        return retry_at
 
     async def _bare_too_large(
         self, conn: psycopg.AsyncConnection[Any], batch: MeasurementBatch, exc: PayloadTooLarge
@@ -222,9 +257,7 @@ class Outcomes:
         state = self.state[resource]
         size = shrink_batch_size(min(state.batch_size, batch.count))
         failures = state.consecutive_failures + 1
-        delay = exponential_delay(
-            failures, self.settings.backoff_base_s, self.settings.backoff_cap_s, self.rng
-        )
+        delay = self.policy.delay(RetryEvent.TOO_LARGE_BARE, failures)
         await self.state.failed(
             conn, resource, batch_size=size, delay_s=delay, status=413, error=exc.detail
         )
@@ -244,22 +277,13 @@ class Outcomes:
         )
         return retry_at
 
-    async def failed(
+    async def _failed(
         self, conn: psycopg.AsyncConnection[Any], resource: BatchType, exc: DeliveryError
     ) -> float:
-        """Not delivered: keep the cursor, wait as `retry.failure_delay` says. Returns the
-        monotonic time the resource is due again."""
-        s = self.settings
+        """Not delivered: keep the cursor, wait as the retry policy says."""
         state = self.state[resource]
         failures = state.consecutive_failures + 1
-        delay = failure_delay(
-            exc,
-            failures=failures,
-            base_s=s.backoff_base_s,
-            cap_s=s.backoff_cap_s,
-            jitter_s=s.retry_after_jitter_s,
-            rng=self.rng,
-        )
+        delay = self.policy.after(exc, failures)
         await self.state.failed(
             conn,
             resource,
@@ -302,7 +326,7 @@ class Outcomes:
             log.warning("batch_not_delivered", hint="will retry", **fields)
         return retry_at
 
-    def uploaded(self, sent_bytes: int) -> None:
+    def _uploaded_bytes(self, sent_bytes: int) -> None:
         """Count what went on the wire since the last call, and project the backlog's drain time
         under the upload cap from the bytes per row measured so far."""
         self.metrics.upload_bytes.inc(sent_bytes - self._uploaded)
@@ -316,20 +340,6 @@ class Outcomes:
                 self.settings.max_upload_bytes_per_s,
             )
         )
-
-    def tick_failed(self, exc: Exception) -> float:
-        """An error nothing expected ended a tick: logged with its cause and traceback, counted;
-        the tick is retried after the backoff cap (returned), the cursor as stored."""
-        delay = self.settings.backoff_cap_s
-        self.metrics.unexpected_errors.inc()
-        log.error(
-            "tick_failed",
-            hint="unexpected error in a push tick: retrying at the backoff cap, cursor kept",
-            error=f"{type(exc).__name__}: {printable(str(exc))}",
-            retry_in_s=delay,
-            exc_info=exc,
-        )
-        return delay
 
     def status_text(self) -> str:
         """The STATUS= line: progress, each resource's last failure, and failing log output."""

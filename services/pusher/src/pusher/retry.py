@@ -1,8 +1,35 @@
-"""When to try a resource again, and how big its next batch is.
+"""When the pusher tries again, and how big its next batch is: every wait of the daemon comes
+from `RetryPolicy.delay(event, failures)`, one table.
 
-Pure functions of their inputs (the random source and the clock are parameters), so the
-protocol's retry table is tested directly without sleeping. `failure_delay` is that table:
-which wait follows which kind of failed delivery (see `pusher.errors`).
+    event            what happened                                   wait before the next attempt
+    ---------------  ----------------------------------------------  -----------------------------
+    TRANSIENT        5xx, 408, timeout, connection error, an answer  full jitter: uniform in
+                     that is not ingestd's (`ForeignAnswer`)          [0, min(cap, base·2^(n-1))]
+    RETRY_LATER      429 or 503                                      min(Retry-After, cap) + uniform
+                                                                     [0, jitter]; without a usable
+                                                                     header as TRANSIENT
+    PERMANENT        400, 401, 403, 404, other 4xx and 3xx, a TLS    the cap (never a tight loop)
+                     certificate not verified, a full set over
+                     ingestd's limit
+    TOO_LARGE        ingestd's own 413 to a measurements batch:      0: at once, the next batch half
+                     halved, or at one row quarantined               the size or past the row
+    TOO_LARGE_BARE   a 413 without ingestd's answer (a proxy's       as TRANSIENT (the batch is
+                     limit): halved, nothing quarantined             halved too)
+    FORMAT_REFUSED   415 to a columnar batch: ingestd is older       0: at once, the same rows as
+                                                                     gzip JSON
+    DATABASE_LOST    the customer database unreachable or lost       full jitter from a base of
+                                                                     min(base, 5 s): a restarted
+                                                                     database is back within seconds
+    UNEXPECTED       a tick ended by an error nothing expected       the cap
+
+`n` counts the failures in a row (a resource's `consecutive_failures` + 1; for the database the
+connection attempts since the last session), base is PUSHER_BACKOFF_BASE_S, cap
+PUSHER_BACKOFF_CAP_S, jitter PUSHER_RETRY_AFTER_JITTER_S. The schedule of a healthy daemon is not
+a retry and is not in the table: the next tick after PUSHER_PUSH_INTERVAL_S, a backlog's next
+batch at once. `event_of` says which event a `DeliveryError` is (see `pusher.errors`).
+
+Pure functions of their inputs (the random source is the policy's), so the table is tested
+directly without sleeping; the bench's gateway simulators use the same policy.
 """
 
 from __future__ import annotations
@@ -10,20 +37,47 @@ from __future__ import annotations
 import math
 import random
 import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from pusher.errors import DeliveryError, PermanentDeliveryError, RetryLater
+from pusher.errors import DeliveryError, PayloadTooLarge, PermanentDeliveryError, RetryLater
+
+if TYPE_CHECKING:
+    from pusher.settings import Settings
 
 __all__ = [
+    "DATABASE_BASE_MAX_S",
     "RETRY_AFTER_MAX_S",
+    "RetryEvent",
+    "RetryPolicy",
+    "event_of",
     "exponential_delay",
-    "failure_delay",
     "grow_batch_size",
     "parse_retry_after",
     "retry_after_delay",
     "shrink_batch_size",
 ]
+
+
+class RetryEvent(StrEnum):
+    """What made a resource (or the whole daemon) wait; the rows of the module's table."""
+
+    TRANSIENT = "transient"
+    RETRY_LATER = "retry_later"
+    PERMANENT = "permanent"
+    TOO_LARGE = "too_large"
+    TOO_LARGE_BARE = "too_large_bare"
+    FORMAT_REFUSED = "format_refused"
+    DATABASE_LOST = "database_lost"
+    UNEXPECTED = "unexpected"
+
+
+DATABASE_BASE_MAX_S = 5.0
+"""The most the first waits after losing the customer database start from, whatever
+PUSHER_BACKOFF_BASE_S says: a database restart is over in seconds, a minute's wait is not needed."""
 
 
 def exponential_delay(failures: int, base_s: float, cap_s: float, rng: random.Random) -> float:
@@ -78,30 +132,68 @@ def retry_after_delay(
     return min(retry_after_s, cap_s) + rng.uniform(0.0, jitter_s)
 
 
-def failure_delay(
-    exc: DeliveryError,
-    *,
-    failures: int,
-    base_s: float,
-    cap_s: float,
-    jitter_s: float,
-    rng: random.Random,
-) -> float:
-    """Seconds before the next attempt after the `failures`-th failure in a row: what a 429/503
-    asked for, the backoff cap when the configuration is wrong (never a tight loop), otherwise
-    the exponential schedule."""
+def event_of(exc: DeliveryError, *, columnar: bool = False) -> RetryEvent:
+    """The row of the table a failed delivery is; `columnar`: the batch was sent columnar (a 415
+    to it is an older ingestd, not a wrong configuration)."""
     if isinstance(exc, RetryLater):
-        return retry_after_delay(
-            exc.retry_after_s,
-            failures=failures,
-            base_s=base_s,
-            cap_s=cap_s,
-            jitter_s=jitter_s,
-            rng=rng,
-        )
+        return RetryEvent.RETRY_LATER
+    if isinstance(exc, PayloadTooLarge):
+        return RetryEvent.TOO_LARGE if exc.protocol else RetryEvent.TOO_LARGE_BARE
     if isinstance(exc, PermanentDeliveryError):
-        return cap_s
-    return exponential_delay(failures, base_s, cap_s, rng)
+        if exc.status == 415 and columnar:
+            return RetryEvent.FORMAT_REFUSED
+        return RetryEvent.PERMANENT
+    return RetryEvent.TRANSIENT
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The table above with its settings: `base_s`, `cap_s`, `jitter_s` and the random source
+    (seeded in tests and benches for repeatable schedules)."""
+
+    base_s: float
+    cap_s: float
+    jitter_s: float
+    rng: random.Random = field(default_factory=random.Random, compare=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, rng: random.Random | None = None) -> RetryPolicy:
+        return cls(
+            settings.backoff_base_s,
+            settings.backoff_cap_s,
+            settings.retry_after_jitter_s,
+            rng or random.Random(),
+        )
+
+    def delay(
+        self, event: RetryEvent, failures: int, *, retry_after_s: float | None = None
+    ) -> float:
+        """Seconds to wait after the `failures`-th failure in a row of kind `event`;
+        `retry_after_s` is what a 429/503 asked for (None: it did not say)."""
+        match event:
+            case RetryEvent.TRANSIENT | RetryEvent.TOO_LARGE_BARE:
+                return exponential_delay(failures, self.base_s, self.cap_s, self.rng)
+            case RetryEvent.RETRY_LATER:
+                return retry_after_delay(
+                    retry_after_s,
+                    failures=failures,
+                    base_s=self.base_s,
+                    cap_s=self.cap_s,
+                    jitter_s=self.jitter_s,
+                    rng=self.rng,
+                )
+            case RetryEvent.PERMANENT | RetryEvent.UNEXPECTED:
+                return self.cap_s
+            case RetryEvent.TOO_LARGE | RetryEvent.FORMAT_REFUSED:
+                return 0.0
+            case RetryEvent.DATABASE_LOST:
+                base = min(self.base_s, DATABASE_BASE_MAX_S)
+                return exponential_delay(failures, base, self.cap_s, self.rng)
+
+    def after(self, exc: DeliveryError, failures: int, *, columnar: bool = False) -> float:
+        """`delay` for a failed delivery (its event and, for a 429/503, its Retry-After)."""
+        retry_after_s = exc.retry_after_s if isinstance(exc, RetryLater) else None
+        return self.delay(event_of(exc, columnar=columnar), failures, retry_after_s=retry_after_s)
 
 
 def shrink_batch_size(size: int) -> int:
