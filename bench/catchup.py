@@ -1,6 +1,7 @@
 """Catch-up benchmark: how fast the pusher drains a backlog into ingestd, against ingest alone.
 
     uv run python bench/catchup.py [--rows 1000000] [--batch-size 5000] [--devices 100]
+                                   [--encoder stdlib|numpy|auto] [--idle-s 20]
 
 One throwaway PostgreSQL cluster holds a customer database and a central one. The customer
 database gets `--rows` samples (all 24 values) with one server-side INSERT … generate_series,
@@ -14,8 +15,11 @@ then VACUUM ANALYZE, as a meter stack's table would look after an outage.
    alone), and `pusher run` is started as a subprocess; drain time runs from its start until
    its state says every row is shipped (so it includes the pusher's start-up, ~0.5 s).
 
-Peak RSS is the kernel's high-water mark (VmHWM in /proc/<pid>/status) of the pusher and
-ingestd processes (not of PostgreSQL); the pusher's CPU per row (user + system from /proc, read
+The pusher encodes as a gateway does (`--encoder stdlib`, no numpy: what the .deb installs;
+`numpy` for `pip install 'fleet-pusher[numpy]'`). Peak RSS is the kernel's high-water mark
+(VmHWM in /proc/<pid>/status) of the pusher and ingestd processes (not of PostgreSQL); the
+pusher's steady RSS is the median VmRSS of the second half of the drain, its idle RSS the
+median over `--idle-s` seconds after it (ticking every 5 s with nothing to send); the pusher's CPU per row (user + system from /proc, read
 just before it is stopped) covers reading, encoding, compressing and sending.
 Results go to bench/results/catchup-<time>.json.
 """
@@ -38,7 +42,7 @@ from typing import Any
 
 import aiohttp
 import psycopg
-from common import cpu_seconds, exit_on_sigterm
+from common import cpu_seconds, exit_on_sigterm, rss_bytes
 from fleetcore import PushCursor, zstd_compress
 from fleetcore.protocol import COLUMNAR_MEDIA_TYPE
 from fleetdev.pgcluster import free_port, temporary_cluster
@@ -123,6 +127,22 @@ class Child:
         self.log.close()
 
 
+def steady(samples: list[float]) -> float:
+    """The median of the second half of RSS samples (MiB): what the process settles at."""
+    late = sorted(samples[len(samples) // 2 :])
+    return round(late[len(late) // 2], 1) if late else 0.0
+
+
+def idle_samples(pusher: Child, seconds: float) -> list[float]:
+    """The drained pusher's RSS (MiB), sampled every 0.5 s while it ticks with nothing to send."""
+    samples = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and pusher.proc.poll() is None:
+        samples.append(rss_bytes(pusher.proc.pid) / 2**20)
+        time.sleep(0.5)
+    return samples
+
+
 def start_ingestd(central: str, port: int, log: Path) -> Child:
     env = {
         "INGESTD_DATABASE_URL": central,
@@ -151,7 +171,7 @@ Encoded = tuple[bytes, str, dict[str, str]]  # body, cursor, content headers
 
 
 async def read_all_batches(
-    customer: str, batch_size: int, level: int, wire_format: str
+    customer: str, batch_size: int, level: int, wire_format: str, encoder: str
 ) -> tuple[list[Encoded], int]:
     """Every batch the pusher would send, encoded as it sends them, in order (read with the
     pusher's own reads)."""
@@ -159,10 +179,11 @@ async def read_all_batches(
     raw_bytes = 0
     cursor = PushCursor.start()
     columnar = wire_format == "auto"
+    build = source.columnar_encoder(encoder)
     async with await source.connect(customer) as conn:
         while True:
             if columnar:
-                batch = await source.read_measurement_columns(conn, cursor, batch_size)
+                batch = await source.read_measurement_columns(conn, cursor, batch_size, build)
             else:
                 batch = await source.read_measurements(conn, cursor, batch_size)
             if batch.count == 0:
@@ -218,8 +239,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--wire-format", choices=("auto", "json"), default="auto", help="PUSHER_WIRE_FORMAT"
     )
+    parser.add_argument(
+        "--encoder",
+        choices=("stdlib", "numpy", "auto"),
+        default="stdlib",
+        help="PUSHER_COLUMNAR_ENCODER (stdlib: a gateway's, installed from the .deb)",
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up on the drain")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--idle-s",
+        type=float,
+        default=20.0,
+        help="the drained pusher's idle RSS is sampled so long",
+    )
     args = parser.parse_args(argv)
     exit_on_sigterm()
 
@@ -233,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         "devices": args.devices,
         "gzip_level": args.gzip_level,
         "wire_format": args.wire_format,
+        "encoder": args.encoder,
         "nproc": os.cpu_count(),
+        "loadavg_before": os.getloadavg(),
     }
     with temporary_cluster(prefix="fleet-bench-catchup-") as cluster:
         customer = cluster.create_database("customer")
@@ -277,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         # 1. ingest-only
         print("reading and compressing the batches for the ingest-only run …", flush=True)
         batches, raw_bytes = asyncio.run(
-            read_all_batches(customer, args.batch_size, args.gzip_level, args.wire_format)
+            read_all_batches(
+                customer, args.batch_size, args.gzip_level, args.wire_format, args.encoder
+            )
         )
         wire_bytes = sum(len(b) for b, _, _ in batches)
         ingestd = start_ingestd(central, port, logs / "ingestd-only.log")
@@ -314,12 +351,15 @@ def main(argv: list[str] | None = None) -> int:
             "PUSHER_BATCH_SIZE": str(args.batch_size),
             "PUSHER_GZIP_LEVEL": str(args.gzip_level),
             "PUSHER_WIRE_FORMAT": args.wire_format,
-            "PUSHER_PUSH_INTERVAL_S": "60",
+            "PUSHER_COLUMNAR_ENCODER": args.encoder,
+            "PUSHER_PUSH_INTERVAL_S": "5",
             "PUSHER_BACKOFF_BASE_S": "0.5",
             "PUSHER_BACKOFF_CAP_S": "5",
             "PUSHER_LOG_FORMAT": "json",
         }
         pusher_rss = ingestd_rss = pusher_cpu = 0.0
+        draining_rss: list[float] = []
+        idle_rss: list[float] = []
         try:
             print("end-to-end: pusher draining …", flush=True)
             started = time.perf_counter()
@@ -330,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                     if pusher.proc.poll() is not None:
                         raise RuntimeError(f"pusher exited {pusher.proc.returncode}; see {logs}")
                     pusher_rss = max(pusher_rss, pusher.peak_rss_mib())
+                    draining_rss.append(rss_bytes(pusher.proc.pid) / 2**20)
                     shipped = (
                         scalar(
                             customer,
@@ -345,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
                 pusher_rss = max(pusher_rss, pusher.peak_rss_mib())
                 pusher_cpu = cpu_seconds(pusher.proc.pid)
                 ingestd_rss = ingestd.peak_rss_mib()
+                result["loadavg_after_drain"] = os.getloadavg()
+                idle_rss = idle_samples(pusher, args.idle_s)
             finally:
                 pusher.stop()
         finally:
@@ -357,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
             "stored_centrally": stored,
             "duplicates": duplicates,
             "pusher_peak_rss_mib": round(pusher_rss, 1),
+            "pusher_steady_rss_mib": steady(draining_rss),
+            "pusher_idle_rss_mib": steady(idle_rss),
             "pusher_cpu_us_per_row": round(pusher_cpu / args.rows * 1e6, 2),
             "ingestd_peak_rss_mib": round(ingestd_rss, 1),
         }

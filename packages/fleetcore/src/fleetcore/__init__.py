@@ -1,18 +1,18 @@
 """fleetcore: what the pusher and ingestd share — batch schemas and validation (JSON and the
-columnar encoding), the gateway health report, the push cursor, and customer token generation and hashing. Pure Python plus
-msgspec, numpy and zstd; no I/O."""
+columnar encoding), the gateway health report, the push cursor, and customer token generation
+and hashing. Pure Python plus msgspec and zstd; no I/O.
 
-from fleetcore.columnar import (
-    COLUMNAR_MEDIA_TYPE,
-    COLUMNAR_VERSION,
-    MAX_COLUMNAR_ROWS,
-    Column,
-    MeasurementColumns,
-    columns_from_rows,
-    decode_columns,
-    encode_columns,
-)
-from fleetcore.columnar_batch import ParsedColumns, parse_columnar_batch
+numpy is optional (the `numpy` extra; ingestd has it): the pusher encodes the columnar format
+with the standard library (`fleetcore.columnar_stdlib`), so the numpy-based names below (the
+numpy encoder, the decoder and its validation) are imported on first use, not with the package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from fleetcore.columnar_layout import COLUMNAR_MEDIA_TYPE, COLUMNAR_VERSION, MAX_COLUMNAR_ROWS
 from fleetcore.compression import (
     DecompressedTooLarge,
     InvalidCompressedBody,
@@ -43,6 +43,26 @@ from fleetcore.schemas import (
     parse_batch,
 )
 from fleetcore.tokens import TOKEN_PREFIX, generate_token, hash_token, looks_like_token, token_hint
+
+if TYPE_CHECKING:
+    from fleetcore.columnar import (
+        Column,
+        MeasurementColumns,
+        columns_from_rows,
+        decode_columns,
+        encode_columns,
+    )
+    from fleetcore.columnar_batch import ParsedColumns, parse_columnar_batch
+
+_NUMPY_NAMES = {
+    "Column": "fleetcore.columnar",
+    "MeasurementColumns": "fleetcore.columnar",
+    "columns_from_rows": "fleetcore.columnar",
+    "decode_columns": "fleetcore.columnar",
+    "encode_columns": "fleetcore.columnar",
+    "ParsedColumns": "fleetcore.columnar_batch",
+    "parse_columnar_batch": "fleetcore.columnar_batch",
+}
 
 __all__ = [
     "COLUMNAR_MEDIA_TYPE",
@@ -85,3 +105,13 @@ __all__ = [
     "zstd_compress",
     "zstd_decompress",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The numpy-based names, imported when first asked for (PEP 562)."""
+    module = _NUMPY_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fleetcore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -43,14 +43,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from fleetcore import intpack
-from fleetcore.schemas import MEASUREMENT_VALUE_FIELDS, BatchFormatError
+from fleetcore.columnar_layout import (
+    COLUMN_IDS,
+    COLUMN_NAMES,
+    COLUMNAR_MEDIA_TYPE,
+    COLUMNAR_VERSION,
+    KEY_COLUMNS,
+    KIND_DECIMAL,
+    KIND_FLOAT,
+    KIND_INT,
+    MAX_COLUMNAR_ROWS,
+    REF_CANDIDATES,
+    column_header,
+    datetime_from_micros,
+    micros_from_datetime,
+    varint,
+)
+from fleetcore.schemas import BatchFormatError
 
 __all__ = [
     "COLUMNAR_MEDIA_TYPE",
@@ -66,27 +82,6 @@ __all__ = [
     "encode_columns",
     "micros_from_datetime",
 ]
-
-COLUMNAR_VERSION = 1
-MAX_COLUMNAR_ROWS = 100_000
-"""Rows one columnar batch may carry (a column of equal values can take 0 bytes per row, so the
-body's size alone does not bound the memory of decoding it)."""
-COLUMNAR_MEDIA_TYPE = "application/vnd.fleet.columnar.v1"
-KEY_COLUMNS: tuple[str, ...] = ("time", "device_id", "received_at")
-COLUMN_NAMES: tuple[str, ...] = (*KEY_COLUMNS, *MEASUREMENT_VALUE_FIELDS)
-_COLUMN_IDS = {name: i for i, name in enumerate(COLUMN_NAMES)}
-_REF_CANDIDATES = 4  # earlier columns tried as a reference (related readings sit side by side)
-
-_KIND_INT, _KIND_DECIMAL, _KIND_FLOAT = 0, 1, 2
-_MODE_OFFSET, _MODE_DELTA = 0, 1
-_PACK_BYTES, _PACK_BITS = 0, 1
-_BITPACK_BELOW_ROWS = 256
-_MAX_SCALE = 15
-_EXACT_LIMIT = 2**53  # integers up to this convert to float64 exactly
-# Exact powers of ten (from integers, not pow()): encoder and decoder divide by the same number.
-_POW10: tuple[float, ...] = tuple(float(10**s) for s in range(_MAX_SCALE + 1))
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
 
 Int64s = npt.NDArray[np.int64]
 Float64s = npt.NDArray[np.float64]
@@ -123,15 +118,6 @@ class MeasurementColumns:
         return MeasurementColumns(rows, picked)
 
 
-def micros_from_datetime(moment: datetime) -> int:
-    return (moment - _EPOCH) // _MICRO
-
-
-def datetime_from_micros(micros: int) -> datetime:
-    """Raises OverflowError outside Python's datetime range (years 1-9999)."""
-    return _EPOCH + timedelta(microseconds=micros)
-
-
 def columns_from_rows(rows: Sequence[Mapping[str, Any]]) -> MeasurementColumns:
     """Columns from protocol rows (aware datetimes, ints, floats or None); tests and benches."""
     columns: dict[str, Column] = {}
@@ -155,19 +141,6 @@ def columns_from_rows(rows: Sequence[Mapping[str, Any]]) -> MeasurementColumns:
 # --- encoding ---------------------------------------------------------------------------------
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _zigzag64(value: int) -> int:
-    return value << 1 if value >= 0 else ((-value) << 1) - 1
-
-
 @dataclass(frozen=True, slots=True)
 class _Encoded:
     """What a later column may be encoded against: same kind, scale and null bitmap."""
@@ -186,33 +159,31 @@ def _encode_column(
     nulls = column.nulls if column.nulls is not None and column.nulls.any() else None
     present = column.values if nulls is None else column.values[~nulls]
     null_bits = b"" if nulls is None else np.packbits(nulls, bitorder="little").tobytes()
-    kind, scale, ints = _KIND_INT, 0, None
+    kind, scale, ints = KIND_INT, 0, None
     if name in KEY_COLUMNS:
         ints = present.astype(np.int64, copy=False)
     else:
         found = intpack.decimal_scale(present.astype(np.float64, copy=False))
         if found is None:
-            kind = _KIND_FLOAT
+            kind = KIND_FLOAT
         else:
-            kind, (scale, ints) = _KIND_DECIMAL, found
-    column_id = _COLUMN_IDS[name]
+            kind, (scale, ints) = KIND_DECIMAL, found
+    column_id = COLUMN_IDS[name]
     if ints is None:
         packed = intpack.pack_raw(present.astype(np.float64, copy=False))
         reference = None
     else:
         refs = [
             (e.column_id, e.ints)
-            for e in earlier[-_REF_CANDIDATES:]
+            for e in earlier[-REF_CANDIDATES:]
             if (e.kind, e.scale, e.null_bits) == (kind, scale, null_bits)
         ]
         packed = intpack.pack_ints(ints, refs)
         reference = _Encoded(column_id, kind, scale, null_bits, ints)
-    first = (0x80 if null_bits else 0) | (0x40 if packed.ref is not None else 0) | column_id
-    code = kind << 6 | packed.packing << 5 | packed.mode << 4 | scale
-    header = bytes((first, code, packed.width))
-    if packed.ref is not None:
-        header += bytes((packed.ref,))
-    header += _varint(_zigzag64(packed.base))
+    header = column_header(
+        column_id, bool(null_bits), kind, scale, packed.packing, packed.mode, packed.width,
+        packed.ref, packed.base,
+    )  # fmt: skip
     return header, null_bits + packed.data, reference
 
 
@@ -221,7 +192,7 @@ def encode_columns(batch: MeasurementColumns) -> bytes:
     headers, payloads = [], []
     earlier: list[_Encoded] = []
     for name, column in batch.columns.items():
-        if name not in _COLUMN_IDS:
+        if name not in COLUMN_IDS:
             raise ValueError(f"unknown column {name!r}")
         if len(column.values) != batch.rows:
             raise ValueError(f"column {name!r} has {len(column.values)} values, not {batch.rows}")
@@ -233,7 +204,7 @@ def encode_columns(batch: MeasurementColumns) -> bytes:
         payloads.append(payload)
         if reference is not None:
             earlier.append(reference)
-    start = bytes((COLUMNAR_VERSION,)) + _varint(batch.rows) + bytes((len(headers),))
+    start = bytes((COLUMNAR_VERSION,)) + varint(batch.rows) + bytes((len(headers),))
     return b"".join((start, *headers, *payloads))
 
 
@@ -308,14 +279,14 @@ def _header(reader: _Reader) -> _Header:
         base=(zigzag >> 1) ^ -(zigzag & 1),
     )
     name, kind = header.name, header.kind
-    allowed = (_KIND_INT,) if name in KEY_COLUMNS else (_KIND_DECIMAL, _KIND_FLOAT)
+    allowed = (KIND_INT,) if name in KEY_COLUMNS else (KIND_DECIMAL, KIND_FLOAT)
     if kind not in allowed:
         raise _invalid(f"column {name}: kind {kind} is not allowed here")
     if width > 64 or (header.packing == intpack.PACK_BYTES and (width % 8 or not width)):
         raise _invalid(f"column {name}: width {width} is not allowed with packing {header.packing}")
-    if kind != _KIND_DECIMAL and header.scale:
+    if kind != KIND_DECIMAL and header.scale:
         raise _invalid(f"column {name}: scale {header.scale} is only for decimal columns")
-    if kind == _KIND_FLOAT and (width != 64 or header.mode or header.base or header.ref):
+    if kind == KIND_FLOAT and (width != 64 or header.mode or header.base or header.ref):
         raise _invalid(f"column {name}: float64 columns are 64 bits, mode 0, base 0, no reference")
     return header
 
@@ -357,12 +328,12 @@ def _decode_column(
     data = reader.take(intpack.data_length(header.packing, header.width, present))
     encoded = intpack.unpack(data, header.packing, header.width, present)
     ints: Int64s | None = None
-    if header.kind == _KIND_FLOAT:
+    if header.kind == KIND_FLOAT:
         values: Int64s | Float64s = encoded.view(np.float64)
     else:
         reference = _reference(header, nulls, decoded)
         ints = intpack.unpack_ints(encoded, header.mode, header.base, reference)
-        values = ints if header.kind == _KIND_INT else intpack.from_decimal(ints, header.scale)
+        values = ints if header.kind == KIND_INT else intpack.from_decimal(ints, header.scale)
     decoded[header.name] = _Decoded(header, nulls, ints)
     if nulls is not None:
         full: Int64s | Float64s = np.zeros(rows, values.dtype)  # type: ignore[assignment]

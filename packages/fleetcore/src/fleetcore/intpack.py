@@ -18,6 +18,19 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from fleetcore.columnar_layout import (
+    BITPACK_BELOW_ROWS,
+    EXACT_LIMIT,
+    MAX_SCALE,
+    MODE_DELTA,
+    MODE_OFFSET,
+    PACK_BITS,
+    PACK_BYTES,
+    POW10,
+    SAMPLE,
+    base_bytes,
+)
+
 __all__ = [
     "MAX_SCALE",
     "MODE_DELTA",
@@ -34,14 +47,7 @@ __all__ = [
     "unpack_ints",
 ]
 
-MODE_OFFSET, MODE_DELTA = 0, 1
-PACK_BYTES, PACK_BITS = 0, 1
-BITPACK_BELOW_ROWS = 256
-_SAMPLE = 512  # rows a large batch's forms and decimal scale are first judged on
-MAX_SCALE = 15
-_EXACT_LIMIT = 2**53  # integers below this convert to float64 exactly
-# Exact powers of ten (from integers, not pow()): sender and receiver divide by the same number.
-_POW10: tuple[float, ...] = tuple(float(10**s) for s in range(MAX_SCALE + 1))
+_POW2 = np.array([1 << k for k in range(64)], np.uint64)
 
 Int64s = npt.NDArray[np.int64]
 UInt64s = npt.NDArray[np.uint64]
@@ -120,33 +126,33 @@ def _form(values: Int64s, mode: int) -> tuple[int, UInt64s]:
     return low, (values - np.int64(low)).view(np.uint64)
 
 
-def _cost(encoded: UInt64s, small: bool, base: int, ref: int | None) -> float:
+def _bit_lengths(encoded: UInt64s) -> npt.NDArray[np.intp]:
+    """Each value's `int.bit_length()`, exactly (float log2 rounds near powers of two)."""
+    return np.searchsorted(_POW2, encoded, side="right")
+
+
+def _cost(encoded: UInt64s, small: bool, base: int, ref: int | None) -> int:
     """Bits of the column. Bit-packed: the exact size. Byte-shuffled: the bits the values really
     use, summed (what zstd's entropy coder gets close to), so a column of mostly small numbers
     with a few large ones is not judged by its largest. Plus its base and reference, which
-    matter in small batches (a time column of one tick: 0 bits per row, a 7-byte base)."""
-    header = 8 * (base_bits(base) + (ref is not None))
+    matter in small batches (a time column of one tick: 0 bits per row, a 7-byte base). An
+    integer, so the standard-library encoder (`intpack_stdlib`) makes the very same choice."""
+    header = 8 * (base_bytes(base) + (ref is not None))
     if small:
-        return float(_bits(encoded) * len(encoded) + header)
-    return float(np.log2(encoded.astype(np.float64) + 1.0).sum()) + header
-
-
-def base_bits(base: int) -> int:
-    """Bytes of the base's varint."""
-    zigzag = base << 1 if base >= 0 else ((-base) << 1) - 1
-    return max(1, (zigzag.bit_length() + 6) // 7)
+        return _bits(encoded) * len(encoded) + header
+    return int(_bit_lengths(encoded).sum()) + header
 
 
 def pack_ints(values: Int64s, refs: Sequence[tuple[int, Int64s]] = ()) -> PackedInts:
     """The densest form of `values` alone, or of their differences from a reference column
     (`refs`: candidate (column id, values) pairs, e.g. i2 against i1 of the same meters).
     Differences from the previous value win ties (they compress better). In a large batch the
-    forms are compared on its first `_SAMPLE` rows, and only the chosen one is computed in full."""
+    forms are compared on its first `SAMPLE` rows, and only the chosen one is computed in full."""
     if not len(values):
         return PackedInts(PACK_BITS, 0, MODE_OFFSET, 0, b"")
     small = len(values) < BITPACK_BELOW_ROWS
-    probe = slice(None) if small else slice(0, _SAMPLE)
-    best: tuple[float, int | None, int] | None = None
+    probe = slice(None) if small else slice(0, SAMPLE)
+    best: tuple[int, int | None, int] | None = None
     for ref, series in [(None, values[probe]), *((r, (values - v)[probe]) for r, v in refs)]:
         for mode in (MODE_DELTA, MODE_OFFSET):
             base, encoded = _form(series, mode)
@@ -186,11 +192,11 @@ def unpack_ints(encoded: UInt64s, mode: int, base: int, ref: Int64s | None = Non
 
 def decimal_scale(values: Float64s) -> tuple[int, Int64s] | None:
     """The smallest scale at which every value is exactly `k / 10**scale`, and the k's. The
-    search starts at the scale the first `_SAMPLE` values need (the whole column needs at
+    search starts at the scale the first `SAMPLE` values need (the whole column needs at
     least that), so a 3-decimal column is usually checked in full once."""
     start = 0
-    if len(values) > _SAMPLE:
-        found = _scale_from(values[:_SAMPLE], 0)
+    if len(values) > SAMPLE:
+        found = _scale_from(values[:SAMPLE], 0)
         if found is None:
             return None
         start = found[0]
@@ -201,9 +207,9 @@ def _scale_from(values: Float64s, start: int) -> tuple[int, Int64s] | None:
     bits = values.view(np.int64)
     with np.errstate(over="ignore", invalid="ignore"):
         for scale in range(start, MAX_SCALE + 1):
-            factor = _POW10[scale]
+            factor = POW10[scale]
             scaled = np.rint(values * factor)
-            if not np.all(np.abs(scaled) < _EXACT_LIMIT):  # also false for NaN and infinities
+            if not np.all(np.abs(scaled) < EXACT_LIMIT):  # also false for NaN and infinities
                 return None
             ints = scaled.astype(np.int64)
             # Checked exactly as the receiver computes it: -0.0 becomes 0 here and fails.
@@ -213,4 +219,4 @@ def _scale_from(values: Float64s, start: int) -> tuple[int, Int64s] | None:
 
 
 def from_decimal(ints: Int64s, scale: int) -> Float64s:
-    return ints.astype(np.float64) / _POW10[scale]
+    return ints.astype(np.float64) / POW10[scale]

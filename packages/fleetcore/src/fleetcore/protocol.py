@@ -6,7 +6,7 @@ document is generated from them: a changed path, header or limit changes all thr
 
 from __future__ import annotations
 
-from fleetcore.columnar import COLUMNAR_MEDIA_TYPE
+from fleetcore.columnar_layout import COLUMNAR_MEDIA_TYPE
 from fleetcore.schemas import BatchType
 
 __all__ = [

@@ -86,7 +86,7 @@ class Pusher:
             upload_cap=UploadCap(s.max_upload_bytes_per_s) if s.max_upload_bytes_per_s else None,
         ) as client:
             self.metrics.upload_cap.set(s.max_upload_bytes_per_s)
-            read_ahead = ReadAhead(client)
+            read_ahead = ReadAhead(client, source.columnar_encoder(s.columnar_encoder))
             while not stop.is_set():
                 try:
                     conn = await source.connect(

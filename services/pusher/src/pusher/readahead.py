@@ -50,8 +50,9 @@ def _fits(prepared: PreparedBatch, cursor: PushCursor, size: int, media_type: st
 class ReadAhead:
     """Starts batch reads on one connection and holds the one read ahead between two rounds."""
 
-    def __init__(self, client: IngestClient) -> None:
+    def __init__(self, client: IngestClient, build: source.BatchBuilder) -> None:
         self._client = client
+        self._build = build
         self._held: asyncio.Task[PreparedBatch] | None = None
 
     def start(
@@ -68,7 +69,7 @@ class ReadAhead:
         self, conn: psycopg.AsyncConnection[Any], after: PushCursor, size: int
     ) -> PreparedBatch:
         if self._media_type == COLUMNAR_MEDIA_TYPE:
-            batch = await source.read_measurement_columns(conn, after, size)
+            batch = await source.read_measurement_columns(conn, after, size, self._build)
         else:
             batch = await source.read_measurements(conn, after, size)
         if not batch.count:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from importlib.util import find_spec
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,13 +15,23 @@ from fleetservice.logs import LOG_FORMATS, LOG_LEVELS
 
 from pusher.errors import ConfigError
 
-__all__ = ["LEGACY_PREFIX", "WIRE_FORMATS", "Settings"]
+__all__ = ["COLUMNAR_ENCODERS", "LEGACY_PREFIX", "WIRE_FORMATS", "Settings", "numpy_installed"]
 
 # The pusher's variables were FLEET_* (a prefix shared with the test and dev tooling); they are
 # PUSHER_* now, and the former names keep working with a warning.
 LEGACY_PREFIX = ("FLEET_", "PUSHER_")
 
 WIRE_FORMATS = ("auto", "json")
+COLUMNAR_ENCODERS = ("auto", "stdlib", "numpy")
+"""Who turns the customer database's records into a columnar body (`source.columns`)."""
+
+
+def numpy_installed() -> bool:
+    """numpy can be imported here (not on a gateway installed from the .deb)."""
+    try:
+        return find_spec("numpy") is not None
+    except ValueError:  # a test blocked it: sys.modules["numpy"] = None
+        return False
 
 
 def _ingest_url(raw: str) -> str:
@@ -63,7 +74,8 @@ class Settings:
     `metrics_port` 0 keeps the metrics listener off. `backlog_count_interval_s` is the least
     time between two counts of the rows behind the cursor (the backlog_rows and lag metrics).
     `wire_format` "auto" sends measurements columnar once ingestd says it takes them, "json"
-    never; `full_set_interval_s` is the longest time an unchanged full set goes unsent;
+    never; `columnar_encoder` "auto" encodes with numpy where it is installed, with the
+    standard library otherwise (the same bytes); `full_set_interval_s` is the longest time an unchanged full set goes unsent;
     `max_upload_bytes_per_s` 0 means no upload cap."""
 
     database_url: str = field(repr=False)
@@ -90,6 +102,7 @@ class Settings:
     backlog_count_interval_s: float = 30.0
     db_statement_timeout_s: float = 60.0
     wire_format: str = "auto"
+    columnar_encoder: str = "auto"
     full_set_interval_s: float = 3600.0
     max_upload_bytes_per_s: int = 0
 
@@ -131,6 +144,9 @@ class Settings:
             raise ConfigError("PUSHER_BACKOFF_CAP_S must be >= PUSHER_BACKOFF_BASE_S")
         level = env_.integer("PUSHER_GZIP_LEVEL", 1, minimum=1, maximum=9)
         metrics_port = env_.integer("PUSHER_METRICS_PORT", 0, minimum=0, maximum=65535)
+        encoder = env_.choice("PUSHER_COLUMNAR_ENCODER", "auto", COLUMNAR_ENCODERS)
+        if encoder == "numpy" and not numpy_installed():
+            raise ConfigError("PUSHER_COLUMNAR_ENCODER=numpy but numpy is not installed")
         settings = cls(
             database_url=database_url,
             enabled=enabled,
@@ -156,6 +172,7 @@ class Settings:
             ),
             db_statement_timeout_s=env_.number("PUSHER_DB_STATEMENT_TIMEOUT_S", 60.0, minimum=0.1),
             wire_format=env_.choice("PUSHER_WIRE_FORMAT", "auto", WIRE_FORMATS),
+            columnar_encoder=encoder,
             full_set_interval_s=env_.number("PUSHER_FULL_SET_INTERVAL_S", 3600.0, minimum=0.0),
             max_upload_bytes_per_s=env_.integer("PUSHER_MAX_UPLOAD_BYTES_PER_S", 0, minimum=0),
         )

@@ -6,7 +6,7 @@ Every statement here only reads, except `restamp_future_rows` (a restored databa
 state and its quarantine are `pusher.state`'s.
 """
 
-from pusher.source.columns import read_measurement_columns
+from pusher.source.columns import BatchBuilder, columnar_encoder, read_measurement_columns
 from pusher.source.reads import (
     APPLICATION_NAME,
     BACKLOG_COUNT_BOUND,
@@ -31,10 +31,12 @@ __all__ = [
     "APPLICATION_NAME",
     "BACKLOG_COUNT_BOUND",
     "Backlog",
+    "BatchBuilder",
     "BlockingTransaction",
     "FullSet",
     "MeasurementBatch",
     "SnapshotHorizon",
+    "columnar_encoder",
     "connect",
     "count_shippable",
     "find_blocking_transaction",

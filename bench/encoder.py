@@ -1,0 +1,85 @@
+"""Encoder benchmark: µs per row of the columnar encoding, numpy vs the standard library.
+
+    uv run python bench/encoder.py [--rows 5000] [--batches 20] [--reps 5]
+
+The pusher encodes with `fleetcore.columnar_stdlib` (no numpy on gateways); ingestd, the tests
+and the other benches have `fleetcore.columnar` (numpy). Both are given the same batches of
+plausible meter readings (`common.generate_measurements`: 100 meters, every value column, rows
+ordered meter by meter as the pusher sends them), each from the form it takes as input (numpy
+arrays, or Python lists as the pusher has them after parsing the customer database's records),
+and must give the same bytes. The figure is the best of `--reps` passes over all batches,
+divided by the rows, plus the uncompressed and zstd body size per row (load-independent).
+Results go to bench/results/encoder-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from common import generate_measurements, measurement_items, write_results
+from fleetcore import zstd_compress
+from fleetcore.columnar import MeasurementColumns, columns_from_rows, encode_columns
+from fleetcore.columnar_stdlib import PlainColumn, encode_plain_columns
+
+
+def _plain(batch: MeasurementColumns) -> dict[str, PlainColumn]:
+    return {
+        name: PlainColumn(c.values.tolist(), None if c.nulls is None else c.nulls.tolist())
+        for name, c in batch.columns.items()
+    }
+
+
+def _best_us_per_row(encode: Any, batches: list[Any], rows: int, reps: int) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        started = time.perf_counter()
+        for batch in batches:
+            encode(batch)
+        best = min(best, time.perf_counter() - started)
+    return best / rows * 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=5000, help="rows per batch (the pusher's)")
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args(argv)
+    total = args.rows * args.batches
+    samples = generate_measurements(total, devices=100)
+    numpy_batches, plain_batches = [], []
+    for start in range(0, total, args.rows):
+        items = measurement_items(samples[start : start + args.rows])
+        items.sort(key=lambda item: (item["device_id"], item["time"]))
+        batch = columns_from_rows(items)
+        numpy_batches.append(batch)
+        plain_batches.append((batch.rows, _plain(batch)))
+    bodies = [encode_columns(b) for b in numpy_batches]
+    identical = bodies == [encode_plain_columns(rows, cols) for rows, cols in plain_batches]
+    numpy_us = _best_us_per_row(encode_columns, numpy_batches, total, args.reps)
+    stdlib_us = _best_us_per_row(
+        lambda pair: encode_plain_columns(*pair), plain_batches, total, args.reps
+    )
+    result = {
+        "rows": total,
+        "batch_rows": args.rows,
+        "byte_identical": identical,
+        "numpy_us_per_row": round(numpy_us, 2),
+        "stdlib_us_per_row": round(stdlib_us, 2),
+        "stdlib_vs_numpy": round(stdlib_us / numpy_us, 1),
+        "body_bytes_per_row": round(sum(map(len, bodies)) / total, 2),
+        "zstd_bytes_per_row": round(sum(len(zstd_compress(b)) for b in bodies) / total, 2),
+        "loadavg": os.getloadavg(),
+    }
+    print(json.dumps(result, indent=2))
+    print(f"written to {write_results('encoder', result)}")
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The pusher's two columnar encoders — the standard library's (gateways, no numpy) and numpy's
+— make the same batch from the same records, and a pusher without numpy ships every row."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+
+import psycopg
+import pytest
+from fleetcore import PushCursor
+from fleetcore.protocol import COLUMNAR_MEDIA_TYPE
+from psycopg.rows import tuple_row
+from pusher.errors import ConfigError
+from pusher.settings import Settings
+from pusher.source.columns import READ_MEASUREMENT_COLUMNS, columnar_encoder
+from pusher.source.columns_numpy import batch_from_records as with_numpy
+from pusher.source.columns_stdlib import batch_from_records as with_stdlib
+
+from tests.fix_pusher import central_count, running_pusher, seed_inventory, wait_for
+from tests.pusher.test_uncarriable_rows import INSERT_ROW, UNCARRIABLE
+
+# Meter readings with NULLs in some values, -0.0 and a value no decimal scale gives back.
+SEED = """
+INSERT INTO monitoring.power_measurements
+    (device_id, time, received_at, v1, v2, i1, i2, pf_total, freq, energy_imp_kwh)
+SELECT 1 + s %% 5, timestamptz '2026-11-01 00:00+00' + make_interval(secs => s / 5 * 60),
+       timestamptz '2026-11-01 00:00:02+00' + make_interval(secs => s / 5 * 60),
+       round((230 + random() * 4)::numeric, 1), CASE WHEN s %% 7 = 0 THEN NULL ELSE 231.5 END,
+       round((12 + random())::numeric, 2), CASE WHEN s %% 11 = 0 THEN NULL ELSE 12.25 END,
+       CASE WHEN s %% 13 = 0 THEN '-0'::float8 ELSE 0.981 END, 50.01 + s * 1e-9,
+       1000 + s * 0.1
+FROM generate_series(0, %(rows)s - 1) AS s
+"""
+
+
+def _records(dsn: str, after: PushCursor, limit: int) -> tuple[bytes, int]:
+    params = {"xid": str(after.xid), "device_id": after.device_id, "time": after.time,
+              "limit": limit}  # fmt: skip
+    with psycopg.connect(dsn) as conn, conn.cursor(row_factory=tuple_row, binary=True) as cur:
+        cur.execute(READ_MEASUREMENT_COLUMNS, params)
+        row = cur.fetchone()
+    assert row is not None
+    return bytes(row[1]), int(row[0])
+
+
+@pytest.mark.parametrize("rows", [7, 300, 2000])
+def test_both_encoders_make_the_same_batch(customer_db: str, rows: int) -> None:
+    """From the same records — NULLs, -0.0, a column with no decimal scale, uncarriable times
+    among them — both give the same body byte for byte, the same end cursor, newest time, first
+    row and counts, small batches (bit-packed) and large (byte-shuffled) alike."""
+    seed_inventory(customer_db, devices=5)
+    with psycopg.connect(customer_db, autocommit=True) as conn:
+        conn.execute(SEED, {"rows": rows})
+        for n, (when, received_at) in enumerate(UNCARRIABLE[:4]):
+            conn.execute(
+                INSERT_ROW, {"device": 3, "time": when, "received_at": received_at, "n": n}
+            )
+    after = PushCursor.start()
+    data, count = _records(customer_db, after, rows + 10)
+    assert count == rows + 4
+    plain, fast = (
+        with_stdlib(data, count, after, rows + 10),
+        with_numpy(data, count, after, rows + 10),
+    )
+    assert plain == fast
+    assert plain.sent == rows and plain.media_type == COLUMNAR_MEDIA_TYPE
+
+
+def test_the_encoder_is_a_setting() -> None:
+    """PUSHER_COLUMNAR_ENCODER picks one ("auto" is numpy where installed); an unknown name, or
+    numpy where it cannot be imported, is a configuration error naming the variable."""
+    base = {"PUSHER_DATABASE_URL": "postgresql://gateway/meters"}
+    assert Settings.from_env(base).columnar_encoder == "auto"
+    assert (
+        Settings.from_env({**base, "PUSHER_COLUMNAR_ENCODER": "stdlib"}).columnar_encoder
+        == "stdlib"
+    )
+    assert columnar_encoder("stdlib") is with_stdlib and columnar_encoder("numpy") is with_numpy
+    assert columnar_encoder("auto") is with_numpy  # numpy is in the test environment
+    with pytest.raises(ConfigError, match="PUSHER_COLUMNAR_ENCODER"):
+        Settings.from_env({**base, "PUSHER_COLUMNAR_ENCODER": "fortran"})
+    code = (
+        "import sys; sys.modules['numpy'] = None\n"
+        "from pusher.settings import Settings\nfrom pusher.errors import ConfigError\n"
+        "from pusher.source.columns import columnar_encoder\n"
+        "env = {'PUSHER_DATABASE_URL': 'postgresql://gateway/meters'}\n"
+        "assert columnar_encoder('auto').__module__ == 'pusher.source.columns_stdlib'\n"
+        "try:\n    Settings.from_env({**env, 'PUSHER_COLUMNAR_ENCODER': 'numpy'})\n"
+        "except ConfigError as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "PUSHER_COLUMNAR_ENCODER=numpy but numpy is not installed" in done.stdout
+
+
+async def test_a_pusher_on_the_standard_library_ships_every_row_once(
+    pusher_settings: Settings, customer_db: str, central_db: str
+) -> None:
+    """With the standard-library encoder, a backlog of several batches (NULLs and -0.0 among
+    the values) arrives columnar, every row once."""
+    seed_inventory(customer_db, devices=5)
+    with psycopg.connect(customer_db, autocommit=True) as conn:
+        conn.execute(SEED, {"rows": 2500})
+    settings = replace(pusher_settings, columnar_encoder="stdlib", batch_size=1000)
+    async with running_pusher(settings):
+        await wait_for(lambda: central_count(central_db) == 2500, what="all rows")
+    assert central_count(central_db) == 2500
