@@ -337,9 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         with psycopg.connect(central, autocommit=True) as conn:
             conn.execute(
-                "TRUNCATE fleet.power_measurements, fleet.ingest_events, fleet.rejected_rows"
+                "TRUNCATE fleet.power_measurements_scaled, fleet.ingest_events, fleet.rejected_rows"
             )
-            conn.execute("VACUUM ANALYZE fleet.power_measurements")
+            conn.execute("VACUUM ANALYZE fleet.power_measurements_scaled")
 
         # 2. end-to-end through the pusher
         ingestd = start_ingestd(central, port, logs / "ingestd-e2e.log")

@@ -66,9 +66,9 @@ DAY_S = 86_400.0
 # maps; indexes apart for the measurements).
 TABLE_SIZES = """
 SELECT 'measurements', coalesce(sum(pg_table_size(relid)), 0)
-  FROM pg_partition_tree('fleet.power_measurements') WHERE isleaf
+  FROM pg_partition_tree('fleet.power_measurements_scaled') WHERE isleaf
 UNION ALL SELECT 'measurement_indexes', coalesce(sum(pg_indexes_size(relid)), 0)
-  FROM pg_partition_tree('fleet.power_measurements') WHERE isleaf
+  FROM pg_partition_tree('fleet.power_measurements_scaled') WHERE isleaf
 UNION ALL SELECT 'ingest_events', pg_total_relation_size('fleet.ingest_events')
 UNION ALL SELECT 'rejected_rows', pg_total_relation_size('fleet.rejected_rows')
 UNION ALL SELECT 'hourly_rollup', coalesce(pg_total_relation_size(to_regclass('fleet.hourly_rollup')), 0)

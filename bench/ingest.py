@@ -79,8 +79,10 @@ TARGET_RATIO = 0.5
 TARGET_COLUMNAR_RATIO = 0.7
 TARGET_PEER_RATIO = 2.0
 
-CREATE_COPY_TABLE = f"CREATE TABLE {COPY_TABLE} (LIKE fleet.power_measurements INCLUDING ALL)"
-RESET_TABLES = f"TRUNCATE {COPY_TABLE}, fleet.power_measurements"
+CREATE_COPY_TABLE = (
+    f"CREATE TABLE {COPY_TABLE} (LIKE fleet.power_measurements_scaled INCLUDING ALL)"
+)
+RESET_TABLES = f"TRUNCATE {COPY_TABLE}, fleet.power_measurements_scaled"
 COPY_STATEMENT = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
     sql.Identifier(COPY_TABLE), sql.SQL(", ").join(sql.Identifier(c) for c in COPY_COLUMNS)
 )
@@ -172,7 +174,7 @@ def _create_baseline_table(dsn: str, times: Sequence[Any]) -> None:
     asyncio.run(central_weeks())
     with psycopg.connect(dsn, autocommit=True) as conn:
         kind = conn.execute(
-            "SELECT relkind::text FROM pg_class WHERE oid = 'fleet.power_measurements'::regclass"
+            "SELECT relkind::text FROM pg_class WHERE oid = 'fleet.power_measurements_scaled'::regclass"
         ).fetchone()
         if kind and kind[0] == "p":
             conn.execute(CREATE_COPY_TABLE + " PARTITION BY RANGE (time)")

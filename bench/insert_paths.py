@@ -47,13 +47,13 @@ from fleetdev.pgcluster import temporary_cluster
 from psycopg import AsyncConnection, sql
 
 CUSTOMER_ID = 1
-TABLE = sql.SQL("fleet.power_measurements")
+TABLE = sql.SQL("fleet.power_measurements_scaled")
 COLUMNS = sql.SQL(", ").join(sql.Identifier(c) for c in COPY_COLUMNS)
 
 COPY_TABLE = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(TABLE, COLUMNS)
 CREATE_STAGING = sql.SQL(
     "CREATE TEMP TABLE IF NOT EXISTS measurement_staging "
-    "(LIKE fleet.power_measurements INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    "(LIKE fleet.power_measurements_scaled INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 )
 COPY_STAGING = sql.SQL("COPY measurement_staging ({}) FROM STDIN (FORMAT BINARY)").format(COLUMNS)
 MERGE_STAGING = sql.SQL(
@@ -155,7 +155,7 @@ async def run(
         async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
 
             async def prepare(name: str) -> None:
-                admin.execute("TRUNCATE fleet.power_measurements")
+                admin.execute("TRUNCATE fleet.power_measurements_scaled")
                 if name.endswith("-dup"):
                     copy_sync(admin, batches)
                 elif name == "copy-fail-staging":

@@ -94,7 +94,7 @@ async def _load(dsn: str, customer: int, args: argparse.Namespace, origin: datet
             )
             print(f"  loaded up to {upto:%Y-%m-%d}", flush=True)
             moment = upto
-        await conn.execute("ANALYZE fleet.power_measurements")
+        await conn.execute("ANALYZE fleet.power_measurements_scaled")
         started = time.perf_counter()
         await conn.execute(MARK_ALL_DIRTY)  # what a batch does for the hours it touches
         while (await refresh_rollup(conn, limit=20000)).buckets:

@@ -65,7 +65,7 @@ async def _post(url: str, token: str, bodies: Sequence[tuple[bytes, int]]) -> fl
 
 def _reset(dsn: str, storage: bool) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        tables = "fleet.power_measurements, fleet.hourly_dirty" + (
+        tables = "fleet.power_measurements_scaled, fleet.hourly_dirty" + (
             ", fleet.hourly_rollup" if storage else ""
         )
         conn.execute(f"TRUNCATE {tables}")

@@ -324,7 +324,7 @@ def run_mode(
         conn.execute("TRUNCATE monitoring.power_measurements")
         conn.execute("DELETE FROM app.fleet_push_state")
     with psycopg.connect(central, autocommit=True) as conn:
-        conn.execute("TRUNCATE fleet.power_measurements, fleet.ingest_events")
+        conn.execute("TRUNCATE fleet.power_measurements_scaled, fleet.ingest_events")
     stack = MeterStack(customer, SITES, DEVICES_PER_SITE)
     stack.install()
     meters = stack.meters

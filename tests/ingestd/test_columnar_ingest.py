@@ -181,7 +181,7 @@ def test_stored_bits_do_not_depend_on_the_encoding(
     """Random rows (any finite value in range, -0.0, subnormals, nulls, any device id) sent over
     real HTTP as gzip JSON and as zstd columnar end up as the same bits in the central table."""
     with psycopg.connect(central_db, autocommit=True) as conn:
-        conn.execute("TRUNCATE fleet.power_measurements")
+        conn.execute("TRUNCATE fleet.power_measurements_scaled")
     base = datetime.now(UTC).replace(microsecond=0)
     items = []
     for device, seconds, values in rows:

@@ -507,7 +507,7 @@ def test_energy_matches_the_reference(
     every hourly and daily value equals the reference from the raw rows, and the sum over the
     range equals the register's reset-adjusted delta."""
     with psycopg.connect(central_db, autocommit=True) as conn:
-        conn.execute("TRUNCATE fleet.power_measurements, fleet.hourly_dirty")
+        conn.execute("TRUNCATE fleet.power_measurements_scaled, fleet.hourly_dirty")
         if _rows(central_db, "SELECT to_regclass('fleet.hourly_rollup') IS NOT NULL")[0][0]:
             conn.execute("TRUNCATE fleet.hourly_rollup")
         else:

@@ -97,7 +97,7 @@ def _compress_chunks(dsn: str) -> int:
             return 0
         rows = conn.execute(
             "SELECT compress_chunk(c, if_not_compressed => true) "
-            "FROM show_chunks('fleet.power_measurements') c"
+            "FROM show_chunks('fleet.power_measurements_scaled') c"
         ).fetchall()
     return len(rows)
 

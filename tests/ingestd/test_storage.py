@@ -90,8 +90,9 @@ def test_bootstrap_is_idempotent_and_safe_from_several_replicas(central_db: str)
 
 def test_storage_layout(central_db: str) -> None:
     """Plain PostgreSQL: weekly range partitions with the coming weeks made. TimescaleDB: a
-    7-day-chunk hypertable compressed by (customer_id, device_id) with its policy, and a real-time
-    continuous aggregate with its refresh policy."""
+    12-hour-chunk hypertable compressed by (customer_id, device_id) 1 hour after a chunk ends, by
+    a job every hour, and a real-time continuous aggregate with its refresh policy. Both: the
+    readers' view `fleet.power_measurements` over the stored table."""
     if _mode(central_db) is StorageMode.POSTGRESQL:
         names = [
             r[0]
@@ -104,20 +105,20 @@ def test_storage_layout(central_db: str) -> None:
         assert all(n.startswith("power_measurements_w") for n in names)
         kinds = _rows(
             central_db,
-            "SELECT relkind::text FROM pg_class WHERE oid IN ('fleet.power_measurements'::regclass, 'fleet.hourly_per_device'::regclass) ORDER BY 1",
+            "SELECT relkind::text FROM pg_class WHERE oid IN ('fleet.power_measurements_scaled'::regclass, 'fleet.hourly_per_device'::regclass, 'fleet.power_measurements'::regclass) ORDER BY 1",
         )
-        assert kinds == [("p",), ("v",)]
+        assert kinds == [("p",), ("v",), ("v",)]
         return
     assert _rows(
         central_db,
         """SELECT d.time_interval, h.compression_enabled FROM timescaledb_information.dimensions d
            JOIN timescaledb_information.hypertables h USING (hypertable_schema, hypertable_name)
-           WHERE h.hypertable_name = 'power_measurements'""",
-    ) == [(timedelta(days=7), True)]
+           WHERE h.hypertable_name = 'power_measurements_scaled'""",
+    ) == [(timedelta(hours=12), True)]
     settings_rows = _rows(
         central_db,
         """SELECT attname, segmentby_column_index, orderby_column_index, orderby_asc
-           FROM timescaledb_information.compression_settings WHERE hypertable_name = 'power_measurements'
+           FROM timescaledb_information.compression_settings WHERE hypertable_name = 'power_measurements_scaled'
            ORDER BY coalesce(segmentby_column_index, 99), orderby_column_index""",
     )
     assert settings_rows == [
@@ -131,6 +132,11 @@ def test_storage_layout(central_db: str) -> None:
     ) == [(False,)]
     jobs = {r[0] for r in _rows(central_db, "SELECT proc_name FROM timescaledb_information.jobs")}
     assert {"policy_compression", "policy_refresh_continuous_aggregate"} <= jobs
+    assert _rows(
+        central_db,
+        """SELECT schedule_interval, config->>'compress_after' FROM timescaledb_information.jobs
+           WHERE proc_name = 'policy_compression'""",
+    ) == [(timedelta(hours=1), "01:00:00")]
 
 
 async def test_backfill_into_a_week_without_partition_works(
@@ -379,7 +385,7 @@ def test_hourly_aggregate_matches_brute_force(
     rolled up are computed at read time), and after each refresh cycle on TimescaleDB."""
     plain = _mode(central_db) is StorageMode.POSTGRESQL
     with psycopg.connect(central_db, autocommit=True) as conn:
-        conn.execute("TRUNCATE fleet.power_measurements, fleet.hourly_dirty")
+        conn.execute("TRUNCATE fleet.power_measurements_scaled, fleet.hourly_dirty")
         if plain:
             conn.execute("TRUNCATE fleet.hourly_rollup")
         else:  # forget what the previous example materialized

@@ -23,7 +23,8 @@ FROM fleet.ingest_events ORDER BY id DESC LIMIT 1"""
 # path; TimescaleDB's hypertable is an ordinary table with the extension present.
 CENTRAL_TABLE_KIND = """
 SELECT c.relkind::text, EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')
-FROM pg_class c WHERE c.oid = to_regclass('fleet.power_measurements')"""
+FROM pg_class c
+WHERE c.oid = coalesce(to_regclass('fleet.power_measurements_scaled'), to_regclass('fleet.power_measurements'))"""
 
 
 def central_storage_found(central_dsn: str) -> str | None:

@@ -116,7 +116,7 @@ async def _store(
         assert buckets is not None  # columnar bodies are measurements only
         if 0 < parsed.valid.rows <= SMALL_BATCH_ROWS:
             audit = _audit(customer, kind, parsed, delivery, None)
-            return await store_small_batch(conn, parsed.to_rows(), audit, buckets)
+            return await store_small_batch(conn, parsed.valid, audit, buckets)
         result = await store_measurement_columns(conn, customer.id, parsed.valid)
         if result.accepted:
             await mark_dirty(conn, customer.id, *buckets)

@@ -144,13 +144,19 @@ class Settings:
                 "INGESTD_RETENTION_DAYS must be at least INGESTD_REFRESH_START_OFFSET_DAYS + 14 "
                 "(raw rows must outlive the aggregate's refresh window), or 0 to keep everything"
             )
+        for replaced in ("INGESTD_CHUNK_INTERVAL_DAYS", "INGESTD_COMPRESS_AFTER_DAYS"):
+            if replaced in env:
+                raise ConfigError(
+                    f"{replaced} is replaced by {replaced.replace('_DAYS', '_HOURS')} (hours: rows "
+                    "are compressed within a day now; an existing hypertable keeps its chunks)"
+                )
         storage = StoragePlan(
             timescaledb=timescaledb,
             chunk_interval=timedelta(
-                days=env_.integer("INGESTD_CHUNK_INTERVAL_DAYS", 7, minimum=1)
+                hours=env_.integer("INGESTD_CHUNK_INTERVAL_HOURS", 12, minimum=1)
             ),
             compress_after=timedelta(
-                days=env_.integer("INGESTD_COMPRESS_AFTER_DAYS", 7, minimum=1)
+                hours=env_.integer("INGESTD_COMPRESS_AFTER_HOURS", 1, minimum=0)
             ),
             refresh_start_offset=timedelta(days=start_offset_days),
             refresh_end_offset=timedelta(

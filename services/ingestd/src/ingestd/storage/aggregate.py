@@ -22,6 +22,8 @@ expressions, so they store the same summaries.
 
 from __future__ import annotations
 
+from ingestd.storage.layout import STORED_TABLE, value_sql
+
 __all__ = [
     "AGGREGATE_COLUMNS",
     "COUNTER_COLUMNS",
@@ -50,17 +52,22 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
 # One aggregate call; PostgreSQL computes identical aggregate calls of a query once.
 _COUNTERS = (
     "fleet.energy_counters(date_part('epoch', m.time), "
-    f"{', '.join(f'm.{r}' for r in REGISTERS)} ORDER BY m.time)"
+    f"{', '.join(value_sql('m', r) for r in REGISTERS)} ORDER BY m.time)"
 )
+
+
+def _v(field: str) -> str:
+    """A value as sent, from the stored row `m` (both paths read the stored table)."""
+    return value_sql("m", field)
+
 
 _AGGREGATES = f"""
     count(*) AS samples, min(m.time) AS first_time, max(m.time) AS last_time,
     to_timestamp(({_COUNTERS}).max_gap_start) AS max_gap_start,
     to_timestamp(({_COUNTERS}).max_gap_end) AS max_gap_end,
-    avg(m.p_total) AS p_total_avg, min(m.p_total) AS p_total_min, max(m.p_total) AS p_total_max,
-    avg(m.v1) AS v1_avg, avg(m.v2) AS v2_avg, avg(m.v3) AS v3_avg,
-    avg(m.i1) AS i1_avg, avg(m.i2) AS i2_avg, avg(m.i3) AS i3_avg,
-    avg(m.pf_total) AS pf_total_avg, avg(m.freq) AS freq_avg,
+    avg({_v("p_total")}) AS p_total_avg, min({_v("p_total")}) AS p_total_min,
+    max({_v("p_total")}) AS p_total_max,
+    {", ".join(f"avg({_v(f)}) AS {f}_avg" for f in ("v1", "v2", "v3", "i1", "i2", "i3", "pf_total", "freq"))},
     {", ".join(f"fleet.counter_of({_COUNTERS}, {k}) AS {c}" for k, c in enumerate(COUNTER_COLUMNS, 1))}"""
 
 # Plain PostgreSQL: date_bin on timestamptz does not depend on the session's TimeZone
@@ -82,7 +89,7 @@ CREATE OR REPLACE FUNCTION fleet.hourly_from_raw(
 RETURNS SETOF fleet.hourly_rollup
 LANGUAGE sql STABLE SET jit = off AS $$
 SELECT p_bucket, p_customer, p_device, {_AGGREGATES}
-FROM fleet.power_measurements m
+FROM {STORED_TABLE} m
 WHERE m.customer_id = p_customer AND m.device_id = p_device
   AND m.time >= p_bucket AND m.time < p_bucket + INTERVAL '1 hour'
 HAVING count(*) > 0

@@ -1,12 +1,13 @@
-"""Storage bootstrap: make `fleet.power_measurements` a time-partitioned table and create the
+"""Storage bootstrap: make `fleet.power_measurements_scaled` (the stored rows; readers use the
+view `fleet.power_measurements`, docs/STORAGE.md) a time-partitioned table and create the
 hourly aggregate — with TimescaleDB where it is available, with native partitioning where not.
 
 Runs after the migrations (`ingestd migrate`, and at `serve` start with
 INGESTD_MIGRATE_ON_START), idempotently, under a session advisory lock so several replicas can run
 it at once. The migrations create a plain table; the bootstrap turns it into:
 
-- TimescaleDB: a hypertable (chunk interval INGESTD_CHUNK_INTERVAL_DAYS), compressed segmented by
-  (customer_id, device_id) ordered by time DESC with a compression policy, and the continuous
+- TimescaleDB: a hypertable (chunk interval INGESTD_CHUNK_INTERVAL_HOURS), compressed segmented by
+  (customer_id, device_id) ordered by time DESC with a compression policy (INGESTD_COMPRESS_AFTER_HOURS), and the continuous
   aggregate `fleet.hourly_per_device` (real-time) with its refresh policy;
 - plain PostgreSQL: a table partitioned by range on `time` in weekly partitions (existing rows are
   moved over once), the rollup table `fleet.hourly_rollup`, and the view `fleet.hourly_per_device`
@@ -36,6 +37,7 @@ from ingestd.storage.aggregate import (
     plain_bucket_rows,
 )
 from ingestd.storage.energy import create_energy_functions
+from ingestd.storage.layout import READERS_VIEW, STORED_TABLE
 from ingestd.storage.partitions import WEEK, ensure_partitions, week_start
 
 __all__ = [
@@ -67,8 +69,9 @@ class StoragePlan:
     """Storage settings (INGESTD_* variables, see README)."""
 
     timescaledb: str = "auto"  # auto | on | off
-    chunk_interval: timedelta = timedelta(days=7)
-    compress_after: timedelta = timedelta(days=7)
+    chunk_interval: timedelta = timedelta(hours=12)
+    compress_after: timedelta = timedelta(hours=1)
+    compress_schedule: timedelta = timedelta(hours=1)
     refresh_start_offset: timedelta = timedelta(days=30)
     refresh_end_offset: timedelta = timedelta(hours=1)
     refresh_schedule: timedelta = timedelta(hours=1)
@@ -102,6 +105,11 @@ SELECT EXISTS (SELECT 1 FROM pg_attribute
                WHERE attrelid = to_regclass('fleet.hourly_per_device')
                  AND attname = 'energy_q_exp_kvarh_counter' AND NOT attisdropped)
 """
+# TimescaleDB: the continuous aggregate reads the hypertable itself; one made before the scaled
+# layout (migration 0008) reads only the float8 columns and is rebuilt.
+AGGREGATE_READS_SCALED = """
+SELECT strpos(pg_get_viewdef('fleet.hourly_per_device'::regclass), 'p_total_scaled') > 0
+"""
 
 _COLUMNS = ", ".join(AGGREGATE_COLUMNS)
 PLAIN_VIEW = f"""
@@ -119,7 +127,7 @@ FROM fleet.hourly_dirty d
 
 MARK_ALL_DIRTY = f"""
 INSERT INTO fleet.hourly_dirty (customer_id, device_id, bucket)
-SELECT DISTINCT m.customer_id, m.device_id, {PLAIN_BUCKET} FROM fleet.power_measurements m
+SELECT DISTINCT m.customer_id, m.device_id, {PLAIN_BUCKET} FROM {STORED_TABLE} m
 ON CONFLICT DO NOTHING
 """
 
@@ -128,7 +136,7 @@ CREATE MATERIALIZED VIEW fleet.hourly_per_device
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 hour', m.time) AS bucket, m.customer_id, m.device_id,
        {TIMESCALE_AGGREGATE_SELECT}
-FROM fleet.power_measurements m
+FROM {STORED_TABLE} m
 GROUP BY time_bucket(INTERVAL '1 hour', m.time), m.customer_id, m.device_id
 WITH NO DATA
 """
@@ -159,7 +167,7 @@ async def _is_hypertable(conn: AsyncConnection[Any]) -> bool:
         await _scalar(
             conn,
             """SELECT 1 FROM timescaledb_information.hypertables
-               WHERE hypertable_schema = 'fleet' AND hypertable_name = 'power_measurements'""",
+               WHERE hypertable_schema = 'fleet' AND hypertable_name = 'power_measurements_scaled'""",
         )
     )
 
@@ -175,7 +183,7 @@ async def detect_mode(conn: AsyncConnection[Any]) -> StorageMode | None:
     """The storage path this database was bootstrapped for, or None when not bootstrapped."""
     if await _is_hypertable(conn):
         return StorageMode.TIMESCALEDB
-    if await _relkind(conn, "fleet.power_measurements") == "p" and await _relkind(
+    if await _relkind(conn, STORED_TABLE) == "p" and await _relkind(
         conn, "fleet.hourly_per_device"
     ):
         return StorageMode.POSTGRESQL
@@ -194,11 +202,7 @@ async def bootstrap_storage(conn: AsyncConnection[Any], plan: StoragePlan) -> St
             )
         use_timescale = plan.timescaledb == "on" or (plan.timescaledb == "auto" and available)
         current = await detect_mode(conn)
-        if (
-            use_timescale
-            and current is None
-            and await _relkind(conn, "fleet.power_measurements") == "p"
-        ):
+        if use_timescale and current is None and await _relkind(conn, STORED_TABLE) == "p":
             raise BootstrapError(
                 "fleet.power_measurements was bootstrapped as a partitioned table without TimescaleDB; "
                 "converting it to a hypertable is a manual migration (or set INGESTD_TIMESCALEDB=off)"
@@ -225,35 +229,34 @@ async def bootstrap_database(database_url: str, plan: StoragePlan) -> StorageMod
 
 async def _bootstrap_timescale(conn: AsyncConnection[Any], plan: StoragePlan) -> None:
     await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    had_rows = bool(await _scalar(conn, "SELECT EXISTS (SELECT 1 FROM fleet.power_measurements)"))
+    had_rows = bool(await _scalar(conn, f"SELECT EXISTS (SELECT 1 FROM {STORED_TABLE})"))
     await conn.execute(
-        "SELECT create_hypertable('fleet.power_measurements', by_range('time', %s::interval), "
+        "SELECT create_hypertable(%s, by_range('time', %s::interval), "
         "if_not_exists => true, migrate_data => true)",
-        (plan.chunk_interval,),
+        (STORED_TABLE, plan.chunk_interval),
     )
     compressed = await _scalar(
         conn,
         """SELECT compression_enabled FROM timescaledb_information.hypertables
-           WHERE hypertable_schema = 'fleet' AND hypertable_name = 'power_measurements'""",
+           WHERE hypertable_schema = 'fleet' AND hypertable_name = 'power_measurements_scaled'""",
     )
     if not compressed:
         await conn.execute(
-            """ALTER TABLE fleet.power_measurements SET (
+            f"""ALTER TABLE {STORED_TABLE} SET (
                    timescaledb.compress,
                    timescaledb.compress_segmentby = 'customer_id, device_id',
                    timescaledb.compress_orderby = 'time DESC')"""
         )
-    await conn.execute(
-        "SELECT add_compression_policy('fleet.power_measurements', %s::interval, if_not_exists => true)",
-        (plan.compress_after,),
-    )
-    if await _relkind(conn, "fleet.hourly_per_device") and not await _scalar(
-        conn, AGGREGATE_IS_CURRENT
-    ):
-        log.warning(
-            "hourly_aggregate_rebuilt", reason="no energy counter summaries (older ingestd)"
-        )
-        await conn.execute("DROP MATERIALIZED VIEW fleet.hourly_per_device")
+    await _compression_policy(conn, plan)
+    if await _relkind(conn, "fleet.hourly_per_device"):
+        reason = None
+        if not await _scalar(conn, AGGREGATE_IS_CURRENT):
+            reason = "no energy counter summaries (older ingestd)"
+        elif not await _scalar(conn, AGGREGATE_READS_SCALED):
+            reason = "made before the scaled-integer layout (migration 0008)"
+        if reason:
+            log.warning("hourly_aggregate_rebuilt", reason=reason)
+            await conn.execute("DROP MATERIALIZED VIEW fleet.hourly_per_device")
     if not await _relkind(conn, "fleet.hourly_per_device"):
         await conn.execute(TIMESCALE_CAGG)
         if had_rows:  # the policy only looks back start_offset: materialize the whole history once
@@ -271,9 +274,40 @@ async def _bootstrap_timescale(conn: AsyncConnection[Any], plan: StoragePlan) ->
     log.info("storage_bootstrapped", mode="timescaledb")
 
 
+COMPRESSION_JOB = """
+SELECT job_id FROM timescaledb_information.jobs
+WHERE proc_name = 'policy_compression' AND hypertable_schema = 'fleet'
+  AND hypertable_name = 'power_measurements_scaled'
+"""
+ALTER_COMPRESSION_JOB = """
+SELECT alter_job(j.job_id, schedule_interval => %s::interval,
+                 config => jsonb_set(j.config, '{compress_after}', to_jsonb(%s::interval::text)))
+FROM timescaledb_information.jobs j WHERE j.job_id = %s
+"""
+
+
+async def _compression_policy(conn: AsyncConnection[Any], plan: StoragePlan) -> None:
+    """Chunks of `plan.chunk_interval` (new chunks: existing ones keep their range), compressed
+    `plan.compress_after` after they end by a job every `plan.compress_schedule` — the
+    configured values, also on a database bootstrapped with others."""
+    await conn.execute(
+        "SELECT set_chunk_time_interval(%s, %s::interval)", (STORED_TABLE, plan.chunk_interval)
+    )
+    job = await _scalar(conn, COMPRESSION_JOB)
+    if job is None:
+        await conn.execute(
+            "SELECT add_compression_policy(%s, %s::interval, schedule_interval => %s::interval)",
+            (STORED_TABLE, plan.compress_after, plan.compress_schedule),
+        )
+    else:
+        await conn.execute(
+            ALTER_COMPRESSION_JOB, (plan.compress_schedule, plan.compress_after, job)
+        )
+
+
 async def _bootstrap_plain(conn: AsyncConnection[Any], plan: StoragePlan) -> None:
     async with conn.transaction():
-        if await _relkind(conn, "fleet.power_measurements") == "r":
+        if await _relkind(conn, STORED_TABLE) == "r":
             await _partition_existing_table(conn)
         rollup_existed = bool(await _relkind(conn, "fleet.hourly_rollup"))
         if rollup_existed and not await _scalar(conn, AGGREGATE_IS_CURRENT):
@@ -296,21 +330,23 @@ async def _bootstrap_plain(conn: AsyncConnection[Any], plan: StoragePlan) -> Non
 
 
 async def _partition_existing_table(conn: AsyncConnection[Any]) -> None:
-    """Replace the plain table by a partitioned one with the same columns, keys and rows."""
-    await conn.execute(
-        "ALTER TABLE fleet.power_measurements RENAME TO power_measurements_unpartitioned"
-    )
+    """Replace the plain table by a partitioned one with the same columns, keys and rows (the
+    readers' view is dropped and made again over the new table)."""
+    await conn.execute("DROP VIEW fleet.power_measurements")
+    await conn.execute(f"ALTER TABLE {STORED_TABLE} RENAME TO power_measurements_unpartitioned")
     await conn.execute(
         "ALTER TABLE fleet.power_measurements_unpartitioned RENAME CONSTRAINT power_measurements_pkey "
         "TO power_measurements_unpartitioned_pkey"
     )
     await conn.execute(
-        """CREATE TABLE fleet.power_measurements
-               (LIKE fleet.power_measurements_unpartitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+        f"""CREATE TABLE {STORED_TABLE}
+               (LIKE fleet.power_measurements_unpartitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS
+                INCLUDING COMMENTS)
            PARTITION BY RANGE (time)"""
     )
     await conn.execute(
-        "ALTER TABLE fleet.power_measurements ADD PRIMARY KEY (customer_id, device_id, time)"
+        f"ALTER TABLE {STORED_TABLE} ADD CONSTRAINT power_measurements_pkey "
+        "PRIMARY KEY (customer_id, device_id, time)"
     )
     cur = await conn.execute(
         "SELECT DISTINCT date_bin(INTERVAL '7 days', time, TIMESTAMPTZ '2000-01-03 00:00:00+00') "
@@ -320,6 +356,8 @@ async def _partition_existing_table(conn: AsyncConnection[Any]) -> None:
     if weeks:
         await ensure_partitions(conn, weeks)
         await conn.execute(
-            "INSERT INTO fleet.power_measurements SELECT * FROM fleet.power_measurements_unpartitioned"
+            f"INSERT INTO {STORED_TABLE} SELECT * FROM fleet.power_measurements_unpartitioned"
         )
     await conn.execute("DROP TABLE fleet.power_measurements_unpartitioned")
+    for statement in READERS_VIEW:
+        await conn.execute(statement)

@@ -26,7 +26,7 @@ log = structlog.get_logger("ingestd.housekeeping")
 HOUSEKEEPING_LOCK = 0x466C_6565_7402
 TRY_LOCK = "SELECT pg_try_advisory_lock(%s)"
 UNLOCK = "SELECT pg_advisory_unlock(%s)"
-DROP_CHUNKS = "SELECT drop_chunks('fleet.power_measurements', older_than => %s)"
+DROP_CHUNKS = "SELECT drop_chunks('fleet.power_measurements_scaled', older_than => %s)"
 
 
 @asynccontextmanager

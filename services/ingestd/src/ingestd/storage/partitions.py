@@ -32,7 +32,7 @@ _NAME_PREFIX = "power_measurements_w"
 LIST_PARTITIONS = """
 SELECT c.relname FROM pg_inherits i
 JOIN pg_class c ON c.oid = i.inhrelid
-WHERE i.inhparent = 'fleet.power_measurements'::regclass
+WHERE i.inhparent = 'fleet.power_measurements_scaled'::regclass
 """
 
 
@@ -56,7 +56,7 @@ def _week_from_name(name: str) -> datetime | None:
 
 def _create_statement(start: datetime) -> sql.Composed:
     return sql.SQL(
-        "CREATE TABLE IF NOT EXISTS fleet.{} PARTITION OF fleet.power_measurements "
+        "CREATE TABLE IF NOT EXISTS fleet.{} PARTITION OF fleet.power_measurements_scaled "
         "FOR VALUES FROM ({}) TO ({})"
     ).format(sql.Identifier(partition_name(start)), sql.Literal(start), sql.Literal(start + WEEK))
 

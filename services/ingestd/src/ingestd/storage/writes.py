@@ -9,7 +9,11 @@ batches of 24 values, async psycopg, PostgreSQL 15 on the 2-core dev machine; se
       INSERT … SELECT … ON CONFLICT DO NOTHING                   ~160k rows/s   0.66
     INSERT … SELECT FROM unnest(27 binary arrays) ON CONFLICT    ~69k rows/s    0.29
 
-So a batch is first COPYed straight into `fleet.power_measurements` inside a savepoint: for new
+(float8 values then; the JSON path's rows now become columns and share the columnar path's
+COPY stream.)
+
+So a batch is first COPYed straight into the stored table (`storage.layout`: each value as
+integer steps or as the exact double) inside a savepoint: for new
 samples (nearly every batch) that is exactly the speed of COPY. If any key already exists (a
 re-delivery after a lost response, or a duplicate inside the batch), COPY fails with a unique
 violation, the savepoint is rolled back and the batch goes through the staging table, whose
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
+import numpy as np
 import psycopg
 from fleetcore import (
     MEASUREMENT_VALUE_FIELDS,
@@ -38,9 +42,11 @@ from fleetcore import (
     SiteRow,
 )
 from fleetcore.columnar import datetime_from_micros
+from fleetcore.resolution import RESOLUTIONS
 from psycopg import AsyncConnection, sql
 
-from ingestd.storage.copybuffer import COPY_COLUMNS, copy_stream
+from ingestd.storage.copybuffer import COPY_COLUMNS, copy_stream, stored_fields
+from ingestd.storage.layout import STORED_TABLE, columns_of_rows, scaled_column
 
 __all__ = [
     "SMALL_BATCH_ROWS",
@@ -55,32 +61,24 @@ __all__ = [
     "store_small_batch",
 ]
 
-_COPY_COLUMNS = COPY_COLUMNS  # time, device_id, received_at, the values, customer_id
-_COPY_TYPES = (
-    "timestamptz",
-    "int8",
-    "timestamptz",
-    *("float8",) * len(MEASUREMENT_VALUE_FIELDS),
-    "int8",
-)
+_COPY_COLUMNS = COPY_COLUMNS  # time, device_id, received_at, the values as stored, customer_id
 _COLUMN_LIST = sql.SQL(", ").join(sql.Identifier(c) for c in _COPY_COLUMNS)
+_STORED = sql.SQL(STORED_TABLE)
 
-COPY_MEASUREMENTS = sql.SQL("COPY fleet.power_measurements ({}) FROM STDIN (FORMAT BINARY)").format(
-    _COLUMN_LIST
-)
+COPY_MEASUREMENTS = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(_STORED, _COLUMN_LIST)
 CREATE_STAGING = sql.SQL(
     "CREATE TEMP TABLE IF NOT EXISTS measurement_staging "
-    "(LIKE fleet.power_measurements INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-)
+    "(LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+).format(_STORED)
 COPY_STAGING = sql.SQL("COPY measurement_staging ({}) FROM STDIN (FORMAT BINARY)").format(
     _COLUMN_LIST
 )
 MERGE_STAGING = sql.SQL(
-    "INSERT INTO fleet.power_measurements ({cols}) SELECT {cols} FROM measurement_staging "
+    "INSERT INTO {stored} ({cols}) SELECT {cols} FROM measurement_staging "
     "ON CONFLICT (customer_id, device_id, time) DO NOTHING"
-).format(cols=_COLUMN_LIST)
+).format(stored=_STORED, cols=_COLUMN_LIST)
 PROBE_EXISTING = sql.SQL(
-    "SELECT EXISTS (SELECT 1 FROM fleet.power_measurements "
+    f"SELECT EXISTS (SELECT 1 FROM {STORED_TABLE} "
     "WHERE (time, customer_id, device_id) IN ((%s, %s, %s), (%s, %s, %s)))"
 )
 
@@ -156,13 +154,20 @@ RECORD_EVENT = f"WITH {_audit_ctes('%(accepted)s', '%(duplicates)s')} SELECT 1"
 # SMALL_BATCH_ROWS the round trips of COPY (probe, savepoint, copy, release) cost more than
 # unnest's per-value work.
 _ARRAYS = ", ".join(
-    ["%(time)b::timestamptz[]", "%(device_id)b::bigint[]", "%(received_at)b::timestamptz[]"]
+    ["%(time)b::bigint[]", "%(device_id)b::bigint[]", "%(received_at)b::bigint[]"]
+    + [f"%({scaled_column(c)})b::{RESOLUTIONS[c].storage_type}[]" for c in MEASUREMENT_VALUE_FIELDS]
     + [f"%({c})b::float8[]" for c in MEASUREMENT_VALUE_FIELDS]
+)
+_MICROS = "TIMESTAMPTZ '1970-01-01 00:00:00+00' + {} * INTERVAL '1 microsecond'"
+_FROM_ARRAYS = ", ".join(
+    [_MICROS.format("u.time"), "u.device_id", _MICROS.format("u.received_at")]
+    + [f"u.{c}" for c in _COPY_COLUMNS[3:-1]]
 )
 INSERT_SMALL_BATCH = f"""
 WITH inserted AS (
-    INSERT INTO fleet.power_measurements ({", ".join(_COPY_COLUMNS)})
-    SELECT u.*, %(customer_id)s FROM unnest({_ARRAYS}) AS u
+    INSERT INTO {STORED_TABLE} ({", ".join(_COPY_COLUMNS)})
+    SELECT {_FROM_ARRAYS}, %(customer_id)s
+    FROM unnest({_ARRAYS}) AS u({", ".join(_COPY_COLUMNS[:-1])})
     ON CONFLICT (customer_id, device_id, time) DO NOTHING
     RETURNING 1
 ), stored AS (SELECT count(*)::integer AS n FROM inserted),
@@ -206,51 +211,12 @@ class AuditRecord:
     repair: bool = False  # re-sent by reconciliation (X-Push-Repair)
 
 
-async def _copy_rows(
-    conn: AsyncConnection[Any],
-    statement: sql.Composed,
-    rows: Sequence[MeasurementRow],
-    customer_id: int,
-) -> None:
-    astuple = msgspec.structs.astuple
-    tail = (customer_id,)
-    async with conn.cursor() as cur, cur.copy(statement) as copy:
-        copy.set_types(list(_COPY_TYPES))
-        for row in rows:
-            await copy.write_row(astuple(row) + tail)
-
-
 async def store_measurements(
     conn: AsyncConnection[Any], customer_id: int, rows: Sequence[MeasurementRow]
 ) -> StoreResult:
-    """Insert new samples, skip those already stored; must run inside a transaction."""
-    if not rows:
-        return StoreResult(0, 0)
-    first, last = rows[0], rows[-1]
-    probe = await conn.execute(
-        PROBE_EXISTING,
-        (
-            _utc(first.time),
-            customer_id,
-            first.device_id,
-            _utc(last.time),
-            customer_id,
-            last.device_id,
-        ),
-    )
-    seen = await probe.fetchone()
-    if not (seen and seen[0]):
-        try:
-            async with conn.transaction():
-                await _copy_rows(conn, COPY_MEASUREMENTS, rows, customer_id)
-            return StoreResult(len(rows), 0)
-        except psycopg.errors.UniqueViolation:
-            pass  # some keys exist already: the staging path inserts exactly the new ones
-    await conn.execute(CREATE_STAGING)
-    await _copy_rows(conn, COPY_STAGING, rows, customer_id)
-    merged = await conn.execute(MERGE_STAGING)
-    inserted = max(merged.rowcount, 0)
-    return StoreResult(inserted, len(rows) - inserted)
+    """Insert new samples, skip those already stored; must run inside a transaction. (The JSON
+    path: its rows become columns and take the columnar path's COPY stream.)"""
+    return await store_measurement_columns(conn, customer_id, columns_of_rows(rows))
 
 
 async def _copy_stream(conn: AsyncConnection[Any], statement: sql.Composed, stream: bytes) -> None:
@@ -357,23 +323,38 @@ async def record_event(conn: AsyncConnection[Any], event: AuditRecord, *, seen: 
     await conn.execute(RECORD_EVENT, _event_params(event, seen))
 
 
+def _array_params(batch: MeasurementColumns, customer_id: int) -> dict[str, Any]:
+    """The stored row's columns as arrays for `unnest` (None: null in every row; unnest pads a
+    NULL array with nulls)."""
+    params: dict[str, Any] = {}
+    for f in stored_fields(batch, customer_id)[:-1]:
+        if f.values is None:
+            params[f.name] = None
+            continue
+        values: list[Any] = f.values.tolist()
+        if f.nulls is not None:
+            for i in np.flatnonzero(f.nulls).tolist():
+                values[i] = None
+        params[f.name] = values
+    return params
+
+
 async def store_small_batch(
     conn: AsyncConnection[Any],
-    rows: Sequence[MeasurementRow],
+    batch: Sequence[MeasurementRow] | MeasurementColumns,
     event: AuditRecord,
     dirty: tuple[list[int], list[int]],
 ) -> StoreResult:
     """A measurement batch of at most SMALL_BATCH_ROWS rows, its audit row and its dirty marks in
     one round trip (pipeline: BEGIN, the rows + audit statement, the marks, COMMIT). The marks are
     sent whether or not a row was new: a bucket without new rows recomputes to what it was."""
+    columns = batch if isinstance(batch, MeasurementColumns) else columns_of_rows(batch)
     params = _event_params(event, True)
-    columns = list(zip(*(msgspec.structs.astuple(r) for r in rows), strict=True))
-    for name, values in zip(_COPY_COLUMNS[:-1], columns, strict=True):
-        params[name] = list(values)
-    params["rows"] = len(rows)
+    params.update(_array_params(columns, event.customer_id))
+    params["rows"] = columns.rows
     async with conn.pipeline(), conn.transaction():
         cur = await conn.execute(INSERT_SMALL_BATCH, params)
         await mark_dirty(conn, event.customer_id, *dirty)
     row = await cur.fetchone()
     accepted = int(row[0]) if row else 0
-    return StoreResult(accepted, len(rows) - accepted)
+    return StoreResult(accepted, columns.rows - accepted)

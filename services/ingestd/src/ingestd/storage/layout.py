@@ -1,0 +1,144 @@
+"""How a measurement row is laid out in the central table, and how values are split into it.
+
+`fleet.power_measurements_scaled` (migration 0008) holds each of the 24 values twice over, one
+of the two NULL: `<name>_scaled`, the integer k = value x 10^decimals at the field's resolution
+(`fleetcore.resolution`), for a value that is exactly a whole number of steps; `<name>`
+(double precision), the value as sent, for any other (finer than the resolution, -0.0, beyond
+the integer's range) and for rows stored before the scaled layout. Readers use the view
+`fleet.power_measurements`, which gives back coalesce(<name>, <name>_scaled / 10^decimals) —
+the double that was sent, bit for bit (`k / 10^decimals` is the division the split checked).
+
+`split_column` makes that split for a whole column at once (numpy); `columns_of_rows` turns the
+JSON path's rows into the same columns, so both paths write through one code path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+from fleetcore import MEASUREMENT_VALUE_FIELDS, Column, MeasurementColumns, MeasurementRow
+from fleetcore.columnar import micros_from_datetime
+from fleetcore.resolution import RESOLUTIONS, Resolution
+
+__all__ = [
+    "READERS_VIEW",
+    "STORED_TABLE",
+    "SplitColumn",
+    "columns_of_rows",
+    "scaled_column",
+    "split_column",
+    "value_sql",
+]
+
+STORED_TABLE = "fleet.power_measurements_scaled"
+"""The table ingest writes; `fleet.power_measurements` is the readers' view of it."""
+
+Int64s = npt.NDArray[np.int64]
+Float64s = npt.NDArray[np.float64]
+Mask = npt.NDArray[np.bool_]
+
+
+def scaled_column(field: str) -> str:
+    return f"{field}_scaled"
+
+
+def value_sql(alias: str, field: str) -> str:
+    """The SQL expression of a value as sent, from the stored row `alias` (what the view does;
+    the continuous aggregate, which must read the hypertable itself, uses it too)."""
+    r = RESOLUTIONS[field]
+    return f"coalesce({alias}.{field}, {alias}.{scaled_column(field)} / {r.factor:g}::float8)"
+
+
+def _view_statements() -> tuple[str, ...]:
+    fields = MEASUREMENT_VALUE_FIELDS
+    values = ",\n       ".join(f"{value_sql('m', f)} AS {f}" for f in fields)
+
+    def to_scaled(f: str) -> str:
+        r = RESOLUTIONS[f]
+        return f"fleet.to_scaled(NEW.{f}, {r.factor:g}, {r.max_steps})"
+
+    exact = ",\n        ".join(f"CASE WHEN {to_scaled(f)} IS NULL THEN NEW.{f} END" for f in fields)
+    scaled = ",\n        ".join(to_scaled(f) for f in fields)
+    stored = ", ".join((*fields, *(scaled_column(f) for f in fields)))
+    return (
+        f"""CREATE OR REPLACE VIEW fleet.power_measurements AS
+SELECT m.time, m.customer_id, m.device_id, m.received_at,
+       {values}
+FROM {STORED_TABLE} AS m""",
+        f"""CREATE OR REPLACE FUNCTION fleet.power_measurements_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {STORED_TABLE} (time, customer_id, device_id, received_at,
+        {stored})
+    VALUES (NEW.time, NEW.customer_id, NEW.device_id, NEW.received_at,
+        {exact},
+        {scaled});
+    RETURN NEW;
+END
+$$""",
+        """CREATE OR REPLACE TRIGGER power_measurements_insert
+    INSTEAD OF INSERT ON fleet.power_measurements
+    FOR EACH ROW EXECUTE FUNCTION fleet.power_measurements_insert()""",
+    )
+
+
+READERS_VIEW: tuple[str, ...] = _view_statements()
+"""`fleet.power_measurements` (today's columns, names, order and types) over the stored table,
+and the trigger that lets SQL insert into it (migration 0008 made the same; the plain path's
+bootstrap makes it again after partitioning the table)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SplitColumn:
+    """One value column split for storage: the integers (`scaled_nulls` where not stored as
+    one) and the exact doubles (`exact_nulls` where not needed)."""
+
+    scaled: Int64s
+    scaled_nulls: Mask
+    exact: Float64s
+    exact_nulls: Mask
+
+
+def split_column(values: Float64s, nulls: Mask | None, resolution: Resolution) -> SplitColumn:
+    """Which values are whole steps of `resolution` (checked on the bits of k / 10^decimals, as
+    the view computes it back), and their k."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        steps = np.rint(values * resolution.factor)
+        whole = np.abs(steps) <= resolution.max_steps  # False for NaN and infinities
+        ints = np.where(whole, steps, 0.0).astype(np.int64)
+        back = ints.astype(np.float64) / resolution.factor
+    whole &= back.view(np.int64) == values.view(np.int64)
+    absent = nulls if nulls is not None else np.zeros(len(values), np.bool_)
+    return SplitColumn(ints, absent | ~whole, values, absent | whole)
+
+
+_KEYS = ("time", "device_id", "received_at")
+_VALUE_SLICE = slice(len(_KEYS), len(_KEYS) + len(MEASUREMENT_VALUE_FIELDS))
+
+
+def _float_column(raw: Sequence[float | None]) -> Column:
+    nulls = np.fromiter((v is None for v in raw), np.bool_, len(raw))
+    if not nulls.any():
+        return Column(np.array(raw, np.float64))
+    return Column(np.array([0.0 if v is None else v for v in raw], np.float64), nulls)
+
+
+def columns_of_rows(rows: Sequence[MeasurementRow]) -> MeasurementColumns:
+    """The JSON path's validated rows as columns (keys as µs and ints, values as float64)."""
+    if not rows:
+        return MeasurementColumns(0, {})
+    fields = list(zip(*(msgspec.structs.astuple(r) for r in rows), strict=True))
+    columns: dict[str, Column] = {
+        "time": Column(np.array([micros_from_datetime(t) for t in fields[0]], np.int64)),
+        "device_id": Column(np.array(fields[1], np.int64)),
+        "received_at": Column(np.array([micros_from_datetime(t) for t in fields[2]], np.int64)),
+    }
+    for name, raw in zip(MEASUREMENT_VALUE_FIELDS, fields[_VALUE_SLICE], strict=True):
+        column = _float_column(raw)
+        if column.nulls is None or not column.nulls.all():
+            columns[name] = column
+    return MeasurementColumns(len(rows), columns)
