@@ -1,4 +1,5 @@
-"""ingestd fixtures: settings on the test's central database, an in-process server, a customer."""
+"""ingestd fixtures: settings on the test's central database, an in-process server (on the
+test's loop, or on a thread of its own), a customer and its token, rows counted centrally."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from ingestd.app import INGEST_PATH, SERVER_OPTIONS, create_app
 from ingestd.customers import add_customer
 from ingestd.settings import Settings
 
+from tests.fix_pg import scalar
 from tests.samples import encode
 
 PostBatch = Callable[..., Awaitable[ClientResponse]]
@@ -45,6 +47,25 @@ async def ingestd_client(aiohttp_client: Any, ingestd_settings: Settings) -> Tes
     await server.start_server(**SERVER_OPTIONS)
     client: TestClient[Any, Any] = await aiohttp_client(server)
     return client
+
+
+@pytest.fixture
+async def ingestd_server(ingestd_settings: Settings) -> AsyncIterator[TestServer]:
+    """A real ingestd on a loopback port of the test's event loop."""
+    server = TestServer(create_app(ingestd_settings), host="127.0.0.1")
+    await server.start_server(**SERVER_OPTIONS)
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def ingest_url(server: TestServer) -> str:
+    return str(server.make_url(INGEST_PATH))
+
+
+def central_count(central_dsn: str, table: str = "power_measurements") -> int:
+    return int(scalar(central_dsn, f"SELECT count(*) FROM fleet.{table}"))
 
 
 @pytest.fixture

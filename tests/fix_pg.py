@@ -4,14 +4,16 @@ Where TimescaleDB is installed, the session cluster preloads it (with its backgr
 off, so template databases can be cloned) and the central database takes the TimescaleDB path;
 `central_db_plain` always takes the plain-PostgreSQL path. Tests that must run on both use
 the `storage_db` fixture, parametrized over the two paths; its TimescaleDB variant skips, saying
-why, where the extension is not installed.
+why, where the extension is not installed. `scalar` and `wait_for` read a database from a test.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -96,3 +98,22 @@ def storage_db(request: pytest.FixtureRequest, pg_cluster: PgCluster) -> str:
     return _clone(
         pg_cluster, request.getfixturevalue("central_template_plain"), f"central_pg_{os.getpid()}"
     )
+
+
+def scalar(dsn: str, query: str, params: Any = None) -> Any:
+    """The first column of the first row of `query` (None without rows), in autocommit."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(query, params).fetchone()
+        return row[0] if row else None
+
+
+async def wait_for(
+    predicate: Callable[[], bool], *, timeout_s: float = 30.0, what: str = "condition"
+) -> None:
+    """Poll `predicate` (in a thread: it may query a database) until true or the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(predicate):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")

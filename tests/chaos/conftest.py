@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.chaos.figures import FIGURES, FULL
+from tests.chaos.figures import FIGURES
+from tests.long_runs import long_runs_selected
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not FIGURES.touched:
         return
-    mode = "full (FLEET_CHAOS=full)" if FULL else "fast subset"
+    mode = "long runs included (-m long)" if long_runs_selected() else "fast subset"
     terminalreporter.section(f"chaos figures — {mode}")
     for line in FIGURES.lines():
         terminalreporter.write_line(line)

@@ -2,7 +2,7 @@
 
     proxy = FaultProxy(upstream_port)          # listens on 127.0.0.1:<proxy.port>
     await proxy.start()
-    proxy.set(Fault.RESET_RESPONSE, count=3)   # the next 3 connections lose their answer
+    proxy.set(NetFault.RESET_RESPONSE, count=3)   # the next 3 connections lose their answer
     ...
     await proxy.close()
 
@@ -34,13 +34,15 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-__all__ = ["Fault", "FaultProxy", "ProxyStats", "ThreadedLoop"]
+__all__ = ["FaultProxy", "NetFault", "ProxyStats", "ThreadedLoop"]
 
 _CHUNK = 16 * 1024
 T = TypeVar("T")
 
 
-class Fault(enum.Enum):
+class NetFault(enum.Enum):
+    """A fault of the network between the pusher and ingestd (see the module docstring)."""
+
     NONE = "none"
     REFUSE = "refuse"
     RESET_REQUEST = "reset_request"
@@ -57,14 +59,14 @@ class ProxyStats:
     bytes_down: int = 0
     by_fault: dict[str, int] = field(default_factory=dict)
 
-    def injected(self, fault: Fault) -> None:
+    def injected(self, fault: NetFault) -> None:
         self.faults_injected += 1
         self.by_fault[fault.value] = self.by_fault.get(fault.value, 0) + 1
 
 
 @dataclass(frozen=True)
 class _Plan:
-    fault: Fault = Fault.NONE
+    fault: NetFault = NetFault.NONE
     after_bytes: int = 0
     delay_s: float = 0.0
     bytes_per_s: int = 0
@@ -136,7 +138,7 @@ class FaultProxy:
 
     def set(
         self,
-        fault: Fault,
+        fault: NetFault,
         *,
         after_bytes: int = 0,
         delay_s: float = 0.0,
@@ -145,20 +147,20 @@ class FaultProxy:
         probability: float = 1.0,
     ) -> None:
         """Switch the fault for new connections (thread-safe). `REFUSE` closes the listener
-        until another fault (or `Fault.NONE`) is set; it ignores `count`."""
+        until another fault (or `NetFault.NONE`) is set; it ignores `count`."""
         with self._lock:
             self._plan = _Plan(fault, after_bytes, delay_s, bytes_per_s, count, probability)
             self._left = count
         if self._loop is None:
             return
-        if fault is Fault.REFUSE:
+        if fault is NetFault.REFUSE:
             self.stats.injected(fault)
             self._call(self._unlisten())
         elif self._server is None:
             self._call(self._listen())
 
     def clear(self) -> None:
-        self.set(Fault.NONE)
+        self.set(NetFault.NONE)
 
     def _call(self, coro: Coroutine[Any, Any, None]) -> None:
         assert self._loop is not None
@@ -177,7 +179,7 @@ class FaultProxy:
         """The plan for a new connection, counting it against `count`."""
         with self._lock:
             plan = self._plan
-            if plan.fault in (Fault.NONE, Fault.REFUSE):
+            if plan.fault in (NetFault.NONE, NetFault.REFUSE):
                 return _Plan()
             if self._left is not None and self._left <= 0:
                 return _Plan()
@@ -213,7 +215,7 @@ class FaultProxy:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
             for w in (writer, up_writer):
-                if exchange.plan.fault in (Fault.RESET_REQUEST, Fault.RESET_RESPONSE):
+                if exchange.plan.fault in (NetFault.RESET_REQUEST, NetFault.RESET_RESPONSE):
                     _reset(w)
                 elif not w.transport.is_closing():
                     w.close()
@@ -242,12 +244,12 @@ class FaultProxy:
                     break
                 if upstream and exchange.answered:
                     exchange.next(self._draw())
-                    if exchange.plan.fault is not Fault.NONE:
+                    if exchange.plan.fault is not NetFault.NONE:
                         self.stats.injected(exchange.plan.fault)
                 elif not upstream:
                     exchange.answered = True
                 plan = exchange.plan
-                if upstream and plan.fault is Fault.RESET_REQUEST:
+                if upstream and plan.fault is NetFault.RESET_REQUEST:
                     room = plan.after_bytes - exchange.sent
                     if len(chunk) > room:
                         if room > 0:
@@ -255,12 +257,12 @@ class FaultProxy:
                             await dst.drain()
                             self.stats.bytes_up += room
                         break
-                if not upstream and plan.fault is Fault.RESET_RESPONSE:
+                if not upstream and plan.fault is NetFault.RESET_RESPONSE:
                     break
-                if not upstream and plan.fault is Fault.DELAY_RESPONSE and not exchange.delayed:
+                if not upstream and plan.fault is NetFault.DELAY_RESPONSE and not exchange.delayed:
                     exchange.delayed = True
                     await asyncio.sleep(plan.delay_s)
-                if plan.fault is Fault.THROTTLE and plan.bytes_per_s > 0:
+                if plan.fault is NetFault.THROTTLE and plan.bytes_per_s > 0:
                     step = max(1, plan.bytes_per_s // 20)
                     for start in range(0, len(chunk), step):
                         dst.write(chunk[start : start + step])

@@ -1,31 +1,14 @@
-"""The figures `make chaos` reports, summed over the session, and the switch for the full run.
+"""The figures `make chaos` reports, summed over the session.
 
 Tests of tests/chaos and tests/security add to `FIGURES`; `tests/chaos/conftest.py` prints them
-at the end of the run. Long scenarios are marked `@full_only`: they run under `make chaos`
-(FLEET_CHAOS=full) and are skipped in the normal `make test`.
+at the end of the run. Long scenarios are marked `@pytest.mark.long` (tests/long_runs.py).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
 
-import pytest
-
-__all__ = ["FIGURES", "FULL", "Figures", "full_only"]
-
-FULL = os.environ.get("FLEET_CHAOS", "").strip().lower() == "full"
-_NOT_FULL = pytest.mark.skipif(
-    not FULL, reason="long chaos test: runs with FLEET_CHAOS=full (make chaos)"
-)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def full_only(test: F) -> F:
-    """Mark a long test `slow` and run it only under `make chaos` (FLEET_CHAOS=full)."""
-    return pytest.mark.slow(_NOT_FULL(test))  # type: ignore[no-any-return]
+__all__ = ["FIGURES", "Figures"]
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Hypothesis strategies for answers no ingestd gives (see `hostile.py`), grouped by what they
-attack: the status line, Retry-After, Content-Type, the body, the transport.
+"""Hypothesis strategies for answers no ingestd gives (see tests/fix_faults.py), grouped by what
+they attack: the status line, Retry-After, Content-Type, the body, the transport.
 
 Every generated answer is foreign: a 2xx never carries counts that add up to the rows sent with
 the right batch type, and a 413 never carries the protocol's own body, so after each one the
@@ -12,7 +12,7 @@ import json
 
 from hypothesis import strategies as st
 
-from tests.chaos.hostile import Answer, Counts
+from tests.fix_faults import Answer, Counts
 
 __all__ = ["answers", "retry_after_values"]
 

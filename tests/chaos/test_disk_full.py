@@ -27,7 +27,7 @@ import pytest
 from fleetdev.pgcluster import PgCluster, free_port, temporary_cluster
 from pusher.migrate import apply_migrations as migrate_customer
 
-from tests.chaos.figures import FIGURES, full_only
+from tests.chaos.figures import FIGURES
 from tests.chaos.stack import ChaosStack, migrate_central_database, pusher_daemon
 from tests.chaos.volume import SmallVolume, cluster_on_volumes, need_new_wal_segments
 
@@ -98,7 +98,7 @@ def _restart_if_down(cluster: PgCluster) -> bool:
     return True
 
 
-@full_only
+@pytest.mark.long
 @pytest.mark.parametrize("volume", ["data", "wal"])
 def test_central_database_disk_full(tmp_path: Path, volume: str) -> None:
     """The central data (or WAL) volume fills for a few seconds: the pusher sees only 503s
@@ -131,7 +131,7 @@ def test_central_database_disk_full(tmp_path: Path, volume: str) -> None:
         assert direct is not None and direct[0] == 503 and direct[1], f"answered {direct}"
 
 
-@full_only
+@pytest.mark.long
 @pytest.mark.parametrize("volume", ["data", "wal"])
 def test_customer_database_disk_full(tmp_path: Path, volume: str) -> None:
     """The customer's data (or WAL) volume fills for a few seconds: meters and the pusher's
@@ -188,7 +188,7 @@ def _post_one(stack: ChaosStack, device_id: int) -> tuple[int, str | None]:
         return exc.code, exc.headers.get("Retry-After")
 
 
-@full_only
+@pytest.mark.long
 def test_pusher_output_unwritable(tmp_path: Path) -> None:
     """The pusher's stdout is a full device (every write fails with ENOSPC): it keeps pushing,
     counts the dropped lines in fleet_pusher_log_write_errors_total, and every row arrives

@@ -28,7 +28,7 @@ from fleetdev.pgcluster import temporary_cluster
 from pusher.migrate import apply_migrations as migrate_customer
 
 from tests.chaos.checker import check
-from tests.chaos.figures import FIGURES, full_only
+from tests.chaos.figures import FIGURES
 from tests.chaos.replication import ReplicatedCentral, replicated_central
 from tests.chaos.stack import CUSTOMER_CODE, ChaosStack
 
@@ -89,7 +89,7 @@ def _count(dsn: str, query: str) -> int:
     return int(row[0]) if row else 0
 
 
-@full_only
+@pytest.mark.long
 @pytest.mark.parametrize("synchronous", [False, True], ids=["asynchronous", "synchronous"])
 def test_failover_loses_acknowledged_batches_only_when_asynchronous(
     tmp_path: Path, synchronous: bool

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.chaos.faultproxy import Fault, FaultProxy, ThreadedLoop
+from tests.chaos.faultproxy import FaultProxy, NetFault, ThreadedLoop
 
 TIMEOUT = aiohttp.ClientTimeout(total=5)
 
@@ -99,7 +99,7 @@ async def test_without_fault_bytes_pass_both_ways(echo_proxy: FaultProxy) -> Non
 async def test_refuse_closes_the_listener_until_cleared(echo_proxy: FaultProxy) -> None:
     """REFUSE makes connecting fail with ECONNREFUSED; clearing it listens again on the same port."""
     port = echo_proxy.port
-    echo_proxy.set(Fault.REFUSE)
+    echo_proxy.set(NetFault.REFUSE)
     await echo_proxy.settled()
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
@@ -112,7 +112,7 @@ async def test_refuse_closes_the_listener_until_cleared(echo_proxy: FaultProxy) 
 async def test_reset_request_cuts_after_n_bytes(http: Http) -> None:
     """RESET_REQUEST passes only the first N bytes upstream, then resets: the server never
     handles the request and the client gets a connection error."""
-    http.proxy.set(Fault.RESET_REQUEST, after_bytes=300, count=1)
+    http.proxy.set(NetFault.RESET_REQUEST, after_bytes=300, count=1)
     async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
         with pytest.raises(aiohttp.ClientError):
             async with session.post(http.url, data=b"x" * 100_000) as resp:
@@ -128,7 +128,7 @@ async def test_reset_request_cuts_after_n_bytes(http: Http) -> None:
 async def test_reset_response_loses_the_answer_of_a_handled_request(http: Http) -> None:
     """RESET_RESPONSE lets the request be handled in full but resets the client before any of
     the answer reaches it (the 'committed, response lost' case)."""
-    http.proxy.set(Fault.RESET_RESPONSE, count=1)
+    http.proxy.set(NetFault.RESET_RESPONSE, count=1)
     async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
         with pytest.raises(aiohttp.ClientError):
             async with session.post(http.url, data=b"y" * 5000) as resp:
@@ -140,7 +140,7 @@ async def test_reset_response_loses_the_answer_of_a_handled_request(http: Http) 
 
 async def test_delay_response_trips_a_client_timeout(http: Http) -> None:
     """DELAY_RESPONSE holds the answer past a short client timeout; a patient client gets it."""
-    http.proxy.set(Fault.DELAY_RESPONSE, delay_s=0.6)
+    http.proxy.set(NetFault.DELAY_RESPONSE, delay_s=0.6)
     async with aiohttp.ClientSession() as session:
         with pytest.raises(TimeoutError):
             async with session.post(
@@ -156,7 +156,7 @@ async def test_delay_response_trips_a_client_timeout(http: Http) -> None:
 
 async def test_throttle_limits_bandwidth(http: Http) -> None:
     """THROTTLE at 100 kB/s makes a 40 kB upload take about 0.4 s, and it arrives intact."""
-    http.proxy.set(Fault.THROTTLE, bytes_per_s=100_000)
+    http.proxy.set(NetFault.THROTTLE, bytes_per_s=100_000)
     payload = bytes(range(200)) * 200
     started = time.monotonic()
     async with (
@@ -171,7 +171,7 @@ async def test_throttle_limits_bandwidth(http: Http) -> None:
 
 async def test_probability_and_count_bound_the_faults(http: Http) -> None:
     """With a probability only some connections are hit, never more than `count`."""
-    http.proxy.set(Fault.RESET_RESPONSE, probability=0.5, count=3)
+    http.proxy.set(NetFault.RESET_RESPONSE, probability=0.5, count=3)
     failures = 0
     for _ in range(12):
         async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
@@ -194,7 +194,7 @@ def test_threaded_loop_hosts_the_proxy_for_sync_code() -> None:
         proxy = FaultProxy(server.sockets[0].getsockname()[1])
         loop.run(proxy.start())
         try:
-            proxy.set(Fault.REFUSE)
+            proxy.set(NetFault.REFUSE)
             with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
                 sock.connect(("127.0.0.1", proxy.port))
             proxy.clear()
@@ -213,7 +213,7 @@ async def test_faults_apply_per_request_on_a_kept_alive_connection(http: Http) -
     async with aiohttp.ClientSession(timeout=TIMEOUT, connector=connector) as session:
         async with session.post(http.url, data=b"first") as resp:
             assert await resp.read() == b"first"
-        http.proxy.set(Fault.RESET_RESPONSE, count=1)
+        http.proxy.set(NetFault.RESET_RESPONSE, count=1)
         with pytest.raises(aiohttp.ClientError):
             async with session.post(http.url, data=b"second") as resp:
                 await resp.read()

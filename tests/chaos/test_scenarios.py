@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.checker import check
-from tests.chaos.faultproxy import Fault
-from tests.chaos.figures import FIGURES, full_only
+from tests.chaos.faultproxy import NetFault
+from tests.chaos.figures import FIGURES
 from tests.chaos.stack import CUSTOMER_CODE, ChaosStack
-from tests.fix_pusher import Fault as HttpFault
-from tests.fix_pusher import FaultFront
+from tests.fix_faults import Answer, FaultFront
 
 DURATION_S = float(os.environ.get("FLEET_CHAOS_S", "12"))
 SEED = int(os.environ.get("FLEET_CHAOS_SEED", str(int(time.time()) % 100_000)))
@@ -56,7 +55,7 @@ def test_answer_lost_after_commit_and_ingestd_killed(stack: ChaosStack) -> None:
     stack.start_writers()
     stack.start_pusher()
     time.sleep(1.0)
-    proxy.set(Fault.RESET_RESPONSE, probability=0.4)
+    proxy.set(NetFault.RESET_RESPONSE, probability=0.4)
     time.sleep(min(DURATION_S, 4.0))
     # On a loaded machine the pusher may sit in a Retry-After: go on (bounded) until an answer
     # was lost at least once.
@@ -73,7 +72,7 @@ def test_answer_lost_after_commit_and_ingestd_killed(stack: ChaosStack) -> None:
     assert report.duplicate_deliveries >= 1, "a lost answer made the pusher send again"
 
 
-@full_only
+@pytest.mark.long
 @pytest.mark.parametrize("kills", [6])
 def test_ingestd_sigkilled_at_random_moments(stack: ChaosStack, kills: int) -> None:
     """ingestd SIGKILLed and restarted at random moments (mid-batch included) loses nothing."""
@@ -91,7 +90,7 @@ def test_ingestd_sigkilled_at_random_moments(stack: ChaosStack, kills: int) -> N
     stack.drain_and_check("ingestd SIGKILL")
 
 
-@full_only
+@pytest.mark.long
 @pytest.mark.parametrize("kills", [6])
 def test_pusher_sigkilled_at_random_moments(stack: ChaosStack, kills: int) -> None:
     """The pusher SIGKILLed at random moments and restarted resumes from its stored cursor."""
@@ -108,7 +107,7 @@ def test_pusher_sigkilled_at_random_moments(stack: ChaosStack, kills: int) -> No
     stack.drain_and_check("pusher SIGKILL")
 
 
-@full_only
+@pytest.mark.long
 def test_central_postgres_stopped_hard(stack: ChaosStack) -> None:
     """The central PostgreSQL stopped with immediate shutdown and restarted, twice: ingestd
     answers 503 meanwhile, the pusher waits, and every committed row arrives once."""
@@ -127,7 +126,7 @@ def test_central_postgres_stopped_hard(stack: ChaosStack) -> None:
     assert report.arrived > 0
 
 
-@full_only
+@pytest.mark.long
 def test_customer_postgres_stopped_hard(stack: ChaosStack) -> None:
     """The customer PostgreSQL stopped with immediate shutdown under the meters and the pusher,
     twice: both reconnect, and every row that was committed arrives once."""
@@ -145,7 +144,7 @@ def test_customer_postgres_stopped_hard(stack: ChaosStack) -> None:
     assert stack.pusher is not None and stack.pusher.starts == 1, "the pusher stayed up"
 
 
-@full_only
+@pytest.mark.long
 def test_network_faults(stack: ChaosStack) -> None:
     """Refused connections, resets mid-request and mid-response, answers delayed past the
     client timeout and throttled bandwidth, in turn: nothing lost, nothing doubled."""
@@ -155,12 +154,12 @@ def test_network_faults(stack: ChaosStack) -> None:
     stack.start_writers()
     stack.start_pusher()
     faults: list[Callable[[], None]] = [
-        lambda: proxy.set(Fault.REFUSE),
-        lambda: proxy.set(Fault.RESET_REQUEST, after_bytes=rng.randint(50, 3000), count=3),
-        lambda: proxy.set(Fault.RESET_RESPONSE, count=3),
-        lambda: proxy.set(Fault.DELAY_RESPONSE, delay_s=2.5, count=2),
-        lambda: proxy.set(Fault.THROTTLE, bytes_per_s=rng.randint(5_000, 40_000)),
-        lambda: proxy.set(Fault.RESET_RESPONSE, probability=0.3),
+        lambda: proxy.set(NetFault.REFUSE),
+        lambda: proxy.set(NetFault.RESET_REQUEST, after_bytes=rng.randint(50, 3000), count=3),
+        lambda: proxy.set(NetFault.RESET_RESPONSE, count=3),
+        lambda: proxy.set(NetFault.DELAY_RESPONSE, delay_s=2.5, count=2),
+        lambda: proxy.set(NetFault.THROTTLE, bytes_per_s=rng.randint(5_000, 40_000)),
+        lambda: proxy.set(NetFault.RESET_RESPONSE, probability=0.3),
     ]
 
     order: list[Callable[[], None]] = []
@@ -180,7 +179,7 @@ def test_network_faults(stack: ChaosStack) -> None:
     assert {"refuse", "reset_request", "reset_response"} <= set(proxy.stats.by_fault)
 
 
-@full_only
+@pytest.mark.long
 def test_status_storms(stack: ChaosStack) -> None:
     """Storms of 500, 503 and 429 (with Retry-After) and of 413 from a fault front before the
     real ingestd: the pusher backs off, halves its batches, and loses nothing; a row refused
@@ -212,16 +211,16 @@ def test_status_storms(stack: ChaosStack) -> None:
             else:
                 headers = {"Retry-After": "1"} if kind in (429, 503) else {}
                 for _ in range(rng.randint(5, 20)):
-                    front.faults.append(HttpFault(kind, headers=headers, body={"error": "storm"}))
+                    front.plan(Answer.json(kind, {"error": "storm"}, headers=headers))
             time.sleep(rng.uniform(1.0, 2.5))
             storm_413[0] = False
-            front.faults.clear()
+            front.planned.clear()
             time.sleep(rng.uniform(0.2, 0.6))
 
         _for(DURATION_S, one)
         answered: dict[int, int] = {}
-        for seen in front.seen:
-            if seen.status >= 400:
+        for seen in front.requests:
+            if seen.status is not None and seen.status >= 400:
                 answered[seen.status] = answered.get(seen.status, 0) + 1
         for status, n in answered.items():
             FIGURES.fault(f"http_{status}", n)
@@ -232,7 +231,7 @@ def test_status_storms(stack: ChaosStack) -> None:
         stack.loop.run(front.close())
 
 
-@full_only
+@pytest.mark.long
 def test_gateway_clock_far_ahead_and_behind(stack: ChaosStack) -> None:
     """Samples stamped 2 days ahead of the central clock are refused into the dead-letter table
     (counted, not lost); samples 6 hours behind are stored normally."""

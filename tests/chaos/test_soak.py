@@ -24,11 +24,11 @@ from ingestd.customers import add_customer
 from pusher.migrate import apply_migrations
 
 from tests.chaos.checker import check
-from tests.chaos.faultproxy import Fault
-from tests.chaos.figures import FIGURES, full_only
-from tests.chaos.hostile import HostileFront
+from tests.chaos.faultproxy import NetFault
+from tests.chaos.figures import FIGURES
 from tests.chaos.hostile_answers import REVIEWED
 from tests.chaos.stack import ChaosStack, Daemon, MeterWriters, pusher_daemon
+from tests.fix_faults import FaultFront
 
 SOAK_S = float(os.environ.get("FLEET_SOAK_S", "120"))
 GATEWAYS = int(os.environ.get("FLEET_SOAK_GATEWAYS", "4"))
@@ -79,7 +79,7 @@ def _flat(values: list[int], slack: float, absolute: int) -> bool:
     return late <= early * slack + absolute
 
 
-@full_only
+@pytest.mark.long
 @pytest.mark.timeout(SOAK_S + 900)
 def test_soak_many_gateways(stack: ChaosStack) -> None:
     """GATEWAYS pushers push for FLEET_SOAK_S through a proxy that now and then resets answers,
@@ -89,7 +89,7 @@ def test_soak_many_gateways(stack: ChaosStack) -> None:
     rng = random.Random(int(time.time()))
     stack.start_ingestd(INGESTD_POOL_MAX_SIZE=str(POOL_MAX))
     proxy = stack.add_proxy()
-    front = HostileFront(proxy.url + "/api/fleet/ingest")
+    front = FaultFront(proxy.url + "/api/fleet/ingest")
     stack.loop.run(front.start())
     stops_at = [SOAK_S * (n + 1) / (CENTRAL_STOPS + 1) for n in range(CENTRAL_STOPS)]
     gateways: list[Gateway] = []
@@ -112,7 +112,7 @@ def test_soak_many_gateways(stack: ChaosStack) -> None:
         while time.monotonic() - started < SOAK_S and len(samples) < 10_000:
             time.sleep(min(5.0, SOAK_S / 20))
             if rng.random() < 0.3:
-                proxy.set(Fault.RESET_RESPONSE, probability=0.2, count=3)
+                proxy.set(NetFault.RESET_RESPONSE, probability=0.2, count=3)
             if rng.random() < 0.3:
                 front.plan(*rng.sample(REVIEWED, 3))
             if stops_at and time.monotonic() - started > stops_at[0]:

@@ -12,7 +12,9 @@ from fleetdev.pgcluster import free_port
 
 from tests.deploy.containers import Images, wait_http
 from tests.deploy.dockerfile import REPO
-from tests.fix_pusher import central_count, scalar, seed_inventory, seed_measurements
+from tests.fix_customer import seed_inventory, seed_measurements
+from tests.fix_ingestd import central_count
+from tests.fix_pg import scalar
 
 pytestmark = pytest.mark.containers
 VERSION = (REPO / "VERSION").read_text().strip()  # what the wheels in the images are built with

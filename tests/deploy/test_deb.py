@@ -20,7 +20,8 @@ from fleetdev.engine import EngineMissing, apt_install
 from fleetdev.pgcluster import free_port
 
 from tests.deploy.dockerfile import REPO
-from tests.fix_pusher import central_count, seed_inventory, seed_measurements
+from tests.fix_customer import seed_inventory, seed_measurements
+from tests.fix_ingestd import central_count
 
 pytestmark = pytest.mark.deb
 

@@ -13,17 +13,11 @@ from ingestd.app import SERVER_OPTIONS, create_app
 from ingestd.settings import Settings as IngestdSettings
 from pusher.settings import Settings
 
-from tests.fix_pusher import (
-    FaultFront,
-    central_count,
-    pusher_env,
-    running_pusher,
-    scalar,
-    seed_inventory,
-    seed_measurements,
-    start_pusher_process,
-    wait_for,
-)
+from tests.fix_customer import seed_inventory, seed_measurements
+from tests.fix_faults import FaultFront
+from tests.fix_ingestd import central_count
+from tests.fix_pg import scalar, wait_for
+from tests.fix_pusher import pusher_env, running_pusher, start_pusher_process
 
 CURSOR = "SELECT cursor FROM app.fleet_push_state WHERE resource = 'measurements'"
 DUPLICATES = "SELECT coalesce(sum(duplicates), 0) FROM fleet.ingest_events"

@@ -11,17 +11,10 @@ from fleetdev.pgcluster import PgCluster, temporary_cluster
 from pusher.migrate import apply_migrations
 from pusher.settings import Settings
 
-from tests.fix_pusher import (
-    central_count,
-    metric,
-    running_pusher,
-    scalar,
-    scrape,
-    seed_inventory,
-    seed_measurements,
-    wait_for,
-    with_metrics,
-)
+from tests.fix_customer import seed_inventory, seed_measurements
+from tests.fix_ingestd import central_count
+from tests.fix_pg import scalar, wait_for
+from tests.fix_pusher import metric, running_pusher, scrape, with_metrics
 
 DISTINCT_KEYS = "SELECT count(DISTINCT (device_id, time)) FROM fleet.power_measurements"
 

@@ -18,7 +18,9 @@ from typing import Any
 
 from fleetdev.pgcluster import free_port
 
-from tests.fix_pusher import central_count, seed_inventory, seed_measurements, wait_for
+from tests.fix_customer import seed_inventory, seed_measurements
+from tests.fix_ingestd import central_count
+from tests.fix_pg import wait_for
 
 BASE = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTD_", "PUSHER_", "FLEET_"))}
 SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")

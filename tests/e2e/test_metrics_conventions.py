@@ -11,16 +11,10 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pusher.settings import Settings
 
-from tests.fix_ingestd import PostBatch
-from tests.fix_pusher import (
-    central_count,
-    running_pusher,
-    scrape,
-    seed_inventory,
-    seed_measurements,
-    wait_for,
-    with_metrics,
-)
+from tests.fix_customer import seed_inventory, seed_measurements
+from tests.fix_ingestd import PostBatch, central_count
+from tests.fix_pg import wait_for
+from tests.fix_pusher import running_pusher, scrape, with_metrics
 from tests.metrics_lint import lint_page, promtool_problems
 from tests.samples import measurements
 

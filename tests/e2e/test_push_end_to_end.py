@@ -7,14 +7,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from pusher.settings import Settings
 
-from tests.fix_pusher import (
-    central_count,
-    running_pusher,
-    scalar,
-    seed_inventory,
-    seed_measurements,
-    wait_for,
-)
+from tests.fix_customer import seed_inventory, seed_measurements
+from tests.fix_ingestd import central_count
+from tests.fix_pg import scalar, wait_for
+from tests.fix_pusher import running_pusher
 
 
 async def test_sites_devices_and_measurements_arrive_for_the_token_customer(

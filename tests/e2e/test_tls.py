@@ -16,18 +16,10 @@ from ingestd.app import SERVER_OPTIONS, create_app
 from ingestd.settings import Settings as IngestdSettings
 from pusher.settings import Settings
 
-from tests.fix_pusher import (
-    central_count,
-    ingest_url,
-    metric,
-    running_pusher,
-    scalar,
-    scrape,
-    seed_inventory,
-    seed_measurements,
-    wait_for,
-    with_metrics,
-)
+from tests.fix_customer import seed_inventory, seed_measurements
+from tests.fix_ingestd import central_count, ingest_url
+from tests.fix_pg import scalar, wait_for
+from tests.fix_pusher import metric, running_pusher, scrape, with_metrics
 
 STATE = "SELECT {} FROM app.fleet_push_state WHERE resource = 'measurements'"
 

@@ -11,16 +11,11 @@ from email.utils import format_datetime
 import psycopg
 from pusher.settings import Settings
 
-from tests.fix_pusher import (
-    Fault,
-    FaultFront,
-    central_count,
-    running_pusher,
-    scalar,
-    seed_inventory,
-    seed_measurements,
-    wait_for,
-)
+from tests.fix_customer import seed_inventory, seed_measurements
+from tests.fix_faults import Answer, FaultFront
+from tests.fix_ingestd import central_count
+from tests.fix_pg import scalar, wait_for
+from tests.fix_pusher import running_pusher
 
 STATE = "SELECT {} FROM app.fleet_push_state WHERE resource = 'measurements'"
 
@@ -34,19 +29,17 @@ async def test_faults_in_turn_then_everything_arrives_exactly_once(
     expected = seed_measurements(customer_db, devices=4, stop=300)
     retry_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
     offset = datetime.now(UTC).timestamp() - time.monotonic()
-    fault_front.faults.extend(
-        [
-            Fault(413, body={"error": "payload_too_large", "max_bytes": 1000}),
-            Fault(429, headers={"Retry-After": "1"}),
-            Fault(503, headers={"Retry-After": format_datetime(retry_at, usegmt=True)}),
-            Fault(500),
-            Fault(401, body={"error": "unauthorized"}),
-        ]
+    fault_front.plan(
+        Answer.json(413, {"error": "payload_too_large", "max_bytes": 1000}),
+        Answer.json(429, headers={"Retry-After": "1"}),
+        Answer.json(503, headers={"Retry-After": format_datetime(retry_at, usegmt=True)}),
+        Answer.json(500),
+        Answer.json(401, {"error": "unauthorized"}),
     )
     settings = replace(pusher_settings, ingest_url=fault_front.url, backoff_cap_s=3.0)
     async with running_pusher(settings):
         await wait_for(lambda: central_count(central_db) == expected, what="all rows")
-    seen = [s for s in fault_front.seen if s.batch_type == "measurements"]
+    seen = fault_front.measurements()
     assert [s.status for s in seen[:5]] == [413, 429, 503, 500, 401]
     assert seen[1].rows == seen[0].rows // 2, "413 halves the batch"
     assert seen[2].at - seen[1].at >= 1.0, "429 waits Retry-After seconds"
@@ -67,10 +60,8 @@ async def test_413_halves_the_batch_and_grows_it_back(
     fault_front.refuse = lambda items: len(items) > 120
     async with running_pusher(replace(pusher_settings, ingest_url=fault_front.url)):
         await wait_for(lambda: central_count(central_db) == expected, what="all rows")
-    accepted = [
-        s.rows for s in fault_front.seen if s.batch_type == "measurements" and s.status == 200
-    ]
-    refused = [s.rows for s in fault_front.seen if s.status == 413]
+    accepted = [s.rows for s in fault_front.measurements() if s.status == 200]
+    refused = [s.rows for s in fault_front.requests if s.status == 413]
     assert refused[:3] == [500, 250, 125]
     assert max(accepted) <= 120
     assert accepted[0] == 62

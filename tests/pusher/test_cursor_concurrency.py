@@ -13,7 +13,7 @@ import psycopg
 from fleetcore import PushCursor
 from pusher import source
 
-from tests.fix_pusher import BASE_TIME
+from tests.fix_customer import BASE_TIME
 
 WRITERS = 8
 WRITE_SECONDS = 7.0

@@ -10,17 +10,15 @@ import psycopg
 from pusher.ops.status import collect_status
 from pusher.settings import Settings
 
+from tests.fix_customer import seed_inventory, seed_measurements
+from tests.fix_ingestd import central_count
+from tests.fix_pg import scalar, wait_for
 from tests.fix_pusher import (
-    central_count,
     metric,
     pusher_env,
     running_pusher,
-    scalar,
     scrape,
-    seed_inventory,
-    seed_measurements,
     start_pusher_process,
-    wait_for,
     with_metrics,
 )
 

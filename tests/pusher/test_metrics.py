@@ -15,18 +15,11 @@ from pusher.errors import ConfigError, DeliveryError, PermanentDeliveryError, Re
 from pusher.ops.metrics import PusherMetrics, failure_status, outcome_of
 from pusher.settings import Settings
 
-from tests.fix_pusher import (
-    Fault,
-    FaultFront,
-    central_count,
-    metric,
-    running_pusher,
-    scrape,
-    seed_inventory,
-    seed_measurements,
-    wait_for,
-    with_metrics,
-)
+from tests.fix_customer import seed_inventory, seed_measurements
+from tests.fix_faults import Answer, FaultFront
+from tests.fix_ingestd import central_count
+from tests.fix_pg import wait_for
+from tests.fix_pusher import metric, running_pusher, scrape, with_metrics
 
 # Two waves of rows stored five minutes apart (received_at), in push order.
 INSERT_TWO_WAVES = """
@@ -74,7 +67,7 @@ async def test_scrape_reports_shipping_and_failures_and_never_the_token(
     and status, a drained backlog, no lag, no backoff; the token appears nowhere."""
     seed_inventory(customer_db, sites=2, devices=4)
     expected = seed_measurements(customer_db, devices=4, stop=300)
-    fault_front.faults.extend([Fault(413, body={"error": "payload_too_large"}), Fault(500)])
+    fault_front.plan(Answer.json(413, {"error": "payload_too_large"}), Answer.json(500))
     settings = with_metrics(replace(pusher_settings, ingest_url=fault_front.url))
     async with running_pusher(settings):
         await wait_for(lambda: central_count(central_db) == expected, what="all rows")

@@ -9,7 +9,7 @@ from fleetcore.protocol import BatchType
 from pusher import source
 from pusher.state import PushState, count_quarantined, load_states
 
-from tests.fix_pusher import BASE_TIME
+from tests.fix_customer import BASE_TIME
 
 
 async def test_every_change_leaves_memory_equal_to_the_stored_row(customer_db: str) -> None:

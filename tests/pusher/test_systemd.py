@@ -16,7 +16,11 @@ import pytest
 from pusher.ops.systemd import SystemdNotifier
 from pusher.settings import Settings
 
-from tests.fix_pusher import FaultFront, central_count, running_pusher, seed_measurements, wait_for
+from tests.fix_customer import seed_measurements
+from tests.fix_faults import FaultFront
+from tests.fix_ingestd import central_count
+from tests.fix_pg import wait_for
+from tests.fix_pusher import running_pusher
 
 WATCHDOG_USEC = 400_000  # pings every 0.2 s
 
@@ -100,7 +104,7 @@ async def test_ready_status_watchdog_and_stopping(
     lines = notify.lines()
     ready = notify.times_of("READY=1")
     assert len(ready) == 1
-    assert ready[0] < fault_front.seen[0].at, "READY before the first batch"
+    assert ready[0] < fault_front.requests[0].at, "READY before the first batch"
     assert any(line.startswith("STATUS=") and "rows shipped" in line for line in lines)
     pings = [at for at in notify.times_of("WATCHDOG=1") if at < stop_asked]
     gaps = [b - a for a, b in itertools.pairwise(pings)]

@@ -12,13 +12,10 @@ from pusher.ops.status import collect_status
 from pusher.settings import Settings
 
 from tests.chaos.checker import check
-from tests.fix_pusher import (
-    central_count,
-    running_pusher,
-    seed_inventory,
-    seed_measurements,
-    wait_for,
-)
+from tests.fix_customer import seed_inventory, seed_measurements
+from tests.fix_ingestd import central_count
+from tests.fix_pg import wait_for
+from tests.fix_pusher import running_pusher
 
 # In push order each row has a transaction of its own, between ordinary rows; the last row of
 # some batch is one of them (the cursor must pass it), one device holds several in one

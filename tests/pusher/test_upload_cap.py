@@ -14,16 +14,15 @@ from pusher.settings import Settings
 from pusher.source.columns import CURSOR_SELECTION
 from pusher.source.reads import READ_MEASUREMENTS
 
+from tests.fix_customer import seed_inventory, seed_measurements
+from tests.fix_ingestd import central_count
+from tests.fix_pg import wait_for
 from tests.fix_pusher import (
-    central_count,
     metric,
     pusher_env,
     running_pusher,
     scrape,
-    seed_inventory,
-    seed_measurements,
     start_pusher_process,
-    wait_for,
     with_metrics,
 )
 

@@ -18,16 +18,10 @@ from ingestd.app import SERVER_OPTIONS, create_app
 from ingestd.settings import Settings as IngestdSettings
 from pusher.settings import Settings
 
-from tests.fix_pusher import (
-    BASE_TIME,
-    central_count,
-    ingest_url,
-    running_pusher,
-    scalar,
-    seed_inventory,
-    seed_measurements,
-    wait_for,
-)
+from tests.fix_customer import BASE_TIME, seed_inventory, seed_measurements
+from tests.fix_ingestd import central_count, ingest_url
+from tests.fix_pg import scalar, wait_for
+from tests.fix_pusher import running_pusher
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.chaos.figures import FULL
 from tests.fix_ingestd import ThreadedIngestd
+from tests.long_runs import long_runs_selected
 from tests.samples import NOW, device, measurement, site
 from tests.security.bad_input import mutated_row, post_raw
 
-EXAMPLES = 300 if FULL else 40
+EXAMPLES = 300 if long_runs_selected() else 40
 PROPERTY = settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -18,11 +18,12 @@ from ingestd.openapi import OPENAPI_PATH, openapi_document
 from ingestd.settings import Settings
 from schemathesis import Case, checks
 
-from tests.chaos.figures import FIGURES, FULL
+from tests.chaos.figures import FIGURES
 from tests.fix_ingestd import ThreadedIngestd
+from tests.long_runs import long_runs_selected
 
 ADMIN_TOKEN = "chaos-admin-token-0123456789abcdef0123456789"
-EXAMPLES = 100 if FULL else 12
+EXAMPLES = 100 if long_runs_selected() else 12
 
 
 def _served_document() -> dict[str, Any]:

@@ -1,19 +1,28 @@
-"""A hostile front: an HTTP server between the pusher and a real ingestd that answers what no
-ingestd would (a proxy, a captive portal, a default vhost, a broken load balancer).
+"""The fault front: a real HTTP server between the pusher and a real ingestd that answers what
+the test scripts (an overload, a refusal) or what no ingestd would (a proxy, a captive portal, a
+default vhost, a broken load balancer), and forwards everything else to ingestd.
 
-    front = HostileFront(upstream_url)        # listens on 127.0.0.1:<front.port>
-    await front.start()
-    front.plan(answer)                        # the next measurements request gets `answer`
-    ...                                       # every other request is forwarded to ingestd
+    front = FaultFront(upstream_url)          # listens on 127.0.0.1:<front.port>
+    await front.start()                       # (or the `fault_front` fixture, before the
+    front.plan(Answer.json(503, headers=...)) #  test's in-process ingestd)
+    front.refuse = lambda items: len(items) > 120   # 413 payload_too_large by rule
+    front.stall_request = 3                   # hold ingestd's 3rd measurements answer
+    ...
     await front.close()
 
 It speaks HTTP/1.1 over raw asyncio streams, so an answer can be anything at all: a garbage
 status line, 1xx interim answers, headers with unicode, NUL or 64 KiB values, a body cut short
-or trickled slowly, the connection closed without a word. A planned answer is given instead of
-ingestd's (the rows are not stored) or, with `forward_first`, after ingestd stored the batch
-(the real answer is lost); the connection is closed after it. Every request is recorded with the
-keys of the rows it carried, so a test can tell whether the pusher sent the same rows again
-(cursor kept) or moved on.
+or trickled slowly, the connection closed without a word. A planned answer goes to the next
+request of its batch type (measurements unless said), in order, instead of ingestd's (the rows
+are not stored) or, with `forward_first`, after ingestd stored the batch (the real answer is
+lost). With `stall_request` set to n, ingestd's answer to the n-th measurements request is held
+(after ingestd committed it) until `release` is set. Every request is recorded with the rows it
+carried and what it was answered, so a test can tell whether the pusher sent the same rows again
+(cursor kept) or moved on, and when.
+
+Only Retry-After of ingestd's answers is passed back: without `Accept-Post` the pusher keeps
+sending JSON, which the front reads. Faults below HTTP (refused connections, resets, delays,
+throttling) are the TCP proxy's, tests/chaos/faultproxy.py.
 """
 
 from __future__ import annotations
@@ -24,12 +33,18 @@ import gzip
 import json
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from ingestd.app import INGEST_PATH
 
-__all__ = ["Answer", "Counts", "HostileFront", "Request"]
+from tests.fix_ingestd import ingest_url
+
+__all__ = ["Answer", "Counts", "FaultFront", "Request", "fault_front"]
 
 _MAX_HEAD = 256 * 1024
 _FORWARDED = (
@@ -86,7 +101,7 @@ class Counts:
 
 @dataclass(frozen=True)
 class Answer:
-    """What the front writes back instead of ingestd's answer."""
+    """What the front writes back instead of ingestd's answer, to a request of `batch_type`."""
 
     label: str
     status_line: bytes = b"HTTP/1.1 200 OK"
@@ -97,6 +112,37 @@ class Answer:
     forward_first: bool = False
     cut_at: int | None = None
     trickle_s: float = 0.0
+    batch_type: str = "measurements"
+    close: bool = True
+
+    @classmethod
+    def json(
+        cls,
+        status: int,
+        body: dict[str, Any] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        batch_type: str = "measurements",
+    ) -> Answer:
+        """A well-formed JSON answer (what a real server in trouble gives), keeping the
+        connection open."""
+        return cls(
+            label=f"json:{status}",
+            status_line=b"HTTP/1.1 %d X" % status,
+            headers=(
+                (b"Content-Type", b"application/json"),
+                *((k.encode(), v.encode()) for k, v in (headers or {}).items()),
+            ),
+            body=json.dumps(body or {}).encode(),
+            batch_type=batch_type,
+            close=False,
+        )
+
+    @property
+    def status(self) -> int | None:
+        """The status code of the status line, None when it has none."""
+        parts = self.status_line.split(b" ")
+        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
 
     def __repr__(self) -> str:
         body = repr(self.body) if isinstance(self.body, Counts) else _short(self.body)
@@ -114,9 +160,14 @@ class Answer:
         head = [self.status_line, *(b"%s: %s" % kv for kv in self.headers)]
         if self.content_length and not any(k.lower() == b"content-length" for k, _ in self.headers):
             head.append(b"Content-Length: %d" % len(body))
-        head.append(b"Connection: close")
+        if self.close:
+            head.append(b"Connection: close")
         wire = b"".join(lines) + b"\r\n".join(head) + b"\r\n\r\n" + body
         return wire if self.cut_at is None else wire[: self.cut_at]
+
+
+# ingestd's own 413 (its JSON body), as the `refuse` rule answers it.
+_TOO_LARGE = Answer.json(413, {"error": "payload_too_large", "max_bytes": 1})
 
 
 def _short(value: bytes, limit: int = 60) -> str:
@@ -126,14 +177,20 @@ def _short(value: bytes, limit: int = 60) -> str:
 
 @dataclass
 class Request:
-    """One request as the front received it and what it did with it."""
+    """One request as the front received it and what it did with it: `answer` is the planned
+    answer's label ("forwarded" for ingestd's own, "refused" for the `refuse` rule's 413),
+    `status` the status the pusher was given (None for a status line without one),
+    `upstream_status` ingestd's (None when not forwarded)."""
 
     at: float
     batch_type: str
     keys: frozenset[tuple[int, str]]
     cursor: str | None
+    rows: int
+    items: list[dict[str, Any]] = field(repr=False, default_factory=list)
     answer: str = "forwarded"
     status: int | None = None
+    upstream_status: int | None = None
     answered_at: float | None = None
 
 
@@ -176,14 +233,18 @@ async def _read_request(reader: asyncio.StreamReader) -> _Incoming | None:
     return _Incoming(method, headers, body, keep, _items(headers, body))
 
 
-class HostileFront:
-    """Forwards to `upstream` (ingestd's ingest URL) except for the planned answers, which the
-    next measurements requests get, one each, in order."""
+class FaultFront:
+    """Forwards to `upstream` (ingestd's ingest URL) except for the planned answers, the
+    `refuse` rule's and the stalled one."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.port = 0
         self.planned: deque[Answer] = deque()
+        self.refuse: Callable[[list[dict[str, Any]]], bool] | None = None
+        self.stall_request: int | None = None
+        self.stalled = asyncio.Event()
+        self.release = asyncio.Event()
         self.requests: list[Request] = []
         self._server: asyncio.Server | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -191,13 +252,17 @@ class HostileFront:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/fleet/ingest"
+        return f"http://127.0.0.1:{self.port}{INGEST_PATH}"
 
     def plan(self, *answers: Answer) -> None:
+        """Queue answers; each goes to the next request of its batch type (thread-safe)."""
         self.planned.extend(answers)
 
     def measurements(self) -> list[Request]:
         return [r for r in self.requests if r.batch_type == "measurements"]
+
+    def statuses(self, batch_type: str = "measurements") -> list[int | None]:
+        return [r.status for r in self.requests if r.batch_type == batch_type]
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
@@ -205,6 +270,7 @@ class HostileFront:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
+        self.release.set()
         if self._server is not None:
             self._server.close()
         for task in list(self._tasks):
@@ -235,37 +301,54 @@ class HostileFront:
     async def _forward(self, incoming: _Incoming) -> tuple[int, bytes, str | None]:
         assert self._session is not None
         headers = {k: v for k, v in incoming.headers.items() if k in _FORWARDED}
-        async with self._session.post(
-            self.upstream, data=incoming.body, headers=headers, allow_redirects=False
-        ) as resp:
-            return resp.status, await resp.read(), resp.headers.get("Retry-After")
+        try:
+            async with self._session.post(
+                self.upstream, data=incoming.body, headers=headers, allow_redirects=False
+            ) as resp:
+                return resp.status, await resp.read(), resp.headers.get("Retry-After")
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return 502, b'{"error":"bad_gateway"}', None
+
+    def _planned(self, batch_type: str) -> Answer | None:
+        with contextlib.suppress(IndexError):
+            if self.planned[0].batch_type == batch_type:
+                return self.planned.popleft()
+        return None
 
     async def _answer(self, incoming: _Incoming, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; whether the connection stays open for the next."""
         batch_type = incoming.headers.get("x-batch-type", "")
-        keys = frozenset((int(i.get("device_id", -1)), str(i.get("time"))) for i in incoming.items)
-        request = Request(time.monotonic(), batch_type, keys, incoming.headers.get("x-push-cursor"))
+        items = incoming.items
+        keys = frozenset((int(i.get("device_id", -1)), str(i.get("time"))) for i in items)
+        cursor = incoming.headers.get("x-push-cursor")
+        request = Request(time.monotonic(), batch_type, keys, cursor, len(items), items)
         self.requests.append(request)
-        answer = self.planned.popleft() if batch_type == "measurements" and self.planned else None
+        answer = self._planned(batch_type)
+        if answer is None and batch_type == "measurements" and self.refuse and self.refuse(items):
+            request.answer, request.status = "refused", 413
+            await self._write(writer, _TOO_LARGE.wire(0, batch_type), 0)
+            request.answered_at = time.monotonic()
+            return incoming.keep_alive
         if answer is None or answer.forward_first:
-            try:
-                status, body, retry_after = await self._forward(incoming)
-            except (aiohttp.ClientError, OSError, TimeoutError):
-                status, body, retry_after = 502, b'{"error":"bad_gateway"}', None
-            request.status = status
+            status, body, retry_after = await self._forward(incoming)
+            request.upstream_status = request.status = status
             if answer is None:
+                if batch_type == "measurements" and len(self.measurements()) == self.stall_request:
+                    self.stalled.set()  # ingestd has committed the batch; its answer waits
+                    await self.release.wait()
                 extra = b"Retry-After: %s\r\n" % retry_after.encode() if retry_after else b""
-                writer.write(
+                await self._write(
+                    writer,
                     b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                    b"%s\r\n%s" % (status, len(body), extra, body)
+                    b"%s\r\n%s" % (status, len(body), extra, body),
+                    0,
                 )
-                await writer.drain()
                 request.answered_at = time.monotonic()
                 return incoming.keep_alive
-        assert answer is not None
-        request.answer = answer.label
-        await self._write(writer, answer.wire(len(incoming.items), batch_type), answer.trickle_s)
+        request.answer, request.status = answer.label, answer.status
+        await self._write(writer, answer.wire(len(items), batch_type), answer.trickle_s)
         request.answered_at = time.monotonic()
-        return False
+        return not answer.close and incoming.keep_alive
 
     @staticmethod
     async def _write(writer: asyncio.StreamWriter, wire: bytes, trickle_s: float) -> None:
@@ -279,3 +362,14 @@ class HostileFront:
             writer.write(wire[start : start + step])
             await writer.drain()
             await asyncio.sleep(trickle_s / pieces)
+
+
+@pytest.fixture
+async def fault_front(ingestd_server: TestServer) -> AsyncIterator[FaultFront]:
+    """A fault front forwarding to the test's in-process ingestd."""
+    front = FaultFront(ingest_url(ingestd_server))
+    await front.start()
+    try:
+        yield front
+    finally:
+        await front.close()
