@@ -21,7 +21,7 @@ The pusher encodes as a gateway does (`--encoder stdlib`, no numpy: what the .de
 pusher's steady RSS is the median VmRSS of the second half of the drain, its idle RSS the
 median over `--idle-s` seconds after it (ticking every 5 s with nothing to send); the pusher's CPU per row (user + system from /proc, read
 just before it is stopped) covers reading, encoding, compressing and sending.
-Results go to bench/results/catchup-<time>.json.
+Results go to bench/results/catchup-<time>.json (or --json).
 """
 
 from __future__ import annotations
@@ -49,8 +49,11 @@ from fleetdev.pgcluster import free_port, temporary_cluster
 from pusher import source
 from pusher.delivery import gzip_body
 from pusher.migrate import apply_migrations
+from report import Figure, Target, finish
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+TARGET_RATIO = Target(">=", 0.8, "x")  # end-to-end vs ingest-only
+TARGET_PUSHER_RSS = Target("<", 150.0, " MB")
 
 SEED_SITES = """
 INSERT INTO monitoring.sites (id, name, timezone)
@@ -413,11 +416,37 @@ def main(argv: list[str] | None = None) -> int:
         if stored != args.rows:
             print(f"WARNING: {stored} rows stored centrally, expected {args.rows}", file=sys.stderr)
 
-    path = args.json or RESULTS_DIR / f"catchup-{stamp}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    print(f"written to {path}")
+    finish("catchup", result, figures(result), args.json)
     return 0 if stored == args.rows else 1
+
+
+def figures(result: dict[str, Any]) -> list[Figure]:
+    e2e, only = result["end_to_end"], result["ingest_only"]
+    ratio = result["ratio_end_to_end_vs_ingest_only"]
+    rss_mb = e2e["pusher_peak_rss_mib"] * 1.048576
+    return [
+        Figure.checked(
+            f"3. catch-up {result['rows']:,} rows: pusher->ingestd / ingest-only",
+            ratio,
+            f"{ratio:.2f}x",
+            TARGET_RATIO,
+            f"{e2e['rows_per_s']:,} vs {only['rows_per_s']:,} rows/s",
+        ),
+        Figure.of("3. catch-up drain time", f"{e2e['seconds']:.1f} s"),
+        Figure.checked(
+            "3. pusher peak RSS while draining",
+            rss_mb,
+            f"{e2e['pusher_peak_rss_mib']:.0f} MiB",
+            TARGET_PUSHER_RSS,
+        ),
+        Figure.of(
+            "3. pusher CPU µs per row (read, encode, compress, send)",
+            f"{e2e['pusher_cpu_us_per_row']:.2f}",
+            f"wire format {result['wire_format']}",
+        ),
+        Figure.of("3. ingestd peak RSS while draining", f"{e2e['ingestd_peak_rss_mib']:.0f} MiB"),
+    ]
 
 
 async def _sample_body(customer: str, size: int) -> bytes:

@@ -3,8 +3,8 @@
     uv run python bench/fleet.py [--gateways 10000] [--duration 600] [--outage 300]
 
 One throwaway PostgreSQL cluster with the central database (plain PostgreSQL, weekly partitions,
-the hourly rollup's upkeep), N customers each with its own token (`gateways.register_gateways`),
-one `ingestd serve` with its defaults. N simulated gateways (`fleet_model.Gateway`: 5-50 meters
+the hourly rollup's upkeep), N customers each with its own token (`simulator.register_gateways`),
+one `ingestd serve` with its defaults. N simulated gateways (`simulator.Gateway`: 5-50 meters
 each, a sample per meter every --interval s from a random phase, sites + devices + measurements
 as the pusher sends them, the pusher's retry rules) share one aiohttp client with --connections
 connections. Phases:
@@ -32,7 +32,6 @@ import random
 import statistics
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,17 +47,16 @@ from common import (
     peak_rss_bytes,
     postgres_cpu_seconds,
     rss_bytes,
-    write_results,
 )
-from fleet_model import TYPES, Fleet, Gateway, ValuePool, full_set_bodies
 from fleetcore.protocol import INGEST_PATH
 from fleetdev.pgcluster import PgCluster, temporary_cluster
-from gateways import register_gateways
+from report import Figure, Target, errors, finish
+from simulator import TYPES, Fleet, Gateway, ValuePool, full_set_bodies, latency, register_gateways
 
-TARGET_P99_MS = 100.0
-TARGET_CPU_MS_PER_BATCH = 2.0
-TARGET_CATCH_UP_S = 180.0
-TARGET_RSS_MB = 300.0
+TARGET_P99 = Target("<", 100.0, " ms", also="0 errors")  # per batch type, steady
+TARGET_CPU_PER_REQUEST = Target("<=", 2.0, " ms")
+TARGET_CATCH_UP = Target("<=", 180.0, " s")
+TARGET_RSS = Target("<", 300.0, " MB")
 DATABASE = "fleet_central"
 DAY_S = 86_400.0
 
@@ -172,20 +170,6 @@ def tree_cpu_and_rss(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
-def latency(records: Sequence[Any]) -> dict[str, Any]:
-    ok = sorted(r.latency_s * 1000 for r in records if r.status == "200")
-    out: dict[str, Any] = {
-        "requests": len(records),
-        "statuses": dict(Counter(r.status for r in records)),
-        "rows_ok": sum(r.rows for r in records if r.status == "200"),
-        "wire_bytes_mean": statistics.fmean(r.wire_bytes for r in records) if records else None,
-    }
-    if len(ok) >= 2:
-        q = statistics.quantiles(ok, n=100, method="inclusive")
-        out.update(p50_ms=q[49], p95_ms=q[94], p99_ms=q[98], max_ms=ok[-1])
-    return out
-
-
 def _window(samples: list[dict[str, Any]], t0: float, t1: float) -> dict[str, Any]:
     inside = [s for s in samples if t0 <= s["t"] <= t1]
     if len(inside) < 2:
@@ -217,7 +201,7 @@ def build_gateways(tokens: Sequence[str], args: argparse.Namespace) -> list[Gate
         sites = 1 + meters // 20
         sites_body, devices_body = full_set_bodies(i, meters, sites)
         out.append(
-            Gateway(i, token, meters, sites_body, devices_body, rng.uniform(0, args.interval))
+            Gateway(i, token, meters, rng.uniform(0, args.interval), sites_body, devices_body)
         )
     return out
 
@@ -226,7 +210,7 @@ async def scenario(args: argparse.Namespace, cluster: PgCluster, dsn: str) -> di
     prep = time.monotonic()
     tokens = register_gateways(dsn, args.gateways)
     gateways = build_gateways(tokens, args)
-    pool = ValuePool()
+    pool = ValuePool(reject_every=args.reject_every)
     env = {"INGESTD_RATE_LIMIT_PER_S": "50", "INGESTD_RATE_LIMIT_BURST": "100"}
     env.update(dict(kv.split("=", 1) for kv in args.ingestd_env))
     meters = sum(g.meters for g in gateways)
@@ -237,13 +221,7 @@ async def scenario(args: argparse.Namespace, cluster: PgCluster, dsn: str) -> di
     }
     print(f"  {args.gateways} gateways, {meters} meters, prepared", file=sys.stderr)
     with IngestdProcess(dsn, extra_env=env) as ingestd:
-        fleet = Fleet(
-            ingestd.base_url + INGEST_PATH,
-            pool,
-            args.interval,
-            full_sets_every_tick=args.full_sets == "every-tick",
-            reject_every=args.reject_every,
-        )
+        fleet = Fleet(ingestd.base_url + INGEST_PATH, pool, args.interval, args.full_sets)
         sampler = Sampler(cluster, dsn, ingestd.pid, fleet)
         stop = asyncio.Event()
         sampling = asyncio.create_task(sampler.run(stop))
@@ -265,7 +243,7 @@ async def scenario(args: argparse.Namespace, cluster: PgCluster, dsn: str) -> di
                 print("  steady done; stopping PostgreSQL", file=sys.stderr)
                 await asyncio.to_thread(cluster.stop, "immediate")
                 await asyncio.sleep(args.outage)
-                backlog = sum(len(g.ticks) * g.meters for g in gateways)
+                backlog = fleet.backlog_rows(gateways)
                 await asyncio.to_thread(cluster.start)
                 fleet.phase = "recovery"
                 fleet.restarted_at = restarted = time.monotonic()
@@ -365,25 +343,72 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         f"{args.gateways}), statuses {rec['statuses']}, ingestd peak RSS "
         f"{result['ingestd_peak_rss_mib']:.0f} MiB"
     )
-    p99 = max(st.get("p99_ms", float("inf")) for st in s["per_type"].values() if st["requests"])
-    errors = sum(n for k, n in s["all"]["statuses"].items() if k != "200")
-    caught = rec["time_to_all_caught_up_s"]
-    result["targets"] = {
-        "steady_p99_ms": {"target": TARGET_P99_MS, "value": p99, "errors": errors,
-                          "met": p99 < TARGET_P99_MS and errors == 0},
-        "cpu_ms_per_request": {"target": TARGET_CPU_MS_PER_BATCH,
-                               "value": s["ingestd_cpu_ms_per_request"],
-                               "met": s["ingestd_cpu_ms_per_request"] <= TARGET_CPU_MS_PER_BATCH},
-        "catch_up_s": {"target": TARGET_CATCH_UP_S, "value": caught,
-                       "met": caught is not None and caught <= TARGET_CATCH_UP_S},
-        "peak_rss_mb": {"target": TARGET_RSS_MB, "value": result["ingestd_peak_rss_mib"] * 1.048576,
-                        "met": result["ingestd_peak_rss_mib"] * 1.048576 < TARGET_RSS_MB},
-    }  # fmt: skip
     share = s.get("ingestd_cpu_share") or 0.0
     result["gateways_per_core_at_50pct"] = args.gateways * 0.5 / share if share else None
-    for name, t in result["targets"].items():
-        print(f"target {name}: {t['value']} vs {t['target']}: {'MET' if t['met'] else 'NOT MET'}")
     return result
+
+
+def figures(result: dict[str, Any]) -> list[Figure]:
+    s, rec = result["steady"], result["recovery"]
+    n = result["config"]["gateways"]
+    out = [
+        Figure.checked(
+            f"fleet {n:,} gw: {kind} p50 / p95 / p99",
+            st.get("p99_ms", float("inf")),
+            f"{st.get('p50_ms', 0):.0f} / {st.get('p95_ms', 0):.0f} / {st.get('p99_ms', 0):.0f} ms",
+            TARGET_P99,
+            f"{st['requests'] / s['window_s']:.0f} req/s; errors {errors(st['statuses'])}",
+            also=not set(st["statuses"]) - {"200"},
+        )
+        for kind, st in s["per_type"].items()
+    ]
+    per_core = result.get("gateways_per_core_at_50pct")
+    growth = result["growth_per_day_bytes"]
+    parts = (
+        "measurements",
+        "measurement_indexes",
+        "ingest_events",
+        "rejected_rows",
+        "hourly_rollup",
+    )
+    caught = rec["time_to_all_caught_up_s"]
+    rss_mb = result["ingestd_peak_rss_mib"] * 1.048576
+    return [
+        *out,
+        Figure.checked(
+            f"fleet {n:,} gw: ingestd CPU per request",
+            s["ingestd_cpu_ms_per_request"],
+            f"{s['ingestd_cpu_ms_per_request']:.2f} ms",
+            TARGET_CPU_PER_REQUEST,
+            f"{100 * s.get('ingestd_cpu_share', 0):.0f}% of a core; PostgreSQL "
+            f"{100 * s.get('pg_cpu_share', 0):.0f}%; generator "
+            f"{100 * s.get('client_cpu_share', 0):.0f}%",
+        ),
+        Figure.of(
+            "fleet: gateways per ingestd core at 50% CPU",
+            f"{per_core:,.0f}" if per_core else "-",
+            f"rows/s {s['rows_per_s']:,.0f}",
+        ),
+        Figure.of(
+            f"fleet {n:,} gw: dirty hours first -> last (max)",
+            f"{s.get('dirty_first')} -> {s.get('dirty_last')}",
+            f"max {s.get('dirty_max')}",
+            "flat",
+        ),
+        Figure.of(
+            f"fleet {n:,} gw: DB growth per day",
+            f"{growth['database'] / 2**30:.1f} GiB",
+            ", ".join(f"{k} {growth[k] / 2**30:.1f}" for k in parts),
+        ),
+        Figure.checked(
+            f"fleet: all caught up after a {result['config']['outage']:g} s outage",
+            caught,
+            "never" if caught is None else f"{caught:.0f} s",
+            TARGET_CATCH_UP,
+            f"503s {rec['statuses'].get('503', 0)}, 429s {rec['statuses'].get('429', 0)}",
+        ),
+        Figure.checked("fleet: ingestd peak RSS", rss_mb, f"{rss_mb:.0f} MB", TARGET_RSS),
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -431,8 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine=machine,
         runtime_s=time.monotonic() - started,
     )
-    path = write_results("fleet", result, args.json)
-    print(f"results: {path}")
+    finish("fleet", result, figures(result), args.json)
     return 0
 
 

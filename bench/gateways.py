@@ -9,7 +9,7 @@ random phase) it produces a batch of 100 rows into its local queue and sends the
 queue, one request in flight, as the pusher does: a backlog goes out in requests of up to
 `--replay-rows` rows (the pusher's PUSHER_BATCH_SIZE, 5,000); 429/503 are retried after
 Retry-After plus jitter and other failures after a full-jitter exponential backoff, with the
-pusher's own retry policy (`pusher.retry.RetryPolicy`).
+pusher's own retry policy (the gateways are `simulator.Gateway`s, as in fleet.py).
 
   baseline  one extra gateway alone for --baseline-duration s: the unloaded latency
   steady    the N gateways for --duration s (the first --warmup s not counted): requests/s,
@@ -35,179 +35,30 @@ import random
 import statistics
 import sys
 import time
-from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import msgspec
 import psycopg
 from common import (
     IngestdProcess,
     cpu_seconds,
     create_central_database,
     exit_on_sigterm,
-    generate_measurements,
     machine_info,
-    measurement_items,
     peak_rss_bytes,
-    write_results,
 )
-from fleetcore import generate_token, hash_token, token_hint
+from fleetcore.protocol import INGEST_PATH
 from fleetdev.pgcluster import PgCluster, temporary_cluster
-from pusher.delivery import gzip_body
-from pusher.retry import RetryEvent, RetryPolicy, parse_retry_after
+from report import Figure, Target, errors, finish
+from simulator import Fleet, Gateway, PreEncoded, latency, register_gateways
 
-INGEST_PATH = "/api/fleet/ingest"
 ROWS_PER_BATCH = 100
-TARGET_P99_MS = 250.0
-JITTER_S = 2.0  # the pusher's PUSHER_RETRY_AFTER_JITTER_S default
+TARGET_P99 = Target("<", 250.0, " ms")
+# Each gateway follows the pusher's retry rules with a short base and cap (a short outage).
 BACKOFF_BASE_S, BACKOFF_CAP_S = 1.0, 30.0
-
-INSERT_CUSTOMERS = """
-INSERT INTO fleet.customers (code, name)
-SELECT 'GW' || lpad(g::text, 5, '0'), 'Gateway ' || g FROM generate_series(1, %s) AS g
-RETURNING id
-"""
-INSERT_TOKEN = (
-    "INSERT INTO fleet.customer_tokens (token_hash, customer_id, hint) VALUES (%s, %s, %s)"
-)
 COUNT_CONNECTIONS = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
-
-
-def register_gateways(dsn: str, count: int) -> list[str]:
-    """`count` customers with one token each, in two statements; returns the tokens."""
-    with psycopg.connect(dsn) as conn:
-        ids = [row[0] for row in conn.execute(INSERT_CUSTOMERS, (count,)).fetchall()]
-        tokens = [generate_token() for _ in ids]
-        with conn.cursor() as cur:
-            cur.executemany(
-                INSERT_TOKEN,
-                [(hash_token(t), i, token_hint(t)) for t, i in zip(tokens, ids, strict=True)],
-            )
-    return tokens
-
-
-class Batches:
-    """The small batches every gateway produces, pre-encoded; a backlog is joined per request."""
-
-    def __init__(self, count: int) -> None:
-        rows = generate_measurements(count * ROWS_PER_BATCH, devices=10)
-        items = measurement_items(rows)
-        self.fragments = [
-            msgspec.json.encode(items[i : i + ROWS_PER_BATCH])[1:-1]
-            for i in range(0, len(items), ROWS_PER_BATCH)
-        ]
-        self.single = [self._body([f]) for f in self.fragments]
-
-    @staticmethod
-    def _body(fragments: Sequence[bytes]) -> bytes:
-        return gzip_body(b'{"items":[' + b",".join(fragments) + b"]}", 1)
-
-    def body(self, first: int, count: int) -> bytes:
-        if count == 1:
-            return self.single[first]
-        return self._body(self.fragments[first : first + count])
-
-
-@dataclass
-class Record:
-    phase: str
-    sent_at: float
-    latency_s: float
-    status: str  # HTTP status, or the exception's name
-    rows: int
-
-
-@dataclass
-class Run:
-    """What all gateways share: the phase clock, the records, the batches."""
-
-    url: str
-    batches: Batches
-    replay_batches: int
-    phase: str = "steady"
-    restarted_at: float | None = None
-    records: list[Record] = field(default_factory=list)
-    caught_up_at: dict[int, float] = field(default_factory=dict)
-    all_caught_up: asyncio.Event = field(default_factory=asyncio.Event)
-    gateways: int = 1
-    backlog_at_restart: int = 0
-
-
-@dataclass
-class Gateway:
-    index: int
-    token: str
-    queue: deque[int] = field(default_factory=deque)
-    produced: int = 0
-    failures: int = 0
-    retry_at: float = 0.0
-
-    async def run(self, run: Run, end: float, rng: random.Random) -> None:
-        headers = {
-            "X-Customer-Token": self.token,
-            "X-Batch-Type": "measurements",
-            "Content-Type": "application/json",
-            "Content-Encoding": "gzip",
-        }
-        next_tick = time.monotonic() + rng.random()
-        limit = len(run.batches.fragments)
-        timeout = aiohttp.ClientTimeout(total=60)
-        async with aiohttp.ClientSession(
-            timeout=timeout, connector=aiohttp.TCPConnector(limit=1)
-        ) as session:
-            while (now := time.monotonic()) < end:
-                while next_tick <= now and self.produced < limit:
-                    self.queue.append(self.produced)
-                    self.produced += 1
-                    next_tick += 1.0
-                if self.queue and now >= self.retry_at:
-                    await self._send(session, headers, run, rng)
-                    continue
-                wake = min(next_tick, end, self.retry_at if self.queue else end)
-                await asyncio.sleep(max(0.001, wake - now))
-
-    async def _send(
-        self,
-        session: aiohttp.ClientSession,
-        headers: dict[str, str],
-        run: Run,
-        rng: random.Random,
-    ) -> None:
-        count = min(len(self.queue), run.replay_batches)
-        body = run.batches.body(self.queue[0], count)
-        phase, started = run.phase, time.monotonic()
-        retry_after: float | None = None
-        try:
-            async with session.post(run.url, data=body, headers=headers) as resp:
-                await resp.read()
-                status = str(resp.status)
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            status = type(exc).__name__
-        done = time.monotonic()
-        run.records.append(Record(phase, started, done - started, status, count * ROWS_PER_BATCH))
-        if status == "200":
-            for _ in range(count):
-                self.queue.popleft()
-            self.failures = 0
-            if (
-                not self.queue
-                and run.restarted_at is not None
-                and self.index not in run.caught_up_at
-            ):
-                run.caught_up_at[self.index] = done
-                if len(run.caught_up_at) >= run.gateways:
-                    run.all_caught_up.set()
-            return
-        self.failures += 1
-        event = RetryEvent.RETRY_LATER if status in ("429", "503") else RetryEvent.TRANSIENT
-        policy = RetryPolicy(BACKOFF_BASE_S, BACKOFF_CAP_S, JITTER_S, rng)
-        delay = policy.delay(event, self.failures, retry_after_s=retry_after)
-        self.retry_at = done + delay
 
 
 async def poll_connections(cluster: PgCluster, database: str, stop: asyncio.Event) -> list[int]:
@@ -230,54 +81,67 @@ async def poll_connections(cluster: PgCluster, database: str, stop: asyncio.Even
     return counts
 
 
-def latency_stats(records: Sequence[Record]) -> dict[str, Any]:
-    ok = sorted(r.latency_s * 1000 for r in records if r.status == "200")
-    out: dict[str, Any] = {
-        "requests": len(records),
-        "ok": len(ok),
-        "statuses": dict(Counter(r.status for r in records)),
-        "rows_ok": sum(r.rows for r in records if r.status == "200"),
-    }
-    if len(ok) >= 2:
-        q = statistics.quantiles(ok, n=100, method="inclusive")
-        out.update(p50_ms=q[49], p95_ms=q[94], p99_ms=q[98], max_ms=ok[-1])
-    return out
+async def run_alone(gateways: Sequence[Gateway], fleet: Fleet, duration_s: float) -> None:
+    """Each gateway with its own client session (one connection), for `duration_s`."""
 
+    async def one(gateway: Gateway, start: float) -> None:
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=60), connector=aiohttp.TCPConnector(limit=1)
+        ) as session:
+            await gateway.run(session, fleet, start, start + duration_s)
 
-async def run_gateways(gateways: Sequence[Gateway], run: Run, duration_s: float, seed: int) -> None:
-    end = time.monotonic() + duration_s
+    start = time.monotonic()
     async with asyncio.TaskGroup() as group:
         for g in gateways:
-            group.create_task(g.run(run, end, random.Random(seed + g.index)))
+            group.create_task(one(g, start))
+
+
+def _fleet(url: str, bodies: PreEncoded, replay_rows: int) -> Fleet:
+    """A tick a second of ROWS_PER_BATCH rows, measurements only, no full sets."""
+    return Fleet(
+        url,
+        bodies,
+        interval_s=1.0,
+        batch_rows=replay_rows,
+        backoff_base_s=BACKOFF_BASE_S,
+        backoff_cap_s=BACKOFF_CAP_S,
+        phase="steady",
+    )
+
+
+def _gateways(tokens: Sequence[str], first: int, seed: int) -> list[Gateway]:
+    rng = random.Random(seed)
+    return [
+        Gateway(first + n, token, ROWS_PER_BATCH, rng.random()) for n, token in enumerate(tokens)
+    ]
 
 
 async def scenario(args: argparse.Namespace, cluster: PgCluster, dsn: str) -> dict[str, Any]:
     tokens = register_gateways(dsn, args.gateways + 1)
     total_s = args.baseline_duration + args.duration + args.outage + args.recovery_timeout
-    batches = Batches(int(total_s) + 10)
+    bodies = PreEncoded(int(total_s) + 10, ROWS_PER_BATCH)
     env = {"INGESTD_RATE_LIMIT_PER_S": "50", "INGESTD_RATE_LIMIT_BURST": "100"}
     env.update(dict(kv.split("=", 1) for kv in args.ingestd_env))
     result: dict[str, Any] = {"ingestd_env": env}
     with IngestdProcess(dsn, extra_env=env) as ingestd:
         url = ingestd.base_url + INGEST_PATH
-        replay = max(1, args.replay_rows // ROWS_PER_BATCH)
 
-        base = Run(url, batches, replay)
-        await run_gateways([Gateway(args.gateways, tokens[-1])], base, args.baseline_duration, 7)
-        result["baseline_1_gateway"] = latency_stats(
+        base = _fleet(url, bodies, args.replay_rows)
+        await run_alone(_gateways(tokens[-1:], args.gateways, 7), base, args.baseline_duration)
+        result["baseline_1_gateway"] = latency(
             [r for r in base.records if r.sent_at - base.records[0].sent_at >= 2.0]
         )
         print(f"  baseline done: {_brief(result['baseline_1_gateway'])}", file=sys.stderr)
 
-        run = Run(url, batches, replay, gateways=args.gateways)
-        gateways = [Gateway(i, tokens[i]) for i in range(args.gateways)]
+        run = _fleet(url, bodies, args.replay_rows)
+        gateways = _gateways(tokens[: args.gateways], 0, 11)
         stop_polling = asyncio.Event()
         poller = asyncio.create_task(poll_connections(cluster, "fleet_central", stop_polling))
         lag: list[float] = []
         started = time.monotonic()
         steady_end = started + args.duration
         horizon = args.duration + args.outage + args.recovery_timeout
-        gateways_task = asyncio.create_task(run_gateways(gateways, run, horizon, 11))
+        gateways_task = asyncio.create_task(run_alone(gateways, run, horizon))
         monitor = asyncio.create_task(_loop_lag(lag, started + horizon))
         try:
             await asyncio.sleep(args.warmup)
@@ -285,7 +149,7 @@ async def scenario(args: argparse.Namespace, cluster: PgCluster, dsn: str) -> di
             await asyncio.sleep(max(0.0, steady_end - time.monotonic()))
             cpu1, client1, t1 = cpu_seconds(ingestd.pid), time.process_time(), time.monotonic()
             steady = [r for r in run.records if t0 <= r.sent_at < t1 and r.phase == "steady"]
-            result["steady"] = latency_stats(steady)
+            result["steady"] = latency(steady)
             result["steady"]["requests_per_s"] = len(steady) / (t1 - t0)
             result["steady"]["window_s"] = t1 - t0
             result["steady"]["ingestd_cpu_ms_per_request"] = 1000 * (cpu1 - cpu0) / len(steady)
@@ -293,7 +157,7 @@ async def scenario(args: argparse.Namespace, cluster: PgCluster, dsn: str) -> di
             result["steady"]["client_cpu_share"] = (client1 - client0) / (t1 - t0)
             third = (t1 - t0) / 3
             result["steady"]["p99_ms_per_third"] = [
-                latency_stats([r for r in steady if w <= r.sent_at < w + third]).get("p99_ms")
+                latency([r for r in steady if w <= r.sent_at < w + third]).get("p99_ms")
                 for w in (t0, t0 + third, t0 + 2 * third)
             ]
             steady_lag = sorted(lag)
@@ -305,10 +169,11 @@ async def scenario(args: argparse.Namespace, cluster: PgCluster, dsn: str) -> di
             run.phase = "outage"
             await asyncio.to_thread(cluster.stop, "immediate")
             await asyncio.sleep(args.outage)
-            run.backlog_at_restart = sum(len(g.queue) for g in gateways) * ROWS_PER_BATCH
+            backlog_at_restart = run.backlog_rows(gateways)
             run.phase = "recovery"
             await asyncio.to_thread(cluster.start)
             run.restarted_at = time.monotonic()
+            run.expect_caught_up(len(gateways))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(run.all_caught_up.wait(), args.recovery_timeout)
         finally:
@@ -320,27 +185,35 @@ async def scenario(args: argparse.Namespace, cluster: PgCluster, dsn: str) -> di
             with contextlib.suppress(asyncio.CancelledError):
                 await monitor
             counts = await poller
-        caught_up = [t - run.restarted_at for t in run.caught_up_at.values()]
-        recovery = [r for r in run.records if r.phase == "recovery"]
-        first_ok = min((r.sent_at for r in recovery if r.status == "200"), default=None)
-        result["outage"] = latency_stats([r for r in run.records if r.phase == "outage"])
-        result["recovery"] = {
-            **latency_stats(recovery),
-            "backlog_rows_at_restart": run.backlog_at_restart,
-            "gateways_caught_up": len(caught_up),
-            "time_to_all_caught_up_s": max(caught_up) if len(caught_up) == len(gateways) else None,
-            "time_to_half_caught_up_s": statistics.median(caught_up) if caught_up else None,
-            # Without the wait the 503s of the outage asked for (Retry-After + jitter):
-            "drain_after_first_success_s": max(run.caught_up_at.values()) - first_ok
-            if first_ok is not None and len(caught_up) == len(gateways)
-            else None,
-            "answers_429": sum(r.status == "429" for r in recovery),
-            "answers_503": sum(r.status == "503" for r in recovery),
-        }
+        result.update(_recovery(run, gateways, backlog_at_restart))
         result["peak_db_connections"] = max(counts, default=None)
         result["ingestd_peak_rss_mib"] = peak_rss_bytes(ingestd.pid) / 2**20
     print(f"  recovery done: {result['recovery']}", file=sys.stderr)
     return result
+
+
+def _recovery(run: Fleet, gateways: Sequence[Gateway], backlog: int) -> dict[str, Any]:
+    assert run.restarted_at is not None
+    caught_up = [t - run.restarted_at for t in run.caught_up_at.values()]
+    recovery = [r for r in run.records if r.phase == "recovery"]
+    first_ok = min((r.sent_at for r in recovery if r.status == "200"), default=None)
+    everyone = len(caught_up) == len(gateways)
+    return {
+        "outage": latency([r for r in run.records if r.phase == "outage"]),
+        "recovery": {
+            **latency(recovery),
+            "backlog_rows_at_restart": backlog,
+            "gateways_caught_up": len(caught_up),
+            "time_to_all_caught_up_s": max(caught_up) if everyone else None,
+            "time_to_half_caught_up_s": statistics.median(caught_up) if caught_up else None,
+            # Without the wait the 503s of the outage asked for (Retry-After + jitter):
+            "drain_after_first_success_s": max(run.caught_up_at.values()) - first_ok
+            if first_ok is not None and everyone
+            else None,
+            "answers_429": sum(r.status == "429" for r in recovery),
+            "answers_503": sum(r.status == "503" for r in recovery),
+        },
+    }
 
 
 def _brief(stats: dict[str, Any]) -> str:
@@ -388,14 +261,50 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         f"503: {rec['answers_503']}, statuses {rec['statuses']}, peak DB connections "
         f"{result['peak_db_connections']}"
     )
-    p99 = steady.get("p99_ms")
-    met = p99 is not None and p99 < TARGET_P99_MS and not set(steady["statuses"]) - {"200"}
-    print(
-        f"target: p99 < {TARGET_P99_MS:g} ms at {args.gateways} gateways: "
-        f"{'MET' if met else 'NOT MET'} (p99 {p99 or float('nan'):.0f} ms)"
-    )
-    result["targets"] = {"steady_p99_ms": {"target": TARGET_P99_MS, "p99_ms": p99, "met": met}}
     return result
+
+
+def figures(result: dict[str, Any]) -> list[Figure]:
+    s, rec, base = result["steady"], result["recovery"], result["baseline_1_gateway"]
+    n = result["config"]["gateways"]
+    thirds = ", ".join(f"{w:.0f}" for w in s["p99_ms_per_third"] if w is not None)
+    caught = rec["time_to_all_caught_up_s"]
+    drain = rec["drain_after_first_success_s"]
+    return [
+        Figure.of(f"4. {n} gateways: requests/s", f"{s['requests_per_s']:.0f}", "", f"{n}"),
+        Figure.of(
+            f"4. {n} gateways: p50 / p95 latency",
+            f"{s.get('p50_ms', 0):.0f} / {s.get('p95_ms', 0):.0f} ms",
+            f"1 gateway alone: {base.get('p50_ms', 0):.0f} / {base.get('p95_ms', 0):.0f} ms",
+        ),
+        Figure.checked(
+            f"4. {n} gateways: p99 latency",
+            s.get("p99_ms"),
+            f"{s.get('p99_ms', float('nan')):.0f} ms",
+            TARGET_P99,
+            f"thirds {thirds} ms; errors {errors(s['statuses'])}",
+            also=not set(s["statuses"]) - {"200"},
+        ),
+        Figure.of(
+            f"4. recovery: all {n} caught up after restart",
+            "never" if caught is None else f"{caught:.1f} s",
+            f"backlog {rec['backlog_rows_at_restart']:,} rows; drain "
+            f"{drain or float('nan'):.1f} s after first 200",
+        ),
+        Figure.of(
+            "4. recovery: 429 / 503 answers",
+            f"{rec['answers_429']} / {rec['answers_503']}",
+            f"outage: {errors(result['outage']['statuses'])}",
+        ),
+        Figure.of(
+            "4. ingestd peak RSS (recovery included)", f"{result['ingestd_peak_rss_mib']:.0f} MiB"
+        ),
+        Figure.of(
+            "4. peak central DB connections",
+            f"{result['peak_db_connections']}",
+            f"pool max {result['ingestd_env'].get('INGESTD_POOL_MAX_SIZE', '4 (default)')}",
+        ),
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -431,8 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine=machine,
         runtime_s=time.monotonic() - started,
     )
-    path = write_results("gateways", result, args.json)
-    print(f"results: {path}")
+    finish("gateways", result, figures(result), args.json)
     return 0
 
 

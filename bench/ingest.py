@@ -64,20 +64,20 @@ from common import (
     peak_rss_bytes,
     postgres_cpu_seconds,
     summarize,
-    write_results,
 )
 from fleetcore import columns_from_rows, encode_columns, zstd_compress
 from fleetcore.protocol import COLUMNAR_MEDIA_TYPE
 from fleetdev.pgcluster import PgCluster, temporary_cluster
 from peer_influx import InfluxdProcess, influxd_binary, line_protocol_bodies, write_lines
 from psycopg import sql
+from report import Figure, Target, finish
 
 INGEST_PATH = "/api/fleet/ingest"
 CUSTOMER_CODE = "BENCH01"
 COPY_TABLE = "bench_copy"
-TARGET_RATIO = 0.5
-TARGET_COLUMNAR_RATIO = 0.7
-TARGET_PEER_RATIO = 2.0
+TARGET_RATIO = Target(">=", 0.5, "x")
+TARGET_COLUMNAR_RATIO = Target(">=", 0.7, "x")
+TARGET_PEER_RATIO = Target(">=", 2.0, "x")
 
 CREATE_COPY_TABLE = (
     f"CREATE TABLE {COPY_TABLE} (LIKE fleet.power_measurements_scaled INCLUDING ALL)"
@@ -369,14 +369,17 @@ def _paired(samples: dict[str, list[Sample]], top: str, bottom: str) -> list[flo
     return [a.rows_per_s / b.rows_per_s for a, b in zip(samples[top], samples[bottom], strict=True)]
 
 
-def _target(label: str, ratio: float, paired: list[float], target: float) -> dict[str, Any]:
-    met = ratio >= target
+def _target(label: str, ratio: float, paired: list[float], target: Target) -> dict[str, Any]:
     print(
-        f"target: {label} >= {target}x: {'MET' if met else 'NOT MET'} (ratio of medians "
-        f"{ratio:.2f}x; per-rep ratios median {statistics.median(paired):.2f}x, "
-        f"range {min(paired):.2f}-{max(paired):.2f})"
+        f"{label}: ratio of medians {ratio:.2f}x; per-rep ratios median "
+        f"{statistics.median(paired):.2f}x, range {min(paired):.2f}-{max(paired):.2f}"
     )
-    return {"target": target, "ratio": ratio, "paired_ratios": paired, "met": met}
+    return {
+        "target": target.bound,
+        "ratio": ratio,
+        "paired_ratios": paired,
+        "met": target.met(ratio),
+    }
 
 
 def _report(
@@ -478,6 +481,59 @@ def _report(
         "targets": targets,
         **extra,
     }
+
+
+def figures(result: dict[str, Any]) -> list[Figure]:
+    sc, tg = result["scenarios"], result["targets"]
+    out = [
+        Figure.of(
+            f"rows/s: {sc[name]['label']}",
+            f"{sc[name]['rows_per_s']['median']:,.0f}",
+            f"{sc[name]['rows_per_s']['min']:,.0f}-{sc[name]['rows_per_s']['max']:,.0f}",
+        )
+        for name in ("copy", "http-1", "col-1", "http-2", "dup-1", "influx-1")
+        if name in sc
+    ]
+
+    def ratio(figure: str, key: str, target: Target) -> Figure:
+        t = tg[key]
+        spread = f"per rep {min(t['paired_ratios']):.2f}-{max(t['paired_ratios']):.2f}"
+        return Figure.checked(figure, t["ratio"], f"{t['ratio']:.2f}x", target, spread)
+
+    out.append(ratio("1. ingest 1 client / binary COPY", "ingest_1_client_vs_copy", TARGET_RATIO))
+    out.append(
+        ratio(
+            "1b. ingest columnar zstd 1 client / binary COPY",
+            "columnar_1_client_vs_copy",
+            TARGET_COLUMNAR_RATIO,
+        )
+    )
+    if "fleet_vs_influxdb" in tg:
+        out.append(
+            ratio(
+                "2. Fleet / InfluxDB 1.x rows/s (1 client)", "fleet_vs_influxdb", TARGET_PEER_RATIO
+            )
+        )
+    else:
+        why = result["peer"].get("skipped")
+        out.append(
+            Figure(
+                "2. Fleet / InfluxDB 1.x rows/s",
+                "SKIPPED",
+                "",
+                str(TARGET_PEER_RATIO),
+                f"SKIPPED: {why}",
+            )
+        )
+    for figure, key, target in (
+        ("5b. ingestd CPU µs per row, columnar zstd", "ingestd_cpu_us_per_row_columnar", ""),
+        ("5. ingestd CPU µs per row (1 client)", "ingestd_cpu_us_per_row", "(regression guard)"),
+    ):
+        c = result[key]
+        out.append(
+            Figure.of(figure, f"{c['median']:.2f}", f"{c['min']:.2f}-{c['max']:.2f}", target)
+        )
+    return out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -584,8 +640,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ingestd_peak_rss_mib": peak_rss / 1024 / 1024,
         "runtime_s": time.monotonic() - started,
     }
-    path = write_results("ingest", _report(samples, args, extra), args.json)
-    print(f"results: {path}")
+    result = _report(samples, args, extra)
+    finish("ingest", result, figures(result), args.json)
     return 0
 
 

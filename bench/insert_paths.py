@@ -41,10 +41,10 @@ from common import (
     generate_measurements,
     machine_info,
     summarize,
-    write_results,
 )
 from fleetdev.pgcluster import temporary_cluster
 from psycopg import AsyncConnection, sql
+from report import Figure, finish
 
 CUSTOMER_ID = 1
 TABLE = sql.SQL("fleet.power_measurements_scaled")
@@ -221,30 +221,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         r = rates[name]
         span = f"{r.low:,.0f}-{r.high:,.0f}"
         print(f"{label:<42} {r.median:>9,.0f} {span:>17} {r.median / copy:>7.2f}")
-    path = write_results(
-        "insert_paths",
-        {
-            "benchmark": "insert_paths",
-            "config": {k: v for k, v in vars(args).items() if k != "json"},
-            "machine": machine,
-            "paths": {
-                name: {
-                    "label": PATHS[name],
-                    "rows_per_s": {
-                        "median": rates[name].median,
-                        "min": rates[name].low,
-                        "max": rates[name].high,
-                        "samples": samples[name],
-                    },
-                    "ratio_to_copy": rates[name].median / copy,
-                }
-                for name in PATHS
-            },
+    result = {
+        "benchmark": "insert_paths",
+        "config": {k: v for k, v in vars(args).items() if k != "json"},
+        "machine": machine,
+        "paths": {
+            name: {
+                "label": PATHS[name],
+                "rows_per_s": {
+                    "median": rates[name].median,
+                    "min": rates[name].low,
+                    "max": rates[name].high,
+                    "samples": samples[name],
+                },
+                "ratio_to_copy": rates[name].median / copy,
+            }
+            for name in PATHS
         },
-        args.json,
-    )
-    print(f"results: {path}")
+    }
+    finish("insert_paths", result, figures(result), args.json)
     return 0
+
+
+def figures(result: dict[str, Any]) -> list[Figure]:
+    """Rows/s of each write path beside binary COPY's (no target: it backs a choice)."""
+    return [
+        Figure.of(
+            f"insert path: {p['label']}",
+            f"{p['rows_per_s']['median']:,.0f} rows/s",
+            f"{p['ratio_to_copy']:.2f}x COPY",
+        )
+        for p in result["paths"].values()
+    ]
 
 
 if __name__ == "__main__":

@@ -38,12 +38,13 @@ from common import (
     generate_measurements,
     machine_info,
     measurement_items,
-    write_results,
 )
 from fleetdev.pgcluster import temporary_cluster
 from ingestd.customers import add_customer
+from report import Figure, Target, finish
 
 INGEST_PATH = "/api/fleet/ingest"
+TARGET_COST = Target("<", 20.0, "%")  # of ingest throughput
 
 
 async def _post(url: str, token: str, bodies: Sequence[tuple[bytes, int]]) -> float:
@@ -150,25 +151,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         values = rates[name]
         print(f"{label:<44}{median[name]:>16,.0f}{min(values):>11,.0f}-{max(values):,.0f}")
     cost = 1 - ratio
-    verdict = "MET" if cost < 0.20 else "NOT MET"
     print(f"\nstorage/raw ratio (median of per-rep ratios): {ratio:.2f}  -> upkeep cost {cost:.0%}")
-    print(f"target: upkeep costs under 20% of ingest throughput: {verdict}")
-    path = write_results(
-        "rollup-cost",
-        {
-            "args": {k: v for k, v in vars(args).items() if k != "json"},
-            "machine": machine_info(),
-            "rows_per_s": rates,
-            "median_rows_per_s": median,
-            "ratio_per_rep": ratios,
-            "median_ratio": ratio,
-            "cost": cost,
-            "target_met": cost < 0.20,
-        },
-        args.json,
-    )
-    print(f"results: {path}")
+    result = {
+        "args": {k: v for k, v in vars(args).items() if k != "json"},
+        "machine": machine_info(),
+        "rows_per_s": rates,
+        "median_rows_per_s": median,
+        "ratio_per_rep": ratios,
+        "median_ratio": ratio,
+        "cost": cost,
+    }
+    finish("rollup-cost", result, figures(result), args.json)
     return 0
+
+
+def figures(result: dict[str, Any]) -> list[Figure]:
+    ratios = result["ratio_per_rep"]
+    return [
+        Figure.checked(
+            "rollup upkeep cost (storage vs plain table)",
+            100 * result["cost"],
+            f"{result['cost']:.0%}",
+            TARGET_COST,
+            f"per rep {1 - max(ratios):.0%}-{1 - min(ratios):.0%}",
+        )
+    ]
 
 
 if __name__ == "__main__":

@@ -34,11 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from common import exit_on_sigterm, machine_info, write_results
+from common import exit_on_sigterm, machine_info
 from fleetcore import MEASUREMENT_VALUE_FIELDS
 from fleetdev.pgcluster import temporary_cluster, timescaledb_installed
+from report import Figure, Target, finish
 
-TARGET_BYTES_PER_ROW = 100.0
+TARGET_BYTES_PER_ROW = Target("<=", 100.0, " B/row")  # compressed, values exact
 MINUTES_PER_YEAR = 525_960
 
 # Decimals each value carries at the meter's resolution.
@@ -305,10 +306,38 @@ def report(result: dict[str, Any]) -> None:
         if n.startswith("ts-") and "skipped" not in r and r.get("values_not_exact", 0) == 0
     ) if result["timescaledb"] else None  # fmt: skip
     if best:
-        met = best[0] <= TARGET_BYTES_PER_ROW
-        print(f"target <= {TARGET_BYTES_PER_ROW:g} B/row compressed, exact: {best[1]} "
-              f"{best[0]:.1f} B/row: {'MET' if met else 'NOT MET'}")  # fmt: skip
-        result["target"] = {"layout": best[1], "bytes_per_row": best[0], "met": met}
+        result["best_exact_compressed"] = {"layout": best[1], "bytes_per_row": best[0]}
+
+
+def figures(result: dict[str, Any]) -> list[Figure]:
+    """Bytes per measurement row by layout, and the best exact compressed one."""
+    out = []
+    for name, r in result["layouts"].items():
+        if "skipped" in r:
+            out.append(Figure.of(f"storage: {name}", "SKIPPED", r["skipped"]))
+            continue
+        exact = r.get("values_not_exact")
+        out.append(
+            Figure.of(
+                f"storage: {name} bytes per row",
+                f"{r['bytes_per_row']:.1f}",
+                f"{r['bytes_per_meter_year'] / 2**20:.0f} MiB per meter-year"
+                + ("" if exact is None else f"; values exact: {'yes' if exact == 0 else 'NO'}"),
+                f"{TARGET_BYTES_PER_ROW} (compressed, exact)" if name.startswith("ts-") else "",
+            )
+        )
+    best = result.get("best_exact_compressed")
+    if best:
+        out.append(
+            Figure.checked(
+                "storage: best exact compressed layout",
+                best["bytes_per_row"],
+                f"{best['bytes_per_row']:.1f} B/row",
+                TARGET_BYTES_PER_ROW,
+                best["layout"],
+            )
+        )
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -327,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report(result)
     result.update(benchmark="storage", config={k: v for k, v in vars(args).items() if k != "json"},
                   runtime_s=time.monotonic() - started)  # fmt: skip
-    print(f"results: {write_results('storage', result, args.json)}")
+    finish("storage", result, figures(result), args.json)
     return 0
 
 

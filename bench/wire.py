@@ -46,11 +46,12 @@ from typing import Any
 import cramjam
 import msgspec
 import psycopg
-from common import IngestdProcess, exit_on_sigterm, machine_info, terminate, write_results
+from common import IngestdProcess, exit_on_sigterm, machine_info, terminate
 from fleetcore import MEASUREMENT_VALUE_FIELDS, columns_from_rows, encode_columns, zstd_compress
 from fleetdev.pgcluster import free_port, temporary_cluster
 from fleetdev.simulator import INSERT_SAMPLE, Meter, MeterStack
 from pusher.migrate import apply_migrations
+from report import Figure, Target, finish
 
 RESOLUTION: dict[str, int] = {
     **dict.fromkeys(("v1", "v2", "v3", "v12", "v23", "v31"), 1),
@@ -453,9 +454,41 @@ def main(argv: Sequence[str] | None = None) -> int:
                     mode, args, customer, central, ingestd, token, logs
                 )
                 print(msgspec.json.format(msgspec.json.encode(results["modes"][mode])).decode())
-    path = write_results("wire", results, args.json)
-    print(f"written to {path}")
+    finish("wire", results, figures(results), args.json)
     return 0
+
+
+# Upstream bytes per row, all in, of the columnar encoding (PUSHER_WIRE_FORMAT=auto).
+TARGETS = {"steady": Target("<=", 50.0), "backlog": Target("<=", 36.0)}
+
+
+def figures(results: dict[str, Any]) -> list[Figure]:
+    out = []
+    for mode, measured in results["modes"].items():
+        columnar = mode == "auto"
+        for phase, target in TARGETS.items():
+            f = measured[phase]
+            requests = sum(r["requests"] for r in f["requests"].values())
+            out.append(
+                Figure.of(
+                    f"6. upstream bytes/row all in, {phase}, {'columnar' if columnar else mode}",
+                    f"{f['bytes_per_row']:.1f}",
+                    f"{f['rows']:,} rows; {requests} requests",
+                    target if columnar else "",
+                    target.met(f["bytes_per_row"]) if columnar else None,
+                )
+            )
+    bodies = next(iter(results["modes"].values()))["bodies_alone"]["backlog_5000_rows_per_body"]
+    out.append(
+        Figure.of(
+            "6. bodies alone, 5,000-row batches, bytes/row",
+            f"columnar {bodies['columnar_zstd']}",
+            f"gzip JSON {bodies['gzip1_json']}, Influx LP gzip-6 "
+            f"{bodies['influx_line_protocol_gzip6']}, Prom remote-write "
+            f"{bodies['prometheus_remote_write_snappy']}",
+        )
+    )
+    return out
 
 
 if __name__ == "__main__":

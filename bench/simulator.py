@@ -1,0 +1,346 @@
+"""The one gateway simulator of the benches (gateways.py, fleet.py): what a gateway sends, when,
+and how it retries.
+
+A gateway is its own customer with its own token and `meters` meters. Every `interval_s` (from a
+random phase) each meter takes one sample; the gateway then sends, in the pusher's order, its
+sites and devices when it has them (full sets: every tick, or only the first tick once the
+pusher skips unchanged sets) and its queued samples in measurement batches of up to
+`batch_rows` rows, one request in flight. A failed request stops the round; the gateway tries
+again when the pusher would: the pusher's own `RetryPolicy` (Retry-After plus jitter for
+429/503, full-jitter exponential backoff otherwise).
+
+Bodies are what the pusher sends: JSON `{"items": [...]}` with the keys of the pusher's push
+item, compressed by `pusher.delivery.gzip_body` at the pusher's default level, from one of two
+sources built before the clock starts: `ValuePool` splices each tick's time and device ids into
+realistic value parts (every body its own), `PreEncoded` hands out the same pre-compressed
+batches to every gateway (the generator then costs nothing per request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+import aiohttp
+import msgspec
+import psycopg
+from common import generate_measurements, measurement_items
+from fleetcore import MEASUREMENT_VALUE_FIELDS, generate_token, hash_token, token_hint
+from fleetcore.protocol import BATCH_TYPE_HEADER, TOKEN_HEADER
+from pusher.delivery import gzip_body
+from pusher.retry import RetryEvent, RetryPolicy, parse_retry_after
+
+__all__ = [
+    "TYPES",
+    "BatchRecord",
+    "Fleet",
+    "Gateway",
+    "PreEncoded",
+    "ValuePool",
+    "full_set_bodies",
+    "latency",
+    "register_gateways",
+]
+
+GZIP_LEVEL = 1  # the pusher's PUSHER_GZIP_LEVEL default
+BATCH_ROWS = 5_000  # the pusher's PUSHER_BATCH_SIZE default
+TYPES = ("sites", "devices", "measurements")
+Tick = tuple[int, datetime]  # (the gateway's tick number, when its samples were taken)
+
+INSERT_CUSTOMERS = """
+INSERT INTO fleet.customers (code, name)
+SELECT 'GW' || lpad(g::text, 5, '0'), 'Gateway ' || g FROM generate_series(1, %s) AS g
+RETURNING id
+"""
+INSERT_TOKEN = (
+    "INSERT INTO fleet.customer_tokens (token_hash, customer_id, hint) VALUES (%s, %s, %s)"
+)
+
+
+def register_gateways(dsn: str, count: int) -> list[str]:
+    """`count` customers with one token each, in two statements; returns the tokens."""
+    with psycopg.connect(dsn) as conn:
+        ids = [row[0] for row in conn.execute(INSERT_CUSTOMERS, (count,)).fetchall()]
+        tokens = [generate_token() for _ in ids]
+        with conn.cursor() as cur:
+            cur.executemany(
+                INSERT_TOKEN,
+                [(hash_token(t), i, token_hint(t)) for t, i in zip(tokens, ids, strict=True)],
+            )
+    return tokens
+
+
+class Bodies(Protocol):
+    def measurements(self, gateway: Gateway, ticks: Sequence[Tick]) -> bytes: ...
+
+
+class ValuePool:
+    """Encoded value parts (`"v1":230.4,…,"thd_i":3.1}`) of realistic samples, shared by all;
+    one row in `reject_every` is dated 2 days ahead (refused by ingestd, dead-lettered)."""
+
+    def __init__(self, size: int = 4096, seed: int = 3, reject_every: int = 0) -> None:
+        rows = generate_measurements(size, devices=64, seed=seed)
+        self.fragments = [
+            msgspec.json.encode(dict(zip(MEASUREMENT_VALUE_FIELDS, row[3:], strict=True)))[1:]
+            for row in rows
+        ]
+        self.reject_every = reject_every
+
+    def pick(self, gateway: int, meter: int, tick: int) -> bytes:
+        return self.fragments[(gateway * 7919 + meter * 131 + tick) % len(self.fragments)]
+
+    def measurements(self, gateway: Gateway, ticks: Sequence[Tick]) -> bytes:
+        parts: list[bytes] = []
+        ahead = timedelta(days=2)
+        for tick, when in ticks:
+            for meter in range(1, gateway.meters + 1):
+                sample_no = gateway.index * 31 + tick * gateway.meters + meter
+                refused = self.reject_every and sample_no % self.reject_every == 0
+                stamp = (when + ahead if refused else when).isoformat().encode()
+                parts.append(
+                    b'{"time":"%s","device_id":%d,"received_at":"%s",%s'
+                    % (stamp, meter, stamp, self.pick(gateway.index, meter, tick))
+                )
+        return gzip_body(b'{"items":[' + b",".join(parts) + b"]}", GZIP_LEVEL)
+
+
+class PreEncoded:
+    """`ticks` batches of `rows_per_tick` generated rows (distinct keys), encoded once; tick n
+    of every gateway is batch n (each gateway is its own customer), a single tick's body is
+    compressed once too."""
+
+    def __init__(self, ticks: int, rows_per_tick: int) -> None:
+        items = measurement_items(generate_measurements(ticks * rows_per_tick, devices=10))
+        self.fragments = [
+            msgspec.json.encode(items[i : i + rows_per_tick])[1:-1]
+            for i in range(0, len(items), rows_per_tick)
+        ]
+        self.single = [self._body([f]) for f in self.fragments]
+
+    @staticmethod
+    def _body(fragments: Sequence[bytes]) -> bytes:
+        return gzip_body(b'{"items":[' + b",".join(fragments) + b"]}", GZIP_LEVEL)
+
+    def measurements(self, gateway: Gateway, ticks: Sequence[Tick]) -> bytes:
+        first = ticks[0][0] % len(self.fragments)
+        if len(ticks) == 1:
+            return self.single[first]
+        return self._body(self.fragments[first : first + len(ticks)])
+
+
+def full_set_bodies(index: int, meters: int, sites: int) -> tuple[bytes, bytes]:
+    """The gateway's sites and devices bodies (gzip'd JSON), built once."""
+    updated = "2026-01-05T10:00:00+00:00"
+    site_items = [
+        {
+            "id": s,
+            "name": f"Plant {index}.{s}",
+            "timezone": "Europe/Amsterdam",
+            "address": f"Industrieweg {s}, {1000 + index % 9000} AB",
+            "updated_at": updated,
+        }
+        for s in range(1, sites + 1)
+    ]
+    device_items = [
+        {
+            "id": d,
+            "site_id": 1 + (d - 1) % sites,
+            "serial_number": f"AW21-{index:05d}-{d:03d}",
+            "model": "Acuvim IIR",
+            "name": f"Feeder {d}",
+            "updated_at": updated,
+        }
+        for d in range(1, meters + 1)
+    ]
+    encode = msgspec.json.encode
+    return (
+        gzip_body(encode({"items": site_items}), GZIP_LEVEL),
+        gzip_body(encode({"items": device_items}), GZIP_LEVEL),
+    )
+
+
+@dataclass(slots=True)
+class BatchRecord:
+    phase: str
+    batch_type: str
+    sent_at: float
+    latency_s: float
+    status: str  # HTTP status, or the exception's name
+    rows: int
+    wire_bytes: int
+
+
+@dataclass
+class Fleet:
+    """What all gateways share: the URL, the bodies, the pusher settings they follow (interval,
+    full sets, batch size, backoff base and cap, Retry-After jitter), the phase clock and the
+    records."""
+
+    url: str
+    bodies: Bodies
+    interval_s: float
+    full_sets: Literal["every-tick", "first-tick"] = "every-tick"
+    batch_rows: int = BATCH_ROWS
+    backoff_base_s: float = 60.0  # PUSHER_BACKOFF_BASE_S default
+    backoff_cap_s: float = 1800.0  # PUSHER_BACKOFF_CAP_S default
+    jitter_s: float = 2.0  # PUSHER_RETRY_AFTER_JITTER_S default
+    phase: str = "warmup"
+    producing: bool = True
+    restarted_at: float | None = None
+    records: list[BatchRecord] = field(default_factory=list)
+    caught_up_at: dict[int, float] = field(default_factory=dict)
+    all_caught_up: asyncio.Event = field(default_factory=asyncio.Event)
+    gateways: int = 0
+    rows_sampled: int = 0
+
+    def expect_caught_up(self, gateways: int) -> None:
+        self.gateways = gateways
+        self.caught_up(None)
+
+    def caught_up(self, index: int | None) -> None:
+        if index is not None and index not in self.caught_up_at:
+            self.caught_up_at[index] = time.monotonic()
+        if self.gateways and len(self.caught_up_at) >= self.gateways:
+            self.all_caught_up.set()
+
+    def backlog_rows(self, gateways: Sequence[Gateway]) -> int:
+        return sum(len(g.ticks) * g.meters for g in gateways)
+
+
+@dataclass
+class Gateway:
+    """One gateway; without full-set bodies it sends measurements only."""
+
+    index: int
+    token: str
+    meters: int
+    phase_s: float
+    sites_body: bytes | None = None
+    devices_body: bytes | None = None
+    ticks: deque[Tick] = field(default_factory=deque)
+    pending: set[str] = field(default_factory=set)
+    failures: int = 0
+    retry_at: float = 0.0
+    tick_count: int = 0
+    _cached: tuple[tuple[int, int], bytes] | None = None
+
+    def __post_init__(self) -> None:
+        if self.sites_body is not None and self.devices_body is not None:
+            self.pending = {"sites", "devices"}
+
+    def _headers(self, batch_type: str) -> dict[str, str]:
+        return {
+            TOKEN_HEADER: self.token,
+            BATCH_TYPE_HEADER: batch_type,
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+        }
+
+    def _tick(self, fleet: Fleet) -> None:
+        self.ticks.append((self.tick_count, datetime.now(UTC).replace(microsecond=0)))
+        self.tick_count += 1
+        fleet.rows_sampled += self.meters
+        if fleet.full_sets == "every-tick" and self.sites_body is not None:
+            self.pending.update(("sites", "devices"))
+
+    def _measurement_body(self, fleet: Fleet, count: int) -> bytes:
+        """The body of the first `count` queued ticks (kept while a retry re-sends the same)."""
+        key = (self.ticks[0][0], count)
+        if self._cached is None or self._cached[0] != key:
+            ticks = [self.ticks[i] for i in range(count)]
+            self._cached = (key, fleet.bodies.measurements(self, ticks))
+        return self._cached[1]
+
+    async def run(
+        self, session: aiohttp.ClientSession, fleet: Fleet, start: float, end: float
+    ) -> None:
+        policy = RetryPolicy(
+            fleet.backoff_base_s, fleet.backoff_cap_s, fleet.jitter_s, random.Random(self.index)
+        )
+        next_tick = start + self.phase_s
+        while (now := time.monotonic()) < end:
+            while next_tick <= now:
+                if fleet.producing:
+                    self._tick(fleet)
+                next_tick += fleet.interval_s
+            if (self.pending or self.ticks) and now >= self.retry_at:
+                await self._round(session, fleet, policy)
+                continue
+            wake = min(next_tick, end)
+            if self.pending or self.ticks:
+                wake = min(wake, self.retry_at)
+            await asyncio.sleep(max(0.001, wake - time.monotonic()))
+
+    async def _round(
+        self, session: aiohttp.ClientSession, fleet: Fleet, policy: RetryPolicy
+    ) -> None:
+        """Sites, devices, then the queued samples; stop at the first failure."""
+        for batch_type, body in (("sites", self.sites_body), ("devices", self.devices_body)):
+            if batch_type in self.pending and body is not None:
+                if not await self._send(session, fleet, policy, batch_type, body, 0):
+                    return
+                self.pending.discard(batch_type)
+        while self.ticks:
+            count = min(len(self.ticks), max(1, fleet.batch_rows // self.meters))
+            body = self._measurement_body(fleet, count)
+            if not await self._send(
+                session, fleet, policy, "measurements", body, count * self.meters
+            ):
+                return
+            for _ in range(count):
+                self.ticks.popleft()
+        if fleet.restarted_at is not None:
+            fleet.caught_up(self.index)
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        fleet: Fleet,
+        policy: RetryPolicy,
+        batch_type: str,
+        body: bytes,
+        rows: int,
+    ) -> bool:
+        phase, started = fleet.phase, time.monotonic()
+        retry_after: float | None = None
+        try:
+            async with session.post(fleet.url, data=body, headers=self._headers(batch_type)) as r:
+                await r.read()
+                status = str(r.status)
+                retry_after = parse_retry_after(r.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            status = type(exc).__name__
+        done = time.monotonic()
+        fleet.records.append(
+            BatchRecord(phase, batch_type, started, done - started, status, rows, len(body))
+        )
+        if status == "200":
+            self.failures = 0
+            return True
+        self.failures += 1
+        event = RetryEvent.RETRY_LATER if status in ("429", "503") else RetryEvent.TRANSIENT
+        self.retry_at = done + policy.delay(event, self.failures, retry_after_s=retry_after)
+        return False
+
+
+def latency(records: Sequence[BatchRecord]) -> dict[str, Any]:
+    """Requests, statuses, rows stored and the latency percentiles of the 200s, in ms."""
+    ok = sorted(r.latency_s * 1000 for r in records if r.status == "200")
+    out: dict[str, Any] = {
+        "requests": len(records),
+        "ok": len(ok),
+        "statuses": dict(Counter(r.status for r in records)),
+        "rows_ok": sum(r.rows for r in records if r.status == "200"),
+        "wire_bytes_mean": statistics.fmean(r.wire_bytes for r in records) if records else None,
+    }
+    if len(ok) >= 2:
+        q = statistics.quantiles(ok, n=100, method="inclusive")
+        out.update(p50_ms=q[49], p95_ms=q[94], p99_ms=q[98], max_ms=ok[-1])
+    return out
