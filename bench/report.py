@@ -40,9 +40,10 @@ class Target:
     bound: float
     unit: str = ""
     also: str = ""  # a condition beside the bound, checked by the script ("0 errors")
+    of: str = ""  # which of the measured values the bound is for ("p99")
 
     def __str__(self) -> str:
-        text = f"{self.op} {self.bound:g}{self.unit}"
+        text = f"{self.of} {self.op} {self.bound:g}{self.unit}".lstrip()
         return f"{text}, {self.also}" if self.also else text
 
     def met(self, value: float | None) -> bool:

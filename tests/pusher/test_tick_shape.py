@@ -12,7 +12,7 @@ from pusher.ops.systemd import SystemdNotifier
 from pusher.settings import Settings
 
 from tests.call_shape import CallShape
-from tests.fix_pusher import seed_inventory, seed_measurements
+from tests.fix_customer import seed_inventory, seed_measurements
 
 
 class _OneTick(SystemdNotifier):
