@@ -18,7 +18,10 @@ from pusher.source.columns import READ_MEASUREMENT_COLUMNS, columnar_encoder
 from pusher.source.columns_numpy import batch_from_records as with_numpy
 from pusher.source.columns_stdlib import batch_from_records as with_stdlib
 
-from tests.fix_pusher import central_count, running_pusher, seed_inventory, wait_for
+from tests.fix_customer import seed_inventory
+from tests.fix_ingestd import central_count
+from tests.fix_pg import wait_for
+from tests.fix_pusher import running_pusher
 from tests.pusher.test_uncarriable_rows import INSERT_ROW, UNCARRIABLE
 
 # Meter readings with NULLs in some values, -0.0 and a value no decimal scale gives back.
