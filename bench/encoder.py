@@ -9,7 +9,7 @@ ordered meter by meter as the pusher sends them), each from the form it takes as
 arrays, or Python lists as the pusher has them after parsing the customer database's records),
 and must give the same bytes. The figure is the best of `--reps` passes over all batches,
 divided by the rows, plus the uncompressed and zstd body size per row (load-independent).
-Results go to bench/results/encoder-<time>.json.
+Results go to bench/results/encoder-<time>.json (or --json).
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from common import generate_measurements, measurement_items, write_results
+from common import generate_measurements, measurement_items
 from fleetcore import zstd_compress
 from fleetcore.columnar import MeasurementColumns, columns_from_rows, encode_columns
 from fleetcore.columnar_stdlib import PlainColumn, encode_plain_columns
+from report import Figure, finish
 
 
 def _plain(batch: MeasurementColumns) -> dict[str, PlainColumn]:
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=5000, help="rows per batch (the pusher's)")
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     total = args.rows * args.batches
     samples = generate_measurements(total, devices=100)
@@ -77,8 +80,30 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg": os.getloadavg(),
     }
     print(json.dumps(result, indent=2))
-    print(f"written to {write_results('encoder', result)}")
+    finish("encoder", result, figures(result), args.json)
     return 0 if identical else 1
+
+
+def figures(result: dict[str, Any]) -> list[Figure]:
+    return [
+        Figure.of(
+            "columnar encoder µs per row, stdlib (the pusher's)",
+            f"{result['stdlib_us_per_row']:.2f}",
+            f"numpy {result['numpy_us_per_row']:.2f} ({result['stdlib_vs_numpy']:.1f}x)",
+        ),
+        Figure.of(
+            "columnar encoders give the same bytes",
+            "yes" if result["byte_identical"] else "NO",
+            f"{result['rows']:,} rows",
+            "identical",
+            bool(result["byte_identical"]),
+        ),
+        Figure.of(
+            "columnar body bytes per row",
+            f"{result['body_bytes_per_row']:.1f}",
+            f"zstd {result['zstd_bytes_per_row']:.1f}",
+        ),
+    ]
 
 
 if __name__ == "__main__":
