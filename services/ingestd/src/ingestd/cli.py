@@ -2,6 +2,7 @@
 
     ingestd serve                          run the HTTP server
     ingestd migrate                        apply pending migrations, then bootstrap the storage
+    ingestd convert-storage                convert rows stored before the scaled layout, online
     ingestd customers add CODE [--name N]  register a customer, print its token once
     ingestd customers list                 customers, last seen, active tokens
     ingestd customers rotate-token CODE    new token; old ones work for --grace (default 24h)
@@ -23,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from importlib.metadata import version
+from typing import Any
 
 import psycopg
 import structlog
@@ -83,6 +85,21 @@ def _parser() -> argparse.ArgumentParser:
         "INGESTD_COMPRESS_*, INGESTD_REFRESH_*, INGESTD_PARTITIONS_AHEAD and "
         "INGESTD_RETENTION_DAYS storage settings (`ingestd serve --help` lists them).",
         epilog=EXIT_STATUSES,
+    )
+    convert = sub.add_parser(
+        "convert-storage",
+        help="convert rows stored before the scaled layout to integer steps, online",
+        description="Convert the values of rows stored before migration 0008 to integer steps, "
+        "chunk by chunk (partition by partition) in short transactions while ingest runs; "
+        "resumable (finished parts are recorded), one run at a time. docs/STORAGE.md. Reads "
+        "INGESTD_DATABASE_URL and INGESTD_COMPRESS_AFTER_HOURS.",
+        epilog=EXIT_STATUSES,
+    )
+    convert.add_argument(
+        "--slice-blocks", type=int, default=1000, help="heap pages per transaction (1000)"
+    )
+    convert.add_argument(
+        "--max-slices", type=int, default=None, help="stop after this many (run again to go on)"
     )
     customers = sub.add_parser(
         "customers",
@@ -195,6 +212,48 @@ def _migrate(settings: Settings) -> int:
     return EXIT_OK
 
 
+def _convert_storage(settings: Settings, args: argparse.Namespace) -> int:
+    """Convert the rows stored before the scaled layout; one line per part, then a summary."""
+    import asyncio
+    import time as clock
+
+    from ingestd.storage.conversion import PartReport, convert_stored_rows
+
+    if args.slice_blocks < 1 or (args.max_slices is not None and args.max_slices < 1):
+        print("ingestd: --slice-blocks and --max-slices must be at least 1", file=sys.stderr)
+        return EXIT_CONFIG
+
+    def show(part: PartReport) -> None:
+        again = ", compressed again" if part.recompressed else ""
+        print(f"{part.part}: {part.rows:,} rows in {part.seconds:.1f} s{again}", flush=True)
+
+    async def run() -> Any:
+        async with await psycopg.AsyncConnection.connect(
+            settings.database_url, autocommit=True
+        ) as conn:
+            return await convert_stored_rows(
+                conn,
+                compress_after=settings.storage.compress_after,
+                slice_blocks=args.slice_blocks,
+                max_slices=args.max_slices,
+                progress=show,
+            )
+
+    started = clock.monotonic()
+    try:
+        report = asyncio.run(run())
+    except RuntimeError as exc:
+        return fail("ingestd", "convert-storage refused", exc)
+    seconds = clock.monotonic() - started
+    per_10m = seconds / 60 * 10_000_000 / report.rows if report.rows else 0.0
+    state = "done" if report.complete else "stopped at --max-slices (run again to go on)"
+    print(
+        f"{state}: {report.rows:,} rows converted in {len(report.parts)} part(s), "
+        f"{report.skipped} skipped, {seconds:.1f} s ({per_10m:.1f} min per 10 M rows)"
+    )
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -218,6 +277,8 @@ def _main(argv: Sequence[str] | None) -> int:
         )
         if args.command == "migrate":
             return _migrate(settings)
+        if args.command == "convert-storage":
+            return _convert_storage(settings, args)
         return _customers(settings, args)
     except psycopg.OperationalError as exc:
         return fail("ingestd", "database unreachable", exc, debug=debug)

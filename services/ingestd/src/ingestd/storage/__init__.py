@@ -3,6 +3,7 @@
 writes.py       what a batch writes in its transaction: rows, dirty marks, dead letters, audit
 layout.py       the stored row (scaled integers + exact doubles) and the readers' view
 copybuffer.py   a batch's binary COPY stream in the stored layout (numpy)
+conversion.py   converting rows stored before the scaled layout, online (convert-storage)
 reads.py        token lookup, readiness, the operators' read API
 state.py        StorageState: the mode and known partitions; what a batch needs prepared
 bootstrap.py    TimescaleDB or native partitioning, and the hourly aggregate
