@@ -23,7 +23,7 @@ help:
 	@echo "make images      build fleet/ingestd, fleet/pusher, fleet/simulator :dev (podman, or docker)"
 	@echo "make images-test build the images and run them as containers against a throwaway PostgreSQL"
 	@echo "make central-image the stand-in central database image for make dev CENTRAL=timescale"
-	@echo "make deb         dist/fleet-pusher_<version>_<arch>.deb for gateways, checked by lintian"
+	@echo "make deb         dist/fleet-pusher_<version>_<arch>.deb for gateways, checked by lintian (ARCH=arm64 for ARM gateways)"
 	@echo "make clean       remove local state and caches"
 
 setup:
@@ -63,7 +63,7 @@ PYTHON_IMAGE ?=
 UV_IMAGE ?=
 # dist/fleet-pusher_<version>_<arch>.deb for customer gateways (fleetdev.debpkg), checked by lintian.
 deb:
-	$(BOOTSTRAP) UV="$$uv" "$$uv" run python -m fleetdev.debpkg --out dist
+	$(BOOTSTRAP) UV="$$uv" "$$uv" run python -m fleetdev.debpkg --out dist $(if $(ARCH),--arch $(ARCH))
 
 images:
 	$(BOOTSTRAP) "$$uv" run python -m fleetdev.images --python-image "$(PYTHON_IMAGE)" --uv-image "$(UV_IMAGE)"

@@ -77,7 +77,7 @@ def dpkg_turn(tmp_path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def test_lintian_passes_with_only_justified_overrides(deb: Path) -> None:
+def assert_lintian_clean(deb: Path) -> None:
     """lintian reports no error, warning or info hint; what remains is overridden, each block of
     overrides under a comment giving the reason."""
     if shutil.which("lintian") is None:
@@ -91,6 +91,12 @@ def test_lintian_passes_with_only_justified_overrides(deb: Path) -> None:
     assert hints == []  # informational hints included
     overrides = (REPO / "deploy/debian/lintian-overrides").read_text().split("\n\n")
     assert all(block.lstrip().startswith("#") for block in overrides if block.strip())
+
+
+def test_lintian_passes_with_only_justified_overrides(deb: Path) -> None:
+    """lintian reports no error, warning or info hint on this machine's package; what remains is
+    overridden, each block of overrides under a comment giving the reason."""
+    assert_lintian_clean(deb)
 
 
 def _run(*argv: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:

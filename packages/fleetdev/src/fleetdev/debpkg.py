@@ -1,6 +1,6 @@
 """`make deb`: the pusher as a Debian package for customer gateways.
 
-    python -m fleetdev.debpkg [--out dist] [--no-lintian]
+    python -m fleetdev.debpkg [--out dist] [--arch amd64|arm64] [--no-lintian]
 
 Builds `dist/fleet-pusher_<version>_<arch>.deb` from the repository (run from its root):
 
@@ -13,6 +13,12 @@ Builds `dist/fleet-pusher_<version>_<arch>.deb` from the repository (run from it
     /usr/share/doc/fleet-pusher/        copyright, changelog
     /usr/share/man/man1/fleet-pusher.1.gz
     /usr/share/lintian/overrides/fleet-pusher   the tags that remain, each with its reason
+
+Another architecture than the build machine's (`make deb ARCH=arm64` on amd64) needs no emulation
+to build: the third-party wheels are taken for that platform (uv's `--python-platform`, binary
+wheels only), Fleet's own wheels are pure Python, and the virtualenv's interpreter is Debian's
+/usr/bin/python3.11 of the gateway. armhf is not offered: psycopg-binary publishes no armv7
+wheels (and uv has no armv7 target).
 
 The layout follows how Telegraf and Vector ship theirs (unit in /lib/systemd/system, settings as
 conffiles under /etc, maintainer scripts that reload systemd and restart on upgrade), with a
@@ -37,6 +43,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from fleetdev.engine import EngineMissing, apt_install
+
 __all__ = ["build_deb", "lintian", "main"]
 
 PACKAGE = "fleet-pusher"
@@ -45,6 +53,13 @@ PYTHON = "/usr/bin/python3.11"
 MAINTAINER = "Fleet maintainers <maintainers@users.noreply.r-seed-1e157579.example>"
 WORKSPACE_WHEELS = ("fleet_core", "fleet_service", "fleet_pusher")
 CONFFILE = "etc/fleet/pusher.env"
+# Debian architecture -> the wheels' platform (bookworm's glibc is 2.36), and the binutils that
+# strip its objects (Debian's package, installed when missing).
+PLATFORMS = {"amd64": "x86_64-manylinux_2_36", "arm64": "aarch64-manylinux_2_36"}
+STRIP = {"amd64": ("x86_64-linux-gnu-strip", "binutils-x86-64-linux-gnu"),
+         "arm64": ("aarch64-linux-gnu-strip", "binutils-aarch64-linux-gnu")}  # fmt: skip
+# What the pusher never reads in its dependencies: type stubs, Cython and C sources, test suites.
+DEAD_SUFFIXES = (".pyi", ".pyx", ".pxd", ".pxi", ".c", ".h")
 # The last line of the sh part of uv's relocatable entry points (the Python code follows).
 _POLYGLOT_END = "\n' " + "'" * 3 + "\n"
 
@@ -58,16 +73,20 @@ def _run(*argv: str | Path, cwd: Path | None = None) -> str:
     return done.stdout
 
 
-def _uv() -> str:
+def _uv(repo: Path) -> str:
+    """$UV, uv on the PATH, or the one scripts/bootstrap.sh put in the checkout's .tools/."""
+    bootstrapped = repo / ".tools/bin/uv"
     found = os.environ.get("UV") or shutil.which("uv")
+    found = found or (str(bootstrapped) if bootstrapped.is_file() else None)
     if found is None:
         raise RuntimeError("uv is needed (scripts/bootstrap.sh installs it)")
     return found
 
 
-def _install_venv(repo: Path, root: Path, work: Path) -> str:
-    """The virtualenv at root/opt/fleet-pusher; returns the pusher's version."""
-    uv = _uv()
+def _install_venv(repo: Path, root: Path, work: Path, arch: str, foreign: str | None) -> str:
+    """The virtualenv at root/opt/fleet-pusher, its wheels for the `foreign` platform when the
+    package is for another architecture than this machine's; returns the pusher's version."""
+    uv = _uv(repo)
     wheels = work / "wheels"
     for name in WORKSPACE_WHEELS:
         package = name.replace("_", "-")
@@ -80,15 +99,19 @@ def _install_venv(repo: Path, root: Path, work: Path) -> str:
     venv = root / PREFIX
     _run(uv, "venv", "--quiet", "--relocatable", "--python", PYTHON, venv)
     python = venv / "bin/python"
+    platform = ["--python-platform", foreign, "--only-binary", ":all:"] if foreign else []
+    # Copies, not uv's default hard links into its cache: the build strips these files, and
+    # through a hard link that would rewrite every other virtualenv's copy on the machine.
     _run(
         uv, "pip", "install", "--quiet", "--python", python, "--no-compile", "--require-hashes",
-        "-r", requirements,
+        "--link-mode", "copy", *platform, "-r", requirements,
     )  # fmt: skip
     ours = [
         next(wheels.glob(f"{name}-*.whl"), None) or _missing(name, wheels)
         for name in WORKSPACE_WHEELS
     ]
-    _run(uv, "pip", "install", "--quiet", "--python", python, "--no-deps", "--no-compile", *ours)
+    _run(uv, "pip", "install", "--quiet", "--python", python, "--no-deps", "--no-compile",
+         "--link-mode", "copy", *ours)  # fmt: skip
     # Only the interpreter links and the pusher's own command stay in bin/ (not the activation
     # scripts, nor the console scripts of the dependencies); the command gets the interpreter's
     # final path as its #! line instead of uv's sh/python polyglot, as dh-virtualenv does.
@@ -98,9 +121,38 @@ def _install_venv(repo: Path, root: Path, work: Path) -> str:
             script.write_text(f"#!/{PREFIX}/bin/python\n{code}")
         elif not script.name.startswith("python"):
             script.unlink()
+    _trim(venv, arch)
     (venv / ".gitignore").unlink(missing_ok=True)
     (venv / "CACHEDIR.TAG").unlink(missing_ok=True)
     return ours[-1].name.split("-")[1]
+
+
+def _trim(venv: Path, arch: str) -> None:
+    """Drop the dependencies' dead weight: their test suites, stubs and sources, and the
+    symbol tables of their extension modules (strip --strip-unneeded, as dh_strip does; the
+    libraries auditwheel bundled in `*.libs/` are left as built). Their RECORD hashes then
+    no longer match those files, as in any Debian-packaged Python module."""
+    site = next(venv.glob("lib/python3*/site-packages"))
+    for tests in [p for p in site.glob("*/tests") if p.is_dir()]:
+        shutil.rmtree(tests)
+    for path in site.rglob("*"):
+        if path.is_dir() and path.name == "__pycache__":
+            shutil.rmtree(path)
+    for path in list(site.rglob("*")):
+        if path.is_file() and path.suffix in DEAD_SUFFIXES:
+            path.unlink()
+    tool, package = STRIP[arch]
+    if shutil.which(tool) is None:
+        try:
+            apt_install([package], say=lambda _: None)
+        except EngineMissing:
+            return  # shipped unstripped (lintian's override says so)
+    modules = [p for p in site.rglob("*.so") if not any(d.endswith(".libs") for d in p.parts)]
+    shared = [str(p) for p in modules if p.stat().st_nlink > 1]
+    if shared:  # strip rewrites a hard-linked file in place, for every link
+        raise RuntimeError(f"refusing to strip hard-linked files: {', '.join(shared[:3])}")
+    if modules:
+        _run(tool, "--strip-unneeded", *modules)
 
 
 def _missing(name: str, folder: Path) -> Path:
@@ -174,14 +226,18 @@ def _control(repo: Path, root: Path, version: str, arch: str) -> None:
     (debian / "md5sums").write_text("".join(sums))
 
 
-def build_deb(repo: Path, out: Path) -> Path:
-    """Build the package into `out`; its path."""
-    arch = _run("dpkg", "--print-architecture").strip()
+def build_deb(repo: Path, out: Path, arch: str | None = None) -> Path:
+    """Build the package for `arch` (this machine's by default) into `out`; its path."""
+    native = _run("dpkg", "--print-architecture").strip()
+    arch = arch or native
+    if arch not in PLATFORMS:
+        raise RuntimeError(f"architecture {arch} is not supported ({', '.join(PLATFORMS)} are)")
+    foreign = PLATFORMS[arch] if arch != native else None
     when = float(_run("git", "log", "-1", "--format=%ct", cwd=repo).strip() or time.time())
     with tempfile.TemporaryDirectory(prefix="fleet-deb-") as tmp:
         work = Path(tmp)
         root = work / "root"
-        version = _install_venv(repo, root, work)
+        version = _install_venv(repo, root, work, arch, foreign)
         bin_dir = root / "usr/bin"
         bin_dir.mkdir(parents=True)
         (bin_dir / PACKAGE).symlink_to(f"/{PREFIX}/bin/pusher")
@@ -226,6 +282,9 @@ def lintian(deb: Path) -> subprocess.CompletedProcess[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make deb", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("dist"), help="output folder")
+    parser.add_argument(
+        "--arch", choices=sorted(PLATFORMS), help="Debian architecture (this machine's)"
+    )
     parser.add_argument("--no-lintian", action="store_true", help="skip the lintian check")
     args = parser.parse_args(argv)
     repo = Path.cwd()
@@ -237,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     started = time.monotonic()
     try:
-        deb = build_deb(repo, args.out)
+        deb = build_deb(repo, args.out, args.arch)
     except RuntimeError as exc:
         print(f"deb: {exc}", file=sys.stderr)
         return 1
