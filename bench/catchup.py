@@ -54,6 +54,7 @@ from report import Figure, Target, finish
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET_RATIO = Target(">=", 0.8, "x")  # end-to-end vs ingest-only
 TARGET_PUSHER_RSS = Target("<", 150.0, " MB")
+TARGET_PUSHER_STEADY_RSS = Target("<=", 40.0, " MiB")  # issue 24: a gateway's pusher
 
 SEED_SITES = """
 INSERT INTO monitoring.sites (id, name, timezone)
@@ -107,10 +108,12 @@ def scalar(dsn: str, query: str) -> Any:
 class Child:
     """A service subprocess (the venv's python -m <module>), stopped with SIGTERM."""
 
-    def __init__(self, module: str, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, module: str, args: list[str], env: dict[str, str], log: Path, python: str = ""
+    ) -> None:
         self.log = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [python or sys.executable, "-m", module, *args],
             env={**os.environ, **env},
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -440,10 +443,23 @@ def figures(result: dict[str, Any]) -> list[Figure]:
             f"{e2e['pusher_peak_rss_mib']:.0f} MiB",
             TARGET_PUSHER_RSS,
         ),
+        Figure.checked(
+            "3. pusher steady RSS while draining",
+            e2e["pusher_steady_rss_mib"],
+            f"{e2e['pusher_steady_rss_mib']:.0f} MiB",
+            TARGET_PUSHER_STEADY_RSS,
+            f"encoder {result['encoder']}",
+        ),
+        Figure.checked(
+            "3. pusher idle RSS after draining",
+            e2e["pusher_idle_rss_mib"],
+            f"{e2e['pusher_idle_rss_mib']:.0f} MiB",
+            TARGET_PUSHER_STEADY_RSS,
+        ),
         Figure.of(
             "3. pusher CPU µs per row (read, encode, compress, send)",
             f"{e2e['pusher_cpu_us_per_row']:.2f}",
-            f"wire format {result['wire_format']}",
+            f"wire format {result['wire_format']}, encoder {result['encoder']}",
         ),
         Figure.of("3. ingestd peak RSS while draining", f"{e2e['ingestd_peak_rss_mib']:.0f} MiB"),
     ]

@@ -47,6 +47,14 @@ SCRIPTS = (
         420,
     ),
     Script("catchup", "catchup.py", ("--rows", "1000000"), ("--rows", "200000"), 600),
+    Script("encoder", "encoder.py", (), ("--batches", "4", "--reps", "3"), 300),
+    Script(
+        "footprint",
+        "footprint.py",
+        ("--duration", "300", "--idle-s", "60"),
+        ("--duration", "30", "--idle-s", "10"),
+        600,
+    ),
     Script(
         "gateways",
         "gateways.py",

@@ -11,6 +11,10 @@ Every command reads its configuration from the environment (PUSHER_DATABASE_URL,
 says why: customer database unreachable, ingestd refusing the check…), 2 configuration or usage
 error, 130 interrupted. `pusher run` retries an unreachable database or ingestd (a log line
 each time) instead of exiting. No traceback for any of these unless PUSHER_LOG_LEVEL=debug.
+
+A gateway's memory is small, so `pusher run` imports only what it runs: yoyo (migrate, check),
+aiohttp's server side (the metrics listener) and numpy (PUSHER_COLUMNAR_ENCODER) are imported
+where they are used; tests/pusher/test_footprint.py holds it to that.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from pusher import source
 from pusher.daemon import run
 from pusher.delivery import IngestClient
 from pusher.errors import ConfigError, DeliveryError, PusherError
-from pusher.migrate import apply_migrations, pending_migrations
+from pusher.ops.memory import limit_arenas, use_bounded_executor
 from pusher.ops.status import collect_status
 from pusher.ops.systemd import SystemdNotifier
 from pusher.settings import LEGACY_PREFIX, Settings
@@ -100,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
 async def _serve(settings: Settings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    use_bounded_executor(loop)  # memory stays flat (ops/memory.py)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await run(settings, stop, notifier=SystemdNotifier.from_env(os.environ))
@@ -111,6 +116,8 @@ async def _check(settings: Settings) -> int:
     try:
         async with await source.connect(settings.database_url, connect_timeout_s=10) as conn:
             await source.ping(conn)
+        from pusher.migrate import pending_migrations  # yoyo: imported by migrate/check only
+
         pending = await asyncio.to_thread(pending_migrations, settings.database_url)
         if pending:
             problems.append(
@@ -168,6 +175,8 @@ def _main(argv: Sequence[str] | None) -> int:
         log.warning("deprecated_variable", name=old, use=new, hint=f"rename {old} to {new}")
     try:
         if args.command == "migrate":
+            from pusher.migrate import apply_migrations  # yoyo: imported by migrate/check only
+
             applied = apply_migrations(settings.database_url)
             print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
             return EXIT_OK
@@ -183,6 +192,7 @@ def _main(argv: Sequence[str] | None) -> int:
             return EXIT_OK
         if args.command == "check":
             return asyncio.run(_check(settings))
+        limit_arenas()  # before the first thread (ops/memory.py)
         return asyncio.run(_serve(settings))
     except ConfigError as exc:  # found once running, e.g. the metrics port is taken
         if args.command == "run":

@@ -1,0 +1,49 @@
+"""What a running pusher loads and how it keeps its memory flat: `pusher run` imports no
+migration tooling, no HTTP server, no numpy; glibc's arenas are capped and the worker pool is
+small."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+from pusher.ops.memory import WORKER_THREADS, limit_arenas, use_bounded_executor
+
+# Loaded only by the commands or settings that use them (pusher/cli.py's docstring).
+NOT_FOR_RUN = ("yoyo", "sqlparse", "numpy", "aiohttp.web", "pusher.migrate", "fleetcore.columnar",
+               "fleetcore.columnar_batch", "pusher.source.columns_numpy")  # fmt: skip
+
+
+def test_pusher_run_imports_only_what_it_runs() -> None:
+    """Importing the command and the daemon, and choosing the standard-library encoder, loads
+    none of yoyo, sqlparse, numpy, aiohttp's server or the numpy encoder."""
+    code = (
+        "import json, sys\n"
+        "import pusher.cli, pusher.daemon\n"
+        "from pusher.source.columns import columnar_encoder\n"
+        "columnar_encoder('stdlib')\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout))
+    assert [m for m in NOT_FOR_RUN if m in loaded] == []
+
+
+def test_malloc_arenas_are_capped_and_the_worker_pool_is_small() -> None:
+    """On glibc the arena cap is accepted, and the loop's default executor (asyncio.to_thread)
+    has two workers, however many tasks are handed to it at once."""
+    assert limit_arenas() is True
+
+    async def threads_used() -> int:
+        executor = use_bounded_executor(asyncio.get_running_loop())
+        names = await asyncio.gather(
+            *(asyncio.to_thread(lambda: __import__("threading").current_thread().name)
+              for _ in range(20))
+        )  # fmt: skip
+        executor.shutdown()
+        return len(set(names))
+
+    assert asyncio.run(threads_used()) <= WORKER_THREADS
