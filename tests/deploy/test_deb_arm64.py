@@ -20,7 +20,9 @@ from fleetdev.pgcluster import free_port
 
 from tests.deploy.dockerfile import REPO
 from tests.deploy.test_deb import VERSION, assert_lintian_clean
-from tests.fix_pusher import central_count, scalar, seed_inventory, seed_measurements
+from tests.fix_customer import seed_inventory, seed_measurements
+from tests.fix_ingestd import central_count
+from tests.fix_pg import scalar
 
 pytestmark = pytest.mark.deb
 
