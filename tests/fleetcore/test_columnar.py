@@ -28,7 +28,8 @@ from fleetcore import (
     zstd_compress,
     zstd_decompress,
 )
-from fleetcore.columnar import COLUMN_NAMES, MAX_COLUMNAR_ROWS
+from fleetcore.columnar import COLUMN_NAMES
+from fleetcore.limits import MAX_BATCH_ROWS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -234,19 +235,21 @@ def with_values(*columns: bytes, data: bytes = b"ab" * 2) -> bytes:
     ],
 )
 def test_malformed_bodies_are_format_errors(body: bytes, detail: str) -> None:
-    """Each way a body can break the layout is a 400-class error that says what is wrong."""
+    """Each way a body can break the layout is a 4xx-class error that says what is wrong (a row
+    count past the limit is `too_many_rows`, a 413; everything else `invalid_batch`, a 400)."""
     with pytest.raises(BatchFormatError, match=detail) as caught:
         decode_columns(body)
-    assert caught.value.code == "invalid_batch"
+    assert caught.value.code == ("too_many_rows" if detail == "row limit" else "invalid_batch")
 
 
 def test_zero_width_columns_cannot_claim_unbounded_rows() -> None:
     """Equal values take no bytes, so the row count itself is capped: no allocation from a claim."""
-    rows = MAX_COLUMNAR_ROWS + 1
+    rows = MAX_BATCH_ROWS + 1
     count = bytes((rows & 0x7F | 0x80, rows >> 7 & 0x7F | 0x80, rows >> 14))
     heads = [bytes((cid, 0x20, 0, 0)) for cid in range(3)]
-    with pytest.raises(BatchFormatError, match="row limit"):
+    with pytest.raises(BatchFormatError, match="row limit") as caught:
         decode_columns(bytes((1,)) + count + bytes((3,)) + b"".join(heads))
+    assert caught.value.code == "too_many_rows"
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -270,7 +273,7 @@ def test_damaged_bodies_never_fail_otherwise(
         parsed = parse_columnar_batch(bytes(body), WINDOW)
     except BatchFormatError:
         return
-    assert parsed.total <= MAX_COLUMNAR_ROWS
+    assert parsed.total <= MAX_BATCH_ROWS
 
 
 @settings(max_examples=200, deadline=None)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from fleetcore.columnar_layout import COLUMNAR_MEDIA_TYPE, COLUMNAR_VERSION, MAX_COLUMNAR_ROWS
+from fleetcore.columnar_layout import COLUMNAR_MEDIA_TYPE, COLUMNAR_VERSION
 from fleetcore.compression import (
+    STEP_OUTPUT,
     DecompressedTooLarge,
     InvalidCompressedBody,
+    TooManyMembers,
     zstd_compress,
     zstd_decompress,
 )
@@ -30,6 +32,7 @@ from fleetcore.health import (
     implausible_fields,
     report_fields,
 )
+from fleetcore.limits import MAX_BATCH_ROWS, MAX_BODY_MEMBERS, MAX_REJECTED_ROWS
 from fleetcore.schemas import (
     MEASUREMENT_VALUE_FIELDS,
     BatchFormatError,
@@ -67,9 +70,12 @@ _NUMPY_NAMES = {
 __all__ = [
     "COLUMNAR_MEDIA_TYPE",
     "COLUMNAR_VERSION",
-    "MAX_COLUMNAR_ROWS",
+    "MAX_BATCH_ROWS",
+    "MAX_BODY_MEMBERS",
+    "MAX_REJECTED_ROWS",
     "MAX_REPORT_BYTES",
     "MEASUREMENT_VALUE_FIELDS",
+    "STEP_OUTPUT",
     "TOKEN_PREFIX",
     "BatchFormatError",
     "BatchType",
@@ -88,6 +94,7 @@ __all__ = [
     "ReportFormatError",
     "ResourceHealth",
     "SiteRow",
+    "TooManyMembers",
     "ValidationWindow",
     "columns_from_rows",
     "decode_columns",

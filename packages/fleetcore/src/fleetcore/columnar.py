@@ -59,25 +59,25 @@ from fleetcore.columnar_layout import (
     KIND_DECIMAL,
     KIND_FLOAT,
     KIND_INT,
-    MAX_COLUMNAR_ROWS,
     REF_CANDIDATES,
     column_header,
     datetime_from_micros,
     micros_from_datetime,
     varint,
 )
-from fleetcore.schemas import BatchFormatError
+from fleetcore.limits import MAX_BATCH_ROWS
+from fleetcore.schemas import BatchFormatError, too_many_rows
 
 __all__ = [
     "COLUMNAR_MEDIA_TYPE",
     "COLUMNAR_VERSION",
     "COLUMN_NAMES",
     "KEY_COLUMNS",
-    "MAX_COLUMNAR_ROWS",
     "Column",
     "MeasurementColumns",
     "columns_from_rows",
     "datetime_from_micros",
+    "declared_rows",
     "decode_columns",
     "encode_columns",
     "micros_from_datetime",
@@ -342,6 +342,18 @@ def _decode_column(
     return Column(values, nulls)
 
 
+def declared_rows(body: bytes | bytearray | memoryview) -> int | None:
+    """The row count a body's header declares (None when the header is unreadable): what
+    decoding it will allocate for, known before decoding (`decode_columns` refuses past
+    MAX_BATCH_ROWS)."""
+    reader = _Reader(body)
+    try:
+        reader.byte()
+        return reader.varint()
+    except BatchFormatError:
+        return None
+
+
 def decode_columns(body: bytes | bytearray | memoryview) -> MeasurementColumns:
     """The batch a body carries; `BatchFormatError` when the body does not follow the layout."""
     reader = _Reader(body)
@@ -349,8 +361,8 @@ def decode_columns(body: bytes | bytearray | memoryview) -> MeasurementColumns:
     if version != COLUMNAR_VERSION:
         raise _invalid(f"columnar version {version} is not supported (1 is)")
     rows = reader.varint()
-    if rows > MAX_COLUMNAR_ROWS:
-        raise _invalid(f"{rows} rows is over the {MAX_COLUMNAR_ROWS}-row limit of a batch")
+    if rows > MAX_BATCH_ROWS:  # a column of equal values can take 0 bytes per row
+        raise too_many_rows(rows)
     headers = [_header(reader) for _ in range(reader.byte())]
     names = [h.name for h in headers]
     for name in names:

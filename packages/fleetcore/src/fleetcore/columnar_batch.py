@@ -26,12 +26,14 @@ from fleetcore.columnar import (
     decode_columns,
     micros_from_datetime,
 )
+from fleetcore.limits import MAX_REJECTED_ROWS
 from fleetcore.schemas import (
     MAX_ID,
     MAX_VALUE,
     MeasurementRow,
     Rejection,
     ValidationWindow,
+    too_many_rejections,
     window_reason,
 )
 
@@ -134,6 +136,8 @@ def parse_columnar_batch(
         return ParsedColumns(batch)
     bad = _bad_rows(batch, window)
     rejections = []
+    if np.count_nonzero(bad) > MAX_REJECTED_ROWS:
+        raise too_many_rejections()
     if bad.any():
         for index in np.flatnonzero(bad).tolist():
             item, reason = _row(batch, index)

@@ -23,7 +23,6 @@ __all__ = [
     "KIND_DECIMAL",
     "KIND_FLOAT",
     "KIND_INT",
-    "MAX_COLUMNAR_ROWS",
     "MAX_SCALE",
     "MODE_DELTA",
     "MODE_OFFSET",
@@ -41,9 +40,6 @@ __all__ = [
 ]
 
 COLUMNAR_VERSION = 1
-MAX_COLUMNAR_ROWS = 100_000
-"""Rows one columnar batch may carry (a column of equal values can take 0 bytes per row, so the
-body's size alone does not bound the memory of decoding it)."""
 COLUMNAR_MEDIA_TYPE = "application/vnd.fleet.columnar.v1"
 KEY_COLUMNS: tuple[str, ...] = ("time", "device_id", "received_at")
 COLUMN_NAMES: tuple[str, ...] = (*KEY_COLUMNS, *MEASUREMENT_VALUE_FIELDS)

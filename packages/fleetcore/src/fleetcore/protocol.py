@@ -7,6 +7,7 @@ document is generated from them: a changed path, header or limit changes all thr
 from __future__ import annotations
 
 from fleetcore.columnar_layout import COLUMNAR_MEDIA_TYPE
+from fleetcore.limits import MAX_BATCH_ROWS, MAX_BODY_MEMBERS, MAX_REJECTED_ROWS
 from fleetcore.schemas import BatchType
 
 __all__ = [
@@ -24,9 +25,12 @@ __all__ = [
     "HEALTH_VERSION",
     "INGEST_PATH",
     "JSON_MEDIA_TYPE",
+    "MAX_BATCH_ROWS",
+    "MAX_BODY_MEMBERS",
     "MAX_CURSOR_LENGTH",
     "MAX_DIGEST_BODY_BYTES",
     "MAX_ERRORS_IN_RESPONSE",
+    "MAX_REJECTED_ROWS",
     "OPENAPI_PATH",
     "RECONCILE_PATH",
     "REPAIR_HEADER",

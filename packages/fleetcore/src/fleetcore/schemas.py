@@ -9,6 +9,11 @@ Decoding is done by msgspec, which parses JSON straight into typed structs and c
 constraints in C. The common case, a batch where every row is valid, is decoded in one call;
 only when that fails is the body re-read as a list of raw rows and each row decoded alone, so
 the cost of per-row error reporting is paid only by batches that have errors.
+
+What a body may cost is bounded before it is spent (`fleetcore.limits`): a batch has at most
+`MAX_BATCH_ROWS` items — counted from the bytes (`fleetcore.jsonscan`) before the rows of a body
+that could hold more are built — and at most `MAX_REJECTED_ROWS` refused rows; past either, the
+whole body is a `BatchFormatError` (`too_many_rows`, `too_many_rejections`; HTTP 413).
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
+
+from fleetcore.limits import MAX_BATCH_ROWS, MAX_REJECTED_ROWS
 
 __all__ = [
     "MAX_ID",
@@ -34,6 +41,8 @@ __all__ = [
     "SiteRow",
     "ValidationWindow",
     "parse_batch",
+    "too_many_rejections",
+    "too_many_rows",
     "window_reason",
 ]
 
@@ -45,7 +54,7 @@ class BatchType(enum.StrEnum):
 
 
 class BatchFormatError(ValueError):
-    """The body as a whole is unusable (not JSON, not UTF-8, no `items` list)."""
+    """The body as a whole is unusable (not JSON, not UTF-8, no `items` list, over a limit)."""
 
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
@@ -225,20 +234,81 @@ def window_reason(row: MeasurementRow, window: ValidationWindow) -> str | None:
     return None
 
 
-def _row_reason(row: Any, kind: BatchType, window: ValidationWindow) -> str | None:
-    if kind is BatchType.MEASUREMENTS:
-        return window_reason(row, window)
+_TIME_FIELDS: dict[BatchType, tuple[str, ...]] = {
+    BatchType.SITES: ("updated_at",),
+    BatchType.DEVICES: ("updated_at",),
+    BatchType.MEASUREMENTS: ("time", "received_at"),
+}
+
+
+def _outside_utc(row: Any, kind: BatchType) -> str | None:
+    """A time RFC 3339 allows but UTC cannot hold (0001-01-01T00:30:00+01:00 is in year 0 UTC,
+    9999-12-31T23:30:00-01:00 in year 10000): it could be neither compared nor stored."""
+    for name in _TIME_FIELDS[kind]:
+        value: datetime = getattr(row, name)
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            return f"{value.isoformat()} is outside years 1-9999 in UTC - at `$.{name}`"
     return None
+
+
+def _row_reason(row: Any, kind: BatchType, window: ValidationWindow) -> str | None:
+    reason = _outside_utc(row, kind)
+    if reason is None and kind is BatchType.MEASUREMENTS:
+        return window_reason(row, window)
+    return reason
+
+
+def too_many_rows(rows: int) -> BatchFormatError:
+    return BatchFormatError(
+        "too_many_rows", f"{rows} rows is over the {MAX_BATCH_ROWS}-row limit of a batch"
+    )
+
+
+def too_many_rejections() -> BatchFormatError:
+    return BatchFormatError(
+        "too_many_rejections",
+        f"more than {MAX_REJECTED_ROWS} rows of the batch are invalid: the batch is refused "
+        "whole (send fewer rows at a time, or fix them)",
+    )
+
+
+def _check_rejections(rejections: list[Rejection]) -> None:
+    if len(rejections) > MAX_REJECTED_ROWS:
+        raise too_many_rejections()
+
+
+def _check_items(body: bytes | bytearray) -> None:
+    """Refuse a body that may hold more items than a batch may carry, counted from its bytes."""
+    from fleetcore.jsonscan import max_items  # numpy: ingestd's side only, never the pusher's
+
+    items = max_items(body)
+    if items > MAX_BATCH_ROWS:
+        raise too_many_rows(items)
 
 
 def _decode_rows(
     body: bytes | bytearray, kind: BatchType
 ) -> tuple[list[Any], list[Rejection], bool]:
-    """Return (rows, rejections, indexed): `indexed` says rows are (index, row) pairs."""
+    """Return (rows, rejections, indexed): `indexed` says rows are (index, row) pairs.
+
+    The typed decode builds one row object per object of the body before it can fail, so a body
+    with more objects than a batch may have rows is counted first; the per-row path builds one
+    object per item, so a body with more commas than that is counted before it runs."""
+    counted = body.count(b"{") > MAX_BATCH_ROWS + 1
+    if counted:
+        _check_items(body)
     try:
-        return _BATCH_DECODERS[kind].decode(body).items, [], False
+        typed: list[Any] = _BATCH_DECODERS[kind].decode(body).items
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         pass  # fall through to the per-row path, which tells which rows are bad and why
+    else:
+        if len(typed) > MAX_BATCH_ROWS:
+            raise too_many_rows(len(typed))
+        return typed, [], False
+    if not counted and body.count(b",") >= MAX_BATCH_ROWS:
+        _check_items(body)
     try:
         raws = _ENVELOPE_DECODER.decode(body).items
     except msgspec.ValidationError as exc:
@@ -251,20 +321,23 @@ def _decode_rows(
         raise BatchFormatError("invalid_json", "body is not valid UTF-8") from None
     except RecursionError:
         raise BatchFormatError("invalid_json", "body is nested too deeply") from None
+    if len(raws) > MAX_BATCH_ROWS:
+        raise too_many_rows(len(raws))
     decoder = _ROW_DECODERS[kind]
     rows: list[tuple[int, Any]] = []
     rejections: list[Rejection] = []
     for index, raw in enumerate(raws):
         try:
             rows.append((index, decoder.decode(raw)))
+            continue
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            rejections.append(Rejection(index, str(exc), _payload_text(bytes(raw))))
+            reason = str(exc)
         except UnicodeDecodeError:
-            rejections.append(Rejection(index, "row is not valid UTF-8", _payload_text(bytes(raw))))
+            reason = "row is not valid UTF-8"
         except RecursionError:
-            rejections.append(
-                Rejection(index, "row is nested too deeply", _payload_text(bytes(raw)))
-            )
+            reason = "row is nested too deeply"
+        rejections.append(Rejection(index, reason, _payload_text(bytes(raw))))
+        _check_rejections(rejections)
     return rows, rejections, True
 
 
@@ -284,6 +357,18 @@ def _probe_id(raw: str) -> int | None:
     return value if type(value) is int and 0 <= value < 2**63 else None
 
 
+def _extreme_received(rows: list[MeasurementRow]) -> list[MeasurementRow]:
+    """The rows with the earliest and the latest `received_at` (the only ones whose received_at
+    can fall outside UTC's years)."""
+    if not rows:
+        return []
+    return [min(rows, key=_received_at), max(rows, key=_received_at)]
+
+
+def _received_at(row: MeasurementRow) -> datetime:
+    return row.received_at
+
+
 def parse_batch(
     body: bytes | bytearray, kind: BatchType, window: ValidationWindow
 ) -> ParsedBatch[Any]:
@@ -291,12 +376,17 @@ def parse_batch(
     decoded, rejections, is_indexed = _decode_rows(body, kind)
     if kind is BatchType.MEASUREMENTS and not is_indexed:
         # Fast path: check the window once on min/max; only a batch with an out-of-window
-        # sample pays for a per-row pass.
+        # sample pays for a per-row pass. (Comparing aware times never overflows; a time UTC
+        # cannot hold is below or above any window.)
         times = [row.time for row in decoded]
         if not times:
             return ParsedBatch(rows=decoded)
         first, last = min(times), max(times)
-        if first >= window.earliest and last <= window.latest:
+        if (
+            first >= window.earliest
+            and last <= window.latest
+            and all(_outside_utc(row, kind) is None for row in _extreme_received(decoded))
+        ):
             return ParsedBatch(rows=decoded, first_time=first, last_time=last)
     indexed: Sequence[tuple[int, Any]] = decoded if is_indexed else list(enumerate(decoded))
 
@@ -307,6 +397,7 @@ def parse_batch(
             good.append((index, row))
         else:
             rejections.append(Rejection(index, reason, msgspec.json.encode(row).decode()))
+            _check_rejections(rejections)
     rejections.sort(key=lambda r: r.index)
 
     if kind is BatchType.MEASUREMENTS:

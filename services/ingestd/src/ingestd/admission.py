@@ -11,14 +11,21 @@ Every 503 carries a Retry-After spread at random over a window that widens with 
 (`spread`): a herd of pushers that all retry after the same delay would arrive together again,
 while spreading them over `base * (1 + load)` seconds turns a spike into a stream the process
 can take. The pushers add their own jitter on top (PUSHER_RETRY_AFTER_JITTER_S).
+
+One customer holds at most INGESTD_MAX_INFLIGHT_PER_CUSTOMER requests at once — from its token
+being checked to its answer, waiting lines included (`customer_turn`): past that it is answered
+429 with Retry-After, so one customer (a buggy gateway, a compromised token) cannot take every
+slot and waiting place while the others are still served. A pusher sends one batch at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from ingestd.errors import ServiceUnavailable
+from ingestd.errors import RateLimited, ServiceUnavailable
 
 __all__ = ["Admission"]
 
@@ -31,6 +38,7 @@ class Admission:
         wait_s: float,
         busy_retry_after_s: int,
         rng: random.Random | None = None,
+        per_customer: int | None = None,
     ) -> None:
         self.max_inflight = inflight
         self.max_waiting = waiting
@@ -40,6 +48,8 @@ class Admission:
         self._waiting = 0
         self._rng = rng or random.Random()
         self.shed = 0
+        self.per_customer = per_customer or inflight
+        self._customers: dict[int, int] = {}
 
     @property
     def waiting(self) -> int:
@@ -81,3 +91,20 @@ class Admission:
 
     def release(self) -> None:
         self._slots.release()
+
+    @contextmanager
+    def customer_turn(self, customer_id: int) -> Iterator[None]:
+        """Count one request of this customer for as long as it lasts; 429 past the limit."""
+        held = self._customers.get(customer_id, 0)
+        if held >= self.per_customer:
+            raise RateLimited(
+                self.spread(self.busy_retry_after_s),
+                f"this customer already has {held} requests in progress",
+            )
+        self._customers[customer_id] = held + 1
+        try:
+            yield
+        finally:
+            left = self._customers.pop(customer_id) - 1
+            if left:
+                self._customers[customer_id] = left

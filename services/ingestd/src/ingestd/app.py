@@ -13,7 +13,8 @@ Lifecycle: one `cleanup_ctx` per resource, so a failed start tears down exactly 
 migrations (INGESTD_MIGRATE_ON_START) → the connection pool (fails fast when the database cannot
 be reached) → the storage (bootstrapped with INGESTD_MIGRATE_ON_START, detected otherwise) → the
 token cache's LISTEN connection (`ingestd.tokencache`) → the housekeeping task → the fleet-state
-task (`ingestd.fleetwatch`).
+task (`ingestd.fleetwatch`); the decoding threads (`ingestd.decoding`, one per slot) before the
+pool.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -59,15 +61,18 @@ from ingestd.housekeeping import housekeeping_loop
 from ingestd.keys import (
     ADMISSION,
     AUTH_LIMITER,
+    DECODERS,
     EXPECTED_MIGRATIONS,
     IDENTITY,
     LIMITER,
+    MEMORY,
     METRICS,
     POOL,
     SETTINGS,
     STORAGE,
     TOKENS,
 )
+from ingestd.memory import MemoryBudget
 from ingestd.metrics import IngestMetrics
 from ingestd.migrate import apply_migrations, migration_ids
 from ingestd.openapi import openapi_document
@@ -204,6 +209,19 @@ def _storage_ctx(settings: Settings) -> Context:
     return storage_ctx
 
 
+def _decoders_ctx(settings: Settings) -> Context:
+    async def decoders_ctx(app: web.Application) -> AsyncIterator[None]:
+        # One thread per slot: a batch decodes only while it holds a slot (ingestd.decoding).
+        pool = ThreadPoolExecutor(settings.max_inflight, thread_name_prefix="ingestd-decode")
+        app[DECODERS] = pool
+        try:
+            yield
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    return decoders_ctx
+
+
 def _housekeeping_ctx(settings: Settings) -> Context:
     async def housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(housekeeping_loop(app[STORAGE], settings), name="housekeeping")
@@ -288,12 +306,15 @@ def create_app(settings: Settings) -> web.Application:
         settings.max_waiting,
         settings.inflight_wait_s,
         settings.busy_retry_after_s,
+        per_customer=settings.max_inflight_per_customer,
     )
+    app[MEMORY] = MemoryBudget(settings.memory_budget_bytes)
     app[EXPECTED_MIGRATIONS] = frozenset(migration_ids())
     app[IDENTITY] = IdentityWatch()
     app.cleanup_ctx.extend(
         [
             _migrations_ctx(settings),
+            _decoders_ctx(settings),
             _pool_ctx(settings),
             _storage_ctx(settings),
             _token_listener_ctx(settings),

@@ -1,15 +1,20 @@
 """Errors that end a request, each with its protocol status and JSON body.
 
     IngestError                       (base: status, code, JSON body, headers)
-     ├── BadRequest            400    unknown batch type, body not JSON, no items list, bad header
+     ├── BadRequest            400    unknown batch type, body not JSON, no items list, bad
+     │                                header, too many gzip members / zstd frames
      ├── Unauthorized          401    token missing, unknown, revoked or expired — one body for all
      ├── AdminDisabled         403    read API called while INGESTD_ADMIN_TOKEN is unset
      ├── NotFound              404
      ├── RequestTimeout        408    the body did not arrive within the deadline
      ├── PayloadTooLarge       413    compressed or decompressed body over its limit
+     ├── BatchTooLarge         413    too_many_rows / too_many_rejections: more rows, or more
+     │                                invalid rows, than one batch may have (send fewer)
      ├── UnsupportedMediaType  415    Content-Type or Content-Encoding not supported
-     ├── RateLimited           429    the customer is over its rate limit (Retry-After)
-     └── ServiceUnavailable    503    database unreachable or pool exhausted (Retry-After)
+     ├── RateLimited           429    the customer is over its rate limit or its concurrent
+     │                                requests, an address over its failed-auth budget (Retry-After)
+     └── ServiceUnavailable    503    database unreachable, pool exhausted, past capacity, memory
+                                      budget spent, decoding past its deadline (Retry-After)
 
 The error middleware in `app.py` turns any of these into its JSON body; anything else becomes a
 generic 500 with no detail (and is logged with its traceback, server-side only).
@@ -25,6 +30,7 @@ from typing import Any
 __all__ = [
     "AdminDisabled",
     "BadRequest",
+    "BatchTooLarge",
     "IngestError",
     "NotFound",
     "PayloadTooLarge",
@@ -95,6 +101,14 @@ class PayloadTooLarge(IngestError):
 
     def __init__(self, max_bytes: int, detail: str) -> None:
         super().__init__(detail, max_bytes=max_bytes)
+
+
+class BatchTooLarge(IngestError):
+    status = 413
+
+    def __init__(self, code: str, detail: str, **limit: int) -> None:
+        super().__init__(detail, **limit)
+        self.code = code
 
 
 class UnsupportedMediaType(IngestError):

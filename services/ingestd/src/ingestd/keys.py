@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
 from ingestd.admission import Admission
 from ingestd.dbidentity import IdentityWatch
+from ingestd.memory import MemoryBudget
 from ingestd.metrics import IngestMetrics
 from ingestd.ratelimit import FailedAuthLimiter, RateLimiter
 from ingestd.settings import Settings
@@ -16,9 +19,11 @@ from ingestd.tokencache import TokenCache
 __all__ = [
     "ADMISSION",
     "AUTH_LIMITER",
+    "DECODERS",
     "EXPECTED_MIGRATIONS",
     "IDENTITY",
     "LIMITER",
+    "MEMORY",
     "METRICS",
     "POOL",
     "SETTINGS",
@@ -36,3 +41,5 @@ AUTH_LIMITER = web.AppKey("auth_limiter", FailedAuthLimiter)
 ADMISSION = web.AppKey("admission", Admission)
 TOKENS = web.AppKey("tokens", TokenCache)
 IDENTITY = web.AppKey("identity", IdentityWatch)
+MEMORY = web.AppKey("memory", MemoryBudget)
+DECODERS = web.AppKey("decoders", ThreadPoolExecutor)

@@ -12,6 +12,7 @@ from fleetservice.logs import LOG_FORMATS, LOG_LEVELS
 
 from ingestd.client_address import TrustedProxies, parse_trusted_proxies
 from ingestd.fleetstate import HealthPolicy, version_key
+from ingestd.memory import worst_case_bytes
 from ingestd.storage.bootstrap import StoragePlan
 
 __all__ = ["ConfigError", "Settings"]
@@ -106,6 +107,9 @@ class Settings:
     max_waiting: int = 32
     digest_timeout_s: float = 30.0
     health: HealthPolicy = field(default_factory=HealthPolicy)
+    max_inflight_per_customer: int = 2
+    memory_budget_bytes: int = 512 * _MiB
+    decode_budget_s: float = 10.0
 
     @property
     def limit_shares(self) -> int:
@@ -172,7 +176,22 @@ class Settings:
         if admin_token is not None and len(admin_token) < 32:
             raise ConfigError("INGESTD_ADMIN_TOKEN must be at least 32 characters")
         max_inflight = env_.integer("INGESTD_MAX_INFLIGHT", 2 * pool_max, minimum=1)
+        max_wire = env_.integer("INGESTD_MAX_WIRE_BYTES", 16 * _MiB, minimum=1024)
+        max_body = env_.integer("INGESTD_MAX_BODY_BYTES", 64 * _MiB, minimum=1024)
+        budget = env_.integer("INGESTD_MEMORY_BUDGET_MB", 512, minimum=16) * _MiB
+        worst = worst_case_bytes(max_wire, max_body)
+        if budget < worst:
+            raise ConfigError(
+                f"INGESTD_MEMORY_BUDGET_MB must hold one body at every limit: "
+                f"{-(-worst // _MiB)} MiB with INGESTD_MAX_WIRE_BYTES={max_wire} and "
+                f"INGESTD_MAX_BODY_BYTES={max_body} (raise it or lower those)"
+            )
         return cls(
+            max_inflight_per_customer=env_.integer(
+                "INGESTD_MAX_INFLIGHT_PER_CUSTOMER", 2, minimum=1
+            ),
+            memory_budget_bytes=budget,
+            decode_budget_s=env_.number("INGESTD_DECODE_BUDGET_S", 10.0, minimum=0.1),
             max_inflight=max_inflight,
             inflight_wait_s=env_.number("INGESTD_INFLIGHT_WAIT_S", 1.0, minimum=0.0),
             busy_retry_after_s=env_.integer("INGESTD_BUSY_RETRY_AFTER_S", 2, minimum=1),
@@ -204,8 +223,8 @@ class Settings:
             database_url=database_url,
             host=env_.text("INGESTD_HOST", "127.0.0.1"),
             port=env_.integer("INGESTD_PORT", 8080, minimum=1, maximum=65535),
-            max_wire_bytes=env_.integer("INGESTD_MAX_WIRE_BYTES", 16 * _MiB, minimum=1024),
-            max_body_bytes=env_.integer("INGESTD_MAX_BODY_BYTES", 64 * _MiB, minimum=1024),
+            max_wire_bytes=max_wire,
+            max_body_bytes=max_body,
             body_timeout_s=env_.number("INGESTD_BODY_TIMEOUT_S", 60.0, minimum=0.1),
             max_sample_age=timedelta(
                 days=env_.integer("INGESTD_MAX_SAMPLE_AGE_DAYS", 3660, minimum=1)

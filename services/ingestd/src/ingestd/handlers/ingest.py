@@ -1,34 +1,27 @@
 """`POST /api/fleet/ingest`: the HTTP side of a push, cheapest refusals first.
 
 capacity (503 on arrival when the waiting line is full, `ingestd.admission`) → token (401, from
-the token cache or one lookup) → batch type and headers (400/415/413 by Content-Length) → rate
-limit (429) → body within limits (413/408/400) → a slot (503 past INGESTD_INFLIGHT_WAIT_S) →
-per-row validation → `ingestd.ingest.ingest_batch`, which
-stores the rows, the dead letters and the audit row in one transaction and marks the customer
-seen → the answer. A database that cannot be reached within the pool deadline answers 503 with
-Retry-After (the error middleware); the pool reconnects on its own when the database is back.
+the token cache or one lookup) → the customer's concurrent requests (429) → batch type and
+headers (400/415/413 by Content-Length) → rate limit (429) → body within limits and the memory
+budget (413/408/503) → a slot (503 past INGESTD_INFLIGHT_WAIT_S) → decompressing and parsing in
+the decoding pool, off the event loop (`ingestd.decoding`: 400/413/503) → `ingestd.ingest.
+ingest_batch`, which stores the rows, the dead letters and the audit row in one transaction and
+marks the customer seen → the answer. Every byte the request holds is taken from the memory
+budget first (`ingestd.memory`) and given back when it ends. A database that cannot be reached
+within the pool deadline answers 503 with Retry-After (the error middleware); the pool
+reconnects on its own when the database is back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 from aiohttp import web
-from fleetcore import (
-    BatchFormatError,
-    BatchType,
-    ParsedBatch,
-    ParsedColumns,
-    ValidationWindow,
-    hash_token,
-    looks_like_token,
-    parse_batch,
-    parse_columnar_batch,
-)
+from fleetcore import BatchType, ValidationWindow, hash_token, looks_like_token
 from fleetcore.protocol import (
     BATCH_TYPE_HEADER,
     CURSOR_HEADER,
@@ -39,8 +32,9 @@ from fleetcore.protocol import (
 )
 
 from ingestd.auth import Customer, find_customer
-from ingestd.body import check_content_headers, decode_body, read_wire_body
+from ingestd.body import check_content_headers, read_wire_body
 from ingestd.client_address import client_address
+from ingestd.decoding import DecodeLimits, WireBody, decode_batch
 from ingestd.errors import (
     BadRequest,
     IngestError,
@@ -53,13 +47,16 @@ from ingestd.ingest import Delivery, ingest_batch, record_refusal
 from ingestd.keys import (
     ADMISSION,
     AUTH_LIMITER,
+    DECODERS,
     LIMITER,
+    MEMORY,
     METRICS,
     POOL,
     SETTINGS,
     STORAGE,
     TOKENS,
 )
+from ingestd.memory import BodyMemory
 from ingestd.ratelimit import RateLimiter
 from ingestd.settings import Settings
 
@@ -68,8 +65,17 @@ __all__ = ["authenticate", "ingest"]
 log = structlog.get_logger("ingestd")
 
 
+def _header_text(request: web.Request, name: str) -> str | None:
+    """A header's value, which must be printable ASCII (what the protocol sends): anything else
+    is a 400 naming the header, never a value that later fails to encode."""
+    value = request.headers.get(name)
+    if value is not None and not (value.isascii() and value.isprintable()):
+        raise BadRequest("invalid_header", f"{name} must be printable ASCII")
+    return value
+
+
 def _batch_type(request: web.Request) -> BatchType:
-    raw = request.headers.get(BATCH_TYPE_HEADER, "")
+    raw = _header_text(request, BATCH_TYPE_HEADER) or ""
     try:
         return BatchType(raw.strip().lower())
     except ValueError:
@@ -79,7 +85,7 @@ def _batch_type(request: web.Request) -> BatchType:
 
 
 def _client_cursor(request: web.Request) -> str | None:
-    cursor = request.headers.get(CURSOR_HEADER)
+    cursor = _header_text(request, CURSOR_HEADER)
     if cursor is not None and len(cursor) > MAX_CURSOR_LENGTH:
         raise BadRequest(
             "invalid_cursor", f"{CURSOR_HEADER} is longer than {MAX_CURSOR_LENGTH} characters"
@@ -95,6 +101,12 @@ def _repair(request: web.Request, kind: BatchType) -> bool:
     if raw == "1" and kind is not BatchType.MEASUREMENTS:
         raise BadRequest("invalid_repair", f"{REPAIR_HEADER} marks measurement batches only")
     return raw == "1"
+
+
+def _batch_label(request: web.Request) -> str:
+    """The X-Batch-Type header as it may be logged and audited (printable ASCII, short)."""
+    raw = request.headers.get(BATCH_TYPE_HEADER, "")[:32]
+    return raw if raw.isascii() and raw.isprintable() else "invalid"
 
 
 def _client_address(request: web.Request, settings: Settings) -> str:
@@ -136,51 +148,64 @@ async def ingest(request: web.Request) -> web.Response:
     customer = await authenticate(request, settings)
     structlog.contextvars.bind_contextvars(customer=customer.code)
     delivery = Delivery(uuid.uuid4(), started, request.content_length or 0)
-    kind_header = request.headers.get(BATCH_TYPE_HEADER, "")[:32]
+    kind_header = _batch_label(request)
+    memory = BodyMemory(request.app[MEMORY], admission.spread(settings.busy_retry_after_s))
     holding_slot = False
     try:
-        kind = _batch_type(request)
-        delivery.client_cursor = _client_cursor(request)
-        delivery.repair = _repair(request, kind)
-        body_format = check_content_headers(request, settings.max_wire_bytes)
-        if body_format.columnar and kind is not BatchType.MEASUREMENTS:
-            raise UnsupportedMediaType("the columnar encoding carries measurements only")
-        wait = request.app[LIMITER].acquire(customer.id)
-        if wait > 0:
-            raise RateLimited(RateLimiter.retry_after(wait), "rate limit exceeded")
-        wire = await read_wire_body(
-            request, max_wire_bytes=settings.max_wire_bytes, timeout_s=settings.body_timeout_s
-        )
-        delivery.wire_bytes = len(wire)
-        await admission.acquire()  # only received bodies wait for a slot: slow senders hold none
-        holding_slot = True
-        body = decode_body(
-            wire, encoding=body_format.encoding, max_body_bytes=settings.max_body_bytes
-        )
-        del wire
-        delivery.wire_bytes, delivery.body_bytes = body.wire_bytes, len(body.data)
-        window = ValidationWindow(
-            datetime.now(UTC), settings.effective_max_sample_age, settings.max_sample_ahead
-        )
-        try:
-            parsed: ParsedBatch[Any] | ParsedColumns = (
-                parse_columnar_batch(body.data, window)
-                if body_format.columnar
-                else parse_batch(body.data, kind, window)
+        with admission.customer_turn(customer.id):
+            kind = _batch_type(request)
+            delivery.client_cursor = _client_cursor(request)
+            delivery.repair = _repair(request, kind)
+            body_format = check_content_headers(request, settings.max_wire_bytes)
+            if body_format.columnar and kind is not BatchType.MEASUREMENTS:
+                raise UnsupportedMediaType("the columnar encoding carries measurements only")
+            wait = request.app[LIMITER].acquire(customer.id)
+            if wait > 0:
+                raise RateLimited(RateLimiter.retry_after(wait), "rate limit exceeded")
+            wire = WireBody(
+                await read_wire_body(
+                    request,
+                    max_wire_bytes=settings.max_wire_bytes,
+                    timeout_s=settings.body_timeout_s,
+                    progress=lambda size: memory.hold("wire", size),
+                )
             )
-        except BatchFormatError as exc:
-            raise BadRequest(exc.code, exc.detail) from None
-        del body
-        outcome = await ingest_batch(
-            request.app[POOL],
-            settings.pool_timeout_s,
-            request.app[STORAGE],
-            customer,
-            kind,
-            parsed,
-            delivery,
-        )
+            delivery.wire_bytes = len(wire.data or b"")
+            await admission.acquire()  # only received bodies wait for a slot
+            holding_slot = True
+            limits = DecodeLimits(
+                settings.max_body_bytes,
+                time.monotonic() + settings.decode_budget_s,
+                settings.decode_budget_s,
+                admission.spread(settings.busy_retry_after_s),
+            )
+            window = ValidationWindow(
+                datetime.now(UTC), settings.effective_max_sample_age, settings.max_sample_ahead
+            )
+            decoded = await asyncio.get_running_loop().run_in_executor(
+                request.app[DECODERS],
+                decode_batch,
+                wire,
+                body_format,
+                kind,
+                window,
+                limits,
+                memory,
+            )
+            delivery.wire_bytes, delivery.body_bytes = decoded.wire_bytes, decoded.body_bytes
+            parsed = decoded.parsed
+            del decoded
+            outcome = await ingest_batch(
+                request.app[POOL],
+                settings.pool_timeout_s,
+                request.app[STORAGE],
+                customer,
+                kind,
+                parsed,
+                delivery,
+            )
     except IngestError as exc:
+        memory.release()
         if exc.status not in (429, 503):  # overload answers are counted in logs, not written
             await record_refusal(
                 request.app[POOL],
@@ -204,6 +229,7 @@ async def ingest(request: web.Request) -> web.Response:
         )
         raise
     finally:
+        memory.release()
         if holding_slot:
             admission.release()
 

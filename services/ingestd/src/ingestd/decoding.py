@@ -1,0 +1,120 @@
+"""Decompressing and parsing a received body, off the event loop, within a deadline and the
+memory budget.
+
+`decode_batch` runs in the decoding pool (a thread pool with one thread per slot,
+INGESTD_MAX_INFLIGHT, made in `app.py`): inflating and parsing a large body takes CPU for
+milliseconds to a second, and on the event loop that would hold every other request, `/healthz`
+included. Every step of it asks first:
+
+- the deadline (INGESTD_DECODE_BUDGET_S from the moment the batch got its slot): past it, 503
+  with Retry-After — no body within the limits needs more than a fraction of it (decoding is
+  linear in the wire bytes, `ingestd.body`), so only an overloaded process reaches it;
+- the memory budget (`ingestd.memory`): the decompressed bytes before they are held, then an
+  upper bound of the rows before they are parsed.
+
+The row limits are fleetcore's (`fleetcore.limits`): past `MAX_BATCH_ROWS` rows or
+`MAX_REJECTED_ROWS` refused rows the batch is refused whole with 413 `too_many_rows` /
+`too_many_rejections` (a pusher halves the batch).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fleetcore import (
+    BatchFormatError,
+    BatchType,
+    ParsedBatch,
+    ParsedColumns,
+    ValidationWindow,
+    parse_batch,
+    parse_columnar_batch,
+)
+from fleetcore.columnar import declared_rows
+from fleetcore.protocol import MAX_BATCH_ROWS, MAX_REJECTED_ROWS
+
+from ingestd.body import BodyFormat, decode_body
+from ingestd.errors import BadRequest, BatchTooLarge, ServiceUnavailable
+from ingestd.memory import BodyMemory, parsed_bytes
+
+__all__ = ["Decoded", "WireBody", "decode_batch"]
+
+Parsed = ParsedBatch[Any] | ParsedColumns
+
+
+@dataclass(slots=True)
+class WireBody:
+    """The body as received, handed to the decoding thread, which lets go of it (`data` = None)
+    as soon as it is decompressed: the caller keeps no reference to it."""
+
+    data: bytearray | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    parsed: Parsed
+    wire_bytes: int
+    body_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    max_body_bytes: int
+    deadline: float  # time.monotonic()
+    budget_s: float
+    retry_after_s: int
+
+
+def _format_error(exc: BatchFormatError) -> BadRequest | BatchTooLarge:
+    if exc.code == "too_many_rows":
+        return BatchTooLarge(exc.code, exc.detail, max_rows=MAX_BATCH_ROWS)
+    if exc.code == "too_many_rejections":
+        return BatchTooLarge(exc.code, exc.detail, max_rejections=MAX_REJECTED_ROWS)
+    return BadRequest(exc.code, exc.detail)
+
+
+def decode_batch(
+    wire: WireBody,
+    body_format: BodyFormat,
+    kind: BatchType,
+    window: ValidationWindow,
+    limits: DecodeLimits,
+    memory: BodyMemory,
+) -> Decoded:
+    """The parsed batch of a received body (CPU-bound: run in the decoding pool)."""
+
+    def progress(size: int) -> None:
+        if time.monotonic() > limits.deadline:
+            raise ServiceUnavailable(
+                limits.retry_after_s,
+                f"decoding the body took longer than {limits.budget_s:g} s, retry later",
+            )
+        memory.hold("body", size + size // 8)  # a growing bytearray over-allocates by 1/8
+
+    data = wire.data
+    wire.data = None
+    assert data is not None
+    wire_bytes = len(data)
+    body = decode_body(
+        data, encoding=body_format.encoding, max_body_bytes=limits.max_body_bytes, progress=progress
+    )
+    if body.data is data:
+        memory.move("wire", "body")
+    del data
+    memory.drop("wire")
+    body_bytes = len(body.data)
+    rows = declared_rows(body.data) if body_format.columnar else None
+    memory.hold("parsed", parsed_bytes(body_bytes, columnar=body_format.columnar, rows=rows))
+    try:
+        parsed: Parsed = (
+            parse_columnar_batch(body.data, window)
+            if body_format.columnar
+            else parse_batch(body.data, kind, window)
+        )
+    except BatchFormatError as exc:
+        raise _format_error(exc) from None
+    del body
+    memory.drop("body")
+    return Decoded(parsed, wire_bytes, body_bytes)
