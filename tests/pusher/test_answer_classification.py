@@ -84,6 +84,23 @@ def test_only_ingestds_own_413_may_quarantine() -> None:
         assert not caught.value.protocol
 
 
+@pytest.mark.parametrize(
+    ("body", "protocol"),
+    [
+        (b'{"error":"too_many_rows","detail":"x","max_rows":100000}', True),
+        (b'{"error":"too_many_rejections","detail":"x","max_rejections":1000}', True),
+        (b'{"error":"too_many_rows"}', False),
+        (b'{"error":"too_many_rejections","max_rows":1}', False),
+    ],
+)
+def test_ingestds_row_count_413s_halve_the_batch(body: bytes, protocol: bool) -> None:
+    """ingestd's 413 for too many rows or too many refused rows is its own (the batch is halved
+    at once, no backoff); the same code without its limit field is not."""
+    with pytest.raises(PayloadTooLarge) as caught:
+        classify(413, body, None, batch_type="measurements", rows=10)
+    assert caught.value.protocol is protocol and caught.value.max_bytes is None
+
+
 def test_error_text_is_cut_and_cleaned() -> None:
     """NUL and other control characters never reach a log line or the state table."""
     with pytest.raises(PermanentDeliveryError) as caught:

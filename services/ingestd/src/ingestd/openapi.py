@@ -23,8 +23,11 @@ from fleetcore.protocol import (
     COLUMNAR_MEDIA_TYPE,
     CURSOR_HEADER,
     INGEST_PATH,
+    MAX_BATCH_ROWS,
+    MAX_BODY_MEMBERS,
     MAX_CURSOR_LENGTH,
     MAX_ERRORS_IN_RESPONSE,
+    MAX_REJECTED_ROWS,
     OPENAPI_PATH,
     TOKEN_HEADER,
     BatchType,
@@ -116,10 +119,14 @@ def _schemas() -> dict[str, Any]:
         "Batch": {
             "type": "object",
             "required": ["items"],
-            "description": "Rows are validated one by one: a bad row is rejected alone (see IngestResult).",
+            "description": "Rows are validated one by one: a bad row is rejected alone (see "
+            f"IngestResult); a batch with more than {MAX_REJECTED_ROWS} rejected rows is refused "
+            f"whole (413 too_many_rejections). At most {MAX_BATCH_ROWS} items, in the columnar "
+            "encoding too (413 too_many_rows).",
             "properties": {
                 "items": {
                     "type": "array",
+                    "maxItems": MAX_BATCH_ROWS,
                     "items": {"anyOf": [_ref("Site"), _ref("Device"), _ref("Measurement")]},
                 }
             },
@@ -155,6 +162,8 @@ def _schemas() -> dict[str, Any]:
                 "invalid_gzip",
                 "invalid_zstd",
                 "invalid_cursor",
+                "invalid_header",
+                "too_many_members",
                 "invalid_repair",
                 "invalid_digest",
                 "digest_unsupported",
@@ -175,6 +184,13 @@ def _schemas() -> dict[str, Any]:
         "RequestTimeout": _error(["request_timeout"]),
         "PayloadTooLarge": _error(
             ["payload_too_large"], {"max_bytes": {"type": "integer"}}, ["max_bytes"]
+        ),
+        "BatchTooLarge": _error(
+            ["too_many_rows", "too_many_rejections"],
+            {
+                "max_rows": {"type": "integer", "const": MAX_BATCH_ROWS},
+                "max_rejections": {"type": "integer", "const": MAX_REJECTED_ROWS},
+            },
         ),
         "UnsupportedMediaType": _error(["unsupported_media_type"]),
         "RetryLater": _error(
@@ -339,6 +355,9 @@ def openapi_document() -> dict[str, Any]:
                         header(
                             "Content-Encoding",
                             {"type": "string", "enum": ["gzip", "zstd", "identity"]},
+                            False,
+                            f"at most {MAX_BODY_MEMBERS} gzip members or zstd frames per body "
+                            "(400 too_many_members)",
                         ),
                     ],
                     "requestBody": {
@@ -367,16 +386,33 @@ def openapi_document() -> dict[str, Any]:
                             "token missing, unknown, revoked or expired", "Unauthorized"
                         ),
                         "408": _json_response("body not received in time", "RequestTimeout"),
-                        "413": _json_response(
-                            "body over the limit, compressed or decompressed", "PayloadTooLarge"
-                        ),
+                        "413": {
+                            "description": "body over the limit, compressed or decompressed; "
+                            f"more than {MAX_BATCH_ROWS} rows, or more than {MAX_REJECTED_ROWS} "
+                            "rejected rows (send fewer rows at a time)",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "oneOf": [_ref("PayloadTooLarge"), _ref("BatchTooLarge")]
+                                    }
+                                }
+                            },
+                        },
                         "415": _json_response(
                             "unsupported Content-Type or Content-Encoding", "UnsupportedMediaType"
                         ),
                         "429": _json_response(
-                            "customer over its rate limit", "RetryLater", _RETRY_AFTER
+                            "customer over its rate limit or its concurrent requests, or the "
+                            "client address over its failed-authentication budget",
+                            "RetryLater",
+                            _RETRY_AFTER,
                         ),
-                        "503": _json_response("database unavailable", "RetryLater", _RETRY_AFTER),
+                        "503": _json_response(
+                            "database unavailable, past capacity, memory budget spent, or "
+                            "decoding past its deadline",
+                            "RetryLater",
+                            _RETRY_AFTER,
+                        ),
                     },
                 }
             },

@@ -8,7 +8,9 @@ broken load balancer), so nothing in an answer is taken on trust:
   to the rows sent. Any other 2xx, or a 200 with another body, is a `ForeignAnswer`: not
   delivered, retried with backoff, the cursor kept;
 - only the protocol's own 413 (a JSON body with `"error": "payload_too_large"` and an integer
-  `max_bytes`) may lead to a row's quarantine; a bare 413 is `PayloadTooLarge(protocol=False)`;
+  `max_bytes`, or `too_many_rows` / `too_many_rejections` with `max_rows` / `max_rejections`:
+  halve the batch, at once) may lead to a row's quarantine — the row-count ones never reach one
+  row; a bare 413 is `PayloadTooLarge(protocol=False)`;
 - bodies are read up to `MAX_ANSWER_BYTES` and decoded as UTF-8 whatever charset is declared;
   text from an answer that reaches a log line or the state table is cut short and stripped of
   control characters (NUL included);
@@ -58,7 +60,16 @@ class _Answer(msgspec.Struct):
 
 class _TooLarge(msgspec.Struct):
     error: str
-    max_bytes: int
+    max_bytes: int | None = None
+    max_rows: int | None = None
+    max_rejections: int | None = None
+
+    def is_protocols(self) -> bool:
+        return (
+            (self.error == "payload_too_large" and self.max_bytes is not None)
+            or (self.error == "too_many_rows" and self.max_rows is not None)
+            or (self.error == "too_many_rejections" and self.max_rejections is not None)
+        )
 
 
 _ANSWER = msgspec.json.Decoder(_Answer)
@@ -139,7 +150,7 @@ def classify(
     detail = _error_detail(status, raw)
     if status == 413:
         too_large = _decode(_TOO_LARGE, raw)
-        if too_large is not None and too_large.error == "payload_too_large":
+        if too_large is not None and too_large.is_protocols():
             raise PayloadTooLarge(detail, max_bytes=too_large.max_bytes, protocol=True)
         raise PayloadTooLarge(detail, max_bytes=None, protocol=False)
     if status in (429, 503):
