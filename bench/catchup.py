@@ -251,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         default="stdlib",
         help="PUSHER_COLUMNAR_ENCODER (stdlib: a gateway's, installed from the .deb)",
     )
+    parser.add_argument(
+        "--pusher-python",
+        default="",
+        help="run the pusher with this interpreter, e.g. /opt/fleet-pusher/bin/python of the "
+        "installed .deb (default: this one, the checkout's; its dev tools add imports)",
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up on the drain")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
@@ -273,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "gzip_level": args.gzip_level,
         "wire_format": args.wire_format,
         "encoder": args.encoder,
+        "pusher_python": args.pusher_python or sys.executable,
         "nproc": os.cpu_count(),
         "loadavg_before": os.getloadavg(),
     }
@@ -369,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print("end-to-end: pusher draining …", flush=True)
             started = time.perf_counter()
-            pusher = Child("pusher", ["run"], pusher_env, logs / "pusher.log")
+            pusher = Child("pusher", ["run"], pusher_env, logs / "pusher.log", args.pusher_python)
             try:
                 shipped = 0
                 while time.perf_counter() - started < args.timeout:

@@ -9,7 +9,13 @@ import json
 import subprocess
 import sys
 
-from pusher.ops.memory import WORKER_THREADS, limit_arenas, use_bounded_executor
+from pusher.ops.memory import (
+    WORKER_THREADS,
+    BacklogRelease,
+    limit_arenas,
+    release_memory,
+    use_bounded_executor,
+)
 
 # Loaded only by the commands or settings that use them (pusher/cli.py's docstring).
 NOT_FOR_RUN = ("yoyo", "sqlparse", "numpy", "aiohttp.web", "pusher.migrate", "fleetcore.columnar",
@@ -47,3 +53,13 @@ def test_malloc_arenas_are_capped_and_the_worker_pool_is_small() -> None:
         return len(set(names))
 
     assert asyncio.run(threads_used()) <= WORKER_THREADS
+
+
+def test_memory_is_released_once_when_a_backlog_has_drained() -> None:
+    """Full batches (a backlog) then one that is not full release memory once; batches that
+    are never full (a caught-up pusher's ticks) release nothing."""
+    release = BacklogRelease()
+    for full in (False, False, True, True, True, False, False, True, False):
+        release.batch_read(full)
+    assert release.releases == 2
+    assert release_memory() is True  # glibc here: malloc_trim is there

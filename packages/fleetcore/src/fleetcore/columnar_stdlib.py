@@ -124,6 +124,6 @@ def encode_plain_columns(rows: int, columns: Mapping[str, PlainColumn]) -> bytes
         headers.append(header)
         payloads.append(payload)
         if reference is not None:
-            earlier.append(reference)
+            earlier = [*earlier[1 - REF_CANDIDATES :], reference]  # only these are ever tried
     start = bytes((COLUMNAR_VERSION,)) + varint(rows) + bytes((len(headers),))
     return b"".join((start, *headers, *payloads))

@@ -34,6 +34,7 @@ from pusher.delivery import Delivered, IngestClient, WireBody
 from pusher.delivery.answers import printable
 from pusher.delivery.uploadcap import UploadCap
 from pusher.errors import DeliveryError, SourceError
+from pusher.ops.memory import BacklogRelease
 from pusher.ops.metrics import PusherMetrics, serve_metrics
 from pusher.ops.progress import PushProgress
 from pusher.ops.systemd import SystemdNotifier
@@ -69,6 +70,7 @@ class Pusher:
         self.blocker: BlockingTransaction | None = None
         self._next_tick = 0.0
         self._db_failures = 0
+        self.memory = BacklogRelease()
         self.progress = PushProgress(self.metrics, settings.backlog_count_interval_s)
         self.policy = RetryPolicy.from_settings(settings, self.rng)
         self.outcomes = Outcomes(settings, self.state, self.metrics, self.progress, self.policy)
@@ -256,6 +258,7 @@ class Pusher:
                 prepared = await pending
                 pending = None
                 batch = prepared.batch
+                self.memory.batch_read(batch.full)
                 if batch.count == 0:
                     self.due[resource] = self._next_tick
                     return
