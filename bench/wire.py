@@ -1,6 +1,7 @@
 """Wire cost: upstream bytes per row, all in, counted on the wire between the pusher and ingestd.
 
     uv run python bench/wire.py [--ticks 30] [--backlog-minutes 1440] [--modes columnar,json]
+                                [--sites 2 --devices-per-site 10]
 
 20 meters (fleetdev.simulator's `Meter`: daily load curve, counting energy registers) write
 readings at meter resolution (V 0.1, A/kW/kvar/kVA/pf 0.001, Hz 0.01, kWh 0.1, THD 0.01) into a
@@ -17,6 +18,12 @@ For each pusher wire mode (`PUSHER_WIRE_FORMAT`):
    resends them when they change or every PUSHER_FULL_SET_INTERVAL_S, 1 h by default);
 2. backlog: the pusher stopped, a day of readings (28,800 rows) written hour by hour as a meter
    replays its buffer, the pusher started: every byte until all rows are stored centrally.
+
+In steady state the pusher's health reports (docs/PROTOCOL.md) are counted apart: the bytes of
+one report request as sent, those sent in the window (a report goes when what it says changes:
+none should), and the hourly refresh amortized over an hour of 1-minute ticks like the full sets,
+as a share of the data's bytes (`health.overhead_pct`; issue 20's target: at most 2 % at 27
+meters, `--sites 3 --devices-per-site 9`).
 
 Next to them, the same rows encoded as bodies alone (no HTTP): gzip-1 JSON (the pusher's JSON
 body), InfluxDB line protocol gzip-6, Prometheus remote-write 1.0 (protobuf `WriteRequest`, one
@@ -51,6 +58,7 @@ from fleetcore import MEASUREMENT_VALUE_FIELDS, columns_from_rows, encode_column
 from fleetdev.pgcluster import free_port, temporary_cluster
 from fleetdev.simulator import INSERT_SAMPLE, Meter, MeterStack
 from pusher.migrate import apply_migrations
+from pusher.ops.health import REFRESH_S
 from report import Figure, Target, finish
 
 RESOLUTION: dict[str, int] = {
@@ -326,7 +334,7 @@ def run_mode(
         conn.execute("DELETE FROM app.fleet_push_state")
     with psycopg.connect(central, autocommit=True) as conn:
         conn.execute("TRUNCATE fleet.power_measurements_scaled, fleet.ingest_events")
-    stack = MeterStack(customer, SITES, DEVICES_PER_SITE)
+    stack = MeterStack(customer, args.sites, args.devices_per_site)
     stack.install()
     meters = stack.meters
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=2)
@@ -369,10 +377,16 @@ def run_mode(
         full_sets = [r for r in warmup if r.batch_type in ("sites", "devices")]
         set_bytes = sum(r.total for r in full_sets)
         sets_in_window = sum(1 for r in window if r.batch_type in ("sites", "devices"))
+        reports = [r for r in proxy.requests if r.batch_type == "-"]  # no X-Batch-Type
+        reports_in_window = [r for r in window if r.batch_type == "-"]
+        window = [r for r in window if r.batch_type != "-"]
         window_bytes = sum(r.total for r in window)
         ticks_per_hour = 60
         amortized = 0.0 if sets_in_window else set_bytes * args.ticks / ticks_per_hour
         steady_rows_n = args.ticks * len(meters)
+        report_bytes = reports[0].total if reports else 0
+        refresh = report_bytes * args.ticks * 60 / REFRESH_S  # a tick is a minute
+        health_bytes = sum(r.total for r in reports_in_window) + refresh
         steady = {
             "ticks": args.ticks,
             "rows": steady_rows_n,
@@ -385,6 +399,13 @@ def run_mode(
             "bytes_per_row_measurements_only": round(
                 sum(r.total for r in window if r.batch_type == "measurements") / steady_rows_n, 1
             ),
+            "health": {
+                "bytes_per_report_request": report_bytes,
+                "report_body_bytes": reports[0].body_bytes if reports else 0,
+                "reports_in_window": len(reports_in_window),
+                "refresh_bytes_amortized": round(refresh, 1),
+                "overhead_pct": round(100 * health_bytes / (window_bytes + amortized), 2),
+            },
         }
 
         # Backlog: a day of readings written while the pusher is down, an hour per transaction.
@@ -425,12 +446,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup-ticks", type=int, default=3)
     parser.add_argument("--backlog-minutes", type=int, default=1440, help="a day: 28,800 rows")
     parser.add_argument("--modes", default="auto,json", help="PUSHER_WIRE_FORMAT values")
+    parser.add_argument("--sites", type=int, default=SITES)
+    parser.add_argument("--devices-per-site", type=int, default=DEVICES_PER_SITE)
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     exit_on_sigterm()
     logs = Path(__file__).resolve().parent / "results" / "wire-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"modes": {}}
+    results: dict[str, Any] = {"modes": {}, "meters": args.sites * args.devices_per_site}
     with temporary_cluster(prefix="fleet-bench-wire-") as cluster:
         customer = cluster.create_database("customer")
         central = cluster.create_database("central")
@@ -460,6 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # Upstream bytes per row, all in, of the columnar encoding (PUSHER_WIRE_FORMAT=auto).
 TARGETS = {"steady": Target("<=", 50.0), "backlog": Target("<=", 36.0)}
+# Health reports' share of a steady gateway's upstream bytes (issue 20: at 27 meters a minute).
+HEALTH_TARGET = Target("<=", 2.0, " %")
 
 
 def figures(results: dict[str, Any]) -> list[Figure]:
@@ -478,6 +503,17 @@ def figures(results: dict[str, Any]) -> list[Figure]:
                     target.met(f["bytes_per_row"]) if columnar else None,
                 )
             )
+        health = measured["steady"]["health"]
+        out.append(
+            Figure.checked(
+                f"20. health reports' share of steady bytes, {mode}",
+                health["overhead_pct"],
+                f"{health['overhead_pct']:.2f} %",
+                HEALTH_TARGET,
+                f"{results['meters']} meters; a report {health['bytes_per_report_request']} B "
+                f"all in, {health['reports_in_window']} in the window, hourly refresh amortized",
+            )
+        )
     bodies = next(iter(results["modes"].values()))["bodies_alone"]["backlog_5000_rows_per_body"]
     out.append(
         Figure.of(

@@ -54,7 +54,8 @@ def test_dashboard_is_well_formed() -> None:
 
 def test_dashboard_covers_what_operators_watch() -> None:
     """There are panels over the hourly aggregate, customer staleness, rejected rows, ingest events,
-    energy per day per device, coverage per device and stale devices."""
+    energy per day per device, coverage per device, stale devices, gateways by state, worst lag,
+    versions, disk headroom and meter states."""
     sql = " ".join(q for _, q in _queries())
     for table in (
         "fleet.hourly_per_device",
@@ -64,6 +65,11 @@ def test_dashboard_covers_what_operators_watch() -> None:
         "fleet.daily_energy",
         "fleet.device_completeness",
         "now() - INTERVAL '15 minutes'",
+        "fleet.gateways",
+        "max(g.lag_s)",
+        "g.version",
+        "g.disk_free_bytes",
+        "fleet.device_states",
     ):
         assert table in sql
 
@@ -119,3 +125,31 @@ def test_energy_panels_answer_on_data(central_db: str, customer_token: str) -> N
     assert {r[1] for r in days} == {"DEV0001 / 7"}
     (row,) = rows
     assert (row[1], row[3], row[4]) == (7, 900.0, 24)  # the sample at `end` is outside
+
+
+def test_fleet_panels_answer_on_data(central_db: str, customer_token: str) -> None:
+    """With one blocked gateway reporting and a frozen meter, the gateways-by-state panel counts
+    it as blocked, the not-ok table lists it, and the meters-by-state panel counts the meter."""
+    panels = {title: sql for title, sql in _queries()}
+    end = datetime.now(UTC)
+    with psycopg.connect(central_db) as conn:
+        conn.execute(
+            """INSERT INTO fleet.gateways (token_hash, customer_id, version, wire_format, report,
+                                          states, blocking_age_s, lag_s)
+               SELECT t.token_hash, t.customer_id, '1.0.0', 'columnar', '{}', '{blocked}', 900, 5
+               FROM fleet.customer_tokens t"""
+        )
+        conn.execute(
+            """INSERT INTO fleet.device_states (customer_id, device_id, state)
+               SELECT id, 7, 'frozen' FROM fleet.customers WHERE code = 'DEV0001'"""
+        )
+        run = {
+            title: conn.execute(_expand_macros(panels[title], end - timedelta(hours=1), end)).fetchall()
+            for title in ("Gateways by state", "Gateways not ok (latest report)", "Meters by state",
+                          "Worst lag (s)", "Pusher versions in the fleet")
+        }  # fmt: skip
+    assert run["Gateways by state"] == [("blocked", 1)]
+    assert run["Gateways not ok (latest report)"][0][2] == "blocked"
+    assert run["Meters by state"] == [("frozen", 1)]
+    assert run["Worst lag (s)"] == [(5.0,)]
+    assert run["Pusher versions in the fleet"] == [("1.0.0", 1)]

@@ -2,7 +2,7 @@
 
 A pusher sends one to `POST /api/fleet/health` when ingestd advertised support (the
 `X-Health-Report` header on its answers), at most once per push interval when something that
-matters changed and at least every heartbeat interval otherwise. ingestd keeps the latest per
+matters changed, hourly otherwise, and as a heartbeat when no other request went for a while. ingestd keeps the latest per
 token (one token per gateway) and a bounded history. This module is the one definition both
 services and the OpenAPI document use.
 
@@ -60,7 +60,7 @@ class ResourceHealth(msgspec.Struct, frozen=True, omit_defaults=True):
     oldest_unshipped_age_s: Seconds = msgspec.field(default=0.0, name="a")
     consecutive_failures: Count = msgspec.field(default=0, name="f")
     last_error: Word | None = msgspec.field(default=None, name="e")
-    """The last failure's kind (the pusher's batch outcome: rate_limited, network_error, …)."""
+    """The last failure's HTTP status, or what failed below HTTP (timeout, connection, tls)."""
 
 
 class HealthReport(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -48,6 +48,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ingestd.admission import Admission
+from ingestd.contacts import Contacts
 from ingestd.dbidentity import IdentityWatch
 from ingestd.errors import IngestError, NotFound, ServiceUnavailable, StartupError
 from ingestd.fleetwatch import FleetFigures, fleet_state_loop
@@ -61,6 +62,7 @@ from ingestd.housekeeping import housekeeping_loop
 from ingestd.keys import (
     ADMISSION,
     AUTH_LIMITER,
+    CONTACTS,
     DECODERS,
     EXPECTED_MIGRATIONS,
     IDENTITY,
@@ -242,6 +244,7 @@ def _fleet_state_ctx(settings: Settings) -> Context:
         task = asyncio.create_task(
             fleet_state_loop(
                 app[POOL],
+                app[CONTACTS],
                 settings.health,
                 settings.stale_device_after.total_seconds(),
                 figures,
@@ -300,6 +303,7 @@ def create_app(settings: Settings) -> web.Application:
         settings.auth_failures_per_min / shares, max(1, settings.auth_failure_burst // shares)
     )
     app[TOKENS] = TokenCache(settings.token_cache_ttl_s)
+    app[CONTACTS] = Contacts()
     app[METRICS] = IngestMetrics()
     app[ADMISSION] = Admission(
         settings.max_inflight,

@@ -7,7 +7,8 @@ dashboard, and the Prometheus figures all call these functions, so they never di
 
 Gateway states (several can hold at once; `ok` when none does):
 
-    silent        no report for INGESTD_GATEWAY_SILENT_FACTOR x the heartbeat it announced
+    silent        no request (report or batch) for INGESTD_GATEWAY_SILENT_FACTOR x the heartbeat
+                  it announced
     behind        measurements lag or oldest unshipped row older than INGESTD_GATEWAY_BEHIND_S
     blocked       a transaction on the gateway's database holds the cursor > INGESTD_GATEWAY_BLOCKED_S
     failing       INGESTD_GATEWAY_FAILING_AFTER consecutive failed batches of some resource
@@ -86,7 +87,8 @@ def gateway_states(gateway: Mapping[str, Any], now: datetime, policy: HealthPoli
         return ["retired"]
     found: set[str] = set()
     flagged = set(gateway["implausible"] or ())
-    silence = (now - gateway["last_report_at"]).total_seconds()
+    last = max(gateway["last_report_at"], gateway["last_contact_at"])
+    silence = (now - last).total_seconds()
     if silence > silent_after_s(gateway["heartbeat_s"], policy):
         found.add("silent")
     if max(gateway["lag_s"] or 0.0, gateway["oldest_unshipped_age_s"] or 0.0) > policy.behind_s:

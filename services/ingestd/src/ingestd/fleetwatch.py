@@ -1,6 +1,7 @@
 """The fleet-state task: derive every gateway's and meter's state, store them, publish the counts.
 
-Every INGESTD_FLEET_STATE_INTERVAL_S, in one transaction on a pooled connection: whichever replica
+Every INGESTD_FLEET_STATE_INTERVAL_S: the gateways this replica heard from since the last round
+get their last contact written (`contacts`); then, in one transaction on a pooled connection, whichever replica
 gets the turn (a transaction-level advisory lock) classifies every gateway (`fleetstate`) and
 every live device, and stores the states (`fleet.gateways.states`, `fleet.device_states`) for the
 dashboard; then every replica reads the stored counts into its Prometheus figures
@@ -21,10 +22,12 @@ import structlog
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from ingestd.contacts import Contacts
 from ingestd.fleetstate import HealthPolicy, gateway_states, meter_state
 from ingestd.storage.gateways import (
     fleet_totals,
     gateway_rows,
+    record_contacts,
     take_state_turn,
     write_gateway_states,
 )
@@ -96,6 +99,7 @@ async def _read_figures(conn: AsyncConnection[Any], figures: FleetFigures) -> No
 
 async def fleet_state_loop(
     pool: AsyncConnectionPool[AsyncConnection[Any]],
+    contacts: Contacts,
     policy: HealthPolicy,
     stale_after_s: float,
     figures: FleetFigures,
@@ -104,6 +108,8 @@ async def fleet_state_loop(
     """Run a round every `policy.state_interval_s` until cancelled; survive database outages."""
     while True:
         try:
+            async with pool.connection(timeout=timeout_s) as conn:
+                await record_contacts(conn, contacts.take())
             async with pool.connection(timeout=timeout_s) as conn:
                 if await take_state_turn(conn):
                     started = time.perf_counter()

@@ -8,6 +8,7 @@ from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
 from ingestd.admission import Admission
+from ingestd.contacts import Contacts
 from ingestd.dbidentity import IdentityWatch
 from ingestd.memory import MemoryBudget
 from ingestd.metrics import IngestMetrics
@@ -19,6 +20,7 @@ from ingestd.tokencache import TokenCache
 __all__ = [
     "ADMISSION",
     "AUTH_LIMITER",
+    "CONTACTS",
     "DECODERS",
     "EXPECTED_MIGRATIONS",
     "IDENTITY",
@@ -41,5 +43,6 @@ AUTH_LIMITER = web.AppKey("auth_limiter", FailedAuthLimiter)
 ADMISSION = web.AppKey("admission", Admission)
 TOKENS = web.AppKey("tokens", TokenCache)
 IDENTITY = web.AppKey("identity", IdentityWatch)
+CONTACTS = web.AppKey("contacts", Contacts)
 MEMORY = web.AppKey("memory", MemoryBudget)
 DECODERS = web.AppKey("decoders", ThreadPoolExecutor)

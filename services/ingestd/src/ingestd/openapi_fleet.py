@@ -51,6 +51,7 @@ _GATEWAY_FIELDS: dict[str, Any] = {
     "token_hint": {"type": "string", "description": "the token's first characters"},
     "states": {**_STATES, "description": 'docs/OPERATIONS.md, Fleet; ["ok"] when none holds'},
     "last_report_at": _TIME,
+    "last_contact_at": {**_TIME, "description": "the last request of any kind with this token"},
     "seconds_since_report": {"type": "number"},
     "silent_after_s": {"type": "number", "description": "silent past this many seconds"},
     "first_report_at": _TIME,

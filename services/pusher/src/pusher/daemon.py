@@ -5,8 +5,9 @@ protocol's order. A full measurement batch makes measurements due again at once,
 drains back to back at the ingest rate instead of N batches per interval; while one batch is on
 the wire the next is already read and compressed (`readahead.py`). A failure makes only its
 resource wait (per-resource backoff, `retry.py`); what each answer changes in the push state,
-the metrics and the log is kept by `outcomes.py`, and a restored customer database is repaired
-once per tick by `state/recovery.py`. The stop event is checked between batches; `run` gives
+the metrics and the log is kept by `outcomes.py`, a restored customer database is repaired
+once per tick by `state/recovery.py`, and the centre hears how this gateway is doing from
+`ops/health.py`. The stop event is checked between batches; `run` gives
 an in-flight batch until the shutdown deadline and then cancels it, which abandons the batch
 without advancing the cursor.
 
@@ -34,6 +35,7 @@ from pusher.delivery import Delivered, IngestClient, WireBody
 from pusher.delivery.answers import printable
 from pusher.delivery.uploadcap import UploadCap
 from pusher.errors import DeliveryError, SourceError
+from pusher.ops.health import HealthReporter
 from pusher.ops.memory import BacklogRelease
 from pusher.ops.metrics import PusherMetrics, serve_metrics
 from pusher.ops.progress import PushProgress
@@ -74,6 +76,7 @@ class Pusher:
         self.progress = PushProgress(self.metrics, settings.backlog_count_interval_s)
         self.policy = RetryPolicy.from_settings(settings, self.rng)
         self.outcomes = Outcomes(settings, self.state, self.metrics, self.progress, self.policy)
+        self.health = HealthReporter(settings)
 
     async def loop(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; reconnect to the customer database when it goes away."""
@@ -153,7 +156,8 @@ class Pusher:
         while not stop.is_set():
             self.notifier.ping()
             await self.tick(conn, client, read_ahead, stop)
-            await self.notifier.idle(stop, min(self._next_tick, *self.due.values()))
+            wake = min(self._next_tick, self.health.heartbeat_at(client), *self.due.values())
+            await self.notifier.idle(stop, wake)
 
     async def tick(
         self,
@@ -164,7 +168,8 @@ class Pusher:
     ) -> None:
         """One round, top to bottom: every push interval the restore check, the backlog count
         and STATUS=; then each resource that is due, in the protocol's order (sites, devices,
-        measurements). Collaborators return what they found; none calls back into the tick."""
+        measurements); then the health report when one is due (`ops/health.py`). Collaborators
+        return what they found; none calls back into the tick."""
         now = time.monotonic()
         if now >= self._next_tick:
             self._next_tick = now + self.settings.push_interval_s
@@ -176,6 +181,8 @@ class Pusher:
                 await self._push_full_set(conn, client, resource)
         if time.monotonic() >= self.due[BatchType.MEASUREMENTS] and not stop.is_set():
             await self._push_measurements(conn, client, read_ahead, stop)
+        await self.health.tick(conn, client, self.state, self.progress,
+                               self.outcomes.last_failure, self.blocker)  # fmt: skip
 
     async def _observe_backlog(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Count the rows after the cursor when due (bounded: see `ops/progress.py`)."""

@@ -66,6 +66,13 @@ def _token(env_: EnvReader) -> str:
     return token
 
 
+def _health_interval(env_: EnvReader) -> float:
+    interval = env_.number("PUSHER_HEALTH_INTERVAL_S", 300.0, minimum=0.0)
+    if interval > 86400:
+        raise ConfigError("PUSHER_HEALTH_INTERVAL_S must be at most 86400 (0: no health reports)")
+    return interval
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the pusher needs. The token and the database URL (which may carry a
@@ -75,8 +82,10 @@ class Settings:
     time between two counts of the rows behind the cursor (the backlog_rows and lag metrics).
     `wire_format` "auto" sends measurements columnar once ingestd says it takes them, "json"
     never; `columnar_encoder` "auto" encodes with numpy where it is installed, with the
-    standard library otherwise (the same bytes); `full_set_interval_s` is the longest time an unchanged full set goes unsent;
-    `max_upload_bytes_per_s` 0 means no upload cap."""
+    standard library otherwise (the same bytes); `full_set_interval_s` is the longest time an
+    unchanged full set goes unsent; `max_upload_bytes_per_s` 0 means no upload cap.
+    `health_interval_s` is the longest the pusher goes without a request to ingestd: a health
+    report (docs/PROTOCOL.md) is sent then, and whenever what it reports changed; 0 sends none."""
 
     database_url: str = field(repr=False)
     enabled: bool = True
@@ -105,6 +114,7 @@ class Settings:
     columnar_encoder: str = "auto"
     full_set_interval_s: float = 3600.0
     max_upload_bytes_per_s: int = 0
+    health_interval_s: float = 300.0
 
     @classmethod
     def variables(cls) -> list[Variable]:
@@ -175,6 +185,7 @@ class Settings:
             columnar_encoder=encoder,
             full_set_interval_s=env_.number("PUSHER_FULL_SET_INTERVAL_S", 3600.0, minimum=0.0),
             max_upload_bytes_per_s=env_.integer("PUSHER_MAX_UPLOAD_BYTES_PER_S", 0, minimum=0),
+            health_interval_s=_health_interval(env_),
         )
         # Read last: only now has every variable been looked up.
         return replace(settings, deprecated=tuple(dict.fromkeys(env_.deprecated)))

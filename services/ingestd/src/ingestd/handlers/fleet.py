@@ -44,6 +44,7 @@ def gateway_view(row: dict[str, Any], now: datetime, policy: HealthPolicy) -> di
         "token_hint": row["token_hint"],
         "states": gateway_states(row, now, policy),
         "last_report_at": iso(row["last_report_at"]),
+        "last_contact_at": iso(max(row["last_contact_at"], row["last_report_at"])),
         "seconds_since_report": round((now - row["last_report_at"]).total_seconds(), 3),
         "silent_after_s": _silent_after_s(row["heartbeat_s"], policy),
         "first_report_at": iso(row["first_report_at"]),

@@ -47,6 +47,7 @@ from ingestd.ingest import Delivery, ingest_batch, record_refusal
 from ingestd.keys import (
     ADMISSION,
     AUTH_LIMITER,
+    CONTACTS,
     DECODERS,
     LIMITER,
     MEMORY,
@@ -137,6 +138,7 @@ async def authenticate(request: web.Request, settings: Settings) -> Customer:
         request.app[METRICS].auth_failures.inc()
         raise
     limiter.succeeded(token_hash)
+    request.app[CONTACTS].seen(token_hash)
     return customer
 
 

@@ -9,6 +9,9 @@ CREATE TABLE fleet.gateways (
     customer_id       bigint NOT NULL REFERENCES fleet.customers (id) ON DELETE CASCADE,
     first_report_at   timestamptz NOT NULL DEFAULT now(),
     last_report_at    timestamptz NOT NULL DEFAULT now(),
+    -- The last request of any kind with this token (batches flushed from memory every
+    -- INGESTD_FLEET_STATE_INTERVAL_S): a gateway shipping every minute needs no report to be alive.
+    last_contact_at   timestamptz NOT NULL DEFAULT now(),
     reports           bigint NOT NULL DEFAULT 1,
     version           text NOT NULL,
     wire_format       text NOT NULL,

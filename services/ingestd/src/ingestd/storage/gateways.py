@@ -1,6 +1,7 @@
 """Gateway health reports: the latest per token, a bounded history, and the stored states.
 
-`store_report` is one statement (upsert of the latest, history row only when the previous report
+Every request with a token is a contact (`record_contacts`, flushed in bulk from memory by the
+fleet-state task); `store_report` is one statement (upsert of the latest, history row only when the previous report
 of that gateway is at least `HISTORY_SPACING` old, so a gateway sending too often cannot grow the
 history faster than that); `delete_old_reports` is the history's retention, batched like the
 audit trail's (`storage.retention`).
@@ -23,6 +24,7 @@ __all__ = [
     "fleet_totals",
     "gateway_history",
     "gateway_rows",
+    "record_contacts",
     "store_report",
     "take_state_turn",
     "write_gateway_states",
@@ -44,7 +46,7 @@ WITH prev AS (
     INSERT INTO fleet.gateways (token_hash, customer_id, {", ".join(_COLUMNS)})
     VALUES (%(token)s, %(customer)s, {", ".join(f"%({c})s" for c in _COLUMNS)})
     ON CONFLICT (token_hash) DO UPDATE SET
-        last_report_at = now(), reports = fleet.gateways.reports + 1,
+        last_report_at = now(), last_contact_at = now(), reports = fleet.gateways.reports + 1,
         {", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS)}
 )
 INSERT INTO fleet.gateway_reports (token_hash, customer_id, report, implausible)
@@ -69,6 +71,11 @@ WHERE token_hash = %s ORDER BY received_at DESC LIMIT %s
 WRITE_STATES = """
 UPDATE fleet.gateways g SET states = v.states::text[], states_at = now()
 FROM unnest(%s::bytea[], %s::text[]) AS v(token_hash, states)
+WHERE g.token_hash = v.token_hash
+"""
+CONTACTS = """
+UPDATE fleet.gateways g SET last_contact_at = greatest(g.last_contact_at, v.at)
+FROM unnest(%s::bytea[], %s::timestamptz[]) AS v(token_hash, at)
 WHERE g.token_hash = v.token_hash
 """
 DELETE_OLD = """DELETE FROM fleet.gateway_reports WHERE (token_hash, received_at) IN (
@@ -153,6 +160,15 @@ async def write_gateway_states(
     hashes = [token for token, _ in states]
     literals = ["{" + ",".join(names) + "}" for _, names in states]
     await conn.execute(WRITE_STATES, (hashes, literals))
+
+
+async def record_contacts(
+    conn: AsyncConnection[Any], contacts: Sequence[tuple[bytes, datetime]]
+) -> None:
+    """Move each known gateway's last contact forward (unknown tokens: nothing to move)."""
+    if contacts:
+        hashes, times = zip(*contacts, strict=True)
+        await conn.execute(CONTACTS, (list(hashes), list(times)))
 
 
 async def delete_old_reports(

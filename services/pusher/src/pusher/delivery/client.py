@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import platform
 import ssl
+import time
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from importlib.metadata import version
 from pathlib import Path
 
@@ -34,6 +36,10 @@ from fleetcore.protocol import (
     BATCH_TYPE_HEADER,
     COLUMNAR_MEDIA_TYPE,
     CURSOR_HEADER,
+    HEALTH_HEADER,
+    HEALTH_PATH,
+    HEALTH_VERSION,
+    INGEST_PATH,
     JSON_MEDIA_TYPE,
     MAX_CURSOR_LENGTH,
     TOKEN_HEADER,
@@ -82,6 +88,16 @@ class WireBody:
     encoding: str | None = "gzip"
 
 
+def _server_offset_s(headers: Mapping[str, str], sent: float, received: float) -> float | None:
+    """Server clock minus ours from an answer's `Date` (whole seconds: its middle, +0.5 s,
+    against the middle of the round trip); None without a readable Date."""
+    try:
+        server = parsedate_to_datetime(headers.get("Date", "")).timestamp() + 0.5
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return round(server - (sent + received) / 2, 1)
+
+
 def _ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
     """Certificate verification is always on; a CA bundle only changes which roots are trusted."""
     return ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
@@ -114,6 +130,9 @@ class IngestClient:
         self.upload_cap = upload_cap
         self.columnar = False
         self.sent_bytes = 0
+        self.health_advertised: bool | None = None  # None: no answer of ingestd seen yet
+        self.clock_offset_s: float | None = None
+        self.last_request_at = time.monotonic()
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> IngestClient:
@@ -168,10 +187,8 @@ class IngestClient:
             headers["Content-Encoding"] = wire.encoding
         if cursor:
             headers[CURSOR_HEADER] = cursor[:MAX_CURSOR_LENGTH]
-        size = len(wire.data) + sum(len(k) + len(v) + 4 for k, v in headers.items())
-        if self.upload_cap is not None:
-            await self.upload_cap.take(size)
-        self.sent_bytes += size
+        await self._pace(wire.data, headers)
+        sent = time.time()
         try:
             async with self._session.post(
                 self.url, data=wire.data, headers=headers, allow_redirects=False
@@ -179,6 +196,7 @@ class IngestClient:
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
                 self.columnar = takes_columnar(resp.headers)
+                self._observe(resp.headers, sent)
                 raw = await _read_bounded(resp)
         except TimeoutError:
             raise TransientDeliveryError(
@@ -195,6 +213,43 @@ class IngestClient:
         if status == 415 and wire.media_type == COLUMNAR_MEDIA_TYPE:
             self.columnar = False
         return classify(status, raw, retry_after, batch_type=batch_type, rows=rows)
+
+    async def _pace(self, data: bytes, headers: Mapping[str, str]) -> None:
+        size = len(data) + sum(len(k) + len(v) + 4 for k, v in headers.items())
+        if self.upload_cap is not None:
+            await self.upload_cap.take(size)
+        self.sent_bytes += size
+        self.last_request_at = time.monotonic()
+
+    def _observe(self, headers: Mapping[str, str], sent: float) -> None:
+        """What every answer tells besides its status: reports taken, the server's clock."""
+        self.health_advertised = headers.get(HEALTH_HEADER) == HEALTH_VERSION
+        offset = _server_offset_s(headers, sent, time.time())
+        if offset is not None:
+            self.clock_offset_s = offset
+
+    async def send_report(self, body: bytes) -> int | None:
+        """POST a health report (JSON, zstd'd when smaller); the answer's status, or None when
+        none came. Never raises for what the network or the server does."""
+        if self._session is None:
+            raise RuntimeError("IngestClient used outside `async with`")
+        packed = zstd_compress(body)
+        headers = {TOKEN_HEADER: self._token, "Content-Type": JSON_MEDIA_TYPE}
+        if len(packed) < len(body):
+            body = packed
+            headers["Content-Encoding"] = "zstd"
+        await self._pace(body, headers)
+        url = self.url.removesuffix(INGEST_PATH) + HEALTH_PATH
+        sent = time.time()
+        try:
+            async with self._session.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as resp:
+                self._observe(resp.headers, sent)
+                await _read_bounded(resp)
+                return resp.status
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError, LookupError):
+            return None
 
 
 async def _read_bounded(resp: aiohttp.ClientResponse) -> bytes:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
 from fleetcore.protocol import BatchType
 
@@ -108,6 +108,13 @@ class PushProgress:
     def measurement_lag_s(self) -> float:
         shipped = self._newest_shipped.get(_MEASUREMENTS) or self._first_unshipped
         return measurement_lag_s(self.backlog_rows, self._newest_local, shipped)
+
+    @property
+    def oldest_unshipped_age_s(self) -> float:
+        """How long the oldest row after the cursor has waited (its received_at); 0 when none."""
+        if self.backlog_rows <= 0 or self._first_unshipped is None:
+            return 0.0
+        return _seconds(datetime.now(UTC), self._first_unshipped)
 
     def status_text(self, states: PushState, last_failure: Mapping[BatchType, str]) -> str:
         """One line for `systemctl status`: shipped, backlog, lag, and what is failing."""

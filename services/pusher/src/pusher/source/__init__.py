@@ -1,12 +1,13 @@
 """Reading the customer database: the measurements after the push cursor (as a JSON body built
 by PostgreSQL, `reads`, or as columns, `columns`), the sites and devices full sets, the backlog,
-the snapshot horizon and what holds it back; which rows the protocol can carry (`carriable`).
+the snapshot horizon and what holds it back; the database's size and free disk (`footprint`); which rows the protocol can carry (`carriable`).
 
 Every statement here only reads, except `restamp_future_rows` (a restored database). The push
 state and its quarantine are `pusher.state`'s.
 """
 
 from pusher.source.columns import BatchBuilder, columnar_encoder, read_measurement_columns
+from pusher.source.footprint import database_size, free_disk_bytes
 from pusher.source.reads import (
     APPLICATION_NAME,
     BACKLOG_COUNT_BOUND,
@@ -39,7 +40,9 @@ __all__ = [
     "columnar_encoder",
     "connect",
     "count_shippable",
+    "database_size",
     "find_blocking_transaction",
+    "free_disk_bytes",
     "ping",
     "read_backlog",
     "read_devices",
