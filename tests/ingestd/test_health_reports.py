@@ -206,7 +206,8 @@ async def test_states_and_filters(
     await send(client, second, encode_report(report(heartbeat_s=1.0)))
     with psycopg.connect(central_db, autocommit=True) as conn:
         conn.execute(
-            "UPDATE fleet.gateways SET last_report_at = now() - interval '3 seconds' "
+            "UPDATE fleet.gateways SET last_report_at = now() - interval '3 seconds', "
+            "last_contact_at = now() - interval '3 seconds' "
             "WHERE heartbeat_s = 1"
         )
     view = await gateways(client)

@@ -115,7 +115,10 @@ async def test_meter_states_everywhere(
     assert 'fleet_meters{state="frozen"} 1.0' in metrics
 
     with psycopg.connect(central_db, autocommit=True) as conn:
-        conn.execute("UPDATE fleet.gateways SET last_report_at = now() - interval '1 hour'")
+        conn.execute(
+            "UPDATE fleet.gateways SET last_report_at = now() - interval '1 hour', "
+            "last_contact_at = now() - interval '1 hour'"
+        )
     resp = await ingestd_client.get("/api/fleet/customers/DEV0001/gateways", headers=AUTH)
     body = await resp.json()
     assert {m["state"] for m in body["meters"]} == {"unknown"}
