@@ -26,12 +26,12 @@ from common import (
     exit_on_sigterm,
     machine_info,
     postgres_cpu_seconds,
-    write_results,
 )
 from fleetcore import HealthReport, ResourceHealth, encode_report, zstd_compress
 from fleetcore.protocol import HEALTH_PATH
 from fleetdev.pgcluster import temporary_cluster
 from ingestd.customers import add_customer
+from report import Figure, finish
 
 
 def report_body(n: int) -> bytes:
@@ -98,11 +98,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "postgres_cpu_us_per_report": round(pg / args.reports * 1e6, 1),
             "wall_ms_per_report": round(wall / args.reports * 1e3, 3),
         }
-    for key in ("body_bytes", "ingestd_cpu_us_per_report", "postgres_cpu_us_per_report",
-                "wall_ms_per_report"):  # fmt: skip
-        print(f"{key}: {results[key]}")
-    path = write_results("health_report", results, args.json)
-    print(f"written to {path}")
+    figures = [
+        Figure.of(
+            "20. ingestd CPU per health report",
+            f"{results['ingestd_cpu_us_per_report']} µs",
+            f"PostgreSQL {results['postgres_cpu_us_per_report']} µs; wall "
+            f"{results['wall_ms_per_report']} ms; {args.reports} reports of "
+            f"{results['body_bytes']} B, {args.gateways} gateways",
+        )
+    ]
+    finish("health_report", results, figures, args.json)
     return 0
 
 

@@ -85,6 +85,13 @@ SCRIPTS = (
         600,
     ),
     Script(
+        "health_report",
+        "health_report.py",
+        ("--gateways", "200", "--reports", "5000"),
+        ("--gateways", "50", "--reports", "1000"),
+        300,
+    ),
+    Script(
         "storage",
         "storage.py",
         ("--meters", "200", "--days", "30"),
