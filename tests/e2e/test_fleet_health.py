@@ -29,7 +29,7 @@ from aiohttp import web
 from fleetdev.pgcluster import PgCluster, free_port
 from ingestd.customers import add_customer
 
-from tests.fix_pusher import seed_inventory, seed_measurements
+from tests.fix_customer import seed_inventory, seed_measurements
 
 BASE = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTD_", "PUSHER_", "FLEET_"))}
 ADMIN = "e2e-admin-" + "z" * 32

@@ -15,15 +15,10 @@ from aiohttp.test_utils import TestServer
 from fleetcore.protocol import HEALTH_HEADER, HEALTH_PATH, INGEST_PATH
 from pusher.settings import Settings
 
-from tests.fix_pusher import (
-    central_count,
-    ingest_url,
-    running_pusher,
-    scalar,
-    seed_inventory,
-    seed_measurements,
-    wait_for,
-)
+from tests.fix_customer import seed_inventory, seed_measurements
+from tests.fix_ingestd import central_count, ingest_url
+from tests.fix_pg import scalar, wait_for
+from tests.fix_pusher import running_pusher
 
 
 def _gateway(central: str) -> dict[str, Any]:
