@@ -2,16 +2,18 @@
 
 psycopg's `write_row` turns every value into bytes one by one (~1 µs per 27-value row); a batch
 held as columns is laid out at once: one fixed-size record per row (field count, then per field
-its length and big-endian value), written column by column into a structured array. Each value
-becomes two fields (`storage.layout`): its integer steps (int4 or int8) and its exact double,
-one of them null. Fields null in every row take 4 bytes (length -1); a field null in some rows
-is laid out in full and the value bytes of its null cells are cut out afterwards (one boolean
-mask over the buffer). Format: "COPY — Binary Format" in the PostgreSQL manual; timestamps are
-µs since 2000-01-01.
+its length and big-endian value) in a structured array, every record first filled from one
+template (the count and each field's length) and then the values written column by column. Each
+value becomes two fields (`storage.layout`): its integer steps (int4 or int8) and its exact
+double, one of them null; the split runs on all value columns at once. Fields null in every row
+take 4 bytes (length -1); a field null in some rows is laid out in full and the value bytes of
+its null cells are cut out afterwards (one boolean mask over the buffer). Format: "COPY — Binary
+Format" in the PostgreSQL manual; timestamps are µs since 2000-01-01.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +21,7 @@ import numpy.typing as npt
 from fleetcore import MEASUREMENT_VALUE_FIELDS, MeasurementColumns
 from fleetcore.resolution import RESOLUTIONS
 
-from ingestd.storage.layout import scaled_column, split_column
+from ingestd.storage.layout import scaled_column, split_columns
 
 __all__ = ["COPY_COLUMNS", "StoredField", "copy_stream", "stored_fields"]
 
@@ -38,6 +40,12 @@ _TRAILER = b"\xff\xff"
 _POSTGRES_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in µs since 1970
 _TIMES = ("time", "received_at")
 _DTYPES = {"integer": ">i4", "bigint": ">i8"}
+_TYPES: dict[str, str] = {
+    **dict.fromkeys(("time", "device_id", "received_at", "customer_id"), ">i8"),
+    **{scaled_column(f): _DTYPES[RESOLUTIONS[f].storage_type] for f in MEASUREMENT_VALUE_FIELDS},
+    **dict.fromkeys(MEASUREMENT_VALUE_FIELDS, ">f8"),
+}
+_SIZES = {name: np.dtype(kind).itemsize for name, kind in _TYPES.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,49 +69,83 @@ def _field(
 def stored_fields(batch: MeasurementColumns, customer_id: int) -> list[StoredField]:
     """The batch's columns as the stored row's fields, in `COPY_COLUMNS` order."""
     rows = batch.rows
-    fields = [
+    keys = [
         StoredField(name, ">i8", batch.columns[name].values, None)
         for name in ("time", "device_id", "received_at")
     ]
-    scaled, exact = [], []
-    for name in MEASUREMENT_VALUE_FIELDS:
-        column = batch.columns.get(name)
-        resolution = RESOLUTIONS[name]
-        dtype = _DTYPES[resolution.storage_type]
-        if column is None or (column.nulls is not None and bool(column.nulls.all())):
-            scaled.append(StoredField(scaled_column(name), dtype, None, None))
-            exact.append(StoredField(name, ">f8", None, None))
-            continue
-        split = split_column(column.values.astype(np.float64, copy=False), column.nulls, resolution)
-        scaled.append(_field(scaled_column(name), dtype, split.scaled, split.scaled_nulls))
-        exact.append(_field(name, ">f8", split.exact, split.exact_nulls))
+    present = [
+        name
+        for name in MEASUREMENT_VALUE_FIELDS
+        if (c := batch.columns.get(name)) is not None
+        and not (c.nulls is not None and c.nulls.all())
+    ]
+    scaled = {}
+    exact = {}
+    if present:
+        values = np.empty((len(present), rows), np.float64)
+        nulls = np.zeros((len(present), rows), np.bool_)
+        for i, name in enumerate(present):
+            column = batch.columns[name]
+            values[i] = column.values
+            if column.nulls is not None:
+                nulls[i] = column.nulls
+        ints, whole = split_columns(values, nulls, [RESOLUTIONS[n] for n in present])
+        for i, name in enumerate(present):
+            dtype = _DTYPES[RESOLUTIONS[name].storage_type]
+            scaled[name] = _field(scaled_column(name), dtype, ints[i], ~whole[i])
+            exact[name] = _field(name, ">f8", values[i], whole[i] | nulls[i])
+    empty = {
+        name: (
+            StoredField(scaled_column(name), _DTYPES[RESOLUTIONS[name].storage_type], None, None),
+            StoredField(name, ">f8", None, None),
+        )
+        for name in MEASUREMENT_VALUE_FIELDS
+        if name not in scaled
+    }
     tail = StoredField("customer_id", ">i8", np.full(rows, customer_id, np.int64), None)
-    return [*fields, *scaled, *exact, tail]
+    return [
+        *keys,
+        *(scaled[n] if n in scaled else empty[n][0] for n in MEASUREMENT_VALUE_FIELDS),
+        *(exact[n] if n in exact else empty[n][1] for n in MEASUREMENT_VALUE_FIELDS),
+        tail,
+    ]
+
+
+@functools.lru_cache(maxsize=64)
+def _record(present: tuple[bool, ...]) -> tuple[np.dtype[np.void], bytes]:
+    """The record type of a stream whose fields in `COPY_COLUMNS` order are present (or null in
+    every row), and one record's bytes with the count and every field's length filled in
+    (batches of a fleet come in a few shapes: made once per shape)."""
+    sizes = [
+        _SIZES[name] if there else None for name, there in zip(COPY_COLUMNS, present, strict=True)
+    ]
+    layout: list[tuple[str, str]] = [("count", ">i2")]
+    for name, size in zip(COPY_COLUMNS, sizes, strict=True):
+        layout.append((f"{name}_len", ">i4"))
+        if size is not None:
+            layout.append((name, _TYPES[name]))
+    dtype = np.dtype(layout)
+    template = np.zeros((), dtype)
+    template["count"] = len(COPY_COLUMNS)
+    for name, size in zip(COPY_COLUMNS, sizes, strict=True):
+        template[f"{name}_len"] = -1 if size is None else size
+    return dtype, template.tobytes()
 
 
 def copy_stream(batch: MeasurementColumns, customer_id: int) -> bytes:
     """The complete binary COPY stream (header, one tuple per row, trailer) of `batch`'s rows in
     the order of `COPY_COLUMNS`; every key column must be non-null in every row."""
     fields = stored_fields(batch, customer_id)
-    layout: list[tuple[str, str]] = [("count", ">i2")]
-    for f in fields:
-        layout.append((f"{f.name}_len", ">i4"))
-        if f.values is not None:
-            layout.append((f.name, f.dtype))
-    dtype = np.dtype(layout)
-    records = np.empty(batch.rows, dtype)
-    records["count"] = len(fields)
+    dtype, template = _record(tuple(f.values is not None for f in fields))
+    records = np.frombuffer(bytearray(template * batch.rows), dtype)
     partial: list[tuple[str, npt.NDArray[np.bool_], int]] = []
     for f in fields:
         if f.values is None:
-            records[f"{f.name}_len"] = -1
             continue
-        size = np.dtype(f.dtype).itemsize
-        records[f"{f.name}_len"] = size
         records[f.name] = f.values - _POSTGRES_EPOCH_US if f.name in _TIMES else f.values
         if f.nulls is not None:
             records[f"{f.name}_len"][f.nulls] = -1
-            partial.append((f.name, f.nulls, size))
+            partial.append((f.name, f.nulls, _SIZES[f.name]))
     if not partial:
         return _SIGNATURE + records.tobytes() + _TRAILER
     flat = records.view(np.uint8).reshape(batch.rows, dtype.itemsize)

@@ -14,10 +14,10 @@ JSON path's rows into the same columns, so both paths write through one code pat
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
 from fleetcore import MEASUREMENT_VALUE_FIELDS, Column, MeasurementColumns, MeasurementRow
@@ -31,6 +31,7 @@ __all__ = [
     "columns_of_rows",
     "scaled_column",
     "split_column",
+    "split_columns",
     "value_sql",
 ]
 
@@ -103,42 +104,58 @@ class SplitColumn:
     exact_nulls: Mask
 
 
-def split_column(values: Float64s, nulls: Mask | None, resolution: Resolution) -> SplitColumn:
-    """Which values are whole steps of `resolution` (checked on the bits of k / 10^decimals, as
-    the view computes it back), and their k."""
+def split_columns(
+    values: npt.NDArray[np.float64], nulls: Mask, resolutions: Sequence[Resolution]
+) -> tuple[npt.NDArray[np.int64], Mask]:
+    """Several value columns at once (one row of `values`/`nulls` per resolution): the integer
+    steps, and where a value is whole steps (never where null). Checked on the bits of
+    k / 10^decimals, as the view computes it back."""
+    factors = np.array([r.factor for r in resolutions], np.float64)[:, None]
+    limits = np.array([float(r.max_steps) for r in resolutions], np.float64)[:, None]
     with np.errstate(over="ignore", invalid="ignore"):
-        steps = np.rint(values * resolution.factor)
-        whole = np.abs(steps) <= resolution.max_steps  # False for NaN and infinities
+        steps = np.rint(values * factors)
+        whole = np.abs(steps) <= limits  # False for NaN and infinities
         ints = np.where(whole, steps, 0.0).astype(np.int64)
-        back = ints.astype(np.float64) / resolution.factor
+        back = ints.astype(np.float64) / factors
     whole &= back.view(np.int64) == values.view(np.int64)
+    whole &= ~nulls
+    return ints, whole
+
+
+def split_column(values: Float64s, nulls: Mask | None, resolution: Resolution) -> SplitColumn:
+    """`split_columns` of one column."""
     absent = nulls if nulls is not None else np.zeros(len(values), np.bool_)
-    return SplitColumn(ints, absent | ~whole, values, absent | whole)
+    ints, whole = split_columns(values[None, :], absent[None, :], [resolution])
+    return SplitColumn(ints[0], ~whole[0], values, absent | whole[0])
 
 
-_KEYS = ("time", "device_id", "received_at")
-_VALUE_SLICE = slice(len(_KEYS), len(_KEYS) + len(MEASUREMENT_VALUE_FIELDS))
+_GETTERS = {name: operator.attrgetter(name) for name in MEASUREMENT_VALUE_FIELDS}
 
 
-def _float_column(raw: Sequence[float | None]) -> Column:
-    nulls = np.fromiter((v is None for v in raw), np.bool_, len(raw))
-    if not nulls.any():
+def _float_column(raw: list[float | None]) -> Column | None:
+    """A value column from the rows' values (None: null in every row)."""
+    if None not in raw:
         return Column(np.array(raw, np.float64))
+    nulls = np.fromiter((v is None for v in raw), np.bool_, len(raw))
+    if nulls.all():
+        return None
     return Column(np.array([0.0 if v is None else v for v in raw], np.float64), nulls)
 
 
 def columns_of_rows(rows: Sequence[MeasurementRow]) -> MeasurementColumns:
-    """The JSON path's validated rows as columns (keys as µs and ints, values as float64)."""
+    """The JSON path's validated rows as columns (keys as µs and ints, values as float64),
+    column by column: one pass over the rows per field."""
     if not rows:
         return MeasurementColumns(0, {})
-    fields = list(zip(*(msgspec.structs.astuple(r) for r in rows), strict=True))
     columns: dict[str, Column] = {
-        "time": Column(np.array([micros_from_datetime(t) for t in fields[0]], np.int64)),
-        "device_id": Column(np.array(fields[1], np.int64)),
-        "received_at": Column(np.array([micros_from_datetime(t) for t in fields[2]], np.int64)),
+        "time": Column(np.array([micros_from_datetime(r.time) for r in rows], np.int64)),
+        "device_id": Column(np.array([r.device_id for r in rows], np.int64)),
+        "received_at": Column(
+            np.array([micros_from_datetime(r.received_at) for r in rows], np.int64)
+        ),
     }
-    for name, raw in zip(MEASUREMENT_VALUE_FIELDS, fields[_VALUE_SLICE], strict=True):
-        column = _float_column(raw)
-        if column.nulls is None or not column.nulls.all():
+    for name, getter in _GETTERS.items():
+        column = _float_column(list(map(getter, rows)))
+        if column is not None:
             columns[name] = column
     return MeasurementColumns(len(rows), columns)
