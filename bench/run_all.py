@@ -96,6 +96,13 @@ SCRIPTS = (
         "storage.py",
         ("--meters", "200", "--days", "30"),
         ("--meters", "20", "--days", "8"),
+        3600,
+    ),
+    Script(
+        "convert",
+        "convert.py",
+        ("--meters", "200", "--days", "7"),
+        ("--meters", "20", "--days", "2", "--load-s", "5"),
         1800,
     ),
     Script(

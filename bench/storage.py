@@ -38,9 +38,15 @@ from common import exit_on_sigterm, machine_info
 from fleetcore import MEASUREMENT_VALUE_FIELDS
 from fleetdev.pgcluster import temporary_cluster, timescaledb_installed
 from report import Figure, Target, finish
+from storage_ingest import central_database, load_through_ingestd, values_not_identical
 
 TARGET_BYTES_PER_ROW = Target("<=", 100.0, " B/row")  # compressed, values exact
 MINUTES_PER_YEAR = 525_960
+# Issue 22: through ingestd's own write path, every value bit-identical.
+TARGET_INGESTD: dict[str, Target] = {
+    "ingestd-ts": Target("<=", 40.0, " B/row"),  # compressed TimescaleDB (aim: 30)
+    "ingestd-plain": Target("<=", 220.0, " B/row"),
+}
 
 # Decimals each value carries at the meter's resolution.
 DECIMALS: dict[str, int] = {
@@ -222,6 +228,8 @@ def column_bytes(conn: psycopg.Connection[Any], table: str, rows: int) -> dict[s
     """Compressed bytes per row of each column (the values as stored, before page overhead)."""
     chunks = [r[0] for r in conn.execute(COMPRESSED_CHUNKS, (table,)).fetchall()]
     columns = ("time", "received_at", *DECIMALS)
+    if table == "power_measurements_scaled":  # the stored layout: integer steps and exact doubles
+        columns = (*columns, *(f"{c}_scaled" for c in DECIMALS))
     totals = dict.fromkeys(columns, 0)
     for chunk in chunks:
         sums = ", ".join(f"coalesce(sum(pg_column_size({c})), 0)" for c in columns)
@@ -247,6 +255,24 @@ def _median_ms(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]
     return statistics.median(times)
 
 
+def measure_ingestd(cluster: Any, src_dsn: str, timescale: bool, args: Any) -> dict[str, Any]:
+    """The rows through ingestd's write path into the real schema (`storage_ingest`)."""
+    name = "central_ts" if timescale else "central_plain"
+    dsn = central_database(cluster, name, timescale=timescale, chunk_hours=args.chunk_hours)
+    out = load_through_ingestd(src_dsn, dsn, args.start, args.days, timescale=timescale)
+    out["bytes_per_row"] = out["bytes"] / max(out["rows"], 1)
+    out["bytes_per_meter_year"] = out["bytes_per_row"] * MINUTES_PER_YEAR
+    if timescale:
+        with psycopg.connect(dsn) as conn:
+            out["column_bytes_per_row"] = column_bytes(
+                conn, "power_measurements_scaled", out["rows"]
+            )
+    started = time.monotonic()
+    out["values_not_exact"] = values_not_identical(src_dsn, dsn, args.start, args.days)
+    out["read_back_s"] = time.monotonic() - started
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     timescale = timescaledb_installed()
     extra = {"timescaledb.max_background_workers": "0"} if timescale else {}
@@ -270,7 +296,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"  {result['rows']:,} rows generated in {result['generate_s']:.0f} s",
                 file=sys.stderr,
             )
+            conn.execute("CREATE INDEX ON src (time)")
+            conn.execute("ANALYZE src")
+            for path in ("plain", "ts"):
+                name = f"ingestd-{path}"
+                if name not in args.layouts:
+                    continue
+                if path == "ts" and not timescale:
+                    result["layouts"][name] = {"skipped": "TimescaleDB is not installed"}
+                    continue
+                result["layouts"][name] = measure_ingestd(cluster, dsn, path == "ts", args)
+                print(f"  {name}: {result['layouts'][name]}", file=sys.stderr)
             for layout in LAYOUTS:
+                if layout[0] not in args.layouts:
+                    continue
                 if layout[2] and not timescale:
                     result["layouts"][layout[0]] = {"skipped": "TimescaleDB is not installed"}
                     continue
@@ -294,16 +333,18 @@ def report(result: dict[str, Any]) -> None:
             continue
         compress = r.get("compress_s_per_million_rows")
         exact = r.get("values_not_exact")
+        one, every = r.get("query_one_device_all_days_ms"), r.get("query_all_devices_one_day_ms")
         print(
             f"{name:<15} {r['bytes_per_row']:>7.1f} {r['bytes_per_meter_year'] / 2**20:>15.1f} "
             f"{'-' if compress is None else f'{compress:.1f}':>13} "
-            f"{r['query_one_device_all_days_ms']:>16.1f} {r['query_all_devices_one_day_ms']:>17.1f}  "
+            f"{'-' if one is None else f'{one:.1f}':>16} {'-' if every is None else f'{every:.1f}':>17}  "
             f"{'-' if exact is None else ('yes' if exact == 0 else f'{exact} rows differ')}"
         )
     best = min(
-        (r["bytes_per_row"], n)
-        for n, r in result["layouts"].items()
-        if n.startswith("ts-") and "skipped" not in r and r.get("values_not_exact", 0) == 0
+        ((r["bytes_per_row"], n)
+         for n, r in result["layouts"].items()
+         if n.startswith("ts-") and "skipped" not in r and r.get("values_not_exact", 0) == 0),
+        default=None,
     ) if result["timescaledb"] else None  # fmt: skip
     if best:
         result["best_exact_compressed"] = {"layout": best[1], "bytes_per_row": best[0]}
@@ -326,6 +367,21 @@ def figures(result: dict[str, Any]) -> list[Figure]:
                 f"{TARGET_BYTES_PER_ROW} (compressed, exact)" if name.startswith("ts-") else "",
             )
         )
+    for name, target in TARGET_INGESTD.items():
+        r = result["layouts"].get(name)
+        if r is None or "skipped" in r:
+            continue
+        exact = r["values_not_exact"] == 0
+        out.append(
+            Figure.checked(
+                f"storage: {name} through ingestd's write path, every value bit-identical",
+                r["bytes_per_row"],
+                f"{r['bytes_per_row']:.1f} B/row, {r['values_not_exact']} rows differ",
+                target,
+                f"{r['rows']:,} rows",
+                also=exact,
+            )
+        )
     best = result.get("best_exact_compressed")
     if best:
         out.append(
@@ -345,8 +401,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--meters", type=int, default=200)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--start", default="2026-10-01T00:00:00+00:00")
+    parser.add_argument(
+        "--chunk-hours", type=int, default=12, help="chunk interval of the ingestd-ts layout"
+    )
+    names = ("ingestd-plain", "ingestd-ts", *(layout[0] for layout in LAYOUTS))
+    parser.add_argument(
+        "--layouts",
+        default=",".join(names),
+        help=f"comma-separated subset of {', '.join(names)} (default: all)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
+    args.layouts = [n.strip() for n in args.layouts.split(",") if n.strip()]
+    if unknown := sorted(set(args.layouts) - set(names)):
+        print(f"unknown layouts: {', '.join(unknown)}", file=sys.stderr)
+        return 2
     if not (1 <= args.meters <= 10_000 and 1 <= args.days <= 366):
         print("need 1 <= meters <= 10000 and 1 <= days <= 366", file=sys.stderr)
         return 2
