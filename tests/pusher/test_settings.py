@@ -106,3 +106,31 @@ def test_every_variable_has_the_pusher_prefix() -> None:
     names = [v.name for v in Settings.variables()]
     assert len(names) > 20
     assert [n for n in names if not n.startswith("PUSHER_")] == []
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://central.example", True),
+        ("http://127.0.0.1:8080", True),
+        ("http://[::1]:8080", True),
+        ("http://localhost:8080", True),
+        ("http://central.example", False),
+        ("http://10.0.0.5:8080", False),
+        ("http://user:pw@central.example", False),
+    ],
+)
+def test_plain_http_only_to_this_machine(url: str, allowed: bool) -> None:
+    """http:// to another host is refused at start (the token would travel in clear, a forged
+    200 could move the cursor) unless PUSHER_ALLOW_PLAINTEXT=true; the message shows no
+    userinfo."""
+    env = {"PUSHER_DATABASE_URL": DB, "PUSHER_PUSH_ENABLED": "true", "PUSHER_INGEST_URL": url,
+           "PUSHER_TOKEN": TOKEN}  # fmt: skip
+    if allowed:
+        assert not Settings.from_env(env).allow_plaintext
+    else:
+        with pytest.raises(ConfigError, match="PUSHER_ALLOW_PLAINTEXT") as caught:
+            Settings.from_env(env)
+        assert "pw" not in str(caught.value)
+    settings = Settings.from_env({**env, "PUSHER_ALLOW_PLAINTEXT": "true"})
+    assert settings.allow_plaintext and "pw@" not in settings.shown_ingest_url

@@ -17,6 +17,8 @@ import os
 import sys
 import traceback
 
+from fleetservice.redact import redact
+
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_STATUSES",
            "fail", "one_line", "output_closed"]  # fmt: skip
 
@@ -40,9 +42,9 @@ def one_line(exc: BaseException) -> str:
 def fail(prog: str, what: str, exc: BaseException | None = None, *, debug: bool = False) -> int:
     """Print `prog: what[: reason]` on stderr (the traceback too when `debug`); return 1."""
     line = f"{prog}: {what}" if exc is None else f"{prog}: {what}: {one_line(exc)}"
-    print(line, file=sys.stderr)
+    print(redact(line), file=sys.stderr)
     if debug and exc is not None:
-        traceback.print_exception(exc, file=sys.stderr)
+        print(redact("".join(traceback.format_exception(exc))), end="", file=sys.stderr)
     return EXIT_FAILED
 
 

@@ -12,7 +12,8 @@ stdout, as the structlog docs advise for services; a one-shot command's go to st
 
 A line that cannot be written (stdout on a full disk, a closed pipe) or rendered never stops the
 process: it is dropped and counted (`log_output_failures`, exported by the services as a
-metric), and the first failure in a row is told once on stderr, which may still work.
+metric), and the first failure in a row is told once on stderr, which may still work. Every line
+is cleaned of the secrets the entry point registered (`fleetservice.redact`) as it is written.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from types import TracebackType
 
 import structlog
 import structlog.tracebacks
+
+from fleetservice.redact import protect, redact
 
 __all__ = [
     "LOG_FORMATS",
@@ -88,7 +91,7 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         self.stream = sys.stderr if self._to_stderr else sys.stdout
         try:
-            self.stream.write(self.format(record) + self.terminator)
+            self.stream.write(redact(self.format(record)) + self.terminator)
             self.flush()
         except Exception as exc:  # RecursionError included: logging.StreamHandler re-raises it
             _FAILURES.failed(exc)
@@ -110,10 +113,16 @@ def _add_service(service: str) -> structlog.typing.Processor:
 
 
 def configure_logging(
-    fmt: str = "auto", level: str = "info", *, service: str, to_stderr: bool = False
+    fmt: str = "auto",
+    level: str = "info",
+    *,
+    service: str,
+    to_stderr: bool = False,
+    secrets: tuple[str, ...] = (),
 ) -> None:
     """Configure once per entry point. `fmt` is auto, json or console; `level` one of LOG_LEVELS;
-    `to_stderr` for commands whose stdout is their result.
+    `to_stderr` for commands whose stdout is their result; `secrets` never appear in a line
+    (`fleetservice.redact`: the database URL's password, from `dsn_secrets`).
 
     Safe to call again (tests, several commands in one process): the previous handler is replaced.
     """
@@ -121,6 +130,7 @@ def configure_logging(
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
     if level not in LOG_LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    protect(*secrets)
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     stream = sys.stderr if to_stderr else sys.stdout
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())

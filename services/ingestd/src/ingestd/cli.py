@@ -40,6 +40,7 @@ from fleetservice.commands import (
     output_closed,
 )
 from fleetservice.envconfig import format_variables
+from fleetservice.redact import dsn_secrets
 
 from ingestd.errors import StartupError
 from ingestd.settings import ConfigError, Settings
@@ -164,7 +165,12 @@ def _serve(settings: Settings) -> int:
     from ingestd.storage import BootstrapError
     from ingestd.workers import serve_workers
 
-    configure_logging(settings.log_format, settings.log_level, service="ingestd")
+    configure_logging(
+        settings.log_format,
+        settings.log_level,
+        service="ingestd",
+        secrets=dsn_secrets(settings.database_url),
+    )
 
     def serve_one() -> None:
         try:
@@ -273,7 +279,11 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "serve":
             return _serve(settings)
         configure_logging(
-            settings.log_format, settings.log_level, service="ingestd", to_stderr=True
+            settings.log_format,
+            settings.log_level,
+            service="ingestd",
+            to_stderr=True,
+            secrets=dsn_secrets(settings.database_url),
         )
         if args.command == "migrate":
             return _migrate(settings)

@@ -43,6 +43,7 @@ from fleetservice.commands import (
     output_closed,
 )
 from fleetservice.envconfig import format_variables
+from fleetservice.redact import dsn_secrets
 
 from pusher import source
 from pusher.daemon import run
@@ -141,7 +142,7 @@ async def _check(settings: Settings) -> int:
                 )
             except DeliveryError as exc:
                 problems.append(
-                    f"ingestd at {settings.ingest_url} refused the check: {one_line(exc)}"
+                    f"ingestd at {settings.shown_ingest_url} refused the check: {one_line(exc)}"
                 )
     for problem in problems:
         print(f"FAIL {problem}", file=sys.stderr)
@@ -169,6 +170,7 @@ def _main(argv: Sequence[str] | None) -> int:
         settings.log_level,
         service="pusher",
         to_stderr=args.command != "run",  # stdout is the result: a report, OK or FAIL
+        secrets=dsn_secrets(settings.database_url) + dsn_secrets(settings.ingest_url),
     )
     debug = settings.log_level == "debug"
     for old, new in settings.deprecated:

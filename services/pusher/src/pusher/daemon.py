@@ -152,7 +152,7 @@ class Pusher:
         self.due = dict.fromkeys(BatchType, now)
         self.progress.restore(self.state)
         log.info("connected", cursor=str(self.state[BatchType.MEASUREMENTS].cursor))
-        self.notifier.ready(f"connected; pushing to {s.ingest_url}")
+        self.notifier.ready(f"connected; pushing to {s.shown_ingest_url}")
         while not stop.is_set():
             self.notifier.ping()
             await self.tick(conn, client, read_ahead, stop)
@@ -360,9 +360,16 @@ async def run(
             notifier.ready("push disabled (PUSHER_PUSH_ENABLED is not true)")
             notifier.stopping()
             return None
+        if settings.allow_plaintext and settings.ingest_url.startswith("http://"):
+            log.warning(
+                "plaintext_allowed",
+                ingest_url=settings.shown_ingest_url,
+                hint="PUSHER_ALLOW_PLAINTEXT=true: the token travels in clear and an answer "
+                "forged on the path can move the cursor; use https://",
+            )
         log.info(
             "starting",
-            ingest_url=settings.ingest_url,
+            ingest_url=settings.shown_ingest_url,
             interval_s=settings.push_interval_s,
             batch_size=settings.batch_size,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib.util import find_spec
+from ipaddress import ip_address
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -12,6 +13,7 @@ from fleetcore.protocol import INGEST_PATH
 from fleetservice import EnvReader
 from fleetservice.envconfig import Variable, record_variables
 from fleetservice.logs import LOG_FORMATS, LOG_LEVELS
+from fleetservice.redact import shown_url
 
 from pusher.errors import ConfigError
 
@@ -34,11 +36,31 @@ def numpy_installed() -> bool:
         return False
 
 
-def _ingest_url(raw: str) -> str:
-    """Accept the server's base URL or the full endpoint; return the endpoint."""
+def _loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _ingest_url(raw: str, allow_plaintext: bool) -> str:
+    """Accept the server's base URL or the full endpoint; return the endpoint. Plain http:// is
+    for loopback only (a proxy or tunnel on the gateway) unless PUSHER_ALLOW_PLAINTEXT=true: the
+    token would travel in clear, and anyone on the path could forge a 200 that moves the cursor."""
     parts = urlsplit(raw)
     if parts.scheme not in {"http", "https"} or not parts.netloc:
-        raise ConfigError(f"PUSHER_INGEST_URL must be an http(s):// URL, got {raw!r}")
+        raise ConfigError(f"PUSHER_INGEST_URL must be an http(s):// URL, got {shown_url(raw)!r}")
+    if parts.scheme == "http" and not allow_plaintext and not _loopback(parts.hostname):
+        raise ConfigError(
+            f"PUSHER_INGEST_URL {shown_url(raw)} is plain http:// to a host that is not this "
+            "machine: the token would travel in clear and anyone on the path could answer in "
+            "ingestd's place (rows lost). Use https://, or set PUSHER_ALLOW_PLAINTEXT=true to "
+            "accept that"
+        )
     path = parts.path.rstrip("/")
     if not path.endswith(INGEST_PATH):
         path += INGEST_PATH
@@ -115,6 +137,12 @@ class Settings:
     full_set_interval_s: float = 3600.0
     max_upload_bytes_per_s: int = 0
     health_interval_s: float = 300.0
+    allow_plaintext: bool = False
+
+    @property
+    def shown_ingest_url(self) -> str:
+        """The ingest URL for logs and status lines: without userinfo."""
+        return shown_url(self.ingest_url)
 
     @classmethod
     def variables(cls) -> list[Variable]:
@@ -139,9 +167,11 @@ class Settings:
         enabled = env_.flag("PUSHER_PUSH_ENABLED", False)
         ingest_url = ""
         token = ""
+        allow_plaintext = env_.flag("PUSHER_ALLOW_PLAINTEXT", False)
         if enabled:
             ingest_url = _ingest_url(
-                env_.text("PUSHER_INGEST_URL", None, detail="when PUSHER_PUSH_ENABLED=true")
+                env_.text("PUSHER_INGEST_URL", None, detail="when PUSHER_PUSH_ENABLED=true"),
+                allow_plaintext,
             )
             token = _token(env_)
         ca_raw = env_.optional("PUSHER_CA_BUNDLE", detail="system trust when unset") or ""
@@ -161,6 +191,7 @@ class Settings:
             database_url=database_url,
             enabled=enabled,
             ingest_url=ingest_url,
+            allow_plaintext=allow_plaintext,
             token=token,
             push_interval_s=env_.number("PUSHER_PUSH_INTERVAL_S", 60.0, minimum=0.01),
             batch_size=env_.integer("PUSHER_BATCH_SIZE", 5000, minimum=1),
