@@ -10,6 +10,7 @@ bootstrap.py    TimescaleDB or native partitioning, and the hourly aggregate
 partitions.py   weekly partitions (plain PostgreSQL)
 rollup.py       recomputing dirty hourly buckets (plain rollup, TimescaleDB refresh)
 aggregate.py    the hourly aggregate's columns and SQL, for both paths
+quarters.py     the quarter-hour counter summaries (exact register at 15-minute edges), both paths
 energy.py       energy per hour / local day and completeness, as SQL functions (docs/ENERGY.md)
 maintenance.py  the housekeeping turn, partitions ahead, retention
 customers.py    customer and token rows (the `ingestd customers` CLI)

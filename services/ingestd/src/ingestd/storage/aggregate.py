@@ -27,6 +27,7 @@ from ingestd.storage.layout import STORED_TABLE, value_sql
 __all__ = [
     "AGGREGATE_COLUMNS",
     "COUNTER_COLUMNS",
+    "ENERGY_COUNTERS",
     "HOURLY_FROM_RAW",
     "PLAIN_AGGREGATE_SELECT",
     "PLAIN_BUCKET",
@@ -54,6 +55,8 @@ _COUNTERS = (
     "fleet.energy_counters(date_part('epoch', m.time), "
     f"{', '.join(value_sql('m', r) for r in REGISTERS)} ORDER BY m.time)"
 )
+ENERGY_COUNTERS = _COUNTERS
+"""The counters aggregate over the rows `m` of a group (the quarter-hour summaries use it too)."""
 
 
 def _v(field: str) -> str:

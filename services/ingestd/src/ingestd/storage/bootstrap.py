@@ -7,11 +7,13 @@ INGESTD_MIGRATE_ON_START), idempotently, under a session advisory lock so severa
 it at once. The migrations create a plain table; the bootstrap turns it into:
 
 - TimescaleDB: a hypertable (chunk interval INGESTD_CHUNK_INTERVAL_HOURS), compressed segmented by
-  (customer_id, device_id) ordered by time DESC with a compression policy (INGESTD_COMPRESS_AFTER_HOURS), and the continuous
-  aggregate `fleet.hourly_per_device` (real-time) with its refresh policy;
+  (customer_id, device_id) ordered by time DESC with a compression policy
+  (INGESTD_COMPRESS_AFTER_HOURS), and the continuous aggregates `fleet.hourly_per_device` and
+  `fleet.quarter_per_device` (real-time) with their refresh policies;
 - plain PostgreSQL: a table partitioned by range on `time` in weekly partitions (existing rows are
-  moved over once), the rollup table `fleet.hourly_rollup`, and the view `fleet.hourly_per_device`
-  that merges the rollup with the hours not yet rolled up, computed from raw rows at read time.
+  moved over once), the rollup tables `fleet.hourly_rollup` and `fleet.quarter_rollup`, and the
+  views `fleet.hourly_per_device` and `fleet.quarter_per_device` that merge the rollups with the
+  hours not yet rolled up, computed from raw rows at read time.
 
 Switching an already bootstrapped database from one path to the other is not automatic: the
 bootstrap refuses with a message saying so.
@@ -39,6 +41,12 @@ from ingestd.storage.aggregate import (
 from ingestd.storage.energy import create_energy_functions
 from ingestd.storage.layout import READERS_VIEW, STORED_TABLE
 from ingestd.storage.partitions import WEEK, ensure_partitions, week_start
+from ingestd.storage.quarters import (
+    PLAIN_QUARTER_VIEW,
+    QUARTER_FROM_RAW,
+    QUARTER_ROLLUP_TABLE,
+    TIMESCALE_QUARTER_CAGG,
+)
 
 __all__ = [
     "BootstrapError",
@@ -264,12 +272,20 @@ async def _bootstrap_timescale(conn: AsyncConnection[Any], plan: StoragePlan) ->
                 "CALL refresh_continuous_aggregate('fleet.hourly_per_device', NULL, %s)",
                 (datetime.now(UTC) - plan.refresh_end_offset,),
             )
-    await conn.execute(
-        """SELECT add_continuous_aggregate_policy('fleet.hourly_per_device',
-               start_offset => %s::interval, end_offset => %s::interval,
-               schedule_interval => %s::interval, if_not_exists => true)""",
-        (plan.refresh_start_offset, plan.refresh_end_offset, plan.refresh_schedule),
-    )
+    if not await _relkind(conn, "fleet.quarter_per_device"):
+        await conn.execute(TIMESCALE_QUARTER_CAGG)
+        if had_rows:
+            await conn.execute(
+                "CALL refresh_continuous_aggregate('fleet.quarter_per_device', NULL, %s)",
+                (datetime.now(UTC) - plan.refresh_end_offset,),
+            )
+    for aggregate in ("fleet.hourly_per_device", "fleet.quarter_per_device"):
+        await conn.execute(
+            """SELECT add_continuous_aggregate_policy(%s::regclass,
+                   start_offset => %s::interval, end_offset => %s::interval,
+                   schedule_interval => %s::interval, if_not_exists => true)""",
+            (aggregate, plan.refresh_start_offset, plan.refresh_end_offset, plan.refresh_schedule),
+        )
     await create_energy_functions(conn)
     log.info("storage_bootstrapped", mode="timescaledb")
 
@@ -318,11 +334,17 @@ async def _bootstrap_plain(conn: AsyncConnection[Any], plan: StoragePlan) -> Non
             await conn.execute("DROP FUNCTION IF EXISTS fleet.hourly_from_raw")
             await conn.execute("DROP TABLE fleet.hourly_rollup")
             rollup_existed = False
+        quarters_existed = bool(await _relkind(conn, "fleet.quarter_rollup"))
         await conn.execute(ROLLUP_TABLE)
         await conn.execute(HOURLY_FROM_RAW)
         await conn.execute(PLAIN_VIEW)
-        if not rollup_existed:
-            await conn.execute(MARK_ALL_DIRTY)  # rows stored before the rollup existed
+        await conn.execute(QUARTER_ROLLUP_TABLE)
+        await conn.execute(QUARTER_FROM_RAW)
+        await conn.execute(PLAIN_QUARTER_VIEW)
+        if not rollup_existed or not quarters_existed:
+            # rows stored before the rollup (or its quarters) existed: correct at once through
+            # the views, recomputed by the housekeeping
+            await conn.execute(MARK_ALL_DIRTY)
         await create_energy_functions(conn)
     now = datetime.now(UTC)
     await ensure_partitions(conn, [now + WEEK * i for i in range(plan.partitions_ahead + 1)])

@@ -22,7 +22,7 @@ Grafana and psql get the same numbers as the read API:
 Each runs with `jit = off`: their plans are cheap to run but estimated above jit_above_cost
 (many small index lookups), and compiling them took longer than running them. They are PL/pgSQL
 wrappers around one query each with `plan_cache_mode = force_generic_plan`, so a connection
-plans them once (`_plan_cached`): planning took longer than running for short ranges. The rules and a
+plans them once (`plan_cached`): planning took longer than running for short ranges. The rules and a
 worked example are in docs/ENERGY.md; the tests check these functions against a
 slow reference computed from the raw rows (tests/ingestd/energy_reference.py).
 """
@@ -39,7 +39,11 @@ __all__ = [
     "ENERGY_FUNCTIONS",
     "ESTIMATED_SPACING_FACTOR",
     "GAP_FACTOR",
+    "OF_DEVICE",
+    "SEGMENT_PIPELINE",
     "create_energy_functions",
+    "nearest",
+    "plan_cached",
 ]
 
 # An interval's energy is flagged estimated when it rests on a spacing between two samples of a
@@ -49,11 +53,14 @@ ESTIMATED_SPACING_FACTOR = 1.5
 GAP_FACTOR = 3.0
 
 _EPOCH = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
-_OF_DEVICE = "h.customer_id = p_customer AND h.device_id = p_device"
+OF_DEVICE = "h.customer_id = p_customer AND h.device_id = p_device"
 
 
-def _nearest(columns: str, where: str, lo: str, hi: str) -> str:
-    """The nearest non-empty hour before `lo` and the first at or after `hi`, however far.
+def nearest(
+    columns: str, where: str, lo: str, hi: str, table: str = "fleet.hourly_per_device"
+) -> str:
+    """The nearest non-empty hour (bucket of `table`) before `lo` and the first at or after `hi`,
+    however far.
 
     Looked up within a week first (a few hundred index entries), the whole history only when that
     finds nothing. `lo` and `hi` are expressions of the function's parameters, written into each
@@ -62,19 +69,19 @@ def _nearest(columns: str, where: str, lo: str, hi: str) -> str:
     inner = where.replace("h.", "n.")
 
     def bucket(bound: str, agg: str, op: str, near: str) -> str:
-        near_where = f"{_OF_DEVICE.replace('h.', 'n.')} AND n.bucket {op} {bound} {inner}"
+        near_where = f"{OF_DEVICE.replace('h.', 'n.')} AND n.bucket {op} {bound} {inner}"
         return f"""coalesce(
-            (SELECT {agg}(n.bucket) FROM fleet.hourly_per_device n
+            (SELECT {agg}(n.bucket) FROM {table} n
              WHERE {near_where} AND n.bucket {near}),
-            (SELECT {agg}(n.bucket) FROM fleet.hourly_per_device n WHERE {near_where}))"""
+            (SELECT {agg}(n.bucket) FROM {table} n WHERE {near_where}))"""
 
     before = bucket(lo, "max", "<", f">= {lo} - INTERVAL '7 days'")
     after = bucket(hi, "min", ">=", f"< {hi} + INTERVAL '7 days'")
     return f"""
-    UNION ALL (SELECT {columns} FROM fleet.hourly_per_device h
-               WHERE {_OF_DEVICE} AND h.bucket = {before})
-    UNION ALL (SELECT {columns} FROM fleet.hourly_per_device h
-               WHERE {_OF_DEVICE} AND h.bucket = {after})"""
+    UNION ALL (SELECT {columns} FROM {table} h
+               WHERE {OF_DEVICE} AND h.bucket = {before})
+    UNION ALL (SELECT {columns} FROM {table} h
+               WHERE {OF_DEVICE} AND h.bucket = {after})"""
 
 
 _FROM_HOUR = f"date_bin(INTERVAL '1 hour', p_from, {_EPOCH})"
@@ -92,8 +99,8 @@ CREATE OR REPLACE FUNCTION fleet.usual_interval_s(
 RETURNS double precision LANGUAGE sql STABLE SET jit = off AS $$
 WITH hours AS (
     SELECT h.bucket, h.samples, h.first_time, h.last_time FROM fleet.hourly_per_device h
-    WHERE {_OF_DEVICE} AND h.bucket >= {_FROM_HOUR} AND h.bucket < p_to
-    {_nearest("h.bucket, h.samples, h.first_time, h.last_time", "", _FROM_HOUR, "p_to")}
+    WHERE {OF_DEVICE} AND h.bucket >= {_FROM_HOUR} AND h.bucket < p_to
+    {nearest("h.bucket, h.samples, h.first_time, h.last_time", "", _FROM_HOUR, "p_to")}
 ), spacing AS (
     SELECT CASE WHEN samples > 1
                 THEN date_part('epoch', last_time - first_time)::float8 / (samples - 1) END AS within,
@@ -109,31 +116,34 @@ $$
 
 _UNPIVOT = ", ".join(f"({k}, h.{c})" for k, c in enumerate(COUNTER_COLUMNS, 1))
 _NEIGHBOURS = "".join(
-    _nearest(f"h.bucket, {k}, h.{c}", f"AND (h.{c}).last_time IS NOT NULL", _EDGES_HOUR, _EDGES_END)
+    nearest(f"h.bucket, {k}, h.{c}", f"AND (h.{c}).last_time IS NOT NULL", _EDGES_HOUR, _EDGES_END)
     for k, c in enumerate(COUNTER_COLUMNS, 1)
 )
+
+
+# The hours holding an edge that is not a whole hour (local midnight at UTC+5:30, the start of a
+# 15-minute demand interval): their quarter-hour summaries replace their hourly one, so that the
+# register at the edge is interpolated from the samples around it (ingestd.storage.quarters).
+def _split(edges: str) -> str:
+    return f"""split AS (
+    SELECT DISTINCT date_bin(INTERVAL '1 hour', e, {_EPOCH}) AS hour FROM unnest({edges}) AS e
+    WHERE date_bin(INTERVAL '1 hour', e, {_EPOCH}) <> e
+)"""
+
+
+_SPLIT = _split("p_edges")
+_QUARTERS_OF_SPLIT = """q.customer_id = p_customer AND q.device_id = p_device
+        AND q.bucket >= split.hour AND q.bucket < split.hour + INTERVAL '1 hour'"""
 _PER_REGISTER = ",\n       ".join(f"sum(energy) FILTER (WHERE k = {k})" for k in range(1, 5))
 
-# Segments per register: each hour's own samples (first to last, carrying the hour's increase)
-# and the crossing to the next hour holding the register (carrying the step across it). A
-# segment's amount is split over the intervals [edges[j], edges[j+1]) it overlaps, in proportion
-# to time; a one-sample hour is a zero-length segment that only says the register was seen.
-# Times are subtracted as timestamps (exact microseconds) before turning into seconds.
-ENERGY_INTERVALS = f"""
-CREATE OR REPLACE FUNCTION fleet.energy_intervals(
-    p_customer bigint, p_device bigint, p_edges timestamptz[], p_usual_interval_s double precision)
-RETURNS TABLE (interval_no integer,
-               energy_imp_kwh double precision, energy_exp_kwh double precision,
-               energy_q_imp_kvarh double precision, energy_q_exp_kvarh double precision,
-               energy_reset boolean, energy_estimated boolean)
-LANGUAGE sql STABLE SET jit = off AS $$
-WITH summaries AS (
-    SELECT h.bucket, r.k, r.c FROM fleet.hourly_per_device h
-    CROSS JOIN LATERAL (VALUES {_UNPIVOT}) AS r(k, c)
-    WHERE {_OF_DEVICE} AND h.bucket >= {_EDGES_HOUR} AND h.bucket < {_EDGES_END}
-      AND (r.c).last_time IS NOT NULL
-    {_NEIGHBOURS}
-), counters AS (
+# Segments per register `k` from `summaries` (bucket, k, c: a counter summary, in bucket order
+# per register): each summary's own samples (first to last, carrying its increase) and the
+# crossing to the next summary holding the register (carrying the step across it). A segment's
+# amount is split over the intervals [p_edges[j], p_edges[j+1]) it overlaps, in proportion to
+# time; a one-sample summary is a zero-length segment that only says the register was seen.
+# Times are subtracted as timestamps (exact microseconds) before turning into seconds. Ends with
+# `pieces` (k, j, reset, spacing_s, energy, overlapping, holds_sample).
+SEGMENT_PIPELINE = """counters AS (
     SELECT k, (c).first_time, (c).first_value, (c).last_time, (c).last_value, (c).increase,
            (c).resets, (c).max_spacing_s,
            lead((c).first_time) OVER w AS next_time, lead((c).first_value) OVER w AS next_value
@@ -164,7 +174,30 @@ WITH summaries AS (
            least(t1, p_edges[j + 1]) > greatest(t0, p_edges[j]), false
     FROM (SELECT p.*, generate_series(greatest(j0, 1), least(j1, cardinality(p_edges) - 1)) AS j
           FROM placed p WHERE j1 > j0) AS crossing
-)
+)"""
+
+# Energy of the four registers between consecutive edges: the segments of the hourly summaries
+# (quarter-hour ones in the hours holding an edge inside them) and of the nearest hour holding
+# the register on each side.
+ENERGY_INTERVALS = f"""
+CREATE OR REPLACE FUNCTION fleet.energy_intervals(
+    p_customer bigint, p_device bigint, p_edges timestamptz[], p_usual_interval_s double precision)
+RETURNS TABLE (interval_no integer,
+               energy_imp_kwh double precision, energy_exp_kwh double precision,
+               energy_q_imp_kvarh double precision, energy_q_exp_kvarh double precision,
+               energy_reset boolean, energy_estimated boolean)
+LANGUAGE sql STABLE SET jit = off AS $$
+WITH {_SPLIT}, summaries AS (
+    SELECT h.bucket, r.k, r.c FROM fleet.hourly_per_device h
+    CROSS JOIN LATERAL (VALUES {_UNPIVOT}) AS r(k, c)
+    WHERE {OF_DEVICE} AND h.bucket >= {_EDGES_HOUR} AND h.bucket < {_EDGES_END}
+      AND (r.c).last_time IS NOT NULL AND NOT EXISTS (SELECT 1 FROM split WHERE split.hour = h.bucket)
+    UNION ALL
+    SELECT q.bucket, r.k, r.c FROM split JOIN fleet.quarter_per_device q ON {_QUARTERS_OF_SPLIT}
+    CROSS JOIN LATERAL (VALUES {_UNPIVOT.replace("h.", "q.")}) AS r(k, c)
+    WHERE (r.c).last_time IS NOT NULL
+    {_NEIGHBOURS}
+), {SEGMENT_PIPELINE}
 SELECT j, {_PER_REGISTER},
        coalesce(bool_or(reset) FILTER (WHERE overlapping), false),
        coalesce(bool_or(spacing_s > {ESTIMATED_SPACING_FACTOR} * p_usual_interval_s)
@@ -212,7 +245,7 @@ WITH hours AS (
     FROM usual, fleet.energy_intervals(p_customer, p_device, (SELECT edges FROM hours), usual.u) AS e
 ), stored AS (
     SELECT h.* FROM fleet.hourly_per_device h
-    WHERE {_OF_DEVICE} AND h.bucket >= {_FIRST_HOUR} AND h.bucket < {_LAST_HOUR}
+    WHERE {OF_DEVICE} AND h.bucket >= {_FIRST_HOUR} AND h.bucket < {_LAST_HOUR}
 )
 SELECT coalesce(r.bucket, e.bucket), coalesce(r.samples, 0)::bigint,
        r.p_total_avg, r.p_total_min, r.p_total_max, {", ".join(f"r.{c}" for c in _AVERAGES[1:])},
@@ -246,23 +279,33 @@ WITH days AS (
     FROM days WHERE cardinality(edges) > 1
 ), energy AS (
     SELECT e.* FROM days, usual, fleet.energy_intervals(p_customer, p_device, days.edges, usual.u) AS e
+), {_split("(SELECT edges FROM days)")}, quarter_samples AS (
+    SELECT width_bucket(q.bucket, days.edges) AS interval_no, sum(q.samples)::bigint AS split_samples
+    FROM days, split JOIN fleet.quarter_per_device q ON {_QUARTERS_OF_SPLIT}
+    WHERE q.bucket >= days.edges[1] AND q.bucket < days.edges[cardinality(days.edges)]
+    GROUP BY 1
 ), stored AS (
-    SELECT width_bucket(h.bucket, edges) AS interval_no, sum(h.samples)::bigint AS samples,
+    SELECT width_bucket(h.bucket, edges) AS interval_no,
+       sum(h.samples) FILTER (WHERE NOT EXISTS (SELECT 1 FROM split WHERE split.hour = h.bucket))
+           AS whole_samples,
        sum(h.p_total_avg * h.samples)
            / nullif(sum(h.samples) FILTER (WHERE h.p_total_avg IS NOT NULL), 0) AS p_total_avg,
        min(h.p_total_min) AS p_total_min, max(h.p_total_max) AS p_total_max,
        {_WEIGHTED}
     FROM days, fleet.hourly_per_device h
-    WHERE {_OF_DEVICE} AND h.bucket >= (p_from::timestamp AT TIME ZONE p_timezone)
+    WHERE {OF_DEVICE} AND h.bucket >= (p_from::timestamp AT TIME ZONE p_timezone)
       AND h.bucket < (p_to::timestamp AT TIME ZONE p_timezone)
     GROUP BY 1
 )
 SELECT days.dates[interval_no], days.edges[interval_no], days.edges[interval_no + 1],
-       coalesce(r.samples, 0),
+       (coalesce(r.whole_samples, 0) + coalesce(qs.split_samples, 0))::bigint,
        r.p_total_avg, r.p_total_min, r.p_total_max, {", ".join(f"r.{c}" for c in _AVERAGES[1:])},
        {_ENERGY_SELECT},
        date_part('epoch', days.edges[interval_no + 1] - days.edges[interval_no])::float8 / usual.u
-FROM days, usual, stored r FULL JOIN energy e USING (interval_no)
+FROM days, usual,
+     stored r FULL JOIN energy e USING (interval_no) FULL JOIN quarter_samples qs USING (interval_no)
+-- an hour split at the day's start with no sample before it has started in the previous day
+WHERE coalesce(r.whole_samples, 0) + coalesce(qs.split_samples, 0) > 0 OR e.energy_reset IS NOT NULL
 ORDER BY 1
 $$
 """
@@ -281,8 +324,8 @@ WITH span AS (
 ), hours AS (
     SELECT h.bucket, h.first_time, h.last_time, h.max_gap_start, h.max_gap_end
     FROM fleet.hourly_per_device h
-    WHERE {_OF_DEVICE} AND h.bucket >= {_FROM_HOUR} AND h.bucket < p_to
-    {_nearest("h.bucket, h.first_time, h.last_time, h.max_gap_start, h.max_gap_end", "", _FROM_HOUR, "p_to")}
+    WHERE {OF_DEVICE} AND h.bucket >= {_FROM_HOUR} AND h.bucket < p_to
+    {nearest("h.bucket, h.first_time, h.last_time, h.max_gap_start, h.max_gap_end", "", _FROM_HOUR, "p_to")}
 ), ordered AS (
     SELECT *, lead(first_time) OVER (ORDER BY bucket) AS next_time FROM hours
 ), gaps AS (
@@ -315,11 +358,11 @@ WITH usual AS (
     SELECT coalesce(sum(h.samples), 0)::bigint AS n, min(h.first_time) AS first_sample,
            max(h.last_time) AS last_sample
     FROM fleet.hourly_per_device h
-    WHERE {_OF_DEVICE} AND h.bucket >= p_from AND h.bucket < p_to
+    WHERE {OF_DEVICE} AND h.bucket >= p_from AND h.bucket < p_to
 ), ever AS (
-    SELECT (SELECT h.first_time FROM fleet.hourly_per_device h WHERE {_OF_DEVICE}
+    SELECT (SELECT h.first_time FROM fleet.hourly_per_device h WHERE {OF_DEVICE}
             ORDER BY h.bucket LIMIT 1) AS first_ever,
-           (SELECT h.last_time FROM fleet.hourly_per_device h WHERE {_OF_DEVICE}
+           (SELECT h.last_time FROM fleet.hourly_per_device h WHERE {OF_DEVICE}
             ORDER BY h.bucket DESC LIMIT 1) AS last_ever
 )
 SELECT usual.u, got.n,
@@ -337,7 +380,7 @@ BEGIN
 """
 
 
-def _plan_cached(statement: str) -> str:
+def plan_cached(statement: str) -> str:
     """The same query as a PL/pgSQL function with a generic plan, so that it is planned once per
     connection instead of at every call: a SQL function's query is planned anew at each call, and
     planning these (the hourly view expands to its rollup, dirty-hour and raw-row parts, several
@@ -351,7 +394,7 @@ def _plan_cached(statement: str) -> str:
 
 
 ENERGY_FUNCTIONS: tuple[str, ...] = tuple(
-    _plan_cached(statement)
+    plan_cached(statement)
     for statement in (
         USUAL_INTERVAL,
         ENERGY_INTERVALS,

@@ -5,10 +5,12 @@ Each measurement batch marks the (customer, device, hour) buckets it touched in
 `storage.writes.mark_dirty`, with the buckets chosen by `storage.state`).
 The housekeeping task then:
 - on plain PostgreSQL, recomputes those buckets from the raw rows into `fleet.hourly_rollup`
-  (`refresh_rollup`); until then the view computes them from the raw rows at read time;
+  and their quarters into `fleet.quarter_rollup` (`refresh_rollup`); until then the views
+  compute them from the raw rows at read time;
 - on TimescaleDB, where the refresh policy only looks back `start_offset`, marks only buckets
-  older than that window and refreshes them with `refresh_continuous_aggregate`, merged into
-  contiguous time ranges, a bounded number of ranges per cycle (`refresh_timescale`).
+  older than that window and refreshes both continuous aggregates (hourly and quarter-hour) with
+  `refresh_continuous_aggregate`, merged into contiguous time ranges, a bounded number of ranges
+  per cycle (`refresh_timescale`).
 
 Race-free clearing: the refresher reads the marks with their `version`, recomputes in a later
 statement (a newer snapshot), and deletes only marks whose version did not change meanwhile. A
@@ -26,6 +28,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from ingestd.storage.aggregate import AGGREGATE_COLUMNS, PLAIN_BUCKET_VALUES, plain_bucket_rows
+from ingestd.storage.quarters import CLEAR_QUARTERS, RECOMPUTE_QUARTERS
 
 __all__ = ["RefreshReport", "count_dirty", "refresh_rollup", "refresh_timescale"]
 
@@ -46,7 +49,10 @@ ON CONFLICT (customer_id, device_id, bucket) DO UPDATE SET {_UPDATE_SET}
 
 COUNT_DIRTY = "SELECT count(*) FROM fleet.hourly_dirty"
 NO_JIT = "SET LOCAL jit = off"
-REFRESH_TIMESCALE = "CALL refresh_continuous_aggregate('fleet.hourly_per_device', %s, %s)"
+REFRESH_TIMESCALE = (
+    "CALL refresh_continuous_aggregate('fleet.hourly_per_device', %s, %s)",
+    "CALL refresh_continuous_aggregate('fleet.quarter_per_device', %s, %s)",
+)
 
 CLEAR_DIRTY = """
 DELETE FROM fleet.hourly_dirty d
@@ -85,6 +91,8 @@ async def refresh_rollup(
         await conn.execute(NO_JIT)
         customers, devices, buckets, _ = (list(c) for c in zip(*picked, strict=True))
         await conn.execute(RECOMPUTE_ROLLUP, (customers, devices, buckets))
+        await conn.execute(CLEAR_QUARTERS, (customers, devices, buckets))
+        await conn.execute(RECOMPUTE_QUARTERS, (customers, devices, buckets))
         await _clear(conn, picked)
     return RefreshReport(len(picked))
 
@@ -114,7 +122,8 @@ async def refresh_timescale(
         return RefreshReport(0)
     ranges = _ranges([row[2] for row in picked])[:max_ranges]
     for start, end in ranges:
-        await conn.execute(REFRESH_TIMESCALE, (start, end))
+        for refresh in REFRESH_TIMESCALE:
+            await conn.execute(refresh, (start, end))
     done = [row for row in picked if any(start <= row[2] < end for start, end in ranges)]
     await _clear(conn, done)
     return RefreshReport(len(done), len(ranges))
