@@ -25,7 +25,8 @@ from tests.fix_ingestd import ingest_url
 @pytest.fixture
 def pusher_settings(customer_db: str, ingestd_server: TestServer, customer_token: str) -> Settings:
     """A pusher on the customer database, pushing to the in-process ingestd, with timings in
-    milliseconds so retries and ticks happen within a test."""
+    milliseconds so retries and ticks happen within a test; reconciliation off (its own tests
+    turn it on), so its requests do not mix with what other tests count."""
     return Settings(
         database_url=customer_db,
         enabled=True,
@@ -42,6 +43,7 @@ def pusher_settings(customer_db: str, ingestd_server: TestServer, customer_token
         blocking_txn_warn_s=1.0,
         log_format="json",
         backlog_count_interval_s=0.0,
+        reconcile_interval_s=0.0,
     )
 
 
@@ -100,6 +102,7 @@ def pusher_env(settings: Settings, **overrides: str) -> dict[str, str]:
         PUSHER_LOG_FORMAT="json",
         PUSHER_METRICS_PORT=str(settings.metrics_port),
         PUSHER_BACKLOG_COUNT_INTERVAL_S=str(settings.backlog_count_interval_s),
+        PUSHER_RECONCILE_INTERVAL_S=str(settings.reconcile_interval_s),
     )
     env.update(overrides)
     return env

@@ -5,6 +5,9 @@
     pusher status    per-resource cursor, backlog, lag, failures and any blocking transaction
     pusher check     validate the configuration, the database and ingestd (token included);
                      exit 0 when pushing can work, 1 when it cannot, 2 on a configuration error
+    pusher reconcile one reconciliation pass with the daemon's settings (docs/PROTOCOL.md), also
+                     while the daemon runs: exit 0 when nothing differed or all was re-sent,
+                     1 when the pass failed; one line says what it compared and re-sent
 
 Every command reads its configuration from the environment (PUSHER_DATABASE_URL, …; `pusher run
 --help` lists them all with their defaults). Exit status: 0 done, 1 failed (one line on stderr
@@ -26,11 +29,12 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from importlib.metadata import version
 
 import psycopg
 import structlog
-from fleetcore.protocol import BatchType
+from fleetcore.protocol import COLUMNAR_MEDIA_TYPE, BatchType
 from fleetservice import configure_logging
 from fleetservice.commands import (
     EXIT_CONFIG,
@@ -47,12 +51,15 @@ from fleetservice.redact import dsn_secrets
 
 from pusher import source
 from pusher.daemon import run
-from pusher.delivery import IngestClient
+from pusher.delivery import IngestClient, UploadCap
 from pusher.errors import ConfigError, DeliveryError, PusherError
 from pusher.ops.memory import limit_arenas, use_bounded_executor
 from pusher.ops.status import collect_status
 from pusher.ops.systemd import SystemdNotifier
+from pusher.reconcile import PassFailed, record_of, run_pass
 from pusher.settings import LEGACY_PREFIX, Settings
+from pusher.state import load_states
+from pusher.state.reconcile_state import PassRecord, record_pass
 
 __all__ = ["main"]
 
@@ -99,7 +106,56 @@ def _parser() -> argparse.ArgumentParser:
         epilog=every,
         formatter_class=raw,
     )
+    sub.add_parser(
+        "reconcile",
+        help="one reconciliation pass: compare with ingestd, re-send what it lost",
+        description="Compare digests of the rows shipped with what ingestd holds and re-send "
+        "the rows of the hours that differ, once. Reads what `pusher run` reads. Exit 0: "
+        "nothing differed, or all was re-sent; 1: the pass failed.",
+        epilog=every,
+        formatter_class=raw,
+    )
     return parser
+
+
+async def _reconcile(settings: Settings) -> int:
+    if not settings.enabled:
+        print("FAIL push disabled (PUSHER_PUSH_ENABLED is not true)", file=sys.stderr)
+        return EXIT_FAILED
+    cap = settings.max_upload_bytes_per_s
+    async with (
+        await source.connect(
+            settings.database_url, statement_timeout_s=settings.db_statement_timeout_s
+        ) as conn,
+        IngestClient(
+            settings.ingest_url,
+            settings.token,
+            timeout_s=settings.request_timeout_s,
+            ca_bundle=settings.ca_bundle,
+            gzip_level=settings.gzip_level,
+            wire_format=settings.wire_format,
+            upload_cap=UploadCap(cap) if cap else None,
+        ) as client,
+    ):
+        measurements = (await load_states(conn)).get(BatchType.MEASUREMENTS)
+        client.columnar = (
+            measurements is not None and measurements.media_type == COLUMNAR_MEDIA_TYPE
+        )
+        try:
+            report = await run_pass(
+                conn,
+                client,
+                horizon=timedelta(days=settings.reconcile_horizon_days),
+                batch_size=settings.batch_size,
+                build=source.columnar_encoder(settings.columnar_encoder),
+            )
+        except PassFailed as exc:
+            await record_pass(conn, PassRecord("failed", 0, 0, 0, 0, 0.0, 0, str(exc)), None)
+            print(f"FAIL reconciliation: {one_line(exc)}", file=sys.stderr)
+            return EXIT_FAILED
+        await record_pass(conn, record_of(report), client.identity)
+    print(report.line())
+    return EXIT_OK
 
 
 async def _serve(settings: Settings) -> int:
@@ -194,6 +250,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return EXIT_OK
         if args.command == "check":
             return asyncio.run(_check(settings))
+        if args.command == "reconcile":
+            return asyncio.run(_reconcile(settings))
         limit_arenas()  # before the first thread (ops/memory.py)
         return asyncio.run(_serve(settings))
     except ConfigError as exc:  # found once running, e.g. the metrics port is taken

@@ -7,7 +7,9 @@ the wire the next is already read and compressed (`readahead.py`). A failure mak
 resource wait (per-resource backoff, `retry.py`); what each answer changes in the push state,
 the metrics and the log is kept by `outcomes.py`, a restored customer database is repaired
 once per tick by `state/recovery.py`, and the centre hears how this gateway is doing from
-`ops/health.py`. The stop event is checked between batches; `run` gives
+`ops/health.py`. Between pushes a reconciliation pass runs when due (`reconcile/schedule.py`:
+at start, hourly, soon after the central database changed). The stop event is checked between
+batches; `run` gives
 an in-flight batch until the shutdown deadline and then cancels it, which abandons the batch
 without advancing the cursor.
 
@@ -42,6 +44,7 @@ from pusher.ops.progress import PushProgress
 from pusher.ops.systemd import SystemdNotifier
 from pusher.outcomes import Outcomes
 from pusher.readahead import PreparedBatch, ReadAhead, discard
+from pusher.reconcile import ReconcileMetrics, Reconciler
 from pusher.retry import RetryEvent, RetryPolicy
 from pusher.settings import Settings
 from pusher.source import BlockingTransaction, FullSet, MeasurementBatch
@@ -77,6 +80,7 @@ class Pusher:
         self.policy = RetryPolicy.from_settings(settings, self.rng)
         self.outcomes = Outcomes(settings, self.state, self.metrics, self.progress, self.policy)
         self.health = HealthReporter(settings)
+        self.reconciler = Reconciler(settings, ReconcileMetrics(self.metrics.registry))
 
     async def loop(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; reconnect to the customer database when it goes away."""
@@ -151,12 +155,19 @@ class Pusher:
         self._next_tick = now
         self.due = dict.fromkeys(BatchType, now)
         self.progress.restore(self.state)
+        await self.reconciler.start_session(conn)
         log.info("connected", cursor=str(self.state[BatchType.MEASUREMENTS].cursor))
         self.notifier.ready(f"connected; pushing to {s.shown_ingest_url}")
         while not stop.is_set():
             self.notifier.ping()
             await self.tick(conn, client, read_ahead, stop)
+            await self.reconciler.observe(conn, client.identity)
+            busy = time.monotonic() >= self.due[BatchType.MEASUREMENTS]
+            if self.reconciler.is_due(time.monotonic(), busy) and not stop.is_set():
+                await self.reconciler.run(conn, client)
             wake = min(self._next_tick, self.health.heartbeat_at(client), *self.due.values())
+            if self.reconciler.enabled:
+                wake = min(wake, self.reconciler.due)
             await self.notifier.idle(stop, wake)
 
     async def tick(

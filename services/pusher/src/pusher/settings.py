@@ -107,7 +107,10 @@ class Settings:
     standard library otherwise (the same bytes); `full_set_interval_s` is the longest time an
     unchanged full set goes unsent; `max_upload_bytes_per_s` 0 means no upload cap.
     `health_interval_s` is the longest the pusher goes without a request to ingestd: a health
-    report (docs/PROTOCOL.md) is sent then, and whenever what it reports changed; 0 sends none."""
+    report (docs/PROTOCOL.md) is sent then, and whenever what it reports changed; 0 sends none.
+    Reconciliation: a pass every `reconcile_interval_s` (0: never), over at most
+    `reconcile_horizon_days` of rows, and `reconcile_settle_s` after the central database
+    changed (docs/PROTOCOL.md)."""
 
     database_url: str = field(repr=False)
     enabled: bool = True
@@ -138,6 +141,9 @@ class Settings:
     max_upload_bytes_per_s: int = 0
     health_interval_s: float = 300.0
     allow_plaintext: bool = False
+    reconcile_interval_s: float = 3600.0
+    reconcile_horizon_days: int = 90
+    reconcile_settle_s: float = 60.0
 
     @property
     def shown_ingest_url(self) -> str:
@@ -217,6 +223,11 @@ class Settings:
             full_set_interval_s=env_.number("PUSHER_FULL_SET_INTERVAL_S", 3600.0, minimum=0.0),
             max_upload_bytes_per_s=env_.integer("PUSHER_MAX_UPLOAD_BYTES_PER_S", 0, minimum=0),
             health_interval_s=_health_interval(env_),
+            reconcile_interval_s=env_.number("PUSHER_RECONCILE_INTERVAL_S", 3600.0, minimum=0.0),
+            reconcile_horizon_days=env_.integer(
+                "PUSHER_RECONCILE_HORIZON_DAYS", 90, minimum=1, maximum=3660
+            ),
+            reconcile_settle_s=env_.number("PUSHER_RECONCILE_SETTLE_S", 60.0, minimum=0.0),
         )
         # Read last: only now has every variable been looked up.
         return replace(settings, deprecated=tuple(dict.fromkeys(env_.deprecated)))

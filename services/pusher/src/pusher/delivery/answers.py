@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from fleetcore.reconcile import DigestAnswer
 
 from pusher.errors import (
+    DeliveryError,
     ForeignAnswer,
     PayloadTooLarge,
     PermanentDeliveryError,
@@ -36,7 +38,7 @@ from pusher.errors import (
 )
 from pusher.retry import parse_retry_after
 
-__all__ = ["MAX_ANSWER_BYTES", "Delivered", "classify", "printable"]
+__all__ = ["MAX_ANSWER_BYTES", "Delivered", "classify", "classify_digests", "printable"]
 
 MAX_ANSWER_BYTES = 64 * 1024
 """Bytes of an answer body read at most: ingestd's answers are far smaller (errors capped at 100)."""
@@ -73,6 +75,7 @@ class _TooLarge(msgspec.Struct):
 
 
 _ANSWER = msgspec.json.Decoder(_Answer)
+_DIGESTS = msgspec.json.Decoder(DigestAnswer)
 _TOO_LARGE = msgspec.json.Decoder(_TooLarge)
 
 
@@ -147,14 +150,38 @@ def classify(
     """What an answer of `status` with body `raw` means for a batch of `rows` rows."""
     if 200 <= status < 300:
         return _delivered(status, raw, batch_type, rows)
+    raise _failure(status, raw, retry_after)
+
+
+def classify_digests(
+    status: int, raw: bytes, retry_after: str | None, *, cells: int
+) -> DigestAnswer:
+    """ingestd's answer to a digest request of `cells` cells (its `compared` is that number, its
+    indexes within it), or the DeliveryError that fits."""
+    if not 200 <= status < 300:
+        raise _failure(status, raw, retry_after)
+    answer = _decode(_DIGESTS, raw) if status == 200 else None
+    if answer is None:
+        raise ForeignAnswer(
+            f"HTTP {status} without ingestd's digest answer: {_first_bytes(raw)}", status=status
+        )
+    if answer.compared != cells or any(not 0 <= d.index < cells for d in answer.differing):
+        raise ForeignAnswer(
+            f"HTTP 200 not for this digest request ({answer.compared} compared of {cells})",
+            status=status,
+        )
+    return answer  # type: ignore[no-any-return]
+
+
+def _failure(status: int, raw: bytes, retry_after: str | None) -> DeliveryError:
     detail = _error_detail(status, raw)
     if status == 413:
         too_large = _decode(_TOO_LARGE, raw)
         if too_large is not None and too_large.is_protocols():
-            raise PayloadTooLarge(detail, max_bytes=too_large.max_bytes, protocol=True)
-        raise PayloadTooLarge(detail, max_bytes=None, protocol=False)
+            return PayloadTooLarge(detail, max_bytes=too_large.max_bytes, protocol=True)
+        return PayloadTooLarge(detail, max_bytes=None, protocol=False)
     if status in (429, 503):
-        raise RetryLater(detail, status=status, retry_after_s=parse_retry_after(retry_after))
+        return RetryLater(detail, status=status, retry_after_s=parse_retry_after(retry_after))
     if status >= 500 or status == 408:
-        raise TransientDeliveryError(detail, status=status)
-    raise PermanentDeliveryError(detail, status=status)
+        return TransientDeliveryError(detail, status=status)
+    return PermanentDeliveryError(detail, status=status)

@@ -29,6 +29,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import aiohttp
+import msgspec
 from fleetcore import zstd_compress
 from fleetcore.protocol import (
     ACCEPT_ENCODING_HEADER,
@@ -36,16 +37,26 @@ from fleetcore.protocol import (
     BATCH_TYPE_HEADER,
     COLUMNAR_MEDIA_TYPE,
     CURSOR_HEADER,
+    DATABASE_IDENTITY_HEADER,
     HEALTH_HEADER,
     HEALTH_PATH,
     HEALTH_VERSION,
     INGEST_PATH,
     JSON_MEDIA_TYPE,
     MAX_CURSOR_LENGTH,
+    RECONCILE_PATH,
+    REPAIR_HEADER,
     TOKEN_HEADER,
 )
+from fleetcore.reconcile import DigestAnswer, DigestRequest
 
-from pusher.delivery.answers import MAX_ANSWER_BYTES, Delivered, classify, printable
+from pusher.delivery.answers import (
+    MAX_ANSWER_BYTES,
+    Delivered,
+    classify,
+    classify_digests,
+    printable,
+)
 from pusher.delivery.uploadcap import UploadCap
 from pusher.errors import PermanentDeliveryError, TransientDeliveryError
 
@@ -108,7 +119,8 @@ class IngestClient:
 
     `columnar` says whether measurement batches go in the columnar encoding: false until an
     answer of ingestd lists it, then whatever the latest answer says (a 415 to a columnar batch
-    also turns it off at once)."""
+    also turns it off at once). `identity` is the central database's identity as the latest
+    answer named it (`X-Database-Identity`), None until an answer carried one."""
 
     def __init__(
         self,
@@ -133,6 +145,8 @@ class IngestClient:
         self.health_advertised: bool | None = None  # None: no answer of ingestd seen yet
         self.clock_offset_s: float | None = None
         self.last_request_at = time.monotonic()
+        self.received_bytes = 0
+        self.identity: str | None = None
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> IngestClient:
@@ -169,12 +183,17 @@ class IngestClient:
         return self.columnar and self.wire_format == "auto"
 
     async def send(
-        self, batch_type: str, body: bytes | WireBody, cursor: str | None, *, rows: int
+        self,
+        batch_type: str,
+        body: bytes | WireBody,
+        cursor: str | None,
+        *,
+        rows: int,
+        repair: bool = False,
     ) -> Delivered:
         """POST one batch of `rows` rows (a bare `bytes` body is gzip'd JSON); return ingestd's
-        answer to it or raise the matching DeliveryError."""
-        if self._session is None:
-            raise RuntimeError("IngestClient used outside `async with`")
+        answer to it or raise the matching DeliveryError. `repair` marks measurements re-sent
+        by reconciliation (`X-Push-Repair: 1`)."""
         wire = body if isinstance(body, WireBody) else WireBody(body)
         headers = {
             TOKEN_HEADER: self._token,
@@ -187,17 +206,50 @@ class IngestClient:
             headers["Content-Encoding"] = wire.encoding
         if cursor:
             headers[CURSOR_HEADER] = cursor[:MAX_CURSOR_LENGTH]
+        if repair:
+            headers[REPAIR_HEADER] = "1"
+        status, retry_after, raw = await self._post(self.url, wire, headers)
+        if status == 415 and wire.media_type == COLUMNAR_MEDIA_TYPE:
+            self.columnar = False
+        return classify(status, raw, retry_after, batch_type=batch_type, rows=rows)
+
+    async def digests(self, request: DigestRequest) -> DigestAnswer:
+        """POST a digest request (gzip JSON) to the reconcile endpoint; return ingestd's answer
+        or raise the matching DeliveryError."""
+        body = WireBody(await self.compress(msgspec.json.encode(request)))
+        headers = {TOKEN_HEADER: self._token, "Content-Type": JSON_MEDIA_TYPE}
+        if body.encoding:
+            headers["Content-Encoding"] = body.encoding
+        status, retry_after, raw = await self._post(self.reconcile_url, body, headers)
+        return classify_digests(status, raw, retry_after, cells=len(request.cells))
+
+    @property
+    def reconcile_url(self) -> str:
+        base = self.url[: -len(INGEST_PATH)] if self.url.endswith(INGEST_PATH) else self.url
+        return base + RECONCILE_PATH
+
+    async def _post(
+        self, url: str, wire: WireBody, headers: dict[str, str]
+    ) -> tuple[int, str | None, bytes]:
+        """One request within the upload cap: (status, Retry-After, the body read bounded); the
+        answer's negotiation and database identity are noted."""
+        if self._session is None:
+            raise RuntimeError("IngestClient used outside `async with`")
         await self._pace(wire.data, headers)
         sent = time.time()
         try:
             async with self._session.post(
-                self.url, data=wire.data, headers=headers, allow_redirects=False
+                url, data=wire.data, headers=headers, allow_redirects=False
             ) as resp:
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
-                self.columnar = takes_columnar(resp.headers)
+                if url == self.url:
+                    self.columnar = takes_columnar(resp.headers)
                 self._observe(resp.headers, sent)
                 raw = await _read_bounded(resp)
+                self.received_bytes += len(raw) + sum(
+                    len(k) + len(v) + 4 for k, v in resp.headers.items()
+                )
         except TimeoutError:
             raise TransientDeliveryError(
                 "no answer within the request timeout", transport="timeout"
@@ -210,9 +262,7 @@ class IngestClient:
                 f"connection error: {type(exc).__name__}: {printable(str(exc))}",
                 transport="connection",
             ) from None
-        if status == 415 and wire.media_type == COLUMNAR_MEDIA_TYPE:
-            self.columnar = False
-        return classify(status, raw, retry_after, batch_type=batch_type, rows=rows)
+        return status, retry_after, raw
 
     async def _pace(self, data: bytes, headers: Mapping[str, str]) -> None:
         size = len(data) + sum(len(k) + len(v) + 4 for k, v in headers.items())
@@ -222,8 +272,12 @@ class IngestClient:
         self.last_request_at = time.monotonic()
 
     def _observe(self, headers: Mapping[str, str], sent: float) -> None:
-        """What every answer tells besides its status: reports taken, the server's clock."""
+        """What every answer tells besides its status: reports taken, the server's clock, which
+        central database answered."""
         self.health_advertised = headers.get(HEALTH_HEADER) == HEALTH_VERSION
+        identity = headers.get(DATABASE_IDENTITY_HEADER)
+        if identity:
+            self.identity = printable(identity, 100)
         offset = _server_offset_s(headers, sent, time.time())
         if offset is not None:
             self.clock_offset_s = offset

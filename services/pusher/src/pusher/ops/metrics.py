@@ -36,6 +36,15 @@ The names below are a contract with alert rules; change them only together.
                                                          protocol cannot carry, quarantined locally
     fleet_pusher_log_write_errors_total                  log lines dropped: stdout unwritable
                                                          (full disk, closed pipe) or unrenderable
+    fleet_pusher_reconcile_passes_total{result}          reconciliation passes: in_sync, repaired,
+                                                         failed (`pusher.reconcile.metrics`)
+    fleet_pusher_reconcile_rows_resent_total             rows re-sent as repair batches
+    fleet_pusher_reconcile_rows_restored_total           of those, rows the centre stored again
+    fleet_pusher_reconcile_cells_repaired_total          device-hours re-sent
+    fleet_pusher_reconcile_bytes_total{direction}        digests and repairs, sent / received
+    fleet_pusher_reconcile_last_pass_timestamp_seconds   when the last pass ended
+    fleet_pusher_reconcile_known_differences             device-hours known to differ (deleted here)
+    fleet_pusher_central_identity_changes_total          central database changed (failover, restore)
     fleet_build_info{service,version}                    1, labelled with the running version
     process_*                                            CPU, memory, file descriptors, start time
     fleet_pusher_upload_bytes_total                      bytes sent to ingestd (headers included)

@@ -16,6 +16,7 @@ from pusher import source
 from pusher.delivery.uploadcap import drain_seconds
 from pusher.ops.progress import measurement_lag_s
 from pusher.state import count_quarantined, load_states
+from pusher.state.reconcile_state import load_reconcile_state
 
 __all__ = ["collect_status"]
 
@@ -29,7 +30,8 @@ async def collect_status(
 ) -> dict[str, Any]:
     """Per resource: cursor, batch size, failures, next attempt, last error and success, bytes
     sent; for measurements also the backlog, the lag, what holds the cursor back, and how long
-    the backlog takes to send under the upload cap (`upload_cap` bytes/s, 0: none)."""
+    the backlog takes to send under the upload cap (`upload_cap` bytes/s, 0: none); the last
+    reconciliation pass and its totals (rows re-sent apart from rows shipped)."""
     async with await source.connect(database_url) as conn:
         states = await load_states(conn)
         horizon = await source.read_horizon(conn)
@@ -82,9 +84,13 @@ async def collect_status(
                     else None,
                 )
             resources[resource.value] = entry
+        reconciliation = await load_reconcile_state(conn)
     return {
         "upload_cap_bytes_per_s": upload_cap or None,
         "snapshot_xmin": horizon.xmin,
         "blocking_transaction": blocker.as_log() if blocker is not None else None,
         "resources": resources,
+        "reconciliation": {
+            k: _iso(v) if isinstance(v, datetime) else v for k, v in reconciliation.items()
+        },
     }

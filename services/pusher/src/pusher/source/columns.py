@@ -35,6 +35,7 @@ __all__ = [
     "COLUMNAR_ENCODERS",
     "CURSOR_SELECTION",
     "READ_MEASUREMENT_COLUMNS",
+    "RECORD_SQL",
     "BatchBuilder",
     "columnar_encoder",
     "read_measurement_columns",
@@ -55,7 +56,7 @@ _NULL_MASK = " | ".join(
 )
 _VALUES = ", ".join(f"coalesce(m.{name}, 0)" for name in MEASUREMENT_VALUE_FIELDS)
 
-_RECORD_SQL = " || ".join(
+RECORD_SQL = " || ".join(
     [
         "xid8send(m.push_xid)",
         "int8send(m.device_id)",
@@ -68,7 +69,7 @@ _RECORD_SQL = " || ".join(
 
 READ_MEASUREMENT_COLUMNS = f"""
 SELECT count(*), coalesce(string_agg(b.record, ''::bytea ORDER BY b.k1, b.k2, b.k3), ''::bytea)
-FROM (SELECT m.push_xid AS k1, m.device_id AS k2, m.time AS k3, {_RECORD_SQL} AS record
+FROM (SELECT m.push_xid AS k1, m.device_id AS k2, m.time AS k3, {RECORD_SQL} AS record
 {CURSOR_SELECTION}) AS b
 """
 

@@ -1,0 +1,2 @@
+DROP TABLE app.fleet_reconcile_known;
+DROP TABLE app.fleet_reconcile_state;
