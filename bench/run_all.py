@@ -92,6 +92,13 @@ SCRIPTS = (
         300,
     ),
     Script(
+        "reconcile",
+        "reconcile.py",
+        ("--meters", "50", "--days", "35"),
+        ("--quick",),
+        900,
+    ),
+    Script(
         "storage",
         "storage.py",
         ("--meters", "200", "--days", "30"),

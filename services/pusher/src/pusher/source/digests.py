@@ -165,6 +165,9 @@ async def read_repair_page(
     """Up to `limit` rows of the (device, hour) `cells` after the key `after`, as a body (a
     columnar one made by `build`, `columnar_encoder("auto")` when not given)."""
     ordered = sorted(cells)
+    if after is not None:  # only the cells not yet read: each page costs its own rows only
+        hour = after[1].replace(minute=0, second=0, microsecond=0)
+        ordered = [c for c in ordered if c >= (after[0], hour)]
     params = {
         **_cursor_params(cursor),
         "cell_devices": [c[0] for c in ordered],
