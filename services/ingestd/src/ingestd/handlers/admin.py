@@ -42,8 +42,9 @@ def require_admin(request: web.Request, admin_token: str | None) -> None:
         raise AdminDisabled("set INGESTD_ADMIN_TOKEN to enable the read API")
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
+    # Header bytes that are not UTF-8 arrive as surrogates: compared as the bytes they were.
     if scheme.lower() != "bearer" or not hmac.compare_digest(
-        presented.strip().encode(), admin_token.encode()
+        presented.strip().encode("utf-8", "surrogatepass"), admin_token.encode()
     ):
         raise Unauthorized()
 

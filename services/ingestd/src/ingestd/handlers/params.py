@@ -14,6 +14,21 @@ from ingestd.storage import reads
 __all__ = ["customer_of", "date_param", "device_param", "iso", "time_param"]
 
 
+# Times and dates a request may name: a range computed from them (a default 'from' a day or a
+# month before 'to') and their UTC instant must stay within what datetime can hold.
+_EARLIEST = datetime(2, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9998, 12, 31, tzinfo=UTC)
+_YEARS = "2-9998"
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # surrogates: bytes of the request that were not UTF-8
+        return False
+    return True
+
+
 def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
@@ -33,6 +48,8 @@ def time_param(request: web.Request, name: str, default: datetime) -> datetime:
         raise BadRequest(
             "bad_parameter", f"{name!r} must carry a UTC offset (e.g. 2026-11-26T00:00:00Z)"
         )
+    if not _EARLIEST <= value <= _LATEST:  # comparing aware times never overflows
+        raise BadRequest("bad_parameter", f"{name!r} must lie within years {_YEARS}, got {raw!r}")
     return value
 
 
@@ -43,21 +60,28 @@ def date_param(request: web.Request, name: str, default: date) -> date:
     try:
         if len(raw) != 10:
             raise ValueError(raw)
-        return date.fromisoformat(raw)
+        value = date.fromisoformat(raw)
+        if not _EARLIEST.date() <= value <= _LATEST.date():
+            raise ValueError(raw)
+        return value
     except ValueError:
         raise BadRequest(
-            "bad_parameter", f"{name!r} must be a date YYYY-MM-DD, got {raw!r}"
+            "bad_parameter",
+            f"{name!r} must be a date YYYY-MM-DD within years {_YEARS}, got {raw!r}",
         ) from None
 
 
 def device_param(request: web.Request) -> int:
     raw = request.match_info["device_id"]
-    if not raw.isdigit() or int(raw) >= 2**63:
+    # ASCII digits only: str.isdigit() also takes '²' and other digits int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or int(raw) >= 2**63:
         raise BadRequest("bad_parameter", f"device_id must be a non-negative integer, got {raw!r}")
     return int(raw)
 
 
 async def customer_of(conn: AsyncConnection[Any], code: str) -> int:
+    if not code.isprintable() or not _utf8(code):  # no customer has such a code
+        raise NotFound(f"no customer with code {code!r}")
     found = await reads.customer_id(conn, code)
     if found is None:
         raise NotFound(f"no customer with code {code!r}")
