@@ -112,3 +112,16 @@ async def test_spoofed_forwarded_for_does_not_reset_the_budget(
     assert statuses[:3] == [401, 401, 401] and statuses[3:] == [429] * 5, statuses
     if trusted:  # another client behind the same proxy has a budget of its own
         assert await _guesses(client, ["203.0.113.8"]) == [401]
+
+
+def test_ipv6_budgets_are_kept_per_64() -> None:
+    """An IPv6 client rotating through its /64 keeps one failed-authentication budget; IPv4
+    addresses and other /64s keep their own."""
+    from ingestd.client_address import budget_key
+
+    one = budget_key("2001:db8:1:2::1")
+    assert one == budget_key("2001:db8:1:2:ffff:ffff:ffff:ffff") == "2001:db8:1:2::/64"
+    assert one != budget_key("2001:db8:1:3::1")
+    assert budget_key("192.0.2.7") == "192.0.2.7"
+    assert budget_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert budget_key("unknown") == "unknown"

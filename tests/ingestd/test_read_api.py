@@ -419,3 +419,27 @@ def test_document_is_valid_openapi_31() -> None:
     from openapi_spec_validator import validate
 
     validate(openapi_document())
+
+
+async def test_failed_admin_tokens_spend_the_address_budget_and_are_logged(
+    aiohttp_client: Any, ingestd_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Wrong admin tokens count against the client address's failed-authentication budget (429
+    past it) and are logged; the right token keeps working; every read-API request leaves one
+    access-log line with client, path, status and duration."""
+    settings = replace(
+        ingestd_settings, admin_token=ADMIN, auth_failure_burst=3, auth_failures_per_min=0.01
+    )
+    server = TestServer(create_app(settings))
+    await server.start_server(**SERVER_OPTIONS)
+    client: TestClient[Any, Any] = await aiohttp_client(server)
+    assert (await client.get("/api/fleet/customers", headers=_admin())).status == 200
+    statuses = [
+        (await client.get("/api/fleet/customers", headers=_admin("wrong" * 10))).status
+        for _ in range(5)
+    ]
+    assert statuses[:3] == [401, 401, 401] and statuses[3:] == [429, 429]
+    assert (await client.get("/api/fleet/customers", headers=_admin())).status == 200
+    out = capsys.readouterr().out
+    assert out.count("admin_auth_failed") == 3
+    assert out.count("read_api") == 7 and "duration_ms" in out

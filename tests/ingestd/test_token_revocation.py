@@ -87,6 +87,22 @@ async def test_a_revoked_token_is_refused_by_every_replica_at_once(
     assert max(waits) < 1.0
 
 
+async def test_a_truncated_token_table_stops_every_cached_token_at_once(
+    replicas: list[TestServer], central_db: str
+) -> None:
+    """TRUNCATE fires no row trigger; a statement-level one announces it, so cached tokens stop
+    working on every replica within the notification's trip, not after the cache's TTL."""
+    token = add_customer(central_db, "TRUNC1")
+    async with ClientSession() as session:
+        for server in replicas:
+            assert await _push(session, server, token) == 200
+            assert await _push(session, server, token) == 200
+        with psycopg.connect(central_db, autocommit=True) as conn:
+            conn.execute("TRUNCATE fleet.customer_tokens CASCADE")
+        waits = [await _until_refused(session, server, token) for server in replicas]
+    assert max(waits) < 1.0
+
+
 async def test_rotation_grace_ends_for_a_cached_token(
     replicas: list[TestServer], central_db: str
 ) -> None:

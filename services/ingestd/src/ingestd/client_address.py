@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
-__all__ = ["TrustedProxies", "client_address", "parse_trusted_proxies"]
+__all__ = ["TrustedProxies", "budget_key", "client_address", "parse_trusted_proxies"]
 
 Network = IPv4Network | IPv6Network
 TrustedProxies = tuple[Network, ...]
@@ -75,3 +75,13 @@ def client_address(peer: str | None, forwarded_for: Iterable[str], trusted: Trus
         if not _trusted(address, trusted):
             break
     return str(current)
+
+
+def budget_key(address: str) -> str:
+    """The key a client address's failed-authentication budget is kept under: the address for
+    IPv4, its /64 for IPv6 (one subscriber gets a /64 at least, and rotating through it must
+    not buy fresh budgets)."""
+    parsed = _address(address)
+    if isinstance(parsed, IPv6Address):
+        return str(IPv6Network((int(parsed) >> 64 << 64, 64)))
+    return address if parsed is None else str(parsed)

@@ -16,23 +16,29 @@ INGESTD_ADMIN_TOKEN the API answers 403 admin_api_disabled. The queries are in
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import time
 
+import structlog
 from aiohttp import web
 from fleetcore.protocol import API_PREFIX
 
-from ingestd.errors import AdminDisabled, Unauthorized
+from ingestd.errors import AdminDisabled, IngestError, RateLimited, Unauthorized
 from ingestd.handlers import energy, fleet
-from ingestd.handlers.http import Handler, connection
+from ingestd.handlers.http import Handler, budget_address, connection
 from ingestd.handlers.params import customer_of
 from ingestd.handlers.params import iso as _iso
-from ingestd.keys import SETTINGS
+from ingestd.keys import AUTH_LIMITER, METRICS, SETTINGS
+from ingestd.ratelimit import RateLimiter
 from ingestd.storage import reads
 from ingestd.storage.digests import reconciliation_summary
 
 __all__ = ["ADMIN_PREFIX", "FLEET_PREFIX", "create_admin_app", "create_fleet_app"]
 
 ADMIN_PREFIX = f"{API_PREFIX}/customers"
+
+log = structlog.get_logger("ingestd")
 FLEET_PREFIX = f"{API_PREFIX}/gateways"
 
 
@@ -49,13 +55,56 @@ def require_admin(request: web.Request, admin_token: str | None) -> None:
         raise Unauthorized()
 
 
+def _check_admin(request: web.Request) -> None:
+    """The admin token, under the same failed-authentication budget per client address as push
+    tokens (429 past it); every failure is logged with the address and counted."""
+    address = budget_address(request)
+    limiter = request.config_dict[AUTH_LIMITER]
+    presented = request.headers.get("Authorization", "").encode("utf-8", "surrogatepass")
+    pass_key = hashlib.sha256(b"admin:" + presented).digest()  # the right token keeps its pass
+    wait = limiter.wait(address, pass_key)
+    if wait > 0:
+        raise RateLimited(
+            RateLimiter.retry_after(wait), "too many failed authentications from this address"
+        )
+    try:
+        require_admin(request, request.config_dict[SETTINGS].admin_token)
+    except Unauthorized:
+        limiter.failed(address)
+        request.config_dict[METRICS].auth_failures.inc()
+        log.warning("admin_auth_failed", client=address, path=request.path)
+        raise
+    limiter.succeeded(pass_key)
+
+
 @web.middleware
 async def admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every read-API route requires the admin token; unknown paths and methods keep their
-    404/405 (the router's answer comes before authentication, as for the rest of the API)."""
-    if request.match_info.http_exception is None:
-        require_admin(request, request.config_dict[SETTINGS].admin_token)
-    return await handler(request)
+    404/405 (the router's answer comes before authentication, as for the rest of the API).
+    One access-log line per request: client, path, status, duration."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        if request.match_info.http_exception is None:
+            _check_admin(request)
+        response = await handler(request)
+        status = response.status
+        return response
+    except IngestError as exc:
+        status = exc.status
+        raise
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        log.info(
+            "read_api",
+            client=budget_address(request),
+            method=request.method,
+            path=request.path,
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
 
 
 async def list_customers(request: web.Request) -> web.Response:

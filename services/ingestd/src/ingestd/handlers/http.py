@@ -13,9 +13,10 @@ from aiohttp import web
 from psycopg import AsyncConnection
 from psycopg_pool import PoolTimeout
 
+from ingestd.client_address import budget_key, client_address
 from ingestd.keys import POOL, SETTINGS
 
-__all__ = ["DB_UNAVAILABLE", "Handler", "connection", "json_answer"]
+__all__ = ["DB_UNAVAILABLE", "Handler", "budget_address", "connection", "json_answer"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -39,3 +40,13 @@ async def connection(request: web.Request) -> AsyncIterator[AsyncConnection[Any]
     config = request.config_dict
     async with config[POOL].connection(timeout=config[SETTINGS].pool_timeout_s) as conn:
         yield conn
+
+
+def budget_address(request: web.Request) -> str:
+    """Who is asking, as the failed-authentication budget counts it: the client address
+    (`ingestd.client_address`, behind trusted proxies), an IPv6 one by its /64."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    host = peer[0] if isinstance(peer, tuple) and peer else request.remote
+    forwarded = request.headers.getall("X-Forwarded-For", [])
+    trusted = request.config_dict[SETTINGS].trusted_proxies
+    return budget_key(client_address(host, forwarded, trusted))

@@ -33,7 +33,6 @@ from fleetcore.protocol import (
 
 from ingestd.auth import Customer, find_customer
 from ingestd.body import check_content_headers, read_wire_body
-from ingestd.client_address import client_address
 from ingestd.decoding import DecodeLimits, WireBody, decode_batch
 from ingestd.errors import (
     BadRequest,
@@ -42,7 +41,7 @@ from ingestd.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from ingestd.handlers.http import connection, json_answer
+from ingestd.handlers.http import budget_address, connection, json_answer
 from ingestd.ingest import Delivery, ingest_batch, record_refusal
 from ingestd.keys import (
     ADMISSION,
@@ -110,18 +109,11 @@ def _batch_label(request: web.Request) -> str:
     return raw if raw.isascii() and raw.isprintable() else "invalid"
 
 
-def _client_address(request: web.Request, settings: Settings) -> str:
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    host = peer[0] if isinstance(peer, tuple) and peer else request.remote
-    forwarded = request.headers.getall("X-Forwarded-For", [])
-    return client_address(host, forwarded, settings.trusted_proxies)
-
-
 async def authenticate(request: web.Request, settings: Settings) -> Customer:
     """The token's customer; failed attempts are limited per client address (429 past the budget)."""
     token = request.headers.get(TOKEN_HEADER)
     token_hash = hash_token(token) if looks_like_token(token) and token else b""
-    address = _client_address(request, settings)
+    address = budget_address(request)
     limiter = request.app[AUTH_LIMITER]
     wait = limiter.wait(address, token_hash)
     if wait > 0:
