@@ -394,7 +394,7 @@ class ChaosStack:
             if isinstance(line.get("status"), int) and line["status"] >= 500
         )
 
-    def _check(self) -> CheckReport:
+    def check(self) -> CheckReport:
         """One comparison; the central database may be between primaries: retry a moment."""
         for _ in range(20):
             try:
@@ -416,10 +416,10 @@ class ChaosStack:
                 daemon.start()
         newest = newest_key(self.customer_dsn)
         deadline = time.monotonic() + timeout_s
-        report = self._check()
+        report = self.check()
         while report.lost and newest in report.lost_keys and time.monotonic() < deadline:
             time.sleep(0.5)
-            report = self._check()
+            report = self.check()
         FIGURES.scenarios += 1
         FIGURES.rows_committed += report.committed
         FIGURES.rows_arrived += report.arrived

@@ -57,11 +57,14 @@ def test_answer_lost_after_commit_and_ingestd_killed(stack: ChaosStack) -> None:
     time.sleep(1.0)
     proxy.set(NetFault.RESET_RESPONSE, probability=0.4)
     time.sleep(min(DURATION_S, 4.0))
-    # On a loaded machine the pusher may sit in a Retry-After: go on (bounded) until an answer
-    # was lost at least once.
-    deadline = time.monotonic() + 30.0
-    while not proxy.stats.by_fault.get("reset_response") and time.monotonic() < deadline:
-        time.sleep(0.25)
+    # On a loaded machine the pusher may sit in a Retry-After, and a lost answer may be a health
+    # report's or a reconciliation's rather than a batch's: go on (bounded) until a batch whose
+    # answer was lost came back as duplicates.
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline and not (
+        proxy.stats.by_fault.get("reset_response") and stack.check().duplicate_deliveries
+    ):
+        time.sleep(0.5)
     proxy.clear()
     stack.restart_ingestd()
     FIGURES.fault("ingestd_sigkill")
