@@ -144,7 +144,7 @@ async def test_rows_deleted_on_the_gateway_stay_central_and_cost_nothing_later(
 async def test_a_changed_central_database_brings_the_next_pass_forward(
     pusher_settings: Settings, customer_db: str, central_db: str, ingestd_server: TestServer
 ) -> None:
-    """With an hourly cadence, a pass follows within the settle time once ingestd's answers
+    """With an hourly cadence, a pass follows within twice the settle time once ingestd's answers
     name another central database, and repairs what that database lacks."""
     seed_inventory(customer_db, devices=2)
     total = seed_measurements(customer_db, devices=2, stop=1200)

@@ -200,6 +200,59 @@ async def _run(
     report.known = len(await load_known(conn, start))
 
 
+def _groups(
+    run: _Pass, keys: list[tuple[int, datetime]], rows: int
+) -> list[list[tuple[int, datetime]]]:
+    """The device-hours in runs of about `rows` rows (their counts are known), so that each
+    read covers the cells of one batch only."""
+    groups: list[list[tuple[int, datetime]]] = []
+    current: list[tuple[int, datetime]] = []
+    total = 0
+    for key in sorted(keys):
+        count = run.local.buckets[key].count
+        if current and total + count > rows:
+            groups.append(current)
+            current, total = [], 0
+        current.append(key)
+        total += count
+    return [*groups, current] if current else groups
+
+
+async def _resend(
+    run: _Pass,
+    cells: list[tuple[int, datetime]],
+    cursor: PushCursor,
+    batch_size: int,
+    build: BatchBuilder | None,
+) -> None:
+    """The cells' rows as repair batches of at most `batch_size` rows (halved on ingestd's 413)."""
+    report = run.report
+    after = None
+    size = batch_size
+    while True:
+        page = await read_repair_page(
+            run.conn, cells, cursor, after, size, columnar=run.client.sends_columnar, build=build
+        )
+        batch = page.batch
+        if batch.sent:
+            wire = await run.client.wire_body(batch.body, batch.media_type)
+            try:
+                answer = await run.client.send(
+                    BatchType.MEASUREMENTS.value, wire, None, rows=batch.sent, repair=True
+                )
+            except PayloadTooLarge as exc:
+                if size == 1 or not exc.protocol:
+                    raise
+                size = max(1, size // 2)  # read the same rows again, in smaller batches
+                continue
+            report.resent += batch.sent
+            report.restored += answer.accepted
+            report.rejected += answer.rejected
+        if page.after is None:
+            return
+        after = page.after
+
+
 async def _repair(
     run: _Pass, leaves: list[Cell], cursor: PushCursor, batch_size: int, build: BatchBuilder | None
 ) -> None:
@@ -209,30 +262,8 @@ async def _repair(
     to_send = [k for k, c in zip(keys, leaves, strict=True) if run.local.of(c).count > 0]
     report.repaired = len(to_send)
     report.repaired_hours = sorted({f"{k[1]:%Y-%m-%dT%H}Z" for k in to_send})
-    after = None
-    size = batch_size
-    while to_send:
-        page = await read_repair_page(
-            run.conn, to_send, cursor, after, size, columnar=run.client.sends_columnar, build=build
-        )
-        batch = page.batch
-        if batch.sent:
-            wire = await run.client.wire_body(batch.body, batch.media_type)
-            try:
-                answer = await run.client.send(
-                    BatchType.MEASUREMENTS.value, wire, None, rows=batch.sent, repair=True
-                )
-            except PayloadTooLarge:
-                if size == 1:
-                    raise
-                size = max(1, size // 2)  # read the same rows again, in smaller batches
-                continue
-            report.resent += batch.sent
-            report.restored += answer.accepted
-            report.rejected += answer.rejected
-        if page.after is None:
-            break
-        after = page.after
+    for group in _groups(run, to_send, batch_size):
+        await _resend(run, group, cursor, batch_size, build)
     still = await run.differing(leaves, with_known=False)
     deltas: KnownDeltas = {}
     for cell, central in still:

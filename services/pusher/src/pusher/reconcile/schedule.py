@@ -1,12 +1,14 @@
-"""When the daemon reconciles: at start, every PUSHER_RECONCILE_INTERVAL_S, and
-PUSHER_RECONCILE_SETTLE_S after ingestd's answers name another central database (failover,
-restore, restart: `X-Database-Identity`). A failed pass is tried again after the settle time
+"""When the daemon reconciles: at start, every PUSHER_RECONCILE_INTERVAL_S, and between
+PUSHER_RECONCILE_SETTLE_S and twice that (at random, so that thousands of gateways seeing the
+same change do not all ask at once) after ingestd's answers name another central database
+(failover, restore, restart: `X-Database-Identity`). A failed pass is tried again after the settle time
 (doubling up to the interval). The push goes first: a pass waits while a backlog drains, for at
 most one settle time past its due time.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -66,7 +68,8 @@ class Reconciler:
                 hint="a reconciliation pass follows in PUSHER_RECONCILE_SETTLE_S",
             )
             self.metrics.identity_changes.inc()
-            self.due = min(self.due, time.monotonic() + self.settings.reconcile_settle_s)
+            settle = self.settings.reconcile_settle_s * (1 + random.random())
+            self.due = min(self.due, time.monotonic() + settle)
         self.identity = identity
         await note_identity(conn, identity)
 

@@ -72,12 +72,18 @@ GROUP BY 1, 2
 
 HASH_PROBE_SQL = f"SELECT {HASH_SQL.format(time='%s::timestamptz', device='%s::bigint')}"
 
+# LATERAL with OFFSET 0 (kept a subquery): one primary-key range scan per cell; a plain join is
+# planned as a merge join on the device alone, reading every row of each device (~1 s a page
+# on 50 meters x 10 days; this: ~20 ms).
 _REPAIR_SELECTION = f"""
     FROM unnest(%(cell_devices)s::bigint[], %(cell_hours)s::timestamptz[]) AS c(device_id, hour)
-    JOIN monitoring.power_measurements AS m
-      ON m.device_id = c.device_id AND m.time >= c.hour AND m.time < c.hour + interval '1 hour'
-    WHERE (m.device_id, m.time) > (%(after_device)s::bigint, %(after_time)s::timestamptz)
-      AND (m.push_xid, m.device_id, m.time) <= {CURSOR_KEY}
+    CROSS JOIN LATERAL (
+        SELECT * FROM monitoring.power_measurements AS p
+        WHERE p.device_id = c.device_id AND p.time >= c.hour
+          AND p.time < c.hour + interval '1 hour'
+          AND (p.device_id, p.time) > (%(after_device)s::bigint, %(after_time)s::timestamptz)
+        OFFSET 0) AS m
+    WHERE (m.push_xid, m.device_id, m.time) <= {CURSOR_KEY}
       AND {_NOT_QUARANTINED}
     ORDER BY m.device_id, m.time
     LIMIT %(limit)s"""
