@@ -55,7 +55,7 @@ def test_dashboard_is_well_formed() -> None:
 def test_dashboard_covers_what_operators_watch() -> None:
     """There are panels over the hourly aggregate, customer staleness, rejected rows, ingest events,
     energy per day per device, coverage per device, stale devices, gateways by state, worst lag,
-    versions, disk headroom and meter states."""
+    versions, disk headroom, meter states, and energy and peak demand per site."""
     sql = " ".join(q for _, q in _queries())
     for table in (
         "fleet.hourly_per_device",
@@ -70,6 +70,8 @@ def test_dashboard_covers_what_operators_watch() -> None:
         "g.version",
         "g.disk_free_bytes",
         "fleet.device_states",
+        "fleet.devices_energy",
+        "fleet.demand_intervals",
     ):
         assert table in sql
 

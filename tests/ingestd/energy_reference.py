@@ -203,3 +203,50 @@ def register_delta(samples: Iterable[Sample], register: str) -> float:
 def from_rows(rows: Iterable[tuple[Any, ...]], columns: Sequence[str]) -> list[Sample]:
     """Samples from rows of (time, *columns) read from fleet.power_measurements."""
     return [Sample(r[0], dict(zip(columns, r[1:], strict=True))) for r in rows]
+
+
+def energy_between(
+    samples: Sequence[Sample], register: str, start: datetime, end: datetime
+) -> float | None:
+    """The register's increase in [start, end) (the rule above), None when nothing is known there."""
+    energy, _, _ = _energy({register: segments(samples, register)}, samples, start, end, None)
+    return energy[register]
+
+
+def demand_intervals(
+    first: date, end: date, timezone: str, minutes: int
+) -> list[tuple[date, datetime, datetime]]:
+    """(local day, start, end) of every fixed interval of the local days first..end-1: from each
+    local midnight every `minutes`, the last one ending at the next midnight."""
+    out = []
+    day = first
+    while day < end:
+        start, stop = (
+            local_midnight(day, timezone),
+            local_midnight(day + timedelta(days=1), timezone),
+        )
+        moment = start
+        while moment < stop:
+            out.append((day, moment, min(moment + timedelta(minutes=minutes), stop)))
+            moment += timedelta(minutes=minutes)
+        day += timedelta(days=1)
+    return out
+
+
+def demands(
+    devices: Sequence[Sequence[Sample]], first: date, end: date, timezone: str, minutes: int
+) -> list[tuple[date, datetime, float | None]]:
+    """(local day, interval start, demand in kW) of every interval, by brute force: the devices'
+    import energy in the interval summed (None when no device's is known), over its length."""
+    out = []
+    per_device = [
+        (samples, {"energy_imp_kwh": segments(samples, "energy_imp_kwh")}) for samples in devices
+    ]
+    for day, start, stop in demand_intervals(first, end, timezone, minutes):
+        known = [
+            e
+            for samples, segs in per_device
+            if (e := _energy(segs, samples, start, stop, None)[0]["energy_imp_kwh"]) is not None
+        ]
+        out.append((day, start, sum(known) / ((stop - start) / HOUR) if known else None))
+    return out

@@ -399,6 +399,32 @@ async def test_a_ten_year_old_backfill_is_exact_after_one_cycle(
     assert after[2]["samples"] == 4
 
 
+async def test_the_kolkata_day_of_docs_energy(
+    post_batch: PostBatch, customer_token: str, api: Api, ingestd_settings: Settings
+) -> None:
+    """The Kolkata day of docs/ENERGY.md: 20-minute samples, 100 kW from 18:35 to 19:00 UTC; local
+    midnight (18:30 UTC) takes 8.750 kWh of the 18:00 hour's 14.167 (the register interpolated
+    between 18:20 and 18:40), not the 10.625 of a split in proportion to time."""
+    day = date(2026, 6, 2)
+    midnight = ref.local_midnight(day, "Asia/Kolkata")  # 2026-06-01T18:30Z
+    rows, register, t = [], 1000.0, midnight - timedelta(hours=2, minutes=30)  # 16:00 UTC
+    while t <= midnight + timedelta(hours=2, minutes=30):
+        rows.append(measurement(1, t, energy_imp_kwh=register))
+        for minute in range(20):
+            moment = t + timedelta(minutes=minute)
+            busy = midnight + timedelta(minutes=5) <= moment < midnight + timedelta(minutes=30)
+            register += (100.0 if busy else 10.0) / 60
+        t += timedelta(minutes=20)
+    await _ingest(post_batch, customer_token, rows)
+    await _cycle(ingestd_settings)
+    got = await api.daily(1, day - timedelta(days=1), day + timedelta(days=1), "Asia/Kolkata")
+    # 16:00 .. 18:00 at 10 kW, then 8.750 of the 18:00 hour: 3.333 to 18:20, half of 18:20 -> 18:40
+    before = 20.0 + 10.0 / 3 + (2.5 + 100.0 / 12) / 2
+    assert before == pytest.approx(28.75, rel=1e-12)
+    total = rows[-1]["energy_imp_kwh"] - rows[0]["energy_imp_kwh"]
+    assert [r["energy_imp_kwh"] for r in got] == pytest.approx([before, total - before], rel=1e-9)
+
+
 # Zones whose offset is not a whole number of hours, with a daylight-saving day where they have one.
 ODD_ZONE_DAYS = (
     ("Asia/Kolkata", date(2026, 6, 1)),

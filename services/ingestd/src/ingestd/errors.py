@@ -67,8 +67,8 @@ class BadRequest(IngestError):
     status = 400
     code = "bad_request"
 
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
+    def __init__(self, code: str, detail: str, *, parameter: str | None = None) -> None:
+        super().__init__(detail, **({"parameter": parameter} if parameter else {}))
         self.code = code
 
 

@@ -34,6 +34,7 @@ from fleetcore.protocol import (
 )
 
 from ingestd.handlers.admin import ADMIN_PREFIX, FLEET_PREFIX
+from ingestd.openapi_billing import BILLING_SCHEMAS, billing_paths
 from ingestd.openapi_energy import ENERGY_SCHEMAS, energy_paths
 from ingestd.openapi_fleet import FLEET_SCHEMAS, fleet_paths, report_schemas
 from ingestd.openapi_reconcile import RECONCILE_SCHEMAS, reconcile_paths, repair_header
@@ -56,6 +57,12 @@ def _ref(name: str) -> dict[str, str]:
 
 _TIME = {"type": "string", "format": "date-time"}
 _ID = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+
+
+_PARAMETER = {
+    "type": "string",
+    "description": "the query or path parameter at fault, when one is (read API)",
+}
 
 
 def _error(
@@ -113,6 +120,7 @@ def _schemas() -> dict[str, Any]:
     return {
         **row_schemas(),
         **ENERGY_SCHEMAS,
+        **BILLING_SCHEMAS,
         **RECONCILE_SCHEMAS,
         **report_schemas(),
         **FLEET_SCHEMAS,
@@ -171,7 +179,8 @@ def _schemas() -> dict[str, Any]:
                 "bad_parameter",
                 "bad_site_timezone",
                 "range_too_large",
-            ]
+            ],
+            {"parameter": _PARAMETER},
         ),
         "Unauthorized": {
             "type": "object",
@@ -179,7 +188,7 @@ def _schemas() -> dict[str, Any]:
             "properties": {"error": {"const": "unauthorized"}},
         },
         "AdminDisabled": _error(["admin_api_disabled"]),
-        "NotFound": _error(["not_found"]),
+        "NotFound": _error(["not_found"], {"parameter": _PARAMETER}),
         "MethodNotAllowed": _error(["method_not_allowed"]),
         "RequestTimeout": _error(["request_timeout"]),
         "PayloadTooLarge": _error(
@@ -486,6 +495,7 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             **energy_paths(ADMIN_PREFIX, code_param, _admin_responses, _json_response),
+            **billing_paths(ADMIN_PREFIX, code_param, _admin_responses, _json_response),
             **reconcile_paths(ADMIN_PREFIX, code_param, _admin_responses, _json_response),
             **fleet_paths(ADMIN_PREFIX, FLEET_PREFIX, code_param, _admin_responses, _json_response),
         },

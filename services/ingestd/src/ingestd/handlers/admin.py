@@ -4,6 +4,7 @@
     GET /api/fleet/customers/{code}/devices                           sites and devices
     GET /api/fleet/customers/{code}/reconciliation                    digests compared, repairs
     GET …/{code}/devices/{device_id}/hourly, …/daily, …/{code}/completeness   (handlers/energy.py)
+    GET …/{code}/energy, …/{code}/sites/{site_id}/energy, …/demand            (handlers/billing.py)
     GET /api/fleet/gateways, …/{code}/gateways                        the fleet view (handlers/fleet.py)
 
 The admin token comes from INGESTD_ADMIN_TOKEN (a secret, at least 32 characters), is sent as
@@ -25,7 +26,7 @@ from aiohttp import web
 from fleetcore.protocol import API_PREFIX
 
 from ingestd.errors import AdminDisabled, IngestError, RateLimited, Unauthorized
-from ingestd.handlers import energy, fleet
+from ingestd.handlers import billing, energy, fleet
 from ingestd.handlers.http import Handler, budget_address, connection
 from ingestd.handlers.params import customer_of
 from ingestd.handlers.params import iso as _iso
@@ -194,6 +195,10 @@ def create_admin_app() -> web.Application:
     admin.router.add_get("/{code}/devices/{device_id}/hourly", energy.hourly)
     admin.router.add_get("/{code}/devices/{device_id}/daily", energy.daily)
     admin.router.add_get("/{code}/completeness", energy.completeness)
+    admin.router.add_get("/{code}/energy", billing.customer_energy)
+    admin.router.add_get("/{code}/sites/{site_id}/energy", billing.site_energy)
+    admin.router.add_get("/{code}/devices/{device_id}/demand", billing.device_demand)
+    admin.router.add_get("/{code}/sites/{site_id}/demand", billing.site_demand)
     admin.router.add_get("/{code}/gateways", fleet.customer_gateways)
     return admin
 

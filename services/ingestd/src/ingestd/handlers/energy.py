@@ -25,12 +25,30 @@ from aiohttp import web
 from ingestd.errors import BadRequest
 from ingestd.handlers.fleet import live_meter_states
 from ingestd.handlers.http import connection
-from ingestd.handlers.params import customer_of, date_param, device_param, iso, time_param
+from ingestd.handlers.params import (
+    customer_of,
+    date_param,
+    device_param,
+    iso,
+    time_param,
+    timezone_param,
+)
 from ingestd.keys import SETTINGS
 from ingestd.storage import reads
 from ingestd.storage.energy import GAP_FACTOR
 
-__all__ = ["DAILY_CSV_FIELDS", "HOURLY_CSV_FIELDS", "MAX_GAPS", "completeness", "daily", "hourly"]
+__all__ = [
+    "DAILY_CSV_FIELDS",
+    "HOURLY_CSV_FIELDS",
+    "MAX_GAPS",
+    "answer",
+    "completeness",
+    "daily",
+    "device_zone",
+    "hourly",
+    "site_zone",
+    "today_in",
+]
 
 HOURLY_CSV_FIELDS = reads.HOURLY_FIELDS
 DAILY_CSV_FIELDS = ("day", "day_start", "day_end", "hours", *reads.DAILY_FIELDS[3:])
@@ -39,7 +57,7 @@ _HOUR = timedelta(hours=1)
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-def _answer(
+def answer(
     request: web.Request, rows: list[dict[str, Any]], fields: Sequence[str], body: dict[str, Any]
 ) -> web.Response:
     if "text/csv" in request.headers.get("Accept", ""):
@@ -58,10 +76,12 @@ async def hourly(request: web.Request) -> web.StreamResponse:
     to = time_param(request, "to", datetime.now(UTC))
     start = time_param(request, "from", to - timedelta(hours=24))
     if start >= to:
-        raise BadRequest("bad_parameter", "'from' must be before 'to'")
+        raise BadRequest("bad_parameter", "'from' must be before 'to'", parameter="from")
     if to - start > settings.max_hourly_range:
         raise BadRequest(
-            "range_too_large", f"at most {settings.max_hourly_range.days} days per request"
+            "range_too_large",
+            f"at most {settings.max_hourly_range.days} days per request",
+            parameter="from",
         )
     async with connection(request) as conn:
         cid = await customer_of(conn, code)
@@ -69,7 +89,7 @@ async def hourly(request: web.Request) -> web.StreamResponse:
     rows = [dict(zip(reads.HOURLY_FIELDS, r, strict=True)) for r in found]
     for row in rows:
         row["bucket"] = iso(row["bucket"])
-    return _answer(
+    return answer(
         request,
         rows,
         HOURLY_CSV_FIELDS,
@@ -77,28 +97,31 @@ async def hourly(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def _timezone(request: web.Request, conn: Any, cid: int, device_id: int) -> tuple[str, str]:
-    """(time zone, where it came from: "parameter", "site" or "default")."""
-    asked = request.query.get("tz")
-    if asked:
-        if not await reads.timezone_known(conn, asked):
-            raise BadRequest("bad_parameter", f"'tz' must be a time zone name, got {asked!r}")
-        return asked, "parameter"
-    found = await reads.device_timezone(conn, cid, device_id)
-    zone = found[1] if found is not None else None
-    if found is None or zone is None:
-        return "UTC", "default"  # a device (or its site) not sent yet: say so, answer in UTC
-    site_id = found[0]
+async def site_zone(conn: Any, site_id: int, zone: str) -> tuple[str, str]:
+    """The site's own zone, checked: (zone, "site")."""
     if not await reads.timezone_known(conn, zone):
         raise BadRequest(
             "bad_site_timezone",
             f"site {site_id} has time zone {zone!r}, which the database does not know; "
             "pass ?tz=Area/City",
+            parameter="tz",
         )
     return zone, "site"
 
 
-def _today(zone: str) -> date:
+async def device_zone(request: web.Request, conn: Any, cid: int, device_id: int) -> tuple[str, str]:
+    """(time zone, where it came from: "parameter", "site" or "default")."""
+    asked = await timezone_param(conn, request)
+    if asked:
+        return asked, "parameter"
+    found = await reads.device_timezone(conn, cid, device_id)
+    zone = found[1] if found is not None else None
+    if found is None or zone is None:
+        return "UTC", "default"  # a device (or its site) not sent yet: say so, answer in UTC
+    return await site_zone(conn, found[0], zone)
+
+
+def today_in(zone: str) -> date:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
@@ -113,15 +136,19 @@ async def daily(request: web.Request) -> web.StreamResponse:
     device_id = device_param(request)
     async with connection(request) as conn:
         cid = await customer_of(conn, code)
-        zone, source = await _timezone(request, conn, cid, device_id)
-        today = _today(zone)
+        zone, source = await device_zone(request, conn, cid, device_id)
+        today = today_in(zone)
         end = date_param(request, "to", today + timedelta(days=1))
         first = date_param(request, "from", end - timedelta(days=31))
         if first >= end:
-            raise BadRequest("bad_parameter", "'from' must be before 'to' (which is excluded)")
+            raise BadRequest(
+                "bad_parameter", "'from' must be before 'to' (which is excluded)", parameter="from"
+            )
         if (end - first).days > settings.max_daily_range_days:
             raise BadRequest(
-                "range_too_large", f"at most {settings.max_daily_range_days} days per request"
+                "range_too_large",
+                f"at most {settings.max_daily_range_days} days per request",
+                parameter="from",
             )
         found = await reads.daily_rows(conn, cid, device_id, first, end, zone)
     rows = []
@@ -139,7 +166,7 @@ async def daily(request: web.Request) -> web.StreamResponse:
         "from": first.isoformat(),
         "to": end.isoformat(),
     }
-    return _answer(request, rows, DAILY_CSV_FIELDS, body)
+    return answer(request, rows, DAILY_CSV_FIELDS, body)
 
 
 def _gaps(row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -165,10 +192,12 @@ async def completeness(request: web.Request) -> web.Response:
     to = time_param(request, "to", datetime.now(UTC))
     start = time_param(request, "from", to - timedelta(hours=24))
     if start >= to:
-        raise BadRequest("bad_parameter", "'from' must be before 'to'")
+        raise BadRequest("bad_parameter", "'from' must be before 'to'", parameter="from")
     if to - start > settings.max_hourly_range:
         raise BadRequest(
-            "range_too_large", f"at most {settings.max_hourly_range.days} days per request"
+            "range_too_large",
+            f"at most {settings.max_hourly_range.days} days per request",
+            parameter="from",
         )
     start, to = _floor_hour(start), -(-(to - _EPOCH) // _HOUR) * _HOUR + _EPOCH
     async with connection(request) as conn:

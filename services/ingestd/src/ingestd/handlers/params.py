@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -11,7 +12,17 @@ from psycopg import AsyncConnection
 from ingestd.errors import BadRequest, NotFound
 from ingestd.storage import reads
 
-__all__ = ["customer_of", "date_param", "device_param", "iso", "time_param"]
+__all__ = [
+    "choice_param",
+    "customer_of",
+    "date_param",
+    "device_param",
+    "iso",
+    "month_param",
+    "site_param",
+    "time_param",
+    "timezone_param",
+]
 
 
 # Times and dates a request may name: a range computed from them (a default 'from' a day or a
@@ -42,14 +53,20 @@ def time_param(request: web.Request, name: str, default: datetime) -> datetime:
         value = datetime.fromisoformat(raw.replace(" ", "+"))
     except ValueError:
         raise BadRequest(
-            "bad_parameter", f"{name!r} must be an RFC 3339 time with offset, got {raw!r}"
+            "bad_parameter",
+            f"{name!r} must be an RFC 3339 time with offset, got {raw!r}",
+            parameter=name,
         ) from None
     if value.tzinfo is None:
         raise BadRequest(
-            "bad_parameter", f"{name!r} must carry a UTC offset (e.g. 2026-11-26T00:00:00Z)"
+            "bad_parameter",
+            f"{name!r} must carry a UTC offset (e.g. 2026-11-26T00:00:00Z)",
+            parameter=name,
         )
     if not _EARLIEST <= value <= _LATEST:  # comparing aware times never overflows
-        raise BadRequest("bad_parameter", f"{name!r} must lie within years {_YEARS}, got {raw!r}")
+        raise BadRequest(
+            "bad_parameter", f"{name!r} must lie within years {_YEARS}, got {raw!r}", parameter=name
+        )
     return value
 
 
@@ -68,21 +85,80 @@ def date_param(request: web.Request, name: str, default: date) -> date:
         raise BadRequest(
             "bad_parameter",
             f"{name!r} must be a date YYYY-MM-DD within years {_YEARS}, got {raw!r}",
+            parameter=name,
         ) from None
+
+
+def month_param(request: web.Request, name: str, default: date) -> date:
+    """A calendar month YYYY-MM, as its first day."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        if len(raw) != 7 or raw[4] != "-" or not (raw[:4] + raw[5:]).isdigit():
+            raise ValueError(raw)
+        value = date(int(raw[:4]), int(raw[5:]), 1)
+        if not _EARLIEST.date() <= value <= _LATEST.date():
+            raise ValueError(raw)
+        return value
+    except ValueError:
+        raise BadRequest(
+            "bad_parameter",
+            f"{name!r} must be a month YYYY-MM within years {_YEARS}, got {raw!r}",
+            parameter=name,
+        ) from None
+
+
+def choice_param(request: web.Request, name: str, choices: Sequence[str], default: str) -> str:
+    raw = request.query.get(name) or default
+    if raw not in choices:
+        raise BadRequest(
+            "bad_parameter",
+            f"{name!r} must be one of {', '.join(choices)}, got {raw!r}",
+            parameter=name,
+        )
+    return raw
+
+
+async def timezone_param(conn: AsyncConnection[Any], request: web.Request) -> str | None:
+    """`?tz=`, checked against PostgreSQL's zone database; None when not given."""
+    asked = request.query.get("tz")
+    if not asked:
+        return None
+    if not asked.isprintable() or not _utf8(asked) or not await reads.timezone_known(conn, asked):
+        raise BadRequest(
+            "bad_parameter", f"'tz' must be a time zone name, got {asked!r}", parameter="tz"
+        )
+    return asked
 
 
 def device_param(request: web.Request) -> int:
     raw = request.match_info["device_id"]
     # ASCII digits only: str.isdigit() also takes '²' and other digits int() refuses.
     if not (raw.isascii() and raw.isdigit()) or int(raw) >= 2**63:
-        raise BadRequest("bad_parameter", f"device_id must be a non-negative integer, got {raw!r}")
+        raise BadRequest(
+            "bad_parameter",
+            f"device_id must be a non-negative integer, got {raw!r}",
+            parameter="device_id",
+        )
+    return int(raw)
+
+
+def site_param(request: web.Request) -> int:
+    raw = request.match_info["site_id"]
+    if not (raw.isascii() and raw.isdigit()) or int(raw) >= 2**63:
+        raise BadRequest(
+            "bad_parameter",
+            f"site_id must be a non-negative integer, got {raw!r}",
+            parameter="site_id",
+        )
     return int(raw)
 
 
 async def customer_of(conn: AsyncConnection[Any], code: str) -> int:
     if not code.isprintable() or not _utf8(code):  # no customer has such a code
-        raise NotFound(f"no customer with code {code!r}")
+        raise NotFound(f"no customer with code {code!r}", parameter="code")
     found = await reads.customer_id(conn, code)
     if found is None:
-        raise NotFound(f"no customer with code {code!r}")
+        raise NotFound(f"no customer with code {code!r}", parameter="code")
     return found

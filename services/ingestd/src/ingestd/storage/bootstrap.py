@@ -38,6 +38,7 @@ from ingestd.storage.aggregate import (
     TIMESCALE_AGGREGATE_SELECT,
     plain_bucket_rows,
 )
+from ingestd.storage.demand import create_demand_functions
 from ingestd.storage.energy import create_energy_functions
 from ingestd.storage.layout import READERS_VIEW, STORED_TABLE
 from ingestd.storage.partitions import WEEK, ensure_partitions, week_start
@@ -47,6 +48,7 @@ from ingestd.storage.quarters import (
     QUARTER_ROLLUP_TABLE,
     TIMESCALE_QUARTER_CAGG,
 )
+from ingestd.storage.totals import create_totals_functions
 
 __all__ = [
     "BootstrapError",
@@ -287,6 +289,8 @@ async def _bootstrap_timescale(conn: AsyncConnection[Any], plan: StoragePlan) ->
             (aggregate, plan.refresh_start_offset, plan.refresh_end_offset, plan.refresh_schedule),
         )
     await create_energy_functions(conn)
+    await create_demand_functions(conn)
+    await create_totals_functions(conn)
     log.info("storage_bootstrapped", mode="timescaledb")
 
 
@@ -346,6 +350,8 @@ async def _bootstrap_plain(conn: AsyncConnection[Any], plan: StoragePlan) -> Non
             # the views, recomputed by the housekeeping
             await conn.execute(MARK_ALL_DIRTY)
         await create_energy_functions(conn)
+        await create_demand_functions(conn)
+        await create_totals_functions(conn)
     now = datetime.now(UTC)
     await ensure_partitions(conn, [now + WEEK * i for i in range(plan.partitions_ahead + 1)])
     log.info("storage_bootstrapped", mode="postgresql")

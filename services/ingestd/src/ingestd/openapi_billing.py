@@ -1,0 +1,230 @@
+"""The billing part of the OpenAPI document: site and customer totals, peak demand
+(docs/ENERGY.md). Merged into the one document by `ingestd.openapi`; the field lists come from
+the handlers' own constants, so a new column changes the document."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ingestd.handlers.billing import DEMAND_CSV_FIELDS, MAX_MONTHS, TOTAL_CSV_FIELDS
+from ingestd.storage.demand import DEMAND_MINUTES
+from ingestd.storage.totals import RESOLUTIONS
+
+__all__ = ["BILLING_SCHEMAS", "billing_paths"]
+
+_REF = "#/components/schemas/"
+_TIME = {"type": "string", "format": "date-time"}
+_ID = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+_COUNT = {"type": "integer", "minimum": 0}
+_ENERGY = ("energy_imp_kwh", "energy_exp_kwh", "energy_q_imp_kvarh", "energy_q_exp_kvarh")
+_PERIOD = {
+    "type": "string",
+    "description": "the local hour (YYYY-MM-DDTHH:MM), day (YYYY-MM-DD) or month (YYYY-MM)",
+}
+_DEVICE_COUNTS = {
+    "devices_estimated": {
+        **_COUNT,
+        "description": "devices whose energy here rests on a hole (energy_estimated)",
+    },
+    "devices_reset": {**_COUNT, "description": "devices whose register dropped here"},
+    "devices_missing": {
+        **_COUNT,
+        "description": "devices of which nothing is known here (not counted in the sums)",
+    },
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF + name}
+
+
+def _head(extra: dict[str, Any], row: str) -> dict[str, Any]:
+    return {
+        "customer": {"type": "string"},
+        **extra,
+        "devices": {"type": "array", "items": _ID, "description": "the devices summed"},
+        "timezone": {"type": "string"},
+        "from": {"type": "string", "description": "first day (YYYY-MM-DD) or month (YYYY-MM)"},
+        "to": {"type": "string", "description": "excluded"},
+        "rows": {"type": "array", "items": _ref(row)},
+    }
+
+
+BILLING_SCHEMAS: dict[str, Any] = {
+    "TotalRow": {
+        "type": "object",
+        "required": list(TOTAL_CSV_FIELDS),
+        "properties": {
+            "period": _PERIOD,
+            "start": {**_TIME, "description": "the period's local start, in UTC"},
+            "end": {**_TIME, "description": "the next period's local start, in UTC"},
+            **{
+                name: {
+                    "type": ["number", "null"],
+                    "minimum": 0,
+                    "description": "the sum over the devices of the register's increase in the "
+                    "period (docs/ENERGY.md); null when no device has it",
+                }
+                for name in _ENERGY
+            },
+            **_DEVICE_COUNTS,
+        },
+    },
+    "Totals": {
+        "type": "object",
+        "required": [
+            "customer",
+            "devices",
+            "resolution",
+            "timezone",
+            "timezone_source",
+            "from",
+            "to",
+            "rows",
+        ],
+        "properties": {
+            **_head(
+                {
+                    "site_id": _ID,
+                    "resolution": {"type": "string", "enum": list(RESOLUTIONS)},
+                    "timezone_source": {
+                        "type": "string",
+                        "enum": ["parameter", "site", "sites", "default"],
+                        "description": "sites: the zone all the customer's sites share; "
+                        "default: UTC, for a customer without sites",
+                    },
+                },
+                "TotalRow",
+            ),
+        },
+    },
+    "DemandRow": {
+        "type": "object",
+        "required": list(DEMAND_CSV_FIELDS),
+        "properties": {
+            "period": {"type": "string", "description": "the local day or month (YYYY-MM)"},
+            "interval_start": {**_TIME, "description": "start of the interval of highest demand"},
+            "interval_end": _TIME,
+            "demand_kw": {
+                "type": ["number", "null"],
+                "description": "import energy of the interval / its length; null when nothing "
+                "is known in the period",
+            },
+            "energy_kwh": {"type": ["number", "null"]},
+            **_DEVICE_COUNTS,
+        },
+    },
+    "Demand": {
+        "type": "object",
+        "required": ["customer", "devices", "period", "minutes", "timezone", "from", "to", "rows"],
+        "properties": {
+            **_head(
+                {
+                    "site_id": _ID,
+                    "device_id": _ID,
+                    "period": {"type": "string", "enum": ["day", "month"]},
+                    "minutes": {"type": "integer", "enum": list(DEMAND_MINUTES)},
+                },
+                "DemandRow",
+            ),
+        },
+    },
+}
+
+
+def billing_paths(
+    prefix: str,
+    code_param: dict[str, Any],
+    responses: Callable[[dict[str, Any]], dict[str, Any]],
+    json_response: Callable[[str, str], dict[str, Any]],
+) -> dict[str, Any]:
+    """The totals and demand paths under the read API's `prefix`."""
+    device = {"name": "device_id", "in": "path", "required": True, "schema": _ID}
+    site = {"name": "site_id", "in": "path", "required": True, "schema": _ID}
+
+    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {"name": name, "in": "query", "schema": schema, "description": description}
+
+    def rows(description: str, schema: str) -> dict[str, Any]:
+        return {
+            "description": description,
+            "content": {
+                "application/json": {"schema": _ref(schema)},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        }
+
+    errors = {
+        "400": json_response(
+            "a bad parameter (named in `parameter`): id, date, month, resolution, period, "
+            "minutes, time zone, or a range over the limits",
+            "BadRequest",
+        ),
+        "404": json_response("unknown customer or site (named in `parameter`)", "NotFound"),
+    }
+    span = [
+        query(
+            "from",
+            {"type": "string"},
+            "first day YYYY-MM-DD, or month YYYY-MM for months; "
+            "default: 31 days (12 months) before `to`",
+        ),
+        query("to", {"type": "string"}, "excluded; default: tomorrow (next month), local"),
+        query("tz", {"type": "string"}, "time zone; default: the site's"),
+    ]
+    resolution = query(
+        "resolution",
+        {"type": "string", "enum": list(RESOLUTIONS), "default": "day"},
+        f"local hours (at most the hourly range), days, or calendar months (at most {MAX_MONTHS})",
+    )
+    demand = [
+        query(
+            "period",
+            {"type": "string", "enum": ["day", "month"], "default": "month"},
+            "the peak per local day or per calendar month",
+        ),
+        query(
+            "minutes",
+            {"type": "integer", "enum": list(DEMAND_MINUTES), "default": 15},
+            "length of the fixed intervals, from local midnight",
+        ),
+    ]
+
+    def get(operation: str, summary: str, parameters: list[Any], ok: dict[str, Any]) -> Any:
+        return {
+            "get": {
+                "operationId": operation,
+                "summary": summary,
+                "security": [{"adminToken": []}],
+                "parameters": parameters,
+                "responses": responses({"200": ok, **errors}),
+            }
+        }
+
+    return {
+        f"{prefix}/{{code}}/energy": get(
+            "customerEnergy",
+            "energy of all the customer's devices per local hour, day or month (JSON or CSV)",
+            [code_param, resolution, *span],
+            rows("summed rows", "Totals"),
+        ),
+        f"{prefix}/{{code}}/sites/{{site_id}}/energy": get(
+            "siteEnergy",
+            "energy of a site's devices per local hour, day or month (JSON or CSV)",
+            [code_param, site, resolution, *span],
+            rows("summed rows", "Totals"),
+        ),
+        f"{prefix}/{{code}}/devices/{{device_id}}/demand": get(
+            "deviceDemand",
+            "peak demand of a device per local day or month (JSON or CSV)",
+            [code_param, device, *demand, *span],
+            rows("one row per period", "Demand"),
+        ),
+        f"{prefix}/{{code}}/sites/{{site_id}}/demand": get(
+            "siteDemand",
+            "peak demand of a site's summed import register per local day or month (JSON or CSV)",
+            [code_param, site, *demand, *span],
+            rows("one row per period", "Demand"),
+        ),
+    }

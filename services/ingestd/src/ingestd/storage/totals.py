@@ -1,0 +1,149 @@
+"""Energy of a set of devices (a site, a customer) per local hour, day or calendar month.
+
+A total is the sum of its devices' energy in each interval, each device's computed by
+`fleet.energy_intervals` with the same edges (docs/ENERGY.md): so a site's month is the sum of
+its devices' months and the increase of the site's summed register between the two midnights.
+With it come how many devices were estimated, reset, or missing (nothing known of any of their
+registers) in the interval, so that a total resting on a gap is visibly so.
+
+    fleet.devices_energy(customer, devices[], edges[])   the summed intervals
+
+The edges are made in SQL from PostgreSQL's own zone database: local midnights for days, local
+midnights of the 1st for months, and for hours every 60 minutes from the first local midnight
+(in Asia/Kolkata: 00:00-01:00 IST, the local clock's hours; 23 or 25 of them on a DST day).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from ingestd.storage.energy import plan_cached
+
+__all__ = [
+    "RESOLUTIONS",
+    "TOTAL_FIELDS",
+    "create_totals_functions",
+    "customer_devices",
+    "site_devices",
+    "site_timezone",
+    "site_timezones",
+    "total_rows",
+]
+
+RESOLUTIONS = ("hour", "day", "month")
+
+_ENERGY = ("energy_imp_kwh", "energy_exp_kwh", "energy_q_imp_kvarh", "energy_q_exp_kvarh")
+
+DEVICES_ENERGY = f"""
+CREATE OR REPLACE FUNCTION fleet.devices_energy(
+    p_customer bigint, p_devices bigint[], p_edges timestamptz[])
+RETURNS TABLE (interval_no integer,
+               {", ".join(f"{e} double precision" for e in _ENERGY)},
+               devices_estimated integer, devices_reset integer, devices_missing integer)
+LANGUAGE sql STABLE SET jit = off AS $$
+WITH per_device AS (
+    SELECT e.* FROM unnest(p_devices) AS dev(id)
+    CROSS JOIN LATERAL fleet.usual_interval_s(
+        p_customer, dev.id, p_edges[1], p_edges[cardinality(p_edges)]) AS usual(u)
+    CROSS JOIN LATERAL fleet.energy_intervals(p_customer, dev.id, p_edges, usual.u) AS e
+), per_interval AS (
+    SELECT interval_no AS j, {", ".join(f"sum({e}) AS {e}" for e in _ENERGY)},
+           count(*) FILTER (WHERE energy_estimated)::integer AS estimated,
+           count(*) FILTER (WHERE energy_reset)::integer AS reset,
+           count(*) FILTER (WHERE coalesce({", ".join(_ENERGY)}) IS NOT NULL)::integer AS known
+    FROM per_device GROUP BY interval_no
+)
+SELECT j, {", ".join(f"p.{e}" for e in _ENERGY)}, coalesce(p.estimated, 0), coalesce(p.reset, 0),
+       cardinality(p_devices) - coalesce(p.known, 0)
+FROM generate_series(1, cardinality(p_edges) - 1) AS j LEFT JOIN per_interval p USING (j)
+ORDER BY j
+$$
+"""
+
+TOTALS_FUNCTIONS: tuple[str, ...] = (plan_cached(DEVICES_ENERGY),)
+
+# Local hours, days or months [from, to) in `tz` and the devices' summed energy in each.
+TOTALS = f"""
+WITH grid AS (
+    SELECT CASE WHEN %(resolution)s = 'hour'
+                THEN ARRAY(SELECT generate_series(%(from)s::timestamp AT TIME ZONE %(tz)s,
+                                                  (%(to)s::timestamp AT TIME ZONE %(tz)s)
+                                                      - INTERVAL '1 microsecond',
+                                                  INTERVAL '1 hour'))
+                     || (%(to)s::timestamp AT TIME ZONE %(tz)s)
+                ELSE ARRAY(SELECT d AT TIME ZONE %(tz)s
+                           FROM generate_series(%(from)s::timestamp, %(to)s::timestamp,
+                                                CASE WHEN %(resolution)s = 'month'
+                                                     THEN INTERVAL '1 month'
+                                                     ELSE INTERVAL '1 day' END) AS d
+                           ORDER BY d) END AS edges
+)
+SELECT grid.edges[t.interval_no], grid.edges[t.interval_no + 1],
+       (grid.edges[t.interval_no] AT TIME ZONE %(tz)s),
+       {", ".join(f"t.{e}" for e in _ENERGY)},
+       t.devices_estimated, t.devices_reset, t.devices_missing
+FROM grid, fleet.devices_energy(%(customer)s, %(devices)s, grid.edges) AS t
+ORDER BY t.interval_no
+"""
+TOTAL_FIELDS = (
+    "start", "end", "local_start", *_ENERGY, "devices_estimated", "devices_reset",
+    "devices_missing",
+)  # fmt: skip
+"""The columns of `TOTALS`, in order (`local_start`: a timestamp without zone)."""
+
+SITE = "SELECT timezone FROM fleet.sites WHERE customer_id = %s AND id = %s"
+SITE_DEVICES = "SELECT id FROM fleet.devices WHERE customer_id = %s AND site_id = %s ORDER BY id"
+CUSTOMER_DEVICES = "SELECT id FROM fleet.devices WHERE customer_id = %s ORDER BY id"
+SITE_TIMEZONES = """SELECT DISTINCT timezone FROM fleet.sites
+                    WHERE customer_id = %s AND deleted_at IS NULL ORDER BY 1"""
+
+
+async def create_totals_functions(conn: AsyncConnection[Any]) -> None:
+    """(Re)create `fleet.devices_energy` (after the energy functions, which it calls)."""
+    for statement in TOTALS_FUNCTIONS:
+        await conn.execute(statement)
+
+
+async def _column(conn: AsyncConnection[Any], query: str, params: tuple[Any, ...]) -> list[Any]:
+    cur = await conn.execute(query, params)
+    return [row[0] for row in await cur.fetchall()]
+
+
+async def site_timezone(conn: AsyncConnection[Any], customer: int, site: int) -> str | None:
+    """The site's time zone, or None when the customer has no such site."""
+    found = await _column(conn, SITE, (customer, site))
+    return str(found[0]) if found else None
+
+
+async def site_devices(conn: AsyncConnection[Any], customer: int, site: int) -> list[int]:
+    """The devices of the site (deleted ones too: their energy was used there), by id."""
+    return [int(v) for v in await _column(conn, SITE_DEVICES, (customer, site))]
+
+
+async def customer_devices(conn: AsyncConnection[Any], customer: int) -> list[int]:
+    """Every device of the customer's devices full set (deleted ones too), by id."""
+    return [int(v) for v in await _column(conn, CUSTOMER_DEVICES, (customer,))]
+
+
+async def site_timezones(conn: AsyncConnection[Any], customer: int) -> list[str]:
+    """The distinct time zones of the customer's sites (not deleted)."""
+    return [str(v) for v in await _column(conn, SITE_TIMEZONES, (customer,))]
+
+
+async def total_rows(
+    conn: AsyncConnection[Any],
+    customer: int,
+    devices: list[int],
+    resolution: str,
+    first: date,
+    end: date,
+    tz: str,
+) -> list[tuple[Any, ...]]:
+    """`TOTAL_FIELDS` per local hour, day or month of [first, end) (dates; for months the 1st)."""
+    params = {"customer": customer, "devices": devices, "resolution": resolution,
+              "from": first, "to": end, "tz": tz}  # fmt: skip
+    cur = await conn.execute(TOTALS, params)
+    return list(await cur.fetchall())
