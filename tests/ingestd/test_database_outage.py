@@ -57,7 +57,7 @@ async def test_database_down_gives_503_then_recovers_without_restart(
     assert 9 <= int(resp.headers["Retry-After"]) <= 2 * 9 + 1  # spread so the herd returns apart
     assert (await resp.json())["error"] == "unavailable"
     assert (await client.get("/healthz")).status == 200
-    assert (await client.get("/readyz")).status == 503
+    assert await _readyz_until(client, "database unavailable") == 503
 
     own_cluster.start()
     deadline = time.monotonic() + 30
@@ -70,7 +70,7 @@ async def test_database_down_gives_503_then_recovers_without_restart(
             break
         assert status == 503
     assert status == 200
-    assert (await client.get("/readyz")).status == 200
+    assert await _readyz_until(client, "ready") == 200
 
 
 async def test_readyz_reports_pending_migrations(
@@ -82,16 +82,24 @@ async def test_readyz_reports_pending_migrations(
     server = TestServer(create_app(Settings(database_url=dsn)))
     await server.start_server(**SERVER_OPTIONS)
     client: TestClient[Any, Any] = await aiohttp_client(server)
-    resp = await client.get("/readyz")
-    assert resp.status == 503
-    assert (await resp.json())["reason"] == "migrations not applied"
+    assert await _readyz_until(client, "migrations not applied") == 503
     apply_migrations(dsn)
-    resp = await client.get("/readyz")
-    assert resp.status == 503
-    assert (await resp.json())["reason"].startswith("storage not bootstrapped")
+    assert await _readyz_until(client, "storage not bootstrapped") == 503
     await asyncio.to_thread(migrate_central, dsn)
     await housekeeping_round(client)
-    assert (await client.get("/readyz")).status == 200
+    assert await _readyz_until(client, "ready") == 200
+
+
+async def _readyz_until(client: TestClient[Any, Any], expected: str) -> int:
+    """/readyz's status once its body says `expected` (it answers from state refreshed in the
+    background every READY_REFRESH_S; bounded wait)."""
+    for _ in range(100):
+        resp = await client.get("/readyz")
+        body = await resp.json()
+        if body.get("reason", body["status"]).startswith(expected):
+            return resp.status
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"/readyz never said {expected!r}: {body}")
 
 
 async def housekeeping_round(client: TestClient[Any, Any]) -> None:

@@ -57,7 +57,14 @@ from ingestd.handlers.health import health_report
 from ingestd.handlers.http import DB_UNAVAILABLE, Handler, json_answer
 from ingestd.handlers.ingest import ingest
 from ingestd.handlers.reconcile import reconcile
-from ingestd.handlers.service import healthz, metrics_handler, openapi_handler, readyz
+from ingestd.handlers.service import (
+    check_readiness,
+    healthz,
+    metrics_handler,
+    openapi_handler,
+    readiness_loop,
+    readyz,
+)
 from ingestd.housekeeping import housekeeping_loop
 from ingestd.keys import (
     ADMISSION,
@@ -70,6 +77,7 @@ from ingestd.keys import (
     MEMORY,
     METRICS,
     POOL,
+    READINESS,
     SETTINGS,
     STORAGE,
     TOKENS,
@@ -79,6 +87,7 @@ from ingestd.metrics import IngestMetrics
 from ingestd.migrate import apply_migrations, migration_ids
 from ingestd.openapi import openapi_document
 from ingestd.ratelimit import FailedAuthLimiter, RateLimiter
+from ingestd.readiness import Readiness
 from ingestd.settings import Settings
 from ingestd.storage.state import open_storage
 from ingestd.tokencache import TokenCache, listen_for_token_changes
@@ -224,6 +233,36 @@ def _decoders_ctx(settings: Settings) -> Context:
     return decoders_ctx
 
 
+async def _readiness_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[READINESS].status, app[READINESS].body = await check_readiness(app)
+    task = asyncio.create_task(readiness_loop(app), name="readiness")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _admin_path(path: str) -> bool:
+    """Paths served on the admin listener when there is one (INGESTD_ADMIN_PORT)."""
+    return path in ("/readyz", "/metrics") or path.startswith((ADMIN_PREFIX, FLEET_PREFIX))
+
+
+@web.middleware
+async def listener_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With INGESTD_ADMIN_PORT, the read API, /metrics and /readyz answer only on that port and
+    the push endpoints only on INGESTD_PORT (/healthz and the OpenAPI document on both): the
+    public port exposes nothing an operator's network alone should reach."""
+    admin_port = request.app[SETTINGS].admin_port
+    if admin_port is not None and request.path not in ("/healthz", OPENAPI_PATH):
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        on_admin = isinstance(sockname, tuple) and len(sockname) > 1 and sockname[1] == admin_port
+        if on_admin != _admin_path(request.path):
+            raise NotFound("no such endpoint on this port")
+    return await handler(request)
+
+
 def _housekeeping_ctx(settings: Settings) -> Context:
     async def housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(housekeeping_loop(app[STORAGE], settings), name="housekeeping")
@@ -293,7 +332,10 @@ def create_app(settings: Settings) -> web.Application:
     Serve it with `SERVER_OPTIONS` (aiohttp must not inflate bodies itself, or gzip bodies
     arrive already inflated and are refused as invalid gzip).
     """
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_wire_bytes)
+    app = web.Application(
+        middlewares=[error_middleware, listener_middleware],
+        client_max_size=settings.max_wire_bytes,
+    )
     app[SETTINGS] = settings
     shares = settings.limit_shares  # each process enforces its share of the configured totals
     app[LIMITER] = RateLimiter(
@@ -313,6 +355,7 @@ def create_app(settings: Settings) -> web.Application:
         per_customer=settings.max_inflight_per_customer,
     )
     app[MEMORY] = MemoryBudget(settings.memory_budget_bytes)
+    app[READINESS] = Readiness()
     app[EXPECTED_MIGRATIONS] = frozenset(migration_ids())
     app[IDENTITY] = IdentityWatch()
     app.cleanup_ctx.extend(
@@ -322,6 +365,7 @@ def create_app(settings: Settings) -> web.Application:
             _pool_ctx(settings),
             _storage_ctx(settings),
             _token_listener_ctx(settings),
+            _readiness_ctx,
             _housekeeping_ctx(settings),
             _fleet_state_ctx(settings),
         ]

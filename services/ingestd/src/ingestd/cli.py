@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import socket
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -157,6 +158,19 @@ def _customers(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A listening TCP socket (the public port, and INGESTD_ADMIN_PORT when set)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
 def _serve(settings: Settings) -> int:
     """Run the server; a failed start is one log line (`start_failed`) and exit status 1."""
     from aiohttp import web
@@ -174,11 +188,11 @@ def _serve(settings: Settings) -> int:
 
     def serve_one() -> None:
         try:
+            reuse = settings.workers > 1
+            ports = [settings.port, *([settings.admin_port] if settings.admin_port else [])]
             web.run_app(
                 create_app(settings),
-                host=settings.host,
-                port=settings.port,
-                reuse_port=settings.workers > 1,
+                sock=[_listen(settings.host, port, reuse) for port in ports],
                 print=None,
                 access_log=None,
                 shutdown_timeout=10.0,

@@ -13,6 +13,7 @@ from ingestd.dbidentity import IdentityWatch
 from ingestd.memory import MemoryBudget
 from ingestd.metrics import IngestMetrics
 from ingestd.ratelimit import FailedAuthLimiter, RateLimiter
+from ingestd.readiness import Readiness
 from ingestd.settings import Settings
 from ingestd.storage.state import StorageState
 from ingestd.tokencache import TokenCache
@@ -28,6 +29,7 @@ __all__ = [
     "MEMORY",
     "METRICS",
     "POOL",
+    "READINESS",
     "SETTINGS",
     "STORAGE",
     "TOKENS",
@@ -45,4 +47,5 @@ TOKENS = web.AppKey("tokens", TokenCache)
 IDENTITY = web.AppKey("identity", IdentityWatch)
 CONTACTS = web.AppKey("contacts", Contacts)
 MEMORY = web.AppKey("memory", MemoryBudget)
+READINESS = web.AppKey("readiness", Readiness)
 DECODERS = web.AppKey("decoders", ThreadPoolExecutor)

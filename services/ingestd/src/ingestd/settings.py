@@ -108,6 +108,7 @@ class Settings:
     digest_timeout_s: float = 30.0
     health: HealthPolicy = field(default_factory=HealthPolicy)
     max_inflight_per_customer: int = 2
+    admin_port: int | None = None
     memory_budget_bytes: int = 512 * _MiB
     decode_budget_s: float = 10.0
 
@@ -186,7 +187,14 @@ class Settings:
                 f"{-(-worst // _MiB)} MiB with INGESTD_MAX_WIRE_BYTES={max_wire} and "
                 f"INGESTD_MAX_BODY_BYTES={max_body} (raise it or lower those)"
             )
+        port = env_.integer("INGESTD_PORT", 8080, minimum=1, maximum=65535)
+        admin_port = env_.integer("INGESTD_ADMIN_PORT", 0, minimum=0, maximum=65535) or None
+        if admin_port == port:
+            raise ConfigError(
+                "INGESTD_ADMIN_PORT must differ from INGESTD_PORT (or be 0: one port)"
+            )
         return cls(
+            admin_port=admin_port,
             max_inflight_per_customer=env_.integer(
                 "INGESTD_MAX_INFLIGHT_PER_CUSTOMER", 2, minimum=1
             ),
@@ -222,7 +230,7 @@ class Settings:
             ),
             database_url=database_url,
             host=env_.text("INGESTD_HOST", "127.0.0.1"),
-            port=env_.integer("INGESTD_PORT", 8080, minimum=1, maximum=65535),
+            port=port,
             max_wire_bytes=max_wire,
             max_body_bytes=max_body,
             body_timeout_s=env_.number("INGESTD_BODY_TIMEOUT_S", 60.0, minimum=0.1),

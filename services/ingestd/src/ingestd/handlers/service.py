@@ -1,7 +1,13 @@
-"""The service's own endpoints: liveness, readiness, Prometheus metrics, the OpenAPI document."""
+"""The service's own endpoints: liveness, readiness, Prometheus metrics, the OpenAPI document.
+
+`/readyz` answers from state refreshed in the background every READY_REFRESH_S
+(`readiness_loop`, started by `app.py`), never with a query per request: the probe is
+unauthenticated, and a query each on a 4-connection pool let anyone who can reach it take the
+pool's connections."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -11,10 +17,20 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from ingestd.handlers.http import DB_UNAVAILABLE, Handler, json_answer
-from ingestd.keys import EXPECTED_MIGRATIONS, POOL, SETTINGS, STORAGE
+from ingestd.keys import EXPECTED_MIGRATIONS, POOL, READINESS, SETTINGS, STORAGE
 from ingestd.storage.reads import applied_migrations
 
-__all__ = ["healthz", "metrics_handler", "openapi_handler", "readyz"]
+__all__ = [
+    "READY_REFRESH_S",
+    "check_readiness",
+    "healthz",
+    "metrics_handler",
+    "openapi_handler",
+    "readiness_loop",
+    "readyz",
+]
+
+READY_REFRESH_S = 2.0
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -23,29 +39,44 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the database answers and every migration of this build is applied."""
-    expected = request.app[EXPECTED_MIGRATIONS]
+    """Ready when the database answered and every migration of this build was applied, at the
+    last background check (at most READY_REFRESH_S ago)."""
+    state = request.app[READINESS]
+    body = state.body or {"status": "not_ready", "reason": "starting"}
+    return json_answer(body, status=state.status)
+
+
+async def check_readiness(app: web.Application) -> tuple[int, dict[str, Any]]:
+    """One readiness check: the database answers, migrations applied, storage bootstrapped."""
+    expected = app[EXPECTED_MIGRATIONS]
     try:
-        async with request.app[POOL].connection(
-            timeout=min(2.0, request.app[SETTINGS].pool_timeout_s)
-        ) as conn:
+        async with app[POOL].connection(timeout=min(2.0, app[SETTINGS].pool_timeout_s)) as conn:
             applied = await applied_migrations(conn)
     except psycopg.errors.UndefinedTable:
-        return json_answer({"status": "not_ready", "reason": "migrations not applied"}, status=503)
+        return 503, {"status": "not_ready", "reason": "migrations not applied"}
     except DB_UNAVAILABLE:
-        return json_answer({"status": "not_ready", "reason": "database unavailable"}, status=503)
+        return 503, {"status": "not_ready", "reason": "database unavailable"}
     missing = sorted(expected - applied)
     if missing:
-        return json_answer(
-            {"status": "not_ready", "reason": "migrations pending", "pending": missing}, status=503
-        )
-    storage = request.app[STORAGE]
+        return 503, {"status": "not_ready", "reason": "migrations pending", "pending": missing}
+    storage = app[STORAGE]
     if storage.mode is None:
-        return json_answer(
-            {"status": "not_ready", "reason": "storage not bootstrapped (run ingestd migrate)"},
-            status=503,
-        )
-    return json_answer({"status": "ready", "storage": storage.mode.value})
+        return 503, {
+            "status": "not_ready",
+            "reason": "storage not bootstrapped (run ingestd migrate)",
+        }
+    return 200, {"status": "ready", "storage": storage.mode.value}
+
+
+async def readiness_loop(app: web.Application, interval_s: float = READY_REFRESH_S) -> None:
+    """Refresh app[READINESS] every `interval_s` for as long as the task runs."""
+    state = app[READINESS]
+    while True:
+        try:
+            state.status, state.body = await check_readiness(app)
+        except psycopg.Error:
+            state.status, state.body = 503, {"status": "not_ready", "reason": "database error"}
+        await asyncio.sleep(interval_s)
 
 
 def metrics_handler(registry: CollectorRegistry) -> Handler:
