@@ -124,3 +124,26 @@ def test_readme_layout_names_every_role() -> None:
         if name not in pusher_part
     ]
     assert missing == []
+
+
+_CURSOR_TEXT = re.compile(
+    r"\(\w+\.push_xid, \w+\.device_id, \w+\.time\)"  # the row key
+    r"|\w+\.push_xid(?: DESC)?, \w+\.device_id(?: DESC)?, \w+\.time"  # the cursor's order
+    r"|%\(\w*xid\)s::xid8, %\(\w*device_id\)s"  # the cursor's parameters
+    r"|pg_snapshot_xmin\(pg_current_snapshot\(\)\)\)\s*$"  # the horizon test
+    r"|\"time\", \"device_id\", \"received_at\""  # the item columns
+)
+
+
+def test_cursor_is_written_once() -> None:
+    """The cursor's key, order, parameters, horizon test and item columns are spelled only in
+    pusher/source/cursor.py; every reader (JSON and columnar batches, backlog, shippable count,
+    quarantine of passed rows) builds its SQL from it."""
+    offenders = []
+    for name, path in _modules().items():
+        if name == "pusher.source.cursor":
+            continue
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            if _CURSOR_TEXT.search(line):
+                offenders.append(f"{name}:{lineno}: {line.strip()}")
+    assert offenders == []

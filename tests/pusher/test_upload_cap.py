@@ -11,7 +11,8 @@ import pytest
 from pusher.delivery.uploadcap import UploadCap, drain_seconds
 from pusher.errors import ConfigError
 from pusher.settings import Settings
-from pusher.source.columns import CURSOR_SELECTION
+from pusher.source.columns import READ_MEASUREMENT_COLUMNS
+from pusher.source.cursor import SELECTION
 from pusher.source.reads import READ_MEASUREMENTS
 
 from tests.fix_customer import seed_inventory, seed_measurements
@@ -79,7 +80,8 @@ def test_settings_of_the_wire() -> None:
 def test_columnar_reads_use_the_cursor_query() -> None:
     """The binary read selects rows with the very text of the cursor query (same order, same
     snapshot-xmin horizon, same limit), so the no-loss argument holds for both encodings."""
-    assert CURSOR_SELECTION.strip() in READ_MEASUREMENTS
+    assert SELECTION.strip() in READ_MEASUREMENTS
+    assert SELECTION.strip() in READ_MEASUREMENT_COLUMNS
 
 
 async def test_capped_backlog_drains_under_the_cap_and_status_says_how_long(

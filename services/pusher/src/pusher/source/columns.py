@@ -1,7 +1,7 @@
 """Reading a measurement batch as columns: PostgreSQL's binary values out of the customer
 database, parsed and encoded in the pusher into the columnar encoding (docs/PROTOCOL.md).
 
-The rows are the cursor query's (`CURSOR_SELECTION`, the very text `reads.READ_MEASUREMENTS`
+The rows are the cursor's selection (`cursor.SELECTION`, the very text `reads.READ_MEASUREMENTS`
 selects with: same order, same snapshot-xmin horizon, same limit), so the no-loss argument of
 `fleetcore.cursor` holds unchanged. What differs is who does the work: PostgreSQL only joins
 each row's values in their binary send format (`float8send` …: 8 big-endian bytes each, NULLs
@@ -28,12 +28,11 @@ from psycopg.rows import tuple_row
 
 from pusher.errors import ConfigError
 from pusher.settings import COLUMNAR_ENCODERS, numpy_installed
-from pusher.source.carriable import CURSOR_KEY
+from pusher.source.cursor import SELECTION, selection_params
 from pusher.source.reads import MeasurementBatch
 
 __all__ = [
     "COLUMNAR_ENCODERS",
-    "CURSOR_SELECTION",
     "READ_MEASUREMENT_COLUMNS",
     "RECORD_SQL",
     "BatchBuilder",
@@ -43,13 +42,6 @@ __all__ = [
 
 BatchBuilder = Callable[[bytes, int, PushCursor, int], MeasurementBatch]
 """(records, their count, the cursor they follow, the limit asked) -> the batch."""
-
-CURSOR_SELECTION = f"""
-          FROM monitoring.power_measurements AS m
-          WHERE (m.push_xid, m.device_id, m.time) > {CURSOR_KEY}
-            AND m.push_xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
-          ORDER BY m.push_xid, m.device_id, m.time
-          LIMIT %(limit)s"""
 
 _NULL_MASK = " | ".join(
     f"((m.{name} IS NULL)::int4 << {bit})" for bit, name in enumerate(MEASUREMENT_VALUE_FIELDS)
@@ -70,7 +62,7 @@ RECORD_SQL = " || ".join(
 READ_MEASUREMENT_COLUMNS = f"""
 SELECT count(*), coalesce(string_agg(b.record, ''::bytea ORDER BY b.k1, b.k2, b.k3), ''::bytea)
 FROM (SELECT m.push_xid AS k1, m.device_id AS k2, m.time AS k3, {RECORD_SQL} AS record
-{CURSOR_SELECTION}) AS b
+{SELECTION}) AS b
 """
 
 
@@ -102,14 +94,8 @@ async def read_measurement_columns(
     made by `build` (`columnar_encoder("auto")` when not given) in a worker thread, off the
     event loop (numpy releases the GIL for most of it; the standard library's share of it is
     taken in turns with the loop)."""
-    params = {
-        "xid": str(after.xid),
-        "device_id": after.device_id,
-        "time": after.time,
-        "limit": limit,
-    }  # the cursor key's parameters, as `reads.read_measurements` passes them
     async with conn.cursor(row_factory=tuple_row, binary=True) as cur:
-        await cur.execute(READ_MEASUREMENT_COLUMNS, params)
+        await cur.execute(READ_MEASUREMENT_COLUMNS, selection_params(after, limit))
         row = await cur.fetchone()
     assert row is not None
     count, data = int(row[0]), bytes(row[1])

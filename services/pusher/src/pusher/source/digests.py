@@ -21,12 +21,13 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from fleetcore import MEASUREMENT_VALUE_FIELDS, PushCursor
+from fleetcore import PushCursor
 from fleetcore.reconcile import HASH_PROBE, HASH_SQL, CellDigest, row_hash
 from psycopg.rows import tuple_row
 
-from pusher.source.carriable import CURSOR_KEY, carriable_sql
+from pusher.source.carriable import carriable_sql
 from pusher.source.columns import RECORD_SQL, BatchBuilder, columnar_encoder
+from pusher.source.cursor import cursor_params, item_columns, up_to
 from pusher.source.reads import MeasurementBatch
 
 __all__ = [
@@ -65,7 +66,7 @@ SELECT m.device_id, date_bin('1 hour', m.time, timestamptz 'epoch'), count(*),
        sum({_ROW_HASH})::numeric
 FROM monitoring.power_measurements AS m
 WHERE m.device_id = ANY(%(devices)s::bigint[]) AND m.time >= %(from)s AND m.time < %(to)s
-  AND (m.push_xid, m.device_id, m.time) <= {CURSOR_KEY}
+  AND {up_to("m")}
   AND {_NOT_QUARANTINED}
 GROUP BY 1, 2
 """
@@ -83,7 +84,7 @@ _REPAIR_SELECTION = f"""
           AND p.time < c.hour + interval '1 hour'
           AND (p.device_id, p.time) > (%(after_device)s::bigint, %(after_time)s::timestamptz)
         OFFSET 0) AS m
-    WHERE (m.push_xid, m.device_id, m.time) <= {CURSOR_KEY}
+    WHERE {up_to("m")}
       AND {_NOT_QUARANTINED}
     ORDER BY m.device_id, m.time
     LIMIT %(limit)s"""
@@ -94,13 +95,10 @@ FROM (SELECT m.push_xid AS k1, m.device_id AS k2, m.time AS k3, {RECORD_SQL} AS 
 {_REPAIR_SELECTION}) AS b
 """
 
-_ITEM = ", ".join(
-    f"m.{name}" for name in ("time", "device_id", "received_at", *MEASUREMENT_VALUE_FIELDS)
-)
 READ_REPAIR_JSON = f"""
 WITH b AS MATERIALIZED (
     SELECT m.device_id, m.time, {carriable_sql("m.received_at")} AS ok,
-           row_to_json(ROW({_ITEM})::app.fleet_push_item)::text AS item
+           row_to_json(ROW({item_columns("m")})::app.fleet_push_item)::text AS item
     {_REPAIR_SELECTION}
 )
 SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM b WHERE b.ok),
@@ -111,10 +109,6 @@ FROM (SELECT 1) AS one
 LEFT JOIN LATERAL (SELECT b.device_id, b.time FROM b
                    ORDER BY b.device_id DESC, b.time DESC LIMIT 1) AS l ON true
 """
-
-
-def _cursor_params(cursor: PushCursor) -> dict[str, Any]:
-    return {"xid": str(cursor.xid), "device_id": cursor.device_id, "time": cursor.time}
 
 
 async def hash_matches(conn: psycopg.AsyncConnection[Any]) -> bool:
@@ -142,7 +136,7 @@ async def read_buckets(
 ) -> Buckets:
     """The digests of the gateway's rows at or behind `cursor`, not quarantined, per device
     and hour in [start, end)."""
-    params = {**_cursor_params(cursor), "devices": list(devices), "from": start, "to": end}
+    params = {**cursor_params(cursor), "devices": list(devices), "from": start, "to": end}
     async with conn.cursor(row_factory=tuple_row) as cur:
         await cur.execute(LOCAL_BUCKETS, params)
         rows = await cur.fetchall()
@@ -175,7 +169,7 @@ async def read_repair_page(
         hour = after[1].replace(minute=0, second=0, microsecond=0)
         ordered = [c for c in ordered if c >= (after[0], hour)]
     params = {
-        **_cursor_params(cursor),
+        **cursor_params(cursor),
         "cell_devices": [c[0] for c in ordered],
         "cell_hours": [c[1] for c in ordered],
         "after_device": after[0] if after else -1,

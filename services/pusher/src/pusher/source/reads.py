@@ -19,11 +19,22 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from fleetcore import MEASUREMENT_VALUE_FIELDS, PushCursor
+from fleetcore import PushCursor
 from fleetcore.protocol import JSON_MEDIA_TYPE
 from psycopg.rows import tuple_row
 
-from pusher.source.carriable import CURSOR_KEY, carriable_sql, cursor_time_sql
+from pusher.source.carriable import carriable_sql
+from pusher.source.cursor import (
+    SELECTION,
+    after,
+    below_horizon,
+    cursor_params,
+    cursor_time_sql,
+    item_columns,
+    key_columns,
+    order_by,
+    selection_params,
+)
 
 __all__ = [
     "APPLICATION_NAME",
@@ -47,10 +58,6 @@ __all__ = [
 
 APPLICATION_NAME = "fleet-pusher"
 
-_MEASUREMENT_COLUMNS = ", ".join(
-    f"m.{name}" for name in ("time", "device_id", "received_at", *MEASUREMENT_VALUE_FIELDS)
-)
-
 # One round trip returns the whole batch: the body already joined by PostgreSQL (bytea, sent in
 # binary: no per-row Python work at all), the row count, the rows the protocol can carry (only
 # those are in the body: `carriable.py`), the newest received_at, the cursor key of the last row
@@ -58,16 +65,11 @@ _MEASUREMENT_COLUMNS = ", ".join(
 # Items are not ordered inside the body (the server keys every row): only the cursor key is.
 READ_MEASUREMENTS = f"""
 WITH batch AS MATERIALIZED (
-    SELECT r.push_xid, r.device_id, r.time, r.received_at,
+    SELECT {key_columns("r")}, r.received_at,
            {carriable_sql("r.time", "r.received_at")} AS carriable,
-           row_to_json(ROW({_MEASUREMENT_COLUMNS.replace("m.", "r.")})::app.fleet_push_item)::text
-               AS item
-    FROM (SELECT m.push_xid, {_MEASUREMENT_COLUMNS}
-          FROM monitoring.power_measurements AS m
-          WHERE (m.push_xid, m.device_id, m.time) > {CURSOR_KEY}
-            AND m.push_xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
-          ORDER BY m.push_xid, m.device_id, m.time
-          LIMIT %(limit)s) AS r
+           row_to_json(ROW({item_columns("r")})::app.fleet_push_item)::text AS item
+    FROM (SELECT m.push_xid, {item_columns("m")}
+{SELECTION}) AS r
 )
 SELECT agg.n, agg.sent, agg.newest, agg.body, last.xid, last.device_id, last.time, first.item
 FROM (SELECT count(*) AS n, count(*) FILTER (WHERE b.carriable) AS sent,
@@ -79,10 +81,10 @@ FROM (SELECT count(*) AS n, count(*) FILTER (WHERE b.carriable) AS sent,
 LEFT JOIN LATERAL (
     SELECT l.push_xid::text AS xid, l.device_id, {cursor_time_sql("l.time")} AS time
     FROM batch AS l
-    ORDER BY l.push_xid DESC, l.device_id DESC, l.time DESC LIMIT 1) AS last ON true
+    ORDER BY {order_by("l", descending=True)} LIMIT 1) AS last ON true
 LEFT JOIN LATERAL (
     SELECT f.item FROM batch AS f WHERE f.carriable
-    ORDER BY f.push_xid, f.device_id, f.time LIMIT 1) AS first ON true
+    ORDER BY {order_by("f")} LIMIT 1) AS first ON true
 """
 
 READ_SITES = f"""
@@ -110,22 +112,22 @@ BACKLOG_COUNT_BOUND = 1_000_000
 READ_BACKLOG = f"""
 SELECT (SELECT count(*) FROM (
             SELECT 1 FROM monitoring.power_measurements AS m
-            WHERE (m.push_xid, m.device_id, m.time) > {CURSOR_KEY}
+            WHERE {after("m")}
             LIMIT %(bound)s) AS b),
        (SELECT CASE WHEN {carriable_sql("n.received_at")} THEN n.received_at END
         FROM monitoring.power_measurements AS n
-        ORDER BY n.push_xid DESC, n.device_id DESC, n.time DESC LIMIT 1),
+        ORDER BY {order_by("n", descending=True)} LIMIT 1),
        (SELECT CASE WHEN {carriable_sql("f.received_at")} THEN f.received_at END
         FROM monitoring.power_measurements AS f
-        WHERE (f.push_xid, f.device_id, f.time) > {CURSOR_KEY}
-        ORDER BY f.push_xid, f.device_id, f.time LIMIT 1)
+        WHERE {after("f")}
+        ORDER BY {order_by("f")} LIMIT 1)
 """
 
 # Rows after the cursor that the next batch may take (written below the snapshot's xmin).
 COUNT_SHIPPABLE = f"""
 SELECT count(*) FROM monitoring.power_measurements AS m
-WHERE (m.push_xid, m.device_id, m.time) > {CURSOR_KEY}
-  AND m.push_xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
+WHERE {after("m")}
+  AND {below_horizon("m")}
 """
 
 READ_HORIZON = """
@@ -293,9 +295,8 @@ async def read_measurements(
     conn: psycopg.AsyncConnection[Any], after: PushCursor, limit: int
 ) -> MeasurementBatch:
     """Read the next batch; memory is bounded by `limit`, never by the backlog."""
-    params = {**_after(after), "limit": limit}
     async with conn.cursor(row_factory=tuple_row, binary=True) as cur:
-        await cur.execute(READ_MEASUREMENTS, params)
+        await cur.execute(READ_MEASUREMENTS, selection_params(after, limit))
         row = await cur.fetchone()
     assert row is not None
     count, sent, newest, body, xid, device_id, time, first = row
@@ -339,10 +340,6 @@ async def read_horizon(conn: psycopg.AsyncConnection[Any]) -> SnapshotHorizon:
     return SnapshotHorizon(int(row[0]), int(row[1]), bool(row[2]))
 
 
-def _after(cursor: PushCursor) -> dict[str, Any]:
-    return {"xid": str(cursor.xid), "device_id": cursor.device_id, "time": cursor.time}
-
-
 async def read_backlog(
     conn: psycopg.AsyncConnection[Any],
     after: PushCursor,
@@ -351,7 +348,7 @@ async def read_backlog(
     """What is behind the cursor; the count stops at `bound` (None: count every row, as
     `pusher status` does once, where the daemon counts again and again)."""
     async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute(READ_BACKLOG, {**_after(after), "bound": bound})
+        await cur.execute(READ_BACKLOG, {**cursor_params(after), "bound": bound})
         row = await cur.fetchone()
     assert row is not None
     return Backlog(int(row[0]), row[1], row[2])
@@ -360,7 +357,7 @@ async def read_backlog(
 async def count_shippable(conn: psycopg.AsyncConnection[Any], after: PushCursor) -> int:
     """Rows after the cursor the next batch may take now (not held back by an open writer)."""
     async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute(COUNT_SHIPPABLE, _after(after))
+        await cur.execute(COUNT_SHIPPABLE, cursor_params(after))
         row = await cur.fetchone()
     return int(row[0]) if row else 0
 

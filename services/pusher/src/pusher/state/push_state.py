@@ -16,12 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from fleetcore import MEASUREMENT_VALUE_FIELDS, PushCursor
+from fleetcore import PushCursor
 from fleetcore.protocol import BatchType
 from psycopg.rows import dict_row, tuple_row
 
 from pusher.errors import SourceError
-from pusher.source.carriable import carriable_sql, cursor_key
+from pusher.source.carriable import carriable_sql
+from pusher.source.cursor import after, cursor_params, item_columns, up_to
 
 __all__ = ["PushState", "ResourceState", "count_quarantined", "load_states"]
 
@@ -71,10 +72,6 @@ WHERE resource = %(resource)s
 RETURNING *
 """
 
-_ITEM_COLUMNS = ", ".join(
-    f"m.{name}" for name in ("time", "device_id", "received_at", *MEASUREMENT_VALUE_FIELDS)
-)
-
 QUARANTINE = """
 INSERT INTO app.fleet_push_quarantine (resource, device_id, time, push_xid, payload, reason)
 VALUES (%(resource)s, %(device_id)s, %(time)s, %(xid)s::xid8, %(payload)s, %(reason)s)
@@ -87,14 +84,14 @@ COUNT_QUARANTINE = "SELECT count(*) FROM app.fleet_push_quarantine"
 QUARANTINE_PASSED = f"""
 INSERT INTO app.fleet_push_quarantine (resource, device_id, time, push_xid, payload, reason)
 SELECT 'measurements', m.device_id, m.time, m.push_xid,
-       row_to_json(ROW({_ITEM_COLUMNS})::app.fleet_push_item)::text,
+       row_to_json(ROW({item_columns("m")})::app.fleet_push_item)::text,
        CASE WHEN NOT {carriable_sql("m.time")}
             THEN 'time ' || m.time::text || ' is outside what RFC 3339 carries (years 0001-9999)'
             ELSE 'received_at ' || m.received_at::text
                  || ' is outside what RFC 3339 carries (years 0001-9999)' END
 FROM monitoring.power_measurements AS m
-WHERE (m.push_xid, m.device_id, m.time) > {cursor_key("start_")}
-  AND (m.push_xid, m.device_id, m.time) <= {cursor_key("end_")}
+WHERE {after("m", "start_")}
+  AND {up_to("m", "end_")}
   AND NOT {carriable_sql("m.time", "m.received_at")}
 """
 
@@ -172,14 +169,6 @@ async def count_quarantined(conn: psycopg.AsyncConnection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
-def _key(prefix: str, cursor: PushCursor) -> dict[str, Any]:
-    return {
-        f"{prefix}xid": str(cursor.xid),
-        f"{prefix}device_id": cursor.device_id,
-        f"{prefix}time": cursor.time,
-    }
-
-
 class PushState:
     """Every resource's stored state, as the running daemon sees and changes it.
 
@@ -252,7 +241,8 @@ class PushState:
             return await self._update(conn, RECORD_SUCCESS, params)
         async with conn.transaction():
             await conn.execute(
-                QUARANTINE_PASSED, {**_key("start_", passed_from), **_key("end_", cursor)}
+                QUARANTINE_PASSED,
+                {**cursor_params(passed_from, "start_"), **cursor_params(cursor, "end_")},
             )
             return await self._update(conn, RECORD_SUCCESS, params)
 
@@ -303,10 +293,8 @@ class PushState:
             await conn.execute(
                 QUARANTINE,
                 {
+                    **cursor_params(row_cursor),
                     "resource": BatchType.MEASUREMENTS.value,
-                    "device_id": row_cursor.device_id,
-                    "time": row_cursor.time,
-                    "xid": str(row_cursor.xid),
                     "payload": payload,
                     "reason": reason[:2000].replace("\x00", "?"),
                 },
