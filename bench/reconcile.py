@@ -45,7 +45,7 @@ from common import (
     postgres_cpu_seconds,
 )
 from fleetcore import PushCursor
-from fleetcore.protocol import INGEST_PATH
+from fleetcore.protocol import INGEST_PATH, WireFormat
 from fleetdev.pgcluster import PgCluster, temporary_cluster
 from ingestd.customers import add_customer
 from ingestd.storage.partitions import ensure_partitions
@@ -126,7 +126,7 @@ async def _pass(customer_dsn: str, url: str, token: str) -> PassReport:
         IngestClient(url, token, timeout_s=600) as client,
     ):
         await load_states(conn, 5000)
-        client.columnar = True
+        client.negotiation.remember(WireFormat.COLUMNAR)
         return await run_pass(conn, client, horizon=timedelta(days=3660), batch_size=5000)
 
 

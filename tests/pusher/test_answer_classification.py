@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fleetcore.answers import RowError
 from hypothesis import given
 from hypothesis import strategies as st
 from pusher.delivery.answers import classify
@@ -23,6 +24,7 @@ from pusher.errors import (
 def _answer(**fields: object) -> bytes:
     body = {
         "batch_type": "measurements",
+        "batch_id": "6c598868-0133-4491-9493-35f2558e7cde",
         "accepted": 7,
         "duplicates": 2,
         "rejected": 1,
@@ -35,11 +37,9 @@ def _answer(**fields: object) -> bytes:
 def test_ingestds_answer_to_this_batch_is_a_delivery() -> None:
     """A 200 with the batch type and counts adding up to the rows sent is delivered."""
     errors = [{"index": 3, "reason": "time\u0000 too far ahead"}]
-    answer = classify(
-        200, _answer(errors=errors, batch_id=9), None, batch_type="measurements", rows=10
-    )
+    answer = classify(200, _answer(errors=errors), None, batch_type="measurements", rows=10)
     assert (answer.accepted, answer.duplicates, answer.rejected) == (7, 2, 1)
-    assert answer.errors == [{"index": 3, "reason": "time? too far ahead"}]
+    assert answer.errors == [RowError(3, "time? too far ahead")]
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_error_text_is_cut_and_cleaned() -> None:
     rows=st.integers(0, 10_000),
 )  # fmt: skip
 def test_no_answer_raises_anything_else(status: int, body: bytes, retry_after: str | None, rows: int) -> None:  # fmt: skip
-    """Any status, body and Retry-After give a Delivered (ingestd's exact answer) or a
+    """Any status, body and Retry-After give an IngestAnswer (ingestd's exact answer) or a
     DeliveryError; a 2xx is a delivery only with counts adding up to `rows`."""
     try:
         answer = classify(status, body, retry_after, batch_type="measurements", rows=rows)

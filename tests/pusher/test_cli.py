@@ -8,8 +8,8 @@ from importlib.metadata import version
 from typing import Any
 
 from aiohttp import web
-from fleetcore.protocol import INGEST_PATH, BatchType
-from pusher.delivery import USER_AGENT, IngestClient
+from fleetcore.protocol import INGEST_PATH, BatchType, WireFormat
+from pusher.delivery import USER_AGENT, IngestClient, encode
 from pusher.errors import DeliveryError
 from pusher.settings import Settings
 
@@ -61,6 +61,7 @@ async def test_requests_carry_the_real_version_in_the_user_agent(aiohttp_server:
     server = await aiohttp_server(app)
     async with IngestClient(str(server.make_url(INGEST_PATH)), "t0ken", timeout_s=5) as client:
         with contextlib.suppress(DeliveryError):
-            await client.send(BatchType.SITES, await client.compress(b'{"items":[]}'), None, rows=0)
+            empty = await encode(b'{"items":[]}', WireFormat.JSON, 1)
+            await client.send(BatchType.SITES, empty, None, rows=0)
     assert seen == [USER_AGENT]
     assert USER_AGENT.startswith(f"fleet-pusher/{version('fleet-pusher')} ")

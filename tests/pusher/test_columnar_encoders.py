@@ -10,7 +10,7 @@ from dataclasses import replace
 import psycopg
 import pytest
 from fleetcore import PushCursor
-from fleetcore.protocol import COLUMNAR_MEDIA_TYPE
+from fleetcore.protocol import WireFormat
 from psycopg.rows import tuple_row
 from pusher.errors import ConfigError
 from pusher.settings import Settings
@@ -68,7 +68,7 @@ def test_both_encoders_make_the_same_batch(customer_db: str, rows: int) -> None:
         with_numpy(data, count, after, rows + 10),
     )
     assert plain == fast
-    assert plain.sent == rows and plain.media_type == COLUMNAR_MEDIA_TYPE
+    assert plain.sent == rows and plain.format is WireFormat.COLUMNAR
 
 
 def test_the_encoder_is_a_setting() -> None:

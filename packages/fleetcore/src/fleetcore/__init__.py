@@ -1,6 +1,7 @@
-"""fleetcore: what the pusher and ingestd share — batch schemas and validation (JSON and the
-columnar encoding), the gateway health report, the push cursor, and customer token generation
-and hashing. Pure Python plus msgspec and zstd; no I/O.
+"""fleetcore: what the pusher and ingestd share — the whole wire contract: batch schemas and
+validation (JSON and the columnar encoding), the answers and error bodies with their codes
+(`answers`), the body formats (`protocol.WireFormat`), the gateway health report, the push
+cursor, and customer token generation and hashing. Pure Python plus msgspec and zstd; no I/O.
 
 numpy is optional (the `numpy` extra; ingestd has it): the pusher encodes the columnar format
 with the standard library (`fleetcore.columnar_stdlib`), so the numpy-based names below (the
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from fleetcore.answers import ErrorBody, IngestAnswer, RowError
 from fleetcore.columnar_layout import COLUMNAR_MEDIA_TYPE, COLUMNAR_VERSION
 from fleetcore.compression import (
     STEP_OUTPUT,
@@ -22,6 +24,7 @@ from fleetcore.compression import (
     zstd_decompress,
 )
 from fleetcore.cursor import CursorFormatError, PushCursor
+from fleetcore.error_codes import ErrorCode
 from fleetcore.health import (
     MAX_REPORT_BYTES,
     HealthReport,
@@ -33,6 +36,7 @@ from fleetcore.health import (
     report_fields,
 )
 from fleetcore.limits import MAX_BATCH_ROWS, MAX_BODY_MEMBERS, MAX_REJECTED_ROWS
+from fleetcore.protocol import WireFormat
 from fleetcore.schemas import (
     MEASUREMENT_VALUE_FIELDS,
     BatchFormatError,
@@ -83,7 +87,10 @@ __all__ = [
     "CursorFormatError",
     "DecompressedTooLarge",
     "DeviceRow",
+    "ErrorBody",
+    "ErrorCode",
     "HealthReport",
+    "IngestAnswer",
     "InvalidCompressedBody",
     "MeasurementColumns",
     "MeasurementRow",
@@ -93,9 +100,11 @@ __all__ = [
     "Rejection",
     "ReportFormatError",
     "ResourceHealth",
+    "RowError",
     "SiteRow",
     "TooManyMembers",
     "ValidationWindow",
+    "WireFormat",
     "columns_from_rows",
     "decode_columns",
     "decode_report",

@@ -65,6 +65,7 @@ from fleetcore.columnar_layout import (
     micros_from_datetime,
     varint,
 )
+from fleetcore.error_codes import ErrorCode
 from fleetcore.limits import MAX_BATCH_ROWS
 from fleetcore.schemas import BatchFormatError, too_many_rows
 
@@ -212,7 +213,7 @@ def encode_columns(batch: MeasurementColumns) -> bytes:
 
 
 def _invalid(detail: str) -> BatchFormatError:
-    return BatchFormatError("invalid_batch", detail)
+    return BatchFormatError(ErrorCode.INVALID_BATCH, detail)
 
 
 class _Reader:

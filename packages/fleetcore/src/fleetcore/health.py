@@ -25,6 +25,8 @@ from typing import Annotated
 
 import msgspec
 
+from fleetcore.error_codes import ErrorCode
+
 __all__ = [
     "HEALTH_MEDIA_TYPE",
     "MAX_REPORT_BYTES",
@@ -108,7 +110,7 @@ class ReportFormatError(ValueError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
-        self.code = "invalid_report"
+        self.code = ErrorCode.INVALID_REPORT
         self.detail = detail
 
 

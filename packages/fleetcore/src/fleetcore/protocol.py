@@ -6,6 +6,8 @@ document is generated from them: a changed path, header or limit changes all thr
 
 from __future__ import annotations
 
+import enum
+
 from fleetcore.columnar_layout import COLUMNAR_MEDIA_TYPE
 from fleetcore.limits import MAX_BATCH_ROWS, MAX_BODY_MEMBERS, MAX_REJECTED_ROWS
 from fleetcore.schemas import BatchType
@@ -36,6 +38,7 @@ __all__ = [
     "REPAIR_HEADER",
     "TOKEN_HEADER",
     "BatchType",
+    "WireFormat",
 ]
 
 API_PREFIX = "/api/fleet"
@@ -65,7 +68,18 @@ MAX_ERRORS_IN_RESPONSE = 100
 """Rejected rows listed in a 200 answer's `errors`; the count covers them all."""
 
 JSON_MEDIA_TYPE = "application/json"
-ACCEPTED_MEDIA_TYPES: tuple[str, ...] = (JSON_MEDIA_TYPE, COLUMNAR_MEDIA_TYPE)
+
+
+class WireFormat(enum.StrEnum):
+    """The body formats a batch goes in, each its media type: JSON (every batch type, gzip'd)
+    and the columnar encoding (measurements only, zstd'd when that makes it smaller), which a
+    pusher sends only to an ingestd whose answers list it (`ACCEPT_POST_HEADER`)."""
+
+    JSON = JSON_MEDIA_TYPE
+    COLUMNAR = COLUMNAR_MEDIA_TYPE
+
+
+ACCEPTED_MEDIA_TYPES: tuple[str, ...] = tuple(WireFormat)
 """Request body types ingestd takes; the columnar one carries measurements only."""
 ACCEPTED_ENCODINGS: tuple[str, ...] = ("gzip", "zstd")
 """Content-Encodings ingestd takes besides none at all."""

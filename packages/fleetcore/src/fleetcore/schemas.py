@@ -26,6 +26,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 
+from fleetcore.error_codes import ErrorCode
 from fleetcore.limits import MAX_BATCH_ROWS, MAX_REJECTED_ROWS
 
 __all__ = [
@@ -56,7 +57,7 @@ class BatchType(enum.StrEnum):
 class BatchFormatError(ValueError):
     """The body as a whole is unusable (not JSON, not UTF-8, no `items` list, over a limit)."""
 
-    def __init__(self, code: str, detail: str) -> None:
+    def __init__(self, code: ErrorCode, detail: str) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
@@ -262,13 +263,13 @@ def _row_reason(row: Any, kind: BatchType, window: ValidationWindow) -> str | No
 
 def too_many_rows(rows: int) -> BatchFormatError:
     return BatchFormatError(
-        "too_many_rows", f"{rows} rows is over the {MAX_BATCH_ROWS}-row limit of a batch"
+        ErrorCode.TOO_MANY_ROWS, f"{rows} rows is over the {MAX_BATCH_ROWS}-row limit of a batch"
     )
 
 
 def too_many_rejections() -> BatchFormatError:
     return BatchFormatError(
-        "too_many_rejections",
+        ErrorCode.TOO_MANY_REJECTIONS,
         f"more than {MAX_REJECTED_ROWS} rows of the batch are invalid: the batch is refused "
         "whole (send fewer rows at a time, or fix them)",
     )
@@ -313,14 +314,14 @@ def _decode_rows(
         raws = _ENVELOPE_DECODER.decode(body).items
     except msgspec.ValidationError as exc:
         raise BatchFormatError(
-            "invalid_batch", f'body must be an object with an "items" list: {exc}'
+            ErrorCode.INVALID_BATCH, f'body must be an object with an "items" list: {exc}'
         ) from None
     except msgspec.DecodeError as exc:
-        raise BatchFormatError("invalid_json", f"body is not valid JSON: {exc}") from None
+        raise BatchFormatError(ErrorCode.INVALID_JSON, f"body is not valid JSON: {exc}") from None
     except UnicodeDecodeError:
-        raise BatchFormatError("invalid_json", "body is not valid UTF-8") from None
+        raise BatchFormatError(ErrorCode.INVALID_JSON, "body is not valid UTF-8") from None
     except RecursionError:
-        raise BatchFormatError("invalid_json", "body is nested too deeply") from None
+        raise BatchFormatError(ErrorCode.INVALID_JSON, "body is nested too deeply") from None
     if len(raws) > MAX_BATCH_ROWS:
         raise too_many_rows(len(raws))
     decoder = _ROW_DECODERS[kind]

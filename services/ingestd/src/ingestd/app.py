@@ -29,6 +29,8 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from fleetcore.answers import ErrorBody
+from fleetcore.error_codes import ErrorCode
 from fleetcore.protocol import (
     ACCEPT_ENCODING_HEADER,
     ACCEPT_POST_HEADER,
@@ -149,14 +151,14 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
             return json_answer(NotFound("no such endpoint").body(), status=404)
         if exc.status == 405:
             return json_answer(
-                {"error": "method_not_allowed"},
+                ErrorBody(ErrorCode.METHOD_NOT_ALLOWED),
                 status=405,
                 headers={"Allow": exc.headers.get("Allow", "")},
             )
         return json_answer({"error": exc.reason.lower().replace(" ", "_")}, status=exc.status)
     except Exception:
         log.exception("unhandled_error", path=request.path)
-        return json_answer({"error": "internal_error"}, status=500)
+        return json_answer(ErrorBody(ErrorCode.INTERNAL_ERROR), status=500)
 
 
 Context = Callable[[web.Application], AsyncIterator[None]]

@@ -34,6 +34,7 @@ from fleetcore import (
     TooManyMembers,
     zstd_decompress,
 )
+from fleetcore.error_codes import ErrorCode
 from fleetcore.protocol import ACCEPTED_ENCODINGS, COLUMNAR_MEDIA_TYPE, JSON_MEDIA_TYPE
 from isal import isal_zlib
 
@@ -91,7 +92,7 @@ def check_content_headers(request: web.Request, max_wire_bytes: int) -> BodyForm
 
 def _too_many_members(max_members: int) -> BadRequest:
     return BadRequest(
-        "too_many_members",
+        ErrorCode.TOO_MANY_MEMBERS,
         f"body has more than {max_members} compressed members (gzip members or zstd frames); "
         "send one",
     )
@@ -120,7 +121,7 @@ def _inflate(
         try:
             out += z.decompress(chunk, step)
         except _INFLATE_ERROR as exc:
-            raise BadRequest("invalid_gzip", f"body is not valid gzip: {exc}") from None
+            raise BadRequest(ErrorCode.INVALID_GZIP, f"body is not valid gzip: {exc}") from None
         if len(out) > max_bytes:
             raise PayloadTooLarge(
                 max_bytes, f"decompressed body is over the {max_bytes}-byte limit"
@@ -132,7 +133,7 @@ def _inflate(
             z = isal_zlib.decompressobj(_GZIP_WBITS)  # the next member, if any
             started = False
     if started or members == 0:
-        raise BadRequest("invalid_gzip", "gzip body is truncated")
+        raise BadRequest(ErrorCode.INVALID_GZIP, "gzip body is truncated")
     return out
 
 
@@ -188,7 +189,7 @@ def decode_body(
         except TooManyMembers:
             raise _too_many_members(max_members) from None
         except InvalidCompressedBody as exc:
-            raise BadRequest("invalid_zstd", str(exc)) from None
+            raise BadRequest(ErrorCode.INVALID_ZSTD, str(exc)) from None
         return Body(data=data, wire_bytes=len(wire))
     if encoding != "gzip":
         if len(wire) > max_body_bytes:

@@ -33,6 +33,7 @@ from fleetcore import (
     parse_columnar_batch,
 )
 from fleetcore.columnar import declared_rows
+from fleetcore.error_codes import ErrorCode
 from fleetcore.protocol import MAX_BATCH_ROWS, MAX_REJECTED_ROWS
 
 from ingestd.body import BodyFormat, decode_body
@@ -68,9 +69,9 @@ class DecodeLimits:
 
 
 def _format_error(exc: BatchFormatError) -> BadRequest | BatchTooLarge:
-    if exc.code == "too_many_rows":
+    if exc.code is ErrorCode.TOO_MANY_ROWS:
         return BatchTooLarge(exc.code, exc.detail, max_rows=MAX_BATCH_ROWS)
-    if exc.code == "too_many_rejections":
+    if exc.code is ErrorCode.TOO_MANY_REJECTIONS:
         return BatchTooLarge(exc.code, exc.detail, max_rejections=MAX_REJECTED_ROWS)
     return BadRequest(exc.code, exc.detail)
 

@@ -16,7 +16,8 @@
      └── ServiceUnavailable    503    database unreachable, pool exhausted, past capacity, memory
                                       budget spent, decoding past its deadline (Retry-After)
 
-The error middleware in `app.py` turns any of these into its JSON body; anything else becomes a
+The error middleware in `app.py` turns any of these into its JSON body (`fleetcore.ErrorBody`,
+the codes `fleetcore.ErrorCode`: the contract both services share); anything else becomes a
 generic 500 with no detail (and is logged with its traceback, server-side only).
 
 `StartupError` is not an answer: the server could not start (database unreachable at start),
@@ -25,7 +26,8 @@ and `ingestd serve` ends with one log line saying why and exit status 1.
 
 from __future__ import annotations
 
-from typing import Any
+from fleetcore.answers import ErrorBody
+from fleetcore.error_codes import ErrorCode
 
 __all__ = [
     "AdminDisabled",
@@ -45,19 +47,36 @@ __all__ = [
 
 class IngestError(Exception):
     status = 500
-    code = "internal_error"
+    code = ErrorCode.INTERNAL_ERROR
 
-    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        parameter: str | None = None,
+        max_bytes: int | None = None,
+        max_rows: int | None = None,
+        max_rejections: int | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(detail or self.code)
         self.detail = detail
-        self.extra = extra
+        self.parameter = parameter
+        self.max_bytes = max_bytes
+        self.max_rows = max_rows
+        self.max_rejections = max_rejections
+        self.retry_after = retry_after
 
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.code}
-        if self.detail:
-            body["detail"] = self.detail
-        body.update(self.extra)
-        return body
+    def body(self) -> ErrorBody:
+        return ErrorBody(
+            self.code,
+            self.detail or None,
+            parameter=self.parameter,
+            max_bytes=self.max_bytes,
+            max_rows=self.max_rows,
+            max_rejections=self.max_rejections,
+            retry_after=self.retry_after,
+        )
 
     def headers(self) -> dict[str, str]:
         return {}
@@ -65,16 +84,16 @@ class IngestError(Exception):
 
 class BadRequest(IngestError):
     status = 400
-    code = "bad_request"
+    code = ErrorCode.BAD_REQUEST
 
-    def __init__(self, code: str, detail: str, *, parameter: str | None = None) -> None:
-        super().__init__(detail, **({"parameter": parameter} if parameter else {}))
+    def __init__(self, code: ErrorCode, detail: str, *, parameter: str | None = None) -> None:
+        super().__init__(detail, parameter=parameter)
         self.code = code
 
 
 class Unauthorized(IngestError):
     status = 401
-    code = "unauthorized"
+    code = ErrorCode.UNAUTHORIZED
 
     def __init__(self) -> None:
         super().__init__(None)  # never say which of missing/unknown/revoked/expired
@@ -82,22 +101,22 @@ class Unauthorized(IngestError):
 
 class AdminDisabled(IngestError):
     status = 403
-    code = "admin_api_disabled"
+    code = ErrorCode.ADMIN_API_DISABLED
 
 
 class NotFound(IngestError):
     status = 404
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
 
 
 class RequestTimeout(IngestError):
     status = 408
-    code = "request_timeout"
+    code = ErrorCode.REQUEST_TIMEOUT
 
 
 class PayloadTooLarge(IngestError):
     status = 413
-    code = "payload_too_large"
+    code = ErrorCode.PAYLOAD_TOO_LARGE
 
     def __init__(self, max_bytes: int, detail: str) -> None:
         super().__init__(detail, max_bytes=max_bytes)
@@ -106,14 +125,21 @@ class PayloadTooLarge(IngestError):
 class BatchTooLarge(IngestError):
     status = 413
 
-    def __init__(self, code: str, detail: str, **limit: int) -> None:
-        super().__init__(detail, **limit)
+    def __init__(
+        self,
+        code: ErrorCode,
+        detail: str,
+        *,
+        max_rows: int | None = None,
+        max_rejections: int | None = None,
+    ) -> None:
+        super().__init__(detail, max_rows=max_rows, max_rejections=max_rejections)
         self.code = code
 
 
 class UnsupportedMediaType(IngestError):
     status = 415
-    code = "unsupported_media_type"
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
 
 
 class _RetryLater(IngestError):
@@ -127,12 +153,12 @@ class _RetryLater(IngestError):
 
 class RateLimited(_RetryLater):
     status = 429
-    code = "rate_limited"
+    code = ErrorCode.RATE_LIMITED
 
 
 class ServiceUnavailable(_RetryLater):
     status = 503
-    code = "unavailable"
+    code = ErrorCode.UNAVAILABLE
 
 
 class StartupError(RuntimeError):

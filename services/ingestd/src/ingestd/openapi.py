@@ -1,8 +1,9 @@
 """The OpenAPI 3.1 document of ingestd's whole HTTP API, served at /api/fleet/openapi.json.
 
 The document is built from what the code itself uses: the wire contract's paths, headers and
-limits from `fleetcore.protocol`, and the row schemas generated from fleetcore's msgspec structs
-(`msgspec.json.schema_components`), so a changed field or limit changes the document. It is one
+limits from `fleetcore.protocol`, the row schemas, the 200 answer (`IngestResult`) and the error
+bodies generated from fleetcore's msgspec structs and error codes (`fleetcore.answers`), so a
+changed field, code or limit changes the document. It is one
 declarative structure, long because the API has many answers, kept in one module on purpose but
 for the energy answers (`ingestd.openapi_energy`).
 A copy is kept in the repository as docs/openapi.json (`python -m ingestd.openapi > docs/openapi.json`);
@@ -17,7 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
-from fleetcore import DeviceRow, MeasurementRow, SiteRow
+from fleetcore import DeviceRow, ErrorCode, MeasurementRow, SiteRow
+from fleetcore.answers import BAD_REQUEST_CODES, answer_schemas, error_schema
 from fleetcore.protocol import (
     BATCH_TYPE_HEADER,
     COLUMNAR_MEDIA_TYPE,
@@ -26,7 +28,6 @@ from fleetcore.protocol import (
     MAX_BATCH_ROWS,
     MAX_BODY_MEMBERS,
     MAX_CURSOR_LENGTH,
-    MAX_ERRORS_IN_RESPONSE,
     MAX_REJECTED_ROWS,
     OPENAPI_PATH,
     TOKEN_HEADER,
@@ -59,24 +60,15 @@ _TIME = {"type": "string", "format": "date-time"}
 _ID = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 
 
-_PARAMETER = {
-    "type": "string",
-    "description": "the query or path parameter at fault, when one is (read API)",
-}
-
-
-def _error(
-    codes: list[str], extra: dict[str, Any] | None = None, required: list[str] | None = None
-) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["error", *(required or [])],
-        "properties": {
-            "error": {"type": "string", "enum": codes},
-            "detail": {"type": "string"},
-            **(extra or {}),
-        },
-    }
+def _batch_too_large() -> dict[str, Any]:
+    """413 for a batch of too many rows or too many invalid ones: the limit is a constant."""
+    schema = error_schema(
+        [ErrorCode.TOO_MANY_ROWS, ErrorCode.TOO_MANY_REJECTIONS],
+        optional=["max_rows", "max_rejections"],
+    )
+    schema["properties"]["max_rows"]["const"] = MAX_BATCH_ROWS
+    schema["properties"]["max_rejections"]["const"] = MAX_REJECTED_ROWS
+    return schema
 
 
 def _json_response(
@@ -139,71 +131,22 @@ def _schemas() -> dict[str, Any]:
                 }
             },
         },
-        "IngestResult": {
-            "type": "object",
-            "required": ["batch_type", "batch_id", "accepted", "duplicates", "rejected", "errors"],
-            "properties": {
-                "batch_type": {"type": "string", "enum": [t.value for t in BatchType]},
-                "batch_id": {"type": "string", "format": "uuid"},
-                "accepted": {"type": "integer", "minimum": 0},
-                "duplicates": {"type": "integer", "minimum": 0},
-                "rejected": {"type": "integer", "minimum": 0},
-                "errors": {
-                    "type": "array",
-                    "maxItems": MAX_ERRORS_IN_RESPONSE,
-                    "items": {
-                        "type": "object",
-                        "required": ["index", "reason"],
-                        "properties": {
-                            "index": {"type": "integer", "minimum": 0},
-                            "reason": {"type": "string"},
-                        },
-                    },
-                },
-            },
-        },
-        "BadRequest": _error(
-            [
-                "unknown_batch_type",
-                "invalid_json",
-                "invalid_batch",
-                "invalid_gzip",
-                "invalid_zstd",
-                "invalid_cursor",
-                "invalid_header",
-                "too_many_members",
-                "invalid_repair",
-                "invalid_digest",
-                "digest_unsupported",
-                "invalid_report",
-                "bad_parameter",
-                "bad_site_timezone",
-                "range_too_large",
-            ],
-            {"parameter": _PARAMETER},
-        ),
+        **answer_schemas(_REF + "{name}"),
+        "BadRequest": error_schema(BAD_REQUEST_CODES, optional=["parameter"]),
         "Unauthorized": {
             "type": "object",
             "required": ["error"],
-            "properties": {"error": {"const": "unauthorized"}},
+            "properties": {"error": {"const": ErrorCode.UNAUTHORIZED.value}},
         },
-        "AdminDisabled": _error(["admin_api_disabled"]),
-        "NotFound": _error(["not_found"], {"parameter": _PARAMETER}),
-        "MethodNotAllowed": _error(["method_not_allowed"]),
-        "RequestTimeout": _error(["request_timeout"]),
-        "PayloadTooLarge": _error(
-            ["payload_too_large"], {"max_bytes": {"type": "integer"}}, ["max_bytes"]
-        ),
-        "BatchTooLarge": _error(
-            ["too_many_rows", "too_many_rejections"],
-            {
-                "max_rows": {"type": "integer", "const": MAX_BATCH_ROWS},
-                "max_rejections": {"type": "integer", "const": MAX_REJECTED_ROWS},
-            },
-        ),
-        "UnsupportedMediaType": _error(["unsupported_media_type"]),
-        "RetryLater": _error(
-            ["rate_limited", "unavailable"], {"retry_after": {"type": "integer"}}, ["retry_after"]
+        "AdminDisabled": error_schema([ErrorCode.ADMIN_API_DISABLED]),
+        "NotFound": error_schema([ErrorCode.NOT_FOUND], optional=["parameter"]),
+        "MethodNotAllowed": error_schema([ErrorCode.METHOD_NOT_ALLOWED]),
+        "RequestTimeout": error_schema([ErrorCode.REQUEST_TIMEOUT]),
+        "PayloadTooLarge": error_schema([ErrorCode.PAYLOAD_TOO_LARGE], ["max_bytes"]),
+        "BatchTooLarge": _batch_too_large(),
+        "UnsupportedMediaType": error_schema([ErrorCode.UNSUPPORTED_MEDIA_TYPE]),
+        "RetryLater": error_schema(
+            [ErrorCode.RATE_LIMITED, ErrorCode.UNAVAILABLE], ["retry_after"]
         ),
         "Health": {
             "type": "object",

@@ -34,7 +34,7 @@ from importlib.metadata import version
 
 import psycopg
 import structlog
-from fleetcore.protocol import COLUMNAR_MEDIA_TYPE, BatchType
+from fleetcore.protocol import BatchType, WireFormat
 from fleetservice import configure_logging
 from fleetservice.commands import (
     EXIT_CONFIG,
@@ -51,7 +51,7 @@ from fleetservice.redact import dsn_secrets
 
 from pusher import source
 from pusher.daemon import run
-from pusher.delivery import IngestClient, UploadCap
+from pusher.delivery import IngestClient, UploadCap, encode
 from pusher.errors import ConfigError, DeliveryError, PusherError
 from pusher.ops.memory import limit_arenas, use_bounded_executor
 from pusher.ops.status import collect_status
@@ -138,9 +138,7 @@ async def _reconcile(settings: Settings) -> int:
         ) as client,
     ):
         measurements = (await load_states(conn)).get(BatchType.MEASUREMENTS)
-        client.columnar = (
-            measurements is not None and measurements.media_type == COLUMNAR_MEDIA_TYPE
-        )
+        client.negotiation.remember(measurements.media_type if measurements else None)
         try:
             report = await run_pass(
                 conn,
@@ -194,7 +192,10 @@ async def _check(settings: Settings) -> int:
         ) as client:
             try:
                 await client.send(
-                    BatchType.MEASUREMENTS, await client.compress(b'{"items":[]}'), None, rows=0
+                    BatchType.MEASUREMENTS,
+                    await encode(b'{"items":[]}', WireFormat.JSON, settings.gzip_level),
+                    None,
+                    rows=0,
                 )
             except DeliveryError as exc:
                 problems.append(

@@ -29,11 +29,12 @@ from typing import Any
 
 import psycopg
 import structlog
-from fleetcore.protocol import COLUMNAR_MEDIA_TYPE, BatchType
+from fleetcore.answers import IngestAnswer
+from fleetcore.protocol import BatchType, WireFormat
 from fleetservice.commands import one_line
 
 from pusher import source
-from pusher.delivery import Delivered, IngestClient, WireBody
+from pusher.delivery import IngestClient, WireBody, encode
 from pusher.delivery.answers import printable
 from pusher.delivery.uploadcap import UploadCap
 from pusher.errors import DeliveryError, SourceError
@@ -95,7 +96,7 @@ class Pusher:
             upload_cap=UploadCap(s.max_upload_bytes_per_s) if s.max_upload_bytes_per_s else None,
         ) as client:
             self.metrics.upload_cap.set(s.max_upload_bytes_per_s)
-            read_ahead = ReadAhead(client, source.columnar_encoder(s.columnar_encoder))
+            read_ahead = ReadAhead(s.gzip_level, source.columnar_encoder(s.columnar_encoder))
             while not stop.is_set():
                 try:
                     conn = await source.connect(
@@ -148,8 +149,7 @@ class Pusher:
     ) -> None:
         s = self.settings
         await self.state.load(conn, s.batch_size)
-        if self.state[BatchType.MEASUREMENTS].media_type == COLUMNAR_MEDIA_TYPE:
-            client.columnar = True  # ingestd took it last time; a 415 would say otherwise
+        client.negotiation.remember(self.state[BatchType.MEASUREMENTS].media_type)
         self._db_failures = 0
         now = time.monotonic()
         self._next_tick = now
@@ -235,8 +235,7 @@ class Pusher:
             self.due[resource] = self._next_tick
             return
         started = time.perf_counter()
-        gzipped = await client.compress(full.body)
-        wire = WireBody(gzipped)
+        wire = await encode(full.body, WireFormat.JSON, self.settings.gzip_level)
         label = full.cursor_label(resource.value)
         answer = await self._deliver(conn, client, resource, wire, label, full.count, full=full)
         if answer is not None:
@@ -247,7 +246,7 @@ class Pusher:
                 rows=full.count,
                 cursor=None,
                 newest=None,
-                wire=len(gzipped),
+                wire=len(wire.data),
                 raw=len(full.body),
                 started=started,
                 sent_bytes=client.sent_bytes,
@@ -268,7 +267,7 @@ class Pusher:
         n = self.settings.max_batches_per_tick
         state = self.state[resource]
         pending: asyncio.Task[PreparedBatch] | None = await read_ahead.next(
-            conn, state.cursor, state.batch_size
+            conn, state.cursor, state.batch_size, client.format
         )
         try:
             for index in range(n):
@@ -281,7 +280,8 @@ class Pusher:
                     self.due[resource] = self._next_tick
                     return
                 if batch.full and not stop.is_set():
-                    pending = read_ahead.start(conn, batch.end, self.state[resource].batch_size)
+                    size = self.state[resource].batch_size
+                    pending = read_ahead.start(conn, batch.end, size, client.format)
                 if batch.sent == 0:
                     await self.outcomes.only_uncarriable(conn, batch)
                 elif not await self._send(conn, client, prepared):
@@ -324,7 +324,7 @@ class Pusher:
             started=started,
             sent_bytes=client.sent_bytes,
             batch=batch,
-            media_type=batch.media_type,
+            media_type=batch.format,
         )
         return True
 
@@ -339,7 +339,7 @@ class Pusher:
         *,
         batch: MeasurementBatch | None = None,
         full: FullSet | None = None,
-    ) -> Delivered | None:
+    ) -> IngestAnswer | None:
         """Send one batch: ingestd's answer, or None when it was not delivered (the books kept
         and the resource's next due time set by `Outcomes.not_delivered`)."""
         try:

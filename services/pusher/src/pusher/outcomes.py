@@ -14,13 +14,14 @@ import time
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import psycopg
 import structlog
 from fleetcore import PushCursor
-from fleetcore.protocol import COLUMNAR_MEDIA_TYPE, BatchType
+from fleetcore.answers import IngestAnswer
+from fleetcore.protocol import BatchType, WireFormat
 from fleetservice import log_output_failures
 
-from pusher.delivery import Delivered
 from pusher.delivery.answers import printable
 from pusher.delivery.uploadcap import drain_seconds
 from pusher.errors import DeliveryError, ForeignAnswer, PayloadTooLarge, PermanentDeliveryError
@@ -70,7 +71,7 @@ class Outcomes:
         self,
         conn: psycopg.AsyncConnection[Any],
         resource: BatchType,
-        answer: Delivered,
+        answer: IngestAnswer,
         *,
         rows: int,
         cursor: PushCursor | None,
@@ -82,7 +83,7 @@ class Outcomes:
         batch: MeasurementBatch | None = None,
         full: FullSet | None = None,
         digest: bytes | None = None,
-        media_type: str | None = None,
+        media_type: WireFormat | None = None,
     ) -> None:
         """ingestd answered 2xx: move the cursor (measurements), grow the batch size back; the
         rows of `batch` the protocol cannot carry are quarantined as the cursor passes them; a
@@ -97,7 +98,7 @@ class Outcomes:
             resource,
             cursor=cursor,
             batch_size=size,
-            status=answer.status,
+            status=200,
             rows=rows,
             newest_received_at=newest,
             passed_from=batch.start if batch is not None and passes else None,
@@ -128,7 +129,7 @@ class Outcomes:
             log.warning(
                 "batch_delivered_with_rejections",
                 hint="ingestd keeps the refused rows in its dead-letter table",
-                first_errors=answer.errors[:5],
+                first_errors=msgspec.to_builtins(answer.errors[:5]),
                 **fields,
             )
         else:
@@ -181,7 +182,7 @@ class Outcomes:
         monotonic time the resource is due again."""
         if full is not None:
             self.progress.full_set(resource, full, delivered=False)
-        columnar = batch is not None and batch.media_type == COLUMNAR_MEDIA_TYPE
+        columnar = batch is not None and batch.format is WireFormat.COLUMNAR
         event = event_of(exc, columnar=columnar)
         if event is RetryEvent.FORMAT_REFUSED:
             # An older ingestd behind this address: the same rows again as gzip JSON (the client

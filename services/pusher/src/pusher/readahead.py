@@ -1,12 +1,12 @@
 """Reading ahead: the next measurement batch is read and compressed while the current one is on
 the wire, so a backlog drains at the ingest rate rather than at ingest plus read plus compress.
-The batch is read in the encoding the client sends now: columnar (`source/columns.py`)
-once ingestd takes it, gzip JSON built by PostgreSQL otherwise.
+The batch is read in the format the daemon asks for (the client's negotiation says which):
+columnar (`source/columns.py`) once ingestd takes it, gzip JSON built by PostgreSQL otherwise.
 
 A batch read ahead is only ever a guess at the next one: it is used when it still starts at the
 stored cursor with no more rows than the current batch size (a 413 halves the size, a restored
-database resets the cursor) in the encoding the client sends now, and discarded otherwise. Discarding cancels the read and waits for
-it, so the connection is free again before anything else uses it.
+database resets the cursor) in the format asked for now, and discarded otherwise. Discarding
+cancels the read and waits for it, so the connection is free again before anything else uses it.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 
 import psycopg
 from fleetcore import PushCursor
-from fleetcore.protocol import COLUMNAR_MEDIA_TYPE, JSON_MEDIA_TYPE
+from fleetcore.protocol import WireFormat
 
 from pusher import source
-from pusher.delivery import IngestClient, WireBody
+from pusher.delivery.wire import WireBody, encode
 from pusher.source import MeasurementBatch
 
 __all__ = ["PreparedBatch", "ReadAhead", "discard"]
@@ -42,62 +42,61 @@ async def discard(task: asyncio.Task[Any]) -> None:
         await task
 
 
-def _fits(prepared: PreparedBatch, cursor: PushCursor, size: int, media_type: str) -> bool:
+def _fits(prepared: PreparedBatch, cursor: PushCursor, size: int, fmt: WireFormat) -> bool:
     batch = prepared.batch
-    return batch.start == cursor and batch.limit <= size and batch.media_type == media_type
+    return batch.start == cursor and batch.limit <= size and batch.format is fmt
 
 
 class ReadAhead:
-    """Starts batch reads on one connection and holds the one read ahead between two rounds."""
+    """Starts batch reads on one connection and holds the one read ahead between two rounds;
+    JSON bodies are gzip'd at `gzip_level`, columnar ones built by `build`."""
 
-    def __init__(self, client: IngestClient, build: source.BatchBuilder) -> None:
-        self._client = client
+    def __init__(self, gzip_level: int, build: source.BatchBuilder) -> None:
+        self._gzip_level = gzip_level
         self._build = build
         self._held: asyncio.Task[PreparedBatch] | None = None
 
     def start(
-        self, conn: psycopg.AsyncConnection[Any], after: PushCursor, size: int
+        self, conn: psycopg.AsyncConnection[Any], after: PushCursor, size: int, fmt: WireFormat
     ) -> asyncio.Task[PreparedBatch]:
-        """Read up to `size` rows after `after` and compress them, in the background."""
-        return asyncio.create_task(self._prepare(conn, after, size))
-
-    @property
-    def _media_type(self) -> str:
-        return COLUMNAR_MEDIA_TYPE if self._client.sends_columnar else JSON_MEDIA_TYPE
+        """Read up to `size` rows after `after` in `fmt` and compress them, in the background."""
+        return asyncio.create_task(self._prepare(conn, after, size, fmt))
 
     async def _prepare(
-        self, conn: psycopg.AsyncConnection[Any], after: PushCursor, size: int
+        self, conn: psycopg.AsyncConnection[Any], after: PushCursor, size: int, fmt: WireFormat
     ) -> PreparedBatch:
-        if self._media_type == COLUMNAR_MEDIA_TYPE:
+        if fmt is WireFormat.COLUMNAR:
             batch = await source.read_measurement_columns(conn, after, size, self._build)
         else:
             batch = await source.read_measurements(conn, after, size)
         if not batch.count:
             return PreparedBatch(batch, WireBody(b""))
-        return PreparedBatch(batch, await self._client.wire_body(batch.body, batch.media_type))
+        return PreparedBatch(batch, await encode(batch.body, batch.format, self._gzip_level))
 
     def hold(self, task: asyncio.Task[PreparedBatch]) -> None:
         """Keep `task` for the next round (measurements stay due: a backlog goes on)."""
         self._held = task
 
     async def next(
-        self, conn: psycopg.AsyncConnection[Any], cursor: PushCursor, size: int
+        self, conn: psycopg.AsyncConnection[Any], cursor: PushCursor, size: int, fmt: WireFormat
     ) -> asyncio.Task[PreparedBatch]:
-        """The batch held from the previous round if it still starts at `cursor` and fits
-        `size`; otherwise a new read."""
-        held = await self._take_held(cursor, size)
-        return held if held is not None else self.start(conn, cursor, size)
+        """The batch held from the previous round if it still starts at `cursor`, fits `size`
+        and is in `fmt`; otherwise a new read."""
+        held = await self._take_held(cursor, size, fmt)
+        return held if held is not None else self.start(conn, cursor, size, fmt)
 
-    async def _take_held(self, cursor: PushCursor, size: int) -> asyncio.Task[PreparedBatch] | None:
+    async def _take_held(
+        self, cursor: PushCursor, size: int, fmt: WireFormat
+    ) -> asyncio.Task[PreparedBatch] | None:
         task, self._held = self._held, None
         if task is None:
             return None
         if task.done() and not task.cancelled() and task.exception() is None:
-            if _fits(task.result(), cursor, size, self._media_type):
+            if _fits(task.result(), cursor, size, fmt):
                 return task
         elif not task.done():
             with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
-                if _fits(await task, cursor, size, self._media_type):
+                if _fits(await task, cursor, size, fmt):
                     return task
                 return None
             return None

@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from fleetcore.error_codes import ErrorCode
 from psycopg import AsyncConnection
 
 from ingestd.errors import BadRequest, NotFound
@@ -81,10 +82,12 @@ def _range(request: web.Request, monthly: bool, zone: str, max_days: int) -> tup
         limit = f"at most {max_days} days per request"
     if first >= end:
         raise BadRequest(
-            "bad_parameter", "'from' must be before 'to' (which is excluded)", parameter="from"
+            ErrorCode.BAD_PARAMETER,
+            "'from' must be before 'to' (which is excluded)",
+            parameter="from",
         )
     if too_long:
-        raise BadRequest("range_too_large", limit, parameter="from")
+        raise BadRequest(ErrorCode.RANGE_TOO_LARGE, limit, parameter="from")
     return first, end
 
 
@@ -159,7 +162,7 @@ async def customer_energy(request: web.Request) -> web.StreamResponse:
             zones = await totals_store.site_timezones(conn, cid)
             if len(zones) > 1:
                 raise BadRequest(
-                    "bad_parameter",
+                    ErrorCode.BAD_PARAMETER,
                     f"the customer's sites are in several time zones ({', '.join(zones)}): "
                     "pass ?tz=Area/City",
                     parameter="tz",
@@ -167,7 +170,7 @@ async def customer_energy(request: web.Request) -> web.StreamResponse:
             zone, source = ("UTC", "default") if not zones else (zones[0], "sites")
             if zones and not await reads.timezone_known(conn, zone):
                 raise BadRequest(
-                    "bad_site_timezone",
+                    ErrorCode.BAD_SITE_TIMEZONE,
                     f"the customer's sites have time zone {zone!r}, which the database does not "
                     "know; pass ?tz=Area/City",
                     parameter="tz",

@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from fleetcore.error_codes import ErrorCode
 
 from ingestd.errors import BadRequest
 from ingestd.handlers.fleet import live_meter_states
@@ -76,10 +77,10 @@ async def hourly(request: web.Request) -> web.StreamResponse:
     to = time_param(request, "to", datetime.now(UTC))
     start = time_param(request, "from", to - timedelta(hours=24))
     if start >= to:
-        raise BadRequest("bad_parameter", "'from' must be before 'to'", parameter="from")
+        raise BadRequest(ErrorCode.BAD_PARAMETER, "'from' must be before 'to'", parameter="from")
     if to - start > settings.max_hourly_range:
         raise BadRequest(
-            "range_too_large",
+            ErrorCode.RANGE_TOO_LARGE,
             f"at most {settings.max_hourly_range.days} days per request",
             parameter="from",
         )
@@ -101,7 +102,7 @@ async def site_zone(conn: Any, site_id: int, zone: str) -> tuple[str, str]:
     """The site's own zone, checked: (zone, "site")."""
     if not await reads.timezone_known(conn, zone):
         raise BadRequest(
-            "bad_site_timezone",
+            ErrorCode.BAD_SITE_TIMEZONE,
             f"site {site_id} has time zone {zone!r}, which the database does not know; "
             "pass ?tz=Area/City",
             parameter="tz",
@@ -142,11 +143,13 @@ async def daily(request: web.Request) -> web.StreamResponse:
         first = date_param(request, "from", end - timedelta(days=31))
         if first >= end:
             raise BadRequest(
-                "bad_parameter", "'from' must be before 'to' (which is excluded)", parameter="from"
+                ErrorCode.BAD_PARAMETER,
+                "'from' must be before 'to' (which is excluded)",
+                parameter="from",
             )
         if (end - first).days > settings.max_daily_range_days:
             raise BadRequest(
-                "range_too_large",
+                ErrorCode.RANGE_TOO_LARGE,
                 f"at most {settings.max_daily_range_days} days per request",
                 parameter="from",
             )
@@ -192,10 +195,10 @@ async def completeness(request: web.Request) -> web.Response:
     to = time_param(request, "to", datetime.now(UTC))
     start = time_param(request, "from", to - timedelta(hours=24))
     if start >= to:
-        raise BadRequest("bad_parameter", "'from' must be before 'to'", parameter="from")
+        raise BadRequest(ErrorCode.BAD_PARAMETER, "'from' must be before 'to'", parameter="from")
     if to - start > settings.max_hourly_range:
         raise BadRequest(
-            "range_too_large",
+            ErrorCode.RANGE_TOO_LARGE,
             f"at most {settings.max_hourly_range.days} days per request",
             parameter="from",
         )

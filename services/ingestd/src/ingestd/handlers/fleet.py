@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from fleetcore.error_codes import ErrorCode
 from psycopg import AsyncConnection
 
 from ingestd.errors import BadRequest
@@ -61,7 +62,7 @@ def _state_filter(request: web.Request) -> set[str]:
     unknown = wanted - set(GATEWAY_STATES)
     if unknown:
         raise BadRequest(
-            "bad_parameter",
+            ErrorCode.BAD_PARAMETER,
             f"unknown state {sorted(unknown)[0]!r}; one of {', '.join(GATEWAY_STATES)}",
         )
     return wanted

@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 from fleetcore import BatchType, ValidationWindow, hash_token, looks_like_token
+from fleetcore.answers import IngestAnswer, RowError
+from fleetcore.error_codes import ErrorCode
 from fleetcore.protocol import (
     BATCH_TYPE_HEADER,
     CURSOR_HEADER,
@@ -70,7 +72,7 @@ def _header_text(request: web.Request, name: str) -> str | None:
     is a 400 naming the header, never a value that later fails to encode."""
     value = request.headers.get(name)
     if value is not None and not (value.isascii() and value.isprintable()):
-        raise BadRequest("invalid_header", f"{name} must be printable ASCII")
+        raise BadRequest(ErrorCode.INVALID_HEADER, f"{name} must be printable ASCII")
     return value
 
 
@@ -80,7 +82,8 @@ def _batch_type(request: web.Request) -> BatchType:
         return BatchType(raw.strip().lower())
     except ValueError:
         raise BadRequest(
-            "unknown_batch_type", f"{BATCH_TYPE_HEADER} must be sites, devices or measurements"
+            ErrorCode.UNKNOWN_BATCH_TYPE,
+            f"{BATCH_TYPE_HEADER} must be sites, devices or measurements",
         ) from None
 
 
@@ -88,7 +91,8 @@ def _client_cursor(request: web.Request) -> str | None:
     cursor = _header_text(request, CURSOR_HEADER)
     if cursor is not None and len(cursor) > MAX_CURSOR_LENGTH:
         raise BadRequest(
-            "invalid_cursor", f"{CURSOR_HEADER} is longer than {MAX_CURSOR_LENGTH} characters"
+            ErrorCode.INVALID_CURSOR,
+            f"{CURSOR_HEADER} is longer than {MAX_CURSOR_LENGTH} characters",
         )
     return cursor
 
@@ -97,9 +101,11 @@ def _repair(request: web.Request, kind: BatchType) -> bool:
     """X-Push-Repair: absent or 0 (a new batch), 1 (re-sent by reconciliation; measurements)."""
     raw = request.headers.get(REPAIR_HEADER, "0").strip()
     if raw not in ("0", "1"):
-        raise BadRequest("invalid_repair", f"{REPAIR_HEADER} must be 0 or 1")
+        raise BadRequest(ErrorCode.INVALID_REPAIR, f"{REPAIR_HEADER} must be 0 or 1")
     if raw == "1" and kind is not BatchType.MEASUREMENTS:
-        raise BadRequest("invalid_repair", f"{REPAIR_HEADER} marks measurement batches only")
+        raise BadRequest(
+            ErrorCode.INVALID_REPAIR, f"{REPAIR_HEADER} marks measurement batches only"
+        )
     return raw == "1"
 
 
@@ -250,15 +256,14 @@ async def ingest(request: web.Request) -> web.Response:
         duration_ms=round(outcome.duration_ms, 2),
     )
     return json_answer(
-        {
-            "batch_type": kind.value,
-            "batch_id": str(delivery.batch_id),
-            "accepted": outcome.accepted,
-            "duplicates": outcome.duplicates,
-            "rejected": outcome.rejected,
-            "errors": [
-                {"index": r.index, "reason": r.reason}
-                for r in parsed.rejections[:MAX_ERRORS_IN_RESPONSE]
+        IngestAnswer(
+            batch_type=kind.value,
+            batch_id=str(delivery.batch_id),
+            accepted=outcome.accepted,
+            duplicates=outcome.duplicates,
+            rejected=outcome.rejected,
+            errors=[
+                RowError(r.index, r.reason) for r in parsed.rejections[:MAX_ERRORS_IN_RESPONSE]
             ],
-        }
+        )
     )

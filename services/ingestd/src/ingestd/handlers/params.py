@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from aiohttp import web
+from fleetcore.error_codes import ErrorCode
 from psycopg import AsyncConnection
 
 from ingestd.errors import BadRequest, NotFound
@@ -53,19 +54,21 @@ def time_param(request: web.Request, name: str, default: datetime) -> datetime:
         value = datetime.fromisoformat(raw.replace(" ", "+"))
     except ValueError:
         raise BadRequest(
-            "bad_parameter",
+            ErrorCode.BAD_PARAMETER,
             f"{name!r} must be an RFC 3339 time with offset, got {raw!r}",
             parameter=name,
         ) from None
     if value.tzinfo is None:
         raise BadRequest(
-            "bad_parameter",
+            ErrorCode.BAD_PARAMETER,
             f"{name!r} must carry a UTC offset (e.g. 2026-11-26T00:00:00Z)",
             parameter=name,
         )
     if not _EARLIEST <= value <= _LATEST:  # comparing aware times never overflows
         raise BadRequest(
-            "bad_parameter", f"{name!r} must lie within years {_YEARS}, got {raw!r}", parameter=name
+            ErrorCode.BAD_PARAMETER,
+            f"{name!r} must lie within years {_YEARS}, got {raw!r}",
+            parameter=name,
         )
     return value
 
@@ -83,7 +86,7 @@ def date_param(request: web.Request, name: str, default: date) -> date:
         return value
     except ValueError:
         raise BadRequest(
-            "bad_parameter",
+            ErrorCode.BAD_PARAMETER,
             f"{name!r} must be a date YYYY-MM-DD within years {_YEARS}, got {raw!r}",
             parameter=name,
         ) from None
@@ -103,7 +106,7 @@ def month_param(request: web.Request, name: str, default: date) -> date:
         return value
     except ValueError:
         raise BadRequest(
-            "bad_parameter",
+            ErrorCode.BAD_PARAMETER,
             f"{name!r} must be a month YYYY-MM within years {_YEARS}, got {raw!r}",
             parameter=name,
         ) from None
@@ -113,7 +116,7 @@ def choice_param(request: web.Request, name: str, choices: Sequence[str], defaul
     raw = request.query.get(name) or default
     if raw not in choices:
         raise BadRequest(
-            "bad_parameter",
+            ErrorCode.BAD_PARAMETER,
             f"{name!r} must be one of {', '.join(choices)}, got {raw!r}",
             parameter=name,
         )
@@ -127,7 +130,7 @@ async def timezone_param(conn: AsyncConnection[Any], request: web.Request) -> st
         return None
     if not asked.isprintable() or not _utf8(asked) or not await reads.timezone_known(conn, asked):
         raise BadRequest(
-            "bad_parameter", f"'tz' must be a time zone name, got {asked!r}", parameter="tz"
+            ErrorCode.BAD_PARAMETER, f"'tz' must be a time zone name, got {asked!r}", parameter="tz"
         )
     return asked
 
@@ -137,7 +140,7 @@ def device_param(request: web.Request) -> int:
     # ASCII digits only: str.isdigit() also takes '²' and other digits int() refuses.
     if not (raw.isascii() and raw.isdigit()) or int(raw) >= 2**63:
         raise BadRequest(
-            "bad_parameter",
+            ErrorCode.BAD_PARAMETER,
             f"device_id must be a non-negative integer, got {raw!r}",
             parameter="device_id",
         )
@@ -148,7 +151,7 @@ def site_param(request: web.Request) -> int:
     raw = request.match_info["site_id"]
     if not (raw.isascii() and raw.isdigit()) or int(raw) >= 2**63:
         raise BadRequest(
-            "bad_parameter",
+            ErrorCode.BAD_PARAMETER,
             f"site_id must be a non-negative integer, got {raw!r}",
             parameter="site_id",
         )

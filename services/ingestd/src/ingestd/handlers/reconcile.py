@@ -16,6 +16,7 @@ import msgspec
 import psycopg
 import structlog
 from aiohttp import web
+from fleetcore.error_codes import ErrorCode
 from fleetcore.protocol import MAX_DIGEST_BODY_BYTES
 from fleetcore.reconcile import (
     MAX_SPAN,
@@ -48,19 +49,23 @@ def parse_digest_request(data: bytes | bytearray) -> DigestRequest:
     try:
         request = _DECODER.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest("invalid_digest", f"not a digest request: {exc}") from None
+        raise BadRequest(ErrorCode.INVALID_DIGEST, f"not a digest request: {exc}") from None
     devices = set(request.devices)
     for index, cell in enumerate(request.cells):
         start = cell.start.astimezone(UTC)
         if start.minute or start.second or start.microsecond:
-            raise BadRequest("invalid_digest", f"cells[{index}].start is not on a whole hour")
+            raise BadRequest(
+                ErrorCode.INVALID_DIGEST, f"cells[{index}].start is not on a whole hour"
+            )
         if cell.device is not None and cell.device not in devices:
-            raise BadRequest("invalid_digest", f"cells[{index}].device is not in devices")
+            raise BadRequest(ErrorCode.INVALID_DIGEST, f"cells[{index}].device is not in devices")
     if request.cells:
         first = min(c.start for c in request.cells)
         last = max(c.end for c in request.cells)
         if last - first > MAX_SPAN:
-            raise BadRequest("invalid_digest", f"the cells span more than {MAX_SPAN.days} days")
+            raise BadRequest(
+                ErrorCode.INVALID_DIGEST, f"the cells span more than {MAX_SPAN.days} days"
+            )
     return request
 
 
@@ -100,7 +105,7 @@ async def reconcile(request: web.Request) -> web.Response:
             if not await hash_matches(conn):
                 log.error("digest_hash_mismatch", hint="this PostgreSQL computes another row hash")
                 raise BadRequest(
-                    "digest_unsupported", "the central database computes another row hash"
+                    ErrorCode.DIGEST_UNSUPPORTED, "the central database computes another row hash"
                 )
             try:
                 central = await central_digests(

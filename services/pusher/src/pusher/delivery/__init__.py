@@ -1,21 +1,23 @@
-"""Delivering a batch to ingestd: the HTTP client (`client`: one kept-alive session, the
-negotiation of the columnar encoding, the bodies as they go on the wire), what an answer means
-(`answers`), and the upload cap for metered links (`uploadcap`).
+"""Delivering a batch to ingestd: the HTTP client (`client`: one kept-alive session), what an
+answer means (`answers`), the bodies as they go on the wire and the format negotiation (`wire`), and the
+upload cap for metered links (`uploadcap`).
 """
 
-from pusher.delivery.answers import MAX_ANSWER_BYTES, Delivered, classify, printable
-from pusher.delivery.client import USER_AGENT, IngestClient, WireBody, gzip_body, takes_columnar
+from pusher.delivery.answers import MAX_ANSWER_BYTES, classify, printable
+from pusher.delivery.client import USER_AGENT, IngestClient
 from pusher.delivery.uploadcap import UploadCap, drain_seconds
+from pusher.delivery.wire import Negotiation, WireBody, encode, gzip_body, takes_columnar
 
 __all__ = [
     "MAX_ANSWER_BYTES",
     "USER_AGENT",
-    "Delivered",
     "IngestClient",
+    "Negotiation",
     "UploadCap",
     "WireBody",
     "classify",
     "drain_seconds",
+    "encode",
     "gzip_body",
     "printable",
     "takes_columnar",

@@ -7,7 +7,7 @@ broken load balancer), so nothing in an answer is taken on trust:
   same `batch_type`, and `accepted`, `duplicates` and `rejected` non-negative integers adding up
   to the rows sent. Any other 2xx, or a 200 with another body, is a `ForeignAnswer`: not
   delivered, retried with backoff, the cursor kept;
-- only the protocol's own 413 (a JSON body with `"error": "payload_too_large"` and an integer
+- only the protocol's own 413 (an `ErrorBody` with the code `payload_too_large` and an integer
   `max_bytes`, or `too_many_rows` / `too_many_rejections` with `max_rows` / `max_rejections`:
   halve the batch, at once) may lead to a row's quarantine — the row-count ones never reach one
   row; a bare 413 is `PayloadTooLarge(protocol=False)`;
@@ -16,16 +16,17 @@ broken load balancer), so nothing in an answer is taken on trust:
   control characters (NUL included);
 - `Retry-After` is read by `pusher.retry.parse_retry_after` (ASCII digits or an HTTP-date, capped).
 
-`classify` raises the `DeliveryError` that fits or returns the `Delivered` answer; it raises
-nothing else, whatever the bytes.
+The answer and error bodies are fleetcore's (`fleetcore.answers`), the structs ingestd encodes
+them from. `classify` raises the `DeliveryError` that fits or returns ingestd's `IngestAnswer`
+(its row errors cut to the first five, cleaned); it raises nothing else, whatever the bytes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from fleetcore.answers import ErrorBody, IngestAnswer, RowError
 from fleetcore.reconcile import DigestAnswer
 
 from pusher.errors import (
@@ -38,7 +39,7 @@ from pusher.errors import (
 )
 from pusher.retry import parse_retry_after
 
-__all__ = ["MAX_ANSWER_BYTES", "Delivered", "classify", "classify_digests", "printable"]
+__all__ = ["MAX_ANSWER_BYTES", "classify", "classify_digests", "printable"]
 
 MAX_ANSWER_BYTES = 64 * 1024
 """Bytes of an answer body read at most: ingestd's answers are far smaller (errors capped at 100)."""
@@ -46,48 +47,9 @@ MAX_ANSWER_BYTES = 64 * 1024
 _SHOWN = 200
 
 
-class _RowError(msgspec.Struct):
-    index: int
-    reason: str
-
-
-class _Answer(msgspec.Struct):
-    batch_type: str
-    accepted: int
-    duplicates: int
-    rejected: int
-    errors: list[_RowError] = msgspec.field(default_factory=list)
-    batch_id: int | str | None = None
-
-
-class _TooLarge(msgspec.Struct):
-    error: str
-    max_bytes: int | None = None
-    max_rows: int | None = None
-    max_rejections: int | None = None
-
-    def is_protocols(self) -> bool:
-        return (
-            (self.error == "payload_too_large" and self.max_bytes is not None)
-            or (self.error == "too_many_rows" and self.max_rows is not None)
-            or (self.error == "too_many_rejections" and self.max_rejections is not None)
-        )
-
-
-_ANSWER = msgspec.json.Decoder(_Answer)
+_ANSWER = msgspec.json.Decoder(IngestAnswer)
 _DIGESTS = msgspec.json.Decoder(DigestAnswer)
-_TOO_LARGE = msgspec.json.Decoder(_TooLarge)
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    """ingestd's 200 answer: rows accepted, already there, and refused (kept in its dead-letter)."""
-
-    status: int
-    accepted: int
-    duplicates: int
-    rejected: int
-    errors: list[dict[str, Any]] = field(default_factory=list)
+_ERROR = msgspec.json.Decoder(ErrorBody)
 
 
 def printable(text: str, limit: int = _SHOWN) -> str:
@@ -121,14 +83,14 @@ def _error_detail(status: int, raw: bytes) -> str:
     return f"HTTP {status}: {_first_bytes(raw)}"
 
 
-def _delivered(status: int, raw: bytes, batch_type: str, rows: int) -> Delivered:
+def _delivered(status: int, raw: bytes, batch_type: str, rows: int) -> IngestAnswer:
     """The 200 answer for this batch, or ForeignAnswer saying why it is not."""
     if status != 200:
         raise ForeignAnswer(
             f"HTTP {status} is not ingestd's answer (it answers 200): {_first_bytes(raw)}",
             status=status,
         )
-    answer = _decode(_ANSWER, raw)
+    answer: IngestAnswer | None = _decode(_ANSWER, raw)
     if answer is None:
         raise ForeignAnswer(
             f"HTTP 200 without ingestd's answer in the body: {_first_bytes(raw)}", status=status
@@ -139,14 +101,14 @@ def _delivered(status: int, raw: bytes, batch_type: str, rows: int) -> Delivered
     elif min(counts) < 0 or sum(counts) != rows:
         why = f"counts {counts} do not add up to the {rows} rows sent"
     else:
-        errors = [{"index": e.index, "reason": printable(e.reason)} for e in answer.errors[:5]]
-        return Delivered(status, *counts, errors=errors)
+        errors = [RowError(e.index, printable(e.reason)) for e in answer.errors[:5]]
+        return msgspec.structs.replace(answer, errors=errors)
     raise ForeignAnswer(f"HTTP 200 not for this batch: {why}", status=status)
 
 
 def classify(
     status: int, raw: bytes, retry_after: str | None, *, batch_type: str, rows: int
-) -> Delivered:
+) -> IngestAnswer:
     """What an answer of `status` with body `raw` means for a batch of `rows` rows."""
     if 200 <= status < 300:
         return _delivered(status, raw, batch_type, rows)
@@ -176,8 +138,8 @@ def classify_digests(
 def _failure(status: int, raw: bytes, retry_after: str | None) -> DeliveryError:
     detail = _error_detail(status, raw)
     if status == 413:
-        too_large = _decode(_TOO_LARGE, raw)
-        if too_large is not None and too_large.is_protocols():
+        too_large: ErrorBody | None = _decode(_ERROR, raw)
+        if too_large is not None and too_large.limit() is not None:
             return PayloadTooLarge(detail, max_bytes=too_large.max_bytes, protocol=True)
         return PayloadTooLarge(detail, max_bytes=None, protocol=False)
     if status in (429, 503):

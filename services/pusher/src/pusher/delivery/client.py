@@ -1,11 +1,11 @@
 """Sending one batch to ingestd and reading its answer as the protocol defines it.
 
 What the answer means is read by `answers.classify` (ingestd's answer to this batch, or not):
-a delivery comes back as a `Delivered`; every other outcome is raised as a `DeliveryError`
-subclass (see `pusher.errors`) so the daemon decides what to do from the type alone. Whatever the
-network does (resets, truncated or malformed answers, odd encodings), `send` raises nothing
-but a `DeliveryError`. Bodies are compressed in a worker thread (zlib and zstd release the
-GIL), so compressing the next batch overlaps the network wait for the current one.
+a delivery comes back as ingestd's `IngestAnswer`; every other outcome is raised as a
+`DeliveryError` subclass (see `pusher.errors`) so the daemon decides what to do from the type
+alone. Whatever the network does (resets, truncated or malformed answers, odd encodings), `send`
+raises nothing but a `DeliveryError`. Every answer to a batch is told to the format negotiation
+(`wire.Negotiation`); bodies are encoded by `wire.encode`.
 
 The wire is kept lean for metered links: one kept-alive connection for the daemon's life, only
 the headers the protocol needs (no Accept or Accept-Encoding; the User-Agent only with the full
@@ -21,9 +21,7 @@ import asyncio
 import platform
 import ssl
 import time
-import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -31,36 +29,29 @@ from pathlib import Path
 import aiohttp
 import msgspec
 from fleetcore import zstd_compress
+from fleetcore.answers import IngestAnswer
 from fleetcore.protocol import (
-    ACCEPT_ENCODING_HEADER,
-    ACCEPT_POST_HEADER,
     BATCH_TYPE_HEADER,
-    COLUMNAR_MEDIA_TYPE,
     CURSOR_HEADER,
     DATABASE_IDENTITY_HEADER,
     HEALTH_HEADER,
     HEALTH_PATH,
     HEALTH_VERSION,
     INGEST_PATH,
-    JSON_MEDIA_TYPE,
     MAX_CURSOR_LENGTH,
     RECONCILE_PATH,
     REPAIR_HEADER,
     TOKEN_HEADER,
+    WireFormat,
 )
 from fleetcore.reconcile import DigestAnswer, DigestRequest
 
-from pusher.delivery.answers import (
-    MAX_ANSWER_BYTES,
-    Delivered,
-    classify,
-    classify_digests,
-    printable,
-)
+from pusher.delivery.answers import MAX_ANSWER_BYTES, classify, classify_digests, printable
 from pusher.delivery.uploadcap import UploadCap
+from pusher.delivery.wire import Negotiation, WireBody, gzip_body
 from pusher.errors import PermanentDeliveryError, TransientDeliveryError
 
-__all__ = ["USER_AGENT", "Delivered", "IngestClient", "WireBody", "gzip_body", "takes_columnar"]
+__all__ = ["USER_AGENT", "IngestClient"]
 
 # What ingestd's access logs and proxies see: this release, and the runtime under it. Sent with
 # the full sets (at least every PUSHER_FULL_SET_INTERVAL_S), not with every measurement batch:
@@ -69,34 +60,6 @@ USER_AGENT = (
     f"fleet-pusher/{version('fleet-pusher')} aiohttp/{aiohttp.__version__} "
     f"python/{platform.python_version()}"
 )
-
-_GZIP_WBITS = 16 + zlib.MAX_WBITS
-
-
-def gzip_body(body: bytes, level: int) -> bytes:
-    """gzip with no timestamp/name header, so equal bodies compress to equal bytes."""
-    comp = zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
-    return comp.compress(body) + comp.flush()
-
-
-def _listed(value: str | None) -> set[str]:
-    return {part.split(";")[0].strip().lower() for part in (value or "").split(",")}
-
-
-def takes_columnar(headers: Mapping[str, str]) -> bool:
-    """Whether an answer of ingestd says it takes columnar zstd bodies."""
-    return COLUMNAR_MEDIA_TYPE in _listed(headers.get(ACCEPT_POST_HEADER)) and "zstd" in _listed(
-        headers.get(ACCEPT_ENCODING_HEADER)
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class WireBody:
-    """A body as it goes on the wire: its bytes, type and coding (None: sent as it is)."""
-
-    data: bytes
-    media_type: str = JSON_MEDIA_TYPE
-    encoding: str | None = "gzip"
 
 
 def _server_offset_s(headers: Mapping[str, str], sent: float, received: float) -> float | None:
@@ -117,9 +80,8 @@ def _ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
 class IngestClient:
     """One HTTP session to ingestd for the daemon's lifetime (keep-alive, TLS verified).
 
-    `columnar` says whether measurement batches go in the columnar encoding: false until an
-    answer of ingestd lists it, then whatever the latest answer says (a 415 to a columnar batch
-    also turns it off at once). `identity` is the central database's identity as the latest
+    `negotiation` says which format measurement batches go in (`wire.Negotiation`, told every
+    answer to a batch); `format` is its current choice. `identity` is the central database's identity as the latest
     answer named it (`X-Database-Identity`), None until an answer carried one."""
 
     def __init__(
@@ -138,9 +100,8 @@ class IngestClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._ca_bundle = ca_bundle
         self.gzip_level = gzip_level
-        self.wire_format = wire_format
+        self.negotiation = Negotiation(wire_format)
         self.upload_cap = upload_cap
-        self.columnar = False
         self.sent_bytes = 0
         self.health_advertised: bool | None = None  # None: no answer of ingestd seen yet
         self.clock_offset_s: float | None = None
@@ -165,40 +126,27 @@ class IngestClient:
             await self._session.close()
             self._session = None
 
-    async def compress(self, body: bytes) -> bytes:
-        return await asyncio.to_thread(gzip_body, body, self.gzip_level)
-
-    async def wire_body(self, body: bytes, media_type: str) -> WireBody:
-        """JSON gzip'd; columnar zstd'd, or as it is when zstd would not make it smaller (a
-        steady-state batch of a few rows: no frame overhead, no Content-Encoding header)."""
-        if media_type != COLUMNAR_MEDIA_TYPE:
-            return WireBody(await self.compress(body))
-        packed = await asyncio.to_thread(zstd_compress, body)
-        if len(packed) < len(body):
-            return WireBody(packed, COLUMNAR_MEDIA_TYPE, "zstd")
-        return WireBody(body, COLUMNAR_MEDIA_TYPE, None)
-
     @property
-    def sends_columnar(self) -> bool:
-        return self.columnar and self.wire_format == "auto"
+    def format(self) -> WireFormat:
+        """The format the next measurement batch goes in."""
+        return self.negotiation.format
 
     async def send(
         self,
         batch_type: str,
-        body: bytes | WireBody,
+        wire: WireBody,
         cursor: str | None,
         *,
         rows: int,
         repair: bool = False,
-    ) -> Delivered:
-        """POST one batch of `rows` rows (a bare `bytes` body is gzip'd JSON); return ingestd's
-        answer to it or raise the matching DeliveryError. `repair` marks measurements re-sent
-        by reconciliation (`X-Push-Repair: 1`)."""
-        wire = body if isinstance(body, WireBody) else WireBody(body)
+    ) -> IngestAnswer:
+        """POST one batch of `rows` rows; return ingestd's answer to it or raise the matching
+        DeliveryError. `repair` marks measurements re-sent by reconciliation
+        (`X-Push-Repair: 1`)."""
         headers = {
             TOKEN_HEADER: self._token,
             BATCH_TYPE_HEADER: batch_type,
-            "Content-Type": wire.media_type,
+            "Content-Type": wire.format.value,
         }
         if batch_type != "measurements":
             headers["User-Agent"] = USER_AGENT
@@ -209,15 +157,16 @@ class IngestClient:
         if repair:
             headers[REPAIR_HEADER] = "1"
         status, retry_after, raw = await self._post(self.url, wire, headers)
-        if status == 415 and wire.media_type == COLUMNAR_MEDIA_TYPE:
-            self.columnar = False
+        if status == 415:
+            self.negotiation.refused(wire.format)
         return classify(status, raw, retry_after, batch_type=batch_type, rows=rows)
 
     async def digests(self, request: DigestRequest) -> DigestAnswer:
         """POST a digest request (gzip JSON) to the reconcile endpoint; return ingestd's answer
         or raise the matching DeliveryError."""
-        body = WireBody(await self.compress(msgspec.json.encode(request)))
-        headers = {TOKEN_HEADER: self._token, "Content-Type": JSON_MEDIA_TYPE}
+        gzipped = await asyncio.to_thread(gzip_body, msgspec.json.encode(request), self.gzip_level)
+        body = WireBody(gzipped)
+        headers = {TOKEN_HEADER: self._token, "Content-Type": WireFormat.JSON.value}
         if body.encoding:
             headers["Content-Encoding"] = body.encoding
         status, retry_after, raw = await self._post(self.reconcile_url, body, headers)
@@ -244,7 +193,7 @@ class IngestClient:
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
                 if url == self.url:
-                    self.columnar = takes_columnar(resp.headers)
+                    self.negotiation.answered(resp.headers)
                 self._observe(resp.headers, sent)
                 raw = await _read_bounded(resp)
                 self.received_bytes += len(raw) + sum(
@@ -288,7 +237,7 @@ class IngestClient:
         if self._session is None:
             raise RuntimeError("IngestClient used outside `async with`")
         packed = zstd_compress(body)
-        headers = {TOKEN_HEADER: self._token, "Content-Type": JSON_MEDIA_TYPE}
+        headers = {TOKEN_HEADER: self._token, "Content-Type": WireFormat.JSON.value}
         if len(packed) < len(body):
             body = packed
             headers["Content-Encoding"] = "zstd"

@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 import structlog
 from fleetcore import HealthReport, ResourceHealth, encode_report
-from fleetcore.protocol import BatchType
+from fleetcore.protocol import BatchType, WireFormat
 
 from pusher import source
 from pusher.delivery import IngestClient
@@ -159,7 +159,7 @@ class HealthReporter:
             resources[resource.value] = health if health != ResourceHealth() else None
         return HealthReport(
             version=_VERSION,
-            wire_format="columnar" if client.sends_columnar else "json",
+            wire_format="columnar" if client.format is WireFormat.COLUMNAR else "json",
             started_at=self.started_at,
             push_interval_s=s.push_interval_s,
             heartbeat_s=s.health_interval_s,

@@ -20,10 +20,11 @@ from typing import Any
 import psycopg
 import structlog
 from fleetcore import PushCursor
-from fleetcore.protocol import BatchType
+from fleetcore.protocol import BatchType, WireFormat
 from fleetcore.reconcile import MAX_CELLS, CellDigest, DigestRequest, parse_hash
 
 from pusher.delivery.client import IngestClient
+from pusher.delivery.wire import encode
 from pusher.errors import PayloadTooLarge, PusherError, SourceError
 from pusher.reconcile.cells import HOUR, Cell, DigestIndex, ceil_hour, floor_hour
 from pusher.source.columns import BatchBuilder
@@ -231,11 +232,17 @@ async def _resend(
     size = batch_size
     while True:
         page = await read_repair_page(
-            run.conn, cells, cursor, after, size, columnar=run.client.sends_columnar, build=build
+            run.conn,
+            cells,
+            cursor,
+            after,
+            size,
+            columnar=run.client.format is WireFormat.COLUMNAR,
+            build=build,
         )
         batch = page.batch
         if batch.sent:
-            wire = await run.client.wire_body(batch.body, batch.media_type)
+            wire = await encode(batch.body, batch.format, run.client.gzip_level)
             try:
                 answer = await run.client.send(
                     BatchType.MEASUREMENTS.value, wire, None, rows=batch.sent, repair=True

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 from fleetcore import MEASUREMENT_VALUE_FIELDS, PushCursor
 from fleetcore.columnar import Column, MeasurementColumns, encode_columns
-from fleetcore.columnar_layout import COLUMNAR_MEDIA_TYPE, datetime_from_micros
+from fleetcore.columnar_layout import datetime_from_micros
+from fleetcore.protocol import WireFormat
 
 from pusher.source.reads import MeasurementBatch
 from pusher.source.records import (
@@ -52,7 +53,7 @@ def batch_from_records(data: bytes, count: int, after: PushCursor, limit: int) -
     cursor (and quarantined then, like the JSON path's)."""
     check_length(data, count)
     if not count:
-        return MeasurementBatch(after, after, b"", 0, limit, None, None, 0, COLUMNAR_MEDIA_TYPE)
+        return MeasurementBatch(after, after, b"", 0, limit, None, None, 0, WireFormat.COLUMNAR)
     records = np.frombuffer(data, _RECORD, count=count)
     pg_time = records["time"].astype(np.int64)
     pg_received = records["received_at"].astype(np.int64)
@@ -82,5 +83,5 @@ def batch_from_records(data: bytes, count: int, after: PushCursor, limit: int) -
         newest = datetime_from_micros(int(columns["received_at"].values.max()))
         first = first_row_json(_first_item(in_cursor_order, 0))
     return MeasurementBatch(
-        after, end, body, count, limit, newest, first, sent, COLUMNAR_MEDIA_TYPE
+        after, end, body, count, limit, newest, first, sent, WireFormat.COLUMNAR
     )

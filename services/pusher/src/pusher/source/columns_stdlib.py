@@ -9,8 +9,9 @@ from functools import reduce
 from operator import itemgetter, or_
 
 from fleetcore import MEASUREMENT_VALUE_FIELDS, PushCursor
-from fleetcore.columnar_layout import COLUMNAR_MEDIA_TYPE, datetime_from_micros
+from fleetcore.columnar_layout import datetime_from_micros
 from fleetcore.columnar_stdlib import PlainColumn, encode_plain_columns
+from fleetcore.protocol import WireFormat
 
 from pusher.source.reads import MeasurementBatch
 from pusher.source.records import (
@@ -46,7 +47,7 @@ def batch_from_records(data: bytes, count: int, after: PushCursor, limit: int) -
     cursor (and quarantined then, like the JSON path's)."""
     check_length(data, count)
     if not count:
-        return MeasurementBatch(after, after, b"", 0, limit, None, None, 0, COLUMNAR_MEDIA_TYPE)
+        return MeasurementBatch(after, after, b"", 0, limit, None, None, 0, WireFormat.COLUMNAR)
     records = list(RECORD.iter_unpack(data))
     last = records[-1]
     rows = [r for r in records if LOW_PG < r[2] < HIGH_PG and LOW_PG < r[3] < HIGH_PG]
@@ -76,5 +77,5 @@ def batch_from_records(data: bytes, count: int, after: PushCursor, limit: int) -
     end = PushCursor(int(last[0]), int(last[1]), datetime_from_micros(last_time))
     newest = datetime_from_micros(max(received)) if sent else None
     return MeasurementBatch(
-        after, end, body, count, limit, newest, first, sent, COLUMNAR_MEDIA_TYPE
+        after, end, body, count, limit, newest, first, sent, WireFormat.COLUMNAR
     )

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetcore import MEASUREMENT_VALUE_FIELDS, PushCursor
+import msgspec
+from fleetcore import MeasurementRow, PushCursor
 
 from pusher.source.carriable import HIGH_SQL, LOW_SQL
 
@@ -35,9 +36,10 @@ __all__ = [
     "up_to",
 ]
 
-ITEM_COLUMNS = ("time", "device_id", "received_at", *MEASUREMENT_VALUE_FIELDS)
-"""The columns of one measurement item, in the order of the protocol's JSON item (and of the
-`app.fleet_push_item` type its JSON is built with)."""
+ITEM_COLUMNS = tuple(field.encode_name for field in msgspec.structs.fields(MeasurementRow))
+"""The columns of one measurement item: the protocol's row (`fleetcore.MeasurementRow`), in its
+order, which is also the order of the `app.fleet_push_item` type its JSON is built with (the
+pusher's migration 0002; tests/pusher/test_item_type.py fails if they drift)."""
 
 
 def item_columns(alias: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 from fleetcore import PushCursor
-from fleetcore.protocol import JSON_MEDIA_TYPE
+from fleetcore.protocol import WireFormat
 from psycopg.rows import tuple_row
 
 from pusher.source.carriable import carriable_sql
@@ -202,7 +202,7 @@ def _envelope(rows: list[str]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class MeasurementBatch:
-    """Up to `limit` rows after `start`, as a ready body of `media_type` (JSON here, columnar
+    """Up to `limit` rows after `start`, as a ready body in `format` (JSON here, columnar
     from `columnsource`), not yet compressed; `end` is the cursor after them. `count` rows were
     read, `sent` of them are in the body: the others are uncarriable (`carriable.py`) and
     quarantined when the cursor passes them."""
@@ -215,7 +215,7 @@ class MeasurementBatch:
     newest_received_at: datetime | None
     first_row_json: str | None
     sent: int = -1
-    media_type: str = JSON_MEDIA_TYPE
+    format: WireFormat = WireFormat.JSON
 
     def __post_init__(self) -> None:
         if self.sent < 0:

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 from fleetcore import PushCursor
-from fleetcore.protocol import BatchType
+from fleetcore.protocol import BatchType, WireFormat
 from psycopg.rows import dict_row, tuple_row
 
 from pusher.errors import SourceError
@@ -96,6 +96,15 @@ WHERE {after("m", "start_")}
 """
 
 
+def _wire_format(stored: str | None) -> WireFormat | None:
+    """The stored body type as a format; one this version does not know (written by a newer
+    one) as none: the next answer of ingestd says again."""
+    try:
+        return WireFormat(stored) if stored else None
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class ResourceState:
     resource: BatchType
@@ -112,7 +121,7 @@ class ResourceState:
     sent_bytes: int = 0
     full_set_digest: bytes | None = None
     full_set_sent_at: datetime | None = None
-    media_type: str | None = None
+    media_type: WireFormat | None = None
 
     def full_set_current(self, digest: bytes, interval_s: float) -> bool:
         """The full set ingestd last accepted is this one, and was sent within the interval."""
@@ -139,7 +148,7 @@ class ResourceState:
             sent_bytes=row["sent_bytes"],
             full_set_digest=row["full_set_digest"],
             full_set_sent_at=row["full_set_sent_at"],
-            media_type=row["media_type"],
+            media_type=_wire_format(row["media_type"]),
         )
 
 
@@ -220,7 +229,7 @@ class PushState:
         passed_from: PushCursor | None = None,
         sent_bytes: int = 0,
         digest: bytes | None = None,
-        media_type: str | None = None,
+        media_type: WireFormat | None = None,
     ) -> ResourceState:
         """ingestd answered 2xx: move the cursor (None keeps it), count the rows and bytes, clear
         failures; a full set's `digest` is kept with the time it was accepted, and the body type
@@ -235,7 +244,7 @@ class PushState:
             "newest": newest_received_at,
             "sent_bytes": sent_bytes,
             "digest": digest,
-            "media_type": media_type,
+            "media_type": media_type.value if media_type is not None else None,
         }
         if passed_from is None or cursor is None:
             return await self._update(conn, RECORD_SUCCESS, params)
