@@ -11,12 +11,18 @@ nearest calling frame under `root`. A *visit* is a start in another module than 
 - call-backs: visits into a module that is already on the calling stack — a collaborator calling
   back into whoever called it, which one orchestrating function never needs.
 
+`summary(accessors=False)` leaves out reading data: dunder methods (`state[resource]`, a
+dataclass's `__init__`) and property getters (`batch.full`), so what remains are the calls that
+do work.
+
 Work handed to threads (`asyncio.to_thread`) is not seen; it is the same before and after.
 """
 
 from __future__ import annotations
 
 import dis
+import functools
+import inspect
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +43,9 @@ def _first_resume(code: CodeType) -> int:
 class CallShape:
     root: Path
     package: str
-    visits: list[tuple[str, str]] = field(default_factory=list)
+    visits: list[tuple[str, str, bool]] = field(default_factory=list)
     callbacks: list[str] = field(default_factory=list)
+    _accessors: set[CodeType] = field(default_factory=set)
     _resume: dict[CodeType, int] = field(default_factory=dict)
     _modules: dict[str, str | None] = field(default_factory=dict)
 
@@ -73,34 +80,52 @@ class CallShape:
         caller = stack[0] if stack else None
         if caller == module:
             return
-        self.visits.append((caller or "-", module))
+        accessor = code.co_name.startswith("__") or code in self._accessors
+        self.visits.append((caller or "-", module, accessor))
         if module in stack:
             self.callbacks.append(f"{caller} → {module}.{code.co_qualname}")
 
+    def _property_getters(self) -> set[CodeType]:
+        codes: set[CodeType] = set()
+        for name, module in list(sys.modules.items()):
+            if name != self.package and not name.startswith(self.package + "."):
+                continue
+            for _, cls in inspect.getmembers(module, inspect.isclass):
+                for attr in vars(cls).values():
+                    getter = getattr(attr, "fget", None) or getattr(attr, "func", None)
+                    code = getattr(inspect.unwrap(getter), "__code__", None) if getter else None
+                    if isinstance(attr, property | functools.cached_property) and code:
+                        codes.add(code)
+        return codes
+
     def __enter__(self) -> CallShape:
+        self._accessors = self._property_getters()
         sys.setprofile(self._hook)
         return self
 
     def __exit__(self, *exc: object) -> None:
         sys.setprofile(None)
 
-    @property
-    def modules(self) -> set[str]:
-        return {callee for _, callee in self.visits}
+    def _visits(self, accessors: bool) -> list[tuple[str, str, bool]]:
+        return [v for v in self.visits if accessors or not v[2]]
 
-    def edges(self) -> dict[str, int]:
+    def modules(self, accessors: bool = True) -> set[str]:
+        return {callee for _, callee, _ in self._visits(accessors)}
+
+    def edges(self, accessors: bool = True) -> dict[str, int]:
         """Visits per `caller → callee` pair, most first."""
         counts: dict[str, int] = {}
-        for caller, callee in self.visits:
+        for caller, callee, _ in self._visits(accessors):
             key = f"{caller} → {callee}"
             counts[key] = counts.get(key, 0) + 1
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
-    def summary(self) -> dict[str, Any]:
-        modules = len(self.modules)
+    def summary(self, accessors: bool = True) -> dict[str, Any]:
+        visits = self._visits(accessors)
+        modules = len(self.modules(accessors))
         return {
             "modules": modules,
-            "visits": len(self.visits),
-            "re_entries": len(self.visits) - modules,
+            "visits": len(visits),
+            "re_entries": len(visits) - modules,
             "call_backs": len(self.callbacks),
         }

@@ -1,12 +1,14 @@
-"""The pusher's structure stays as README's layout describes it: subpackages by role, no import
-cycles between modules or between the roles, SQL only where the customer database is read or the
-push state kept."""
+"""The pusher's structure stays as README's layout describes it: subpackages by role layered one
+way (no module cycles either: tests/test_import_cycles.py), SQL only where the customer database
+is read or the push state kept, the cursor written once."""
 
 from __future__ import annotations
 
 import ast
 import re
 from pathlib import Path
+
+from tests.test_import_cycles import cycles, import_graph, modules
 
 ROOT = Path(__file__).parents[2]
 SOURCE = ROOT / "services" / "pusher" / "src"
@@ -19,64 +21,16 @@ outcomes, readahead, migrate) orchestrate them."""
 
 
 def _modules() -> dict[str, Path]:
-    modules = {}
-    for path in sorted((SOURCE / "pusher").rglob("*.py")):
-        parts = path.relative_to(SOURCE).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        modules[name] = path
-    return modules
-
-
-def _imports(path: Path, known: set[str]) -> set[str]:
-    """Every pusher module `path` imports anywhere: at module level, under TYPE_CHECKING and
-    inside functions alike (a cycle through any of them is still a cycle of meaning)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        found |= {n for n in names if n in known}
-    return found
+    return modules(SOURCE / "pusher")
 
 
 def _graph() -> dict[str, set[str]]:
-    modules = _modules()
-    graph = {name: _imports(path, set(modules)) - {name} for name, path in modules.items()}
-    # A package's __init__ importing its own submodules is how re-exports work, not a cycle.
-    return {
-        name: {m for m in deps if not m.startswith(name + ".") and m != "pusher"}
-        for name, deps in graph.items()
-    }
-
-
-def _cycles(graph: dict[str, set[str]]) -> list[str]:
-    cycles = []
-    for start in graph:
-        stack, seen = [(start, [start])], set()
-        while stack:
-            node, trail = stack.pop()
-            for nxt in graph.get(node, set()):
-                if nxt == start:
-                    cycles.append(" → ".join([*trail, nxt]))
-                elif nxt not in seen:
-                    seen.add(nxt)
-                    stack.append((nxt, [*trail, nxt]))
-    return cycles
+    return import_graph(SOURCE / "pusher")
 
 
 def _role(module: str) -> str:
     parts = module.split(".")
     return parts[1] if len(parts) > 2 and parts[1] in ROLES else module
-
-
-def test_no_import_cycles() -> None:
-    """No pusher module imports, directly or through others, a module that imports it
-    (TYPE_CHECKING and function-level imports included)."""
-    graph = _graph()
-    assert len(graph) > 20  # the walk found the package
-    assert _cycles(graph) == []
 
 
 def test_roles_are_layered() -> None:
@@ -89,7 +43,7 @@ def test_roles_are_layered() -> None:
                 _role(d) for d in deps if _role(d) in ROLES and _role(d) != _role(module)
             )
     assert set(roles) == set(ROLES)
-    assert _cycles(roles) == []
+    assert cycles(roles) == []
 
 
 def test_sql_lives_with_the_source_and_the_state() -> None:

@@ -42,6 +42,11 @@ async def test_one_tick_has_no_call_backs(pusher_settings: Settings) -> None:
     shape = CallShape(Path(pusher.__file__).parent, "pusher")
     daemon = Pusher(pusher_settings, notifier=_OneTick(shape, stop))
     await asyncio.wait_for(daemon.loop(stop), 60)
-    print(json.dumps({"tick": shape.summary(), "edges": shape.edges()}))
+    figures = {
+        "tick": shape.summary(),
+        "tick_without_accessors": shape.summary(accessors=False),
+        "edges": shape.edges(accessors=False),
+    }
+    print(json.dumps(figures))
     assert daemon.metrics.value("fleet_pusher_rows_shipped_total", resource="measurements") == 400
     assert shape.callbacks == []
