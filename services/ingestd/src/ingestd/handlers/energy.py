@@ -207,7 +207,7 @@ async def completeness(request: web.Request) -> web.Response:
         cid = await customer_of(conn, code)
         found = await reads.completeness_rows(conn, cid, start, to, GAP_FACTOR)
         states = await live_meter_states(
-            conn, cid, settings.health, settings.stale_device_after.total_seconds()
+            conn, code, cid, settings.health, settings.stale_device_after.total_seconds()
         )
     devices = []
     for r in found:

@@ -105,12 +105,15 @@ async def list_gateways(request: web.Request) -> web.Response:
 
 
 async def live_meter_states(
-    conn: AsyncConnection[Any], customer_id: int, policy: HealthPolicy, stale_after_s: float
+    conn: AsyncConnection[Any],
+    code: str,
+    customer_id: int,
+    policy: HealthPolicy,
+    stale_after_s: float,
 ) -> dict[int, dict[str, Any]]:
     """Per live device of the customer: its state now and what it rests on."""
     now = datetime.now(UTC)
-    gateways = await gateway_rows(conn, None)
-    mine = [g for g in gateways if g["customer_id"] == customer_id]
+    mine = await gateway_rows(conn, code)
     found = await meter_rows(
         conn,
         customer=customer_id,
@@ -142,7 +145,7 @@ async def customer_gateways(request: web.Request) -> web.Response:
         cid = await customer_of(conn, code)
         rows = await gateway_rows(conn, code)
         meters = await live_meter_states(
-            conn, cid, settings.health, settings.stale_device_after.total_seconds()
+            conn, code, cid, settings.health, settings.stale_device_after.total_seconds()
         )
     views = [gateway_view(row, now, settings.health) for row in rows]
     return web.json_response(
