@@ -49,6 +49,14 @@ def samples(
     return rows
 
 
+def _silence_gateways(central_db: str) -> None:
+    with psycopg.connect(central_db, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE fleet.gateways SET last_report_at = now() - interval '1 hour', "
+            "last_contact_at = now() - interval '1 hour'"
+        )
+
+
 async def _report(client: TestClient[Any, Any], token: str) -> None:
     body = encode_report(
         HealthReport(
@@ -114,11 +122,7 @@ async def test_meter_states_everywhere(
     metrics = await (await ingestd_client.get("/metrics")).text()
     assert 'fleet_meters{state="frozen"} 1.0' in metrics
 
-    with psycopg.connect(central_db, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE fleet.gateways SET last_report_at = now() - interval '1 hour', "
-            "last_contact_at = now() - interval '1 hour'"
-        )
+    await asyncio.to_thread(_silence_gateways, central_db)  # off the loop the app runs on
     resp = await ingestd_client.get("/api/fleet/customers/DEV0001/gateways", headers=AUTH)
     body = await resp.json()
     assert {m["state"] for m in body["meters"]} == {"unknown"}

@@ -3,8 +3,9 @@
 Built from what the daemon already knows — the backlog, lag and oldest unshipped row
 (`progress`), each resource's failures and the last one's status (push state, `outcomes`), the
 blocking transaction (the tick's horizon check), the clock offset and bytes sent (the client,
-from the `Date` of ingestd's answers) — plus three reads made only when a report is built:
-quarantined rows, the database's size, the free disk under it (`source.footprint`).
+from the `Date` of ingestd's answers) — plus the quarantined rows and the free disk under the database (`source.footprint`; the data
+directory is asked once), looked at every push interval (at least `CHECK_S` apart), and the
+database's size, read only when a report goes.
 
 When: at most once per push interval, a report goes when
 
@@ -30,6 +31,7 @@ from collections.abc import Mapping
 from importlib.metadata import version
 from typing import Any
 
+import msgspec
 import psycopg
 import structlog
 from fleetcore import HealthReport, ResourceHealth, encode_report
@@ -48,6 +50,9 @@ log = structlog.get_logger("pusher")
 
 REFRESH_S = 3600.0
 """A report goes at least this often while ingestd takes them, changed or not."""
+CHECK_S = 10.0
+"""What a report would say is looked at no more often than this (or the push interval, if
+longer): a few cheap reads, not on every pass of a fast loop."""
 
 _VERSION = version("fleet-pusher")
 _HOST = socket.gethostname()[:64]
@@ -88,6 +93,7 @@ class HealthReporter:
         self._sent: tuple[Any, ...] | None = None
         self._refresh_at = 0.0
         self.reports = 0
+        self._data_directory: str | None = None
 
     def heartbeat_at(self, client: IngestClient) -> float:
         """When the heartbeat falls due (monotonic), for the daemon's idle wait."""
@@ -121,6 +127,7 @@ class HealthReporter:
         marks = signature(report)
         if not heartbeat and marks == self._sent and now < self._refresh_at:
             return
+        report = msgspec.structs.replace(report, db_bytes=await source.database_size(conn))
         status = await client.send_report(encode_report(report))
         if status == 200:
             self._sent, self._refresh_at = marks, now + REFRESH_S
@@ -129,6 +136,11 @@ class HealthReporter:
             client.health_advertised = False  # an older ingestd: it said nothing of reports
         else:
             log.warning("health_report_failed", status=status)
+
+    async def _free_disk(self, conn: psycopg.AsyncConnection[Any]) -> int | None:
+        if self._data_directory is None:
+            self._data_directory = await source.data_directory(conn) or ""
+        return source.free_disk_bytes(self._data_directory)
 
     async def build(
         self,
@@ -165,11 +177,12 @@ class HealthReporter:
             heartbeat_s=s.health_interval_s,
             quarantined_rows=await count_quarantined(conn),
             blocking_age_s=round(blocker.age_s, 1) if blocker else 0.0,
-            db_bytes=await source.database_size(conn),
-            disk_free_bytes=await source.free_disk_bytes(conn),
+            disk_free_bytes=await self._free_disk(conn),
             clock_offset_s=client.clock_offset_s,
             upload_cap=s.max_upload_bytes_per_s,
             sent_bytes=client.sent_bytes,
             host=_HOST if re.fullmatch(r"[0-9A-Za-z.:_-]{1,64}", _HOST) else None,
-            **resources,
+            sites=resources["sites"],
+            devices=resources["devices"],
+            measurements=resources["measurements"],
         )

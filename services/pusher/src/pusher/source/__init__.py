@@ -7,7 +7,7 @@ state and its quarantine are `pusher.state`'s.
 """
 
 from pusher.source.columns import BatchBuilder, columnar_encoder, read_measurement_columns
-from pusher.source.footprint import database_size, free_disk_bytes
+from pusher.source.footprint import data_directory, database_size, free_disk_bytes
 from pusher.source.reads import (
     APPLICATION_NAME,
     BACKLOG_COUNT_BOUND,
@@ -40,6 +40,7 @@ __all__ = [
     "columnar_encoder",
     "connect",
     "count_shippable",
+    "data_directory",
     "database_size",
     "find_blocking_transaction",
     "free_disk_bytes",

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
-__all__ = ["database_size", "free_disk_bytes"]
+__all__ = ["data_directory", "database_size", "free_disk_bytes"]
 
 DATABASE_SIZE = "SELECT pg_database_size(current_database())"
 DATA_DIRECTORY = "SELECT current_setting('data_directory')"
@@ -27,18 +27,24 @@ async def database_size(conn: psycopg.AsyncConnection[Any]) -> int | None:
     return int(row[0]) if row and row[0] is not None else None
 
 
-async def free_disk_bytes(conn: psycopg.AsyncConnection[Any]) -> int | None:
-    """Free bytes (for unprivileged users) on the data directory's file system, or None."""
+async def data_directory(conn: psycopg.AsyncConnection[Any]) -> str | None:
+    """The server's data directory, or None when this role may not read it."""
     try:
         async with conn.cursor(row_factory=tuple_row) as cur:
             await cur.execute(DATA_DIRECTORY)
             row = await cur.fetchone()
     except psycopg.errors.InsufficientPrivilege:
         return None
-    if not row or not row[0]:
+    return str(row[0]) if row and row[0] else None
+
+
+def free_disk_bytes(directory: str) -> int | None:
+    """Free bytes (for unprivileged users) on `directory`'s file system; None when it is not
+    given or not reachable from here (the database on another host)."""
+    if not directory:
         return None
     try:
-        found = os.statvfs(str(row[0]))
+        found = os.statvfs(directory)
     except OSError:
         return None
     return found.f_bavail * found.f_frsize
