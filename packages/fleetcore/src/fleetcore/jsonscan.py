@@ -42,9 +42,10 @@ def _escaped(
     return escaped, int(run[-1])
 
 
-def max_items(body: bytes | bytearray) -> int:
+def max_items(body: bytes | bytearray, stop_above: int | None = None) -> int:
     """An upper bound of the values in the arrays directly inside the top-level object of
-    `body` (valid JSON): their count, plus one for each empty one."""
+    `body` (valid JSON): their count, plus one for each empty one. With `stop_above`, the scan
+    ends at the first chunk that takes the count past it (the count is then that far)."""
     data = np.frombuffer(body, np.uint8)
     count = 0
     depth = 0
@@ -68,4 +69,6 @@ def max_items(body: bytes | bytearray) -> int:
         level = depth_after == 2  # after an opening bracket, or at a comma (its delta is 0)
         count += int(np.count_nonzero(level & (chunk == _COMMA) & ~inside))
         count += int(np.count_nonzero(level & (delta == 1)))
+        if stop_above is not None and count > stop_above:
+            break
     return count

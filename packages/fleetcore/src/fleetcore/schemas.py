@@ -263,7 +263,8 @@ def _row_reason(row: Any, kind: BatchType, window: ValidationWindow) -> str | No
 
 def too_many_rows(rows: int) -> BatchFormatError:
     return BatchFormatError(
-        ErrorCode.TOO_MANY_ROWS, f"{rows} rows is over the {MAX_BATCH_ROWS}-row limit of a batch"
+        ErrorCode.TOO_MANY_ROWS,
+        f"{rows} rows or more: over the {MAX_BATCH_ROWS}-row limit of a batch",
     )
 
 
@@ -284,7 +285,7 @@ def _check_items(body: bytes | bytearray) -> None:
     """Refuse a body that may hold more items than a batch may carry, counted from its bytes."""
     from fleetcore.jsonscan import max_items  # numpy: ingestd's side only, never the pusher's
 
-    items = max_items(body)
+    items = max_items(body, stop_above=MAX_BATCH_ROWS)
     if items > MAX_BATCH_ROWS:
         raise too_many_rows(items)
 
