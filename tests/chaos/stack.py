@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import psycopg
+from fleetcore.protocol import INGEST_PATH
 from fleetdev.pgcluster import PgCluster, free_port, temporary_cluster
 from fleetdev.simulator import INSERT_SAMPLE, MeterStack
 from ingestd.customers import add_customer
@@ -37,6 +38,7 @@ from ingestd.customers import add_customer
 from tests.chaos.checker import CheckReport, check, newest_key
 from tests.chaos.faultproxy import FaultProxy, ThreadedLoop
 from tests.chaos.figures import FIGURES
+from tests.fix_faults import FaultFront
 
 __all__ = [
     "ChaosStack",
@@ -283,7 +285,8 @@ def migrated_clusters(tmp: Path) -> Iterator[tuple[PgCluster, str, PgCluster, st
 @dataclass
 class ChaosStack:
     """One gateway (customer database, meters, pusher) and one centre (database, ingestd),
-    optionally with a fault proxy (and an HTTP fault front) between them."""
+    optionally with a fault proxy (`add_proxy`) and an HTTP fault front (`add_front`) between
+    them."""
 
     tmp: Path
     central: PgCluster
@@ -296,6 +299,7 @@ class ChaosStack:
     ingestd: Daemon | None = None
     pusher: Daemon | None = None
     proxy: FaultProxy | None = None
+    front: FaultFront | None = None
     writers: MeterWriters | None = None
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -335,9 +339,10 @@ class ChaosStack:
         for daemon in (self.pusher, self.ingestd):
             if daemon is not None:
                 daemon.stop(timeout=5)
-        if self.proxy is not None:
-            with contextlib.suppress(Exception):
-                self.loop.run(self.proxy.close())
+        for server in (self.front, self.proxy):
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    self.loop.run(server.close())
         self.stack.close()
 
     @property
@@ -369,11 +374,20 @@ class ChaosStack:
         self.loop.run(self.proxy.start())
         return self.proxy
 
+    def add_front(self) -> FaultFront:
+        """The HTTP fault front (tests/fix_faults.py) before the proxy if there is one, else
+        before ingestd; the pusher started after it pushes to it."""
+        upstream = self.proxy.url if self.proxy else self.ingestd_url
+        self.front = FaultFront(upstream + INGEST_PATH)
+        self.loop.run(self.front.start())
+        return self.front
+
     def start_pusher(self, url: str | None = None, **env: str) -> Daemon:
+        nearest = self.front or self.proxy
         self.pusher = pusher_daemon(
             self.tmp / "pusher.log",
             self.customer_dsn,
-            url or (self.proxy.url if self.proxy else self.ingestd_url),
+            url or (nearest.url if nearest else self.ingestd_url),
             self.token,
             **env,
         )

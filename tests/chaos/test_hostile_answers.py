@@ -40,14 +40,10 @@ def front(tmp_path: Path) -> Iterator[tuple[ChaosStack, FaultFront]]:
     front."""
     with ChaosStack.create(tmp_path) as stack:
         stack.start_ingestd()
-        hostile = FaultFront(stack.ingestd_url + "/api/fleet/ingest")
-        stack.loop.run(hostile.start())
-        try:
-            stack.start_writers(threads=2)
-            stack.start_pusher(url=hostile.url)
-            yield stack, hostile
-        finally:
-            stack.loop.run(hostile.close())
+        hostile = stack.add_front()
+        stack.start_writers(threads=2)
+        stack.start_pusher()
+        yield stack, hostile
 
 
 def _tail(stack: ChaosStack, lines: int = 25) -> str:

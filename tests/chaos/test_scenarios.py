@@ -22,7 +22,7 @@ from tests.chaos.checker import check
 from tests.chaos.faultproxy import NetFault
 from tests.chaos.figures import FIGURES
 from tests.chaos.stack import CUSTOMER_CODE, ChaosStack
-from tests.fix_faults import Answer, FaultFront
+from tests.fix_faults import Answer
 
 DURATION_S = float(os.environ.get("FLEET_CHAOS_S", "12"))
 SEED = int(os.environ.get("FLEET_CHAOS_SEED", str(int(time.time()) % 100_000)))
@@ -189,49 +189,45 @@ def test_status_storms(stack: ChaosStack) -> None:
     even alone is quarantined locally, which the checker counts."""
     rng = random.Random(SEED + 6)
     stack.start_ingestd()
-    front = FaultFront(stack.ingestd_url + "/api/fleet/ingest")
-    stack.loop.run(front.start())
-    try:
-        stack.start_writers()
-        stack.start_pusher(url=front.url)
-        poison: dict[str, object] = {}
+    front = stack.add_front()
+    stack.start_writers()
+    stack.start_pusher()
+    poison: dict[str, object] = {}
 
-        def refuse(items: list[dict[str, object]]) -> bool:
-            if not poison and items:
-                poison.update(items[0])  # one row that never fits: quarantined
-            key = (poison.get("device_id"), poison.get("time"))
-            if any((i.get("device_id"), i.get("time")) == key for i in items):
-                return True
-            return len(items) > 40 and storm_413[0]
+    def refuse(items: list[dict[str, object]]) -> bool:
+        if not poison and items:
+            poison.update(items[0])  # one row that never fits: quarantined
+        key = (poison.get("device_id"), poison.get("time"))
+        if any((i.get("device_id"), i.get("time")) == key for i in items):
+            return True
+        return len(items) > 40 and storm_413[0]
 
-        storm_413 = [False]
-        front.refuse = refuse
+    storm_413 = [False]
+    front.refuse = refuse
 
-        def one() -> None:
-            kind = rng.choice([500, 503, 429, 413])
-            if kind == 413:
-                storm_413[0] = True
-            else:
-                headers = {"Retry-After": "1"} if kind in (429, 503) else {}
-                for _ in range(rng.randint(5, 20)):
-                    front.plan(Answer.json(kind, {"error": "storm"}, headers=headers))
-            time.sleep(rng.uniform(1.0, 2.5))
-            storm_413[0] = False
-            front.planned.clear()
-            time.sleep(rng.uniform(0.2, 0.6))
+    def one() -> None:
+        kind = rng.choice([500, 503, 429, 413])
+        if kind == 413:
+            storm_413[0] = True
+        else:
+            headers = {"Retry-After": "1"} if kind in (429, 503) else {}
+            for _ in range(rng.randint(5, 20)):
+                front.plan(Answer.json(kind, {"error": "storm"}, headers=headers))
+        time.sleep(rng.uniform(1.0, 2.5))
+        storm_413[0] = False
+        front.planned.clear()
+        time.sleep(rng.uniform(0.2, 0.6))
 
-        _for(DURATION_S, one)
-        answered: dict[int, int] = {}
-        for seen in front.requests:
-            if seen.status is not None and seen.status >= 400:
-                answered[seen.status] = answered.get(seen.status, 0) + 1
-        for status, n in answered.items():
-            FIGURES.fault(f"http_{status}", n)
-        report = stack.drain_and_check("413/429/503/500 storms")
-        assert report.total("quarantined") >= 1, "the poison row is quarantined, not lost"
-        assert {413}.issubset(answered), answered
-    finally:
-        stack.loop.run(front.close())
+    _for(DURATION_S, one)
+    answered: dict[int, int] = {}
+    for seen in front.requests:
+        if seen.status is not None and seen.status >= 400:
+            answered[seen.status] = answered.get(seen.status, 0) + 1
+    for status, n in answered.items():
+        FIGURES.fault(f"http_{status}", n)
+    report = stack.drain_and_check("413/429/503/500 storms")
+    assert report.total("quarantined") >= 1, "the poison row is quarantined, not lost"
+    assert {413}.issubset(answered), answered
 
 
 @pytest.mark.long

@@ -28,7 +28,6 @@ from tests.chaos.faultproxy import NetFault
 from tests.chaos.figures import FIGURES
 from tests.chaos.hostile_answers import REVIEWED
 from tests.chaos.stack import ChaosStack, Daemon, MeterWriters, pusher_daemon
-from tests.fix_faults import FaultFront
 
 SOAK_S = float(os.environ.get("FLEET_SOAK_S", "120"))
 GATEWAYS = int(os.environ.get("FLEET_SOAK_GATEWAYS", "4"))
@@ -89,8 +88,7 @@ def test_soak_many_gateways(stack: ChaosStack) -> None:
     rng = random.Random(int(time.time()))
     stack.start_ingestd(INGESTD_POOL_MAX_SIZE=str(POOL_MAX))
     proxy = stack.add_proxy()
-    front = FaultFront(proxy.url + "/api/fleet/ingest")
-    stack.loop.run(front.start())
+    front = stack.add_front()
     stops_at = [SOAK_S * (n + 1) / (CENTRAL_STOPS + 1) for n in range(CENTRAL_STOPS)]
     gateways: list[Gateway] = []
     try:
@@ -189,4 +187,3 @@ def test_soak_many_gateways(stack: ChaosStack) -> None:
         for g in gateways:
             g.writers.stop()
             g.pusher.stop(timeout=5)
-        stack.loop.run(front.close())
