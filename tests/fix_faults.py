@@ -187,7 +187,6 @@ class Request:
     keys: frozenset[tuple[int, str]]
     cursor: str | None
     rows: int
-    items: list[dict[str, Any]] = field(repr=False, default_factory=list)
     answer: str = "forwarded"
     status: int | None = None
     upstream_status: int | None = None
@@ -321,7 +320,7 @@ class FaultFront:
         items = incoming.items
         keys = frozenset((int(i.get("device_id", -1)), str(i.get("time"))) for i in items)
         cursor = incoming.headers.get("x-push-cursor")
-        request = Request(time.monotonic(), batch_type, keys, cursor, len(items), items)
+        request = Request(time.monotonic(), batch_type, keys, cursor, len(items))
         self.requests.append(request)
         answer = self._planned(batch_type)
         if answer is None and batch_type == "measurements" and self.refuse and self.refuse(items):
