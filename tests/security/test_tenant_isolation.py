@@ -23,7 +23,10 @@ CLAIMS = {"customer_id": 2, "customer": "DEV0002", "customer_code": "DEV0002", "
 @pytest.fixture
 async def client(aiohttp_client: Any, ingestd_settings: Settings) -> TestClient[Any, Any]:
     """ingestd with the read API on."""
-    server = TestServer(create_app(replace(ingestd_settings, admin_token=ADMIN_TOKEN)))
+    # Every endpoint is probed with wrong tokens many times: a budget that does not run out here
+    # (the budget has its own tests in tests/ingestd/test_client_address.py).
+    settings = replace(ingestd_settings, admin_token=ADMIN_TOKEN, auth_failure_burst=100_000)
+    server = TestServer(create_app(settings))
     await server.start_server(**SERVER_OPTIONS)
     result: TestClient[Any, Any] = await aiohttp_client(server)
     return result
@@ -91,13 +94,21 @@ async def test_a_token_writes_only_its_own_rows_whatever_the_body_claims(
 
 
 def _read_paths(client: TestClient[Any, Any]) -> list[str]:
-    """Every GET route of the app behind the admin token, with B's code and device filled in."""
+    """Every GET route of the app behind the admin token (the read API's sub-apps: customers and
+    the fleet view), with B's code, device and site filled in — a new endpoint is covered by
+    itself."""
     paths = []
     for route in client.server.app.router.routes():  # the read API's sub-app routes included
         path = route.resource.canonical if route.resource else ""
-        if route.method == "GET" and path.startswith("/api/fleet/customers"):
-            paths.append(path.replace("{code}", "DEV0002").replace("{device_id}", "7"))
-    assert len(paths) == 5, paths
+        if route.method == "GET" and path.startswith(
+            ("/api/fleet/customers", "/api/fleet/gateways")
+        ):
+            for name, value in (("{code}", "DEV0002"), ("{device_id}", "7"), ("{site_id}", "1")):
+                path = path.replace(name, value)
+            paths.append(path)
+    assert not [p for p in paths if "{" in p], paths
+    assert {"/api/fleet/customers", "/api/fleet/gateways"} <= set(paths), paths
+    assert len(paths) >= 7, paths
     return paths
 
 

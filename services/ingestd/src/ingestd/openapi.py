@@ -249,6 +249,12 @@ def _admin_responses(extra: dict[str, Any]) -> dict[str, Any]:
         **extra,
         "401": _json_response("missing or wrong admin token", "Unauthorized"),
         "403": _json_response("INGESTD_ADMIN_TOKEN is not set", "AdminDisabled"),
+        "429": _json_response(
+            "the client address over its failed-authentication budget (wrong admin tokens "
+            "spend it like wrong push tokens)",
+            "RetryLater",
+            _RETRY_AFTER,
+        ),
         "503": _json_response("database unavailable", "RetryLater", _RETRY_AFTER),
     }
 
