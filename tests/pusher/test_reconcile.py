@@ -39,7 +39,7 @@ def keys(dsn: str, table: str) -> list[tuple[Any, ...]]:
 
 
 def lose_rows(central_db: str) -> int:
-    """Delete central rows behind ingestd's back: every 97th row and the whole first hour of
+    """Delete central rows behind ingestd's back: every 97th row and the first 60 minutes of
     device 2 (compressed first on TimescaleDB); return how many went."""
     with psycopg.connect(central_db, autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone():
@@ -47,9 +47,7 @@ def lose_rows(central_db: str) -> int:
                 "SELECT compress_chunk(c, if_not_compressed => true) "
                 "FROM show_chunks('fleet.power_measurements_scaled') c"
             )
-        first = conn.execute(
-            "SELECT date_trunc('hour', min(time)) FROM fleet.power_measurements"
-        ).fetchone()
+        first = conn.execute("SELECT min(time) FROM fleet.power_measurements").fetchone()
         assert first is not None
         hour = conn.execute(
             "DELETE FROM fleet.power_measurements WHERE device_id = 2 "
