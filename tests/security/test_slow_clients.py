@@ -40,14 +40,15 @@ def _open(port: int, first: bytes) -> socket.socket:
 
 
 def _attack(
-    server: ThreadedIngestd, token: str, *, loris: int, slow_bodies: int
+    server: ThreadedIngestd, token: str, *, loris: int, slow_bodies: int, attacker: str = ""
 ) -> tuple[list[int], list[float], list[bytes]]:
-    """Open `loris` connections dripping headers and `slow_bodies` dripping a body, push 15
-    normal batches meanwhile; return their statuses and latencies, and the slow bodies' statuses."""
+    """Open `loris` connections dripping headers and `slow_bodies` dripping a body (with the
+    `attacker`'s token: another gateway), push 15 normal batches meanwhile; return their
+    statuses and latencies, and the slow bodies' statuses."""
     port = server.port
     body = encode([site(1)])
     head = (
-        f"POST {INGEST_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Customer-Token: {token}\r\n"
+        f"POST {INGEST_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Customer-Token: {attacker or token}\r\n"
         "X-Batch-Type: sites\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
         "Content-Length: 100000\r\n\r\n"
     ).encode()
@@ -103,19 +104,26 @@ def test_slowloris_does_not_starve_normal_requests(
     assert max(latencies) < 1.0, latencies
 
 
-def test_slow_bodies_time_out_with_408(server: ThreadedIngestd, customer_token: str) -> None:
+def test_slow_bodies_time_out_with_408(
+    server: ThreadedIngestd, customer_token: str, other_token: str
+) -> None:
     """Every body dripped slower than INGESTD_BODY_TIMEOUT_S is answered: 408 once read for
-    that long, or 503 when shed unread past INGESTD_MAX_INFLIGHT — no connection hangs."""
-    _, _, answers = _attack(server, customer_token, loris=0, slow_bodies=SLOW_BODIES)
-    assert set(answers) <= {b"408", b"503"}, answers
+    that long, 429 past the gateway's INGESTD_MAX_INFLIGHT_PER_CUSTOMER requests in progress, or
+    503 when shed unread past INGESTD_MAX_INFLIGHT — no connection hangs."""
+    _, _, answers = _attack(
+        server, customer_token, loris=0, slow_bodies=SLOW_BODIES, attacker=other_token
+    )
+    assert set(answers) <= {b"408", b"429", b"503"}, answers
     assert b"408" in answers
 
 
 def test_slow_bodies_do_not_starve_normal_requests(
-    server: ThreadedIngestd, customer_token: str
+    server: ThreadedIngestd, customer_token: str, other_token: str
 ) -> None:
-    """With 30 connections dripping bodies, normal pushes keep answering 200 in well under a
-    second."""
-    statuses, latencies, _ = _attack(server, customer_token, loris=0, slow_bodies=SLOW_BODIES)
+    """With 30 connections of another gateway dripping bodies, normal pushes keep answering
+    200 in well under a second."""
+    statuses, latencies, _ = _attack(
+        server, customer_token, loris=0, slow_bodies=SLOW_BODIES, attacker=other_token
+    )
     assert set(statuses) == {200}, statuses
     assert max(latencies) < 1.0, latencies
