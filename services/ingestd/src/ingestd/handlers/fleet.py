@@ -56,7 +56,17 @@ def gateway_view(row: dict[str, Any], now: datetime, policy: HealthPolicy) -> di
     return view
 
 
+_FLEET_PARAMS = ("state", "customer")
+
+
 def _state_filter(request: web.Request) -> set[str]:
+    extra = sorted(set(request.query) - set(_FLEET_PARAMS))
+    if extra:  # a misspelt filter must not silently show the whole fleet
+        raise BadRequest(
+            ErrorCode.BAD_PARAMETER,
+            f"unknown parameter {extra[0]!r}; the fleet view takes {', '.join(_FLEET_PARAMS)}",
+            parameter=extra[0],
+        )
     raw = request.query.get("state", "")
     wanted = {s.strip() for s in raw.split(",") if s.strip()}
     unknown = wanted - set(GATEWAY_STATES)
