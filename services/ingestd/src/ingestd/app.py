@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -235,15 +235,23 @@ def _decoders_ctx(settings: Settings) -> Context:
     return decoders_ctx
 
 
-async def _readiness_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[READINESS].status, app[READINESS].body = await check_readiness(app)
-    task = asyncio.create_task(readiness_loop(app), name="readiness")
+@contextlib.asynccontextmanager
+async def _background(work: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """Runs `work` as a task for the life of a cleanup context: cancelled and awaited at cleanup
+    (aiohttp's background-task pattern, written once for every loop the app runs)."""
+    task = asyncio.create_task(work, name=name)
     try:
         yield
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def _readiness_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[READINESS].status, app[READINESS].body = await check_readiness(app)
+    async with _background(readiness_loop(app), "readiness"):
+        yield
 
 
 def _admin_path(path: str) -> bool:
@@ -267,13 +275,8 @@ async def listener_middleware(request: web.Request, handler: Handler) -> web.Str
 
 def _housekeeping_ctx(settings: Settings) -> Context:
     async def housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(housekeeping_loop(app[STORAGE], settings), name="housekeeping")
-        try:
+        async with _background(housekeeping_loop(app[STORAGE], settings), "housekeeping"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     return housekeeping_ctx
 
@@ -282,23 +285,16 @@ def _fleet_state_ctx(settings: Settings) -> Context:
     async def fleet_state_ctx(app: web.Application) -> AsyncIterator[None]:
         figures = FleetFigures()
         app[METRICS].watch_fleet(figures)
-        task = asyncio.create_task(
-            fleet_state_loop(
-                app[POOL],
-                app[CONTACTS],
-                settings.health,
-                settings.stale_device_after.total_seconds(),
-                figures,
-                settings.pool_timeout_s,
-            ),
-            name="fleet-state",
+        loop = fleet_state_loop(
+            app[POOL],
+            app[CONTACTS],
+            settings.health,
+            settings.stale_device_after.total_seconds(),
+            figures,
+            settings.pool_timeout_s,
         )
-        try:
+        async with _background(loop, "fleet-state"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     return fleet_state_ctx
 
@@ -308,22 +304,15 @@ def _token_listener_ctx(settings: Settings) -> Context:
         if settings.token_cache_ttl_s <= 0:  # cache off: every request looks its token up
             yield
             return
-        task = asyncio.create_task(
-            listen_for_token_changes(
-                settings.database_url,
-                app[TOKENS],
-                ping_s=settings.token_cache_ping_s,
-                reconnect_s=1.0,
-                connect_timeout_s=settings.connect_timeout_s,
-            ),
-            name="token-listener",
+        listener = listen_for_token_changes(
+            settings.database_url,
+            app[TOKENS],
+            ping_s=settings.token_cache_ping_s,
+            reconnect_s=1.0,
+            connect_timeout_s=settings.connect_timeout_s,
         )
-        try:
+        async with _background(listener, "token-listener"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     return token_listener_ctx
 
