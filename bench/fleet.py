@@ -79,9 +79,12 @@ ROW_COUNTS = """
 SELECT (SELECT count(*) FROM fleet.ingest_events), (SELECT count(*) FROM fleet.rejected_rows),
        (SELECT count(*) FROM fleet.hourly_dirty)
 """
+# The dirty marks' row writes (inserts + updates): their churn, apart from the count.
 SAMPLE_DB = """
 SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()),
-       (SELECT count(*) FROM fleet.hourly_dirty)
+       (SELECT count(*) FROM fleet.hourly_dirty),
+       (SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables
+        WHERE relid = 'fleet.hourly_dirty'::regclass)
 """
 
 
@@ -135,7 +138,9 @@ class Sampler:
                 cur = await conn.execute(SAMPLE_DB, (DATABASE,))
                 row = await cur.fetchone()
                 if row:
-                    sample.update(connections=int(row[0]), dirty=int(row[1]))
+                    sample.update(
+                        connections=int(row[0]), dirty=int(row[1]), dirty_writes=int(row[2])
+                    )
             except psycopg.Error:
                 if conn is not None:
                     with contextlib.suppress(psycopg.Error):
@@ -178,6 +183,7 @@ def _window(samples: list[dict[str, Any]], t0: float, t1: float) -> dict[str, An
     span = b["t"] - a["t"]
     conns = [s["connections"] for s in inside if "connections" in s]
     dirty = [s["dirty"] for s in inside if "dirty" in s]
+    writes = [(s["t"], s["dirty_writes"]) for s in inside if "dirty_writes" in s]
     return {
         "span_s": span,
         "ingestd_cpu_share": (b["ingestd_cpu_s"] - a["ingestd_cpu_s"]) / span,
@@ -189,6 +195,9 @@ def _window(samples: list[dict[str, Any]], t0: float, t1: float) -> dict[str, An
         "dirty_first": dirty[0] if dirty else None,
         "dirty_last": dirty[-1] if dirty else None,
         "dirty_max": max(dirty, default=None),
+        "dirty_writes_per_s": (writes[-1][1] - writes[0][1]) / (writes[-1][0] - writes[0][0])
+        if len(writes) > 1 and writes[-1][0] > writes[0][0]
+        else None,
         "generator_loop_lag_max_s": max(s.get("loop_lag_s", 0.0) for s in inside),
     }
 
@@ -328,7 +337,7 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         f"{s.get('ingestd_rss_max_mib', 0):.0f} MiB; PostgreSQL {100 * s.get('pg_cpu_share', 0):.0f}%; "
         f"generator {100 * s.get('client_cpu_share', 0):.0f}%; DB connections max "
         f"{s.get('connections_max')}; dirty hours {s.get('dirty_first')} -> {s.get('dirty_last')} "
-        f"(max {s.get('dirty_max')}); generator loop lag max {s.get('generator_loop_lag_max_s', 0):.1f} s"
+        f"(max {s.get('dirty_max')}, {s.get('dirty_writes_per_s') or 0:,.0f} mark writes/s); generator loop lag max {s.get('generator_loop_lag_max_s', 0):.1f} s"
         " (above ~0.1 s the generator, not ingestd, sets the latencies)"
     )
     growth = result["growth_per_day_bytes"]
@@ -392,7 +401,7 @@ def figures(result: dict[str, Any]) -> list[Figure]:
         Figure.of(
             f"fleet {n:,} gw: dirty hours first -> last (max)",
             f"{s.get('dirty_first')} -> {s.get('dirty_last')}",
-            f"max {s.get('dirty_max')}",
+            f"max {s.get('dirty_max')}; mark writes/s {s.get('dirty_writes_per_s') or 0:,.0f}",
             "flat",
         ),
         Figure.of(

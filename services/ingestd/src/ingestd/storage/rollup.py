@@ -12,10 +12,20 @@ The housekeeping task then:
   `refresh_continuous_aggregate`, merged into contiguous time ranges, a bounded number of ranges
   per cycle (`refresh_timescale`).
 
-Race-free clearing: the refresher reads the marks with their `version`, recomputes in a later
-statement (a newer snapshot), and deletes only marks whose version did not change meanwhile. A
-batch that commits after the recompute's snapshot re-marks its bucket (insert, or version + 1),
-so its bucket is recomputed again in a later cycle.
+Marks. An hour is recomputed once it has ended and `settle_s` has passed since it ended and since
+it was first marked: the hour still being written (every device's, at fleet scale touched by every
+batch) is not recomputed once per batch but once, after it ends; until then the view computes it
+from its raw rows. A batch that touches a marked hour the refresher has not picked yet leaves the
+mark as it is (no new row version, no index entry: 10,000 gateways re-touch every device-hour
+every minute); only a picked mark gets a new `version` (and is unpicked).
+
+Race-free clearing: the refresher picks marks in a statement of its own (`picked = true`,
+committed, skipping marks locked by a batch in flight), recomputes in a later statement (a newer
+snapshot, which sees every batch that touched a picked mark before the pick), and deletes only
+marks whose version did not change meanwhile. A batch that touches a mark after the pick waits
+for the pick to commit and bumps its version (`ON CONFLICT … WHERE d.picked` always sees the
+latest row), so its bucket stays marked and is recomputed in a later cycle; a batch in flight
+holds the lock on its marks, so the pick skips them until it commits.
 """
 
 from __future__ import annotations
@@ -33,9 +43,16 @@ from ingestd.storage.quarters import CLEAR_QUARTERS, RECOMPUTE_QUARTERS
 __all__ = ["RefreshReport", "count_dirty", "refresh_rollup", "refresh_timescale"]
 
 PICK_DIRTY = """
-SELECT customer_id, device_id, bucket, version FROM fleet.hourly_dirty
-WHERE marked_at <= now() - make_interval(secs => %s)
-ORDER BY bucket LIMIT %s
+WITH due AS (
+    SELECT customer_id, device_id, bucket FROM fleet.hourly_dirty
+    WHERE marked_at <= now() - make_interval(secs => %(settle_s)s)
+      AND bucket <= now() - make_interval(secs => %(settle_s)s) - INTERVAL '1 hour'
+    ORDER BY bucket LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE fleet.hourly_dirty d SET picked = true FROM due
+WHERE d.customer_id = due.customer_id AND d.device_id = due.device_id AND d.bucket = due.bucket
+RETURNING d.customer_id, d.device_id, d.bucket, d.version
 """
 
 _UPDATE_SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in AGGREGATE_COLUMNS[3:])
@@ -69,8 +86,10 @@ class RefreshReport:
 
 
 async def _pick(conn: AsyncConnection[Any], settle_s: float, limit: int) -> list[tuple[Any, ...]]:
-    cur = await conn.execute(PICK_DIRTY, (settle_s, limit))
-    return list(await cur.fetchall())
+    """Pick due marks in a transaction of their own: committed before the recompute starts."""
+    async with conn.transaction():
+        cur = await conn.execute(PICK_DIRTY, {"settle_s": settle_s, "limit": limit})
+        return sorted(await cur.fetchall(), key=lambda row: row[2])
 
 
 async def _clear(conn: AsyncConnection[Any], picked: list[tuple[Any, ...]]) -> None:
@@ -81,11 +100,13 @@ async def _clear(conn: AsyncConnection[Any], picked: list[tuple[Any, ...]]) -> N
 async def refresh_rollup(
     conn: AsyncConnection[Any], *, settle_s: float = 0.0, limit: int = 5000
 ) -> RefreshReport:
-    """Plain PostgreSQL: recompute up to `limit` marked buckets into the rollup table."""
+    """Plain PostgreSQL: recompute up to `limit` due marked buckets into the rollup table.
+
+    `conn` must be in autocommit mode (the pick commits before the recompute)."""
+    picked = await _pick(conn, settle_s, limit)
+    if not picked:
+        return RefreshReport(0)
     async with conn.transaction():
-        picked = await _pick(conn, settle_s, limit)
-        if not picked:
-            return RefreshReport(0)
         # The estimate of thousands of one-hour lookups passes jit_above_cost; compiling the
         # query then takes longer than running it (0.5 s per recompute on PostgreSQL 15).
         await conn.execute(NO_JIT)

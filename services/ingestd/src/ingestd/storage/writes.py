@@ -109,14 +109,16 @@ WHERE (d.site_id, d.serial_number, d.model, d.name, d.updated_at, d.deleted_at)
 MARK_DELETED = "UPDATE fleet.{table} SET deleted_at = now() WHERE customer_id = %s AND deleted_at IS NULL AND NOT (id = ANY(%s::bigint[]))"
 
 # The hourly buckets a measurement batch touched, for the rollup to recompute (see
-# ingestd.storage.rollup). Sorted, so concurrent batches lock the marks in one order.
+# ingestd.storage.rollup, "Marks"): a mark not yet picked by the refresher is left as it is (only
+# locked until the batch commits), a picked one gets a new version. Sorted, so concurrent batches
+# lock the marks in one order.
 MARK_DIRTY = """
 INSERT INTO fleet.hourly_dirty AS d (customer_id, device_id, bucket)
 SELECT %s, u.device_id, to_timestamp(u.hour * 3600)
 FROM unnest(%s::bigint[], %s::bigint[]) AS u(device_id, hour)
 ORDER BY 2, 3
 ON CONFLICT (customer_id, device_id, bucket)
-DO UPDATE SET version = d.version + 1, marked_at = now()
+DO UPDATE SET version = d.version + 1, picked = false WHERE d.picked
 """
 
 COPY_REJECTIONS = "COPY fleet.rejected_rows (customer_id, batch_id, batch_type, row_index, reason, payload) FROM STDIN"
