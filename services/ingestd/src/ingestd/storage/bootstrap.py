@@ -41,6 +41,7 @@ from ingestd.storage.aggregate import (
 from ingestd.storage.demand import create_demand_functions
 from ingestd.storage.energy import create_energy_functions
 from ingestd.storage.layout import READERS_VIEW, STORED_TABLE
+from ingestd.storage.locks import BOOTSTRAP_LOCK, session_lock
 from ingestd.storage.partitions import WEEK, ensure_partitions, week_start
 from ingestd.storage.quarters import (
     PLAIN_QUARTER_VIEW,
@@ -61,8 +62,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger("ingestd.storage")
-
-BOOTSTRAP_LOCK = 0x466C_6565_7400  # "Fleet" + 0
 
 
 class StorageMode(enum.StrEnum):
@@ -202,8 +201,7 @@ async def detect_mode(conn: AsyncConnection[Any]) -> StorageMode | None:
 
 async def bootstrap_storage(conn: AsyncConnection[Any], plan: StoragePlan) -> StorageMode:
     """Bootstrap (idempotently) and return the storage mode. `conn` must be in autocommit mode."""
-    await conn.execute("SELECT pg_advisory_lock(%s)", (BOOTSTRAP_LOCK,))
-    try:
+    async with session_lock(conn, BOOTSTRAP_LOCK):
         available = await timescale_available(conn)
         if plan.timescaledb == "on" and not available:
             raise BootstrapError(
@@ -227,8 +225,6 @@ async def bootstrap_storage(conn: AsyncConnection[Any], plan: StoragePlan) -> St
             return StorageMode.TIMESCALEDB
         await _bootstrap_plain(conn, plan)
         return StorageMode.POSTGRESQL
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock(%s)", (BOOTSTRAP_LOCK,))
 
 
 async def bootstrap_database(database_url: str, plan: StoragePlan) -> StorageMode:

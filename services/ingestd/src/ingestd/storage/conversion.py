@@ -30,16 +30,14 @@ from fleetcore.resolution import RESOLUTIONS
 from psycopg import AsyncConnection, sql
 
 from ingestd.storage.layout import STORED_TABLE, scaled_column
+from ingestd.storage.locks import CONVERSION_LOCK, session_turn
 
 __all__ = [
-    "CONVERSION_LOCK",
     "ConversionReport",
     "PartReport",
     "convert_stored_rows",
     "unconverted_rows",
 ]
-
-CONVERSION_LOCK = 0x466C_6565_7403  # "Fleet" + 3
 
 
 def _to_scaled(field_name: str) -> str:
@@ -130,13 +128,10 @@ async def convert_stored_rows(
 ) -> ConversionReport:
     """Convert every part not converted yet; `conn` must be in autocommit mode (each slice
     commits alone). Returns when done, or after `max_slices` slices (`complete` False)."""
-    got = await _scalar(conn, "SELECT pg_try_advisory_lock(%s)", (CONVERSION_LOCK,))
-    if not got:
-        raise RuntimeError("another convert-storage run holds the conversion lock")
-    try:
+    async with session_turn(conn, CONVERSION_LOCK) as ours:
+        if not ours:
+            raise RuntimeError("another convert-storage run holds the conversion lock")
         return await _convert(conn, compress_after, slice_blocks, max_slices, progress)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock(%s)", (CONVERSION_LOCK,))
 
 
 async def _convert(

@@ -18,6 +18,8 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from ingestd.storage.locks import FLEET_STATE_LOCK, transaction_turn
+
 __all__ = [
     "HISTORY_SPACING",
     "delete_old_reports",
@@ -191,16 +193,12 @@ WHERE NOT 'retired' = ANY(states) GROUP BY 1 ORDER BY 2 DESC, 1"""
 TOTALS = """SELECT count(*), coalesce(sum(quarantined_rows), 0), coalesce(max(lag_s), 0),
        min(disk_free_bytes)
 FROM fleet.gateways WHERE NOT 'retired' = ANY(states)"""
-TAKE_TURN = "SELECT pg_try_advisory_xact_lock(%s)"
-FLEET_STATE_LOCK = 0x466C_6565_7403
 
 
 async def take_state_turn(conn: AsyncConnection[Any]) -> bool:
     """Whether this transaction got the deployment-wide turn to derive the fleet's states (held
     until it ends; another replica deriving at the same moment makes this one skip)."""
-    cur = await conn.execute(TAKE_TURN, (FLEET_STATE_LOCK,))
-    row = await cur.fetchone()
-    return bool(row and row[0])
+    return await transaction_turn(conn, FLEET_STATE_LOCK)
 
 
 async def fleet_totals(

@@ -16,16 +16,14 @@ import structlog
 from psycopg import AsyncConnection
 
 from ingestd.storage.bootstrap import StorageMode
+from ingestd.storage.locks import HOUSEKEEPING_LOCK, session_turn
 from ingestd.storage.partitions import WEEK, drop_partitions_before, ensure_partitions
 from ingestd.storage.state import StorageState
 
-__all__ = ["HOUSEKEEPING_LOCK", "housekeeping_turn", "maintain"]
+__all__ = ["housekeeping_turn", "maintain"]
 
 log = structlog.get_logger("ingestd.housekeeping")
 
-HOUSEKEEPING_LOCK = 0x466C_6565_7402
-TRY_LOCK = "SELECT pg_try_advisory_lock(%s)"
-UNLOCK = "SELECT pg_advisory_unlock(%s)"
 DROP_CHUNKS = "SELECT drop_chunks('fleet.power_measurements_scaled', older_than => %s)"
 
 
@@ -33,15 +31,8 @@ DROP_CHUNKS = "SELECT drop_chunks('fleet.power_measurements_scaled', older_than 
 async def housekeeping_turn(conn: AsyncConnection[Any]) -> AsyncIterator[bool]:
     """True while this connection holds the deployment-wide housekeeping turn, False when
     another replica has it. `conn` must be autocommit (the lock is session-level)."""
-    cur = await conn.execute(TRY_LOCK, (HOUSEKEEPING_LOCK,))
-    row = await cur.fetchone()
-    if not (row and row[0]):
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        await conn.execute(UNLOCK, (HOUSEKEEPING_LOCK,))
+    async with session_turn(conn, HOUSEKEEPING_LOCK) as ours:
+        yield ours
 
 
 async def maintain(conn: AsyncConnection[Any], state: StorageState) -> None:

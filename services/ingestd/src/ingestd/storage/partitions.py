@@ -15,6 +15,8 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
+from ingestd.storage.locks import PARTITION_LOCK, transaction_lock
+
 __all__ = [
     "WEEK",
     "drop_partitions_before",
@@ -26,7 +28,6 @@ __all__ = [
 
 WEEK = timedelta(days=7)
 _MONDAY = datetime(2000, 1, 3, tzinfo=UTC)
-PARTITION_LOCK = 0x466C_6565_7401  # "Fleet" + 1: partition creation
 _NAME_PREFIX = "power_measurements_w"
 
 LIST_PARTITIONS = """
@@ -75,7 +76,7 @@ async def ensure_partitions(
     wanted = sorted({week_start(w) for w in weeks})
     created: list[datetime] = []
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
+        await transaction_lock(conn, PARTITION_LOCK)
         existing = await existing_partition_weeks(conn)
         for start in wanted:
             if start not in existing:
@@ -88,7 +89,7 @@ async def drop_partitions_before(conn: AsyncConnection[Any], cutoff: datetime) -
     """Drop the weekly partitions that end at or before `cutoff`; return their names."""
     dropped: list[str] = []
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
+        await transaction_lock(conn, PARTITION_LOCK)
         for start in sorted(await existing_partition_weeks(conn)):
             if start + WEEK <= cutoff:
                 name = partition_name(start)
