@@ -67,20 +67,7 @@ def cycles(graph: dict[str, set[str]]) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        *(n for n in PACKAGES if n != "ingestd"),
-        pytest.param(
-            "ingestd",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="ingestd.auth and ingestd.tokencache import each other (one side under "
-                "TYPE_CHECKING): issue 25 item 5",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("name", list(PACKAGES))
 def test_no_import_cycles(name: str) -> None:
     """No module of the package imports, directly or through others, a module that imports it."""
     graph = import_graph(PACKAGES[name])

@@ -6,19 +6,12 @@ import json
 from pathlib import Path
 
 import ingestd
-import pytest
 
 from tests.call_shape import CallShape
 from tests.fix_ingestd import PostBatch
 from tests.samples import measurements
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="auth looks the token up through a connection callback the handler passes it "
-    "(ingestd.auth → handlers.ingest.<lambda>): issue 25 item 5",
-    raises=AssertionError,
-)
 async def test_one_batch_has_no_call_backs(post_batch: PostBatch, customer_token: str) -> None:
     """A measurements batch (after a first one: the token is cached, the pool warm) enters no
     ingestd module that is already on its calling stack (figures printed with -s)."""

@@ -6,6 +6,8 @@ import ast
 import re
 from pathlib import Path
 
+from tests.test_import_cycles import cycles, import_graph, modules
+
 SOURCE = Path(__file__).parents[2] / "services" / "ingestd" / "src"
 _SQL = re.compile(
     r"^\s*(SELECT|INSERT\s+INTO|UPDATE\s+\S+\s+SET|DELETE\s+FROM|COPY\s|CALL\s|CREATE\s|DROP\s)",
@@ -14,46 +16,15 @@ _SQL = re.compile(
 
 
 def _modules() -> dict[str, Path]:
-    modules = {}
-    for path in sorted((SOURCE / "ingestd").rglob("*.py")):
-        parts = path.relative_to(SOURCE).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        modules[name] = path
-    return modules
-
-
-def _imports(path: Path, known: set[str]) -> set[str]:
-    """The ingestd modules `path` imports at module level (imports inside functions are lazy)."""
-    found: set[str] = set()
-    for node in ast.parse(path.read_text()).body:
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        found |= {n for n in names if n in known}
-    return found
+    return modules(SOURCE / "ingestd")
 
 
 def test_no_import_cycles() -> None:
-    """No ingestd module imports, directly or through others, a module that imports it."""
-    modules = _modules()
-    graph = {name: _imports(path, set(modules)) - {name} for name, path in modules.items()}
-    # A package's __init__ importing its own submodules is how re-exports work, not a cycle.
-    for name in graph:
-        graph[name] = {m for m in graph[name] if not m.startswith(name + ".")}
-    cycles = []
-    for start in graph:
-        stack, seen = [(start, [start])], set()
-        while stack:
-            node, trail = stack.pop()
-            for nxt in graph[node]:
-                if nxt == start:
-                    cycles.append(" → ".join([*trail, nxt]))
-                elif nxt not in seen:
-                    seen.add(nxt)
-                    stack.append((nxt, [*trail, nxt]))
-    assert cycles == []
+    """No ingestd module imports, directly or through others, a module that imports it — imports
+    under TYPE_CHECKING and inside functions included (auth ↔ tokencache was one)."""
+    graph = import_graph(SOURCE / "ingestd")
+    assert len(graph) > 20  # the walk found the package
+    assert cycles(graph) == []
 
 
 def test_sql_lives_under_storage() -> None:
@@ -69,3 +40,47 @@ def test_sql_lives_under_storage() -> None:
                 offenders.append(f"{name}:{node.lineno}: {node.value.strip()[:60]}")
     assert offenders == []
     assert len(_modules()) > 20  # the walk found the package
+
+
+def test_storage_map_names_every_module() -> None:
+    """storage/__init__.py's map names each module of ingestd/storage/ and no module that is
+    gone."""
+    import ingestd.storage
+
+    doc = ingestd.storage.__doc__ or ""
+    named = set(re.findall(r"^(\w+)\.py ", doc, re.MULTILINE))
+    present = {p.stem for p in (SOURCE / "ingestd" / "storage").glob("*.py")} - {"__init__"}
+    assert named == present
+
+
+def test_each_sql_statement_once() -> None:
+    """No SQL statement is written twice in ingestd (compared with white space folded): a query
+    two modules need lives in one and the other imports it."""
+    places: dict[str, list[str]] = {}
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        parts = {id(v) for n in ast.walk(tree) if isinstance(n, ast.JoinedStr) for v in n.values}
+        for node in ast.walk(tree):
+            if id(node) in parts:
+                continue  # a piece of an f-string, not a statement
+            if isinstance(node, ast.JoinedStr):
+                text = ast.unparse(node)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value
+            else:
+                continue
+            if _SQL.match(text):
+                places.setdefault(" ".join(text.split()), []).append(f"{name}:{node.lineno}")
+    assert {sql: where for sql, where in places.items() if len(where) > 1} == {}
+    assert len(places) > 50  # the walk found the statements
+
+
+def test_advisory_lock_keys_differ() -> None:
+    """Every deployment-wide turn has its own advisory-lock key (session and transaction locks
+    share one key space: a shared key made the fleet-state turn and convert-storage exclude each
+    other)."""
+    from ingestd.storage import locks
+
+    keys = {name: getattr(locks, name) for name in locks.__all__ if name.endswith("_LOCK")}
+    assert len(keys) == 5
+    assert len(set(keys.values())) == len(keys)

@@ -36,7 +36,6 @@ from fleetcore.protocol import (
     ACCEPT_POST_HEADER,
     ACCEPTED_ENCODINGS,
     ACCEPTED_MEDIA_TYPES,
-    BATCH_TYPE_HEADER,
     DATABASE_IDENTITY_HEADER,
     HEALTH_HEADER,
     HEALTH_PATH,
@@ -44,7 +43,6 @@ from fleetcore.protocol import (
     INGEST_PATH,
     OPENAPI_PATH,
     RECONCILE_PATH,
-    BatchType,
 )
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -57,7 +55,7 @@ from ingestd.fleetwatch import FleetFigures, fleet_state_loop
 from ingestd.handlers.admin import ADMIN_PREFIX, FLEET_PREFIX, create_admin_app, create_fleet_app
 from ingestd.handlers.health import health_report
 from ingestd.handlers.http import DB_UNAVAILABLE, Handler, json_answer
-from ingestd.handlers.ingest import ingest
+from ingestd.handlers.ingest import batch_type_of, ingest
 from ingestd.handlers.reconcile import reconcile
 from ingestd.handlers.service import (
     check_readiness,
@@ -102,7 +100,6 @@ log = structlog.get_logger("ingestd")
 # gzip bodies itself, counting wire and decompressed bytes against their limits.
 SERVER_OPTIONS: dict[str, Any] = {"auto_decompress": False}
 
-_BATCH_LABELS = frozenset(t.value for t in BatchType)
 # The negotiation (docs/PROTOCOL.md): every answer of the ingest endpoint says what it accepts.
 _ACCEPTS = {
     ACCEPT_POST_HEADER: ", ".join(ACCEPTED_MEDIA_TYPES),
@@ -126,10 +123,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             response.headers[DATABASE_IDENTITY_HEADER] = identity
     if request.path in (INGEST_PATH, HEALTH_PATH):
         response.headers.update(_ACCEPTS)
-        kind = request.headers.get(BATCH_TYPE_HEADER, "").strip().lower()
-        label = kind if kind in _BATCH_LABELS else "invalid"
         if request.path == HEALTH_PATH:
             label = "health"
+        else:
+            kind = batch_type_of(request)
+            label = kind.value if kind else "invalid"
         metrics = request.app[METRICS]
         metrics.requests.labels(label, str(response.status)).inc()
         metrics.latency.labels(label).observe(time.perf_counter() - started)

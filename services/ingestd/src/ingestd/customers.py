@@ -53,7 +53,7 @@ def _issue(conn: psycopg.Connection[Any], customer_id: int) -> str:
 
 
 def _customer_id(conn: psycopg.Connection[Any], code: str) -> int:
-    found = rows.find_customer(conn, code)
+    found = rows.customer_id(conn, code)
     if found is None:
         raise UnknownCustomer(f"no customer with code {code!r}")
     return found

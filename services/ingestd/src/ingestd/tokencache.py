@@ -30,8 +30,7 @@ import psycopg
 import structlog
 from psycopg import AsyncConnection
 
-from ingestd.auth import Customer
-from ingestd.storage.tokens import TOKEN_CHANNEL, listen_token_changes, ping
+from ingestd.storage.tokens import TOKEN_CHANNEL, Customer, listen_token_changes, ping
 
 __all__ = ["TokenCache", "listen_for_token_changes"]
 

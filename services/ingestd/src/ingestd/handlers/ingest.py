@@ -15,6 +15,7 @@ reconnects on its own when the database is back.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ from fleetcore.protocol import (
     TOKEN_HEADER,
 )
 
-from ingestd.auth import Customer, find_customer
+from ingestd.auth import Customer, customer_of_token
 from ingestd.body import check_content_headers, read_wire_body
 from ingestd.decoding import DecodeLimits, WireBody, decode_batch
 from ingestd.errors import (
@@ -43,7 +44,7 @@ from ingestd.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from ingestd.handlers.http import budget_address, connection, json_answer
+from ingestd.handlers.http import budget_address, json_answer
 from ingestd.ingest import Delivery, ingest_batch, record_refusal
 from ingestd.keys import (
     ADMISSION,
@@ -62,9 +63,12 @@ from ingestd.memory import BodyMemory
 from ingestd.ratelimit import RateLimiter
 from ingestd.settings import Settings
 
-__all__ = ["authenticate", "ingest"]
+__all__ = ["authenticate", "batch_type_of", "ingest"]
 
 log = structlog.get_logger("ingestd")
+
+_BATCH_TYPES = {t.value: t for t in BatchType}
+_BATCH_TYPE: web.RequestKey[BatchType | None] = web.RequestKey("batch_type")
 
 
 def _header_text(request: web.Request, name: str) -> str | None:
@@ -76,15 +80,24 @@ def _header_text(request: web.Request, name: str) -> str | None:
     return value
 
 
+def batch_type_of(request: web.Request) -> BatchType | None:
+    """The request's X-Batch-Type (case and surrounding blanks ignored), or None when it is
+    absent or not one of the three; parsed once per request (the handler, its log and audit
+    row, and the metrics middleware all ask)."""
+    if _BATCH_TYPE not in request:
+        raw = request.headers.get(BATCH_TYPE_HEADER, "")
+        request[_BATCH_TYPE] = _BATCH_TYPES.get(raw.strip().lower())
+    return request[_BATCH_TYPE]
+
+
 def _batch_type(request: web.Request) -> BatchType:
-    raw = _header_text(request, BATCH_TYPE_HEADER) or ""
-    try:
-        return BatchType(raw.strip().lower())
-    except ValueError:
+    kind = batch_type_of(request)
+    if kind is None:
         raise BadRequest(
             ErrorCode.UNKNOWN_BATCH_TYPE,
             f"{BATCH_TYPE_HEADER} must be sites, devices or measurements",
-        ) from None
+        )
+    return kind
 
 
 def _client_cursor(request: web.Request) -> str | None:
@@ -109,12 +122,6 @@ def _repair(request: web.Request, kind: BatchType) -> bool:
     return raw == "1"
 
 
-def _batch_label(request: web.Request) -> str:
-    """The X-Batch-Type header as it may be logged and audited (printable ASCII, short)."""
-    raw = request.headers.get(BATCH_TYPE_HEADER, "")[:32]
-    return raw if raw.isascii() and raw.isprintable() else "invalid"
-
-
 async def authenticate(request: web.Request, settings: Settings) -> Customer:
     """The token's customer; failed attempts are limited per client address (429 past the budget)."""
     token = request.headers.get(TOKEN_HEADER)
@@ -129,7 +136,9 @@ async def authenticate(request: web.Request, settings: Settings) -> Customer:
     try:
         if not token_hash:
             raise Unauthorized()
-        customer = await find_customer(token_hash, request.app[TOKENS], lambda: connection(request))
+        customer = await customer_of_token(
+            token_hash, request.app[TOKENS], request.app[POOL], settings.pool_timeout_s
+        )
     except Unauthorized:
         limiter.failed(address)
         limiter.forget(token_hash)
@@ -148,7 +157,8 @@ async def ingest(request: web.Request) -> web.Response:
     customer = await authenticate(request, settings)
     structlog.contextvars.bind_contextvars(customer=customer.code)
     delivery = Delivery(uuid.uuid4(), started, request.content_length or 0)
-    kind_header = _batch_label(request)
+    known_kind = batch_type_of(request)
+    kind_label = known_kind.value if known_kind else "invalid"
     memory = BodyMemory(request.app[MEMORY], admission.spread(settings.busy_retry_after_s))
     holding_slot = False
     try:
@@ -167,7 +177,7 @@ async def ingest(request: web.Request) -> web.Response:
                     request,
                     max_wire_bytes=settings.max_wire_bytes,
                     timeout_s=settings.body_timeout_s,
-                    progress=lambda size: memory.hold("wire", size),
+                    progress=functools.partial(memory.hold, "wire"),
                 )
             )
             delivery.wire_bytes = len(wire.data or b"")
@@ -212,7 +222,7 @@ async def ingest(request: web.Request) -> web.Response:
                 settings.pool_timeout_s,
                 customer,
                 delivery,
-                batch_type=kind_header or "unknown",
+                batch_type=kind_label,
                 outcome=exc.code,
                 status=exc.status,
                 error=exc.detail or exc.code,
@@ -220,7 +230,7 @@ async def ingest(request: web.Request) -> web.Response:
         log.info(
             "batch",
             batch_id=str(delivery.batch_id),
-            batch_type=kind_header,
+            batch_type=kind_label,
             status=exc.status,
             error=exc.code,
             detail=exc.detail,

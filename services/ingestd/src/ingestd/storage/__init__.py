@@ -1,18 +1,31 @@
 """All of ingestd's SQL (besides the migrations), as named constants next to the code that runs it.
 
+What a batch does:
 writes.py       what a batch writes in its transaction: rows, dirty marks, dead letters, audit
+state.py        StorageState: the mode and known partitions; what a batch needs prepared
 layout.py       the stored row (scaled integers + exact doubles) and the readers' view
 copybuffer.py   a batch's binary COPY stream in the stored layout (numpy)
-conversion.py   converting rows stored before the scaled layout, online (convert-storage)
-reads.py        token lookup, readiness, the operators' read API
-state.py        StorageState: the mode and known partitions; what a batch needs prepared
+tokens.py       the push token lookup (the `Customer` it names) and its change notifications
+
+The storage itself:
 bootstrap.py    TimescaleDB or native partitioning, and the hourly aggregate
 partitions.py   weekly partitions (plain PostgreSQL)
-rollup.py       recomputing dirty hourly buckets (plain rollup, TimescaleDB refresh)
 aggregate.py    the hourly aggregate's columns and SQL, for both paths
 quarters.py     the quarter-hour counter summaries (exact register at 15-minute edges), both paths
+rollup.py       recomputing dirty hourly buckets (plain rollup, TimescaleDB refresh)
+maintenance.py  the housekeeping turn, partitions ahead, retention of the raw rows
+retention.py    retention of the operational tables (audit trail, dead letters)
+conversion.py   converting rows stored before the scaled layout, online (convert-storage)
+locks.py        the advisory-lock keys of every deployment-wide turn, each once
+
+What is read:
+reads.py        readiness, customers, sites and devices, hourly/daily energy, completeness
 energy.py       energy per hour / local day and completeness, as SQL functions (docs/ENERGY.md)
-maintenance.py  the housekeeping turn, partitions ahead, retention
+totals.py       energy of a site or a customer per local hour, day or month
+demand.py       peak demand per day or month (docs/ENERGY.md)
+digests.py      reconciliation: digests of what the centre holds, the database's identity
+gateways.py     gateway health reports, their history and the stored gateway states
+meters.py       the inputs of the meters' states (`ingestd.fleetstate`)
 customers.py    customer and token rows (the `ingestd customers` CLI)
 """
 

@@ -1,4 +1,6 @@
-"""The customer and token rows behind `ingestd customers …` (synchronous psycopg: a CLI)."""
+"""The customer and token rows behind `ingestd customers …` (synchronous psycopg: a CLI).
+
+`CUSTOMER_ID` is also what the read API runs (`ingestd.storage.reads.customer_id`)."""
 
 from __future__ import annotations
 
@@ -8,16 +10,17 @@ from typing import Any
 import psycopg
 
 __all__ = [
+    "CUSTOMER_ID",
+    "customer_id",
     "customer_rows",
     "expire_tokens",
-    "find_customer",
     "insert_customer",
     "insert_token",
     "revoke_active_tokens",
 ]
 
 INSERT_CUSTOMER = "INSERT INTO fleet.customers (code, name) VALUES (%s, %s) RETURNING id"
-FIND_CUSTOMER = "SELECT id FROM fleet.customers WHERE code = %s"
+CUSTOMER_ID = "SELECT id FROM fleet.customers WHERE code = %s"
 INSERT_TOKEN = (
     "INSERT INTO fleet.customer_tokens (token_hash, customer_id, hint) VALUES (%s, %s, %s)"
 )
@@ -41,8 +44,9 @@ def insert_customer(conn: psycopg.Connection[Any], code: str, name: str | None) 
     return int(row[0])
 
 
-def find_customer(conn: psycopg.Connection[Any], code: str) -> int | None:
-    row = conn.execute(FIND_CUSTOMER, (code,)).fetchone()
+def customer_id(conn: psycopg.Connection[Any], code: str) -> int | None:
+    """The id of the customer with that code; None when there is none."""
+    row = conn.execute(CUSTOMER_ID, (code,)).fetchone()
     return int(row[0]) if row is not None else None
 
 

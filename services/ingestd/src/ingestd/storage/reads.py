@@ -1,4 +1,5 @@
-"""Queries that only read: the push token lookup, readiness, and the operators' read API.
+"""Queries that only read: readiness and the operators' read API (the push token lookup is
+`ingestd.storage.tokens`).
 
 Energy per hour and per local day and the completeness report call the SQL functions of
 `ingestd.storage.energy` (docs/ENERGY.md).
@@ -13,6 +14,8 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
+
+from ingestd.storage.customers import CUSTOMER_ID
 
 __all__ = [
     "COMPLETENESS_FIELDS",
@@ -53,7 +56,6 @@ LEFT JOIN (
 ) k ON k.customer_id = c.id
 ORDER BY c.code
 """
-CUSTOMER_ID = "SELECT id FROM fleet.customers WHERE code = %s"
 SITES = """SELECT id, name, timezone, address, updated_at, deleted_at
            FROM fleet.sites WHERE customer_id = %s ORDER BY id"""
 DEVICES = """SELECT id, site_id, serial_number, model, name, updated_at, deleted_at
@@ -121,6 +123,7 @@ async def applied_migrations(conn: AsyncConnection[Any]) -> set[str]:
 
 
 async def customer_id(conn: AsyncConnection[Any], code: str) -> int | None:
+    """The id of the customer with that code; None when there is none."""
     cur = await conn.execute(CUSTOMER_ID, (code,))
     row = await cur.fetchone()
     return int(row[0]) if row is not None else None

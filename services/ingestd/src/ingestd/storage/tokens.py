@@ -6,6 +6,7 @@ Migration 0003 adds a trigger that announces every update or delete of a token r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from psycopg import AsyncConnection
 __all__ = [
     "LOOKUP_TOKEN",
     "TOKEN_CHANNEL",
+    "Customer",
     "TokenRow",
     "listen_token_changes",
     "lookup_token",
@@ -30,14 +32,23 @@ FROM fleet.customer_tokens t JOIN fleet.customers c ON c.id = t.customer_id
 WHERE t.token_hash = %s AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
 """
 
-TokenRow = tuple[int, str, datetime | None]
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    """The customer a live push token belongs to."""
+
+    id: int
+    code: str
+
+
+TokenRow = tuple[Customer, datetime | None]
 
 
 async def lookup_token(conn: AsyncConnection[Any], token_hash: bytes) -> TokenRow | None:
-    """(customer id, customer code, token expiry) of a live token; None for any other."""
+    """(the customer, the token's expiry) of a live token; None for any other."""
     cur = await conn.execute(LOOKUP_TOKEN, (token_hash,), prepare=True)
     row = await cur.fetchone()
-    return None if row is None else (int(row[0]), str(row[1]), row[2])
+    return None if row is None else (Customer(int(row[0]), str(row[1])), row[2])
 
 
 async def ping(conn: AsyncConnection[Any]) -> None:
