@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -38,11 +39,27 @@ INTERVAL_S = 0.5
 GATEWAYS = ("QUAR", "CLOCK", "STOP", "BLOCK")
 
 
-async def _start(service: str, *args: str, **env: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", service, *args, env={**BASE, **env},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+LOGS: dict[int, Path] = {}
+
+
+async def _start(service: str, *args: str, log: Path, **env: str) -> asyncio.subprocess.Process:
+    """Start `python -m service args` with its output in `log` (shown when a wait fails)."""
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", service, *args, env={**BASE, **env}, stdout=out, stderr=out,
+        )  # fmt: skip
+    LOGS[proc.pid] = log
+    return proc
+
+
+def _exited(procs: dict[str, asyncio.subprocess.Process]) -> str:
+    """What the processes that exited said last (empty when all still run)."""
+    lines = []
+    for name, proc in procs.items():
+        if proc.returncode is not None:
+            tail = LOGS[proc.pid].read_text(errors="replace").splitlines()[-15:]
+            lines.append(f"{name} exited {proc.returncode}:\n" + "\n".join(tail))
+    return "\n".join(lines)
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
@@ -86,16 +103,25 @@ def _states(port: int) -> dict[str, list[str]]:
     return {g["customer"]: g["states"] for g in view["gateways"]}
 
 
-async def _until(port: int, customer: str, state: str, timeout_s: float = 60.0) -> float:
+async def _until(
+    port: int,
+    customer: str,
+    state: str,
+    timeout_s: float = 60.0,
+    alive: dict[str, asyncio.subprocess.Process] | None = None,
+) -> float:
     """Seconds until `customer`'s gateway shows `state` (any, when empty; fails past the
-    bounded wait)."""
+    bounded wait, or at once when one of the `alive` processes exited, with its last words)."""
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
+        if alive and (died := _exited(alive)):
+            raise AssertionError(f"waiting for {customer} {state}: {died}")
         found = (await asyncio.to_thread(_states, port)).get(customer)
         if found is not None and (state in found or not state):
             return time.monotonic() - started
         await asyncio.sleep(0.05)
-    raise AssertionError(f"{customer} not {state} within {timeout_s}s: {_states(port)}")
+    died = _exited(alive or {})
+    raise AssertionError(f"{customer} not {state} within {timeout_s}s: {_states(port)} {died}")
 
 
 @contextlib.asynccontextmanager
@@ -147,7 +173,7 @@ def _gateway_db(cluster: PgCluster, name: str) -> str:
 # 'silent' instead of 'blocked' (its pusher out of contact; it passes alone, cause not found yet).
 @pytest.mark.long
 async def test_gateway_states_end_to_end(
-    pg_cluster: PgCluster, customer_template: str, central_db: str
+    pg_cluster: PgCluster, customer_template: str, central_db: str, tmp_path: Path
 ) -> None:
     """Quarantined rows, a clock 10 minutes off, a stopped pusher, an unsupported version and a
     cursor blocked by a long transaction each show as their state in the fleet view."""
@@ -159,11 +185,14 @@ async def test_gateway_states_end_to_end(
             "INSERT INTO monitoring.power_measurements (device_id, time, p_total) "
             "VALUES (1, '12000-01-01T00:00:00Z', 1.0)"
         )
-    ingestd = await _start("ingestd", "serve", **_ingestd_env(central_db, port))
+    ingestd = await _start(
+        "ingestd", "serve", log=tmp_path / "ingestd.log", **_ingestd_env(central_db, port)
+    )
     # A second replica whose operator no longer supports this release (a version far above it).
     strict = await _start(
         "ingestd",
         "serve",
+        log=tmp_path / "ingestd-strict.log",
         **_ingestd_env(central_db, strict_port, INGESTD_MIN_PUSHER_VERSION="999.0"),
     )
     pushers: dict[str, asyncio.subprocess.Process] = {}
@@ -175,6 +204,7 @@ async def test_gateway_states_end_to_end(
                 pushers[code] = await _start(
                     "pusher",
                     "run",
+                    log=tmp_path / f"pusher-{code}.log",
                     PUSHER_PUSH_ENABLED="true",
                     PUSHER_DATABASE_URL=dbs[code],
                     PUSHER_INGEST_URL=f"http://127.0.0.1:{target}",
@@ -187,13 +217,14 @@ async def test_gateway_states_end_to_end(
                     PUSHER_LOG_FORMAT="json",
                 )
             started = time.monotonic()
+            alive = {**pushers, "ingestd": ingestd}
             for code in GATEWAYS:  # processes started, first answers seen, first reports sent
-                await _until(port, code, "", timeout_s=120)
+                await _until(port, code, "", timeout_s=120, alive=alive)
             took = {
                 "all_reporting": time.monotonic() - started,
-                "quarantine": await _until(port, "QUAR", "quarantine"),
-                "skewed_clock": await _until(port, "CLOCK", "skewed_clock"),
-                "ok": await _until(port, "STOP", "ok"),
+                "quarantine": await _until(port, "QUAR", "quarantine", alive=alive),
+                "skewed_clock": await _until(port, "CLOCK", "skewed_clock", alive=alive),
+                "ok": await _until(port, "STOP", "ok", alive=alive),
             }
             clock = next(g for g in _view(port)["gateways"] if g["customer"] == "CLOCK")
             assert 590 <= clock["clock_offset_s"] <= 610
@@ -203,12 +234,13 @@ async def test_gateway_states_end_to_end(
             assert "old_version" not in _states(port)["STOP"]
 
             await _stop(pushers["STOP"])
-            took["silent"] = await _until(port, "STOP", "silent")
+            del alive["STOP"]
+            took["silent"] = await _until(port, "STOP", "silent", alive=alive)
             assert "silent" not in _states(port)["QUAR"]
 
             blocker = psycopg.connect(dbs["BLOCK"], autocommit=False)
             blocker.execute("SELECT pg_current_xact_id()")  # holds every cursor of the cluster
-            took["blocked"] = await _until(port, "BLOCK", "blocked")
+            took["blocked"] = await _until(port, "BLOCK", "blocked", alive=alive)
             print("seconds until each state showed:", {k: round(v, 2) for k, v in took.items()})
             body = _view(port, "?state=blocked")
             assert "BLOCK" in {g["customer"] for g in body["gateways"]}
