@@ -82,7 +82,8 @@ def _policy(seed: int) -> RetryPolicy:
     return RetryPolicy(base_s=60.0, cap_s=1800.0, jitter_s=2.0, rng=random.Random(seed))
 
 
-# event, failures, retry_after_s, lowest and highest wait (base 60, cap 1800, jitter 2)
+# event, failures, retry_after_s, lowest and highest wait (base 60, cap 1800, jitter 2; settle 60,
+# interval 3600: the settings' defaults)
 TABLE = [
     (RetryEvent.TRANSIENT, 1, None, 0.0, 60.0),
     (RetryEvent.TRANSIENT, 3, None, 0.0, 240.0),
@@ -98,6 +99,10 @@ TABLE = [
     (RetryEvent.DATABASE_LOST, 1, None, 0.0, 5.0),
     (RetryEvent.DATABASE_LOST, 4, None, 0.0, 40.0),
     (RetryEvent.UNEXPECTED, 1, None, 1800.0, 1800.0),
+    (RetryEvent.CENTRAL_CHANGED, 1, None, 60.0, 120.0),
+    (RetryEvent.RECONCILE_FAILED, 1, None, 60.0, 60.0),
+    (RetryEvent.RECONCILE_FAILED, 3, None, 240.0, 240.0),
+    (RetryEvent.RECONCILE_FAILED, 30, None, 3600.0, 3600.0),
 ]
 
 
@@ -153,6 +158,7 @@ _POLICY_NAMES = {
     "exponential_delay",
     "retry_after_delay",
     "DATABASE_BASE_MAX_S",
+    "reconcile_settle_s",
     "uniform",
 }
 """What choosing a wait needs: the backoff settings, a Retry-After, the schedule's functions, a
@@ -196,4 +202,6 @@ def test_every_wait_comes_from_the_policy() -> None:
         "pusher.outcomes: TOO_LARGE",
         "pusher.outcomes: TOO_LARGE_BARE",
         "pusher.outcomes: after(exc)",
+        "pusher.reconcile.schedule: CENTRAL_CHANGED",
+        "pusher.reconcile.schedule: RECONCILE_FAILED",
     ]

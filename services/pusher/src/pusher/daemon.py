@@ -81,7 +81,7 @@ class Pusher:
         self.policy = RetryPolicy.from_settings(settings, self.rng)
         self.outcomes = Outcomes(settings, self.state, self.metrics, self.progress, self.policy)
         self.health = HealthReporter(settings)
-        self.reconciler = Reconciler(settings, ReconcileMetrics(self.metrics.registry))
+        self.reconciler = Reconciler(settings, ReconcileMetrics(self.metrics.registry), self.policy)
 
     async def loop(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; reconnect to the customer database when it goes away."""

@@ -21,12 +21,22 @@ from `RetryPolicy.delay(event, failures)`, one table.
                                                                      min(base, 5 s): a restarted
                                                                      database is back within seconds
     UNEXPECTED       a tick ended by an error nothing expected       the cap
+    CENTRAL_CHANGED  ingestd's answers name another central database uniform in [settle, 2·settle):
+                     (`X-Database-Identity`: failover, restore):      then a reconciliation pass
+                     the next reconciliation pass is brought forward  (gateways do not all ask at
+                                                                      once)
+    RECONCILE_FAILED a reconciliation pass failed (ingestd           min(interval, settle·2^(n-1))
+                     unreachable, an older ingestd: 404)
 
 `n` counts the failures in a row (a resource's `consecutive_failures` + 1; for the database the
-connection attempts since the last session), base is PUSHER_BACKOFF_BASE_S, cap
-PUSHER_BACKOFF_CAP_S, jitter PUSHER_RETRY_AFTER_JITTER_S. The schedule of a healthy daemon is not
-a retry and is not in the table: the next tick after PUSHER_PUSH_INTERVAL_S, a backlog's next
-batch at once. `event_of` says which event a `DeliveryError` is (see `pusher.errors`).
+connection attempts since the last session; for reconciliation the failed passes since the last
+good one), base is PUSHER_BACKOFF_BASE_S, cap PUSHER_BACKOFF_CAP_S, jitter
+PUSHER_RETRY_AFTER_JITTER_S, settle PUSHER_RECONCILE_SETTLE_S, interval
+PUSHER_RECONCILE_INTERVAL_S. The schedule of a healthy daemon is not a retry and is not in the
+table: the next tick after PUSHER_PUSH_INTERVAL_S, a backlog's next batch at once, the next
+reconciliation pass an interval after the last good one (held back while a backlog drains, for
+at most `settle` past its time). `event_of` says which event a `DeliveryError` is (see
+`pusher.errors`).
 
 Pure functions of their inputs (the random source is the policy's), so the table is tested
 directly without sleeping; the bench's gateway simulators use the same policy.
@@ -73,6 +83,8 @@ class RetryEvent(StrEnum):
     FORMAT_REFUSED = "format_refused"
     DATABASE_LOST = "database_lost"
     UNEXPECTED = "unexpected"
+    CENTRAL_CHANGED = "central_changed"
+    RECONCILE_FAILED = "reconcile_failed"
 
 
 DATABASE_BASE_MAX_S = 5.0
@@ -148,13 +160,16 @@ def event_of(exc: DeliveryError, *, columnar: bool = False) -> RetryEvent:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """The table above with its settings: `base_s`, `cap_s`, `jitter_s` and the random source
-    (seeded in tests and benches for repeatable schedules)."""
+    """The table above with its settings: `base_s`, `cap_s`, `jitter_s`, reconciliation's
+    `settle_s` and `interval_s` (their defaults are the settings') and the random source (seeded
+    in tests and benches for repeatable schedules)."""
 
     base_s: float
     cap_s: float
     jitter_s: float
     rng: random.Random = field(default_factory=random.Random, compare=False)
+    settle_s: float = 60.0
+    interval_s: float = 3600.0
 
     @classmethod
     def from_settings(cls, settings: Settings, rng: random.Random | None = None) -> RetryPolicy:
@@ -163,6 +178,8 @@ class RetryPolicy:
             settings.backoff_cap_s,
             settings.retry_after_jitter_s,
             rng or random.Random(),
+            settings.reconcile_settle_s,
+            settings.reconcile_interval_s,
         )
 
     def delay(
@@ -189,6 +206,11 @@ class RetryPolicy:
             case RetryEvent.DATABASE_LOST:
                 base = min(self.base_s, DATABASE_BASE_MAX_S)
                 return exponential_delay(failures, base, self.cap_s, self.rng)
+            case RetryEvent.CENTRAL_CHANGED:
+                return self.settle_s * (1.0 + self.rng.random())
+            case RetryEvent.RECONCILE_FAILED:
+                exponent = min(max(failures - 1, 0), 62)
+                return min(self.interval_s, self.settle_s * 2.0**exponent)
 
     def after(self, exc: DeliveryError, failures: int, *, columnar: bool = False) -> float:
         """`delay` for a failed delivery (its event and, for a 429/503, its Retry-After)."""

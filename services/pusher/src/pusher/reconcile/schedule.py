@@ -3,12 +3,12 @@ PUSHER_RECONCILE_SETTLE_S and twice that (at random, so that thousands of gatewa
 same change do not all ask at once) after ingestd's answers name another central database
 (failover, restore, restart: `X-Database-Identity`). A failed pass is tried again after the settle time
 (doubling up to the interval). The push goes first: a pass waits while a backlog drains, for at
-most one settle time past its due time.
+most one settle time past its due time. The waits after a change and after a failure are the
+retry policy's (`pusher.retry`: CENTRAL_CHANGED, RECONCILE_FAILED).
 """
 
 from __future__ import annotations
 
-import random
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +19,7 @@ import structlog
 from pusher.delivery.client import IngestClient
 from pusher.reconcile.metrics import ReconcileMetrics
 from pusher.reconcile.passes import PassFailed, PassReport, run_pass
+from pusher.retry import RetryEvent, RetryPolicy
 from pusher.settings import Settings
 from pusher.source.columns import columnar_encoder
 from pusher.state.reconcile_state import (
@@ -36,9 +37,10 @@ log = structlog.get_logger("pusher")
 class Reconciler:
     """The daemon's reconciliation: its schedule, the identity it last saw, its books."""
 
-    def __init__(self, settings: Settings, metrics: ReconcileMetrics) -> None:
+    def __init__(self, settings: Settings, metrics: ReconcileMetrics, policy: RetryPolicy) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.policy = policy
         self.due = time.monotonic()
         self.identity: str | None = None
         self.earliest: datetime | None = None
@@ -68,7 +70,7 @@ class Reconciler:
                 hint="a reconciliation pass follows in PUSHER_RECONCILE_SETTLE_S",
             )
             self.metrics.identity_changes.inc()
-            settle = self.settings.reconcile_settle_s * (1 + random.random())
+            settle = self.policy.delay(RetryEvent.CENTRAL_CHANGED, 1)
             self.due = min(self.due, time.monotonic() + settle)
         self.identity = identity
         await note_identity(conn, identity)
@@ -76,7 +78,7 @@ class Reconciler:
     def is_due(self, now: float, push_busy: bool) -> bool:
         if not self.enabled or now < self.due:
             return False
-        return not push_busy or now >= self.due + self.settings.reconcile_settle_s
+        return not push_busy or now >= self.due + self.policy.settle_s
 
     async def run(self, conn: psycopg.AsyncConnection[Any], client: IngestClient) -> None:
         """One pass with its books kept; a failure is logged and the pass retried later."""
@@ -92,7 +94,7 @@ class Reconciler:
             )
         except PassFailed as exc:
             self._failures += 1
-            delay = min(s.reconcile_interval_s, s.reconcile_settle_s * 2 ** (self._failures - 1))
+            delay = self.policy.delay(RetryEvent.RECONCILE_FAILED, self._failures)
             self.due = time.monotonic() + delay
             self.metrics.passes.labels("failed").inc()
             self.metrics.last_pass.set(time.time())
