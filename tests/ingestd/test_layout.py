@@ -84,3 +84,19 @@ def test_advisory_lock_keys_differ() -> None:
     keys = {name: getattr(locks, name) for name in locks.__all__ if name.endswith("_LOCK")}
     assert len(keys) == 5
     assert len(set(keys.values())) == len(keys)
+
+
+def test_readme_layout_names_every_module() -> None:
+    """README's layout names every subpackage, top-level module and handler module of ingestd,
+    so it matches the tree (storage/'s modules are mapped in its own docstring, checked above)."""
+    readme = (SOURCE.parents[2] / "README.md").read_text()
+    layout = readme[readme.index("## Layout") :]
+    part = layout[layout.index("services/ingestd/") : layout.index("services/pusher/")]
+    words = set(re.findall(r"\w+/?", part))
+    package = SOURCE / "ingestd"
+    names = {f"{p.parent.name}/" for p in package.glob("*/__init__.py")} | {
+        p.stem
+        for p in [*package.glob("*.py"), *package.glob("handlers/*.py")]
+        if p.stem not in ("__init__", "__main__")
+    }
+    assert sorted(names - words) == []
