@@ -60,6 +60,7 @@ if TYPE_CHECKING:
         encode_columns,
     )
     from fleetcore.columnar_batch import ParsedColumns, parse_columnar_batch
+    from fleetcore.json_columns import parse_measurement_columns
 
 _NUMPY_NAMES = {
     "Column": "fleetcore.columnar",
@@ -69,6 +70,7 @@ _NUMPY_NAMES = {
     "encode_columns": "fleetcore.columnar",
     "ParsedColumns": "fleetcore.columnar_batch",
     "parse_columnar_batch": "fleetcore.columnar_batch",
+    "parse_measurement_columns": "fleetcore.json_columns",
 }
 
 __all__ = [
@@ -116,6 +118,7 @@ __all__ = [
     "looks_like_token",
     "parse_batch",
     "parse_columnar_batch",
+    "parse_measurement_columns",
     "report_fields",
     "token_hint",
     "zstd_compress",

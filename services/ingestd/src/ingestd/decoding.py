@@ -1,6 +1,9 @@
 """Decompressing and parsing a received body, off the event loop, within a deadline and the
 memory budget.
 
+A measurement batch comes out as columns whatever its encoding (`ParsedColumns`; a JSON body's
+rows are turned into columns here, in the decoding thread); sites and devices as rows.
+
 `decode_batch` runs in the decoding pool (a thread pool with one thread per slot,
 INGESTD_MAX_INFLIGHT, made in `app.py`): inflating and parsing a large body takes CPU for
 milliseconds to a second, and on the event loop that would hold every other request, `/healthz`
@@ -31,6 +34,7 @@ from fleetcore import (
     ValidationWindow,
     parse_batch,
     parse_columnar_batch,
+    parse_measurement_columns,
 )
 from fleetcore.columnar import declared_rows
 from fleetcore.error_codes import ErrorCode
@@ -109,11 +113,13 @@ def decode_batch(
     rows = declared_rows(body.data) if body_format.columnar else None
     memory.hold("parsed", parsed_bytes(body_bytes, columnar=body_format.columnar, rows=rows))
     try:
-        parsed: Parsed = (
-            parse_columnar_batch(body.data, window)
-            if body_format.columnar
-            else parse_batch(body.data, kind, window)
-        )
+        parsed: Parsed
+        if body_format.columnar:
+            parsed = parse_columnar_batch(body.data, window)
+        elif kind is BatchType.MEASUREMENTS:
+            parsed = parse_measurement_columns(body.data, window)
+        else:
+            parsed = parse_batch(body.data, kind, window)
     except BatchFormatError as exc:
         raise _format_error(exc) from None
     del body

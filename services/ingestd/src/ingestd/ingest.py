@@ -32,7 +32,6 @@ from ingestd.storage.writes import (
     record_event,
     store_full_set,
     store_measurement_columns,
-    store_measurements,
     store_rejections,
     store_small_batch,
 )
@@ -69,7 +68,7 @@ class IngestOutcome:
 
 
 Parsed = ParsedBatch[Any] | ParsedColumns
-"""A JSON batch's rows, or a columnar batch's columns (measurements only)."""
+"""A full set's rows (sites, devices), or a measurement batch's columns (either encoding)."""
 
 
 def _audit(
@@ -108,26 +107,16 @@ async def _store(
 ) -> StoreResult:
     """The batch's writes in the fewest round trips: a small measurement batch in one (pipeline),
     a full set of sites or devices in one (pipeline), a large measurement batch by COPY (a
-    columnar one as a COPY stream built from its columns)."""
-    buckets = await storage.prepare(conn, parsed) if kind is BatchType.MEASUREMENTS else None
+    stream built from its columns)."""
+    buckets = await storage.prepare(conn, parsed) if isinstance(parsed, ParsedColumns) else None
     if parsed.rejections:  # COPY cannot run in a pipeline; dead letters are rare
         await store_rejections(conn, customer.id, delivery.batch_id, kind, parsed.rejections)
     if isinstance(parsed, ParsedColumns):
-        assert buckets is not None  # columnar bodies are measurements only
+        assert buckets is not None
         if 0 < parsed.valid.rows <= SMALL_BATCH_ROWS:
             audit = _audit(customer, kind, parsed, delivery, None)
             return await store_small_batch(conn, parsed.valid, audit, buckets)
         result = await store_measurement_columns(conn, customer.id, parsed.valid)
-        if result.accepted:
-            await mark_dirty(conn, customer.id, *buckets)
-        await record_event(conn, _audit(customer, kind, parsed, delivery, result), seen=True)
-        return result
-    if buckets is not None:
-        if 0 < len(parsed.rows) <= SMALL_BATCH_ROWS:
-            return await store_small_batch(
-                conn, parsed.rows, _audit(customer, kind, parsed, delivery, None), buckets
-            )
-        result = await store_measurements(conn, customer.id, parsed.rows)
         if result.accepted:
             await mark_dirty(conn, customer.id, *buckets)
         await record_event(conn, _audit(customer, kind, parsed, delivery, result), seen=True)

@@ -6,9 +6,11 @@ its length and big-endian value) in a structured array, every record first fille
 template (the count and each field's length) and then the values written column by column. Each
 value becomes two fields (`storage.layout`): its integer steps (int4 or int8) and its exact
 double, one of them null; the split runs on all value columns at once. Fields null in every row
-take 4 bytes (length -1); a field null in some rows is laid out in full and the value bytes of
-its null cells are cut out afterwards (one boolean mask over the buffer). Format: "COPY — Binary
-Format" in the PostgreSQL manual; timestamps are µs since 2000-01-01.
+take 4 bytes (length -1). Fields null in some rows (a value finer than its resolution in a few
+rows makes both halves of it so) give rows of a few shapes: each shape's rows are laid out as
+fixed-size records of their own, one block after the other (no per-byte work); a batch of many
+shapes is laid out in full and the value bytes of its null cells cut out with one boolean mask.
+Format: "COPY — Binary Format" in the PostgreSQL manual; timestamps are µs since 2000-01-01.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ _TYPES: dict[str, str] = {
     **dict.fromkeys(MEASUREMENT_VALUE_FIELDS, ">f8"),
 }
 _SIZES = {name: np.dtype(kind).itemsize for name, kind in _TYPES.items()}
+Index = npt.NDArray[np.intp]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,25 +135,73 @@ def _record(present: tuple[bool, ...]) -> tuple[np.dtype[np.void], bytes]:
     return dtype, template.tobytes()
 
 
-def copy_stream(batch: MeasurementColumns, customer_id: int) -> bytes:
-    """The complete binary COPY stream (header, one tuple per row, trailer) of `batch`'s rows in
-    the order of `COPY_COLUMNS`; every key column must be non-null in every row."""
-    fields = stored_fields(batch, customer_id)
-    dtype, template = _record(tuple(f.values is not None for f in fields))
-    records = np.frombuffer(bytearray(template * batch.rows), dtype)
-    partial: list[tuple[str, npt.NDArray[np.bool_], int]] = []
-    for f in fields:
-        if f.values is None:
+def _records(
+    fields: list[StoredField], present: tuple[bool, ...], rows: int, index: Index | None
+) -> npt.NDArray[np.void]:
+    """The tuples of the rows `index` (all when None), every one with the fields `present`."""
+    dtype, template = _record(present)
+    records = np.tile(np.frombuffer(template, np.uint8), rows).view(dtype)
+    for f, there in zip(fields, present, strict=True):
+        if not there:
             continue
-        records[f.name] = f.values - _POSTGRES_EPOCH_US if f.name in _TIMES else f.values
-        if f.nulls is not None:
-            records[f"{f.name}_len"][f.nulls] = -1
-            partial.append((f.name, f.nulls, _SIZES[f.name]))
-    if not partial:
-        return _SIGNATURE + records.tobytes() + _TRAILER
-    flat = records.view(np.uint8).reshape(batch.rows, dtype.itemsize)
+        assert f.values is not None
+        values = f.values if index is None else f.values[index]
+        records[f.name] = values - _POSTGRES_EPOCH_US if f.name in _TIMES else values
+    return records
+
+
+def _cut_nulls(
+    fields: list[StoredField], records: npt.NDArray[np.void], rows: int
+) -> npt.NDArray[np.uint8]:
+    """Records laid out with every field present, the value bytes of null cells cut out (one
+    boolean mask over the buffer; for batches with many null shapes)."""
+    dtype = records.dtype
+    flat = records.view(np.uint8).reshape(rows, dtype.itemsize)
     keep = np.ones(flat.shape, np.bool_)
-    for name, nulls, size in partial:
-        offset = dtype.fields[name][1] if dtype.fields else 0
-        keep[nulls, offset : offset + size] = False
-    return _SIGNATURE + flat[keep].tobytes() + _TRAILER
+    for f in fields:
+        if f.nulls is None:
+            continue
+        records[f"{f.name}_len"][f.nulls] = -1
+        offset = dtype.fields[f.name][1] if dtype.fields else 0
+        keep[f.nulls, offset : offset + _SIZES[f.name]] = False
+    return flat[keep]
+
+
+_MAX_SHAPES = 16
+"""Up to this many null shapes (which partly-null fields a row holds), a stream is laid out
+shape by shape (fixed-size records, no mask); past it, by cutting a mask out of full records."""
+
+
+def copy_stream(batch: MeasurementColumns, customer_id: int) -> bytes:
+    """The complete binary COPY stream (header, one tuple per row, trailer) of `batch`'s rows
+    with the fields of `COPY_COLUMNS`; every key column must be non-null in every row.
+
+    A field null in some rows only (a value null there, or its scaled/exact half that the row
+    does not use: one value finer than its resolution makes both halves partly null) changes
+    the record's length, so rows are laid out in groups that share a shape — within a group in
+    batch order; the groups one after the other, which changes the order the rows are inserted
+    in, not what is stored."""
+    fields = stored_fields(batch, customer_id)
+    rows = batch.rows
+    present = tuple(f.values is not None for f in fields)
+    partial = [i for i, f in enumerate(fields) if f.nulls is not None]
+    if not partial:
+        return b"".join((_SIGNATURE, _records(fields, present, rows, None).data, _TRAILER))
+    codes = np.zeros(rows, np.int64)
+    for bit, i in enumerate(partial):
+        nulls = fields[i].nulls
+        assert nulls is not None
+        codes |= nulls.astype(np.int64) << bit
+    shapes, inverse = np.unique(codes, return_inverse=True)
+    if len(shapes) > _MAX_SHAPES or len(partial) > 62:
+        cut = _cut_nulls(fields, _records(fields, present, rows, None), rows)
+        return b"".join((_SIGNATURE, cut.data, _TRAILER))
+    parts: list[bytes | memoryview] = [_SIGNATURE]
+    for k, code in enumerate(shapes.tolist()):
+        shape = list(present)
+        for bit, i in enumerate(partial):
+            shape[i] = not (code >> bit) & 1
+        index = np.flatnonzero(inverse == k)
+        parts.append(_records(fields, tuple(shape), len(index), index).data)
+    parts.append(_TRAILER)
+    return b"".join(parts)

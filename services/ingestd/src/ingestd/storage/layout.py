@@ -8,27 +8,25 @@ the integer's range) and for rows stored before the scaled layout. Readers use t
 `fleet.power_measurements`, which gives back coalesce(<name>, <name>_scaled / 10^decimals) —
 the double that was sent, bit for bit (`k / 10^decimals` is the division the split checked).
 
-`split_column` makes that split for a whole column at once (numpy); `columns_of_rows` turns the
-JSON path's rows into the same columns, so both paths write through one code path.
+`split_columns` makes that split for whole columns at once (numpy); both encodings' batches
+arrive as columns (`fleetcore.json_columns` turns a JSON body's rows into them), so both write
+through one code path.
 """
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from fleetcore import MEASUREMENT_VALUE_FIELDS, Column, MeasurementColumns, MeasurementRow
-from fleetcore.columnar import micros_from_datetime
+from fleetcore import MEASUREMENT_VALUE_FIELDS
 from fleetcore.resolution import RESOLUTIONS, Resolution
 
 __all__ = [
     "READERS_VIEW",
     "STORED_TABLE",
     "SplitColumn",
-    "columns_of_rows",
     "scaled_column",
     "split_column",
     "split_columns",
@@ -127,35 +125,3 @@ def split_column(values: Float64s, nulls: Mask | None, resolution: Resolution) -
     absent = nulls if nulls is not None else np.zeros(len(values), np.bool_)
     ints, whole = split_columns(values[None, :], absent[None, :], [resolution])
     return SplitColumn(ints[0], ~whole[0], values, absent | whole[0])
-
-
-_GETTERS = {name: operator.attrgetter(name) for name in MEASUREMENT_VALUE_FIELDS}
-
-
-def _float_column(raw: list[float | None]) -> Column | None:
-    """A value column from the rows' values (None: null in every row)."""
-    if None not in raw:
-        return Column(np.array(raw, np.float64))
-    nulls = np.fromiter((v is None for v in raw), np.bool_, len(raw))
-    if nulls.all():
-        return None
-    return Column(np.array([0.0 if v is None else v for v in raw], np.float64), nulls)
-
-
-def columns_of_rows(rows: Sequence[MeasurementRow]) -> MeasurementColumns:
-    """The JSON path's validated rows as columns (keys as µs and ints, values as float64),
-    column by column: one pass over the rows per field."""
-    if not rows:
-        return MeasurementColumns(0, {})
-    columns: dict[str, Column] = {
-        "time": Column(np.array([micros_from_datetime(r.time) for r in rows], np.int64)),
-        "device_id": Column(np.array([r.device_id for r in rows], np.int64)),
-        "received_at": Column(
-            np.array([micros_from_datetime(r.received_at) for r in rows], np.int64)
-        ),
-    }
-    for name, getter in _GETTERS.items():
-        column = _float_column(list(map(getter, rows)))
-        if column is not None:
-            columns[name] = column
-    return MeasurementColumns(len(rows), columns)

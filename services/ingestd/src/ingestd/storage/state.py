@@ -9,14 +9,13 @@ hourly buckets it must mark dirty.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import structlog
-from fleetcore import MeasurementRow, ParsedBatch, ParsedColumns
+from fleetcore import ParsedColumns
 from fleetcore.columnar import datetime_from_micros, micros_from_datetime
 from psycopg import AsyncConnection
 
@@ -28,7 +27,6 @@ __all__ = [
     "StorageState",
     "open_storage",
     "touched_buckets",
-    "touched_buckets_columns",
 ]
 
 log = structlog.get_logger("ingestd.storage")
@@ -40,37 +38,15 @@ DirtyBuckets = tuple[list[int], list[int]]
 """(device ids, hour numbers since the epoch) as two parallel lists."""
 
 
-def touched_buckets(
-    rows: Sequence[MeasurementRow],
-    before: datetime | None = None,
-    span: tuple[datetime, datetime] | None = None,
-) -> DirtyBuckets:
-    """(device_id, hour number since the epoch) pairs covering `rows`, as two parallel lists.
+def touched_buckets(batch: ParsedColumns, before: datetime | None = None) -> DirtyBuckets:
+    """(device_id, hour number since the epoch) pairs covering the batch, as two parallel lists,
+    computed on its arrays.
 
     With `before`, only samples older than it count (TimescaleDB: the policy covers the rest).
-    With the batch's time `span`, a batch whose devices x hours are few (the steady case: every
-    device, the last hour or two) marks that whole grid — a superset, which is harmless (a
-    bucket without new rows recomputes to what it was) and needs no per-row work; other batches
-    get their exact buckets.
+    A batch whose devices x hours are few (the steady case: every device, the last hour or two)
+    marks that whole grid — a superset, which is harmless (a bucket without new rows recomputes
+    to what it was) and needs no per-row work; other batches get their exact buckets.
     """
-    if before is None and span is not None:
-        first_hour = int(span[0].timestamp()) // _HOUR_S
-        last_hour = int(span[1].timestamp()) // _HOUR_S
-        hours = range(first_hour, last_hour + 1)
-        if len(hours) <= _SUPERSET_LIMIT:
-            devices = sorted({r.device_id for r in rows})
-            if len(devices) * len(hours) <= _SUPERSET_LIMIT:
-                return [d for d in devices for _ in hours], [h for _ in devices for h in hours]
-    if before is not None:
-        keys = {(r.device_id, int(r.time.timestamp()) // _HOUR_S) for r in rows if r.time < before}
-    else:
-        keys = {(r.device_id, int(r.time.timestamp()) // _HOUR_S) for r in rows}
-    ordered = sorted(keys)
-    return [k[0] for k in ordered], [k[1] for k in ordered]
-
-
-def touched_buckets_columns(batch: ParsedColumns, before: datetime | None = None) -> DirtyBuckets:
-    """`touched_buckets` of a columnar batch, computed on its arrays."""
     devices = batch.valid.columns["device_id"].values
     micros = batch.valid.columns["time"].values
     if before is None and batch.first_time is not None and batch.last_time is not None:
@@ -87,14 +63,13 @@ def touched_buckets_columns(batch: ParsedColumns, before: datetime | None = None
     return pairs[:, 0].tolist(), pairs[:, 1].tolist()
 
 
-Batch = ParsedBatch[MeasurementRow] | ParsedColumns
+Batch = ParsedColumns
+"""A measurement batch, whatever its encoding (`ingestd.decoding`)."""
 
 
 def _weeks_of(batch: Batch) -> set[datetime]:
-    if isinstance(batch, ParsedColumns):
-        days = np.unique(batch.valid.columns["time"].values // (86_400 * 1_000_000))
-        return {week_start(datetime_from_micros(int(d) * 86_400 * 1_000_000)) for d in days}
-    return {week_start(r.time) for r in batch.rows}
+    days = np.unique(batch.valid.columns["time"].values // (86_400 * 1_000_000))
+    return {week_start(datetime_from_micros(int(d) * 86_400 * 1_000_000)) for d in days}
 
 
 @dataclass
@@ -122,9 +97,7 @@ class StorageState:
         horizon = self.dirty_horizon()
         if horizon is not None and batch.first_time >= horizon:
             return [], []
-        if isinstance(batch, ParsedColumns):
-            return touched_buckets_columns(batch, horizon)
-        return touched_buckets(batch.rows, horizon, (batch.first_time, batch.last_time))
+        return touched_buckets(batch, horizon)
 
     def missing_weeks(self, batch: Batch) -> set[datetime]:
         """Weeks the batch needs that are not known to have a partition (plain path only)."""

@@ -9,8 +9,7 @@ batches of 24 values, async psycopg, PostgreSQL 15 on the 2-core dev machine; se
       INSERT … SELECT … ON CONFLICT DO NOTHING                   ~160k rows/s   0.66
     INSERT … SELECT FROM unnest(27 binary arrays) ON CONFLICT    ~69k rows/s    0.29
 
-(float8 values then; the JSON path's rows now become columns and share the columnar path's
-COPY stream.)
+(float8 values then; both encodings' batches now arrive as columns and share one COPY stream.)
 
 So a batch is first COPYed straight into the stored table (`storage.layout`: each value as
 integer steps or as the exact double) inside a savepoint: for new
@@ -37,7 +36,6 @@ from fleetcore import (
     BatchType,
     DeviceRow,
     MeasurementColumns,
-    MeasurementRow,
     Rejection,
     SiteRow,
 )
@@ -46,7 +44,7 @@ from fleetcore.resolution import RESOLUTIONS
 from psycopg import AsyncConnection, sql
 
 from ingestd.storage.copybuffer import COPY_COLUMNS, copy_stream, stored_fields
-from ingestd.storage.layout import STORED_TABLE, columns_of_rows, scaled_column
+from ingestd.storage.layout import STORED_TABLE, scaled_column
 
 __all__ = [
     "SMALL_BATCH_ROWS",
@@ -56,7 +54,6 @@ __all__ = [
     "record_event",
     "store_full_set",
     "store_measurement_columns",
-    "store_measurements",
     "store_rejections",
     "store_small_batch",
 ]
@@ -213,14 +210,6 @@ class AuditRecord:
     repair: bool = False  # re-sent by reconciliation (X-Push-Repair)
 
 
-async def store_measurements(
-    conn: AsyncConnection[Any], customer_id: int, rows: Sequence[MeasurementRow]
-) -> StoreResult:
-    """Insert new samples, skip those already stored; must run inside a transaction. (The JSON
-    path: its rows become columns and take the columnar path's COPY stream.)"""
-    return await store_measurement_columns(conn, customer_id, columns_of_rows(rows))
-
-
 async def _copy_stream(conn: AsyncConnection[Any], statement: sql.Composed, stream: bytes) -> None:
     async with conn.cursor() as cur, cur.copy(statement) as copy:
         await copy.write(stream)
@@ -229,8 +218,9 @@ async def _copy_stream(conn: AsyncConnection[Any], statement: sql.Composed, stre
 async def store_measurement_columns(
     conn: AsyncConnection[Any], customer_id: int, batch: MeasurementColumns
 ) -> StoreResult:
-    """`store_measurements` for a columnar batch: the same two paths, fed one binary COPY stream
-    built column-wise (`copybuffer`) instead of a row at a time."""
+    """Insert new samples, skip those already stored; must run inside a transaction. Either
+    encoding's batch as columns (a JSON body's rows become columns as it is decoded), fed to
+    COPY as one binary stream built column-wise (`copybuffer`)."""
     if not batch.rows:
         return StoreResult(0, 0)
     times = batch.columns["time"].values
@@ -343,14 +333,13 @@ def _array_params(batch: MeasurementColumns, customer_id: int) -> dict[str, Any]
 
 async def store_small_batch(
     conn: AsyncConnection[Any],
-    batch: Sequence[MeasurementRow] | MeasurementColumns,
+    columns: MeasurementColumns,
     event: AuditRecord,
     dirty: tuple[list[int], list[int]],
 ) -> StoreResult:
     """A measurement batch of at most SMALL_BATCH_ROWS rows, its audit row and its dirty marks in
     one round trip (pipeline: BEGIN, the rows + audit statement, the marks, COMMIT). The marks are
     sent whether or not a row was new: a bucket without new rows recomputes to what it was."""
-    columns = batch if isinstance(batch, MeasurementColumns) else columns_of_rows(batch)
     params = _event_params(event, True)
     params.update(_array_params(columns, event.customer_id))
     params["rows"] = columns.rows
