@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 from fleetcore.protocol import INGEST_PATH, BatchType, WireFormat
-from pusher.delivery import USER_AGENT, IngestClient, encode
+from pusher.delivery import IngestClient, encode, user_agent
 from pusher.errors import DeliveryError
 from pusher.settings import Settings
 
@@ -63,5 +63,5 @@ async def test_requests_carry_the_real_version_in_the_user_agent(aiohttp_server:
         with contextlib.suppress(DeliveryError):
             empty = await encode(b'{"items":[]}', WireFormat.JSON, 1)
             await client.send(BatchType.SITES, empty, None, rows=0)
-    assert seen == [USER_AGENT]
-    assert USER_AGENT.startswith(f"fleet-pusher/{version('fleet-pusher')} ")
+    assert seen == [user_agent()]
+    assert user_agent().startswith(f"fleet-pusher/{version('fleet-pusher')} ")

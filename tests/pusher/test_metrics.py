@@ -13,6 +13,7 @@ from fleetcore.protocol import BatchType
 from pusher import run
 from pusher.errors import ConfigError, DeliveryError, PermanentDeliveryError, RetryLater
 from pusher.ops.metrics import PusherMetrics, failure_status, outcome_of
+from pusher.ops.scrape import serve_metrics
 from pusher.settings import Settings
 
 from tests.fix_customer import seed_inventory, seed_measurements
@@ -149,3 +150,30 @@ def test_the_stop_summary_counts_in_whole_numbers() -> None:
     summary = metrics.summary()
     assert summary == {"sites_rows": 2, "measurements_rows": 3}
     assert all(type(v) is int for v in summary.values())
+
+
+async def test_the_listener_speaks_http_as_scrapers_expect() -> None:
+    """The metrics listener answers OpenMetrics or text as `Accept` asks, gzip when accepted,
+    headers alone to HEAD, 405 to another method."""
+    metrics = PusherMetrics()
+    metrics.rows_shipped.labels("measurements").inc(7)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with (
+        serve_metrics(metrics.registry, "127.0.0.1", port) as url,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session,
+    ):
+        async with session.get(url, headers={"Accept-Encoding": "identity"}) as resp:
+            text = await resp.text()
+            assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
+            assert 'fleet_pusher_rows_shipped_total{resource="measurements"} 7.0' in text
+        openmetrics = {"Accept": "application/openmetrics-text", "Accept-Encoding": "gzip"}
+        async with session.get(url, headers=openmetrics) as resp:
+            assert resp.headers["Content-Encoding"] == "gzip"
+            assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+            assert (await resp.text()).endswith("# EOF\n")
+        async with session.head(url) as resp:
+            assert resp.status == 200 and await resp.read() == b""
+        async with session.post(url, data=b"x") as resp:
+            assert resp.status == 405 and resp.headers["Allow"] == "GET, HEAD"

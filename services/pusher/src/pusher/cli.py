@@ -15,9 +15,9 @@ says why: customer database unreachable, ingestd refusing the check…), 2 confi
 error, 130 interrupted. `pusher run` retries an unreachable database or ingestd (a log line
 each time) instead of exiting. No traceback for any of these unless PUSHER_LOG_LEVEL=debug.
 
-A gateway's memory is small, so `pusher run` imports only what it runs: yoyo (migrate, check),
-aiohttp's server side (the metrics listener) and numpy (PUSHER_COLUMNAR_ENCODER) are imported
-where they are used; tests/pusher/test_footprint.py holds it to that.
+A gateway's memory is small, so `pusher run` imports only what it runs: yoyo (migrate, check)
+and numpy (PUSHER_COLUMNAR_ENCODER) are imported where they are used, and HTTP is h11 over
+asyncio streams, not aiohttp; tests/pusher/test_footprint.py holds it to that.
 """
 
 from __future__ import annotations

@@ -40,8 +40,9 @@ from pusher.delivery.uploadcap import UploadCap
 from pusher.errors import DeliveryError, SourceError
 from pusher.ops.health import HealthReporter
 from pusher.ops.memory import BacklogRelease
-from pusher.ops.metrics import PusherMetrics, serve_metrics
+from pusher.ops.metrics import PusherMetrics
 from pusher.ops.progress import PushProgress
+from pusher.ops.scrape import serve_metrics
 from pusher.ops.systemd import SystemdNotifier
 from pusher.outcomes import Outcomes
 from pusher.readahead import PreparedBatch, ReadAhead, discard

@@ -18,15 +18,15 @@ paced by the upload cap when one is set (`uploadcap`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import platform
 import ssl
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-from importlib.metadata import version
 from pathlib import Path
 
-import aiohttp
+import h11
 import msgspec
 from fleetcore import zstd_compress
 from fleetcore.answers import IngestAnswer
@@ -47,19 +47,26 @@ from fleetcore.protocol import (
 from fleetcore.reconcile import DigestAnswer, DigestRequest
 
 from pusher.delivery.answers import MAX_ANSWER_BYTES, classify, classify_digests, printable
+from pusher.delivery.http11 import Answer, ConnectionFailed, HttpConnection, TlsFailed
 from pusher.delivery.uploadcap import UploadCap
 from pusher.delivery.wire import Negotiation, WireBody, gzip_body
 from pusher.errors import PermanentDeliveryError, TransientDeliveryError
 
-__all__ = ["USER_AGENT", "IngestClient"]
+__all__ = ["IngestClient", "user_agent"]
 
-# What ingestd's access logs and proxies see: this release, and the runtime under it. Sent with
-# the full sets (at least every PUSHER_FULL_SET_INTERVAL_S), not with every measurement batch:
-# on a metered link it would be ~60 bytes a minute for nothing the protocol needs.
-USER_AGENT = (
-    f"fleet-pusher/{version('fleet-pusher')} aiohttp/{aiohttp.__version__} "
-    f"python/{platform.python_version()}"
-)
+
+@functools.cache
+def user_agent() -> str:
+    """What ingestd's access logs and proxies see: this release, and the runtime under it. Sent
+    with the full sets (at least every PUSHER_FULL_SET_INTERVAL_S), not with every measurement
+    batch: on a metered link it would be ~60 bytes a minute for nothing the protocol needs.
+    Read when first sent (importlib.metadata is ~1.5 MiB the daemon does not need at start)."""
+    from importlib.metadata import version
+
+    return (
+        f"fleet-pusher/{version('fleet-pusher')} h11/{version('h11')} "
+        f"python/{platform.python_version()}"
+    )
 
 
 def _server_offset_s(headers: Mapping[str, str], sent: float, received: float) -> float | None:
@@ -78,7 +85,8 @@ def _ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
 
 
 class IngestClient:
-    """One HTTP session to ingestd for the daemon's lifetime (keep-alive, TLS verified).
+    """One HTTP/1.1 connection to ingestd, kept alive for the daemon's lifetime (`http11`), TLS
+    verified; every request bounded by `timeout_s` as a whole (connecting included).
 
     `negotiation` says which format measurement batches go in (`wire.Negotiation`, told every
     answer to a batch); `format` is its current choice. `identity` is the central database's identity as the latest
@@ -97,7 +105,7 @@ class IngestClient:
     ) -> None:
         self.url = url
         self._token = token
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout_s = timeout_s
         self._ca_bundle = ca_bundle
         self.gzip_level = gzip_level
         self.negotiation = Negotiation(wire_format)
@@ -108,23 +116,17 @@ class IngestClient:
         self.last_request_at = time.monotonic()
         self.received_bytes = 0
         self.identity: str | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._http: HttpConnection | None = None
 
     async def __aenter__(self) -> IngestClient:
-        connector = aiohttp.TCPConnector(
-            ssl=_ssl_context(self._ca_bundle), limit=1, keepalive_timeout=3600
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._timeout,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-        )
+        https = self.url.lower().startswith("https:")
+        self._http = HttpConnection(self.url, _ssl_context(self._ca_bundle) if https else None)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            self._http.close()
+            self._http = None
 
     @property
     def format(self) -> WireFormat:
@@ -149,7 +151,7 @@ class IngestClient:
             "Content-Type": wire.format.value,
         }
         if batch_type != "measurements":
-            headers["User-Agent"] = USER_AGENT
+            headers["User-Agent"] = user_agent()
         if wire.encoding:
             headers["Content-Encoding"] = wire.encoding
         if cursor:
@@ -182,36 +184,36 @@ class IngestClient:
     ) -> tuple[int, str | None, bytes]:
         """One request within the upload cap: (status, Retry-After, the body read bounded); the
         answer's negotiation and database identity are noted."""
-        if self._session is None:
-            raise RuntimeError("IngestClient used outside `async with`")
         await self._pace(wire.data, headers)
         sent = time.time()
         try:
-            async with self._session.post(
-                url, data=wire.data, headers=headers, allow_redirects=False
-            ) as resp:
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
-                if url == self.url:
-                    self.negotiation.answered(resp.headers)
-                self._observe(resp.headers, sent)
-                raw = await _read_bounded(resp)
-                self.received_bytes += len(raw) + sum(
-                    len(k) + len(v) + 4 for k, v in resp.headers.items()
-                )
+            answer = await self._request(url, wire.data, headers)
         except TimeoutError:
             raise TransientDeliveryError(
                 "no answer within the request timeout", transport="timeout"
             ) from None
-        except aiohttp.ClientSSLError as exc:
+        except TlsFailed as exc:
             raise PermanentDeliveryError(f"TLS error: {exc}", transport="tls") from None
-        except (aiohttp.ClientError, OSError, ValueError, LookupError) as exc:
-            # ValueError/LookupError: a malformed answer aiohttp could not parse or decode.
+        except ConnectionFailed as exc:
             raise TransientDeliveryError(
-                f"connection error: {type(exc).__name__}: {printable(str(exc))}",
-                transport="connection",
+                f"connection error: {printable(str(exc))}", transport="connection"
             ) from None
-        return status, retry_after, raw
+        if url == self.url:
+            self.negotiation.answered(answer.headers)
+        self._observe(answer.headers, sent)
+        self.received_bytes += len(answer.body) + answer.head_bytes
+        return answer.status, answer.headers.get("Retry-After"), answer.body
+
+    async def _request(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+        """POST `body` to `url` (on ingestd's origin) within the request timeout."""
+        if self._http is None:
+            raise RuntimeError("IngestClient used outside `async with`")
+        target = url[url.index("/", url.index("//") + 2) :] if url.count("/") > 2 else "/"
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._http.request("POST", target, headers, body, MAX_ANSWER_BYTES)
+        except h11.LocalProtocolError as exc:  # a header value HTTP cannot carry
+            raise ConnectionFailed(f"request not sendable: {exc}") from None
 
     async def _pace(self, data: bytes, headers: Mapping[str, str]) -> None:
         size = len(data) + sum(len(k) + len(v) + 4 for k, v in headers.items())
@@ -234,8 +236,6 @@ class IngestClient:
     async def send_report(self, body: bytes) -> int | None:
         """POST a health report (JSON, zstd'd when smaller); the answer's status, or None when
         none came. Never raises for what the network or the server does."""
-        if self._session is None:
-            raise RuntimeError("IngestClient used outside `async with`")
         packed = zstd_compress(body)
         headers = {TOKEN_HEADER: self._token, "Content-Type": WireFormat.JSON.value}
         if len(packed) < len(body):
@@ -245,22 +245,8 @@ class IngestClient:
         url = self.url.removesuffix(INGEST_PATH) + HEALTH_PATH
         sent = time.time()
         try:
-            async with self._session.post(
-                url, data=body, headers=headers, allow_redirects=False
-            ) as resp:
-                self._observe(resp.headers, sent)
-                await _read_bounded(resp)
-                return resp.status
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError, LookupError):
+            answer = await self._request(url, body, headers)
+        except (TimeoutError, ConnectionFailed):
             return None
-
-
-async def _read_bounded(resp: aiohttp.ClientResponse) -> bytes:
-    """The body up to MAX_ANSWER_BYTES (the rest is not read: the connection is dropped)."""
-    body = bytearray()
-    async for chunk in resp.content.iter_chunked(16 * 1024):
-        body += chunk
-        if len(body) >= MAX_ANSWER_BYTES:
-            resp.close()
-            break
-    return bytes(body[:MAX_ANSWER_BYTES])
+        self._observe(answer.headers, sent)
+        return answer.status

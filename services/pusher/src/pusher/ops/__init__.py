@@ -3,8 +3,9 @@ gauges (`progress`), systemd's READY/STATUS/WATCHDOG (`systemd`), and `pusher st
 (`status`).
 """
 
-from pusher.ops.metrics import OUTCOMES, PusherMetrics, failure_status, outcome_of, serve_metrics
+from pusher.ops.metrics import OUTCOMES, PusherMetrics, failure_status, outcome_of
 from pusher.ops.progress import PushProgress, measurement_lag_s
+from pusher.ops.scrape import serve_metrics
 from pusher.ops.status import collect_status
 from pusher.ops.systemd import SystemdNotifier
 

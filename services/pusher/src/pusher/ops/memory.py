@@ -5,7 +5,7 @@ Two things made a pusher's RSS climb over hours although it holds no more data (
 
 - glibc's malloc gives every thread that allocates its own arena (up to 8 per core), and an
   arena keeps the memory freed into it. Batches are parsed, encoded and compressed in worker
-  threads (`asyncio.to_thread`) and aiohttp resolves names in them, so each worker's arena
+  threads (`asyncio.to_thread`) and asyncio resolves names in them, so each worker's arena
   grew to the largest batch it ever handled and stayed there. `mallopt(M_ARENA_MAX, 2)` caps
   them at two, as MALLOC_ARENA_MAX=2 would (set before any thread exists, so it holds for all).
 - the default executor may start min(32, cores + 4) threads, each with its stack and arena,

@@ -1,10 +1,10 @@
-"""The pusher's Prometheus metrics, and the small HTTP listener that serves them.
+"""The pusher's Prometheus metrics (the listener that serves them is `scrape.py`).
 
 Every `Pusher` owns a `CollectorRegistry` of its own (never prometheus_client's global one), so
 several pushers can run in one process (the tests do) without sharing series. The listener is
 off unless PUSHER_METRICS_PORT is set; it binds PUSHER_METRICS_HOST (127.0.0.1 by default) and
-serves `GET /metrics` only, from the daemon's own event loop, through prometheus_client's aiohttp
-handler (text 0.0.4 or OpenMetrics as the scraper asks, gzip when accepted). No `_created` series.
+serves `GET /metrics` only, from the daemon's own event loop (text 0.0.4 or OpenMetrics as the
+scraper asks, gzip when accepted). No `_created` series.
 
 The names below are a contract with alert rules; change them only together.
 
@@ -56,9 +56,8 @@ No label ever carries a token, a URL or an error text: label values come from cl
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from importlib.metadata import version
 
 from fleetcore.protocol import BatchType
@@ -74,9 +73,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from pusher.errors import ConfigError, DeliveryError, ForeignAnswer
+from pusher.errors import DeliveryError, ForeignAnswer
 
-__all__ = ["OUTCOMES", "PusherMetrics", "failure_status", "outcome_of", "serve_metrics"]
+__all__ = ["OUTCOMES", "PusherMetrics", "failure_status", "outcome_of"]
 
 OUTCOMES = (
     "ok",
@@ -324,29 +323,3 @@ class PusherMetrics:
         ):
             out[name] = int(self.value(f"fleet_pusher_{name}_total"))
         return {k: v for k, v in out.items() if v}
-
-
-@contextlib.asynccontextmanager
-async def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> AsyncIterator[str]:
-    """Serve `GET /metrics` on host:port for the body of the `async with`; yields the URL.
-    aiohttp's server side is imported here, not with the module: a pusher without a metrics
-    port (the default) never loads it (~0.2 s of start-up and a few MiB)."""
-    from aiohttp import web
-    from prometheus_client.aiohttp import make_aiohttp_handler
-
-    app = web.Application()
-    app.router.add_get("/metrics", make_aiohttp_handler(registry))
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise ConfigError(
-            f"PUSHER_METRICS_PORT: cannot listen on {host}:{port}: {exc.strerror or exc}"
-        ) from None
-    try:
-        yield f"http://{host}:{port}/metrics"
-    finally:
-        await runner.cleanup()
