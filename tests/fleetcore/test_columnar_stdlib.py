@@ -8,10 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-from fleetcore import decode_columns, encode_columns
+from fleetcore import decode_columns, encode_columns, intpack, intpack_stdlib
 from fleetcore.columnar import Column, MeasurementColumns
 from fleetcore.columnar_stdlib import PlainColumn, encode_plain_columns
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.fleetcore.test_columnar import EXTREMES, assert_same, batches
 
@@ -103,3 +104,33 @@ def test_encoding_needs_no_numpy() -> None:
         },
     )
     assert bytes.fromhex(done.stdout.strip()) == encode_columns(batch)
+
+
+_EDGES = [2.0**50, 2.0**50 - 0.5, 2.0**51 + 1, 2.0**53 - 1, 2.0**53, 1.5, 2.5, -2.5, 0.125, 1e-15,
+          5e-16, 123456789.123456, float("nan"), float("inf"), -float("inf"), 1e300, -0.0]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(_EDGES),
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.integers(-(10**9), 10**9).flatmap(
+                lambda k: st.sampled_from([k / 10**s for s in range(0, 16)])
+            ),
+        ),
+        min_size=1,
+        max_size=700,
+    )
+)
+def test_decimal_scale_is_numpys_for_any_floats(values: list[float]) -> None:
+    """The standard library's decimal scale (its rounding without round() below 2**50, one
+    round() at a time above, NaN and infinities) is numpy's for any column, edges included."""
+    found = intpack_stdlib.decimal_scale(values)
+    expected = intpack.decimal_scale(np.array(values, dtype=np.float64))
+    if expected is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert found[0] == expected[0] and found[1] == expected[1].tolist()

@@ -9,12 +9,13 @@ images, byte slicing with a step for the shuffle, one big integer for a bit-pack
 
 from __future__ import annotations
 
+import math
 import sys
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from operator import lshift, rshift, sub, truediv, xor
+from operator import sub, truediv
 
 from fleetcore.columnar_layout import (
     BITPACK_BELOW_ROWS,
@@ -34,6 +35,8 @@ __all__ = ["PackedInts", "decimal_scale", "pack_ints", "pack_raw"]
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _BIG_ENDIAN = sys.byteorder == "big"
 _NEGATIVE_ZERO = bytes(7) + b"\x80"  # -0.0, little-endian
+_RINT = 1.5 * 2**52
+_RINT_LIMIT = 2.0**50  # |x * 10**scale| below it: rounding by _RINT is exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +57,8 @@ def _wrapped(values: list[int]) -> list[int]:
 
 
 def _zigzag(values: list[int]) -> list[int]:
-    """(v << 1) ^ (v >> 63): Python's integers shift and xor as infinite two's complement."""
-    return list(map(xor, map(lshift, values, repeat(1)), map(rshift, values, repeat(63))))
+    """(v << 1) ^ (v >> 63) on int64: 2v for v >= 0, -2v - 1 below."""
+    return [v + v if v >= 0 else -v - v - 1 for v in values]
 
 
 def _form(values: list[int], mode: int) -> tuple[int, list[int]]:
@@ -157,6 +160,23 @@ def _has_negative_zero(values: list[float]) -> bool:
 
 
 def _scale_from(values: list[float], start: int) -> tuple[int, list[int]] | None:
+    if not math.isfinite(sum(values)):  # NaN or an infinity among them (or a sum that large)
+        return _scale_from_exact(values, start)
+    largest = max(map(abs, values), default=0.0)
+    for scale in range(start, MAX_SCALE + 1):
+        factor = POW10[scale]
+        if largest * factor >= _RINT_LIMIT:
+            return _scale_from_exact(values, scale)
+        # round() half to even without a call per value: adding and taking away 1.5 * 2**52
+        # leaves a float that small rounded to an integer, ties to even (IEEE 754's default).
+        ks = [(v * factor + _RINT) - _RINT for v in values]
+        if [k / factor for k in ks] == values:
+            return scale, list(map(int, ks))
+    return None
+
+
+def _scale_from_exact(values: list[float], start: int) -> tuple[int, list[int]] | None:
+    """`_scale_from` one round() at a time: for NaN, infinities and values near 2**53."""
     count = len(values)
     for scale in range(start, MAX_SCALE + 1):
         factor = POW10[scale]
