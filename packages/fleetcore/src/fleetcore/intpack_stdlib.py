@@ -162,7 +162,7 @@ def _has_negative_zero(values: list[float]) -> bool:
 def _scale_from(values: list[float], start: int) -> tuple[int, list[int]] | None:
     if not math.isfinite(sum(values)):  # NaN or an infinity among them (or a sum that large)
         return _scale_from_exact(values, start)
-    largest = max(map(abs, values), default=0.0)
+    largest = max(max(values, default=0.0), -min(values, default=0.0))
     for scale in range(start, MAX_SCALE + 1):
         factor = POW10[scale]
         if largest * factor >= _RINT_LIMIT:
