@@ -46,6 +46,7 @@ from common import cpu_seconds, exit_on_sigterm, rss_bytes
 from fleetcore import PushCursor, zstd_compress
 from fleetcore.protocol import COLUMNAR_MEDIA_TYPE
 from fleetdev.pgcluster import free_port, temporary_cluster
+from gateway_venv import pusher_python
 from pusher import source
 from pusher.delivery import gzip_body
 from pusher.migrate import apply_migrations
@@ -253,9 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--pusher-python",
-        default="",
-        help="run the pusher with this interpreter, e.g. /opt/fleet-pusher/bin/python of the "
-        "installed .deb (default: this one, the checkout's; its dev tools add imports)",
+        default="gateway",
+        help="the pusher's interpreter: `gateway` (default: a virtualenv like the .deb's, "
+        "bench/gateway_venv.py), `checkout` (this one; its dev tools add imports), or a path, "
+        "e.g. /opt/fleet-pusher/bin/python of an installed .deb",
     )
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up on the drain")
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -266,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the drained pusher's idle RSS is sampled so long",
     )
     args = parser.parse_args(argv)
+    args.pusher_python = pusher_python(args.pusher_python)
     exit_on_sigterm()
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,7 @@ from catchup import (
 )
 from common import exit_on_sigterm, rss_bytes
 from fleetdev.pgcluster import free_port, temporary_cluster
+from gateway_venv import pusher_python
 from pusher.migrate import apply_migrations
 from report import Figure, Target, finish
 
@@ -144,11 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
         "--pusher-python",
-        default="",
-        help="run the pusher with this interpreter, e.g. /opt/fleet-pusher/bin/python of the "
-        "installed .deb (default: this one, the checkout's; its dev tools add imports)",
+        default="gateway",
+        help="the pusher's interpreter: `gateway` (default: a virtualenv like the .deb's, "
+        "bench/gateway_venv.py), `checkout` (this one; its dev tools add imports), or a path, "
+        "e.g. /opt/fleet-pusher/bin/python of an installed .deb",
     )
     args = parser.parse_args(argv)
+    args.pusher_python = pusher_python(args.pusher_python)
     exit_on_sigterm()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     logs = RESULTS_DIR / f"footprint-{stamp}-logs"
