@@ -103,14 +103,18 @@ def exit_on_sigterm() -> None:
 
 
 def create_central_database(
-    cluster: PgCluster, name: str = "fleet_central", *, bootstrap: bool = True
+    cluster: PgCluster,
+    name: str = "fleet_central",
+    *,
+    bootstrap: bool = True,
+    timescale: bool = False,
 ) -> str:
     """A database as `ingestd migrate` leaves it (migrations, then the storage bootstrap); returns
     its DSN. With `bootstrap=False` only the migrations: a plain table with no partitions and no
     hourly aggregate to maintain (the baseline of bench/rollup_cost.py).
 
-    Always plain PostgreSQL (weekly partitions), even where TimescaleDB is installed: the
-    throwaway cluster does not preload it, and results stay comparable between machines."""
+    Plain PostgreSQL (weekly partitions) unless `timescale` (the cluster must preload it:
+    `temporary_cluster(timescaledb=True)`), so results stay comparable between machines."""
     import asyncio
 
     from ingestd.migrate import apply_migrations
@@ -119,7 +123,8 @@ def create_central_database(
     dsn = cluster.create_database(name)
     apply_migrations(dsn)
     if bootstrap:
-        asyncio.run(bootstrap_database(dsn, StoragePlan(timescaledb="off")))
+        plan = StoragePlan(timescaledb="on" if timescale else "off")
+        asyncio.run(bootstrap_database(dsn, plan))
     return dsn
 
 

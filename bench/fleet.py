@@ -21,6 +21,16 @@ connections. Phases:
 The generator's own CPU is reported (it shares the machine's cores with what it measures).
 Every loop is bounded by a deadline; Ctrl-C and SIGTERM stop the gateways, ingestd and the
 cluster. Results go to bench/results/fleet-<time>.json (or --json).
+
+    uv run python bench/fleet.py --capacity [--storage both] [--gateways 10000]
+
+instead answers what one ingestd process carries, on plain PostgreSQL and on TimescaleDB (in a
+cluster that preloads it; skipped, with the reason, where it is not installed), with today's
+pusher (full sets on the first tick only): the largest fleet with p99 < 100 ms and no 503 (a
+step search, bounded by --search-budget), ingestd's CPU per batch for gzip JSON and for columnar
+measurements (from /proc), the rollup's backlog slope (`fleet.hourly_dirty` on plain
+PostgreSQL, the continuous aggregates' invalidations and watermark on TimescaleDB) and what the
+generator cost; one table of figures at the end (bench/fleet_capacity.py).
 """
 
 from __future__ import annotations
@@ -40,18 +50,18 @@ import aiohttp
 import psycopg
 from common import (
     IngestdProcess,
-    cpu_seconds,
     create_central_database,
     exit_on_sigterm,
     machine_info,
     peak_rss_bytes,
-    postgres_cpu_seconds,
-    rss_bytes,
 )
+from fleet_capacity import capacity, capacity_figures
+from fleet_probe import Sampler, process_tree
+from fleet_probe import window as probe_window
 from fleetcore.protocol import INGEST_PATH
-from fleetdev.pgcluster import PgCluster, temporary_cluster
+from fleetdev.pgcluster import PgCluster, temporary_cluster, timescaledb_installed
 from report import Figure, Target, errors, finish
-from simulator import TYPES, Fleet, Gateway, ValuePool, full_set_bodies, latency, register_gateways
+from simulator import TYPES, Fleet, ValuePool, build_gateways, latency, register_gateways
 
 TARGET_P99 = Target("<", 100.0, " ms", also="0 errors", of="p99")  # per batch type, steady
 TARGET_CPU_PER_REQUEST = Target("<=", 2.0, " ms")
@@ -79,13 +89,6 @@ ROW_COUNTS = """
 SELECT (SELECT count(*) FROM fleet.ingest_events), (SELECT count(*) FROM fleet.rejected_rows),
        (SELECT count(*) FROM fleet.hourly_dirty)
 """
-# The dirty marks' row writes (inserts + updates): their churn, apart from the count.
-SAMPLE_DB = """
-SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()),
-       (SELECT count(*) FROM fleet.hourly_dirty),
-       (SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables
-        WHERE relid = 'fleet.hourly_dirty'::regclass)
-"""
 
 
 async def sizes(dsn: str) -> dict[str, int]:
@@ -99,126 +102,12 @@ async def sizes(dsn: str) -> dict[str, int]:
         return out
 
 
-class Sampler:
-    """Every `every_s`: ingestd CPU and RSS, PostgreSQL CPU, the generator's CPU, connections to
-    the central database and the dirty-hour backlog (the last two skipped while it is down)."""
-
-    def __init__(self, cluster: PgCluster, dsn: str, pid: int, fleet: Fleet) -> None:
-        self.cluster, self.dsn, self.pid, self.fleet = cluster, dsn, pid, fleet
-        self.samples: list[dict[str, Any]] = []
-
-    def _cpu(self) -> dict[str, float]:
-        pg = float("nan")
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            pg = postgres_cpu_seconds(self.cluster)
-        cpu, rss = tree_cpu_and_rss(self.pid)
-        return {
-            "t": time.monotonic(),
-            "ingestd_cpu_s": cpu,
-            "ingestd_rss": rss,
-            "pg_cpu_s": pg,
-            "client_cpu_s": time.process_time(),
-        }
-
-    async def run(self, stop: asyncio.Event, every_s: float = 2.0) -> None:
-        conn: psycopg.AsyncConnection[Any] | None = None
-        expected = time.monotonic()
-        while not stop.is_set():
-            # How late this loop wakes: a starved generator inflates every latency it measures.
-            sample: dict[str, Any] = {
-                "phase": self.fleet.phase,
-                "loop_lag_s": max(0.0, time.monotonic() - expected),
-                **self._cpu(),
-            }
-            try:
-                if conn is None or conn.closed:
-                    conn = await psycopg.AsyncConnection.connect(
-                        self.dsn, autocommit=True, connect_timeout=2
-                    )
-                cur = await conn.execute(SAMPLE_DB, (DATABASE,))
-                row = await cur.fetchone()
-                if row:
-                    sample.update(
-                        connections=int(row[0]), dirty=int(row[1]), dirty_writes=int(row[2])
-                    )
-            except psycopg.Error:
-                if conn is not None:
-                    with contextlib.suppress(psycopg.Error):
-                        await conn.close()
-                conn = None
-            self.samples.append(sample)
-            expected = time.monotonic() + every_s
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every_s)
-        if conn is not None:
-            await conn.close()
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its children (INGESTD_WORKERS forks its workers)."""
-    pids = [pid]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = (entry / "stat").read_text()
-                if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-                    pids.append(int(entry.name))
-    return pids
-
-
-def tree_cpu_and_rss(pid: int) -> tuple[float, int]:
-    cpu, rss = 0.0, 0
-    for p in process_tree(pid):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            cpu += cpu_seconds(p)
-            rss += rss_bytes(p)
-    return cpu, rss
-
-
-def _window(samples: list[dict[str, Any]], t0: float, t1: float) -> dict[str, Any]:
-    inside = [s for s in samples if t0 <= s["t"] <= t1]
-    if len(inside) < 2:
-        return {}
-    a, b = inside[0], inside[-1]
-    span = b["t"] - a["t"]
-    conns = [s["connections"] for s in inside if "connections" in s]
-    dirty = [s["dirty"] for s in inside if "dirty" in s]
-    writes = [(s["t"], s["dirty_writes"]) for s in inside if "dirty_writes" in s]
-    return {
-        "span_s": span,
-        "ingestd_cpu_share": (b["ingestd_cpu_s"] - a["ingestd_cpu_s"]) / span,
-        "pg_cpu_share": (b["pg_cpu_s"] - a["pg_cpu_s"]) / span,
-        "client_cpu_share": (b["client_cpu_s"] - a["client_cpu_s"]) / span,
-        "ingestd_rss_max_mib": max(s["ingestd_rss"] for s in inside) / 2**20,
-        "connections_max": max(conns, default=None),
-        "connections_median": statistics.median(conns) if conns else None,
-        "dirty_first": dirty[0] if dirty else None,
-        "dirty_last": dirty[-1] if dirty else None,
-        "dirty_max": max(dirty, default=None),
-        "dirty_writes_per_s": (writes[-1][1] - writes[0][1]) / (writes[-1][0] - writes[0][0])
-        if len(writes) > 1 and writes[-1][0] > writes[0][0]
-        else None,
-        "generator_loop_lag_max_s": max(s.get("loop_lag_s", 0.0) for s in inside),
-    }
-
-
-def build_gateways(tokens: Sequence[str], args: argparse.Namespace) -> list[Gateway]:
-    rng = random.Random(args.seed)
-    out = []
-    for i, token in enumerate(tokens):
-        meters = rng.randint(args.meters_min, args.meters_max)
-        sites = 1 + meters // 20
-        sites_body, devices_body = full_set_bodies(i, meters, sites)
-        out.append(
-            Gateway(i, token, meters, rng.uniform(0, args.interval), sites_body, devices_body)
-        )
-    return out
-
-
 async def scenario(args: argparse.Namespace, cluster: PgCluster, dsn: str) -> dict[str, Any]:
     prep = time.monotonic()
     tokens = register_gateways(dsn, args.gateways)
-    gateways = build_gateways(tokens, args)
+    gateways = build_gateways(
+        tokens, args.interval, (args.meters_min, args.meters_max), random.Random(args.seed)
+    )
     pool = ValuePool(reject_every=args.reject_every)
     env = {"INGESTD_RATE_LIMIT_PER_S": "50", "INGESTD_RATE_LIMIT_BURST": "100"}
     env.update(dict(kv.split("=", 1) for kv in args.ingestd_env))
@@ -231,7 +120,7 @@ async def scenario(args: argparse.Namespace, cluster: PgCluster, dsn: str) -> di
     print(f"  {args.gateways} gateways, {meters} meters, prepared", file=sys.stderr)
     with IngestdProcess(dsn, extra_env=env) as ingestd:
         fleet = Fleet(ingestd.base_url + INGEST_PATH, pool, args.interval, args.full_sets)
-        sampler = Sampler(cluster, dsn, ingestd.pid, fleet)
+        sampler = Sampler(cluster, dsn, DATABASE, ingestd.pid, fleet, timescale=False)
         stop = asyncio.Event()
         sampling = asyncio.create_task(sampler.run(stop))
         start = time.monotonic()
@@ -279,7 +168,7 @@ async def scenario(args: argparse.Namespace, cluster: PgCluster, dsn: str) -> di
         "per_type": {t: latency([r for r in steady if r.batch_type == t]) for t in TYPES},
         "all": latency(steady),
         "requests_per_s": len(steady) / window,
-        **_window(sampler.samples, t0, t1),
+        **probe_window(sampler.samples, t0, t1),
     }
     s = result["steady"]
     s["rows_per_s"] = s["all"]["rows_ok"] / window
@@ -303,7 +192,7 @@ async def scenario(args: argparse.Namespace, cluster: PgCluster, dsn: str) -> di
         "gateways_caught_up": len(caught),
         "time_to_all_caught_up_s": max(caught) if len(caught) == len(gateways) else None,
         "time_to_half_caught_up_s": statistics.median(caught) if caught else None,
-        **_window(sampler.samples, restarted, t_end),
+        **probe_window(sampler.samples, restarted, t_end),
     }
     result["timeline"] = sampler.samples
     return result
@@ -443,6 +332,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--ingestd-env", action="append", default=[], metavar="NAME=VALUE", help="repeatable"
     )
     parser.add_argument("--json", type=Path, help="write the results here")
+    capacity_group = parser.add_argument_group(
+        "--capacity: what one ingestd carries (bench/fleet_capacity.py)"
+    )
+    capacity_group.add_argument(
+        "--capacity",
+        action="store_true",
+        help="search the largest fleet, CPU per batch by encoding, backlog slope; no outage",
+    )
+    capacity_group.add_argument(
+        "--storage",
+        choices=("plain", "timescaledb", "both"),
+        default="both",
+        help="with --capacity: the storage paths (TimescaleDB skipped where not installed)",
+    )
+    capacity_group.add_argument("--search-start", type=int, default=1000, help="gateways")
+    capacity_group.add_argument("--search-factor", type=float, default=2.0)
+    capacity_group.add_argument(
+        "--search-budget", type=float, default=1800.0, help="seconds per storage path"
+    )
+    capacity_group.add_argument(
+        "--step-duration", type=float, default=120.0, help="seconds measured per step"
+    )
+    capacity_group.add_argument(
+        "--encoding-duration", type=float, default=120.0, help="seconds per encoding"
+    )
+    capacity_group.add_argument("--sample-s", type=float, default=2.0, help="probe period")
+    capacity_group.add_argument(
+        "--idle-s", type=float, default=20.0, help="ingestd alone first: its idle CPU share"
+    )
     args = parser.parse_args(argv)
     if args.warmup is None:
         args.warmup = args.interval
@@ -452,7 +370,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any("=" not in kv or not kv.startswith("INGESTD_") for kv in args.ingestd_env):
         print("--ingestd-env takes INGESTD_NAME=VALUE", file=sys.stderr)
         return 2
+    if args.capacity and not (args.search_start >= 1 and args.search_factor > 1):
+        print("need --search-start >= 1 and --search-factor > 1", file=sys.stderr)
+        return 2
     exit_on_sigterm()
+    if args.capacity:
+        return capacity_main(args)
     started = time.monotonic()
     with temporary_cluster(prefix="fleet-bench-fleet-") as cluster:
         dsn = create_central_database(cluster, DATABASE)
@@ -466,6 +389,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         runtime_s=time.monotonic() - started,
     )
     finish("fleet", result, figures(result), args.json)
+    return 0
+
+
+def capacity_main(args: argparse.Namespace) -> int:
+    """`--capacity`: each storage path in its own throwaway cluster, one ingestd each."""
+    started = time.monotonic()
+    paths = ("plain", "timescaledb") if args.storage == "both" else (args.storage,)
+    results: dict[str, Any] = {}
+    machine: dict[str, Any] = {}
+    for path in paths:
+        timescale = path == "timescaledb"
+        if timescale and not timescaledb_installed():
+            reason = "TimescaleDB is not installed in this machine's PostgreSQL (timescaledb.so)"
+            print(f"  {path}: skipped: {reason}", file=sys.stderr)
+            results[path] = {"storage": path, "skipped": reason}
+            continue
+        print(f"  {path}:", file=sys.stderr)
+        with temporary_cluster(prefix="fleet-bench-fleet-", timescaledb=timescale) as cluster:
+            dsn = create_central_database(cluster, DATABASE, timescale=timescale)
+            machine = machine or machine_info(dsn)
+            results[path] = asyncio.run(capacity(args, cluster, dsn, timescale))
+    result: dict[str, Any] = {
+        "benchmark": "fleet",
+        "mode": "capacity",
+        "paths": results,
+        "config": {k: v for k, v in vars(args).items() if k != "json"},
+        "machine": machine,
+        "runtime_s": time.monotonic() - started,
+    }
+    figures = [f for path in paths for f in capacity_figures(results[path])]
+    finish("fleet", result, figures, args.json)
     return 0
 
 

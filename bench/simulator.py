@@ -13,7 +13,9 @@ Bodies are what the pusher sends: JSON `{"items": [...]}` with the keys of the p
 item, compressed by `pusher.delivery.gzip_body` at the pusher's default level, from one of two
 sources built before the clock starts: `ValuePool` splices each tick's time and device ids into
 realistic value parts (every body its own), `PreEncoded` hands out the same pre-compressed
-batches to every gateway (the generator then costs nothing per request).
+batches to every gateway (the generator then costs nothing per request). `ValuePool` with
+`columnar = True` sends the same samples in the pusher's columnar encoding (zstd) instead — it
+can be switched while the fleet runs.
 """
 
 from __future__ import annotations
@@ -32,8 +34,16 @@ import aiohttp
 import msgspec
 import psycopg
 from common import generate_measurements, measurement_items
-from fleetcore import MEASUREMENT_VALUE_FIELDS, generate_token, hash_token, token_hint
-from fleetcore.protocol import BATCH_TYPE_HEADER, TOKEN_HEADER
+from fleetcore import (
+    MEASUREMENT_VALUE_FIELDS,
+    columns_from_rows,
+    encode_columns,
+    generate_token,
+    hash_token,
+    token_hint,
+    zstd_compress,
+)
+from fleetcore.protocol import BATCH_TYPE_HEADER, COLUMNAR_MEDIA_TYPE, TOKEN_HEADER
 from pusher.delivery import gzip_body
 from pusher.retry import RetryEvent, RetryPolicy, parse_retry_after
 
@@ -44,6 +54,7 @@ __all__ = [
     "Gateway",
     "PreEncoded",
     "ValuePool",
+    "build_gateways",
     "full_set_bodies",
     "latency",
     "register_gateways",
@@ -77,26 +88,46 @@ def register_gateways(dsn: str, count: int) -> list[str]:
     return tokens
 
 
+JSON_HEADERS = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+COLUMNAR_HEADERS = {"Content-Type": COLUMNAR_MEDIA_TYPE, "Content-Encoding": "zstd"}
+
+
 class Bodies(Protocol):
+    @property
+    def encoding(self) -> str:
+        """ "json" or "columnar": which headers a measurements body goes with."""
+        ...
+
     def measurements(self, gateway: Gateway, ticks: Sequence[Tick]) -> bytes: ...
 
 
 class ValuePool:
     """Encoded value parts (`"v1":230.4,…,"thd_i":3.1}`) of realistic samples, shared by all;
-    one row in `reject_every` is dated 2 days ahead (refused by ingestd, dead-lettered)."""
+    one row in `reject_every` is dated 2 days ahead (refused by ingestd, dead-lettered).
+    `columnar`: the same samples in the columnar encoding."""
 
-    def __init__(self, size: int = 4096, seed: int = 3, reject_every: int = 0) -> None:
+    def __init__(
+        self, size: int = 4096, seed: int = 3, reject_every: int = 0, columnar: bool = False
+    ) -> None:
         rows = generate_measurements(size, devices=64, seed=seed)
-        self.fragments = [
-            msgspec.json.encode(dict(zip(MEASUREMENT_VALUE_FIELDS, row[3:], strict=True)))[1:]
-            for row in rows
-        ]
+        self.values = [dict(zip(MEASUREMENT_VALUE_FIELDS, row[3:], strict=True)) for row in rows]
+        self.fragments = [msgspec.json.encode(v)[1:] for v in self.values]
         self.reject_every = reject_every
+        self.columnar = columnar
+
+    @property
+    def encoding(self) -> str:
+        return "columnar" if self.columnar else "json"
+
+    def _index(self, gateway: int, meter: int, tick: int) -> int:
+        return (gateway * 7919 + meter * 131 + tick) % len(self.fragments)
 
     def pick(self, gateway: int, meter: int, tick: int) -> bytes:
-        return self.fragments[(gateway * 7919 + meter * 131 + tick) % len(self.fragments)]
+        return self.fragments[self._index(gateway, meter, tick)]
 
     def measurements(self, gateway: Gateway, ticks: Sequence[Tick]) -> bytes:
+        if self.columnar:
+            return self._columnar(gateway, ticks)
         parts: list[bytes] = []
         ahead = timedelta(days=2)
         for tick, when in ticks:
@@ -109,6 +140,19 @@ class ValuePool:
                     % (stamp, meter, stamp, self.pick(gateway.index, meter, tick))
                 )
         return gzip_body(b'{"items":[' + b",".join(parts) + b"]}", GZIP_LEVEL)
+
+    def _columnar(self, gateway: Gateway, ticks: Sequence[Tick]) -> bytes:
+        """Meter by meter, in time, as the pusher's columnar reader orders them."""
+        ahead = timedelta(days=2)
+        rows = []
+        for meter in range(1, gateway.meters + 1):
+            for tick, when in ticks:
+                sample_no = gateway.index * 31 + tick * gateway.meters + meter
+                refused = self.reject_every and sample_no % self.reject_every == 0
+                stamp = when + ahead if refused else when
+                values = self.values[self._index(gateway.index, meter, tick)]
+                rows.append({"time": stamp, "device_id": meter, "received_at": stamp, **values})
+        return zstd_compress(encode_columns(columns_from_rows(rows)))
 
 
 class PreEncoded:
@@ -123,6 +167,10 @@ class PreEncoded:
             for i in range(0, len(items), rows_per_tick)
         ]
         self.single = [self._body([f]) for f in self.fragments]
+
+    @property
+    def encoding(self) -> str:
+        return "json"
 
     @staticmethod
     def _body(fragments: Sequence[bytes]) -> bytes:
@@ -166,6 +214,19 @@ def full_set_bodies(index: int, meters: int, sites: int) -> tuple[bytes, bytes]:
     )
 
 
+def build_gateways(
+    tokens: Sequence[str], interval_s: float, meters: tuple[int, int], rng: random.Random
+) -> list[Gateway]:
+    """A gateway per token, each with meters in the `meters` range (a site per 20) and a random
+    phase within the interval; full sets included."""
+    out = []
+    for i, token in enumerate(tokens):
+        count = rng.randint(*meters)
+        sites_body, devices_body = full_set_bodies(i, count, 1 + count // 20)
+        out.append(Gateway(i, token, count, rng.uniform(0, interval_s), sites_body, devices_body))
+    return out
+
+
 @dataclass(slots=True)
 class BatchRecord:
     phase: str
@@ -175,6 +236,7 @@ class BatchRecord:
     status: str  # HTTP status, or the exception's name
     rows: int
     wire_bytes: int
+    encoding: str = "json"
 
 
 @dataclass
@@ -229,19 +291,15 @@ class Gateway:
     failures: int = 0
     retry_at: float = 0.0
     tick_count: int = 0
-    _cached: tuple[tuple[int, int], bytes] | None = None
+    _cached: tuple[tuple[int, int, str], bytes] | None = None
 
     def __post_init__(self) -> None:
         if self.sites_body is not None and self.devices_body is not None:
             self.pending = {"sites", "devices"}
 
-    def _headers(self, batch_type: str) -> dict[str, str]:
-        return {
-            TOKEN_HEADER: self.token,
-            BATCH_TYPE_HEADER: batch_type,
-            "Content-Type": "application/json",
-            "Content-Encoding": "gzip",
-        }
+    def _headers(self, batch_type: str, encoding: str) -> dict[str, str]:
+        body = COLUMNAR_HEADERS if encoding == "columnar" else JSON_HEADERS
+        return {TOKEN_HEADER: self.token, BATCH_TYPE_HEADER: batch_type, **body}
 
     def _tick(self, fleet: Fleet) -> None:
         self.ticks.append((self.tick_count, datetime.now(UTC).replace(microsecond=0)))
@@ -252,7 +310,7 @@ class Gateway:
 
     def _measurement_body(self, fleet: Fleet, count: int) -> bytes:
         """The body of the first `count` queued ticks (kept while a retry re-sends the same)."""
-        key = (self.ticks[0][0], count)
+        key = (self.ticks[0][0], count, fleet.bodies.encoding)
         if self._cached is None or self._cached[0] != key:
             ticks = [self.ticks[i] for i in range(count)]
             self._cached = (key, fleet.bodies.measurements(self, ticks))
@@ -284,15 +342,15 @@ class Gateway:
         """Sites, devices, then the queued samples; stop at the first failure."""
         for batch_type, body in (("sites", self.sites_body), ("devices", self.devices_body)):
             if batch_type in self.pending and body is not None:
-                if not await self._send(session, fleet, policy, batch_type, body, 0):
+                if not await self._send(session, fleet, policy, batch_type, body, 0, "json"):
                     return
                 self.pending.discard(batch_type)
         while self.ticks:
             count = min(len(self.ticks), max(1, fleet.batch_rows // self.meters))
+            encoding = fleet.bodies.encoding
             body = self._measurement_body(fleet, count)
-            if not await self._send(
-                session, fleet, policy, "measurements", body, count * self.meters
-            ):
+            rows = count * self.meters
+            if not await self._send(session, fleet, policy, "measurements", body, rows, encoding):
                 return
             for _ in range(count):
                 self.ticks.popleft()
@@ -307,11 +365,13 @@ class Gateway:
         batch_type: str,
         body: bytes,
         rows: int,
+        encoding: str,
     ) -> bool:
         phase, started = fleet.phase, time.monotonic()
         retry_after: float | None = None
+        headers = self._headers(batch_type, encoding)
         try:
-            async with session.post(fleet.url, data=body, headers=self._headers(batch_type)) as r:
+            async with session.post(fleet.url, data=body, headers=headers) as r:
                 await r.read()
                 status = str(r.status)
                 retry_after = parse_retry_after(r.headers.get("Retry-After"))
@@ -319,7 +379,9 @@ class Gateway:
             status = type(exc).__name__
         done = time.monotonic()
         fleet.records.append(
-            BatchRecord(phase, batch_type, started, done - started, status, rows, len(body))
+            BatchRecord(
+                phase, batch_type, started, done - started, status, rows, len(body), encoding
+            )
         )
         if status == "200":
             self.failures = 0

@@ -1,0 +1,315 @@
+"""What one ingestd process carries (`bench/fleet.py --capacity`): the largest fleet with p99 under
+100 ms and no 503, ingestd's CPU per batch by encoding, the rollup's backlog slope, and what the
+generator itself cost — on one storage path (plain PostgreSQL or TimescaleDB).
+
+The search steps the fleet up from `--search-start` gateways by `--search-factor` to
+`--gateways`: each step starts the first N registered gateways afresh (their first tick sends
+their full sets: the warm-up, counted apart), then measures `--step-duration` s. A step passes
+when every batch type's p99 is under 100 ms and nothing but 200 was answered; the search stops at
+the first step that fails, at `--gateways`, or when the next step would end past
+`--search-budget` s. Then, at the largest size that passed (the first step's when none did),
+the fleet runs `--encoding-duration` s sending gzip JSON measurements and as long again sending
+columnar ones (switched in place, one interval apart): ingestd's CPU from /proc (its process
+tree) divided by the batches answered in each window.
+
+Before the search ingestd runs alone for `--idle-s` s: its background loops' share of a core
+(housekeeping, fleet states, readiness), so CPU per batch is also given net of it (at a small
+fleet the idle share is most of it). The backlog's slope is taken over the encodings' run (one
+fleet past its warm-up: new gateways' first hours are not a backlog).
+
+The generator shares the machine with what it measures: each step reports its CPU share and its
+loop lag; a step whose loop woke more than 0.1 s late is marked generator-bound (its latencies
+are the generator's, not ingestd's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from common import IngestdProcess
+from fleet_probe import Sampler, window
+from fleetcore.protocol import INGEST_PATH
+from fleetdev.pgcluster import PgCluster
+from report import Figure, Target, errors
+from simulator import TYPES, Fleet, ValuePool, build_gateways, latency, register_gateways
+
+__all__ = ["capacity", "capacity_figures"]
+
+TARGET_P99_MS = 100.0
+TARGET_GATEWAYS = Target(">=", 10_000, " gateways", also="p99 < 100 ms, no 503")
+TARGET_CPU = {
+    "json": Target("<=", 2.0, " ms", of="CPU per batch"),
+    "columnar": Target("<=", 1.5, " ms", of="CPU per batch"),
+}
+GENERATOR_LAG_S = 0.1
+DATABASE = "fleet_central"
+
+
+@dataclass
+class Run:
+    """One fleet of gateways pushing while named windows are measured."""
+
+    ingestd: IngestdProcess
+    sampler: Sampler
+    pool: ValuePool
+    args: Any
+    idle_share: float = 0.0
+
+    async def drive(
+        self, tokens: Sequence[str], plan: Sequence[tuple[str, float, bool | None]]
+    ) -> tuple[Fleet, dict[str, tuple[float, float]], int]:
+        """Run the gateways of `tokens` through `plan`: (phase, seconds, columnar or None to
+        leave the encoding) each; returns the fleet (its records), each phase's window and the
+        gateways' meters."""
+        args = self.args
+        fleet = Fleet(self.ingestd.base_url + INGEST_PATH, self.pool, args.interval, "first-tick")
+        self.sampler.fleet = fleet
+        gateways = build_gateways(
+            tokens, args.interval, (args.meters_min, args.meters_max), random.Random(args.seed)
+        )
+        windows: dict[str, tuple[float, float]] = {}
+        start = time.monotonic()
+        end = start + sum(seconds for _, seconds, _ in plan) + 5
+        connector = aiohttp.TCPConnector(limit=args.connections, limit_per_host=args.connections)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=60)
+        ) as session:
+            tasks = [asyncio.create_task(g.run(session, fleet, start, end)) for g in gateways]
+            try:
+                for phase, seconds, columnar in plan:
+                    if columnar is not None:
+                        self.pool.columnar = columnar
+                    fleet.phase = phase
+                    t0 = time.monotonic()
+                    await asyncio.sleep(seconds)
+                    windows[phase] = (t0, time.monotonic())
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        return fleet, windows, sum(g.meters for g in gateways)
+
+    def measured(self, fleet: Fleet, phase: str, t0: float, t1: float) -> dict[str, Any]:
+        """Latency and statuses of the batches sent in [t0, t1], ingestd's CPU per answered batch
+        (its share of a core over the window; net: less its share when idle)."""
+        records = [r for r in fleet.records if r.phase == phase and t0 <= r.sent_at < t1]
+        per_type = {t: latency([r for r in records if r.batch_type == t]) for t in TYPES}
+        probe = window(self.sampler.samples, t0, t1)
+        answered = sum(1 for r in records if r.status == "200")
+        rows = [r.rows for r in records if r.batch_type == "measurements"]
+        share = probe.get("ingestd_cpu_share")
+        per_batch = net = None
+        if share is not None and answered:
+            per_batch = 1000 * share * (t1 - t0) / answered
+            net = 1000 * max(0.0, share - self.idle_share) * (t1 - t0) / answered
+        return {
+            "window_s": t1 - t0,
+            "per_type": per_type,
+            "all": latency(records),
+            "requests_per_s": len(records) / (t1 - t0),
+            "rows_per_batch": statistics.fmean(rows) if rows else None,
+            "ingestd_cpu_ms_per_batch": per_batch,
+            "ingestd_cpu_ms_per_batch_net_of_idle": net,
+            **probe,
+        }
+
+
+def _p99(step: dict[str, Any]) -> float | None:
+    """The worst p99 over the batch types that were measured (None: too few answers)."""
+    found = [st["p99_ms"] for st in step["per_type"].values() if "p99_ms" in st]
+    return max(found) if found else None
+
+
+def _passed(step: dict[str, Any]) -> bool:
+    p99 = _p99(step)
+    statuses = step["all"]["statuses"]
+    return p99 is not None and p99 < TARGET_P99_MS and set(statuses) <= {"200"}
+
+
+async def capacity(args: Any, cluster: PgCluster, dsn: str, timescale: bool) -> dict[str, Any]:
+    """The search, then CPU per batch by encoding, on the database at `dsn`."""
+    tokens = register_gateways(dsn, args.gateways)
+    env = {"INGESTD_TIMESCALEDB": "on" if timescale else "off"}
+    env.update(dict(kv.split("=", 1) for kv in args.ingestd_env))
+    pool = ValuePool(reject_every=args.reject_every)
+    result: dict[str, Any] = {"storage": "timescaledb" if timescale else "postgresql", "env": env}
+    started = time.monotonic()
+    with IngestdProcess(dsn, extra_env=env) as ingestd:
+        probe_fleet = Fleet("", pool, args.interval)
+        sampler = Sampler(cluster, dsn, DATABASE, ingestd.pid, probe_fleet, timescale)
+        stop = asyncio.Event()
+        sampling = asyncio.create_task(sampler.run(stop, every_s=args.sample_s))
+        run = Run(ingestd, sampler, pool, args)
+        try:
+            t0 = time.monotonic()  # ingestd alone: its background loops' share of a core
+            await asyncio.sleep(args.idle_s)
+            result["idle"] = window(sampler.samples, t0, time.monotonic())
+            run.idle_share = result["idle"].get("ingestd_cpu_share", 0.0)
+            result["steps"] = steps = await _search(run, tokens, started)
+            passing = [s["gateways"] for s in steps if s["passed"]]
+            result["largest_passing"] = max(passing, default=None)
+            size = result["largest_passing"] or steps[0]["gateways"]
+            result["encodings"] = await _encodings(run, tokens[:size])
+        finally:
+            stop.set()
+            await sampling
+        result["whole_run"] = window(sampler.samples, started, time.monotonic())
+    result["runtime_s"] = time.monotonic() - started
+    return result
+
+
+async def _search(run: Run, tokens: Sequence[str], started: float) -> list[dict[str, Any]]:
+    args = run.args
+    steps: list[dict[str, Any]] = []
+    size = min(args.search_start, args.gateways)
+    step_s = args.warmup + args.step_duration
+    while True:
+        print(f"  step: {size} gateways", file=sys.stderr)
+        fleet, windows, meters = await run.drive(
+            tokens[:size], [("warmup", args.warmup, False), ("steady", args.step_duration, None)]
+        )
+        step = run.measured(fleet, "steady", *windows["steady"])
+        warm = [r for r in fleet.records if r.phase == "warmup"]
+        step.update(
+            gateways=size,
+            meters=meters,
+            warmup=latency(warm),
+            p99_ms=_p99(step),
+            passed=_passed(step),
+            generator_bound=step.get("generator_loop_lag_max_s", 0.0) > GENERATOR_LAG_S,
+        )
+        steps.append(step)
+        print(
+            f"    p99 {step['p99_ms'] or float('nan'):.0f} ms, statuses {step['all']['statuses']}"
+            f", {'passed' if step['passed'] else 'failed'}",
+            file=sys.stderr,
+        )
+        if not step["passed"] or size >= args.gateways:
+            break
+        if time.monotonic() + step_s > started + args.search_budget:
+            steps[-1]["budget_ended_search"] = True
+            break
+        size = min(args.gateways, max(size + 1, math.ceil(size * args.search_factor)))
+    return steps
+
+
+async def _encodings(run: Run, tokens: Sequence[str]) -> dict[str, Any]:
+    """gzip JSON, then columnar measurements at one fleet size: ingestd CPU per batch each."""
+    args = run.args
+    print(f"  encodings: {len(tokens)} gateways", file=sys.stderr)
+    plan = [
+        ("warmup", args.warmup, False),
+        ("json", args.encoding_duration, None),
+        ("switch", args.interval, True),
+        ("columnar", args.encoding_duration, None),
+    ]
+    fleet, windows, _ = await run.drive(tokens, plan)
+    out: dict[str, Any] = {"gateways": len(tokens)}
+    # One fleet throughout, past its warm-up: the backlog's slope is the rollup's, not new
+    # gateways' first hours.
+    out["backlog"] = window(run.sampler.samples, windows["json"][0], windows["columnar"][1])
+    for encoding in ("json", "columnar"):
+        out[encoding] = run.measured(fleet, encoding, *windows[encoding])
+        sent = {r.encoding for r in fleet.records if r.phase == encoding}
+        out[encoding]["encodings_sent"] = sorted(sent)
+    run.pool.columnar = False
+    return out
+
+
+def _step_text(step: dict[str, Any]) -> str:
+    p99 = step["p99_ms"]
+    verdict = "ok" if step["passed"] else "FAIL"
+    mark = " generator-bound" if step["generator_bound"] else ""
+    return (
+        f"{step['gateways']:,} {verdict} (p99 {'-' if p99 is None else f'{p99:.0f}'} ms, "
+        f"errors {errors(step['all']['statuses'])}{mark})"
+    )
+
+
+def capacity_figures(result: dict[str, Any]) -> list[Figure]:
+    """The four answers of issue 26 items 3-4 for one storage path."""
+    path = result["storage"]
+    if "skipped" in result:
+        return [Figure(f"fleet capacity ({path})", "-", result["skipped"], "", "SKIPPED")]
+    steps, largest = result["steps"], result["largest_passing"]
+    out = [
+        Figure.checked(
+            f"fleet capacity ({path}): largest fleet, one ingestd",
+            largest,
+            "none passed" if largest is None else f"{largest:,} gateways",
+            TARGET_GATEWAYS,
+            "; ".join(_step_text(s) for s in steps)
+            + ("; search budget ended it" if steps[-1].get("budget_ended_search") else ""),
+        )
+    ]
+    enc = result["encodings"]
+    for encoding in ("json", "columnar"):
+        st = enc[encoding]
+        cpu = st.get("ingestd_cpu_ms_per_batch")
+        net = st.get("ingestd_cpu_ms_per_batch_net_of_idle")
+        out.append(
+            Figure.checked(
+                f"fleet ({path}, {enc['gateways']:,} gw): ingestd CPU per batch, {encoding}",
+                cpu,
+                "-" if cpu is None else f"{cpu:.2f} ms",
+                TARGET_CPU[encoding],
+                f"net of idle {'-' if net is None else f'{net:.2f}'} ms; "
+                f"{st['requests_per_s']:.1f} batches/s of "
+                f"{st['rows_per_batch'] or 0:.0f} rows; ingestd "
+                f"{100 * st.get('ingestd_cpu_share', 0):.0f}% of a core; errors "
+                f"{errors(st['all']['statuses'])}",
+            )
+        )
+    whole = result["whole_run"]
+    backlog = enc["backlog"]
+    if path == "timescaledb":
+        slope = backlog.get("invalidations_slope_per_min")
+        behind = backlog.get("watermark_behind_max_s")
+        run_s = backlog.get("refresh_run_max_s")
+        out.append(
+            Figure.of(
+                f"fleet ({path}): cagg backlog slope",
+                "-" if slope is None else f"{slope:+.1f} invalidations/min",
+                f"invalidation rows {backlog.get('invalidations_first')} -> "
+                f"{backlog.get('invalidations_last')}; watermark behind max "
+                f"{'-' if behind is None else f'{behind / 60:.0f} min'}; refresh job run max "
+                f"{'-' if run_s is None else f'{run_s:.1f} s'}; back-fill marks "
+                f"{backlog.get('dirty_first')} -> {backlog.get('dirty_last')}",
+                "flat",
+            )
+        )
+    else:
+        slope = backlog.get("dirty_slope_per_min")
+        out.append(
+            Figure.of(
+                f"fleet ({path}): rollup backlog slope (fleet.hourly_dirty)",
+                "-" if slope is None else f"{slope:+.1f} marks/min",
+                f"marks {backlog.get('dirty_first')} -> {backlog.get('dirty_last')} (max "
+                f"{backlog.get('dirty_max')}); {backlog.get('dirty_writes_per_s') or 0:,.0f} "
+                f"mark writes/s; over {backlog.get('span_s', 0):.0f} s at "
+                f"{enc['gateways']:,} gateways",
+                "flat",
+            )
+        )
+    lags = [s.get("generator_loop_lag_max_s", 0.0) for s in steps]
+    shares = [s.get("client_cpu_share", 0.0) for s in steps]
+    out.append(
+        Figure.of(
+            f"fleet ({path}): what the generator cost",
+            f"{100 * max(shares, default=0):.0f}% of a core (most, at a step)",
+            f"loop lag max {max(lags, default=0):.2f} s (above {GENERATOR_LAG_S:g} s a step is "
+            f"generator-bound); ingestd {100 * whole.get('ingestd_cpu_share', 0):.0f}% (idle "
+            f"{100 * result['idle'].get('ingestd_cpu_share', 0):.1f}%), "
+            f"PostgreSQL {100 * whole.get('pg_cpu_share', 0):.0f}% over the run",
+        )
+    )
+    return out
