@@ -1,6 +1,6 @@
 """Keeping a long-running pusher's memory flat on a small gateway.
 
-Two things made a pusher's RSS climb over hours although it holds no more data (issue 24's soak:
+Three things made a pusher's RSS climb over hours although it holds no more data (issue 24's soak:
 34 → 71 MB; numpy's import, ~30 MiB, was the rest of the difference to its footprint):
 
 - glibc's malloc gives every thread that allocates its own arena (up to 8 per core), and an
@@ -11,9 +11,13 @@ Two things made a pusher's RSS climb over hours although it holds no more data (
 - the default executor may start min(32, cores + 4) threads, each with its stack and arena,
   for work that runs one batch at a time: two workers are enough (one read ahead, one
   compressing).
+- glibc raises its mmap threshold to the largest block freed (up to 32 MiB): after the first
+  batch of records (~1 MiB) was freed, every later one came from the heap, where freed space
+  stays. The threshold is kept at its 128 KiB start (`M_MMAP_THRESHOLD`, which also stops the
+  trim threshold moving), so a batch's large buffers go back to the system when freed.
 
 And a drained backlog leaves the memory of its batches (Python objects of 5,000-row batches,
-~8 MiB) with the allocators; `BacklogRelease` collects and trims once when a backlog has gone
+a few MiB) with the allocators; `BacklogRelease` collects and trims when a backlog has gone
 (`gc.collect()`, glibc's `malloc_trim(0)`), so an idle pusher returns to its import floor.
 """
 
@@ -21,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import gc
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,21 +39,29 @@ __all__ = [
 
 MALLOC_ARENAS = 2
 WORKER_THREADS = 2
-_M_ARENA_MAX = -8  # glibc's malloc.h
+MMAP_THRESHOLD = 128 * 1024  # glibc's starting value, kept
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's malloc.h
 
 
 def _libc() -> ctypes.CDLL | None:
+    """The C library the interpreter runs on (its symbols, without a search for the file)."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c"))
+        return ctypes.CDLL(None)
     except OSError:
         return None
 
 
 def limit_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc's malloc arenas; False where the C library is not glibc (musl has none)."""
+    """Cap glibc's malloc arenas, and keep its mmap threshold where it starts; False where the C
+    library is not glibc (musl has neither)."""
     libc = _libc()
     try:
-        return libc is not None and bool(libc.mallopt(_M_ARENA_MAX, arenas))
+        return (
+            libc is not None
+            and bool(libc.mallopt(_M_ARENA_MAX, arenas))
+            and bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+            and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD))
+        )
     except AttributeError:
         return False
 
@@ -69,17 +80,20 @@ def release_memory() -> bool:
 
 class BacklogRelease:
     """Told of each measurement batch read: after full batches (a backlog), the first one that
-    is not full means the backlog has drained, and memory is released once."""
+    is not full means the backlog has drained, and memory is released — then, and once more at
+    the next batch read, when the last full batches (still on the wire or in the read-ahead the
+    first time) are gone."""
 
     def __init__(self) -> None:
         self._backlog = False
+        self._again = False
         self.releases = 0
 
     def batch_read(self, full: bool) -> None:
         if full:
-            self._backlog = True
-        elif self._backlog:
-            self._backlog = False
+            self._backlog, self._again = True, False
+        elif self._backlog or self._again:
+            self._backlog, self._again = False, self._backlog
             release_memory()
             self.releases += 1
 
