@@ -262,6 +262,8 @@ def measure_ingestd(cluster: Any, src_dsn: str, timescale: bool, args: Any) -> d
     out = load_through_ingestd(src_dsn, dsn, args.start, args.days, timescale=timescale)
     out["bytes_per_row"] = out["bytes"] / max(out["rows"], 1)
     out["bytes_per_meter_year"] = out["bytes_per_row"] * MINUTES_PER_YEAR
+    if "as_ingested_bytes" in out:
+        out["as_ingested_bytes_per_row"] = out["as_ingested_bytes"] / max(out["rows"], 1)
     if timescale:
         with psycopg.connect(dsn) as conn:
             out["column_bytes_per_row"] = column_bytes(
@@ -340,6 +342,12 @@ def report(result: dict[str, Any]) -> None:
             f"{'-' if one is None else f'{one:.1f}':>16} {'-' if every is None else f'{every:.1f}':>17}  "
             f"{'-' if exact is None else ('yes' if exact == 0 else f'{exact} rows differ')}"
         )
+        if "as_ingested_bytes_per_row" in r:
+            print(
+                f"{'':<15} as ingested {r['as_ingested_bytes_per_row']:.1f} B/row; housekeeping "
+                f"packed {r['packed_indexes']} closed weeks' indexes "
+                f"({r['pack_s_per_million_rows']:.1f} s per M rows)"
+            )
     best = min(
         ((r["bytes_per_row"], n)
          for n, r in result["layouts"].items()

@@ -6,7 +6,9 @@ The rows of `src` (generated once by bench/storage.py) are read an hour at a tim
 by `ingestd.storage.writes.store_measurement_columns` — the probe, the binary COPY stream in the
 stored layout (`storage.copybuffer`: each value as integer steps or as the exact double), the
 transaction — exactly as a batch from a gateway is. On TimescaleDB every chunk is then
-compressed (what the compression policy does an hour after a chunk ends). The check reads every
+compressed (what the compression policy does an hour after a chunk ends); on plain PostgreSQL
+every week closed by now gets its index packed (what housekeeping does once a week is a day
+past its end, `storage.partitions.pack_closed_week`), the size as ingested kept beside. The check reads every
 row back through `fleet.power_measurements` as binary COPY and compares the bytes with `src`'s:
 bit-identical or not, row by row.
 """
@@ -125,8 +127,24 @@ def load_through_ingestd(
             )
             out["compress_s_per_million_rows"] = (time.monotonic() - started) * 1e6 / max(rows, 1)
             conn.execute("VACUUM ANALYZE fleet.power_measurements_scaled")
+        else:
+            out["as_ingested_bytes"] = stored_bytes(conn, timescale=False)
+            started = time.monotonic()
+            out["packed_indexes"] = asyncio.run(_pack_closed_weeks(dsn))
+            out["pack_s_per_million_rows"] = (time.monotonic() - started) * 1e6 / max(rows, 1)
         out["bytes"] = stored_bytes(conn, timescale=timescale)
     return out
+
+
+async def _pack_closed_weeks(dsn: str) -> int:
+    """What housekeeping does to the weeks closed by now, one maintenance round per week."""
+    from ingestd.storage.partitions import pack_closed_week
+
+    packed = 0
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        while await pack_closed_week(conn, datetime.now(UTC)):
+            packed += 1
+    return packed
 
 
 def stored_bytes(conn: psycopg.Connection[Any], *, timescale: bool) -> int:

@@ -31,6 +31,7 @@ from ingestd.storage import (
     detect_mode,
 )
 from ingestd.storage.aggregate import AGGREGATE_COLUMNS
+from ingestd.storage.partitions import partition_name, week_start
 from ingestd.storage.state import StorageState
 from psycopg import AsyncConnection
 
@@ -284,6 +285,44 @@ async def test_retention_drops_old_weeks_but_not_the_aggregate(
     assert _rows(
         central_db, "SELECT samples FROM fleet.hourly_per_device WHERE bucket = %s", old
     ) == [(1,)]
+
+
+PACKED_INDEXES = """
+SELECT c.relname, coalesce(ic.reloptions @> ARRAY['fillfactor=100'], false)
+FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid
+JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+JOIN pg_class ic ON ic.oid = i.indexrelid
+WHERE h.inhparent = 'fleet.power_measurements_scaled'::regclass ORDER BY 1
+"""
+
+
+async def test_housekeeping_packs_closed_weeks_indexes_once(
+    post_batch: PostBatch, customer_token: str, central_db: str, ingestd_settings: Settings
+) -> None:
+    """On plain PostgreSQL each maintenance round packs one closed week's primary-key index
+    (oldest first, fillfactor 100, rebuilt online), never the open week's; rows stay readable and
+    a back-fill into a packed week still lands."""
+    old = [NOW - timedelta(days=d) for d in (40, 20)]
+    rows = [measurement(1, t + timedelta(minutes=m)) for t in old for m in range(30)]
+    assert (await post_batch(customer_token, "measurements", rows)).status == 200
+    partitioned = "SELECT relkind = 'p' FROM pg_class WHERE oid = 'fleet.power_measurements_scaled'::regclass"
+    if _rows(central_db, partitioned) != [(True,)]:  # TimescaleDB: chunks, left to compression
+        await _cycle(ingestd_settings, maintenance=True)
+        assert not any(packed for _, packed in _rows(central_db, PACKED_INDEXES))
+        return
+    weeks = {w: packed for w, packed in _rows(central_db, PACKED_INDEXES)}
+    assert weeks and not any(weeks.values())
+    await _cycle(ingestd_settings, maintenance=True)
+    packed = [w for w, p in _rows(central_db, PACKED_INDEXES) if p]
+    assert len(packed) == 1
+    await _cycle(ingestd_settings, maintenance=True)
+    packed = [w for w, p in _rows(central_db, PACKED_INDEXES) if p]
+    assert len(packed) == 2
+    open_week = partition_name(week_start(NOW))
+    assert open_week not in packed
+    late = measurement(2, old[0] + timedelta(hours=1))
+    assert (await post_batch(customer_token, "measurements", [late])).status == 200
+    assert _rows(central_db, "SELECT count(*) FROM fleet.power_measurements") == [(61,)]
 
 
 # --- property: the aggregate equals a brute-force recomputation from the raw rows ---------------

@@ -1,4 +1,5 @@
-"""Hourly storage upkeep, run by the housekeeping task: partitions ahead and raw-data retention.
+"""Hourly storage upkeep, run by the housekeeping task: partitions ahead, a closed week's index
+packed (`partitions.pack_closed_week`), and raw-data retention.
 
 Only one replica upkeeps at a time: `housekeeping_turn` takes a session-level advisory lock and
 says whether this replica got it. Retention drops whole weekly partitions (plain PostgreSQL) or
@@ -7,6 +8,7 @@ chunks (`drop_chunks`, TimescaleDB); the hourly aggregate is never touched.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -17,7 +19,12 @@ from psycopg import AsyncConnection
 
 from ingestd.storage.bootstrap import StorageMode
 from ingestd.storage.locks import HOUSEKEEPING_LOCK, session_turn
-from ingestd.storage.partitions import WEEK, drop_partitions_before, ensure_partitions
+from ingestd.storage.partitions import (
+    WEEK,
+    drop_partitions_before,
+    ensure_partitions,
+    pack_closed_week,
+)
 from ingestd.storage.state import StorageState
 
 __all__ = ["housekeeping_turn", "maintain"]
@@ -36,7 +43,8 @@ async def housekeeping_turn(conn: AsyncConnection[Any]) -> AsyncIterator[bool]:
 
 
 async def maintain(conn: AsyncConnection[Any], state: StorageState) -> None:
-    """Create the weekly partitions ahead (plain PostgreSQL), then apply the retention."""
+    """Create the weekly partitions ahead (plain PostgreSQL), apply the retention, then pack a
+    closed week's index (plain PostgreSQL; weeks the retention drops are not packed first)."""
     plan = state.plan
     now = datetime.now(UTC)
     if state.mode is StorageMode.POSTGRESQL:
@@ -45,9 +53,15 @@ async def maintain(conn: AsyncConnection[Any], state: StorageState) -> None:
         )
         if created:
             log.info("partitions_created", weeks=[w.date().isoformat() for w in created])
-    if plan.retention is None:
-        return
-    cutoff = now - plan.retention
+    if plan.retention is not None:
+        await _retention(conn, state, now - plan.retention)
+    if state.mode is StorageMode.POSTGRESQL:
+        started = time.monotonic()
+        if packed := await pack_closed_week(conn, now):
+            log.info("index_packed", index=packed, seconds=round(time.monotonic() - started, 1))
+
+
+async def _retention(conn: AsyncConnection[Any], state: StorageState, cutoff: datetime) -> None:
     if state.mode is StorageMode.POSTGRESQL:
         dropped = await drop_partitions_before(conn, cutoff)
         state.known_weeks = {w for w in state.known_weeks if w + WEEK > cutoff}

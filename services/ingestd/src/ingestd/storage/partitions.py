@@ -5,6 +5,13 @@ and on demand before a batch that needs one, so a back-fill into a week that has
 works. Creation is serialized across replicas by a transaction-level advisory lock and is
 idempotent (`CREATE TABLE IF NOT EXISTS … PARTITION OF`). There is no default partition: a row
 can only land in the week it belongs to, and retention drops whole weeks.
+
+A week's primary-key index is written in the middle of every meter's key range, so its pages
+split half-full while the week is open (72 B/row instead of 36, bench/storage.py). Once a week
+is closed (`PACK_AFTER` past its end: late rows and back-fills are rare by then) housekeeping
+packs its index once (`pack_closed_week`): fillfactor 100 and `REINDEX INDEX CONCURRENTLY`,
+online — inserts and reads go on. The fillfactor left on the index marks it packed. A back-fill
+into a packed week still works; the pages it lands on split again.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ __all__ = [
     "drop_partitions_before",
     "ensure_partitions",
     "existing_partition_weeks",
+    "pack_closed_week",
     "partition_name",
     "week_start",
 ]
@@ -34,6 +42,17 @@ LIST_PARTITIONS = """
 SELECT c.relname FROM pg_inherits i
 JOIN pg_class c ON c.oid = i.inhrelid
 WHERE i.inhparent = 'fleet.power_measurements_scaled'::regclass
+"""
+
+
+PACK_AFTER = timedelta(days=1)
+UNPACKED_INDEXES = """
+SELECT c.relname, ic.relname FROM pg_inherits h
+JOIN pg_class c ON c.oid = h.inhrelid
+JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+JOIN pg_class ic ON ic.oid = i.indexrelid
+WHERE h.inhparent = 'fleet.power_measurements_scaled'::regclass
+  AND NOT coalesce(ic.reloptions @> ARRAY['fillfactor=100'], false)
 """
 
 
@@ -96,3 +115,21 @@ async def drop_partitions_before(conn: AsyncConnection[Any], cutoff: datetime) -
                 await conn.execute(sql.SQL("DROP TABLE fleet.{}").format(sql.Identifier(name)))
                 dropped.append(name)
     return dropped
+
+
+async def pack_closed_week(conn: AsyncConnection[Any], now: datetime) -> str | None:
+    """Pack the primary-key index of the oldest week closed for `PACK_AFTER` and not packed yet
+    (one a call: a week of a large fleet takes a while); return the index's name. `conn` must be
+    autocommit (REINDEX CONCURRENTLY runs outside a transaction)."""
+    cur = await conn.execute(UNPACKED_INDEXES)
+    closed: list[tuple[datetime, str]] = sorted(
+        (week, str(index))
+        for table, index in await cur.fetchall()
+        if (week := _week_from_name(table)) is not None and week + WEEK + PACK_AFTER <= now
+    )
+    if not closed:
+        return None
+    index = sql.Identifier("fleet", closed[0][1])
+    await conn.execute(sql.SQL("ALTER INDEX {} SET (fillfactor = 100)").format(index))
+    await conn.execute(sql.SQL("REINDEX INDEX CONCURRENTLY {}").format(index))
+    return closed[0][1]
