@@ -30,6 +30,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ import psycopg
 from common import exit_on_sigterm, machine_info
 from fleetcore import MEASUREMENT_VALUE_FIELDS
 from fleetdev.pgcluster import temporary_cluster, timescaledb_installed
+from ingestd.storage import StoragePlan
 from report import Figure, Target, finish
 from storage_ingest import central_database, load_through_ingestd, values_not_identical
 
@@ -410,7 +412,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--start", default="2026-10-01T00:00:00+00:00")
     parser.add_argument(
-        "--chunk-hours", type=int, default=12, help="chunk interval of the ingestd-ts layout"
+        "--chunk-hours",
+        type=int,
+        default=int(StoragePlan().chunk_interval / timedelta(hours=1)),
+        help="chunk interval of the ingestd-ts layout (default: ingestd's)",
     )
     names = ("ingestd-plain", "ingestd-ts", *(layout[0] for layout in LAYOUTS))
     parser.add_argument(

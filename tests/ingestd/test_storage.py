@@ -91,7 +91,7 @@ def test_bootstrap_is_idempotent_and_safe_from_several_replicas(central_db: str)
 
 def test_storage_layout(central_db: str) -> None:
     """Plain PostgreSQL: weekly range partitions with the coming weeks made. TimescaleDB: a
-    12-hour-chunk hypertable compressed by (customer_id, device_id) 1 hour after a chunk ends, by
+    16-hour-chunk hypertable compressed by (customer_id, device_id) 1 hour after a chunk ends, by
     a job every hour, and a real-time continuous aggregate with its refresh policy. Both: the
     readers' view `fleet.power_measurements` over the stored table."""
     if _mode(central_db) is StorageMode.POSTGRESQL:
@@ -115,7 +115,7 @@ def test_storage_layout(central_db: str) -> None:
         """SELECT d.time_interval, h.compression_enabled FROM timescaledb_information.dimensions d
            JOIN timescaledb_information.hypertables h USING (hypertable_schema, hypertable_name)
            WHERE h.hypertable_name = 'power_measurements_scaled'""",
-    ) == [(timedelta(hours=12), True)]
+    ) == [(timedelta(hours=16), True)]
     settings_rows = _rows(
         central_db,
         """SELECT attname, segmentby_column_index, orderby_column_index, orderby_asc

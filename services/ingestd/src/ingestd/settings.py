@@ -158,7 +158,7 @@ class Settings:
         storage = StoragePlan(
             timescaledb=timescaledb,
             chunk_interval=timedelta(
-                hours=env_.integer("INGESTD_CHUNK_INTERVAL_HOURS", 12, minimum=1)
+                hours=env_.integer("INGESTD_CHUNK_INTERVAL_HOURS", 16, minimum=1)
             ),
             compress_after=timedelta(
                 hours=env_.integer("INGESTD_COMPRESS_AFTER_HOURS", 1, minimum=0)

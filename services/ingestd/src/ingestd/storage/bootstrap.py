@@ -78,7 +78,7 @@ class StoragePlan:
     """Storage settings (INGESTD_* variables, see README)."""
 
     timescaledb: str = "auto"  # auto | on | off
-    chunk_interval: timedelta = timedelta(hours=12)
+    chunk_interval: timedelta = timedelta(hours=16)
     compress_after: timedelta = timedelta(hours=1)
     compress_schedule: timedelta = timedelta(hours=1)
     refresh_start_offset: timedelta = timedelta(days=30)
