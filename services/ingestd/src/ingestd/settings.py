@@ -206,7 +206,7 @@ class Settings:
             auth_failures_per_min=env_.number("INGESTD_AUTH_FAILURES_PER_MIN", 30.0, minimum=0.01),
             auth_failure_burst=env_.integer("INGESTD_AUTH_FAILURE_BURST", 20, minimum=1),
             trusted_proxies=_trusted_proxies(env_),
-            token_cache_ttl_s=env_.number("INGESTD_TOKEN_CACHE_TTL_S", 60.0, minimum=0.0),
+            token_cache_ttl_s=env_.number("INGESTD_TOKEN_CACHE_TTL_S", 300.0, minimum=0.0),
             token_cache_ping_s=env_.number("INGESTD_TOKEN_CACHE_PING_S", 5.0, minimum=0.1),
             workers=env_.integer("INGESTD_WORKERS", 1, minimum=1),
             replicas=env_.integer("INGESTD_REPLICAS", 1, minimum=1),
