@@ -5,6 +5,7 @@ writes.py       what a batch writes in its transaction: rows, dirty marks, dead 
 state.py        StorageState: the mode and known partitions; what a batch needs prepared
 layout.py       the stored row (scaled integers + exact doubles) and the readers' view
 copybuffer.py   a batch's binary COPY stream in the stored layout (numpy)
+binary_arrays.py a small batch's columns as binary array parameters (numpy)
 tokens.py       the push token lookup (the `Customer` it names) and its change notifications
 
 The storage itself:

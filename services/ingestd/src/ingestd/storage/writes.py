@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import psycopg
 from fleetcore import (
     MEASUREMENT_VALUE_FIELDS,
@@ -43,6 +42,7 @@ from fleetcore.columnar import datetime_from_micros
 from fleetcore.resolution import RESOLUTIONS
 from psycopg import AsyncConnection, sql
 
+from ingestd.storage.binary_arrays import binary_array, binary_matrix
 from ingestd.storage.copybuffer import COPY_COLUMNS, copy_stream, stored_fields
 from ingestd.storage.layout import STORED_TABLE, scaled_column
 
@@ -151,22 +151,31 @@ RECORD_EVENT = f"WITH {_audit_ctes('%(accepted)s', '%(duplicates)s')} SELECT 1"
 # A small measurement batch in one statement: the rows (new keys only: ON CONFLICT DO NOTHING),
 # then the audit row, last-seen and counters from the count actually inserted. Below
 # SMALL_BATCH_ROWS the round trips of COPY (probe, savepoint, copy, release) cost more than
-# unnest's per-value work.
-_ARRAYS = ", ".join(
-    ["%(time)b::bigint[]", "%(device_id)b::bigint[]", "%(received_at)b::bigint[]"]
-    + [f"%({scaled_column(c)})b::{RESOLUTIONS[c].storage_type}[]" for c in MEASUREMENT_VALUE_FIELDS]
-    + [f"%({c})b::float8[]" for c in MEASUREMENT_VALUE_FIELDS]
-)
+# unnest's per-value work. The values travel as three 2-D arrays (integer steps, bigint steps,
+# exact doubles: one row per field), so the statement has few parameters and is short enough
+# for psycopg to cache its parsing (at most 50 parameters and 4,096 characters).
+_INT4 = tuple(f for f in MEASUREMENT_VALUE_FIELDS if RESOLUTIONS[f].storage_type == "integer")
+_INT8 = tuple(f for f in MEASUREMENT_VALUE_FIELDS if RESOLUTIONS[f].storage_type == "bigint")
+_CELLS = {
+    **{scaled_column(f): f"s4[{k}][u.i]" for k, f in enumerate(_INT4, 1)},
+    **{scaled_column(f): f"s8[{k}][u.i]" for k, f in enumerate(_INT8, 1)},
+    **{f: f"x[{k}][u.i]" for k, f in enumerate(MEASUREMENT_VALUE_FIELDS, 1)},
+}
 _MICROS = "TIMESTAMPTZ '1970-01-01 00:00:00+00' + {} * INTERVAL '1 microsecond'"
 _FROM_ARRAYS = ", ".join(
     [_MICROS.format("u.time"), "u.device_id", _MICROS.format("u.received_at")]
-    + [f"u.{c}" for c in _COPY_COLUMNS[3:-1]]
+    + [_CELLS[c] for c in _COPY_COLUMNS[3:-1]]
 )
+_ARRAYS = """unnest(%(time)b::bigint[], %(device_id)b::bigint[], %(received_at)b::bigint[])
+        WITH ORDINALITY AS r(time, device_id, received_at, i),
+    LATERAL (SELECT r.time, r.device_id, r.received_at, r.i::integer AS i) AS u,
+    (SELECT %(scaled4)b::integer[] AS s4, %(scaled8)b::bigint[] AS s8,
+            %(exact)b::float8[] AS x) AS a"""
 INSERT_SMALL_BATCH = f"""
 WITH inserted AS (
     INSERT INTO {STORED_TABLE} ({", ".join(_COPY_COLUMNS)})
     SELECT {_FROM_ARRAYS}, %(customer_id)s
-    FROM unnest({_ARRAYS}) AS u({", ".join(_COPY_COLUMNS[:-1])})
+    FROM {_ARRAYS}
     ON CONFLICT (customer_id, device_id, time) DO NOTHING
     RETURNING 1
 ), stored AS (SELECT count(*)::integer AS n FROM inserted),
@@ -316,18 +325,21 @@ async def record_event(conn: AsyncConnection[Any], event: AuditRecord, *, seen: 
 
 
 def _array_params(batch: MeasurementColumns, customer_id: int) -> dict[str, Any]:
-    """The stored row's columns as arrays for `unnest` (None: null in every row; unnest pads a
-    NULL array with nulls)."""
+    """The stored row's columns as binary arrays for `unnest`, laid out by numpy
+    (`binary_arrays`): the keys one-dimensional, the values as three matrices of one row per
+    field (None: null in every cell)."""
+    fields = {f.name: f for f in stored_fields(batch, customer_id)}
     params: dict[str, Any] = {}
-    for f in stored_fields(batch, customer_id)[:-1]:
-        if f.values is None:
-            params[f.name] = None
-            continue
-        values: list[Any] = f.values.tolist()
-        if f.nulls is not None:
-            for i in np.flatnonzero(f.nulls).tolist():
-                values[i] = None
-        params[f.name] = values
+    for key in ("time", "device_id", "received_at"):
+        values = fields[key].values
+        assert values is not None  # keys are never null
+        params[key] = binary_array(values, ">i8", None)
+    for param, names, dtype in (
+        ("scaled4", [scaled_column(f) for f in _INT4], ">i4"),
+        ("scaled8", [scaled_column(f) for f in _INT8], ">i8"),
+        ("exact", list(MEASUREMENT_VALUE_FIELDS), ">f8"),
+    ):
+        params[param] = binary_matrix([fields[n] for n in names], batch.rows, dtype)
     return params
 
 
