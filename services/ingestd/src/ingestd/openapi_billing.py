@@ -8,7 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ingestd.handlers.billing import DEMAND_CSV_FIELDS, MAX_MONTHS, TOTAL_CSV_FIELDS
+from ingestd.handlers.corrections import CHANGES_MAX_LIMIT
 from ingestd.storage.demand import DEMAND_MINUTES
+from ingestd.storage.revisions import CHANGE_FIELDS
 from ingestd.storage.totals import RESOLUTIONS
 
 __all__ = ["BILLING_SCHEMAS", "billing_paths"]
@@ -130,6 +132,37 @@ BILLING_SCHEMAS: dict[str, Any] = {
             ),
         },
     },
+    "ChangeRow": {
+        "type": "object",
+        "required": list(CHANGE_FIELDS),
+        "properties": {
+            "device_id": _ID,
+            "site_id": {**_ID, "type": ["integer", "null"]},
+            "from": {
+                **_TIME,
+                "description": "start of the span whose energy was revised (an hour)",
+            },
+            "to": {**_TIME, "description": "its end, excluded (an hour)"},
+            "revised_at": {**_TIME, "description": "when the recompute changed it"},
+            "zone": {"type": "string", "description": "the site's zone (UTC without one)"},
+            "days": {
+                "type": "array",
+                "items": {"type": "string", "format": "date"},
+                "description": "the local days the span touches, in `zone` (CSV: space-separated)",
+            },
+        },
+    },
+    "Changes": {
+        "type": "object",
+        "required": ["customer", "since", "next_since", "more", "rows"],
+        "properties": {
+            "customer": {"type": "string"},
+            "since": _TIME,
+            "next_since": {**_TIME, "description": "`since` for the next page or poll"},
+            "more": {"type": "boolean", "description": "more revisions follow this page"},
+            "rows": {"type": "array", "items": _ref("ChangeRow")},
+        },
+    },
 }
 
 
@@ -202,7 +235,25 @@ def billing_paths(
             }
         }
 
+    changes = [
+        {**query("since", _TIME, "revisions after this time (the last answer's next_since)"),
+         "required": True},
+        query("device_id", _ID, "only this device's"),
+        query("site_id", _ID, "only those of this site's devices"),
+        query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": CHANGES_MAX_LIMIT, "default": 1000},
+            "rows per page (a page also holds every other row of its last revised_at)",
+        ),
+    ]  # fmt: skip
     return {
+        f"{prefix}/{{code}}/energy/changes": get(
+            "energyChanges",
+            "spans of energy revised after they were final (late back-fills), oldest first, "
+            "with the local days they touch, for a billing export to re-issue (JSON or CSV)",
+            [code_param, *changes],
+            rows("revisions", "Changes"),
+        ),
         f"{prefix}/{{code}}/energy": get(
             "customerEnergy",
             "energy of all the customer's devices per local hour, day or month (JSON or CSV)",

@@ -26,7 +26,7 @@ from aiohttp import web
 from fleetcore.protocol import API_PREFIX
 
 from ingestd.errors import AdminDisabled, IngestError, RateLimited, Unauthorized
-from ingestd.handlers import billing, energy, fleet
+from ingestd.handlers import billing, corrections, energy, fleet
 from ingestd.handlers.http import Handler, budget_address, connection
 from ingestd.handlers.params import customer_of
 from ingestd.handlers.params import iso as _iso
@@ -196,6 +196,7 @@ def create_admin_app() -> web.Application:
     admin.router.add_get("/{code}/devices/{device_id}/daily", energy.daily)
     admin.router.add_get("/{code}/completeness", energy.completeness)
     admin.router.add_get("/{code}/energy", billing.customer_energy)
+    admin.router.add_get("/{code}/energy/changes", corrections.energy_changes)
     admin.router.add_get("/{code}/sites/{site_id}/energy", billing.site_energy)
     admin.router.add_get("/{code}/devices/{device_id}/demand", billing.device_demand)
     admin.router.add_get("/{code}/sites/{site_id}/demand", billing.site_demand)

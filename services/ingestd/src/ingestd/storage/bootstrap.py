@@ -49,6 +49,7 @@ from ingestd.storage.quarters import (
     QUARTER_ROLLUP_TABLE,
     TIMESCALE_QUARTER_CAGG,
 )
+from ingestd.storage.revisions import create_revision_functions
 from ingestd.storage.totals import create_totals_functions
 
 __all__ = [
@@ -134,9 +135,11 @@ FROM fleet.hourly_dirty d
 {plain_bucket_rows("d")}
 """
 
+# Marked as of "-infinity": rebuilding the rollup revises no energy (storage.revisions).
 MARK_ALL_DIRTY = f"""
-INSERT INTO fleet.hourly_dirty (customer_id, device_id, bucket)
-SELECT DISTINCT m.customer_id, m.device_id, {PLAIN_BUCKET} FROM {STORED_TABLE} m
+INSERT INTO fleet.hourly_dirty (customer_id, device_id, bucket, marked_at)
+SELECT DISTINCT m.customer_id, m.device_id, {PLAIN_BUCKET}, TIMESTAMPTZ '-infinity'
+FROM {STORED_TABLE} m
 ON CONFLICT DO NOTHING
 """
 
@@ -287,6 +290,7 @@ async def _bootstrap_timescale(conn: AsyncConnection[Any], plan: StoragePlan) ->
     await create_energy_functions(conn)
     await create_demand_functions(conn)
     await create_totals_functions(conn)
+    await create_revision_functions(conn, "fleet.hourly_per_device")
     log.info("storage_bootstrapped", mode="timescaledb")
 
 
@@ -348,6 +352,7 @@ async def _bootstrap_plain(conn: AsyncConnection[Any], plan: StoragePlan) -> Non
         await create_energy_functions(conn)
         await create_demand_functions(conn)
         await create_totals_functions(conn)
+        await create_revision_functions(conn, "fleet.hourly_rollup")
     now = datetime.now(UTC)
     await ensure_partitions(conn, [now + WEEK * i for i in range(plan.partitions_ahead + 1)])
     log.info("storage_bootstrapped", mode="postgresql")

@@ -26,6 +26,11 @@ marks whose version did not change meanwhile. A batch that touches a mark after 
 for the pick to commit and bumps its version (`ON CONFLICT … WHERE d.picked` always sees the
 latest row), so its bucket stays marked and is recomputed in a later cycle; a batch in flight
 holds the lock on its marks, so the pick skips them until it commits.
+
+Corrections: a recompute whose counter summaries change a stored hour (or store a late hour for
+the first time) records the span of energy it can move in `fleet.energy_revisions`
+(`storage.revisions`); on plain PostgreSQL in the recompute's transaction, on TimescaleDB by
+comparing the materialized summaries before and after the refresh.
 """
 
 from __future__ import annotations
@@ -37,8 +42,14 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from ingestd.storage.aggregate import AGGREGATE_COLUMNS, PLAIN_BUCKET_VALUES, plain_bucket_rows
+from ingestd.storage.aggregate import (
+    AGGREGATE_COLUMNS,
+    COUNTER_COLUMNS,
+    PLAIN_BUCKET_VALUES,
+    plain_bucket_rows,
+)
 from ingestd.storage.quarters import CLEAR_QUARTERS, RECOMPUTE_QUARTERS
+from ingestd.storage.revisions import record_revisions, stored_counters
 
 __all__ = ["RefreshReport", "count_dirty", "refresh_rollup", "refresh_timescale"]
 
@@ -52,16 +63,38 @@ WITH due AS (
 )
 UPDATE fleet.hourly_dirty d SET picked = true FROM due
 WHERE d.customer_id = due.customer_id AND d.device_id = due.device_id AND d.bucket = due.bucket
-RETURNING d.customer_id, d.device_id, d.bucket, d.version
+RETURNING d.customer_id, d.device_id, d.bucket, d.version,
+    d.marked_at > d.bucket + INTERVAL '1 hour' + make_interval(secs => %(settle_s)s) AS late
 """
 
 _UPDATE_SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in AGGREGATE_COLUMNS[3:])
+_VALUES = ", ".join(AGGREGATE_COLUMNS[3:])
+_COUNTERS_TEXT = "({})::text".format(", ".join("{0}." + c for c in COUNTER_COLUMNS))
+# Recompute the picked hours; an unchanged hour is not rewritten. Answers the hours whose energy
+# may have changed for a reader (storage.revisions): counter summaries that differ from the stored
+# ones, or an hour stored for the first time whose first mark was `late`. (`old` reads the rows as
+# they were before this statement: a data-modifying CTE's changes are not visible to the others.)
 RECOMPUTE_ROLLUP = f"""
-INSERT INTO fleet.hourly_rollup ({", ".join(AGGREGATE_COLUMNS)})
-SELECT d.bucket, d.customer_id, d.device_id, {PLAIN_BUCKET_VALUES}
-FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[]) AS d(customer_id, device_id, bucket)
-{plain_bucket_rows("d")}
-ON CONFLICT (customer_id, device_id, bucket) DO UPDATE SET {_UPDATE_SET}
+WITH d AS (
+    SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::boolean[])
+        AS d(customer_id, device_id, bucket, late)
+), fresh AS MATERIALIZED (
+    SELECT d.bucket, d.customer_id, d.device_id, d.late, {PLAIN_BUCKET_VALUES}
+    FROM d {plain_bucket_rows("d")}
+), old AS MATERIALIZED (
+    SELECT r.customer_id, r.device_id, r.bucket, {_COUNTERS_TEXT.format("r")} AS counters
+    FROM fleet.hourly_rollup r JOIN d USING (customer_id, device_id, bucket)
+), written AS (
+    INSERT INTO fleet.hourly_rollup AS r ({", ".join(AGGREGATE_COLUMNS)})
+    SELECT {", ".join(AGGREGATE_COLUMNS)} FROM fresh
+    ON CONFLICT (customer_id, device_id, bucket) DO UPDATE SET {_UPDATE_SET}
+    WHERE ({", ".join(f"r.{c}" for c in AGGREGATE_COLUMNS[3:])}) IS DISTINCT FROM
+          ({", ".join(f"EXCLUDED.{c}" for c in AGGREGATE_COLUMNS[3:])})
+)
+SELECT f.customer_id, f.device_id, f.bucket
+FROM fresh f LEFT JOIN old o USING (customer_id, device_id, bucket)
+WHERE CASE WHEN o.bucket IS NULL THEN f.late
+           ELSE o.counters IS DISTINCT FROM {_COUNTERS_TEXT.format("f")} END
 """
 
 COUNT_DIRTY = "SELECT count(*) FROM fleet.hourly_dirty"
@@ -93,7 +126,7 @@ async def _pick(conn: AsyncConnection[Any], settle_s: float, limit: int) -> list
 
 
 async def _clear(conn: AsyncConnection[Any], picked: list[tuple[Any, ...]]) -> None:
-    columns = list(zip(*picked, strict=True))
+    columns = list(zip(*picked, strict=True))[:4]
     await conn.execute(CLEAR_DIRTY, [list(c) for c in columns])
 
 
@@ -110,8 +143,9 @@ async def refresh_rollup(
         # The estimate of thousands of one-hour lookups passes jit_above_cost; compiling the
         # query then takes longer than running it (0.5 s per recompute on PostgreSQL 15).
         await conn.execute(NO_JIT)
-        customers, devices, buckets, _ = (list(c) for c in zip(*picked, strict=True))
-        await conn.execute(RECOMPUTE_ROLLUP, (customers, devices, buckets))
+        customers, devices, buckets, _, late = (list(c) for c in zip(*picked, strict=True))
+        cur = await conn.execute(RECOMPUTE_ROLLUP, (customers, devices, buckets, late))
+        await record_revisions(conn, list(await cur.fetchall()))
         await conn.execute(CLEAR_QUARTERS, (customers, devices, buckets))
         await conn.execute(RECOMPUTE_QUARTERS, (customers, devices, buckets))
         await _clear(conn, picked)
@@ -142,10 +176,17 @@ async def refresh_timescale(
     if not picked:
         return RefreshReport(0)
     ranges = _ranges([row[2] for row in picked])[:max_ranges]
+    done = [row for row in picked if any(start <= row[2] < end for start, end in ranges)]
+    keys = [row[:3] for row in done]
+    before = await stored_counters(conn, keys)
     for start, end in ranges:
         for refresh in REFRESH_TIMESCALE:
             await conn.execute(refresh, (start, end))
-    done = [row for row in picked if any(start <= row[2] < end for start, end in ranges)]
+    after = await stored_counters(conn, keys)
+    await record_revisions(conn, [
+        row[:3] for row in done
+        if after.get(row[:3]) != before.get(row[:3]) and (row[:3] in before or row[4])
+    ])  # fmt: skip
     await _clear(conn, done)
     return RefreshReport(len(done), len(ranges))
 

@@ -84,9 +84,12 @@ class StorageState:
     dirty_buckets: int | None = None  # hours waiting for the rollup, as of the last round
 
     def dirty_horizon(self) -> datetime | None:
-        """Samples older than this need a dirty mark (None: all of them)."""
+        """Samples older than this need a dirty mark (None: all of them). TimescaleDB: those the
+        refresh policy no longer materializes at once (older than its end offset): marked, the
+        housekeeping refreshes their hours within a cycle and records the corrections they make
+        (`storage.revisions`); the steady flow of recent rows marks nothing."""
         if self.mode is StorageMode.TIMESCALEDB:
-            return datetime.now(UTC) - self.plan.refresh_start_offset + self.plan.refresh_schedule
+            return datetime.now(UTC) - self.plan.refresh_end_offset
         return None
 
     def buckets(self, batch: Batch) -> DirtyBuckets:
