@@ -16,6 +16,7 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from ingestd.app import INGEST_PATH, SERVER_OPTIONS, create_app
 from ingestd.customers import add_customer
+from ingestd.keys import STORAGE
 from ingestd.settings import Settings
 
 from tests.fix_pg import scalar
@@ -58,6 +59,16 @@ async def ingestd_server(ingestd_settings: Settings) -> AsyncIterator[TestServer
         yield server
     finally:
         await server.close()
+
+
+async def first_housekeeping_done(client: TestClient[Any, Any]) -> None:
+    """Wait (bounded) until the app's own housekeeping loop has run its first cycle, so that it
+    cannot pick dirty marks in the middle of a test that runs its cycles itself."""
+    for _ in range(200):
+        if client.app[STORAGE].dirty_buckets is not None:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the app's housekeeping did not run its first cycle within 10 s")
 
 
 def ingest_url(server: TestServer) -> str:

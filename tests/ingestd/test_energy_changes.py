@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from ingestd.settings import Settings
 
-from tests.fix_ingestd import PostBatch
+from tests.fix_ingestd import PostBatch, first_housekeeping_done
 from tests.ingestd.test_energy import ADMIN, AUTH
 from tests.ingestd.test_storage import _cycle
 from tests.openapi_check import assert_matches
@@ -89,6 +89,7 @@ async def test_a_late_backfill_shows_in_the_changes_feed(
 ) -> None:
     """A back-fill into a hole of stored hours lists the span from the hour before the hole to the
     one after it, with its local days in the site's zone; re-sending the same row lists nothing."""
+    await first_housekeeping_done(ingestd_client)
     await _setup(post_batch, customer_token)
     await _cycle(ingestd_settings)
     # The first upload was itself late (three days old): it is listed, as the hours it filled.
@@ -130,6 +131,7 @@ async def test_the_feed_filters_and_pages(
 ) -> None:
     """`site_id` and `device_id` keep their devices' revisions; a page ends at a whole revised_at,
     and `next_since` continues after it."""
+    await first_housekeeping_done(ingestd_client)
     await _setup(post_batch, customer_token)
     await _cycle(ingestd_settings)
     since = _iso(NOW - timedelta(days=1))

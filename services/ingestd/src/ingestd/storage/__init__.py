@@ -14,6 +14,7 @@ partitions.py   weekly partitions (plain PostgreSQL)
 aggregate.py    the hourly aggregate's columns and SQL, for both paths
 quarters.py     the quarter-hour counter summaries (exact register at 15-minute edges), both paths
 rollup.py       recomputing dirty hourly buckets (plain rollup, TimescaleDB refresh)
+revisions.py    corrections: spans of energy revised after they were final, and their feed
 maintenance.py  the housekeeping turn, partitions ahead, closed weeks packed, raw-row retention
 retention.py    retention of the operational tables (audit trail, dead letters)
 conversion.py   converting rows stored before the scaled layout, online (convert-storage)
