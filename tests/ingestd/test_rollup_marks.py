@@ -113,7 +113,9 @@ async def test_the_hour_being_written_waits_until_it_ends(
     if _rows(central_db, "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'") != [
         (0,)
     ]:
-        pytest.skip("TimescaleDB marks no recent hour: its refresh policy covers them")
+        pytest.skip(
+            "TimescaleDB marks no sample of the current hour: real-time aggregation covers it"
+        )
     dsn = central_db
     now_hour = NOW.replace(minute=0, second=0)
     resp = await post_batch(

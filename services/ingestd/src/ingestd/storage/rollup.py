@@ -7,8 +7,10 @@ The housekeeping task then:
 - on plain PostgreSQL, recomputes those buckets from the raw rows into `fleet.hourly_rollup`
   and their quarters into `fleet.quarter_rollup` (`refresh_rollup`); until then the views
   compute them from the raw rows at read time;
-- on TimescaleDB, where the refresh policy only looks back `start_offset`, marks only buckets
-  older than that window and refreshes both continuous aggregates (hourly and quarter-hour) with
+- on TimescaleDB, where real-time aggregation covers only what is not materialized yet, marks
+  only samples before the current hour (`StorageState.dirty_horizon`: the steady flow marks each
+  device's last hour once, in the first minute of the next) and refreshes both
+  continuous aggregates (hourly and quarter-hour) over their hours with
   `refresh_continuous_aggregate`, merged into contiguous time ranges, a bounded number of ranges
   per cycle (`refresh_timescale`).
 

@@ -84,12 +84,15 @@ class StorageState:
     dirty_buckets: int | None = None  # hours waiting for the rollup, as of the last round
 
     def dirty_horizon(self) -> datetime | None:
-        """Samples older than this need a dirty mark (None: all of them). TimescaleDB: those the
-        refresh policy no longer materializes at once (older than its end offset): marked, the
-        housekeeping refreshes their hours within a cycle and records the corrections they make
-        (`storage.revisions`); the steady flow of recent rows marks nothing."""
+        """Samples older than this need a dirty mark (None: all of them). TimescaleDB: those
+        before the current hour. Their hours may be materialized already (by the policy, or by the
+        housekeeping refreshing an ended hour, which moves the aggregate's watermark to the hour's
+        end, so real-time aggregation no longer covers them): marked, the housekeeping refreshes
+        them within a cycle and records the corrections they make (`storage.revisions`). The
+        steady flow marks each device's last hour once, in the first minute of the next."""
         if self.mode is StorageMode.TIMESCALEDB:
-            return datetime.now(UTC) - self.plan.refresh_end_offset
+            now = datetime.now(UTC)
+            return now.replace(minute=0, second=0, microsecond=0)
         return None
 
     def buckets(self, batch: Batch) -> DirtyBuckets:
