@@ -70,7 +70,6 @@ RETURNING d.customer_id, d.device_id, d.bucket, d.version,
 """
 
 _UPDATE_SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in AGGREGATE_COLUMNS[3:])
-_VALUES = ", ".join(AGGREGATE_COLUMNS[3:])
 _COUNTERS_TEXT = "({})::text".format(", ".join("{0}." + c for c in COUNTER_COLUMNS))
 # Recompute the picked hours; an unchanged hour is not rewritten. Answers the hours whose energy
 # may have changed for a reader (storage.revisions): counter summaries that differ from the stored
