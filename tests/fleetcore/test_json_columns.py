@@ -22,10 +22,14 @@ from hypothesis import strategies as st
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 WIDE = ValidationWindow(NOW, timedelta(days=739_000), timedelta(days=2_900_000))
+NARROW = ValidationWindow(NOW, timedelta(days=3650), timedelta(days=1))
 
 offsets = st.integers(-23 * 60 + 1, 23 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
-aware_times = st.datetimes(
-    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=offsets
+aware_times = st.one_of(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=offsets),
+    st.datetimes(
+        min_value=datetime(2016, 1, 1), max_value=datetime(2026, 11, 28), timezones=offsets
+    ),
 )
 values = st.one_of(
     st.none(),
@@ -49,14 +53,17 @@ def items(draw: st.DrawFn) -> list[dict[str, Any]]:
     return out
 
 
-@settings(max_examples=150, deadline=None)
-@given(items())
-def test_columns_hold_exactly_the_rows_parse_batch_gives(batch: list[dict[str, Any]]) -> None:
+@settings(max_examples=200, deadline=None)
+@given(items(), st.sampled_from([WIDE, NARROW]))
+def test_columns_hold_exactly_the_rows_parse_batch_gives(
+    batch: list[dict[str, Any]], window: ValidationWindow
+) -> None:
     """Every valid row's times as exact µs (years 1-9999, any offset), ids, values bit for bit
-    and nulls where a value is absent or null; refusals and the time span as `parse_batch`'s."""
+    and nulls where a value is absent or null; refusals (outside the window too) and the time
+    span as `parse_batch`'s."""
     body = msgspec.json.encode({"items": batch})
-    rows = parse_batch(body, BatchType.MEASUREMENTS, WIDE)
-    parsed = parse_measurement_columns(body, WIDE)
+    rows = parse_batch(body, BatchType.MEASUREMENTS, window)
+    parsed = parse_measurement_columns(body, window)
     assert [(r.index, r.reason) for r in parsed.rejections] == [
         (r.index, r.reason) for r in rows.rejections
     ]

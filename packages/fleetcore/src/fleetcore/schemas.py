@@ -346,6 +346,14 @@ def _decode_rows(
     return rows, rejections, True
 
 
+def decode_measurement_rows(body: bytes | bytearray) -> list[MeasurementRow] | None:
+    """Every item of a measurement body as a `MeasurementRow`, before the window is checked;
+    None when any item is not one (`parse_batch` then says which and why). Whole-body problems
+    raise `BatchFormatError` as in `parse_batch`."""
+    rows, _, indexed = _decode_rows(body, BatchType.MEASUREMENTS)
+    return None if indexed else rows
+
+
 def _probe_id(raw: str) -> int | None:
     """Best-effort id of a rejected full-set row (so it is not marked deleted)."""
     try:
