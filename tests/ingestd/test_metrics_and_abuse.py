@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from ingestd.app import INGEST_PATH, SERVER_OPTIONS, create_app
+from ingestd.keys import TOKENS
 from ingestd.settings import Settings
 
 from tests.fix_ingestd import PostBatch
+from tests.fix_pg import wait_for
 from tests.samples import encode, measurements, site
 
 
@@ -101,7 +103,10 @@ async def test_revoked_token_loses_its_pass(
     assert (
         await guarded_client.post(INGEST_PATH, data=body, headers=_headers(customer_token))
     ).status == 200
+    cache = guarded_client.app[TOKENS]
+    before = cache.generation
     revoke_tokens(central_db, "DEV0001")
+    await wait_for(lambda: cache.generation != before, timeout_s=10, what="the notification")
     statuses = [
         (await guarded_client.post(INGEST_PATH, data=body, headers=_headers(customer_token))).status
         for _ in range(5)
