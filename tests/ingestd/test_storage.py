@@ -305,7 +305,9 @@ async def test_housekeeping_packs_closed_weeks_indexes_once(
     old = [NOW - timedelta(days=d) for d in (40, 20)]
     rows = [measurement(1, t + timedelta(minutes=m)) for t in old for m in range(30)]
     assert (await post_batch(customer_token, "measurements", rows)).status == 200
-    partitioned = "SELECT relkind = 'p' FROM pg_class WHERE oid = 'fleet.power_measurements_scaled'::regclass"
+    partitioned = (
+        "SELECT relkind = 'p' FROM pg_class WHERE oid = 'fleet.power_measurements_scaled'::regclass"
+    )
     if _rows(central_db, partitioned) != [(True,)]:  # TimescaleDB: chunks, left to compression
         await _cycle(ingestd_settings, maintenance=True)
         assert not any(packed for _, packed in _rows(central_db, PACKED_INDEXES))
