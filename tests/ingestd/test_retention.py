@@ -31,6 +31,13 @@ SELECT c.id, gen_random_uuid(), 'measurements', 0, 'time too far ahead', '{}',
        now() - make_interval(days => %s)
 FROM generate_series(1, %s) g, fleet.customers c WHERE c.code = 'DEV0001'
 """
+OLD_REVISIONS = """
+INSERT INTO fleet.energy_revisions (customer_id, device_id, span_start, span_end, revised_at)
+SELECT c.id, g, now() - interval '400 days', now() - interval '399 days',
+       now() - make_interval(days => %s)
+FROM generate_series(1, %s) g, fleet.customers c WHERE c.code = 'DEV0001'
+"""
+REVISIONS_LEFT = "SELECT count(*) FROM fleet.energy_revisions"
 COUNT = """
 SELECT (SELECT count(*) FROM fleet.ingest_events WHERE received_at < now() - interval '30 days'),
        (SELECT count(*) FROM fleet.ingest_events WHERE received_at >= now() - interval '30 days'),
@@ -46,14 +53,16 @@ async def test_retention_removes_only_expired_rows_while_ingest_goes_on(
     central_db: str,
     ingestd_settings: Settings,
 ) -> None:
-    """Audit rows older than 30 days and dead letters older than 90 go (more than one delete
-    batch of each); rows inside retention stay, and the batches pushed meanwhile all succeed and
+    """Audit rows and corrections-feed revisions older than 30 days and dead letters older than 90
+    go (more than one delete batch of each); rows inside retention stay, and the batches pushed meanwhile all succeed and
     all keep their audit rows."""
     with psycopg.connect(central_db, autocommit=True) as conn:
         conn.execute(OLD_EVENTS, (31, 12_000))
         conn.execute(OLD_EVENTS, (29, 50))
         conn.execute(OLD_REJECTED, (91, 6_000))
         conn.execute(OLD_REJECTED, (89, 20))
+        conn.execute(OLD_REVISIONS, (31, 7))
+        conn.execute(OLD_REVISIONS, (29, 3))
     settings = replace(ingestd_settings, audit_retention_days=30, rejected_retention_days=90)
     state = ingestd_client.server.app[STORAGE]
     base = datetime.now(UTC) - timedelta(hours=2)
@@ -74,4 +83,6 @@ async def test_retention_removes_only_expired_rows_while_ingest_goes_on(
     assert statuses == [200] * 20
     with psycopg.connect(central_db) as conn:
         row = conn.execute(COUNT).fetchone()
+        revisions = conn.execute(REVISIONS_LEFT).fetchone()
     assert row == (0, 50 + 20, 0, 20)
+    assert revisions == (3,)

@@ -2,7 +2,8 @@
 
 `fleet.ingest_events` (one row per delivery) keeps INGESTD_AUDIT_RETENTION_DAYS and
 `fleet.rejected_rows` INGESTD_REJECTED_RETENTION_DAYS; the per-customer hourly counters behind
-the customers endpoint keep two days. Old rows are deleted in batches of `batch` rows, each in its
+the customers endpoint keep two days; the corrections feed's revisions (`fleet.energy_revisions`,
+few: one row per device and back-fill) keep INGESTD_AUDIT_RETENTION_DAYS, like the audit trail. Old rows are deleted in batches of `batch` rows, each in its
 own short transaction (autocommit), found through the BRIN index on `received_at` (migration
 0005): no statement holds more than a batch's row locks, ingest never waits on a table lock, and
 a round's work is bounded (`max_batches`); what is left waits for the next round.
@@ -33,6 +34,7 @@ _DELETE_BEFORE = {
         SELECT id FROM fleet.rejected_rows WHERE received_at < %s LIMIT %s))""",
 }
 DELETE_OLD_COUNTS = "DELETE FROM fleet.customer_hourly_counts WHERE hour < %s"
+DELETE_OLD_REVISIONS = "DELETE FROM fleet.energy_revisions WHERE revised_at < %s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,7 @@ async def apply_retention(
     """Delete what is past retention, at most `batch * max_batches` rows per table; `conn` must be
     in autocommit mode so that every batch commits (and releases its locks) on its own."""
     await conn.execute(DELETE_OLD_COUNTS, (now - COUNTS_KEPT,))
+    await conn.execute(DELETE_OLD_REVISIONS, (now - timedelta(days=audit_days),))
     return RetentionReport(
         await _delete_before(
             conn, "ingest_events", now - timedelta(days=audit_days), batch, max_batches
