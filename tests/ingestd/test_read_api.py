@@ -6,7 +6,7 @@ import csv
 import io
 import json
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -266,12 +266,13 @@ async def test_customers_list_counts_stale_devices(
 ) -> None:
     """The customers list counts the devices (not deleted) with no sample in the last
     INGESTD_STALE_DEVICE_MINUTES (15 by default)."""
+    now = datetime.now(UTC).replace(microsecond=0)  # not NOW: the suite may run for longer
     await _push(admin_client, customer_token, "devices", [device(1), device(2), device(3)])
     await _push(
         admin_client,
         customer_token,
         "measurements",
-        [measurement(1, NOW - timedelta(minutes=1)), measurement(2, NOW - timedelta(minutes=30))],
+        [measurement(1, now - timedelta(minutes=1)), measurement(2, now - timedelta(minutes=30))],
     )
     resp = await admin_client.get("/api/fleet/customers", headers=_admin())
     body = await resp.json()
