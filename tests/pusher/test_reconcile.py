@@ -9,6 +9,7 @@ repair on both storage paths.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 from typing import Any
@@ -153,7 +154,7 @@ async def test_a_changed_central_database_brings_the_next_pass_forward(
             lambda: scalar(customer_db, "SELECT passes FROM app.fleet_reconcile_state") == 1,
             what="the pass at start",
         )
-        lost = lose_rows(central_db)
+        lost = await asyncio.to_thread(lose_rows, central_db)  # ingestd runs on this loop
         ingestd_server.app[IDENTITY].value = "1.2.3"  # as after a failover or a restore
         seed_measurements(customer_db, devices=2, start=1200, stop=1210)  # answers carry it
         await wait_for(
