@@ -254,3 +254,17 @@ async def test_history_is_spaced_and_the_fleet_figures_are_served(
     assert "fleet_gateway_quarantined_rows 1.0" in text
     assert 'fleet_health_reports_total{outcome="stored"} 5.0' in text
     assert "DEV0001" not in text and "gw-1" not in text
+
+
+async def test_a_customer_filter_no_code_can_match_is_a_400_naming_it(
+    client: TestClient[Any, Any],
+) -> None:
+    """`?customer=` with a NUL or another control character is a 400 naming `customer` (it was a
+    500 from PostgreSQL; schemathesis found it), not a query."""
+    for bad in ("%00", "A%00B", "%7B%00%F4%88%99%8A", "%1F"):
+        resp = await client.get(
+            f"{GATEWAYS}?customer={bad}", headers={"Authorization": f"Bearer {ADMIN}"}
+        )
+        body = await resp.json()
+        assert resp.status == 400 and body["parameter"] == "customer", body
+    assert (await gateways(client, "?customer=NOSUCH"))["gateways"] == []

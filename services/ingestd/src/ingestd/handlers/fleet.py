@@ -24,7 +24,7 @@ from ingestd.errors import BadRequest
 from ingestd.fleetstate import GATEWAY_STATES, HealthPolicy, gateway_states, meter_state
 from ingestd.fleetstate import silent_after_s as _silent_after_s
 from ingestd.handlers.http import connection
-from ingestd.handlers.params import customer_of, iso
+from ingestd.handlers.params import customer_filter, customer_of, iso
 from ingestd.keys import SETTINGS
 from ingestd.storage.gateways import gateway_rows
 from ingestd.storage.meters import meter_rows, stored_device_states
@@ -89,7 +89,7 @@ def _counts(views: list[dict[str, Any]]) -> dict[str, int]:
 async def list_gateways(request: web.Request) -> web.Response:
     policy = request.config_dict[SETTINGS].health
     wanted = _state_filter(request)
-    customer = request.query.get("customer") or None
+    customer = customer_filter(request)
     now = datetime.now(UTC)
     async with connection(request) as conn:
         rows = await gateway_rows(conn, customer)

@@ -15,6 +15,7 @@ from ingestd.storage import reads
 
 __all__ = [
     "choice_param",
+    "customer_filter",
     "customer_of",
     "date_param",
     "device_param",
@@ -156,6 +157,19 @@ def site_param(request: web.Request) -> int:
             parameter="site_id",
         )
     return int(raw)
+
+
+def customer_filter(request: web.Request) -> str | None:
+    """`?customer=`: a customer code to filter by, or None when not given. A code no customer can
+    have (a control character, bytes that were not UTF-8) is a 400 naming it, not a query."""
+    raw = request.query.get("customer") or None
+    if raw is not None and not (raw.isprintable() and _utf8(raw)):
+        raise BadRequest(
+            ErrorCode.BAD_PARAMETER,
+            f"'customer' must be a customer code (printable text), got {raw!r}",
+            parameter="customer",
+        )
+    return raw
 
 
 async def customer_of(conn: AsyncConnection[Any], code: str) -> int:
