@@ -19,10 +19,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from fleetdev.pgcluster import PgCluster, free_port, temporary_cluster
 from pusher.migrate import apply_migrations as migrate_customer
@@ -116,9 +117,10 @@ def test_central_database_disk_full(tmp_path: Path, volume: str) -> None:
             need_new_wal_segments(stack.central)
         time.sleep(FULL_S)
         statuses_while_full = _statuses(pusher.json_lines())
-        direct = _post_one(stack, stack.writers.meters[0].device_id) if stack.writers else None
+        direct = _post_backfill(stack, stack.writers.meters[0].device_id) if stack.writers else None
         full.free()
         restarted = _restart_if_down(stack.central)
+        FIGURES.notes.append(f"central {volume} volume full: a direct back-fill answered {direct}")
         report = stack.drain_and_check(f"central {volume} volume full", timeout_s=60)
         FIGURES.notes.append(
             f"central {volume} volume full {FULL_S:.0f}s: pusher saw {sorted(statuses_while_full)}"
@@ -165,15 +167,33 @@ def _scrape(port: int, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
-def _post_one(stack: ChaosStack, device_id: int) -> tuple[int, str | None]:
-    """POST one measurement straight to ingestd; return the status and Retry-After."""
-    now = datetime.now(UTC).isoformat()
-    body = json.dumps(
-        {"items": [{"device_id": device_id, "time": now, "received_at": now, "v1": 230.0}]}
-    ).encode()
+BACKFILL_ROWS = 300
+INSERT_BACKFILL = """
+INSERT INTO monitoring.power_measurements (device_id, time, received_at, v1)
+VALUES (%s, %s, %s, 230.0)
+"""
+
+
+def _post_backfill(stack: ChaosStack, device_id: int) -> tuple[int, str | None]:
+    """POST a back-fill of an hour-old minute straight to ingestd (more rows than a page with
+    room left can take), then commit the same rows in the customer database, so the pusher
+    ships them too and the exactly-once check holds whatever ingestd answered here (an answer
+    can be lost after a commit). Returns the status and Retry-After."""
+    received = datetime.now(UTC)
+    start = received.replace(microsecond=0) - timedelta(hours=1)
+    times = [start + timedelta(milliseconds=200 * n) for n in range(BACKFILL_ROWS)]
+    items = [
+        {
+            "device_id": device_id,
+            "time": t.isoformat(),
+            "received_at": received.isoformat(),
+            "v1": 230.0,
+        }
+        for t in times
+    ]
     request = urllib.request.Request(  # noqa: S310 - loopback URL of this test's own ingestd
         stack.ingestd_url + "/api/fleet/ingest",
-        data=body,
+        data=json.dumps({"items": items}).encode(),
         method="POST",
         headers={
             "X-Customer-Token": stack.token,
@@ -183,9 +203,16 @@ def _post_one(stack: ChaosStack, device_id: int) -> tuple[int, str | None]:
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
-            return resp.status, resp.headers.get("Retry-After")
+            answer = resp.status, resp.headers.get("Retry-After")
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("Retry-After")
+        answer = exc.code, exc.headers.get("Retry-After")
+    with (
+        psycopg.connect(stack.customer_dsn, autocommit=True) as conn,
+        conn.transaction(),
+        conn.cursor() as cur,
+    ):
+        cur.executemany(INSERT_BACKFILL, [(device_id, t, received) for t in times])
+    return answer
 
 
 @pytest.mark.long
