@@ -26,6 +26,7 @@ from tests.fix_faults import Answer
 
 DURATION_S = float(os.environ.get("FLEET_CHAOS_S", "12"))
 SEED = int(os.environ.get("FLEET_CHAOS_SEED", str(int(time.time()) % 100_000)))
+HOLD_S = 10.0  # at most this long past its window, a network fault waits for a request to meet
 
 
 @pytest.fixture
@@ -156,22 +157,41 @@ def test_network_faults(stack: ChaosStack) -> None:
     proxy = stack.add_proxy()
     stack.start_writers()
     stack.start_pusher()
-    faults: list[Callable[[], None]] = [
-        lambda: proxy.set(NetFault.REFUSE),
-        lambda: proxy.set(NetFault.RESET_REQUEST, after_bytes=rng.randint(50, 3000), count=3),
-        lambda: proxy.set(NetFault.RESET_RESPONSE, count=3),
-        lambda: proxy.set(NetFault.DELAY_RESPONSE, delay_s=2.5, count=2),
-        lambda: proxy.set(NetFault.THROTTLE, bytes_per_s=rng.randint(5_000, 40_000)),
-        lambda: proxy.set(NetFault.RESET_RESPONSE, probability=0.3),
+    faults: list[tuple[NetFault, Callable[[], None]]] = [
+        (NetFault.REFUSE, lambda: proxy.set(NetFault.REFUSE)),
+        (
+            NetFault.RESET_REQUEST,
+            lambda: proxy.set(NetFault.RESET_REQUEST, after_bytes=rng.randint(50, 3000), count=3),
+        ),
+        (NetFault.RESET_RESPONSE, lambda: proxy.set(NetFault.RESET_RESPONSE, count=3)),
+        (
+            NetFault.DELAY_RESPONSE,
+            lambda: proxy.set(NetFault.DELAY_RESPONSE, delay_s=2.5, count=2),
+        ),
+        (
+            NetFault.THROTTLE,
+            lambda: proxy.set(NetFault.THROTTLE, bytes_per_s=rng.randint(5_000, 40_000)),
+        ),
+        (
+            NetFault.RESET_RESPONSE,
+            lambda: proxy.set(NetFault.RESET_RESPONSE, probability=0.3),
+        ),
     ]
 
-    order: list[Callable[[], None]] = []
+    order: list[tuple[NetFault, Callable[[], None]]] = []
 
     def one() -> None:
         if not order:  # every kind in turn, in a shuffled order
             order.extend(rng.sample(faults, len(faults)))
-        order.pop()()
+        kind, switch = order.pop()
+        before = proxy.stats.by_fault.get(kind.value, 0)
+        switch()
         time.sleep(rng.uniform(0.5, 1.5))
+        # A pusher backing off after the previous fault may not speak within that window: hold
+        # the fault (bounded) until a request met it, so every kind is exercised on any seed.
+        deadline = time.monotonic() + HOLD_S
+        while proxy.stats.by_fault.get(kind.value, 0) == before and time.monotonic() < deadline:
+            time.sleep(0.1)
         proxy.clear()
         time.sleep(rng.uniform(0.1, 0.4))
 
