@@ -127,3 +127,13 @@ async def test_meter_states_everywhere(
     body = await resp.json()
     assert {m["state"] for m in body["meters"]} == {"unknown"}
     assert [g["states"] for g in body["gateways"]] == [["silent"]]
+
+
+def test_a_long_state_round_spaces_out_the_next() -> None:
+    """A fleet-state round that takes longer than a ninth of the interval pushes the next one out
+    to nine times its duration, so at fleet scale the derivation takes at most ~10 % of a database
+    connection's time instead of running back to back."""
+    from ingestd.fleetwatch import next_round_in
+
+    assert next_round_in(30.0, 0.5) == 30.0
+    assert next_round_in(30.0, 60.0) == 540.0
