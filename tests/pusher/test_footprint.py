@@ -1,5 +1,5 @@
 """What a running pusher loads and how it keeps its memory flat: `pusher run` imports no
-migration tooling, no aiohttp, no numpy; glibc's arenas are capped and the worker pool is
+migration tooling, no aiohttp, no prometheus_client, no numpy; glibc's arenas are capped and the worker pool is
 small."""
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from pusher.ops.memory import (
 )
 
 # Loaded only by the commands or settings that use them (pusher/cli.py's docstring).
-NOT_FOR_RUN = ("yoyo", "sqlparse", "numpy", "aiohttp", "pusher.migrate", "fleetcore.columnar",
+NOT_FOR_RUN = ("yoyo", "sqlparse", "numpy", "aiohttp", "prometheus_client", "pusher.migrate", "fleetcore.columnar",
                "fleetcore.columnar_batch", "pusher.source.columns_numpy")  # fmt: skip
 
 
 def test_pusher_run_imports_only_what_it_runs() -> None:
     """Importing the command and the daemon, and choosing the standard-library encoder, loads
-    none of yoyo, sqlparse, numpy, aiohttp (client or server) or the numpy encoder."""
+    none of yoyo, sqlparse, numpy, aiohttp (client or server), prometheus_client or the numpy
+    encoder."""
     code = (
         "import json, sys\n"
         "import pusher.cli, pusher.daemon\n"

@@ -1,7 +1,8 @@
 """The pusher's Prometheus metrics (the listener that serves them is `scrape.py`).
 
-Every `Pusher` owns a `CollectorRegistry` of its own (never prometheus_client's global one), so
-several pushers can run in one process (the tests do) without sharing series. The listener is
+Every `Pusher` owns a `Registry` of its own (`prom.py`: the pusher's own small implementation,
+not prometheus_client, whose imports cost a gateway ~2.6 MiB), so several pushers can run in one
+process (the tests do) without sharing series. The listener is
 off unless PUSHER_METRICS_PORT is set; it binds PUSHER_METRICS_HOST (127.0.0.1 by default) and
 serves `GET /metrics` only, from the daemon's own event loop (text 0.0.4 or OpenMetrics as the
 scraper asks, gzip when accepted). No `_created` series.
@@ -57,23 +58,14 @@ No label ever carries a token, a URL or an error text: label values come from cl
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping
 from importlib.metadata import version
 
 from fleetcore.protocol import BatchType
 from fleetservice import log_output_failures
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Info,
-    ProcessCollector,
-    disable_created_metrics,
-)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from pusher.errors import DeliveryError, ForeignAnswer
+from pusher.ops.prom import Counter, Family, Gauge, Info, Registry, process_families
 
 __all__ = ["OUTCOMES", "PusherMetrics", "failure_status", "outcome_of"]
 
@@ -88,9 +80,6 @@ OUTCOMES = (
     "too_large",
     "foreign_answer",
 )
-
-# A `_created` twin of every counter doubles the page, and nothing here reads it.
-disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 def outcome_of(exc: DeliveryError) -> str:
@@ -116,36 +105,30 @@ def failure_status(exc: DeliveryError) -> str:
     return str(exc.status) if exc.status is not None else exc.transport or "network"
 
 
-class _BackoffCollector(Collector):
+def _backoff(retry_at: Mapping[str, float]) -> Iterator[Family]:
     """`fleet_pusher_backoff_seconds`, computed at scrape time from each resource's retry time."""
-
-    def __init__(self, retry_at: Mapping[str, float]) -> None:
-        self._retry_at = retry_at
-
-    def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily(
-            "fleet_pusher_backoff_seconds",
-            "Seconds until the next attempt of a resource in backoff; 0 when due.",
-            labels=["resource"],
-        )
-        now = time.monotonic()
-        for resource in BatchType:
-            until = self._retry_at.get(resource.value, 0.0)
-            family.add_metric([resource.value], max(0.0, until - now))
-        yield family
+    family = Family(
+        "fleet_pusher_backoff_seconds",
+        "Seconds until the next attempt of a resource in backoff; 0 when due.",
+        "gauge",
+    )
+    now = time.monotonic()
+    for resource in BatchType:
+        until = retry_at.get(resource.value, 0.0)
+        family.add([("resource", resource.value)], max(0.0, until - now))
+    yield family
 
 
-class _LogOutputCollector(Collector):
+def _log_output() -> Iterator[Family]:
     """`fleet_pusher_log_write_errors_total`, read from the process's logging at scrape time."""
-
-    def collect(self) -> Iterable[Metric]:
-        family = CounterMetricFamily(
-            "fleet_pusher_log_write_errors",
-            "Log lines dropped because stdout could not be written (full disk, closed pipe) "
-            "or the line could not be rendered.",
-        )
-        family.add_metric([], log_output_failures().count)
-        yield family
+    family = Family(
+        "fleet_pusher_log_write_errors",
+        "Log lines dropped because stdout could not be written (full disk, closed pipe) "
+        "or the line could not be rendered.",
+        "counter",
+    )
+    family.add((), log_output_failures().count)
+    yield family
 
 
 class PusherMetrics:
@@ -153,9 +136,9 @@ class PusherMetrics:
     the start (at 0), so `rate()` and absence alerts work before the first failure."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = Registry()
         r = self.registry
-        ProcessCollector(registry=r)
+        r.register(process_families)
         Info("fleet_build", "The running Fleet service and its version.", registry=r).info(
             {"service": "pusher", "version": version("fleet-pusher")}
         )
@@ -260,8 +243,8 @@ class PusherMetrics:
             registry=r,
         )
         self.retry_at: dict[str, float] = {}
-        r.register(_BackoffCollector(self.retry_at))
-        r.register(_LogOutputCollector())
+        r.register(lambda: _backoff(self.retry_at))
+        r.register(_log_output)
         for resource in BatchType:
             for metric in (
                 self.rows_shipped,
@@ -298,7 +281,7 @@ class PusherMetrics:
         total = 0.0
         for family in self.registry.collect():
             for sample in family.samples:
-                if sample.name == name and labels.items() <= sample.labels.items():
+                if sample.name == name and labels.items() <= dict(sample.labels).items():
                     total += sample.value
         return total
 

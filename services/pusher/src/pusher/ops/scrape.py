@@ -3,7 +3,7 @@ daemon's own event loop.
 
 Served over asyncio streams with h11 (the library the pusher's client speaks HTTP/1.1 with),
 not an HTTP server framework: a scrape every few seconds needs none, and aiohttp's server cost a
-gateway ~10 MiB. The body is prometheus_client's: text 0.0.4 or OpenMetrics as the scraper's
+gateway ~10 MiB. The body is `prom.py`'s: text 0.0.4 or OpenMetrics as the scraper's
 `Accept` asks, gzip when its `Accept-Encoding` takes it. `HEAD /metrics` gives the headers alone;
 any other path is 404, any other method 405. A connection idle for `IDLE_S` is closed, and at
 most `MAX_CONNECTIONS` are served at once (more are closed at once): a stuck or hostile scraper
@@ -18,10 +18,9 @@ import gzip
 from collections.abc import AsyncIterator
 
 import h11
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from pusher.errors import ConfigError
+from pusher.ops.prom import Registry, choose_format, gzip_accepted
 
 __all__ = ["IDLE_S", "MAX_CONNECTIONS", "serve_metrics"]
 
@@ -31,7 +30,7 @@ _PATH = b"/metrics"
 
 
 @contextlib.asynccontextmanager
-async def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> AsyncIterator[str]:
+async def serve_metrics(registry: Registry, host: str, port: int) -> AsyncIterator[str]:
     """Serve `GET /metrics` on host:port for the body of the `async with`; yields the URL. A
     port that cannot be listened on is a ConfigError naming PUSHER_METRICS_PORT."""
     served: set[asyncio.Task[None]] = set()
@@ -67,7 +66,7 @@ async def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> As
 
 
 async def _serve_connection(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, registry: CollectorRegistry
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, registry: Registry
 ) -> None:
     """Answer the requests of one kept-alive connection until either side closes it."""
     conn = h11.Connection(h11.SERVER)
@@ -102,9 +101,7 @@ async def _next_request(reader: asyncio.StreamReader, conn: h11.Connection) -> h
             return None
 
 
-def _answer(
-    registry: CollectorRegistry, request: h11.Request
-) -> tuple[int, list[tuple[str, str]], bytes]:
+def _answer(registry: Registry, request: h11.Request) -> tuple[int, list[tuple[str, str]], bytes]:
     """(status, headers, body) for one request."""
     path = request.target.split(b"?", 1)[0]
     if path != _PATH:
@@ -114,8 +111,8 @@ def _answer(
         return status, [*headers, ("Allow", "GET, HEAD")], body
     accept = b",".join(v for k, v in request.headers if k == b"accept").decode("latin-1")
     coding = b",".join(v for k, v in request.headers if k == b"accept-encoding")
-    encoder, content_type = choose_encoder(accept)
-    body = encoder(registry)
+    write, content_type = choose_format(accept)
+    body = write(registry)
     headers = [("Content-Type", content_type)]
     if gzip_accepted(coding.decode("latin-1")):
         body = gzip.compress(body, compresslevel=6, mtime=0)

@@ -3,7 +3,7 @@ in `pusher.ops.metrics`)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from pusher.ops.prom import Counter, Gauge, Registry
 
 __all__ = ["ReconcileMetrics"]
 
@@ -11,7 +11,7 @@ RESULTS = ("in_sync", "repaired", "failed")
 
 
 class ReconcileMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: Registry) -> None:
         r = registry
         self.passes = Counter(
             "fleet_pusher_reconcile_passes",
