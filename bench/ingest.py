@@ -6,8 +6,10 @@ Starts a throwaway PostgreSQL cluster, a migrated central database, a customer a
 `ingestd serve` as a subprocess, then, `--reps` times, in a rotating order:
 
   copy      binary COPY (psycopg, `write_row` of pre-built tuples) of the rows into
-            `bench_copy`, a `LIKE fleet.power_measurements INCLUDING ALL` table partitioned by
-            week like the central one (same weeks, made up front for both), one
+            `bench_copy`, a `LIKE fleet.power_measurements_scaled INCLUDING ALL` table
+            partitioned by week like the central one (same weeks, made up front for both), in
+            the layout ingestd writes (`stored_rows`: each value as its integer steps, or as the
+            double sent when it is not a whole number of them, the other column null), one
             transaction per batch: the machine's limit for these rows from Python
   http-1    the same rows as gzip JSON batches POSTed to ingestd by one client, sequentially
   col-1     the same rows as columnar zstd batches (the pusher's encoding once ingestd takes
@@ -47,8 +49,6 @@ import aiohttp
 import msgspec
 import psycopg
 from common import (
-    COPY_COLUMNS,
-    COPY_TYPES,
     IngestdProcess,
     MeasurementTuple,
     Summary,
@@ -65,9 +65,11 @@ from common import (
     postgres_cpu_seconds,
     summarize,
 )
-from fleetcore import columns_from_rows, encode_columns, zstd_compress
+from fleetcore import MEASUREMENT_VALUE_FIELDS, columns_from_rows, encode_columns, zstd_compress
 from fleetcore.protocol import COLUMNAR_MEDIA_TYPE
+from fleetcore.resolution import RESOLUTIONS, scaled_or_none
 from fleetdev.pgcluster import PgCluster, temporary_cluster
+from ingestd.storage.copybuffer import COPY_COLUMNS as STORED_COLUMNS
 from peer_influx import InfluxdProcess, influxd_binary, line_protocol_bodies, write_lines
 from psycopg import sql
 from report import Figure, Target, finish
@@ -84,8 +86,18 @@ CREATE_COPY_TABLE = (
 )
 RESET_TABLES = f"TRUNCATE {COPY_TABLE}, fleet.power_measurements_scaled"
 COPY_STATEMENT = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-    sql.Identifier(COPY_TABLE), sql.SQL(", ").join(sql.Identifier(c) for c in COPY_COLUMNS)
+    sql.Identifier(COPY_TABLE), sql.SQL(", ").join(sql.Identifier(c) for c in STORED_COLUMNS)
 )
+_STORAGE_TYPES = {"integer": "int4", "bigint": "int8"}
+STORED_TYPES: tuple[str, ...] = (
+    "timestamptz",
+    "int8",
+    "timestamptz",
+    *(_STORAGE_TYPES[RESOLUTIONS[f].storage_type] for f in MEASUREMENT_VALUE_FIELDS),
+    *("float8",) * len(MEASUREMENT_VALUE_FIELDS),
+    "int8",
+)
+"""The types of `STORED_COLUMNS`: ingestd's COPY columns, in its order."""
 
 SCENARIOS = {
     "copy": "binary COPY, 1 connection (baseline)",
@@ -191,8 +203,24 @@ def _create_baseline_table(dsn: str, times: Sequence[Any]) -> None:
             conn.execute(CREATE_COPY_TABLE)
 
 
+def stored_rows(rows: Sequence[MeasurementTuple], customer: int) -> list[tuple[Any, ...]]:
+    """The rows as ingestd stores them (`STORED_COLUMNS`): the baseline does the same writes,
+    not 24 doubles where ingestd writes 24 integers and 24 nulls. Split before any clock starts,
+    by fleetcore's rule (`scaled_or_none`), which ingestd's vectorised split follows."""
+    resolutions = [RESOLUTIONS[f] for f in MEASUREMENT_VALUE_FIELDS]
+    out = []
+    for time_, device, received, *values in rows:
+        scaled = [
+            None if v is None else scaled_or_none(v, r)
+            for v, r in zip(values, resolutions, strict=True)
+        ]
+        exact = [v if k is None else None for v, k in zip(values, scaled, strict=True)]
+        out.append((time_, device, received, *scaled, *exact, customer))
+    return out
+
+
 def _copy_batches(conn: psycopg.Connection[Any], batches: Sequence[Sequence[Any]]) -> None:
-    types = list(COPY_TYPES)
+    types = list(STORED_TYPES)
     for batch in batches:
         with conn.transaction(), conn.cursor() as cur, cur.copy(COPY_STATEMENT) as copy:
             copy.set_types(types)
@@ -589,7 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             start=datetime.now(UTC) - timedelta(days=args.sample_age_days),
         )
         _create_baseline_table(dsn, [row[0] for row in rows])
-        copy_rows = [(*row, cid) for row in rows]
+        copy_rows = stored_rows(rows, cid)
         item_batches = chunks(measurement_items(rows), args.batch_size)
         bodies = [(encode_batch(items, args.gzip_level), len(items)) for items in item_batches]
         columnar_bodies = [(columnar_body(items), len(items)) for items in item_batches]
