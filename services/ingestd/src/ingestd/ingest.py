@@ -105,7 +105,8 @@ async def _store(
     parsed: Parsed,
     delivery: Delivery,
 ) -> StoreResult:
-    """The batch's writes in the fewest round trips: a small measurement batch in one (pipeline),
+    """The batch's writes in the fewest round trips: a small measurement batch in one (one
+    statement: rows, dirty marks and audit row),
     a full set of sites or devices in one (pipeline), a large measurement batch by COPY (a
     stream built from its columns)."""
     buckets = await storage.prepare(conn, parsed) if isinstance(parsed, ParsedColumns) else None
