@@ -46,7 +46,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import psycopg
 from common import (
     IngestdProcess,
@@ -61,7 +60,15 @@ from fleet_probe import window as probe_window
 from fleetcore.protocol import INGEST_PATH
 from fleetdev.pgcluster import PgCluster, temporary_cluster, timescaledb_installed
 from report import Figure, Target, errors, finish
-from simulator import TYPES, Fleet, ValuePool, build_gateways, latency, register_gateways
+from simulator import (
+    TYPES,
+    Fleet,
+    ValuePool,
+    build_gateways,
+    latency,
+    register_gateways,
+    session,
+)
 
 TARGET_P99 = Target("<", 100.0, " ms", also="0 errors", of="p99")  # per batch type, steady
 TARGET_CPU_PER_REQUEST = Target("<=", 2.0, " ms")
@@ -125,11 +132,8 @@ async def scenario(args: argparse.Namespace, cluster: PgCluster, dsn: str) -> di
         sampling = asyncio.create_task(sampler.run(stop))
         start = time.monotonic()
         horizon = start + args.warmup + args.duration + args.outage + args.recovery_timeout
-        connector = aiohttp.TCPConnector(limit=args.connections, limit_per_host=args.connections)
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=60)
-        ) as session:
-            tasks = [asyncio.create_task(g.run(session, fleet, start, horizon)) for g in gateways]
+        async with session(args.connections) as client:
+            tasks = [asyncio.create_task(g.run(client, fleet, start, horizon)) for g in gateways]
             try:
                 await asyncio.sleep(args.warmup)
                 fleet.phase = "steady"

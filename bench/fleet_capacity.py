@@ -34,13 +34,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from common import IngestdProcess
 from fleet_probe import Sampler, window
 from fleetcore.protocol import INGEST_PATH
 from fleetdev.pgcluster import PgCluster
 from report import Figure, Target, errors
-from simulator import TYPES, Fleet, ValuePool, build_gateways, latency, register_gateways
+from simulator import (
+    TYPES,
+    Fleet,
+    ValuePool,
+    build_gateways,
+    latency,
+    register_gateways,
+    session,
+)
 
 __all__ = ["capacity", "capacity_figures"]
 
@@ -79,11 +86,8 @@ class Run:
         windows: dict[str, tuple[float, float]] = {}
         start = time.monotonic()
         end = start + sum(seconds for _, seconds, _ in plan) + 5
-        connector = aiohttp.TCPConnector(limit=args.connections, limit_per_host=args.connections)
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=60)
-        ) as session:
-            tasks = [asyncio.create_task(g.run(session, fleet, start, end)) for g in gateways]
+        async with session(args.connections) as client:
+            tasks = [asyncio.create_task(g.run(client, fleet, start, end)) for g in gateways]
             try:
                 for phase, seconds, columnar in plan:
                     if columnar is not None:
@@ -229,9 +233,14 @@ def _step_text(step: dict[str, Any]) -> str:
     p99 = step["p99_ms"]
     verdict = "ok" if step["passed"] else "FAIL"
     mark = " generator-bound" if step["generator_bound"] else ""
+    warm = step["warmup"]["statuses"]
+    behind = step.get("watermark_behind_max_s")
+    cagg = "" if behind is None else f", cagg watermark behind max {behind / 60:.0f} min"
     return (
         f"{step['gateways']:,} {verdict} (p99 {'-' if p99 is None else f'{p99:.0f}'} ms, "
-        f"errors {errors(step['all']['statuses'])}{mark})"
+        f"errors {errors(step['all']['statuses'])}; warm-up minute: errors {errors(warm)} of "
+        f"{sum(warm.values()):,}; hourly_dirty {step.get('dirty_first')} -> "
+        f"{step.get('dirty_last')}{cagg}{mark})"
     )
 
 

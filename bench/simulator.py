@@ -58,12 +58,26 @@ __all__ = [
     "full_set_bodies",
     "latency",
     "register_gateways",
+    "session",
 ]
 
 GZIP_LEVEL = 1  # the pusher's PUSHER_GZIP_LEVEL default
 BATCH_ROWS = 5_000  # the pusher's PUSHER_BATCH_SIZE default
 TYPES = ("sites", "devices", "measurements")
 Tick = tuple[int, datetime]  # (the gateway's tick number, when its samples were taken)
+
+CLIENT_TIMEOUT_S = 60.0
+
+
+def session(connections: int) -> aiohttp.ClientSession:
+    """The fleet's one HTTP client: `connections` connections shared by every gateway (a real
+    fleet has one per gateway; the generator cannot hold 10,000 sockets cheaply), each request
+    bounded by 60 s (a timeout is recorded as the client's, not ingestd's, answer)."""
+    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections)
+    return aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S)
+    )
+
 
 INSERT_CUSTOMERS = """
 INSERT INTO fleet.customers (code, name)
