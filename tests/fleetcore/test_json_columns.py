@@ -1,5 +1,5 @@
 """A JSON measurement body decoded into columns: the same rows, times, nulls and refusals as
-`parse_batch`'s rows."""
+`parse_batch`'s rows, whichever way (typed rows, or times as text) the body takes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from fleetcore import (
     parse_measurement_columns,
 )
 from fleetcore.columnar import micros_from_datetime
-from fleetcore.json_columns import columns_of_rows
+from fleetcore.json_columns import columns_of_rows, text_time_columns
+from fleetcore.schemas import decode_measurement_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -110,3 +111,103 @@ def test_no_rows_no_columns() -> None:
     """An empty batch is zero rows and no columns."""
     assert columns_of_rows([]).rows == 0
     assert parse_measurement_columns(b'{"items": []}', WIDE).valid.rows == 0
+
+
+_TIMESPECS = ("seconds", "milliseconds", "microseconds")
+
+
+@st.composite
+def texts_of(draw: st.DrawFn, when: datetime) -> str:
+    """A time as a gateway may write it: any fraction length, Z or +00:00 for UTC, sometimes a
+    form only msgspec reads (lowercase t, no colon in the offset)."""
+    text = when.isoformat(timespec=draw(st.sampled_from(_TIMESPECS)))
+    if text.endswith("+00:00") and draw(st.booleans()):
+        text = text[:-6] + "Z"
+    if draw(st.integers(0, 9)) == 0:
+        text = text.replace("T", "t")
+    if draw(st.integers(0, 9)) == 0 and not text.endswith("Z"):
+        text = text[:-3] + text[-2:]
+    return text
+
+
+@st.composite
+def text_items(draw: st.DrawFn) -> list[dict[str, Any]]:
+    out = draw(items())
+    for item in out:
+        for key in ("time", "received_at"):
+            item[key] = draw(texts_of(item[key]))
+        if draw(st.integers(0, 19)) == 0:
+            item["v1"] = draw(st.sampled_from([1e16, -1e300, "230.4", True]))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(items(), text_items()))
+def test_times_as_text_give_the_typed_rows_columns_or_leave_the_body_to_them(
+    batch: list[dict[str, Any]],
+) -> None:
+    """Where the text-time way takes a body, its columns are the typed rows' columns bit for bit
+    (times in µs, ids, values, nulls); a body with a row the typed way refuses it never takes."""
+    body = msgspec.json.encode({"items": batch})
+    typed = decode_measurement_rows(body)
+    fast = text_time_columns(body)
+    if typed is None:
+        assert fast is None
+        return
+    if fast is None:
+        return
+    slow = columns_of_rows(typed)
+    assert fast.rows == slow.rows
+    assert set(fast.columns) == set(slow.columns)
+    for name, column in slow.columns.items():
+        got = fast.columns[name]
+        assert got.values.dtype == column.values.dtype
+        assert got.values.view(np.int64).tolist() == column.values.view(np.int64).tolist()
+        assert got.null_mask().tolist() == column.null_mask().tolist()
+
+
+def test_a_large_body_of_usual_times_takes_the_text_time_way() -> None:
+    """A 1,000-row body with times as gateways write them (Z, offsets, fractions of 0-6 digits)
+    is read without the typed rows and gives their columns."""
+    batch = [
+        {
+            "time": (NOW - timedelta(minutes=i)).isoformat(timespec=_TIMESPECS[i % 3]),
+            "device_id": i % 27,
+            "received_at": (NOW - timedelta(minutes=i, microseconds=-i)).isoformat()[:-6] + "Z",
+            "v1": 230.0 + i / 10,
+            "i1": None if i % 7 == 0 else i / 1000,
+        }
+        for i in range(1000)
+    ]
+    body = msgspec.json.encode({"items": batch})
+    fast = text_time_columns(body)
+    assert fast is not None
+    typed = decode_measurement_rows(body)
+    assert typed is not None
+    slow = columns_of_rows(typed)
+    for name, column in slow.columns.items():
+        assert fast.columns[name].values.tolist() == column.values.tolist()
+        assert fast.columns[name].null_mask().tolist() == column.null_mask().tolist()
+
+
+def test_a_large_body_with_a_bad_row_says_which_and_why() -> None:
+    """A large body with one row refused (a value past the bound) and one time only msgspec
+    reads (a lowercase t) stores the others and refuses that row as `parse_batch` does."""
+    batch: list[dict[str, Any]] = [
+        {"time": NOW - timedelta(minutes=i), "device_id": i, "received_at": NOW, "v1": 1.5}
+        for i in range(600)
+    ]
+    batch[10]["v1"] = 1e16
+    batch[20]["time"] = (NOW - timedelta(minutes=20)).isoformat().replace("T", "t")
+    body = msgspec.json.encode({"items": batch})
+    assert len(body) >= 32 * 1024
+    parsed = parse_measurement_columns(body, WIDE)
+    rows = parse_batch(body, BatchType.MEASUREMENTS, WIDE)
+    assert [(r.index, r.reason) for r in parsed.rejections] == [
+        (r.index, r.reason) for r in rows.rejections
+    ]
+    assert [r.index for r in parsed.rejections] == [10]
+    assert parsed.valid.rows == 599
+    assert parsed.valid.columns["time"].values.tolist() == [
+        micros_from_datetime(r.time) for r in rows.rows
+    ]

@@ -36,11 +36,13 @@ __all__ = [
     "BatchFormatError",
     "BatchType",
     "DeviceRow",
+    "Id",
     "MeasurementRow",
     "ParsedBatch",
     "Rejection",
     "SiteRow",
     "ValidationWindow",
+    "check_item_bound",
     "parse_batch",
     "too_many_rejections",
     "too_many_rows",
@@ -293,6 +295,15 @@ def _check_items(body: bytes | bytearray) -> None:
         raise too_many_rows(items)
 
 
+def check_item_bound(body: bytes | bytearray) -> bool:
+    """Before a typed decode (which builds one object per JSON object of the body): refuse a
+    body that may hold more items than a batch may carry. True when the items were counted."""
+    counted = body.count(b"{") > MAX_BATCH_ROWS + 1
+    if counted:
+        _check_items(body)
+    return counted
+
+
 def _decode_rows(
     body: bytes | bytearray, kind: BatchType
 ) -> tuple[list[Any], list[Rejection], bool]:
@@ -301,9 +312,7 @@ def _decode_rows(
     The typed decode builds one row object per object of the body before it can fail, so a body
     with more objects than a batch may have rows is counted first; the per-row path builds one
     object per item, so a body with more commas than that is counted before it runs."""
-    counted = body.count(b"{") > MAX_BATCH_ROWS + 1
-    if counted:
-        _check_items(body)
+    counted = check_item_bound(body)
     try:
         typed: list[Any] = _BATCH_DECODERS[kind].decode(body).items
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
