@@ -11,7 +11,6 @@ bytes over as they are.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -19,15 +18,12 @@ from psycopg import adapters
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
-from ingestd.storage.copybuffer import StoredField
-
 __all__ = [
     "BinaryArray",
     "Float8Array",
     "Int4Array",
     "Int8Array",
     "binary_array",
-    "binary_matrix",
 ]
 
 
@@ -83,22 +79,6 @@ def binary_array(
     keep = np.ones(flat.shape, np.bool_)
     keep[flat_nulls, 4:] = False
     return kind(header + flat[keep].tobytes())
-
-
-def binary_matrix(fields: Sequence[StoredField], rows: int, dtype: str) -> BinaryArray | None:
-    """Fields of `rows` values each as one 2-D array, a row per field (None: every cell null)."""
-    if all(f.values is None for f in fields):
-        return None
-    values = np.zeros((len(fields), rows), np.dtype(dtype).newbyteorder("="))
-    nulls = np.zeros((len(fields), rows), np.bool_)
-    for k, f in enumerate(fields):
-        if f.values is None:
-            nulls[k] = True
-            continue
-        values[k] = f.values
-        if f.nulls is not None:
-            nulls[k] = f.nulls
-    return binary_array(values, dtype, nulls)
 
 
 class _BinaryArrayDumper(Dumper):
