@@ -137,3 +137,37 @@ def test_a_long_state_round_spaces_out_the_next() -> None:
 
     assert next_round_in(30.0, 0.5) == 30.0
     assert next_round_in(30.0, 60.0) == 540.0
+
+
+async def test_meter_states_sweep_the_customers_slice_by_slice(central_db: str) -> None:
+    """Each fleet-state round classifies the meters of the next slice of customers only, so a
+    round stays short however large the fleet; the rounds go round every customer, then start
+    over from the first."""
+    from ingestd.fleetwatch import MeterSweep, derive_fleet_states
+
+    with psycopg.connect(central_db, autocommit=True) as conn:
+        ids = [
+            row[0]
+            for row in conn.execute(
+                "INSERT INTO fleet.customers (code, name) "
+                "SELECT 'SWEEP' || g, 'Sweep ' || g FROM generate_series(1, 3) AS g RETURNING id"
+            ).fetchall()
+        ]
+        conn.execute(
+            "INSERT INTO fleet.devices (customer_id, id, site_id, serial_number, model, updated_at) "
+            "SELECT c, 1, 1, 'SN' || c, 'Acuvim', now() FROM unnest(%s::bigint[]) AS c",
+            (ids,),
+        )
+    sweep = MeterSweep(customers=2)
+    classified: list[list[int]] = []
+    async with await psycopg.AsyncConnection.connect(central_db, autocommit=True) as conn:
+        for _ in range(3):
+            async with conn.transaction():
+                before = await (await conn.execute("SELECT now()")).fetchone()
+                await derive_fleet_states(conn, HealthPolicy(), 300.0, sweep)
+            cur = await conn.execute(
+                "SELECT customer_id FROM fleet.device_states WHERE checked_at >= %s ORDER BY 1",
+                (before[0] if before else None,),
+            )
+            classified.append([row[0] for row in await cur.fetchall()])
+    assert classified == [sorted(ids)[:2], sorted(ids)[2:], sorted(ids)[:2]]

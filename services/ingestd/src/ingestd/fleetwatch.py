@@ -8,12 +8,16 @@ dashboard; then every replica reads the stored counts into its Prometheus figure
 (`FleetFigures`, served by `metrics.IngestMetrics`). Counts only — by state and by version —
 never a label per gateway or customer. A failed round is logged and retried at the next.
 
-A round's cost grows with the fleet: the meter states read each live device's last day of hourly
-summaries, ~2-8 ms of PostgreSQL per device (the hour still being written is computed from its
-raw rows on plain PostgreSQL), so 110,000 meters (4,000 gateways) made it a round of several
-minutes run back to back, most of a core of the database's. The next round therefore waits at
-least `DUTY_FACTOR` times as long as the last one took: the derivation takes at most a tenth of
-one database connection's time, and at fleet scale the states are as fresh as that allows.
+The meter states cost what the fleet's size costs: each live meter's last day of hourly summaries
+is read, ~2-8 ms of PostgreSQL per meter (the hour still being written is computed from its raw
+rows on plain PostgreSQL), so 110,000 meters (4,000 gateways) made one round of minutes, in one
+transaction on a pool connection, run back to back on most of a database core. So a round
+classifies the meters of the next `METER_SLICE_CUSTOMERS` customers only (`MeterSweep`, in
+customer id order, wrapping around: a round stays seconds long however large the fleet), and the
+next round waits at least `DUTY_FACTOR` times as long as the last one took: the derivation takes
+at most a tenth of one connection's time. A small fleet is one slice, classified every round; at
+10,000 gateways a meter's state is refreshed every few hours. (Each replica keeps its own sweep:
+with several, the one holding the turn classifies its next slice.)
 """
 
 from __future__ import annotations
@@ -38,12 +42,19 @@ from ingestd.storage.gateways import (
     take_state_turn,
     write_gateway_states,
 )
-from ingestd.storage.meters import device_state_counts, meter_rows, write_device_states
+from ingestd.storage.meters import (
+    customer_slice,
+    device_state_counts,
+    meter_rows,
+    write_device_states,
+)
 
 __all__ = [
     "DUTY_FACTOR",
     "MAX_VERSIONS",
+    "METER_SLICE_CUSTOMERS",
     "FleetFigures",
+    "MeterSweep",
     "derive_fleet_states",
     "fleet_state_loop",
     "next_round_in",
@@ -53,6 +64,9 @@ log = structlog.get_logger("ingestd.fleet")
 
 MAX_VERSIONS = 20
 """Versions reported by name in the figures; the rest are summed as `other`."""
+
+METER_SLICE_CUSTOMERS = 200
+"""Customers whose meters one round classifies (~5,500 meters at the fleet's 27.6 a customer)."""
 
 DUTY_FACTOR = 9.0
 """The pause after a round is at least this many times the round's own duration (a 10 % duty)."""
@@ -77,10 +91,31 @@ class FleetFigures:
     updated: float | None = None  # time.time() of the last successful round
 
 
+@dataclass(slots=True)
+class MeterSweep:
+    """Where the rounds are in the customers: the next slice starts after the id `after`."""
+
+    customers: int = METER_SLICE_CUSTOMERS
+    after: int = 0
+
+    async def next_slice(self, conn: AsyncConnection[Any]) -> tuple[int, int] | None:
+        """The inclusive customer id range of this round's slice (None: no customers), and move
+        on: after the last customer, the next round starts from the first again."""
+        first, last, count = await customer_slice(conn, self.after, self.customers)
+        if not count and self.after:
+            first, last, count = await customer_slice(conn, 0, self.customers)
+        self.after = last if count == self.customers else 0
+        return (first, last) if count else None
+
+
 async def derive_fleet_states(
-    conn: AsyncConnection[Any], policy: HealthPolicy, stale_after_s: float
+    conn: AsyncConnection[Any],
+    policy: HealthPolicy,
+    stale_after_s: float,
+    sweep: MeterSweep | None = None,
 ) -> tuple[int, int]:
-    """Classify and store every gateway's and live device's state; (gateways, devices)."""
+    """Classify and store every gateway's state and the live devices' states (those of the
+    sweep's next slice of customers, or of all without one); (gateways, devices)."""
     now = datetime.now(UTC)
     gateways = await gateway_rows(conn)
     states = [(g["token_hash"], gateway_states(g, now, policy)) for g in gateways]
@@ -89,11 +124,13 @@ async def derive_fleet_states(
     for g, names in zip(gateways, states, strict=True):
         live = not {"silent", "retired"} & set(names[1])
         reporting[g["customer_id"]] = reporting.get(g["customer_id"], False) or live
+    customers = await sweep.next_slice(conn) if sweep is not None else None
     meters = await meter_rows(
         conn,
         customer=None,
         frozen_min_kw=policy.meter_frozen_min_kw,
         rated_kw=policy.meter_rated_kw,
+        customers=customers,
     )
     derived = []
     for m in meters:
@@ -127,7 +164,10 @@ async def fleet_state_loop(
     figures: FleetFigures,
     timeout_s: float,
 ) -> None:
-    """Run a round every `policy.state_interval_s` until cancelled; survive database outages."""
+    """Run a round every `policy.state_interval_s` (or less often, `next_round_in`) until
+    cancelled, each classifying the meters of the next slice of customers; survive database
+    outages."""
+    sweep = MeterSweep()
     while True:
         took = 0.0
         try:
@@ -136,7 +176,9 @@ async def fleet_state_loop(
             async with pool.connection(timeout=timeout_s) as conn:
                 if await take_state_turn(conn):
                     started = time.perf_counter()
-                    gateways, devices = await derive_fleet_states(conn, policy, stale_after_s)
+                    gateways, devices = await derive_fleet_states(
+                        conn, policy, stale_after_s, sweep
+                    )
                     took = time.perf_counter() - started
                     log.debug("fleet_states", gateways=gateways, devices=devices,
                               duration_ms=round(took * 1000, 1))  # fmt: skip

@@ -25,7 +25,13 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-__all__ = ["device_state_counts", "meter_rows", "stored_device_states", "write_device_states"]
+__all__ = [
+    "customer_slice",
+    "device_state_counts",
+    "meter_rows",
+    "stored_device_states",
+    "write_device_states",
+]
 
 _OF_DEVICE = "r.customer_id = d.customer_id AND r.device_id = d.id"
 _FLAT = "(w.{r}_last = w.{r}_first AND w.{r}_resets = 0)"
@@ -76,7 +82,13 @@ LEFT JOIN LATERAL (
     ) s
 ) steps ON true
 WHERE d.deleted_at IS NULL AND (%(customer)s::bigint IS NULL OR d.customer_id = %(customer)s)
+  AND d.customer_id BETWEEN %(first_customer)s AND %(last_customer)s
 ORDER BY d.customer_id, d.id
+"""
+# The next `count` customers after the id `after`: (first id, last id, how many).
+CUSTOMER_SLICE = """
+SELECT min(id), max(id), count(*) FROM (
+    SELECT id FROM fleet.customers WHERE id > %s ORDER BY id LIMIT %s) s
 """
 
 WRITE_STATES = """
@@ -106,10 +118,15 @@ async def meter_rows(
     frozen_min_kw: float,
     rated_kw: float,
     frozen_window: timedelta = timedelta(hours=1),
+    customers: tuple[int, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per live device (of `customer` when given): customer_id, device_id, name, customer (code),
-    customer_seen_at (its last batch), last_sample_at, usual_interval_s, frozen, implausible; by customer id, device id."""
+    """Per live device (of `customer` when given, of the customer ids in the inclusive range
+    `customers` when given): customer_id, device_id, name, customer (code), customer_seen_at (its
+    last batch), last_sample_at, usual_interval_s, frozen, implausible; by customer id, device id."""
+    first, last = customers if customers is not None else (-(2**63), 2**63 - 1)
     params = {
+        "first_customer": first,
+        "last_customer": last,
         "customer": customer,
         "frozen_min_kw": frozen_min_kw,
         "rated_kw": rated_kw,
@@ -118,6 +135,18 @@ async def meter_rows(
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(METERS, params)
         return list(await cur.fetchall())
+
+
+async def customer_slice(
+    conn: AsyncConnection[Any], after: int, count: int
+) -> tuple[int, int, int]:
+    """The ids of the next `count` customers after `after`: (first, last, how many; 0 past the
+    last customer)."""
+    cur = await conn.execute(CUSTOMER_SLICE, (after, count))
+    row = await cur.fetchone()
+    if row is None or not row[2]:
+        return 0, 0, 0
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 async def write_device_states(
