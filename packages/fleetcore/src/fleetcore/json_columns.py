@@ -52,7 +52,12 @@ from fleetcore.schemas import (
     too_many_rows,
 )
 
-__all__ = ["columns_of_rows", "parse_measurement_columns", "text_time_columns"]
+__all__ = [
+    "clean_measurement_columns",
+    "columns_of_rows",
+    "parse_measurement_columns",
+    "text_time_columns",
+]
 
 Int64s = npt.NDArray[np.int64]
 
@@ -204,26 +209,33 @@ def _inside(columns: MeasurementColumns) -> ParsedColumns:
     return ParsedColumns(columns, [], datetime_from_micros(first), datetime_from_micros(last))
 
 
+def clean_measurement_columns(
+    body: bytes | bytearray, window: ValidationWindow
+) -> ParsedColumns | None:
+    """A JSON measurement body as columns when every row is valid and inside the window (nearly
+    every batch); None for any other body, without finding out which rows are refused (the
+    per-row work `parse_measurement_columns` then does). Raises `BatchFormatError` only for a
+    body over the row limit."""
+    columns = text_time_columns(body) if len(body) >= _TEXT_TIME_MIN_BYTES else None
+    if columns is None:
+        valid = decode_measurement_rows(body)
+        if valid is None:
+            return None
+        columns = columns_of_rows(valid)
+        del valid
+    if not columns.rows:
+        return ParsedColumns(columns)
+    return _inside(columns) if _within(columns, window) else None
+
+
 def parse_measurement_columns(body: bytes | bytearray, window: ValidationWindow) -> ParsedColumns:
     """Decode and validate a JSON measurement body (`parse_batch`'s rules and errors) into
     columns. A batch of valid rows inside the window (nearly every one) is checked on its
     columns; any other takes `parse_batch`'s row-by-row path, which says which rows are refused
     and why."""
-    fast = text_time_columns(body) if len(body) >= _TEXT_TIME_MIN_BYTES else None
-    if fast is not None:
-        if not fast.rows:
-            return ParsedColumns(fast)
-        if _within(fast, window):
-            return _inside(fast)
-    else:
-        valid = decode_measurement_rows(body)
-        if valid is not None:
-            columns = columns_of_rows(valid)
-            del valid
-            if not columns.rows:
-                return ParsedColumns(columns)
-            if _within(columns, window):
-                return _inside(columns)
+    clean = clean_measurement_columns(body, window)
+    if clean is not None:
+        return clean
     parsed = parse_batch(body, BatchType.MEASUREMENTS, window)
     rows: list[MeasurementRow] = parsed.rows
     columns = columns_of_rows(rows)

@@ -313,14 +313,10 @@ def _decode_rows(
     with more objects than a batch may have rows is counted first; the per-row path builds one
     object per item, so a body with more commas than that is counted before it runs."""
     counted = check_item_bound(body)
-    try:
-        typed: list[Any] = _BATCH_DECODERS[kind].decode(body).items
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        pass  # fall through to the per-row path, which tells which rows are bad and why
-    else:
-        if len(typed) > MAX_BATCH_ROWS:
-            raise too_many_rows(len(typed))
+    typed = _typed_rows(body, kind)
+    if typed is not None:
         return typed, [], False
+    # The per-row path tells which rows are bad and why.
     if not counted and body.count(b",") >= MAX_BATCH_ROWS:
         _check_items(body)
     try:
@@ -355,12 +351,24 @@ def _decode_rows(
     return rows, rejections, True
 
 
+def _typed_rows(body: bytes | bytearray, kind: BatchType) -> list[Any] | None:
+    """Every item as a row of `kind` (msgspec's one typed decode), or None when any item is not
+    one or the body is not a batch at all (`_decode_rows`' per-row path then says what)."""
+    try:
+        typed: list[Any] = _BATCH_DECODERS[kind].decode(body).items
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    if len(typed) > MAX_BATCH_ROWS:
+        raise too_many_rows(len(typed))
+    return typed
+
+
 def decode_measurement_rows(body: bytes | bytearray) -> list[MeasurementRow] | None:
     """Every item of a measurement body as a `MeasurementRow`, before the window is checked;
-    None when any item is not one (`parse_batch` then says which and why). Whole-body problems
-    raise `BatchFormatError` as in `parse_batch`."""
-    rows, _, indexed = _decode_rows(body, BatchType.MEASUREMENTS)
-    return None if indexed else rows
+    None when any item is not one, or the body is no batch (`parse_batch` then says which and
+    why, or refuses it). Past `MAX_BATCH_ROWS` items it raises as `parse_batch` does."""
+    check_item_bound(body)
+    return _typed_rows(body, BatchType.MEASUREMENTS)
 
 
 def _probe_id(raw: str) -> int | None:

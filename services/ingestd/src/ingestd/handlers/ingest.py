@@ -14,7 +14,6 @@ reconnects on its own when the database is back.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 import uuid
@@ -36,7 +35,7 @@ from fleetcore.protocol import (
 
 from ingestd.auth import Customer, customer_of_token
 from ingestd.body import check_content_headers, read_wire_body
-from ingestd.decoding import DecodeLimits, WireBody, decode_batch
+from ingestd.decoding import DecodeLimits, WireBody, decode
 from ingestd.errors import (
     BadRequest,
     IngestError,
@@ -192,15 +191,8 @@ async def ingest(request: web.Request) -> web.Response:
             window = ValidationWindow(
                 datetime.now(UTC), settings.effective_max_sample_age, settings.max_sample_ahead
             )
-            decoded = await asyncio.get_running_loop().run_in_executor(
-                request.app[DECODERS],
-                decode_batch,
-                wire,
-                body_format,
-                kind,
-                window,
-                limits,
-                memory,
+            decoded = await decode(
+                request.app[DECODERS], wire, body_format, kind, window, limits, memory
             )
             delivery.wire_bytes, delivery.body_bytes = decoded.wire_bytes, decoded.body_bytes
             parsed = decoded.parsed
