@@ -142,7 +142,7 @@ def micros_of_texts(texts: npt.NDArray[np.object_]) -> Int64s | None:
             negative[rows] = sign == _MINUS
         if not matches.all():
             return None
-        wide = np.zeros((length + 1, text.shape[1]), np.int32)
+        wide = np.zeros((length + 1, text.shape[1]), np.int16)
         wide[:length] = digits
         pairs[:, rows] = wide[form.tens] * 10 + wide[form.ones]
     if not ((pairs >= _LOW) & (pairs <= _HIGH)).all():
