@@ -54,8 +54,12 @@ def test_pages_read_the_same_as_prometheus_client_wrote_them() -> None:
 
 
 def test_a_counter_only_goes_up_and_labels_must_match() -> None:
-    """A negative increment and a wrong number of label values are refused."""
+    """A negative increment and a wrong number of label values are refused; a series reads
+    back what was added (0 before)."""
     counter = prom.Counter("demo", "Demo.", ["a"], registry=prom.Registry())
+    assert counter.get("x") == 0
+    counter.labels("x").inc(2.5)
+    assert counter.get("x") == 2.5
     with pytest.raises(ValueError, match="only go up"):
         counter.labels("x").inc(-1)
     with pytest.raises(ValueError, match="labels"):

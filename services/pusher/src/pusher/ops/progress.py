@@ -118,9 +118,7 @@ class PushProgress:
 
     def status_text(self, states: PushState, last_failure: Mapping[BatchType, str]) -> str:
         """One line for `systemctl status`: shipped, backlog, lag, and what is failing."""
-        shipped = self.metrics.value(
-            "fleet_pusher_rows_shipped_total", resource=_MEASUREMENTS.value
-        )
+        shipped = self.metrics.rows_shipped.get(_MEASUREMENTS.value)
         lag = self.measurement_lag_s
         text = f"{shipped:.0f} rows shipped, backlog {self.backlog_rows}, lag {lag:.0f}s"
         failing = [

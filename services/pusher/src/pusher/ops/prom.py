@@ -122,6 +122,11 @@ class _Metric:
             child = self._children.setdefault(values, _Value())
         return child
 
+    def get(self, *values: str) -> float:
+        """The value of the series with these label values (0 before its first update)."""
+        child = self._children.get(tuple(values))
+        return child.value if child is not None else 0.0
+
     def _collect(self) -> Iterator[Family]:
         family = Family(self.name, self.documentation, self.kind)
         for values, child in list(self._children.items()):
