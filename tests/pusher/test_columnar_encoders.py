@@ -14,9 +14,17 @@ from fleetcore.protocol import WireFormat
 from psycopg.rows import tuple_row
 from pusher.errors import ConfigError
 from pusher.settings import Settings
-from pusher.source.columns import READ_MEASUREMENT_COLUMNS, columnar_encoder
+from pusher.source.columns import (
+    CHUNK_ROWS,
+    READ_MEASUREMENT_COLUMNS,
+    RECORD_SQL,
+    columnar_encoder,
+    read_records,
+)
 from pusher.source.columns_numpy import batch_from_records as with_numpy
 from pusher.source.columns_stdlib import batch_from_records as with_stdlib
+from pusher.source.cursor import SELECTION, selection_params
+from pusher.source.records import RECORD
 
 from tests.fix_customer import seed_inventory
 from tests.fix_ingestd import central_count
@@ -43,9 +51,8 @@ def _records(dsn: str, after: PushCursor, limit: int) -> tuple[bytes, int]:
               "limit": limit}  # fmt: skip
     with psycopg.connect(dsn) as conn, conn.cursor(row_factory=tuple_row, binary=True) as cur:
         cur.execute(READ_MEASUREMENT_COLUMNS, params)
-        row = cur.fetchone()
-    assert row is not None
-    return bytes(row[1]), int(row[0])
+        chunks = cur.fetchall()
+    return b"".join(bytes(c[1]) for c in chunks), sum(int(c[0]) for c in chunks)
 
 
 @pytest.mark.parametrize("rows", [7, 300, 2000])
@@ -69,6 +76,27 @@ def test_both_encoders_make_the_same_batch(customer_db: str, rows: int) -> None:
     )
     assert plain == fast
     assert plain.sent == rows and plain.format is WireFormat.COLUMNAR
+
+
+async def test_records_stream_in_chunks_in_cursor_order(customer_db: str) -> None:
+    """A batch of several chunks comes back whole — `limit` records, each once, in cursor order,
+    the bytes of the same rows selected one by one — and the next batch holds the rest."""
+    seed_inventory(customer_db, devices=5)
+    total, limit = 2 * CHUNK_ROWS + 234, 2 * CHUNK_ROWS + 100
+    with psycopg.connect(customer_db, autocommit=True) as conn:
+        conn.execute(SEED, {"rows": total})
+        one_by_one = conn.execute(
+            f"SELECT {RECORD_SQL} {SELECTION}", selection_params(PushCursor.start(), total)
+        ).fetchall()
+    async with await psycopg.AsyncConnection.connect(customer_db, autocommit=True) as conn:
+        data, count = await read_records(conn, PushCursor.start(), limit)
+        end = with_stdlib(data, count, PushCursor.start(), limit).end
+        rest, rest_count = await read_records(conn, end, limit)
+        after_all = await read_records(conn, with_stdlib(rest, rest_count, end, limit).end, limit)
+    keys = [RECORD.unpack_from(data + rest, i * RECORD.size)[:3] for i in range(total)]
+    assert (count, rest_count, after_all) == (limit, total - limit, (bytearray(), 0))
+    assert keys == sorted(set(keys))
+    assert data + rest == b"".join(row[0] for row in one_by_one)
 
 
 def test_the_encoder_is_a_setting() -> None:

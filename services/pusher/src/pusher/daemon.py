@@ -321,7 +321,7 @@ class Pusher:
             cursor=batch.end,
             newest=batch.newest_received_at,
             wire=len(prepared.wire.data),
-            raw=len(batch.body),
+            raw=batch.body_bytes,
             started=started,
             sent_bytes=client.sent_bytes,
             batch=batch,

@@ -240,7 +240,7 @@ class Outcomes:
             "row_quarantined",
             hint="a single row too large for ingestd: kept in app.fleet_push_quarantine",
             cursor=str(batch.end),
-            bytes=len(batch.body),
+            bytes=batch.body_bytes,
             detail=exc.detail,
         )
         await self.state.quarantine(

@@ -29,7 +29,8 @@ __all__ = ["PreparedBatch", "ReadAhead", "discard"]
 
 @dataclass(frozen=True, slots=True)
 class PreparedBatch:
-    """A batch as read, and its body as it goes on the wire (empty when the batch is)."""
+    """A batch as read (its uncompressed body dropped), and its body as it goes on the wire
+    (empty when the batch is)."""
 
     batch: MeasurementBatch
     wire: WireBody
@@ -71,7 +72,8 @@ class ReadAhead:
             batch = await source.read_measurements(conn, after, size)
         if not batch.count:
             return PreparedBatch(batch, WireBody(b""))
-        return PreparedBatch(batch, await encode(batch.body, batch.format, self._gzip_level))
+        wire = await encode(batch.body, batch.format, self._gzip_level)
+        return PreparedBatch(batch.without_body(), wire)
 
     def hold(self, task: asyncio.Task[PreparedBatch]) -> None:
         """Keep `task` for the next round (measurements stay due: a backlog goes on)."""

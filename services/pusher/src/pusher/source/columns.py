@@ -28,19 +28,21 @@ from psycopg.rows import tuple_row
 
 from pusher.errors import ConfigError
 from pusher.settings import COLUMNAR_ENCODERS, numpy_installed
-from pusher.source.cursor import SELECTION, selection_params
+from pusher.source.cursor import SELECTION, order_by, selection_params
 from pusher.source.reads import MeasurementBatch
 
 __all__ = [
+    "CHUNK_ROWS",
     "COLUMNAR_ENCODERS",
     "READ_MEASUREMENT_COLUMNS",
     "RECORD_SQL",
     "BatchBuilder",
     "columnar_encoder",
     "read_measurement_columns",
+    "read_records",
 ]
 
-BatchBuilder = Callable[[bytes, int, PushCursor, int], MeasurementBatch]
+BatchBuilder = Callable[[bytes | bytearray, int, PushCursor, int], MeasurementBatch]
 """(records, their count, the cursor they follow, the limit asked) -> the batch."""
 
 _NULL_MASK = " | ".join(
@@ -59,11 +61,21 @@ RECORD_SQL = " || ".join(
     ]
 )
 
+CHUNK_ROWS = 500
+"""Records per result row: a batch comes in chunks of ~110 KiB rather than one bytea of the
+whole batch (5,000 rows: 1.1 MiB), so neither libpq's input buffer (it grows to the largest
+message received and keeps that size for the connection's life) nor its result holds a batch."""
+
 READ_MEASUREMENT_COLUMNS = f"""
-SELECT count(*), coalesce(string_agg(b.record, ''::bytea ORDER BY b.k1, b.k2, b.k3), ''::bytea)
-FROM (SELECT m.push_xid AS k1, m.device_id AS k2, m.time AS k3, {RECORD_SQL} AS record
+SELECT count(*), string_agg(b.record, ''::bytea ORDER BY b.k1, b.k2, b.k3)
+FROM (SELECT m.push_xid AS k1, m.device_id AS k2, m.time AS k3, {RECORD_SQL} AS record,
+             (row_number() OVER (ORDER BY {order_by("m")}) - 1) / {CHUNK_ROWS} AS chunk
 {SELECTION}) AS b
+GROUP BY b.chunk
+ORDER BY b.chunk
 """
+"""SQL: the batch's records in chunks of up to `CHUNK_ROWS`, in cursor order (no row at all
+when the batch is empty); each row is (records in the chunk, their bytes)."""
 
 
 def columnar_encoder(choice: str = "auto") -> BatchBuilder:
@@ -84,6 +96,20 @@ def columnar_encoder(choice: str = "auto") -> BatchBuilder:
     return with_stdlib
 
 
+async def read_records(
+    conn: psycopg.AsyncConnection[Any], after: PushCursor, limit: int
+) -> tuple[bytearray, int]:
+    """The records of the next batch after `after` (at most `limit`) and their count, streamed
+    chunk by chunk (libpq's single-row mode) into one buffer: the batch is held once."""
+    data, count = bytearray(), 0
+    async with conn.cursor(row_factory=tuple_row, binary=True) as cur:
+        async for n, chunk in cur.stream(READ_MEASUREMENT_COLUMNS, selection_params(after, limit)):
+            data += chunk
+            count += int(n)
+            del chunk
+    return data, count
+
+
 async def read_measurement_columns(
     conn: psycopg.AsyncConnection[Any],
     after: PushCursor,
@@ -94,9 +120,5 @@ async def read_measurement_columns(
     made by `build` (`columnar_encoder("auto")` when not given) in a worker thread, off the
     event loop (numpy releases the GIL for most of it; the standard library's share of it is
     taken in turns with the loop)."""
-    async with conn.cursor(row_factory=tuple_row, binary=True) as cur:
-        await cur.execute(READ_MEASUREMENT_COLUMNS, selection_params(after, limit))
-        row = await cur.fetchone()
-    assert row is not None
-    count, data = int(row[0]), bytes(row[1])
+    data, count = await read_records(conn, after, limit)
     return await asyncio.to_thread(build or columnar_encoder(), data, count, after, limit)

@@ -47,7 +47,9 @@ def _first_item(columns: MeasurementColumns, index: int) -> dict[str, Any]:
     }
 
 
-def batch_from_records(data: bytes, count: int, after: PushCursor, limit: int) -> MeasurementBatch:
+def batch_from_records(
+    data: bytes | bytearray, count: int, after: PushCursor, limit: int
+) -> MeasurementBatch:
     """The batch in the stream: rows whose times the protocol can carry go in the body (meter
     by meter, in time: neighbouring values differ least), the others are only passed by the
     cursor (and quarantined then, like the JSON path's)."""

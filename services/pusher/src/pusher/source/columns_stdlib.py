@@ -44,7 +44,7 @@ _LITTLE = sys.byteorder == "little"
 _T = TypeVar("_T", int, float)
 
 
-def _gathered(data: bytes, count: int, offset: int, width: int) -> bytearray:
+def _gathered(data: bytes | bytearray, count: int, offset: int, width: int) -> bytearray:
     """The big-endian field at `offset` of every record, in native byte order."""
     native = bytearray(width * count)
     for k in range(width):
@@ -52,11 +52,11 @@ def _gathered(data: bytes, count: int, offset: int, width: int) -> bytearray:
     return native
 
 
-def _ints(data: bytes, count: int, offset: int, code: str = "q") -> array[int]:
+def _ints(data: bytes | bytearray, count: int, offset: int, code: str = "q") -> array[int]:
     return array(code, _gathered(data, count, offset, array(code).itemsize))
 
 
-def _floats(data: bytes, count: int, offset: int) -> array[float]:
+def _floats(data: bytes | bytearray, count: int, offset: int) -> array[float]:
     return array("d", _gathered(data, count, offset, 8))
 
 
@@ -77,7 +77,11 @@ class _Columns(Mapping[str, PlainColumn]):
     """The batch's columns, each gathered from the records when asked for, rows in `order`."""
 
     def __init__(
-        self, data: bytes, count: int, order: list[int] | None, keys: dict[str, list[int]]
+        self,
+        data: bytes | bytearray,
+        count: int,
+        order: list[int] | None,
+        keys: dict[str, list[int]],
     ) -> None:
         self._data, self._count, self._order, self._keys = data, count, order, keys
         masks = self._take(_ints(self._data, count, _MASK, "I"))
@@ -107,7 +111,9 @@ class _Columns(Mapping[str, PlainColumn]):
         return len(self._names)
 
 
-def batch_from_records(data: bytes, count: int, after: PushCursor, limit: int) -> MeasurementBatch:
+def batch_from_records(
+    data: bytes | bytearray, count: int, after: PushCursor, limit: int
+) -> MeasurementBatch:
     """The batch in the stream: rows whose times the protocol can carry go in the body (meter
     by meter, in time: neighbouring values differ least), the others are only passed by the
     cursor (and quarantined then, like the JSON path's)."""

@@ -35,7 +35,7 @@ LOW_PG = micros_from_datetime(LOW) - POSTGRES_EPOCH_US
 HIGH_PG = micros_from_datetime(HIGH) - POSTGRES_EPOCH_US
 
 
-def check_length(data: bytes, count: int) -> None:
+def check_length(data: bytes | bytearray, count: int) -> None:
     """Data of another size than `count` records is refused."""
     if len(data) != count * RECORD.size:
         raise SourceError(f"{len(data)} bytes of records for {count} rows")
