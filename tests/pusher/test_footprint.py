@@ -58,9 +58,21 @@ def test_malloc_arenas_are_capped_and_the_worker_pool_is_small() -> None:
 
 def test_memory_is_released_when_a_backlog_has_drained_and_once_more_after() -> None:
     """Full batches (a backlog) then one that is not full release memory, and the next read
-    once more; batches that are never full (a caught-up pusher's ticks) release nothing."""
-    release = BacklogRelease()
+    once more; batches that are never full (a caught-up pusher's ticks) release nothing until
+    a period has passed since the last release, then once per period."""
+    now = [0.0]
+    release = BacklogRelease(clock=lambda: now[0])
     for full in (False, False, True, True, True, False, False, False, True, False):
         release.batch_read(full)
     assert release.releases == 3
+    release.batch_read(False)  # once more after the drained backlog
+    assert release.releases == 4
+    for _ in range(5):  # a caught-up pusher's ticks within one period: nothing
+        now[0] += 10.0
+        release.batch_read(False)
+    assert release.releases == 4
+    for _ in range(12):  # two more periods: once per period
+        now[0] += 10.0
+        release.batch_read(False)
+    assert release.releases == 6
     assert release_memory() is True  # glibc here: malloc_trim is there
