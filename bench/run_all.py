@@ -73,9 +73,9 @@ SCRIPTS = (
     Script(
         "read_latency",
         "read_latency.py",
-        ("--devices", "20", "--days", "400", "--interval-s", "60", "--reps", "30"),
-        ("--devices", "2", "--days", "400", "--interval-s", "900", "--reps", "10"),
-        1800,
+        ("--devices", "50", "--days", "370", "--interval-s", "150", "--reps", "30"),
+        ("--devices", "2", "--days", "366", "--interval-s", "900", "--reps", "5"),
+        2400,
     ),
     Script(
         "wire",

@@ -5,8 +5,9 @@
 round runs at a time across the deployment:
 
 - every round: recompute marked hourly buckets (plain rollup, or TimescaleDB refresh of old
-  buckets; `storage.rollup`);
-- every minute: delete audit rows and dead letters past INGESTD_AUDIT_RETENTION_DAYS /
+  buckets; `storage.rollup`), then store the energy of hours not stored yet, about
+  INGESTD_ROLLUP_BATCH device-hours (`storage.stored_energy`);
+- every minute: give new devices a stored-energy frontier; delete audit rows and dead letters past INGESTD_AUDIT_RETENTION_DAYS /
   INGESTD_REJECTED_RETENTION_DAYS, and gateway health reports past
   INGESTD_GATEWAY_REPORT_RETENTION_DAYS, in short batches (`storage.retention`, `storage.gateways`);
 - every hour: create the weekly partitions ahead (plain) and apply raw-data retention
@@ -34,6 +35,7 @@ from ingestd.storage.maintenance import housekeeping_turn, maintain
 from ingestd.storage.retention import apply_retention
 from ingestd.storage.rollup import RefreshReport, count_dirty, refresh_rollup, refresh_timescale
 from ingestd.storage.state import StorageState
+from ingestd.storage.stored_energy import advance_stored_energy, seed_frontiers
 
 __all__ = ["MAINTENANCE_EVERY_S", "RETENTION_EVERY_S", "housekeeping_cycle", "housekeeping_loop"]
 
@@ -68,6 +70,7 @@ async def housekeeping_cycle(
                 rejected_days=settings.rejected_retention_days,
             )
             state.last_retention = time.monotonic()
+            await seed_frontiers(conn, timescale=state.mode is StorageMode.TIMESCALEDB)
             reports = await delete_old_reports(
                 conn, datetime.now(UTC) - timedelta(days=settings.health.report_retention_days)
             )
@@ -75,15 +78,21 @@ async def housekeeping_cycle(
                 log.info("audit_retention", ingest_events=removed.ingest_events,
                          rejected_rows=removed.rejected_rows, gateway_reports=reports)  # fmt: skip
         if state.mode is StorageMode.POSTGRESQL:
-            return await refresh_rollup(
+            report = await refresh_rollup(
                 conn, settle_s=settings.rollup_settle_s, limit=settings.rollup_batch
             )
-        if state.mode is StorageMode.TIMESCALEDB:
-            return await refresh_timescale(
+        elif state.mode is StorageMode.TIMESCALEDB:
+            report = await refresh_timescale(
                 conn, settle_s=settings.rollup_settle_s, limit=settings.rollup_batch,
                 max_ranges=settings.refresh_max_ranges,
             )  # fmt: skip
-        return RefreshReport(0)
+        else:
+            return RefreshReport(0)
+        await advance_stored_energy(
+            conn, settle_s=settings.rollup_settle_s, budget_hours=settings.rollup_batch,
+            hold=state.mode is StorageMode.POSTGRESQL,
+        )  # fmt: skip
+        return report
 
 
 async def housekeeping_loop(state: StorageState, settings: Settings) -> None:

@@ -42,6 +42,7 @@ __all__ = [
     "OF_DEVICE",
     "SEGMENT_PIPELINE",
     "create_energy_functions",
+    "energy_parts",
     "nearest",
     "plan_cached",
 ]
@@ -89,36 +90,21 @@ _EDGES_HOUR = f"date_bin(INTERVAL '1 hour', p_edges[1], {_EPOCH})"
 _EDGES_END = "p_edges[cardinality(p_edges)]"
 
 
-# The usual interval: the median, over the device's non-empty hours from the hour holding `from`
-# up to `to` plus the nearest non-empty hour on each side, of each hour's mean spacing
-# (last - first) / (samples - 1); where no such hour has two samples, the median spacing between
-# consecutive non-empty hours. NULL with a single sample.
-USUAL_INTERVAL = f"""
-CREATE OR REPLACE FUNCTION fleet.usual_interval_s(
-    p_customer bigint, p_device bigint, p_from timestamptz, p_to timestamptz)
-RETURNS double precision LANGUAGE sql STABLE SET jit = off AS $$
-WITH hours AS (
-    SELECT h.bucket, h.samples, h.first_time, h.last_time FROM fleet.hourly_per_device h
-    WHERE {OF_DEVICE} AND h.bucket >= {_FROM_HOUR} AND h.bucket < p_to
-    {nearest("h.bucket, h.samples, h.first_time, h.last_time", "", _FROM_HOUR, "p_to")}
-), spacing AS (
-    SELECT CASE WHEN samples > 1
-                THEN date_part('epoch', last_time - first_time)::float8 / (samples - 1) END AS within,
-           date_part('epoch', lead(first_time) OVER (ORDER BY bucket) - last_time)::float8 AS across,
-           samples
-    FROM hours
-)
-SELECT coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY within),
-                percentile_cont(0.5) WITHIN GROUP (ORDER BY across))
-FROM spacing
-$$
-"""
+# The usual interval, `fleet.usual_interval_s(customer, device, from, to)`: the median, over the
+# device's non-empty hours from the hour holding `from` up to `to` plus the nearest non-empty hour
+# on each side, of each hour's mean spacing (last - first) / (samples - 1); where no such hour has
+# two samples, the median spacing between consecutive non-empty hours. NULL with a single sample.
+# It reads the stored hours where it can: `ingestd.storage.stored_energy.USUAL_INTERVAL`.
 
 _UNPIVOT = ", ".join(f"({k}, h.{c})" for k, c in enumerate(COUNTER_COLUMNS, 1))
-_NEIGHBOURS = "".join(
-    nearest(f"h.bucket, {k}, h.{c}", f"AND (h.{c}).last_time IS NOT NULL", _EDGES_HOUR, _EDGES_END)
-    for k, c in enumerate(COUNTER_COLUMNS, 1)
-)
+
+
+def _neighbours(table: str) -> str:
+    return "".join(
+        nearest(f"h.bucket, {k}, h.{c}", f"AND (h.{c}).last_time IS NOT NULL", _EDGES_HOUR,
+                _EDGES_END, table)
+        for k, c in enumerate(COUNTER_COLUMNS, 1)
+    )  # fmt: skip
 
 
 # The hours holding an edge that is not a whole hour (local midnight at UTC+5:30, the start of a
@@ -192,9 +178,46 @@ SEGMENT_PIPELINE = """counters AS (
           FROM placed p WHERE j1 > j0) AS crossing
 )"""
 
-# Energy of the four registers between consecutive edges: the segments of the hourly summaries
-# (quarter-hour ones in the hours holding an edge inside them) and of the nearest hour holding
-# the register on each side.
+
+# Energy of the four registers between consecutive edges, with the longest spacing between two
+# samples it rests on: the segments of the hourly summaries (quarter-hour ones in the hours
+# holding an edge inside them) and of the nearest hour holding the register on each side. The
+# housekeeping stores it per hour (ingestd.storage.stored_energy); reads compute with it what is
+# not stored yet.
+def energy_parts(function: str, table: str) -> str:
+    """`function`: `ENERGY_PARTS` over the hourly summaries of `table` (the store's recompute
+    reads the rollup table itself on plain PostgreSQL: `storage.stored_energy`)."""
+    return f"""
+CREATE OR REPLACE FUNCTION {function}(
+    p_customer bigint, p_device bigint, p_edges timestamptz[])
+RETURNS TABLE (interval_no integer,
+               energy_imp_kwh double precision, energy_exp_kwh double precision,
+               energy_q_imp_kvarh double precision, energy_q_exp_kvarh double precision,
+               energy_reset boolean, max_spacing_s double precision)
+LANGUAGE sql STABLE SET jit = off AS $$
+WITH {_SPLIT}, summaries AS (
+    SELECT h.bucket, r.k, r.c FROM {table} h
+    CROSS JOIN LATERAL (VALUES {_UNPIVOT}) AS r(k, c)
+    WHERE {OF_DEVICE} AND h.bucket >= {_EDGES_HOUR} AND h.bucket < {_EDGES_END}
+      AND (r.c).last_time IS NOT NULL AND NOT EXISTS (SELECT 1 FROM split WHERE split.hour = h.bucket)
+    UNION ALL
+    SELECT q.bucket, r.k, r.c FROM {_QUARTERS_OF_SPLIT}
+    CROSS JOIN LATERAL (VALUES {_UNPIVOT.replace("h.", "q.")}) AS r(k, c)
+    WHERE (r.c).last_time IS NOT NULL
+    {_neighbours(table)}
+), {SEGMENT_PIPELINE}
+SELECT j, {_PER_REGISTER},
+       coalesce(bool_or(reset) FILTER (WHERE overlapping), false),
+       max(spacing_s) FILTER (WHERE overlapping)
+FROM pieces WHERE overlapping OR holds_sample
+GROUP BY j
+$$
+"""
+
+
+ENERGY_PARTS = energy_parts("fleet.energy_parts", "fleet.hourly_per_device")
+
+# The same with `energy_estimated`: a spacing longer than 1.5 usual intervals.
 ENERGY_INTERVALS = f"""
 CREATE OR REPLACE FUNCTION fleet.energy_intervals(
     p_customer bigint, p_device bigint, p_edges timestamptz[], p_usual_interval_s double precision)
@@ -203,23 +226,10 @@ RETURNS TABLE (interval_no integer,
                energy_q_imp_kvarh double precision, energy_q_exp_kvarh double precision,
                energy_reset boolean, energy_estimated boolean)
 LANGUAGE sql STABLE SET jit = off AS $$
-WITH {_SPLIT}, summaries AS (
-    SELECT h.bucket, r.k, r.c FROM fleet.hourly_per_device h
-    CROSS JOIN LATERAL (VALUES {_UNPIVOT}) AS r(k, c)
-    WHERE {OF_DEVICE} AND h.bucket >= {_EDGES_HOUR} AND h.bucket < {_EDGES_END}
-      AND (r.c).last_time IS NOT NULL AND NOT EXISTS (SELECT 1 FROM split WHERE split.hour = h.bucket)
-    UNION ALL
-    SELECT q.bucket, r.k, r.c FROM {_QUARTERS_OF_SPLIT}
-    CROSS JOIN LATERAL (VALUES {_UNPIVOT.replace("h.", "q.")}) AS r(k, c)
-    WHERE (r.c).last_time IS NOT NULL
-    {_NEIGHBOURS}
-), {SEGMENT_PIPELINE}
-SELECT j, {_PER_REGISTER},
-       coalesce(bool_or(reset) FILTER (WHERE overlapping), false),
-       coalesce(bool_or(spacing_s > {ESTIMATED_SPACING_FACTOR} * p_usual_interval_s)
-                FILTER (WHERE overlapping), false)
-FROM pieces WHERE overlapping OR holds_sample
-GROUP BY j
+SELECT p.interval_no, p.energy_imp_kwh, p.energy_exp_kwh, p.energy_q_imp_kvarh,
+       p.energy_q_exp_kvarh, p.energy_reset,
+       coalesce(p.max_spacing_s > {ESTIMATED_SPACING_FACTOR} * p_usual_interval_s, false)
+FROM fleet.energy_parts(p_customer, p_device, p_edges) AS p
 $$
 """
 
@@ -258,7 +268,7 @@ WITH hours AS (
     FROM hours WHERE cardinality(edges) > 1
 ), energy AS (
     SELECT {_FIRST_HOUR} + (e.interval_no - 1) * INTERVAL '1 hour' AS bucket, e.*
-    FROM usual, fleet.energy_intervals(p_customer, p_device, (SELECT edges FROM hours), usual.u) AS e
+    FROM usual, fleet.energy_between(p_customer, p_device, (SELECT edges FROM hours), usual.u) AS e
 ), stored AS (
     SELECT h.* FROM fleet.hourly_per_device h
     WHERE {OF_DEVICE} AND h.bucket >= {_FIRST_HOUR} AND h.bucket < {_LAST_HOUR}
@@ -294,7 +304,7 @@ WITH days AS (
     SELECT fleet.usual_interval_s(p_customer, p_device, edges[1], edges[cardinality(edges)]) AS u
     FROM days WHERE cardinality(edges) > 1
 ), energy AS (
-    SELECT e.* FROM days, usual, fleet.energy_intervals(p_customer, p_device, days.edges, usual.u) AS e
+    SELECT e.* FROM days, usual, fleet.energy_between(p_customer, p_device, days.edges, usual.u) AS e
 ), {_split("(SELECT edges FROM days)")}, quarter_samples AS (
     SELECT width_bucket(q.bucket, days.edges) AS interval_no, sum(q.samples)::bigint AS split_samples
     FROM days, {_QUARTERS_OF_SPLIT}
@@ -413,7 +423,7 @@ ENERGY_FUNCTIONS: tuple[str, ...] = tuple(
     plan_cached(statement)
     for statement in (
         QUARTERS_AT,
-        USUAL_INTERVAL,
+        ENERGY_PARTS,
         ENERGY_INTERVALS,
         HOURLY_ENERGY,
         DAILY_ENERGY,

@@ -171,11 +171,24 @@ async def device_timezone(
     return (int(row[0]), row[1]) if row is not None else None
 
 
+# Zones PostgreSQL said it knows. `pg_timezone_names` reads the whole zone database at each query
+# (~30 ms, more than a year of stored days costs); a zone, once known, stays known (tzdata keeps
+# old names as links), so each process asks once per zone. At most the database's ~600 names;
+# unknown names are asked again (an error answer: rare, and not to be remembered at a client's
+# choosing).
+_KNOWN_ZONES: set[str] = set()
+
+
 async def timezone_known(conn: AsyncConnection[Any], name: str) -> bool:
     """Whether PostgreSQL knows the time zone `name` (its own zone database decides)."""
+    if name in _KNOWN_ZONES:
+        return True
     cur = await conn.execute(TIMEZONE_KNOWN, (name,))
     row = await cur.fetchone()
-    return bool(row and row[0])
+    if row and row[0]:
+        _KNOWN_ZONES.add(name)
+        return True
+    return False
 
 
 async def completeness_rows(

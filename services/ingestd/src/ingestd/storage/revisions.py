@@ -35,6 +35,7 @@ from ingestd.storage.energy import nearest
 
 __all__ = [
     "CHANGE_FIELDS",
+    "MERGED_SPANS",
     "changes_since",
     "create_revision_functions",
     "record_revisions",
@@ -72,8 +73,10 @@ $$
 """
 
 
-# Spans of the changed hours, overlapping ones of a device merged, recorded at now().
-RECORD_REVISIONS = """
+# Spans of the changed hours (customer ids, device ids, hours), overlapping ones of a device
+# merged: `merged` (customer_id, device_id, span_start, span_end). The stored energy is
+# recomputed over the same spans (storage.stored_energy).
+MERGED_SPANS = """
 WITH spans AS (
     SELECT c.customer_id, c.device_id, s.span_start, s.span_end
     FROM (SELECT DISTINCT * FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[])
@@ -87,10 +90,14 @@ WITH spans AS (
     SELECT *, count(*) FILTER (WHERE before_end IS NULL OR span_start > before_end)
                   OVER (PARTITION BY customer_id, device_id ORDER BY span_start) AS island
     FROM ordered
-)
+), merged AS (
+    SELECT customer_id, device_id, min(span_start) AS span_start, max(span_end) AS span_end
+    FROM islands GROUP BY customer_id, device_id, island
+)"""
+# The spans, recorded at now().
+RECORD_REVISIONS = f"""{MERGED_SPANS}
 INSERT INTO fleet.energy_revisions (customer_id, device_id, span_start, span_end)
-SELECT customer_id, device_id, min(span_start), max(span_end) FROM islands
-GROUP BY customer_id, device_id, island
+SELECT customer_id, device_id, span_start, span_end FROM merged
 ON CONFLICT DO NOTHING
 """
 

@@ -29,6 +29,10 @@ for the pick to commit and bumps its version (`ON CONFLICT … WHERE d.picked` a
 latest row), so its bucket stays marked and is recomputed in a later cycle; a batch in flight
 holds the lock on its marks, so the pick skips them until it commits.
 
+Stored energy: the hours whose energy a recomputed hour can move are recomputed into
+`fleet.energy_hours` (`storage.stored_energy`), on plain PostgreSQL in the recompute's
+transaction after its marks are cleared, on TimescaleDB after the refresh, before its marks are.
+
 Corrections: a recompute whose counter summaries change a stored hour (or store a late hour for
 the first time) records the span of energy it can move in `fleet.energy_revisions`
 (`storage.revisions`); on plain PostgreSQL in the recompute's transaction, on TimescaleDB by
@@ -52,6 +56,7 @@ from ingestd.storage.aggregate import (
 )
 from ingestd.storage.quarters import CLEAR_QUARTERS, RECOMPUTE_QUARTERS
 from ingestd.storage.revisions import record_revisions, stored_counters
+from ingestd.storage.stored_energy import store_spans
 
 __all__ = ["RefreshReport", "count_dirty", "refresh_rollup", "refresh_timescale"]
 
@@ -150,6 +155,7 @@ async def refresh_rollup(
         await conn.execute(CLEAR_QUARTERS, (customers, devices, buckets))
         await conn.execute(RECOMPUTE_QUARTERS, (customers, devices, buckets))
         await _clear(conn, picked)
+        await store_spans(conn, [row[:3] for row in picked])
     return RefreshReport(len(picked))
 
 
@@ -188,6 +194,7 @@ async def refresh_timescale(
         row[:3] for row in done
         if after.get(row[:3]) != before.get(row[:3]) and (row[:3] in before or row[4])
     ])  # fmt: skip
+    await store_spans(conn, keys)
     await _clear(conn, done)
     return RefreshReport(len(done), len(ranges))
 

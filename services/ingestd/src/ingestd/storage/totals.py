@@ -1,7 +1,7 @@
 """Energy of a set of devices (a site, a customer) per local hour, day or calendar month.
 
 A total is the sum of its devices' energy in each interval, each device's computed by
-`fleet.energy_intervals` with the same edges (docs/ENERGY.md): so a site's month is the sum of
+`fleet.energy_between` with the same edges (docs/ENERGY.md): so a site's month is the sum of
 its devices' months and the increase of the site's summed register between the two midnights.
 With it come how many devices were estimated, reset, or missing (nothing known of any of their
 registers) in the interval, so that a total resting on a gap is visibly so.
@@ -48,7 +48,7 @@ WITH per_device AS (
     SELECT e.* FROM unnest(p_devices) AS dev(id)
     CROSS JOIN LATERAL fleet.usual_interval_s(
         p_customer, dev.id, p_edges[1], p_edges[cardinality(p_edges)]) AS usual(u)
-    CROSS JOIN LATERAL fleet.energy_intervals(p_customer, dev.id, p_edges, usual.u) AS e
+    CROSS JOIN LATERAL fleet.energy_between(p_customer, dev.id, p_edges, usual.u) AS e
 ), per_interval AS (
     SELECT interval_no AS j, {", ".join(f"sum({e}) AS {e}" for e in _ENERGY)},
            count(*) FILTER (WHERE energy_estimated)::integer AS estimated,

@@ -1,0 +1,396 @@
+"""Stored energy per device-hour: what makes a year of days a read of stored rows.
+
+An hour's energy does not depend on the range it is read in (docs/ENERGY.md: each segment is
+split over the hours it overlaps), only its `energy_estimated` flag does (the usual interval is
+the range's); so the housekeeping stores, per device-hour with known energy (holes included),
+the energy of the four registers, whether a reset touched it and the longest sample spacing it
+rests on, in `fleet.energy_hours` (migration 0013), computed by `fleet.energy_parts` (the
+read-time computation itself, `ingestd.storage.energy`) from the hourly summaries.
+
+What is stored is kept equal to a from-scratch computation by the same recompute that keeps
+the hourly aggregate (`storage.rollup`): the hours of the span a recomputed hour can move
+(`fleet.revised_span`, the span the corrections feed records) are recomputed with it, in the
+recompute's transaction on plain PostgreSQL, after the refresh on TimescaleDB. What a batch has
+changed and no recompute has reached is read live:
+
+    fleet.energy_frontier    per device: the hours before `stored_until` are stored
+    fleet.energy_live_from(customer, device)
+        the first hour not to take from the store: the nearest hour holding each register
+        before the device's earliest marked hour or its frontier, whichever is first (a
+        crossing segment from there may end in a changed hour)
+    fleet.energy_between(customer, device, edges[], usual)
+        energy between consecutive edges: stored hours inside an interval and before the live
+        hour, summed; an hour holding an edge (local midnight at UTC+5:30) and everything from
+        the live hour on computed by `fleet.energy_intervals`, as before there was a store
+
+The frontier moves with the housekeeping (`advance_stored_energy`): a device's history is
+computed a bounded number of hours per cycle (the backfill after the migration, or for a new
+device: read live meanwhile); afterwards, on TimescaleDB, every hour that ended `settle_s` ago
+is stored (samples of the current hour do not mark it there); on plain PostgreSQL, where every
+sample marks its hour, the frontier becomes 'infinity' once caught up and the marks alone say
+what is not stored yet. Emptying `fleet.hourly_dirty` (TRUNCATE) forgets the store (migration
+0013's trigger): without the marks, what changed is not known.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from ingestd.storage.aggregate import COUNTER_COLUMNS
+from ingestd.storage.energy import ESTIMATED_SPACING_FACTOR, OF_DEVICE, energy_parts, plan_cached
+from ingestd.storage.layout import STORED_TABLE
+from ingestd.storage.revisions import MERGED_SPANS
+
+__all__ = [
+    "BACKFILL_STEP",
+    "STORED_ENERGY_FUNCTIONS",
+    "advance_stored_energy",
+    "create_stored_energy_functions",
+    "energy_before",
+    "seed_frontiers",
+    "store_spans",
+    "stored_energy_functions",
+]
+
+BACKFILL_STEP = timedelta(days=7)
+"""How far one device's frontier moves at most in one housekeeping step."""
+
+_EPOCH = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
+_ENERGY = ("energy_imp_kwh", "energy_exp_kwh", "energy_q_imp_kvarh", "energy_q_exp_kvarh")
+_OF = "n.customer_id = p_customer AND n.device_id = p_device"
+
+
+def _holder_before(column: str, table: str) -> str:
+    """The nearest hour before `p_at` holding the register of `column`: within a week first."""
+    where = f"{_OF} AND n.bucket < p_at AND (n.{column}).last_time IS NOT NULL"
+    return f"""coalesce(
+        (SELECT n.bucket FROM {table} n
+         WHERE {where} AND n.bucket >= p_at - INTERVAL '7 days' ORDER BY n.bucket DESC LIMIT 1),
+        (SELECT n.bucket FROM {table} n WHERE {where} ORDER BY n.bucket DESC LIMIT 1))"""
+
+
+def energy_before(table: str) -> str:
+    """`fleet.energy_before`: the first hour whose energy a change at `p_at` or later can move,
+    the nearest hour before it holding each register (`p_at` itself when none), looked up in
+    the stored hours `table`: on plain PostgreSQL the rollup table (an hour still marked is
+    missing there, which only moves the answer earlier: more is read live), whose index gives
+    the nearest at once (the view's anti-join with the marks would read the whole history)."""
+    holders = ", ".join(_holder_before(c, table) for c in COUNTER_COLUMNS)
+    return f"""
+CREATE OR REPLACE FUNCTION fleet.energy_before(
+    p_customer bigint, p_device bigint, p_at timestamptz)
+RETURNS timestamptz LANGUAGE sql STABLE SET jit = off AS $$
+SELECT least(p_at, {holders})
+$$
+"""
+
+
+# 'infinity' (plain PostgreSQL, nothing marked): every hour is stored.
+ENERGY_LIVE_FROM = """
+CREATE OR REPLACE FUNCTION fleet.energy_live_from(p_customer bigint, p_device bigint)
+RETURNS timestamptz LANGUAGE sql STABLE SET jit = off AS $$
+SELECT CASE WHEN e.at = 'infinity' THEN e.at
+            ELSE fleet.energy_before(p_customer, p_device, e.at) END
+FROM (SELECT least(
+    coalesce((SELECT f.stored_until FROM fleet.energy_frontier f
+              WHERE f.customer_id = p_customer AND f.device_id = p_device), '-infinity'),
+    coalesce((SELECT min(d.bucket) FROM fleet.hourly_dirty d
+              WHERE d.customer_id = p_customer AND d.device_id = p_device), 'infinity')) AS at) AS e
+$$
+"""
+
+_SUMS = ", ".join(f"sum(e{k})" for k in range(1, 5))
+_FROM_E = ", ".join(f"e.{c}" for c in _ENERGY)
+_HEAD = """LANGUAGE plpgsql STABLE SET jit = off SET plan_cache_mode = force_generic_plan AS $$
+#variable_conflict use_column"""
+
+# Per interval: the stored hours inside it before the live hour, and everything from the live
+# hour on computed. Edges inside an hour (local midnight at UTC+5:30): all computed, from the
+# summaries (the quarter-hour ones of those hours), as before there was a store.
+ENERGY_BETWEEN = f"""
+CREATE OR REPLACE FUNCTION fleet.energy_between(
+    p_customer bigint, p_device bigint, p_edges timestamptz[], p_usual_interval_s double precision)
+RETURNS TABLE (interval_no integer,
+               energy_imp_kwh double precision, energy_exp_kwh double precision,
+               energy_q_imp_kvarh double precision, energy_q_exp_kvarh double precision,
+               energy_reset boolean, energy_estimated boolean)
+{_HEAD}
+DECLARE
+    live timestamptz;
+    first_edge timestamptz := p_edges[1];
+    last_edge timestamptz := p_edges[cardinality(p_edges)];
+BEGIN
+IF EXISTS (SELECT 1 FROM unnest(p_edges) AS e WHERE date_bin(INTERVAL '1 hour', e, {_EPOCH}) <> e) THEN
+    RETURN QUERY SELECT * FROM fleet.energy_intervals(p_customer, p_device, p_edges, p_usual_interval_s);
+    RETURN;
+END IF;
+live := fleet.energy_live_from(p_customer, p_device);
+RETURN QUERY
+WITH parts AS (
+    SELECT width_bucket(s.bucket, p_edges) AS j,
+           {", ".join(f"s.{c} AS e{k}" for k, c in enumerate(_ENERGY, 1))},
+           s.energy_reset AS reset,
+           s.max_spacing_s > {ESTIMATED_SPACING_FACTOR} * p_usual_interval_s AS estimated
+    FROM fleet.energy_hours s
+    WHERE s.customer_id = p_customer AND s.device_id = p_device
+      AND s.bucket >= first_edge AND s.bucket < least(last_edge, live)
+      AND num_nonnulls({", ".join(f"s.{c}" for c in _ENERGY)}) > 0
+    UNION ALL
+    SELECT width_bucket(tail.edges[e.interval_no], p_edges), {_FROM_E},
+           e.energy_reset, e.energy_estimated
+    FROM (SELECT greatest(first_edge, live)
+                 || ARRAY(SELECT x FROM unnest(p_edges) AS x WHERE x > greatest(first_edge, live)
+                          ORDER BY x) AS edges
+          WHERE live < last_edge) AS tail
+    CROSS JOIN LATERAL fleet.energy_intervals(p_customer, p_device, tail.edges, p_usual_interval_s) AS e
+)
+SELECT j, {_SUMS}, coalesce(bool_or(reset), false), coalesce(bool_or(estimated), false)
+FROM parts WHERE j >= 1 AND j < cardinality(p_edges)
+GROUP BY j;
+END
+$$
+"""
+
+_VOLATILE = "LANGUAGE plpgsql VOLATILE SET jit = off SET plan_cache_mode = force_generic_plan AS $$"
+
+
+def store_energy(stored_hours: str) -> str:
+    """`fleet.store_energy`: recompute the stored hours [from, to) of a device (hour edges):
+    every hour with samples (in `stored_hours`) or with known energy."""
+    return f"""
+CREATE OR REPLACE FUNCTION fleet.store_energy(
+    p_customer bigint, p_device bigint, p_from timestamptz, p_to timestamptz)
+RETURNS bigint {_VOLATILE}
+DECLARE
+    stored bigint;
+BEGIN
+    DELETE FROM fleet.energy_hours h
+    WHERE h.customer_id = p_customer AND h.device_id = p_device
+      AND h.bucket >= p_from AND h.bucket < p_to;
+    INSERT INTO fleet.energy_hours (customer_id, device_id, bucket, {", ".join(_ENERGY)},
+                                    energy_reset, max_spacing_s, samples, first_time, last_time)
+    SELECT p_customer, p_device, coalesce(p.bucket, h.bucket), {", ".join(f"p.{c}" for c in _ENERGY)},
+           coalesce(p.energy_reset, false), p.max_spacing_s, coalesce(h.samples, 0),
+           h.first_time, h.last_time
+    FROM (SELECT p_from + (e.interval_no - 1) * INTERVAL '1 hour' AS bucket, e.*
+          FROM fleet.energy_hours_parts(p_customer, p_device,
+               ARRAY(SELECT generate_series(p_from, p_to, INTERVAL '1 hour'))) AS e) AS p
+    FULL JOIN (SELECT n.bucket, n.samples, n.first_time, n.last_time FROM {stored_hours} n
+               WHERE {_OF} AND n.bucket >= p_from AND n.bucket < p_to) AS h
+      ON h.bucket = p.bucket;
+    GET DIAGNOSTICS stored = ROW_COUNT;
+    RETURN stored;
+END
+$$
+"""
+
+
+_FIRST_HOUR = f"date_bin(INTERVAL '1 hour', p_from, {_EPOCH})"
+
+
+def _view_nearest(agg: str, op: str, bound: str, sign: str) -> str:
+    """The nearest hour of the summaries before (`max`, `<`) or at/after (`min`, `>=`) `bound`:
+    within a week first (a few hundred index entries), the whole history only when that finds
+    nothing, as `ingestd.storage.energy.nearest`."""
+    where = f"{_OF} AND n.bucket {op} {bound}"
+    return f"""coalesce(
+        (SELECT {agg}(n.bucket) FROM fleet.hourly_per_device n
+         WHERE {where} AND n.bucket {"<" if sign == "+" else ">="} {bound} {sign} INTERVAL '7 days'),
+        (SELECT {agg}(n.bucket) FROM fleet.hourly_per_device n WHERE {where}))"""
+
+
+_HOURS = "h.bucket, h.samples, h.first_time, h.last_time"
+_STORED_OF = "s.customer_id = p_customer AND s.device_id = p_device AND s.samples > 0"
+
+# The usual interval (docs/ENERGY.md, "The usual sampling interval"; rule in ingestd.storage.energy) from
+# the stored hours' samples, first and last sample times before the live hour (narrow rows, no
+# marks to merge), and from the hourly summaries from it on.
+USUAL_INTERVAL = f"""
+CREATE OR REPLACE FUNCTION fleet.usual_interval_s(
+    p_customer bigint, p_device bigint, p_from timestamptz, p_to timestamptz)
+RETURNS double precision
+{_HEAD}
+DECLARE
+    live timestamptz := fleet.energy_live_from(p_customer, p_device);
+    lo timestamptz := {_FIRST_HOUR};
+BEGIN
+RETURN (
+WITH hours AS (
+    SELECT s.bucket, s.samples, s.first_time, s.last_time FROM fleet.energy_hours s
+    WHERE {_STORED_OF} AND s.bucket >= lo AND s.bucket < least(p_to, live)
+    UNION ALL
+    SELECT {_HOURS} FROM fleet.hourly_per_device h
+    WHERE {OF_DEVICE} AND h.bucket >= greatest(lo, live) AND h.bucket < p_to
+    UNION ALL
+    (SELECT s.bucket, s.samples, s.first_time, s.last_time FROM fleet.energy_hours s
+     WHERE {_STORED_OF} AND s.bucket < lo AND lo <= live ORDER BY s.bucket DESC LIMIT 1)
+    UNION ALL
+    SELECT {_HOURS} FROM fleet.hourly_per_device h
+    WHERE {OF_DEVICE} AND lo > live AND h.bucket = {_view_nearest("max", "<", "lo", "-")}
+    UNION ALL
+    (SELECT * FROM (
+        (SELECT s.bucket, s.samples, s.first_time, s.last_time FROM fleet.energy_hours s
+         WHERE {_STORED_OF} AND s.bucket >= p_to AND s.bucket < live ORDER BY s.bucket LIMIT 1)
+        UNION ALL
+        SELECT {_HOURS} FROM fleet.hourly_per_device h
+        WHERE {OF_DEVICE}
+          AND h.bucket = {_view_nearest("min", ">=", "greatest(p_to, live)", "+")}) AS after
+     ORDER BY 1 LIMIT 1)
+), spacing AS (
+    SELECT CASE WHEN samples > 1
+                THEN date_part('epoch', last_time - first_time)::float8 / (samples - 1) END AS within,
+           date_part('epoch', lead(first_time) OVER (ORDER BY bucket) - last_time)::float8 AS across
+    FROM hours
+)
+SELECT coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY within),
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY across))
+FROM spacing);
+END
+$$
+"""
+
+
+# Move a device's frontier towards `until` by at most `step`, storing the hours it passes (and
+# those before it whose crossing segments may end past the old frontier); with `hold`, a
+# frontier that reaches `until` becomes 'infinity' (plain PostgreSQL: marks say the rest).
+ADVANCE_ENERGY = f"""
+CREATE OR REPLACE FUNCTION fleet.advance_energy(
+    p_customer bigint, p_device bigint, p_until timestamptz, p_step interval, p_hold boolean)
+RETURNS timestamptz {_VOLATILE}
+DECLARE
+    frontier timestamptz;
+    lo timestamptz;
+    hi timestamptz;
+BEGIN
+    SELECT f.stored_until INTO frontier FROM fleet.energy_frontier f
+    WHERE f.customer_id = p_customer AND f.device_id = p_device FOR UPDATE;
+    IF NOT FOUND OR frontier >= p_until THEN
+        RETURN frontier;
+    END IF;
+    IF frontier = '-infinity' THEN
+        SELECT min(h.bucket) INTO lo FROM fleet.hourly_per_device h
+        WHERE h.customer_id = p_customer AND h.device_id = p_device;
+        lo := least(coalesce(lo, p_until), p_until);
+        hi := least(p_until, lo + p_step);
+    ELSE
+        lo := fleet.energy_before(p_customer, p_device, frontier);
+        hi := least(p_until, frontier + p_step);
+    END IF;
+    IF hi > lo THEN
+        PERFORM fleet.store_energy(p_customer, p_device, lo, hi);
+    END IF;
+    frontier := CASE WHEN p_hold AND hi >= p_until THEN TIMESTAMPTZ 'infinity' ELSE hi END;
+    UPDATE fleet.energy_frontier f SET stored_until = frontier
+    WHERE f.customer_id = p_customer AND f.device_id = p_device;
+    RETURN frontier;
+END
+$$
+"""
+
+STORED_ENERGY_FUNCTIONS: tuple[str, ...] = (
+    plan_cached(ENERGY_LIVE_FROM),
+    ENERGY_BETWEEN,
+    USUAL_INTERVAL,
+    ADVANCE_ENERGY,
+)
+
+
+def stored_energy_functions(stored_hours: str) -> tuple[str, ...]:
+    """The functions of the store; `stored_hours` as for `fleet.revised_span`
+    (`fleet.hourly_rollup` on plain PostgreSQL, the continuous aggregate on TimescaleDB): the
+    nearest hours before a change, and the summaries the recompute reads. On plain PostgreSQL
+    that is the rollup table itself, not the view: an hour still marked is missing there, so the
+    hours whose energy it moves are stored without it — and read live (the live hour is before
+    the mark) until its recompute stores them again. The view's anti-join with the marks would
+    read weeks of summaries for each nearest hour: 3 x the recompute's cost."""
+    return (
+        plan_cached(energy_before(stored_hours)),
+        plan_cached(energy_parts("fleet.energy_hours_parts", stored_hours)),
+        store_energy(stored_hours),
+        *STORED_ENERGY_FUNCTIONS,
+    )
+
+
+# The recomputed hours' spans (customer ids, device ids, hours), where a device's store reaches.
+STORE_SPANS = f"""{MERGED_SPANS}
+SELECT coalesce(sum(fleet.store_energy(m.customer_id, m.device_id, m.span_start, m.span_end)), 0)
+FROM merged m JOIN fleet.energy_frontier f USING (customer_id, device_id)
+WHERE m.span_start < f.stored_until
+"""
+
+# The devices furthest behind, as many as `budget` hours of work (at least one device).
+ADVANCE = """
+WITH behind AS (
+    SELECT customer_id, device_id, stored_until,
+           CASE WHEN stored_until = '-infinity' THEN %(step_h)s
+                ELSE least(%(step_h)s, date_part('epoch', %(until)s - stored_until) / 3600) END AS hours
+    FROM fleet.energy_frontier WHERE stored_until < %(until)s
+    ORDER BY stored_until LIMIT %(devices)s
+), due AS (
+    SELECT *, sum(hours) OVER (ORDER BY stored_until, customer_id, device_id) - hours AS before
+    FROM behind
+)
+SELECT count(fleet.advance_energy(customer_id, device_id, %(until)s, %(step)s, %(hold)s))
+FROM due WHERE before < %(budget)s
+"""
+
+# Devices of the full sets, of the marks and (TimescaleDB, where samples of the current hour
+# mark nothing) of the last hour's rows, without a frontier yet (read live until stored).
+SEED = """
+INSERT INTO fleet.energy_frontier (customer_id, device_id)
+SELECT n.customer_id, n.device_id
+FROM (SELECT customer_id, id AS device_id FROM fleet.devices
+      UNION SELECT customer_id, device_id FROM fleet.hourly_dirty {recent}) AS n
+WHERE NOT EXISTS (SELECT 1 FROM fleet.energy_frontier f
+                  WHERE f.customer_id = n.customer_id AND f.device_id = n.device_id)
+ON CONFLICT DO NOTHING
+"""
+RECENT = f"""UNION SELECT customer_id, device_id FROM {STORED_TABLE}
+                  WHERE time >= now() - INTERVAL '1 hour'"""
+
+
+async def create_stored_energy_functions(conn: AsyncConnection[Any], stored_hours: str) -> None:
+    """(Re)create the functions of the store (after `create_energy_functions`)."""
+    for statement in stored_energy_functions(stored_hours):
+        await conn.execute(statement)
+
+
+async def store_spans(conn: AsyncConnection[Any], hours: list[tuple[Any, ...]]) -> int:
+    """Recompute the stored energy of the spans the recomputed `hours` (customer, device, hour)
+    can move; the number of hours stored."""
+    if not hours:
+        return 0
+    cur = await conn.execute(STORE_SPANS, [list(c) for c in zip(*hours, strict=True)])
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def seed_frontiers(conn: AsyncConnection[Any], *, timescale: bool) -> int:
+    """Give every known device a frontier; the number of devices added. (On plain PostgreSQL
+    every sample marks its hour: the marks know every active device, and the raw table has no
+    index on time alone.)"""
+    cur = await conn.execute(SEED.format(recent=RECENT if timescale else ""))
+    return cur.rowcount
+
+
+async def advance_stored_energy(
+    conn: AsyncConnection[Any],
+    *,
+    settle_s: float,
+    budget_hours: int,
+    hold: bool,
+    now: datetime | None = None,
+    step: timedelta = BACKFILL_STEP,
+) -> int:
+    """Move the frontiers of the devices furthest behind towards the start of the hour that
+    ended `settle_s` ago, about `budget_hours` device-hours of work; the devices moved."""
+    moment = (now or datetime.now(UTC)) - timedelta(seconds=settle_s)
+    until = moment.replace(minute=0, second=0, microsecond=0)
+    params = {"until": until, "step": step, "step_h": step / timedelta(hours=1), "hold": hold,
+              "devices": max(1, budget_hours), "budget": budget_hours}  # fmt: skip
+    cur = await conn.execute(ADVANCE, params)
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
