@@ -89,10 +89,24 @@ def fill(dsn: str, customers: int, devices: int) -> int:
         return int(row[0])
 
 
-async def drain(cluster: PgCluster, dsn: str, limit: int) -> dict[str, Any]:
+# The devices' stored energy caught up (as the housekeeping leaves it on plain PostgreSQL), so
+# that each recompute also stores the energy of the hours it can move (storage.stored_energy).
+STORED_ENERGY = """
+INSERT INTO fleet.energy_frontier (customer_id, device_id, stored_until)
+SELECT DISTINCT customer_id, device_id, TIMESTAMPTZ 'infinity' FROM fleet.power_measurements_scaled
+ON CONFLICT (customer_id, device_id) DO UPDATE SET stored_until = EXCLUDED.stored_until
+"""
+
+
+async def drain(
+    cluster: PgCluster, dsn: str, limit: int, stored_energy: bool = True
+) -> dict[str, Any]:
     """Mark every stored device-hour, then refresh in rounds of `limit` until none is left."""
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         await conn.execute("TRUNCATE fleet.hourly_rollup, fleet.quarter_rollup")
+        await conn.execute("DELETE FROM fleet.energy_frontier")
+        if stored_energy:
+            await conn.execute(STORED_ENERGY)
         cur = await conn.execute(MARK)
         marked = cur.rowcount
         await conn.execute("VACUUM ANALYZE fleet.hourly_dirty")
@@ -144,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=700)
     parser.add_argument("--limits", default="1000,5000,20000", help="marks per round, each run")
     parser.add_argument("--gateways", type=int, default=10_000, help="the fleet to extrapolate to")
+    parser.add_argument("--stored-energy", choices=("on", "off"), default="on",
+                        help="store each recomputed span's energy too (as ingestd does)")  # fmt: skip
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     limits = [int(x) for x in args.limits.split(",") if x]
@@ -159,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {rows:,} rows: {args.devices:,} meters x one hour", file=sys.stderr)
         runs = []
         for limit in limits:
-            run = asyncio.run(drain(cluster, dsn, limit))
+            run = asyncio.run(drain(cluster, dsn, limit, args.stored_energy == "on"))
             run["fleet"] = at_fleet(run, args.gateways)
             runs.append(run)
             print(
