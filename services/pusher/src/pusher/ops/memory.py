@@ -25,8 +25,8 @@ trimmed: its heap is freed in the middle, batch after batch of varying size, and
 back only a free top of the heap, so its RSS crept up (+0.8 MiB per 10 minutes at 100 meters,
 while the Python objects it holds stayed flat: tracemalloc's traced memory and gc's object
 count did not grow). Memory is therefore also released at a batch read when `PERIOD_S` has
-passed since the last release (a full collection of the pusher's ~60,000 objects and a trim:
-a few ms once a minute).
+passed since the last release; and during a backlog the heap is trimmed after every full
+batch read (what the batch before freed: draining peak -0.5 MiB).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ __all__ = [
     "BacklogRelease",
     "limit_arenas",
     "release_memory",
+    "trim_heap",
     "use_bounded_executor",
 ]
 
@@ -76,9 +77,9 @@ def limit_arenas(arenas: int = MALLOC_ARENAS) -> bool:
         return False
 
 
-def release_memory() -> bool:
-    """Collect garbage and give the heap's free pages back (glibc); False without glibc."""
-    gc.collect()
+def trim_heap() -> bool:
+    """Give the malloc arenas' free pages back to the system (glibc's `malloc_trim(0)`, well
+    under a millisecond here); False without glibc."""
     libc = _libc()
     try:
         if libc is not None:
@@ -88,12 +89,20 @@ def release_memory() -> bool:
         return False
 
 
+def release_memory() -> bool:
+    """Collect garbage and give the heap's free pages back (glibc); False without glibc."""
+    gc.collect()
+    return trim_heap()
+
+
 class BacklogRelease:
-    """Told of each measurement batch read: after full batches (a backlog), the first one that
+    """Told of each measurement batch read: a full one (a backlog goes on) trims the heap of
+    what the previous batches freed; after full batches, the first one that
     is not full means the backlog has drained, and memory is released — then, and once more at
     the next batch read, when the last full batches (still on the wire or in the read-ahead the
-    first time) are gone. Outside a backlog, memory is also released at a batch read once
-    `PERIOD_S` has passed since the last release."""
+    first time) are gone. Outside a backlog, memory is released at a batch read once `PERIOD_S`
+    has passed since the last release (the full collection of the pusher's ~60,000 objects took
+    0.11 s of the loop's time on a loaded machine, the trim alone under a millisecond)."""
 
     PERIOD_S = 60.0
 
@@ -107,12 +116,15 @@ class BacklogRelease:
     def batch_read(self, full: bool) -> None:
         if full:
             self._backlog, self._again = True, False
+            trim_heap()
             return
         if self._backlog or self._again:
             self._backlog, self._again = False, self._backlog
-        elif self._clock() - self._last < self.PERIOD_S:
+            release_memory()
+        elif self._clock() - self._last >= self.PERIOD_S:
+            release_memory()
+        else:
             return
-        release_memory()
         self._last = self._clock()
         self.releases += 1
 
