@@ -81,7 +81,7 @@ class _Columns(Mapping[str, PlainColumn]):
         data: bytes | bytearray,
         count: int,
         order: list[int] | None,
-        keys: dict[str, list[int]],
+        keys: dict[str, array[int]],
     ) -> None:
         self._data, self._count, self._order, self._keys = data, count, order, keys
         masks = self._take(_ints(self._data, count, _MASK, "I"))
@@ -135,15 +135,18 @@ def batch_from_records(
         if sent
         else None
     )
-    order: list[int] | None = sorted(
-        carriable, key=list(zip(devices, times, strict=True)).__getitem__
-    )
-    if sent == count and order == carriable:
-        order = None  # all carriable and already meter by meter in time
-    keys: dict[str, list[int]] = {}
+    # Meter by meter, each in time: two stable sorts on one key each (a (device, time) tuple per
+    # row was ~0.6 MiB of a 5,000-row batch's peak).
+    ordered = sorted(carriable, key=times.__getitem__)
+    ordered.sort(key=devices.__getitem__)
+    # None: all carriable and already meter by meter in time
+    order = None if sent == count and ordered == carriable else ordered
+    keys: dict[str, array[int]] = {}
     for name, column in (("time", times), ("device_id", devices), ("received_at", received)):
-        values = column.tolist() if order is None else list(map(column.__getitem__, order))
-        keys[name] = values if name == "device_id" else list(map(POSTGRES_EPOCH_US.__add__, values))
+        values = column if order is None else array("q", map(column.__getitem__, order))
+        keys[name] = (
+            values if name == "device_id" else array("q", map(POSTGRES_EPOCH_US.__add__, values))
+        )
     newest = datetime_from_micros(max(keys["received_at"])) if sent else None
     body = encode_plain_columns(sent, _Columns(data, count, order, keys))
     last_time = min(max(int(last[2]), LOW_PG), HIGH_PG) + POSTGRES_EPOCH_US
