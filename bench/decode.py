@@ -1,0 +1,149 @@
+"""Decoding benchmark: CPU of ingestd's decoding step, each way it can take, in one process.
+
+    uv run python bench/decode.py [--rows 5000] [--reps 30]
+
+`bench/ingest.py` reads ingestd's CPU from /proc, in 0.5 µs/row steps at its sizes; this one
+times the decoding step alone with `time.process_time()`, the ways alternated in one process so
+a busy machine slows both alike:
+
+  large   a `--rows` gzip JSON body (`common.generate_measurements`) into columns: msgspec's
+          typed rows then `columns_of_rows` (the way every body took before, and small bodies
+          still take), against `text_time_columns` (bodies of 32 KiB and more); then inflate,
+          parse and the COPY stream (`decode_batch` + `copy_stream`) as ingestd runs them
+  small   a 27-row gzip JSON body (a gateway's minute) through `ingestd.decoding.decode` (on the
+          event loop) against `run_in_executor(decode_batch)` (the decoding pool's hand-off)
+
+Prints the medians and first quartiles (µs per row, µs per request). Results go to
+bench/results/decode-<time>.json (or --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from common import encode_batch, generate_measurements, measurement_items
+from fleetcore import BatchType, ValidationWindow
+from fleetcore.json_columns import columns_of_rows, text_time_columns
+from fleetcore.schemas import decode_measurement_rows
+from ingestd.body import BodyFormat, decode_body
+from ingestd.decoding import DecodeLimits, WireBody, decode, decode_batch
+from ingestd.memory import BodyMemory, MemoryBudget
+from ingestd.storage.copybuffer import copy_stream
+from report import Figure, finish
+
+WINDOW = ValidationWindow(datetime.now(UTC), timedelta(days=3650), timedelta(days=1))
+GZIP_JSON = BodyFormat(False, "gzip")
+_BUDGET = MemoryBudget(1 << 30)
+
+
+def _limits() -> DecodeLimits:
+    return DecodeLimits(64 << 20, time.monotonic() + 60, 60, 1)
+
+
+def _alternate(ways: dict[str, Callable[[], Any]], reps: int) -> dict[str, list[float]]:
+    """CPU seconds of each way, `reps` times, the ways taking turns."""
+    out: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(reps):
+        for name, way in ways.items():
+            started = time.process_time()
+            way()
+            out[name].append(time.process_time() - started)
+    return out
+
+
+def _quartile(samples: list[float]) -> float:
+    return sorted(samples)[len(samples) // 4]
+
+
+def _large(rows: int, reps: int) -> dict[str, list[float]]:
+    wire = encode_batch(measurement_items(generate_measurements(rows)))
+    body = bytes(decode_body(bytearray(wire), encoding="gzip", max_body_bytes=64 << 20).data)
+
+    def typed() -> None:
+        valid = decode_measurement_rows(body)
+        assert valid is not None
+        columns_of_rows(valid)
+
+    def text() -> None:
+        assert text_time_columns(body) is not None
+
+    def whole() -> None:
+        memory = BodyMemory(_BUDGET, 1)
+        decoded = decode_batch(
+            WireBody(bytearray(wire)), GZIP_JSON, BatchType.MEASUREMENTS, WINDOW, _limits(), memory
+        )
+        assert decoded is not None
+        copy_stream(decoded.parsed.valid, 1)
+        memory.release()
+
+    return _alternate({"typed": typed, "text": text, "whole": whole}, reps)
+
+
+def _small(reps: int, requests: int) -> dict[str, list[float]]:
+    wire = encode_batch(measurement_items(generate_measurements(27, devices=27)))
+
+    async def run() -> dict[str, list[float]]:
+        loop = asyncio.get_running_loop()
+        out: dict[str, list[float]] = {"pool": [], "inline": []}
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(reps):
+                for name in out:
+                    started = time.process_time()
+                    for _ in range(requests):
+                        memory = BodyMemory(_BUDGET, 1)
+                        body = WireBody(bytearray(wire))
+                        args = (body, GZIP_JSON, BatchType.MEASUREMENTS, WINDOW, _limits(), memory)
+                        if name == "pool":
+                            await loop.run_in_executor(pool, decode_batch, *args)
+                        else:
+                            await decode(pool, *args)
+                        memory.release()
+                    out[name].append((time.process_time() - started) / requests)
+        return out
+
+    return asyncio.run(run())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--rows", type=int, default=5000, help="rows of the large body")
+    parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--requests", type=int, default=200, help="small bodies per rep")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    large = _large(args.rows, args.reps)
+    small = _small(max(args.reps // 4, 3), args.requests)
+
+    def per_row(samples: list[float]) -> str:
+        return f"{1e6 * statistics.median(samples) / args.rows:.2f}"
+
+    def q1_row(samples: list[float]) -> str:
+        return f"first quartile {1e6 * _quartile(samples) / args.rows:.2f}"
+
+    figures = [
+        Figure.of("large JSON to columns, typed rows, µs/row", per_row(large["typed"]),
+                  q1_row(large["typed"])),
+        Figure.of("large JSON to columns, times as text, µs/row", per_row(large["text"]),
+                  q1_row(large["text"])),
+        Figure.of("large: inflate + parse + COPY stream, µs/row", per_row(large["whole"]),
+                  q1_row(large["whole"])),
+        Figure.of("27-row JSON via the decoding pool, µs/request",
+                  f"{1e6 * statistics.median(small['pool']):.0f}"),
+        Figure.of("27-row JSON decoded on the event loop, µs/request",
+                  f"{1e6 * statistics.median(small['inline']):.0f}"),
+    ]  # fmt: skip
+    result = {"rows": args.rows, "reps": args.reps, "large": large, "small": small}
+    finish("decode", result, figures, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
