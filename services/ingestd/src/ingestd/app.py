@@ -100,6 +100,10 @@ log = structlog.get_logger("ingestd")
 # gzip bodies itself, counting wire and decompressed bytes against their limits.
 SERVER_OPTIONS: dict[str, Any] = {"auto_decompress": False}
 
+# A background loop gets this many cancels, this far apart, before shutdown goes on without it.
+STOP_ROUNDS = 50
+STOP_ROUND_S = 0.2
+
 # The negotiation (docs/PROTOCOL.md): every answer of the ingest endpoint says what it accepts.
 _ACCEPTS = {
     ACCEPT_POST_HEADER: ", ".join(ACCEPTED_MEDIA_TYPES),
@@ -241,9 +245,22 @@ async def _background(work: Coroutine[Any, Any, None], name: str) -> AsyncIterat
     try:
         yield
     finally:
+        await _stop(task)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel `task` until it ends, bounded. Cancelling once is not always enough on Python 3.11:
+    `asyncio.wait_for` (psycopg_pool waits for a connection with it) returns its result and drops
+    a cancel that arrives as the wait completes (CPython gh-86296, fixed in 3.12), and the loop
+    then slept on as if never cancelled — a shutdown that hung (seen in the fleet-state loop)."""
+    for _ in range(STOP_ROUNDS):
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        done, _pending = await asyncio.wait({task}, timeout=STOP_ROUND_S)
+        if done:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return
+    log.error("background_task_stuck", task=task.get_name(), waited_s=STOP_ROUNDS * STOP_ROUND_S)
 
 
 async def _readiness_ctx(app: web.Application) -> AsyncIterator[None]:
