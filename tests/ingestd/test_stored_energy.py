@@ -19,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from ingestd.settings import Settings
 
-from tests.fix_ingestd import PostBatch
+from tests.fix_ingestd import PostBatch, first_housekeeping_done
 from tests.ingestd import energy_reference as ref
 from tests.ingestd.test_energy import (
     ADMIN,
@@ -135,10 +135,12 @@ async def test_stored_hours_answer_as_the_computation(
     api: Api,
     central_db: str,
     ingestd_settings: Settings,
+    ingestd_client: TestClient[Any, Any],
 ) -> None:
     """After a housekeeping cycle the device's hours are stored (the hole's too) and read from
     the store; hourly, daily (three zones) and total answers equal the computation from the
     summaries and the reference from the raw rows."""  # fmt: skip
+    await first_housekeeping_done(ingestd_client)  # its cycle cannot race ours
     await _ingest(post_batch, customer_token, _meter_rows())
     await _cycle(ingestd_settings)
     last_hour = ref.floor_hour(START + 48 * HOUR - timedelta(minutes=10))
@@ -162,10 +164,12 @@ async def test_a_backfill_is_read_live_until_the_store_has_it(
     api: Api,
     central_db: str,
     ingestd_settings: Settings,
+    ingestd_client: TestClient[Any, Any],
 ) -> None:
     """Samples delivered into the stored hole are read live from the nearest hour before their
     mark (on plain PostgreSQL in the answers at once; TimescaleDB shows them once refreshed, as
     without a store), and after the next cycle from the store, equal to the reference."""  # fmt: skip
+    await first_housekeeping_done(ingestd_client)  # its cycle cannot race ours
     rows = _meter_rows()
     await _ingest(post_batch, customer_token, rows)
     await _cycle(ingestd_settings)
@@ -191,10 +195,12 @@ async def test_the_current_hour_is_read_live(
     api: Api,
     central_db: str,
     ingestd_settings: Settings,
+    ingestd_client: TestClient[Any, Any],
 ) -> None:
     """A meter sampling up to now: after a cycle the ended hours are stored and the current one
     is not (plain PostgreSQL: its marks say so; TimescaleDB: the frontier is its start), and a
     sample arriving in it counts at once."""  # fmt: skip
+    await first_housekeeping_done(ingestd_client)  # its cycle cannot race ours
     now = datetime.now(NOW.tzinfo)
     start = ref.floor_hour(now) - 3 * HOUR
     rows = meter(1, start, timedelta(minutes=1), int((now - start) / timedelta(minutes=1)), 6.0)

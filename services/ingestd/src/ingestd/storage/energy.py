@@ -71,10 +71,14 @@ def nearest(
 
     def bucket(bound: str, agg: str, op: str, near: str) -> str:
         near_where = f"{OF_DEVICE.replace('h.', 'n.')} AND n.bucket {op} {bound} {inner}"
+        # ORDER BY … LIMIT 1, not max()/min(): through the plain view's anti-join or the
+        # continuous aggregate's union an aggregate reads every hour it may see (the whole
+        # history for the second), an ordered index scan stops at the first
+        order = "DESC" if agg == "max" else "ASC"
         return f"""coalesce(
-            (SELECT {agg}(n.bucket) FROM {table} n
-             WHERE {near_where} AND n.bucket {near}),
-            (SELECT {agg}(n.bucket) FROM {table} n WHERE {near_where}))"""
+            (SELECT n.bucket FROM {table} n
+             WHERE {near_where} AND n.bucket {near} ORDER BY n.bucket {order} LIMIT 1),
+            (SELECT n.bucket FROM {table} n WHERE {near_where} ORDER BY n.bucket {order} LIMIT 1))"""
 
     before = bucket(lo, "max", "<", f">= {lo} - INTERVAL '7 days'")
     after = bucket(hi, "min", ">=", f"< {hi} + INTERVAL '7 days'")

@@ -196,10 +196,12 @@ def _view_nearest(agg: str, op: str, bound: str, sign: str) -> str:
     within a week first (a few hundred index entries), the whole history only when that finds
     nothing, as `ingestd.storage.energy.nearest`."""
     where = f"{_OF} AND n.bucket {op} {bound}"
+    order = f"ORDER BY n.bucket {'DESC' if agg == 'max' else 'ASC'} LIMIT 1"
     return f"""coalesce(
-        (SELECT {agg}(n.bucket) FROM fleet.hourly_per_device n
-         WHERE {where} AND n.bucket {"<" if sign == "+" else ">="} {bound} {sign} INTERVAL '7 days'),
-        (SELECT {agg}(n.bucket) FROM fleet.hourly_per_device n WHERE {where}))"""
+        (SELECT n.bucket FROM fleet.hourly_per_device n
+         WHERE {where} AND n.bucket {"<" if sign == "+" else ">="} {bound} {sign} INTERVAL '7 days'
+         {order}),
+        (SELECT n.bucket FROM fleet.hourly_per_device n WHERE {where} {order}))"""
 
 
 _HOURS = "h.bucket, h.samples, h.first_time, h.last_time"
@@ -337,6 +339,11 @@ SELECT count(fleet.advance_energy(customer_id, device_id, %(until)s, %(step)s, %
 FROM due WHERE before < %(budget)s
 """
 
+SEED_MARKED = """
+INSERT INTO fleet.energy_frontier (customer_id, device_id)
+SELECT DISTINCT * FROM unnest(%s::bigint[], %s::bigint[])
+ON CONFLICT DO NOTHING
+"""
 # Devices of the full sets, of the marks and (TimescaleDB, where samples of the current hour
 # mark nothing) of the last hour's rows, without a frontier yet (read live until stored).
 SEED = """
@@ -360,10 +367,13 @@ async def create_stored_energy_functions(conn: AsyncConnection[Any], stored_hour
 
 async def store_spans(conn: AsyncConnection[Any], hours: list[tuple[Any, ...]]) -> int:
     """Recompute the stored energy of the spans the recomputed `hours` (customer, device, hour)
-    can move; the number of hours stored."""
+    can move; the number of hours stored. A device seen here for the first time gets its
+    frontier (so every marked device has one, whenever the minute's seeding ran)."""
     if not hours:
         return 0
-    cur = await conn.execute(STORE_SPANS, [list(c) for c in zip(*hours, strict=True)])
+    columns = [list(c) for c in zip(*hours, strict=True)]
+    await conn.execute(SEED_MARKED, columns[:2])
+    cur = await conn.execute(STORE_SPANS, columns)
     row = await cur.fetchone()
     return int(row[0]) if row else 0
 
