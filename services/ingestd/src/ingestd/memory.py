@@ -29,7 +29,8 @@ _MiB = 1024 * 1024
 JSON_PARSED_PER_BYTE = 6
 """Row objects per byte of JSON text, and the COPY buffer built from them: a measurement item of
 85 bytes (keys only) becomes ~350 bytes of objects, a full one of ~550 bytes ~900 bytes; its
-COPY row is 140-330 bytes (tests/ingestd/test_memory_budget.py measures the worst shapes)."""
+COPY row is 140-330 bytes. Parsing keys-only rows peaks at ~7.6 bytes per body byte, inside this
+with JSON_PER_ITEM (tests/ingestd/test_memory_budget.py measures the worst shapes)."""
 JSON_PER_ITEM = 160
 """Per item when rows are looked at one by one (a batch with invalid rows): its raw slice and
 index, at most MAX_BATCH_ROWS of them (counted before they are built, fleetcore.jsonscan)."""
