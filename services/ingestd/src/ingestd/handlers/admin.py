@@ -27,7 +27,7 @@ from fleetcore.protocol import API_PREFIX
 
 from ingestd.errors import AdminDisabled, IngestError, RateLimited, Unauthorized
 from ingestd.handlers import billing, corrections, energy, fleet
-from ingestd.handlers.http import Handler, budget_address, connection
+from ingestd.handlers.http import Handler, budget_address, snapshot
 from ingestd.handlers.params import customer_of
 from ingestd.handlers.params import iso as _iso
 from ingestd.keys import AUTH_LIMITER, METRICS, SETTINGS
@@ -110,7 +110,7 @@ async def admin_auth(request: web.Request, handler: Handler) -> web.StreamRespon
 
 async def list_customers(request: web.Request) -> web.Response:
     stale_after = request.config_dict[SETTINGS].stale_device_after
-    async with connection(request) as conn:
+    async with snapshot(request) as conn:
         rows = await reads.customer_summaries(conn, stale_after)
     customers = [
         {
@@ -134,7 +134,7 @@ async def list_customers(request: web.Request) -> web.Response:
 
 async def list_devices(request: web.Request) -> web.Response:
     code = request.match_info["code"]
-    async with connection(request) as conn:
+    async with snapshot(request) as conn:
         cid = await customer_of(conn, code)
         sites = await reads.sites_of(conn, cid)
         devices = await reads.devices_of(conn, cid)
@@ -174,7 +174,7 @@ async def customer_reconciliation(request: web.Request) -> web.Response:
     """The customer's last digest exchange and the batches its pusher re-sent to repair losses
     (those still in the audit trail, INGESTD_AUDIT_RETENTION_DAYS)."""
     code = request.match_info["code"]
-    async with connection(request) as conn:
+    async with snapshot(request) as conn:
         cid = await customer_of(conn, code)
         summary = await reconciliation_summary(conn, cid)
     answer: dict[str, object] = {"customer": code}

@@ -24,7 +24,7 @@ from psycopg import AsyncConnection
 
 from ingestd.errors import BadRequest, NotFound
 from ingestd.handlers.energy import answer, device_zone, site_zone, today_in
-from ingestd.handlers.http import connection
+from ingestd.handlers.http import snapshot
 from ingestd.handlers.params import (
     choice_param,
     customer_of,
@@ -143,7 +143,7 @@ async def _totals(
 
 
 async def site_energy(request: web.Request) -> web.StreamResponse:
-    async with connection(request) as conn:
+    async with snapshot(request) as conn:
         cid = await customer_of(conn, request.match_info["code"])
         site_id, site_tz = await _site(conn, request, cid)
         asked = await timezone_param(conn, request)
@@ -153,7 +153,7 @@ async def site_energy(request: web.Request) -> web.StreamResponse:
 
 
 async def customer_energy(request: web.Request) -> web.StreamResponse:
-    async with connection(request) as conn:
+    async with snapshot(request) as conn:
         cid = await customer_of(conn, request.match_info["code"])
         asked = await timezone_param(conn, request)
         if asked:
@@ -221,14 +221,14 @@ async def _demand(
 
 async def device_demand(request: web.Request) -> web.StreamResponse:
     device_id = device_param(request)
-    async with connection(request) as conn:
+    async with snapshot(request) as conn:
         cid = await customer_of(conn, request.match_info["code"])
         zone, _ = await device_zone(request, conn, cid, device_id)
         return await _demand(request, conn, cid, [device_id], zone, {"device_id": device_id})
 
 
 async def site_demand(request: web.Request) -> web.StreamResponse:
-    async with connection(request) as conn:
+    async with snapshot(request) as conn:
         cid = await customer_of(conn, request.match_info["code"])
         site_id, site_tz = await _site(conn, request, cid)
         asked = await timezone_param(conn, request)

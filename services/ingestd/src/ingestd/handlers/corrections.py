@@ -20,7 +20,7 @@ from fleetcore.error_codes import ErrorCode
 
 from ingestd.errors import BadRequest
 from ingestd.handlers.energy import answer
-from ingestd.handlers.http import connection
+from ingestd.handlers.http import snapshot
 from ingestd.handlers.params import customer_of, iso, time_param
 from ingestd.storage import reads
 from ingestd.storage import revisions as revisions_store
@@ -78,7 +78,7 @@ async def energy_changes(request: web.Request) -> web.StreamResponse:
     site_id = _id_param(request, "site_id")
     limit = _limit(request)
     code = request.match_info["code"]
-    async with connection(request) as conn:
+    async with snapshot(request) as conn:
         cid = await customer_of(conn, code)
         zones = [
             zone

@@ -25,7 +25,7 @@ from fleetcore.error_codes import ErrorCode
 
 from ingestd.errors import BadRequest
 from ingestd.handlers.fleet import live_meter_states
-from ingestd.handlers.http import connection, json_answer
+from ingestd.handlers.http import json_answer, snapshot
 from ingestd.handlers.params import (
     customer_of,
     date_param,
@@ -84,7 +84,7 @@ async def hourly(request: web.Request) -> web.StreamResponse:
             f"at most {settings.max_hourly_range.days} days per request",
             parameter="from",
         )
-    async with connection(request) as conn:
+    async with snapshot(request) as conn:
         cid = await customer_of(conn, code)
         found = await reads.hourly_rows(conn, cid, device_id, start, to)
     rows = [dict(zip(reads.HOURLY_FIELDS, r, strict=True)) for r in found]
@@ -135,7 +135,7 @@ async def daily(request: web.Request) -> web.StreamResponse:
     settings = request.config_dict[SETTINGS]
     code = request.match_info["code"]
     device_id = device_param(request)
-    async with connection(request) as conn:
+    async with snapshot(request) as conn:
         cid = await customer_of(conn, code)
         zone, source = await device_zone(request, conn, cid, device_id)
         today = today_in(zone)
@@ -203,7 +203,7 @@ async def completeness(request: web.Request) -> web.Response:
             parameter="from",
         )
     start, to = _floor_hour(start), -(-(to - _EPOCH) // _HOUR) * _HOUR + _EPOCH
-    async with connection(request) as conn:
+    async with snapshot(request) as conn:
         cid = await customer_of(conn, code)
         found = await reads.completeness_rows(conn, cid, start, to, GAP_FACTOR)
         states = await live_meter_states(

@@ -23,7 +23,7 @@ from psycopg import AsyncConnection
 from ingestd.errors import BadRequest
 from ingestd.fleetstate import GATEWAY_STATES, HealthPolicy, gateway_states, meter_state
 from ingestd.fleetstate import silent_after_s as _silent_after_s
-from ingestd.handlers.http import connection
+from ingestd.handlers.http import snapshot
 from ingestd.handlers.params import customer_filter, customer_of, iso
 from ingestd.keys import SETTINGS
 from ingestd.storage.gateways import gateway_rows
@@ -91,7 +91,7 @@ async def list_gateways(request: web.Request) -> web.Response:
     wanted = _state_filter(request)
     customer = customer_filter(request)
     now = datetime.now(UTC)
-    async with connection(request) as conn:
+    async with snapshot(request) as conn:
         rows = await gateway_rows(conn, customer)
         stored = await stored_device_states(conn)
     meters: dict[int, list[dict[str, Any]]] = {}
@@ -151,7 +151,7 @@ async def customer_gateways(request: web.Request) -> web.Response:
     settings = request.config_dict[SETTINGS]
     code = request.match_info["code"]
     now = datetime.now(UTC)
-    async with connection(request) as conn:
+    async with snapshot(request) as conn:
         cid = await customer_of(conn, code)
         rows = await gateway_rows(conn, code)
         meters = await live_meter_states(

@@ -1,5 +1,5 @@
 """What every handler shares: JSON answers, the errors that mean "database unavailable", and a
-pooled connection within the pool deadline."""
+pooled connection within the pool deadline, and one whose reads all see one snapshot."""
 
 from __future__ import annotations
 
@@ -16,7 +16,15 @@ from psycopg_pool import PoolTimeout
 from ingestd.client_address import budget_key, client_address
 from ingestd.keys import POOL, SETTINGS
 
-__all__ = ["DB_UNAVAILABLE", "Handler", "budget_address", "connection", "json_answer"]
+__all__ = [
+    "DB_UNAVAILABLE",
+    "READ_SNAPSHOT",
+    "Handler",
+    "budget_address",
+    "connection",
+    "json_answer",
+    "snapshot",
+]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -39,6 +47,25 @@ async def connection(request: web.Request) -> AsyncIterator[AsyncConnection[Any]
     """A pooled connection (PoolTimeout past INGESTD_POOL_TIMEOUT_S); commits on success."""
     config = request.config_dict
     async with config[POOL].connection(timeout=config[SETTINGS].pool_timeout_s) as conn:
+        yield conn
+
+
+READ_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+"""The first statement of a read: every later statement of the transaction sees its snapshot."""
+
+
+@asynccontextmanager
+async def snapshot(request: web.Request) -> AsyncIterator[AsyncConnection[Any]]:
+    """A pooled connection in a read-only REPEATABLE READ transaction, for the read API.
+
+    Not only for consistency between a handler's statements: TimescaleDB reads a continuous
+    aggregate's watermark with `GetTransactionSnapshot()`, which under READ COMMITTED is a *new*
+    snapshot, newer than the running statement's. A read racing a refresh then saw the watermark
+    moved past an hour whose materialized rows its own snapshot did not have yet: the hour was
+    in neither part of the real-time view (an hourly row with energy null, seen in CI). In a
+    REPEATABLE READ transaction both reads use the transaction's snapshot."""
+    async with connection(request) as conn:
+        await conn.execute(READ_SNAPSHOT)
         yield conn
 
 

@@ -56,7 +56,7 @@ from ingestd.storage.aggregate import (
 )
 from ingestd.storage.quarters import CLEAR_QUARTERS, RECOMPUTE_QUARTERS
 from ingestd.storage.revisions import record_revisions, stored_counters
-from ingestd.storage.stored_energy import store_spans
+from ingestd.storage.stored_energy import one_snapshot, store_spans
 
 __all__ = ["RefreshReport", "count_dirty", "refresh_rollup", "refresh_timescale"]
 
@@ -194,7 +194,8 @@ async def refresh_timescale(
         row[:3] for row in done
         if after.get(row[:3]) != before.get(row[:3]) and (row[:3] in before or row[4])
     ])  # fmt: skip
-    await store_spans(conn, keys)
+    async with one_snapshot(conn):
+        await store_spans(conn, keys)
     await _clear(conn, done)
     return RefreshReport(len(done), len(ranges))
 

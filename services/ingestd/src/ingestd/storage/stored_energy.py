@@ -30,10 +30,19 @@ is stored (samples of the current hour do not mark it there); on plain PostgreSQ
 sample marks its hour, the frontier becomes 'infinity' once caught up and the marks alone say
 what is not stored yet. Emptying `fleet.hourly_dirty` (TRUNCATE) forgets the store (migration
 0013's trigger): without the marks, what changed is not known.
+
+One snapshot: on TimescaleDB the stores run in a REPEATABLE READ transaction (`one_snapshot`).
+TimescaleDB reads a continuous aggregate's watermark with `GetTransactionSnapshot()`, under READ
+COMMITTED a snapshot newer than the running statement's: a store racing a refresh (the
+aggregate's policy, or another statement) could see the watermark moved past an hour whose
+materialized rows its snapshot lacks, and store that hour as empty, with no mark left to store
+it again.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,6 +59,7 @@ __all__ = [
     "advance_stored_energy",
     "create_stored_energy_functions",
     "energy_before",
+    "one_snapshot",
     "seed_frontiers",
     "store_spans",
     "stored_energy_functions",
@@ -359,6 +369,19 @@ RECENT = f"""UNION SELECT customer_id, device_id FROM {STORED_TABLE}
                   WHERE time >= now() - INTERVAL '1 hour'"""
 
 
+ONE_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+
+
+@asynccontextmanager
+async def one_snapshot(conn: AsyncConnection[Any]) -> AsyncIterator[None]:
+    """A REPEATABLE READ transaction on the autocommit connection `conn`: every statement in it,
+    and TimescaleDB's watermark look-ups, see the transaction's snapshot. (Only the housekeeping
+    writes the store and the frontiers, one cycle at a time: no serialization failure to expect.)"""
+    async with conn.transaction():
+        await conn.execute(ONE_SNAPSHOT)
+        yield
+
+
 async def create_stored_energy_functions(conn: AsyncConnection[Any], stored_hours: str) -> None:
     """(Re)create the functions of the store (after `create_energy_functions`)."""
     for statement in stored_energy_functions(stored_hours):
@@ -396,11 +419,13 @@ async def advance_stored_energy(
     step: timedelta = BACKFILL_STEP,
 ) -> int:
     """Move the frontiers of the devices furthest behind towards the start of the hour that
-    ended `settle_s` ago, about `budget_hours` device-hours of work; the devices moved."""
+    ended `settle_s` ago, about `budget_hours` device-hours of work; the devices moved.
+    `conn` in autocommit mode (the step runs in a transaction of its own, `one_snapshot`)."""
     moment = (now or datetime.now(UTC)) - timedelta(seconds=settle_s)
     until = moment.replace(minute=0, second=0, microsecond=0)
     params = {"until": until, "step": step, "step_h": step / timedelta(hours=1), "hold": hold,
               "devices": max(1, budget_hours), "budget": budget_hours}  # fmt: skip
-    cur = await conn.execute(ADVANCE, params)
-    row = await cur.fetchone()
+    async with one_snapshot(conn):
+        cur = await conn.execute(ADVANCE, params)
+        row = await cur.fetchone()
     return int(row[0]) if row else 0
