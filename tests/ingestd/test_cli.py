@@ -26,6 +26,28 @@ def test_malformed_setting_is_named() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "5000"),
+        ("20000", "20000"),
+        ("99", "INGESTD_ROLLUP_BATCH must be 100..1000000, got 99"),
+        ("lots", "INGESTD_ROLLUP_BATCH must be an integer, got 'lots'"),
+    ],
+)
+def test_rollup_batch_is_read_from_the_environment(value: str | None, expected: str) -> None:
+    """INGESTD_ROLLUP_BATCH sets the housekeeping's device-hours per round (5000 unset); a value
+    out of bounds or not a number is refused with a message naming it."""
+    env = {"INGESTD_DATABASE_URL": "postgresql://x@localhost/db"}
+    if value is not None:
+        env["INGESTD_ROLLUP_BATCH"] = value
+    if expected.isdigit():
+        assert Settings.from_env(env).rollup_batch == int(expected)
+    else:
+        with pytest.raises(ConfigError, match=expected):
+            Settings.from_env(env)
+
+
 def test_settings_repr_hides_the_database_url() -> None:
     """The database URL (which may hold a password) never shows in the settings' repr."""
     settings = Settings.from_env({"INGESTD_DATABASE_URL": "postgresql://u:s3cret@localhost/db"})

@@ -18,6 +18,10 @@ from ingestd.storage.bootstrap import StoragePlan
 __all__ = ["ConfigError", "Settings"]
 
 _MiB = 1024 * 1024
+ROLLUP_BATCH_MIN, ROLLUP_BATCH_MAX = 100, 1_000_000
+"""INGESTD_ROLLUP_BATCH's bounds: with fewer device-hours per housekeeping round a fleet of a few
+hundred devices is never caught up; with more one round holds the turn for minutes (~0.6 ms
+of PostgreSQL per device-hour, docs/CAPACITY.md)."""
 
 
 def _trusted_proxies(env_: EnvReader) -> TrustedProxies:
@@ -221,6 +225,9 @@ class Settings:
                 "INGESTD_HOUSEKEEPING_INTERVAL_S", 10.0, minimum=0.1
             ),
             rollup_settle_s=env_.number("INGESTD_ROLLUP_SETTLE_S", 90.0, minimum=0.0),
+            rollup_batch=env_.integer(
+                "INGESTD_ROLLUP_BATCH", 5000, minimum=ROLLUP_BATCH_MIN, maximum=ROLLUP_BATCH_MAX
+            ),
             max_hourly_range=timedelta(
                 days=env_.integer("INGESTD_MAX_HOURLY_RANGE_DAYS", 93, minimum=1)
             ),
