@@ -119,12 +119,13 @@ def micros_of_texts(texts: npt.NDArray[np.object_]) -> Int64s | None:
     except (UnicodeEncodeError, TypeError, ValueError):
         return None
     b = raw.view(np.uint8).reshape(n, _WIDTH)
-    # A text has no NUL (JSON cannot carry one unescaped), so its length is its non-NUL bytes;
-    # a longer one is cut to 33 and matches no form.
-    lengths = np.count_nonzero(b, axis=1)
+    # A text has no NUL (JSON cannot carry one unescaped), so its length is its bytes up to the
+    # padding (str_len: a C loop, ~7x cheaper than counting non-zero bytes along the rows); a
+    # longer one is cut to 33 and matches no form.
+    lengths = np.strings.str_len(raw)
     kinds = lengths * 2 + (b[np.arange(n), np.maximum(lengths - 1, 0)] == _Z)
     first = int(kinds[0])
-    groups = [first] if (kinds == first).all() else np.unique(kinds).tolist()
+    groups = [first] if (kinds == first).all() else np.flatnonzero(np.bincount(kinds)).tolist()
     pairs = np.empty((len(_PAIRS), n), np.int32)
     negative = np.zeros(n, np.bool_)
     for kind in groups:
