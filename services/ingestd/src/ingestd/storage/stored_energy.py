@@ -63,6 +63,7 @@ __all__ = [
     "seed_frontiers",
     "store_spans",
     "stored_energy_functions",
+    "usual_hours",
 ]
 
 BACKFILL_STEP = timedelta(days=7)
@@ -219,22 +220,14 @@ _STORED_OF = "s.customer_id = p_customer AND s.device_id = p_device AND s.sample
 
 # The usual interval (docs/ENERGY.md, "The usual sampling interval"; rule in ingestd.storage.energy) from
 # the stored hours' samples, first and last sample times before the live hour (narrow rows, no
-# marks to merge), and from the hourly summaries from it on.
-USUAL_INTERVAL = f"""
-CREATE OR REPLACE FUNCTION fleet.usual_interval_s(
-    p_customer bigint, p_device bigint, p_from timestamptz, p_to timestamptz)
-RETURNS double precision
-{_HEAD}
-DECLARE
-    live timestamptz := fleet.energy_live_from(p_customer, p_device);
-    lo timestamptz := {_FIRST_HOUR};
-BEGIN
-RETURN (
-WITH hours AS (
-    SELECT s.bucket, s.samples, s.first_time, s.last_time FROM fleet.energy_hours s
+# marks to merge), and from the hourly summaries from it on. The median of the hours' own mean
+# spacings first (no order needed); the spacings between hours (a window over the hours in
+# order) only when no hour has two samples: that window was half the function's time.
+_STORED_RANGE = f"""SELECT s.bucket, s.samples, s.first_time, s.last_time FROM fleet.energy_hours s
     WHERE {_STORED_OF} AND s.bucket >= lo AND s.bucket < least(p_to, live)
     UNION ALL
-    SELECT {_HOURS} FROM fleet.hourly_per_device h
+    """
+_USUAL_REST = f"""SELECT {_HOURS} FROM fleet.hourly_per_device h
     WHERE {OF_DEVICE} AND h.bucket >= greatest(lo, live) AND h.bucket < p_to
     UNION ALL
     (SELECT s.bucket, s.samples, s.first_time, s.last_time FROM fleet.energy_hours s
@@ -250,16 +243,42 @@ WITH hours AS (
         SELECT {_HOURS} FROM fleet.hourly_per_device h
         WHERE {OF_DEVICE}
           AND h.bucket = {_view_nearest("min", ">=", "greatest(p_to, live)", "+")}) AS after
-     ORDER BY 1 LIMIT 1)
-), spacing AS (
-    SELECT CASE WHEN samples > 1
-                THEN date_part('epoch', last_time - first_time)::float8 / (samples - 1) END AS within,
-           date_part('epoch', lead(first_time) OVER (ORDER BY bucket) - last_time)::float8 AS across
+     ORDER BY 1 LIMIT 1)"""
+
+
+def usual_hours(*, stored_range: bool = True) -> str:
+    """The hours the usual interval of `p_device` is the median over (bucket, samples,
+    first_time, last_time): those of [lo, p_to) — stored before `live`, from the summaries from
+    it on — and the nearest non-empty hour on each side; without the stored ones of the range
+    when the caller has them (`fleet.devices_energy`). `p_customer`, `p_device`, `lo`, `p_to`
+    and `live` are names in scope (parameters, variables or columns of the caller)."""
+    return f"{_STORED_RANGE if stored_range else ''}{_USUAL_REST}"
+
+
+_USUAL_HOURS = f"hours AS (\n    {usual_hours()}\n)"
+USUAL_INTERVAL = f"""
+CREATE OR REPLACE FUNCTION fleet.usual_interval_s(
+    p_customer bigint, p_device bigint, p_from timestamptz, p_to timestamptz)
+RETURNS double precision
+{_HEAD}
+DECLARE
+    live timestamptz := fleet.energy_live_from(p_customer, p_device);
+    lo timestamptz := {_FIRST_HOUR};
+    within double precision;
+BEGIN
+WITH {_USUAL_HOURS}
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY
+           date_part('epoch', last_time - first_time)::float8 / (samples - 1))
+INTO within FROM hours WHERE samples > 1;
+IF within IS NOT NULL THEN
+    RETURN within;
+END IF;
+RETURN (
+WITH {_USUAL_HOURS}, spacing AS (
+    SELECT date_part('epoch', lead(first_time) OVER (ORDER BY bucket) - last_time)::float8 AS across
     FROM hours
 )
-SELECT coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY within),
-                percentile_cont(0.5) WITHIN GROUP (ORDER BY across))
-FROM spacing);
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY across) FROM spacing);
 END
 $$
 """
