@@ -6,7 +6,8 @@ round runs at a time across the deployment:
 
 - every round: recompute marked hourly buckets (plain rollup, or TimescaleDB refresh of old
   buckets; `storage.rollup`), then store the energy of hours not stored yet, about
-  INGESTD_ROLLUP_BATCH device-hours (`storage.stored_energy`);
+  INGESTD_ROLLUP_BATCH device-hours, no device started after INGESTD_HOUSEKEEPING_INTERVAL_S
+  (`storage.stored_energy`);
 - every minute: give new devices a stored-energy frontier; delete audit rows and dead letters past INGESTD_AUDIT_RETENTION_DAYS /
   INGESTD_REJECTED_RETENTION_DAYS, and gateway health reports past
   INGESTD_GATEWAY_REPORT_RETENTION_DAYS, in short batches (`storage.retention`, `storage.gateways`);
@@ -90,7 +91,7 @@ async def housekeeping_cycle(
             return RefreshReport(0)
         await advance_stored_energy(
             conn, settle_s=settings.rollup_settle_s, budget_hours=settings.rollup_batch,
-            hold=state.mode is StorageMode.POSTGRESQL,
+            hold=state.mode is StorageMode.POSTGRESQL, seconds=settings.housekeeping_interval_s,
         )  # fmt: skip
         return report
 

@@ -50,7 +50,7 @@ from ingestd.storage.quarters import (
     TIMESCALE_QUARTER_CAGG,
 )
 from ingestd.storage.revisions import create_revision_functions
-from ingestd.storage.stored_energy import create_stored_energy_functions
+from ingestd.storage.stored_energy import create_stored_energy_functions, timescale_store
 from ingestd.storage.totals import create_totals_functions
 
 __all__ = [
@@ -289,7 +289,7 @@ async def _bootstrap_timescale(conn: AsyncConnection[Any], plan: StoragePlan) ->
             (aggregate, plan.refresh_start_offset, plan.refresh_end_offset, plan.refresh_schedule),
         )
     await create_energy_functions(conn)
-    await create_stored_energy_functions(conn, "fleet.hourly_per_device")
+    await create_stored_energy_functions(conn, **await timescale_store(conn))
     await create_demand_functions(conn)
     await create_totals_functions(conn)
     await create_revision_functions(conn, "fleet.hourly_per_device")

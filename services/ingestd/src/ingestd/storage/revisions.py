@@ -38,6 +38,7 @@ __all__ = [
     "MERGED_SPANS",
     "changes_since",
     "create_revision_functions",
+    "merged_spans",
     "record_revisions",
     "revised_span",
     "site_zones",
@@ -47,8 +48,8 @@ __all__ = [
 _HOUR = "INTERVAL '1 hour'"
 
 
-def revised_span(table: str) -> str:
-    """`fleet.revised_span`: the span of hours whose energy a change of hour `p_hour` can move,
+def revised_span(table: str, function: str = "fleet.revised_span") -> str:
+    """`function`: the span of hours whose energy a change of hour `p_hour` can move,
     from the nearest hour before it holding each register to the nearest one after it (the hour
     itself when none), looked up in the stored hours `table`: on plain PostgreSQL the rollup table
     itself (the view would compute every hour still marked from its raw rows, those being
@@ -60,7 +61,7 @@ def revised_span(table: str) -> str:
         for c in COUNTER_COLUMNS
     )
     return f"""
-CREATE OR REPLACE FUNCTION fleet.revised_span(
+CREATE OR REPLACE FUNCTION {function}(
     p_customer bigint, p_device bigint, p_hour timestamptz,
     OUT span_start timestamptz, OUT span_end timestamptz)
 LANGUAGE sql STABLE SET jit = off AS $$
@@ -76,6 +77,11 @@ $$
 # Spans of the changed hours (customer ids, device ids, hours), overlapping ones of a device
 # merged: `merged` (customer_id, device_id, span_start, span_end). The stored energy is
 # recomputed over the same spans (storage.stored_energy).
+def merged_spans(function: str = "fleet.revised_span") -> str:
+    """`MERGED_SPANS` with the spans of `function` (as `revised_span` makes it)."""
+    return MERGED_SPANS.replace("fleet.revised_span(", f"{function}(")
+
+
 MERGED_SPANS = """
 WITH spans AS (
     SELECT c.customer_id, c.device_id, s.span_start, s.span_end
