@@ -1,0 +1,108 @@
+"""A large gzip JSON measurement body to the bytes ingestd's COPY sends, timed in one process, in
+whichever tree runs it: `bench/ingest_ab.py` runs this file with each tree's own interpreter,
+from that tree's directory (its `bench/common.py` and its ingestd).
+
+    (cd ../fleet-before && .venv/bin/python ../fleet/bench/decode_tree.py --reps 20)
+
+This tree: `decode_batch` (inflate, JSON to columns) then `copy_stream` (the scaled layout). A
+tree before the scaled layout (no `fleetcore.json_columns`, be68c29^): `decode_body`, msgspec's
+typed rows (`parse_batch`), then psycopg's binary row formatter on each row as its
+`store_measurements` fed COPY (`write_row`), without a connection. Prints one JSON line: the
+way, and the CPU µs per row (`time.process_time`) of each repetition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path.cwd() / "bench"))
+
+from common import encode_batch, generate_measurements, measurement_items
+from fleetcore import BatchType, ValidationWindow
+
+WINDOW = ValidationWindow(datetime.now(UTC), timedelta(days=3650), timedelta(days=1))
+
+
+def _scaled(wire: bytes) -> Callable[[], Any]:
+    from ingestd.body import BodyFormat
+    from ingestd.decoding import DecodeLimits, WireBody, decode_batch
+    from ingestd.memory import BodyMemory, MemoryBudget
+    from ingestd.storage.copybuffer import copy_stream
+
+    budget = MemoryBudget(1 << 30)
+
+    def once() -> bytes:
+        memory = BodyMemory(budget, 1)
+        limits = DecodeLimits(64 << 20, time.monotonic() + 60, 60, 1)
+        decoded = decode_batch(
+            WireBody(bytearray(wire)),
+            BodyFormat(False, "gzip"),
+            BatchType.MEASUREMENTS,
+            WINDOW,
+            limits,
+            memory,
+        )
+        stream = copy_stream(decoded.parsed.valid, 1)  # type: ignore[union-attr]
+        memory.release()
+        return stream
+
+    return once
+
+
+def _float8(wire: bytes) -> Callable[[], Any]:  # pragma: no cover - an older tree's code
+    import msgspec
+    from fleetcore import parse_batch  # type: ignore[attr-defined]
+    from ingestd.body import decode_body
+    from ingestd.storage import writes
+    from psycopg import postgres
+    from psycopg._copy_base import BinaryFormatter
+    from psycopg.adapt import Transformer
+    from psycopg.pq import Format
+
+    tx = Transformer()
+    types = [postgres.types[t].oid for t in writes._COPY_TYPES]  # type: ignore[attr-defined]
+    tx.set_dumper_types(types, Format.BINARY)
+    astuple = msgspec.structs.astuple
+
+    def once() -> list[Any]:
+        body = decode_body(bytearray(wire), encoding="gzip", max_body_bytes=64 << 20)  # type: ignore[call-arg]
+        rows = parse_batch(body.data, BatchType.MEASUREMENTS, WINDOW).rows
+        formatter = BinaryFormatter(tx)
+        out = [formatter.write_row((*astuple(r), 1)) for r in rows]
+        out.append(formatter.end())
+        return out
+
+    return once
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--rows", type=int, default=5000)
+    parser.add_argument("--reps", type=int, default=20)
+    args = parser.parse_args(argv)
+    wire = encode_batch(measurement_items(generate_measurements(args.rows)))
+    try:
+        import fleetcore.json_columns  # noqa: F401
+
+        way, once = "columns, scaled layout", _scaled(wire)
+    except ImportError:
+        way, once = "rows, float8 layout (write_row)", _float8(wire)
+    once()
+    samples = []
+    for _ in range(args.reps):
+        started = time.process_time()
+        once()
+        samples.append(1e6 * (time.process_time() - started) / args.rows)
+    print(json.dumps({"way": way, "us_per_row": samples}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
