@@ -97,7 +97,8 @@ def _same(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> None:
 
 
 def _answers(dsn: str, *, ignore_store: bool = False) -> list[list[tuple[Any, ...]]]:
-    """Hourly, daily in each zone and one device's total per local day, as SQL answers them."""
+    """Hourly, daily in each zone, one device's total per Kolkata day and two devices' per
+    Amsterdam day (one unknown), as SQL answers them."""
     first, end = START - 2 * HOUR, START + 52 * HOUR
     out = [_sql(dsn, "SELECT * FROM fleet.hourly_energy(1, 1, %s, %s)", first, end,
                 ignore_store=ignore_store)]  # fmt: skip
@@ -108,6 +109,10 @@ def _answers(dsn: str, *, ignore_store: bool = False) -> list[list[tuple[Any, ..
     edges = [ref.local_midnight(day + timedelta(days=i), "Asia/Kolkata") for i in range(5)]
     out.append(_sql(dsn, "SELECT * FROM fleet.devices_energy(1, ARRAY[1]::bigint[], %s)", edges,
                     ignore_store=ignore_store))  # fmt: skip
+    # whole-hour days: a stored device is read in one pass (device 2, unknown, as before)
+    edges = [ref.local_midnight(day + timedelta(days=i), "Europe/Amsterdam") for i in range(5)]
+    out.append(_sql(dsn, "SELECT * FROM fleet.devices_energy(1, ARRAY[1, 2]::bigint[], %s)",
+                    edges, ignore_store=ignore_store))  # fmt: skip
     return out
 
 
