@@ -112,8 +112,12 @@ COMPLETENESS_FIELDS = (
 Rows = list[tuple[Any, ...]]
 
 
-async def _all(conn: AsyncConnection[Any], query: str, params: Any = ()) -> Rows:
-    cur = await conn.execute(query, params)
+async def _all(
+    conn: AsyncConnection[Any], query: str, params: Any = (), *, binary: bool = False
+) -> Rows:
+    """Every row; `binary` for many rows of numbers: half the client's CPU of text (2,232 hours
+    of 20 columns: ~11 -> ~5 ms), and the server skips formatting the floats as text."""
+    cur = await conn.execute(query, params, binary=binary)
     return list(await cur.fetchall())
 
 
@@ -151,14 +155,14 @@ async def hourly_rows(
 ) -> Rows:
     """The device's `HOURLY_FIELDS` rows with start <= bucket < end, by bucket: every hour with
     samples or with known energy (hours inside a hole have 0 samples)."""
-    return await _all(conn, HOURLY, (customer, device_id, start, end))
+    return await _all(conn, HOURLY, (customer, device_id, start, end), binary=True)
 
 
 async def daily_rows(
     conn: AsyncConnection[Any], customer: int, device_id: int, first: date, end: date, tz: str
 ) -> Rows:
     """The device's `DAILY_FIELDS` rows for the local days first <= day < end in `tz`, by day."""
-    return await _all(conn, DAILY, (customer, device_id, first, end, tz))
+    return await _all(conn, DAILY, (customer, device_id, first, end, tz), binary=True)
 
 
 async def device_timezone(
