@@ -67,7 +67,11 @@ from ingestd.storage.energy import ENERGY_FUNCTIONS
 from ingestd.storage.layout import STORED_TABLE
 from ingestd.storage.partitions import WEEK, ensure_partitions
 from ingestd.storage.quarters import QUARTER_COLUMNS
-from ingestd.storage.stored_energy import advance_stored_energy, stored_energy_functions
+from ingestd.storage.stored_energy import (
+    advance_stored_energy,
+    stored_energy_functions,
+    timescale_store,
+)
 from ingestd.storage.totals import TOTALS_FUNCTIONS
 from psycopg import AsyncConnection
 from report import Figure, Target, finish
@@ -208,10 +212,12 @@ def _functions_at(ref: str) -> tuple[str, ...]:
     return (*energy.ENERGY_FUNCTIONS, *totals.TOTALS_FUNCTIONS)
 
 
-def _current(timescale: bool) -> tuple[str, ...]:
+def _current(dsn: str, timescale: bool) -> tuple[str, ...]:
     """The read functions as this checkout makes them (what the bootstrap creates)."""
-    stored_hours = "fleet.hourly_per_device" if timescale else "fleet.hourly_rollup"
-    return (*ENERGY_FUNCTIONS, *stored_energy_functions(stored_hours), *TOTALS_FUNCTIONS)
+    where = (
+        asyncio_run(timescale_store, dsn) if timescale else {"stored_hours": "fleet.hourly_rollup"}
+    )
+    return (*ENERGY_FUNCTIONS, *stored_energy_functions(**where), *TOTALS_FUNCTIONS)
 
 
 def _timed(
@@ -386,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         with IngestdProcess(dsn, env) as ingestd:
             for phase, functions in (
                 ("before", before_functions),
-                ("after", _current(args.timescale)),
+                ("after", _current(dsn, args.timescale)),
             ):
                 with psycopg.connect(dsn, autocommit=True) as conn:
                     for statement in functions:
