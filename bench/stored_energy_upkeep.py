@@ -1,6 +1,7 @@
 """What the stored energy's upkeep costs on TimescaleDB: the backfill, and an hour's end.
 
-    uv run python bench/stored_energy_upkeep.py [--devices 500] [--hours 12] [--baseline REF]
+    uv run python bench/stored_energy_upkeep.py [--devices 500] [--hours 12] [--chunk-hours 16]
+                                                [--baseline REF]
 
 At an hour's end every device's frontier step is due (docs/ENERGY.md, "The stored energy"): at
 10,000 gateways ~276,000 of them, beside the refresh of every device's last hour and the store
@@ -78,6 +79,7 @@ FROM (SELECT n, (%(ids)s::bigint[])[1 + n %% cardinality(%(ids)s::bigint[])],
      generate_series(0, %(minutes)s - 1) AS s(k)
 """
 REFRESH = "CALL refresh_continuous_aggregate(%s, %s, %s)"
+CHUNKS = "SELECT set_chunk_time_interval('fleet.power_measurements_scaled', %s::interval)"
 NO_JOBS = "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs"
 SEED = """INSERT INTO fleet.energy_frontier (customer_id, device_id)
           SELECT DISTINCT customer_id, device_id FROM fleet.power_measurements_scaled"""
@@ -95,9 +97,13 @@ STORED = """SELECT customer_id, device_id, bucket, energy_imp_kwh, energy_exp_kw
 FRONTIERS = "SELECT min(stored_until), max(stored_until) FROM fleet.energy_frontier"
 
 
-def fill(dsn: str, customers: int, devices: int, start: datetime, end: datetime) -> int:
-    """The samples, the aggregates refreshed before the last ended hour, the frontiers."""
+def fill(
+    dsn: str, customers: int, devices: int, start: datetime, end: datetime, chunk_hours: int = 16
+) -> int:
+    """The samples (in raw chunks of `chunk_hours`), the aggregates refreshed before the last
+    ended hour, the frontiers."""
     with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(CHUNKS, (timedelta(hours=chunk_hours),))
         ids = [row[0] for row in conn.execute(CUSTOMERS, (customers,)).fetchall()]
         minutes = int((end - start) / timedelta(minutes=1))
         conn.execute(FILL, {"ids": ids, "devices": devices, "start": start, "minutes": minutes})
@@ -223,14 +229,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=500, help="meters")
     parser.add_argument("--customers", type=int, default=20)
     parser.add_argument("--hours", type=int, default=12, help="ended hours of history")
+    parser.add_argument("--chunk-hours", type=int, default=16,
+                        help="raw chunk interval (INGESTD_CHUNK_INTERVAL_HOURS): more chunks, "
+                        "as a long history has")  # fmt: skip
     parser.add_argument("--batch", type=int, default=5000, help="INGESTD_ROLLUP_BATCH")
     parser.add_argument("--baseline", help="git ref of the 'before' functions")
     parser.add_argument("--limit-s", type=float, default=900.0, help="per phase, per variant")
     parser.add_argument("--gateways", type=int, default=10_000, help="the fleet to extrapolate to")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    if not (1 <= args.customers <= args.devices and args.hours >= 2 and args.batch >= 1):
-        print("need 1 <= customers <= devices, --hours >= 2, --batch >= 1", file=sys.stderr)
+    if not (1 <= args.customers <= args.devices and args.hours >= 2 and args.batch >= 1
+            and args.chunk_hours >= 1):  # fmt: skip
+        print("need 1 <= customers <= devices, --hours >= 2, --batch >= 1, --chunk-hours >= 1",
+              file=sys.stderr)  # fmt: skip
         return 2
     if not timescaledb_installed():
         print("SKIPPED: TimescaleDB is not installed on this machine's PostgreSQL", file=sys.stderr)
@@ -244,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with temporary_cluster(prefix="fleet-bench-upkeep-", timescaledb=True) as cluster:
         template = create_central_database(cluster, "upkeep_template", timescale=True)
         machine = machine_info(template)
-        rows = fill(template, args.customers, args.devices, start, now)
+        rows = fill(template, args.customers, args.devices, start, now, args.chunk_hours)
         print(f"  {rows:,} rows: {args.devices:,} meters x {args.hours} hours and this one",
               file=sys.stderr)  # fmt: skip
         runs: dict[str, dict[str, Any]] = {}

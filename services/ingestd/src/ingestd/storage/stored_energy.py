@@ -26,9 +26,10 @@ changed and no recompute has reached is read live:
 The frontier moves with the housekeeping (`advance_stored_energy`): a device's history is
 computed a bounded number of hours per cycle (the backfill after the migration, or for a new
 device: read live meanwhile); afterwards, on TimescaleDB, every hour that ended `settle_s` ago
-is stored (samples of the current hour do not mark it there); on plain PostgreSQL, where every
-sample marks its hour, the frontier becomes 'infinity' once caught up and the marks alone say
-what is not stored yet. Emptying `fleet.hourly_dirty` (TRUNCATE) forgets the store (migration
+is stored once the aggregate's watermark has passed it (samples of the current hour do not
+mark it there; the store reads the materialized hypertable, `timescale_store`); on plain
+PostgreSQL, where every sample marks its hour, the frontier becomes 'infinity' once caught up
+and the marks alone say what is not stored yet. Emptying `fleet.hourly_dirty` (TRUNCATE) forgets the store (migration
 0013's trigger): without the marks, what changed is not known.
 
 One snapshot: on TimescaleDB the stores run in a REPEATABLE READ transaction (`one_snapshot`).
