@@ -5,6 +5,12 @@ hypothesis test holds them to it): the forms are judged on the same rows with th
 cost, ties go the same way, every difference wraps in 64 bits like int64 arithmetic does. The
 bulk work stays in C where the standard library has it: `array` for the 64-bit little-endian
 images, byte slicing with a step for the shuffle, one big integer for a bit-packed column.
+
+The stored forms are `array`s, and so are the columns a later one may reference (the caller
+keeps them, `columnar_stdlib`): a list of 5,000 Python ints is ~160 KiB of small objects in the
+interpreter's object arenas, which go back to the system only when wholly empty, so what a
+long-lived pusher holds at once while it encodes stays in its RSS. Lists, quicker to compute
+with, live only while one column is encoded.
 """
 
 from __future__ import annotations
@@ -56,21 +62,22 @@ def _wrapped(values: list[int]) -> list[int]:
     return [((v - _INT64_MIN) & 0xFFFF_FFFF_FFFF_FFFF) + _INT64_MIN for v in values]
 
 
-def _zigzag(values: list[int]) -> list[int]:
+def _zigzag(values: list[int]) -> array[int]:
     """(v << 1) ^ (v >> 63) on int64: 2v for v >= 0, -2v - 1 below."""
-    return [v + v if v >= 0 else -v - v - 1 for v in values]
+    return array("Q", [v + v if v >= 0 else -v - v - 1 for v in values])
 
 
-def _form(values: list[int], mode: int) -> tuple[int, list[int]]:
-    """(base, stored unsigned integers) of `values` in `mode`."""
+def _form(values: list[int], mode: int) -> tuple[int, array[int]]:
+    """(base, stored unsigned integers) of `values` in `mode`, as an array: only the series
+    and the steps are lists of Python ints, and only while the form is made."""
     if mode == MODE_DELTA:
         steps = _wrapped([0, *map(sub, values[1:], values[:-1])])
         return values[0], _zigzag(steps)
     low = min(values)
-    return low, [v - low for v in values]
+    return low, array("Q", [v - low for v in values])
 
 
-def _cost(encoded: list[int], small: bool, base: int, ref: int | None) -> int:
+def _cost(encoded: array[int], small: bool, base: int, ref: int | None) -> int:
     """`intpack._cost`: exact bits when bit-packed, the sum of each value's bits otherwise."""
     header = 8 * (base_bytes(base) + (ref is not None))
     if small:
@@ -89,21 +96,21 @@ def _shuffle(raw: bytes, planes: int) -> bytes:
     return b"".join(raw[plane::8] for plane in range(planes))
 
 
-def _bitpack(encoded: list[int], width: int) -> bytes:
+def _bitpack(encoded: array[int], width: int) -> bytes:
     packed = 0
     for value in reversed(encoded):
         packed = packed << width | value
     return packed.to_bytes((len(encoded) * width + 7) // 8, "little")
 
 
-def _layout(encoded: list[int], bits: int, small: bool) -> tuple[int, int, bytes]:
+def _layout(encoded: array[int], bits: int, small: bool) -> tuple[int, int, bytes]:
     if small:
         return PACK_BITS, bits, _bitpack(encoded, bits)
     width = max(8, (bits + 7) // 8 * 8)
-    return PACK_BYTES, width, _shuffle(_little_endian(array("Q", encoded)), width // 8)
+    return PACK_BYTES, width, _shuffle(_little_endian(encoded), width // 8)
 
 
-def pack_ints(values: list[int], refs: Sequence[tuple[int, list[int]]] = ()) -> PackedInts:
+def pack_ints(values: list[int], refs: Sequence[tuple[int, Sequence[int]]] = ()) -> PackedInts:
     """`intpack.pack_ints` on Python integers (each within int64)."""
     if not values:
         return PackedInts(PACK_BITS, 0, MODE_OFFSET, 0, b"")
