@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from aiohttp.test_utils import TestClient
 from ingestd.settings import Settings
+from ingestd.storage.stored_energy import advance_stored_energy
 
 from tests.fix_ingestd import PostBatch, first_housekeeping_done
 from tests.ingestd import energy_reference as ref
@@ -219,6 +220,52 @@ async def test_the_current_hour_is_read_live(
     samples = _reference_samples(central_db, 1)
     got = await api.hourly(1, start, ref.floor_hour(now) + HOUR)
     _assert_matches(got, ref.hourly(samples, start, ref.floor_hour(now) + HOUR), "bucket")
+
+
+async def test_a_frontier_step_waits_for_the_summaries_and_its_time_budget(
+    post_batch: PostBatch,
+    customer_token: str,
+    central_db: str,
+    ingestd_settings: Settings,
+    ingestd_client: TestClient[Any, Any],
+) -> None:
+    """A frontier step moves no further than the store's summaries are complete: on TimescaleDB
+    exactly to the continuous aggregate's watermark (the hours after it, in the aggregate's
+    real-time part, wait for their refresh), on plain PostgreSQL at once; and a step whose time
+    budget is spent starts its first device only."""  # fmt: skip
+    await first_housekeeping_done(ingestd_client)  # its cycle cannot race ours
+    now = datetime.now(NOW.tzinfo)
+    start = ref.floor_hour(now) - 3 * HOUR
+    count = int((now - start) / timedelta(minutes=1))
+    rows = [*meter(1, start, timedelta(minutes=1), count, 6.0),
+            *meter(2, start, timedelta(minutes=1), count, 4.0)]  # fmt: skip
+    await _ingest(post_batch, customer_token, rows)
+    timescale = not _rows(central_db, "SELECT to_regclass('fleet.hourly_rollup') IS NOT NULL")[0][0]
+    with psycopg.connect(central_db, autocommit=True) as conn:
+        conn.execute("""INSERT INTO fleet.energy_frontier (customer_id, device_id)
+                        SELECT DISTINCT customer_id, device_id FROM fleet.hourly_dirty
+                        ON CONFLICT DO NOTHING""")  # fmt: skip
+
+    async def step(seconds: float) -> int:
+        async with await psycopg.AsyncConnection.connect(central_db, autocommit=True) as conn:
+            return await advance_stored_energy(conn, settle_s=0.0, budget_hours=5000,
+                                               hold=not timescale, seconds=seconds)  # fmt: skip
+
+    off_horizon = """SELECT count(*) FROM fleet.energy_frontier
+                     WHERE stored_until <> fleet.energy_horizon()"""
+    if timescale:
+        await step(10.0)
+        assert _rows(central_db, off_horizon) == [(0,)]
+        await _cycle(ingestd_settings)  # refreshes the marked hours: the watermark moves
+        assert _rows(central_db, off_horizon) == [(0,)]
+        assert _rows(central_db, "SELECT fleet.energy_horizon() >= %s", ref.floor_hour(now)) == [
+            (True,)
+        ]
+        with psycopg.connect(central_db, autocommit=True) as conn:
+            conn.execute("UPDATE fleet.energy_frontier SET stored_until = '-infinity'")
+    assert await step(0.0) == 1
+    assert await step(10.0) == 1
+    assert await step(10.0) == 0
 
 
 def test_emptying_the_marks_forgets_the_store(central_db: str) -> None:

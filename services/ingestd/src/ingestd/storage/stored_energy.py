@@ -373,15 +373,17 @@ def stored_energy_functions(
 
 
 # TimescaleDB: the hourly aggregate's materialized hypertable, and its watermark as TimescaleDB's
-# own view reads it (NULL in the catalog: the earliest time, nothing materialized).
+# own view reads it; nothing materialized yet (the earliest time TimescaleDB knows, 4714 BC, where
+# a week before is out of range) is '-infinity'.
 MATERIALIZATION = """
 SELECT format('%I.%I', h.schema_name, h.table_name), c.mat_hypertable_id
 FROM _timescaledb_catalog.continuous_agg c
 JOIN _timescaledb_catalog.hypertable h ON h.id = c.mat_hypertable_id
 WHERE c.user_view_schema = 'fleet' AND c.user_view_name = 'hourly_per_device'
 """
-WATERMARK = """coalesce(_timescaledb_functions.to_timestamp(
-    _timescaledb_functions.cagg_watermark({id})), TIMESTAMPTZ '-infinity')"""
+WATERMARK = """coalesce((SELECT m.at FROM (SELECT _timescaledb_functions.to_timestamp(
+    _timescaledb_functions.cagg_watermark({id})) AS at) AS m
+    WHERE m.at >= TIMESTAMPTZ '0001-01-01 00:00:00+00'), TIMESTAMPTZ '-infinity')"""
 
 
 async def timescale_store(conn: AsyncConnection[Any]) -> dict[str, str]:
