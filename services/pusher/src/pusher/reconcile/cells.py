@@ -9,14 +9,15 @@ the digest the pass *expects* centrally is the gateway's plus the known differen
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from fleetcore.reconcile import CellDigest, DigestCell, format_hash
+from fleetcore.reconcile import CellDigest, DigestCell, add_hash, format_hash
 
-__all__ = ["HOUR", "Cell", "DigestIndex", "ceil_hour", "floor_hour"]
+__all__ = ["HOUR", "Cell", "DigestIndex", "HourlyDigests", "ceil_hour", "floor_hour"]
 
 HOUR = timedelta(hours=1)
 _ZERO = CellDigest(0, 0)
@@ -95,4 +96,51 @@ class DigestIndex:
                 found = self.buckets.get((cell.device, hour))
                 if found is not None:
                     total = total + found
+        return total
+
+
+class HourlyDigests:
+    """The gateway's own (device, hour) digests over a pass's hours, in arrays: one count and
+    one hash sum per device and hour, and their sums over the devices per hour. As a dict of
+    Python objects a 90-day horizon of 27 meters (58,320 buckets, each a key tuple, a datetime,
+    a digest and its ints) took ~22 MiB at once, every pass, of a pusher meant to stay under
+    40 MiB; here it is 16 bytes per device-hour (0.9 MiB), given back after the pass."""
+
+    def __init__(self, devices: Sequence[int], start: datetime, hours: int) -> None:
+        self.start, self.hours = start, hours
+        self._row = {device: n * hours for n, device in enumerate(devices)}
+        self._counts = array("q", bytes(8 * hours * len(devices)))
+        self._hashes = array("Q", bytes(8 * hours * len(devices)))
+        self._hour_counts = array("q", bytes(8 * hours))
+        self._hour_hashes = array("Q", bytes(8 * hours))
+
+    def _hour(self, hour: datetime) -> int | None:
+        offset = int((hour - self.start) / HOUR)
+        return offset if 0 <= offset < self.hours else None
+
+    def add(self, device: int, hour: datetime, digest: CellDigest) -> None:
+        """Add a bucket's digest (a device not of the pass or an hour outside it: ValueError)."""
+        offset, row = self._hour(hour), self._row.get(device)
+        if offset is None or row is None:
+            raise ValueError(f"bucket ({device}, {hour}) is outside the pass")
+        at = row + offset
+        self._counts[at] += digest.count
+        self._hashes[at] = add_hash(self._hashes[at], digest.hash)
+        self._hour_counts[offset] += digest.count
+        self._hour_hashes[offset] = add_hash(self._hour_hashes[offset], digest.hash)
+
+    def get(self, device: int, hour: datetime) -> CellDigest:
+        """The digest of one device-hour (zero where it has no rows)."""
+        offset, row = self._hour(hour), self._row.get(device)
+        if offset is None or row is None:
+            return _ZERO
+        return CellDigest(self._counts[row + offset], self._hashes[row + offset])
+
+    def of(self, cell: Cell) -> CellDigest:
+        total = _ZERO
+        for hour in cell.hour_starts():
+            if cell.device is not None:
+                total = total + self.get(cell.device, hour)
+            elif (offset := self._hour(hour)) is not None:
+                total = total + CellDigest(self._hour_counts[offset], self._hour_hashes[offset])
         return total

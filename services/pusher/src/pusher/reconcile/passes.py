@@ -26,7 +26,7 @@ from fleetcore.reconcile import MAX_CELLS, CellDigest, DigestRequest, parse_hash
 from pusher.delivery.client import IngestClient
 from pusher.delivery.wire import encode
 from pusher.errors import PayloadTooLarge, PusherError, SourceError
-from pusher.reconcile.cells import HOUR, Cell, DigestIndex, ceil_hour, floor_hour
+from pusher.reconcile.cells import HOUR, Cell, DigestIndex, HourlyDigests, ceil_hour, floor_hour
 from pusher.source.columns import BatchBuilder
 from pusher.source.digests import hash_matches, read_buckets, read_devices_held, read_repair_page
 from pusher.state import load_states
@@ -101,7 +101,7 @@ class _Pass:
     conn: psycopg.AsyncConnection[Any]
     client: IngestClient
     devices: list[int]
-    local: DigestIndex
+    local: HourlyDigests
     known: DigestIndex
     report: PassReport
     earliest: datetime | None = None
@@ -177,12 +177,14 @@ async def _run(
     end = floor_hour(now) + HOUR
     devices = sorted(held)
     cursor = state.cursor
-    run = _Pass(conn, client, devices, DigestIndex({}), DigestIndex({}), report)
+    run = _Pass(conn, client, devices, HourlyDigests(devices, start, 0), DigestIndex({}), report)
     for attempt in range(2):
         if start >= end:
             return
         report.start, report.end, report.devices = start, end, len(devices)
-        run.local = DigestIndex(await read_buckets(conn, devices, start, end, cursor))
+        run.local = HourlyDigests(devices, start, int((end - start) / HOUR))
+        async for device, hour, digest in read_buckets(conn, devices, start, end, cursor):
+            run.local.add(device, hour, digest)
         known = await load_known(conn, start)
         run.known = DigestIndex(known)
         root = Cell(start, int((end - start) / HOUR))
@@ -210,7 +212,7 @@ def _groups(
     current: list[tuple[int, datetime]] = []
     total = 0
     for key in sorted(keys):
-        count = run.local.buckets[key].count
+        count = run.local.get(*key).count
         if current and total + count > rows:
             groups.append(current)
             current, total = [], 0

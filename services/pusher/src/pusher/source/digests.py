@@ -15,7 +15,7 @@ body (`columns.RECORD_SQL`, the push's own record format) or as gzip-JSON items,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,16 +31,12 @@ from pusher.source.cursor import cursor_params, item_columns, up_to
 from pusher.source.reads import MeasurementBatch
 
 __all__ = [
-    "Buckets",
     "RepairPage",
     "hash_matches",
     "read_buckets",
     "read_devices_held",
     "read_repair_page",
 ]
-
-Buckets = dict[tuple[int, datetime], CellDigest]
-"""(device_id, UTC hour start) -> the digest of the gateway's rows there."""
 
 _ROW_HASH = HASH_SQL.format(time="m.time", device="m.device_id")
 _NOT_QUARANTINED = """NOT EXISTS (SELECT 1 FROM app.fleet_push_quarantine AS q
@@ -133,14 +129,15 @@ async def read_buckets(
     start: datetime,
     end: datetime,
     cursor: PushCursor,
-) -> Buckets:
+) -> AsyncIterator[tuple[int, datetime, CellDigest]]:
     """The digests of the gateway's rows at or behind `cursor`, not quarantined, per device
-    and hour in [start, end)."""
+    and hour in [start, end), one (device, hour, digest) at a time (libpq's single-row mode):
+    a 90-day horizon has tens of thousands, which the caller sums into arrays rather than
+    holding them all as Python objects."""
     params = {**cursor_params(cursor), "devices": list(devices), "from": start, "to": end}
     async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute(LOCAL_BUCKETS, params)
-        rows = await cur.fetchall()
-    return {(int(r[0]), r[1]): CellDigest(int(r[2]), int(r[3]) % 2**64) for r in rows}
+        async for device, hour, count, hash_sum in cur.stream(LOCAL_BUCKETS, params):
+            yield int(device), hour, CellDigest(int(count), int(hash_sum) % 2**64)
 
 
 @dataclass(frozen=True, slots=True)
