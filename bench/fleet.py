@@ -230,7 +230,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         f"{s.get('ingestd_rss_max_mib', 0):.0f} MiB; PostgreSQL {100 * s.get('pg_cpu_share', 0):.0f}%; "
         f"generator {100 * s.get('client_cpu_share', 0):.0f}%; DB connections max "
         f"{s.get('connections_max')}; dirty hours {s.get('dirty_first')} -> {s.get('dirty_last')} "
-        f"(max {s.get('dirty_max')}, {s.get('dirty_writes_per_s') or 0:,.0f} mark writes/s); generator loop lag max {s.get('generator_loop_lag_max_s', 0):.1f} s"
+        f"(max {s.get('dirty_max')}, {s.get('dirty_writes_per_s') or 0:,.0f} mark writes/s); stored-energy steps due "
+        f"max {s.get('frontiers_behind_max')} (at the end {s.get('frontiers_behind_last')}); generator loop lag max {s.get('generator_loop_lag_max_s', 0):.1f} s"
         " (above ~0.1 s the generator, not ingestd, sets the latencies)"
     )
     growth = result["growth_per_day_bytes"]

@@ -236,6 +236,11 @@ def _step_text(step: dict[str, Any]) -> str:
     warm = step["warmup"]["statuses"]
     behind = step.get("watermark_behind_max_s")
     cagg = "" if behind is None else f", cagg watermark behind max {behind / 60:.0f} min"
+    due = step.get("frontiers_behind_max")
+    if due is not None:
+        cagg += (
+            f", stored-energy steps due max {due:,} (at the end {step['frontiers_behind_last']:,})"
+        )
     return (
         f"{step['gateways']:,} {verdict} (p99 {'-' if p99 is None else f'{p99:.0f}'} ms, "
         f"errors {errors(step['all']['statuses'])}; warm-up minute: errors {errors(warm)} of "

@@ -7,7 +7,9 @@ The backlog is what the hourly aggregate still owes:
 - TimescaleDB: the continuous aggregates' invalidation logs (hypertable and materialization:
   ranges changed below the refresh threshold and not refreshed yet), how far the most-behind
   aggregate's watermark is behind now, and the marks ingestd keeps for back-fills older than the
-  refresh policy's window (`fleet.hourly_dirty`, usually empty).
+  refresh policy's window (`fleet.hourly_dirty`, usually empty);
+- both: the devices whose stored energy's frontier step is due and not done (after an hour's
+  end every device's, until the housekeeping's rounds have moved them all).
 
 `window` turns the samples of a time window into shares of a core and the backlog's slope (a
 least-squares line over the samples, per minute): a rollup that keeps up has a slope near 0.
@@ -29,13 +31,20 @@ from simulator import Fleet
 
 __all__ = ["Sampler", "process_tree", "slope_per_min", "tree_cpu_and_rss", "window"]
 
-SAMPLE_PLAIN = """
+# Devices whose stored energy (docs/ENERGY.md) is behind the hour that ended 90 s ago (the
+# default INGESTD_ROLLUP_SETTLE_S), as far as the store's summaries reach (TimescaleDB: the
+# aggregate's watermark): the frontier steps due and not yet done.
+FRONTIERS_BEHIND = """(SELECT count(*) FROM fleet.energy_frontier
+        WHERE stored_until < least(fleet.energy_horizon(),
+                                   date_bin('1 hour', now() - INTERVAL '90 seconds', 'epoch')))"""
+SAMPLE_PLAIN = f"""
 SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()),
        (SELECT count(*) FROM fleet.hourly_dirty),
        (SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables
-        WHERE relid = 'fleet.hourly_dirty'::regclass)
+        WHERE relid = 'fleet.hourly_dirty'::regclass),
+       {FRONTIERS_BEHIND}
 """
-SAMPLE_TIMESCALE = """
+SAMPLE_TIMESCALE = f"""
 SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()),
        (SELECT count(*) FROM fleet.hourly_dirty),
        (SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables
@@ -46,7 +55,8 @@ SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_b
         FROM _timescaledb_catalog.continuous_agg),
        (SELECT max(last_run_duration) FROM timescaledb_information.job_stats s
         JOIN timescaledb_information.jobs j USING (job_id)
-        WHERE j.proc_name = 'policy_refresh_continuous_aggregate')
+        WHERE j.proc_name = 'policy_refresh_continuous_aggregate'),
+       {FRONTIERS_BEHIND}
 """
 _NO_WATERMARK = -(10**16)  # below (the year ~1653): -infinity, nothing materialized yet
 
@@ -107,6 +117,7 @@ class Sampler:
             "connections": int(row[0]),
             "dirty": int(row[1]),
             "dirty_writes": int(row[2]),
+            "frontiers_behind": int(row[-1]),
         }
         if self.timescale:
             watermark = row[4]
@@ -171,6 +182,7 @@ def window(samples: list[dict[str, Any]], t0: float, t1: float) -> dict[str, Any
     conns = [s["connections"] for s in inside if "connections" in s]
     dirty = [(s["t"], s["dirty"]) for s in inside if "dirty" in s]
     writes = [(s["t"], s["dirty_writes"]) for s in inside if "dirty_writes" in s]
+    frontiers = [s["frontiers_behind"] for s in inside if "frontiers_behind" in s]
     out: dict[str, Any] = {
         "span_s": span,
         "ingestd_cpu_s": b["ingestd_cpu_s"] - a["ingestd_cpu_s"],
@@ -188,6 +200,8 @@ def window(samples: list[dict[str, Any]], t0: float, t1: float) -> dict[str, Any
         if len(writes) > 1 and writes[-1][0] > writes[0][0]
         else None,
         "generator_loop_lag_max_s": max(s.get("loop_lag_s", 0.0) for s in inside),
+        "frontiers_behind_max": max(frontiers, default=None),
+        "frontiers_behind_last": frontiers[-1] if frontiers else None,
     }
     invalidations = [(s["t"], s["invalidations"]) for s in inside if "invalidations" in s]
     if invalidations:
