@@ -4,7 +4,8 @@ from that tree's directory (its `bench/common.py` and its ingestd).
 
     (cd ../fleet-before && .venv/bin/python ../fleet/bench/decode_tree.py --reps 20)
 
-This tree: `decode_batch` (inflate, JSON to columns) then `copy_stream` (the scaled layout). A
+This tree: `decode_batch` (inflate, JSON to columns; a body it cuts in chunks, each chunk's
+columns as ingestd stores it) then `copy_stream` (the scaled layout). A
 tree before the scaled layout (no `fleetcore.json_columns`, be68c29^): `decode_body`, msgspec's
 typed rows (`parse_batch`), then psycopg's binary row formatter on each row as its
 `store_measurements` fed COPY (`write_row`), without a connection. Prints one JSON line: the
@@ -33,6 +34,11 @@ WINDOW = ValidationWindow(datetime.now(UTC), timedelta(days=3650), timedelta(day
 def _scaled(wire: bytes) -> Callable[[], Any]:
     from ingestd.body import BodyFormat
     from ingestd.decoding import DecodeLimits, WireBody, decode_batch
+
+    try:
+        from ingestd.decoding import Chunked
+    except ImportError:  # a tree from before the chunks
+        Chunked = ()  # type: ignore[assignment,misc]  # isinstance(x, ()) is False
     from ingestd.memory import BodyMemory, MemoryBudget
     from ingestd.storage.copybuffer import copy_stream
 
@@ -49,7 +55,17 @@ def _scaled(wire: bytes) -> Callable[[], Any]:
             limits,
             memory,
         )
-        stream = copy_stream(decoded.parsed.valid, 1)  # type: ignore[union-attr]
+        parsed = decoded.parsed
+        if isinstance(parsed, Chunked):  # stored as decoded: each chunk's columns and tuples
+            last = len(parsed.spans) - 1
+            parts = []
+            for i in range(last + 1):
+                chunk = parsed.parse(i)
+                assert chunk is not None
+                parts.append(copy_stream(chunk.valid, 1, header=i == 0, trailer=i == last))
+            stream = b"".join(parts)
+        else:
+            stream = copy_stream(parsed.valid, 1)  # type: ignore[union-attr]
         memory.release()
         return stream
 

@@ -2,7 +2,10 @@
 memory budget.
 
 A measurement batch comes out as columns whatever its encoding (`ParsedColumns`; a JSON body's
-rows are turned into columns here, in the decoding thread); sites and devices as rows.
+rows are turned into columns here, in the decoding thread); sites and devices as rows. A JSON
+measurement body of twice `CHUNK_BYTES` and more decompressed comes out inflated and cut at item
+boundaries (`Chunked`), for `ingestd.ingest.ingest_chunked` to decode chunk by chunk in the pool
+while the chunk before is COPYed (issue 26's large batches: PostgreSQL's work overlaps ingestd's).
 
 `decode_batch` runs in the decoding pool (a thread pool with one thread per slot,
 INGESTD_MAX_INFLIGHT, made in `app.py`): inflating and parsing a large body takes CPU for
@@ -47,7 +50,7 @@ from fleetcore import (
 )
 from fleetcore.columnar import declared_rows
 from fleetcore.error_codes import ErrorCode
-from fleetcore.json_columns import clean_measurement_columns
+from fleetcore.json_columns import chunk_body, clean_measurement_columns, item_spans
 from fleetcore.protocol import MAX_BATCH_ROWS, MAX_REJECTED_ROWS
 
 from ingestd.body import BodyFormat, decode_body
@@ -55,9 +58,11 @@ from ingestd.errors import BadRequest, BatchTooLarge, IngestError, ServiceUnavai
 from ingestd.memory import BodyMemory, parsed_bytes
 
 __all__ = [
+    "CHUNK_BYTES",
     "INLINE_BODY_BYTES",
     "INLINE_ROWS",
     "INLINE_WIRE_BYTES",
+    "Chunked",
     "Decoded",
     "WireBody",
     "decode",
@@ -72,7 +77,38 @@ INLINE_BODY_BYTES = 32 * 1024
 INLINE_ROWS = 64
 """...and, columnar, declares at most this many rows (its refusals, if any, are found inline)."""
 
+CHUNK_BYTES = 512 * 1024
+"""A JSON measurement body of at least twice this many bytes decompressed (~1,100 rows a
+chunk) is stored as it is decoded, in chunks of about this size (`Chunked`), when it can be cut."""
+MAX_CHUNKS = 8
+
 Parsed = ParsedBatch[Any] | ParsedColumns
+
+
+@dataclass(frozen=True, slots=True)
+class Chunked:
+    """A large JSON measurement body cut at item boundaries (`fleetcore.json_columns.item_spans`)
+    for storing while it is decoded: `parse(i)` is chunk i's columns when every row of it is
+    valid and inside the window (None otherwise: the batch then goes whole, `whole()`). The body
+    is held until the batch is stored."""
+
+    body: bytes | bytearray
+    spans: list[tuple[int, int]]
+    window: ValidationWindow
+
+    def parse(self, i: int) -> ParsedColumns | None:
+        """Chunk i's columns, or None (CPU-bound: run in the decoding pool)."""
+        try:
+            return clean_measurement_columns(chunk_body(self.body, self.spans[i]), self.window)
+        except BatchFormatError:
+            return None
+
+    def whole(self) -> ParsedColumns:
+        """The body parsed whole, as `decode_batch` parses one (CPU-bound: the decoding pool)."""
+        try:
+            return parse_measurement_columns(self.body, self.window)
+        except BatchFormatError as exc:
+            raise _format_error(exc) from None
 
 
 @dataclass(slots=True)
@@ -85,7 +121,7 @@ class WireBody:
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
-    parsed: Parsed
+    parsed: Parsed | Chunked
     wire_bytes: int
     body_bytes: int
 
@@ -138,6 +174,11 @@ def decode_batch(
     body_bytes = len(body.data)
     rows = declared_rows(body.data) if body_format.columnar else None
     memory.hold("parsed", parsed_bytes(body_bytes, columnar=body_format.columnar, rows=rows))
+    if kind is BatchType.MEASUREMENTS and not body_format.columnar:
+        parts = min(MAX_CHUNKS, body_bytes // CHUNK_BYTES)
+        spans = item_spans(body.data, parts) if parts >= 2 else None
+        if spans is not None:
+            return Decoded(Chunked(body.data, spans, window), wire_bytes, body_bytes)
     try:
         parsed: Parsed
         if body_format.columnar:

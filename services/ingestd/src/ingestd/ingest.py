@@ -10,8 +10,10 @@ stays in `ingestd.storage`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -19,11 +21,17 @@ from typing import Any
 import psycopg
 import structlog
 from fleetcore import BatchType, ParsedBatch, ParsedColumns
+from fleetcore.columnar import datetime_from_micros
+from fleetcore.json_columns import concat_columns
+from fleetcore.limits import MAX_BATCH_ROWS
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ingestd.auth import Customer
+from ingestd.decoding import Chunked
+from ingestd.storage.copybuffer import copy_stream
 from ingestd.storage.state import StorageState
+from ingestd.storage.streamed import NotWhole, copy_chunks
 from ingestd.storage.writes import (
     SMALL_BATCH_ROWS,
     AuditRecord,
@@ -36,7 +44,7 @@ from ingestd.storage.writes import (
     store_small_batch,
 )
 
-__all__ = ["Delivery", "IngestOutcome", "ingest_batch", "record_refusal"]
+__all__ = ["Delivery", "IngestOutcome", "ingest_batch", "ingest_chunked", "record_refusal"]
 
 log = structlog.get_logger("ingestd")
 
@@ -145,6 +153,102 @@ async def ingest_batch(
     return IngestOutcome(
         result.accepted, result.duplicates, len(parsed.rejections), delivery.elapsed_ms()
     )
+
+
+def _joined(parts: list[ParsedColumns]) -> ParsedColumns:
+    """Chunks of valid rows as one batch of valid rows."""
+    columns = concat_columns([p.valid for p in parts])
+    times = columns.columns["time"].values
+    first, last = datetime_from_micros(int(times.min())), datetime_from_micros(int(times.max()))
+    return ParsedColumns(columns, [], first, last)
+
+
+async def _stream(
+    conn: AsyncConnection[Any],
+    decoders: Executor,
+    storage: StorageState,
+    customer: Customer,
+    chunked: Chunked,
+    first: ParsedColumns,
+    delivery: Delivery,
+) -> tuple[StoreResult, ParsedColumns] | None:
+    """The batch COPYed chunk by chunk as the pool decodes them (chunk i+1 while chunk i is
+    stored), `first` being chunk 0's columns, then its dirty marks and audit row; None with
+    nothing stored when a chunk is not taken whole."""
+    loop = asyncio.get_running_loop()
+    parts = [first]
+
+    def laid_out(i: int) -> tuple[ParsedColumns, bytes] | None:
+        """Chunk i's columns and COPY tuples (in the pool), or None: not taken."""
+        chunk = chunked.parse(i)
+        if chunk is None:
+            return None
+        return chunk, copy_stream(chunk.valid, customer.id, header=False, trailer=False)
+
+    def decode(i: int) -> asyncio.Future[tuple[ParsedColumns, bytes] | None]:
+        return loop.run_in_executor(decoders, laid_out, i)
+
+    await storage.ensure_weeks(conn, storage.missing_weeks(first))
+    pending = decode(1)
+
+    async def next_chunk() -> bytes:
+        nonlocal pending
+        done = await pending
+        i = len(parts) + 1
+        if i < len(chunked.spans):
+            pending = decode(i)
+        rows = sum(p.valid.rows for p in parts)
+        if (
+            done is None
+            or storage.missing_weeks(done[0])
+            or rows + done[0].valid.rows > MAX_BATCH_ROWS
+        ):
+            raise NotWhole  # the whole-batch way refuses what it refuses, with its answer
+        parts.append(done[0])
+        return done[1]
+
+    try:
+        stored = await copy_chunks(
+            conn, customer.id, first.valid, len(chunked.spans) - 1, next_chunk
+        )
+    finally:
+        await asyncio.wait([pending])  # the pool's last decode, whatever became of the COPY
+    if not stored:
+        return None
+    parsed = _joined(parts)
+    result = StoreResult(parsed.valid.rows, 0)
+    await mark_dirty(conn, customer.id, *storage.buckets(parsed))
+    await record_event(
+        conn, _audit(customer, BatchType.MEASUREMENTS, parsed, delivery, result), seen=True
+    )
+    return result, parsed
+
+
+async def ingest_chunked(
+    pool: Pool,
+    timeout_s: float,
+    decoders: Executor,
+    storage: StorageState,
+    customer: Customer,
+    chunked: Chunked,
+    delivery: Delivery,
+) -> tuple[IngestOutcome, Parsed]:
+    """A large JSON measurement batch stored as it is decoded (`_stream`); a batch the chunks do
+    not take whole (a refused row, a sample outside the window, a key stored already, a week
+    without its partition) is parsed whole and stored as `ingest_batch` stores any other.
+    Returns the outcome and the parsed batch (its rejections are the answer's)."""
+    loop = asyncio.get_running_loop()
+    first = await loop.run_in_executor(decoders, chunked.parse, 0)
+    if first is not None:
+        async with pool.connection(timeout=timeout_s) as conn:
+            streamed = await _stream(conn, decoders, storage, customer, chunked, first, delivery)
+        if streamed is not None:
+            result, parsed = streamed
+            return IngestOutcome(result.accepted, 0, 0, delivery.elapsed_ms()), parsed
+    whole = await loop.run_in_executor(decoders, chunked.whole)
+    return await ingest_batch(
+        pool, timeout_s, storage, customer, BatchType.MEASUREMENTS, whole, delivery
+    ), whole
 
 
 async def record_refusal(

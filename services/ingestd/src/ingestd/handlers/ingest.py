@@ -35,7 +35,7 @@ from fleetcore.protocol import (
 
 from ingestd.auth import Customer, customer_of_token
 from ingestd.body import check_content_headers, read_wire_body
-from ingestd.decoding import DecodeLimits, WireBody, decode
+from ingestd.decoding import Chunked, DecodeLimits, WireBody, decode
 from ingestd.errors import (
     BadRequest,
     IngestError,
@@ -44,7 +44,7 @@ from ingestd.errors import (
     UnsupportedMediaType,
 )
 from ingestd.handlers.http import budget_address, json_answer
-from ingestd.ingest import Delivery, ingest_batch, record_refusal
+from ingestd.ingest import Delivery, ingest_batch, ingest_chunked, record_refusal
 from ingestd.keys import (
     ADMISSION,
     AUTH_LIMITER,
@@ -195,17 +195,30 @@ async def ingest(request: web.Request) -> web.Response:
                 request.app[DECODERS], wire, body_format, kind, window, limits, memory
             )
             delivery.wire_bytes, delivery.body_bytes = decoded.wire_bytes, decoded.body_bytes
-            parsed = decoded.parsed
+            chunked_or_parsed = decoded.parsed
             del decoded
-            outcome = await ingest_batch(
-                request.app[POOL],
-                settings.pool_timeout_s,
-                request.app[STORAGE],
-                customer,
-                kind,
-                parsed,
-                delivery,
-            )
+            if isinstance(chunked_or_parsed, Chunked):
+                outcome, parsed = await ingest_chunked(
+                    request.app[POOL],
+                    settings.pool_timeout_s,
+                    request.app[DECODERS],
+                    request.app[STORAGE],
+                    customer,
+                    chunked_or_parsed,
+                    delivery,
+                )
+            else:
+                parsed = chunked_or_parsed
+                outcome = await ingest_batch(
+                    request.app[POOL],
+                    settings.pool_timeout_s,
+                    request.app[STORAGE],
+                    customer,
+                    kind,
+                    parsed,
+                    delivery,
+                )
+            del chunked_or_parsed
     except IngestError as exc:
         memory.release()
         if exc.status not in (429, 503):  # overload answers are counted in logs, not written

@@ -25,7 +25,7 @@ from fleetcore.resolution import RESOLUTIONS
 
 from ingestd.storage.layout import scaled_column, split_columns
 
-__all__ = ["COPY_COLUMNS", "StoredField", "copy_stream", "stored_fields"]
+__all__ = ["COPY_COLUMNS", "COPY_TRAILER", "StoredField", "copy_stream", "stored_fields"]
 
 COPY_COLUMNS: tuple[str, ...] = (
     "time",
@@ -39,6 +39,7 @@ COPY_COLUMNS: tuple[str, ...] = (
 
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension length
 _TRAILER = b"\xff\xff"
+COPY_TRAILER = _TRAILER
 _POSTGRES_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in µs since 1970
 _TIMES = ("time", "received_at")
 _DTYPES = {"integer": ">i4", "bigint": ">i8"}
@@ -185,7 +186,9 @@ _MAX_SHAPES = 16
 shape by shape (fixed-size records, no mask); past it, by cutting a mask out of full records."""
 
 
-def copy_stream(batch: MeasurementColumns, customer_id: int) -> bytes:
+def copy_stream(
+    batch: MeasurementColumns, customer_id: int, *, header: bool = True, trailer: bool = True
+) -> bytes:
     """The complete binary COPY stream (header, one tuple per row, trailer) of `batch`'s rows
     with the fields of `COPY_COLUMNS`; every key column must be non-null in every row.
 
@@ -193,13 +196,15 @@ def copy_stream(batch: MeasurementColumns, customer_id: int) -> bytes:
     does not use: one value finer than its resolution makes both halves partly null) changes
     the record's length, so rows are laid out in groups that share a shape — within a group in
     batch order; the groups one after the other, which changes the order the rows are inserted
-    in, not what is stored."""
+    in, not what is stored. Without `header` / `trailer`: the tuples alone (a stream sent in
+    parts: the first with the header, the last with the trailer)."""
+    head, tail = (_SIGNATURE if header else b""), (_TRAILER if trailer else b"")
     fields = stored_fields(batch, customer_id)
     rows = batch.rows
     present = tuple(f.values is not None for f in fields)
     partial = [i for i, f in enumerate(fields) if f.nulls is not None]
     if not partial:
-        return b"".join((_SIGNATURE, _records(fields, present, rows, None).data, _TRAILER))
+        return b"".join((head, _records(fields, present, rows, None).data, tail))
     codes = np.zeros(rows, np.int64)
     for bit, i in enumerate(partial):
         nulls = fields[i].nulls
@@ -208,13 +213,13 @@ def copy_stream(batch: MeasurementColumns, customer_id: int) -> bytes:
     shapes, inverse = np.unique(codes, return_inverse=True)
     if len(shapes) > _MAX_SHAPES or len(partial) > 62:
         cut = _cut_nulls(fields, _records(fields, present, rows, None), rows)
-        return b"".join((_SIGNATURE, cut.data, _TRAILER))
-    parts: list[bytes | memoryview] = [_SIGNATURE]
+        return b"".join((head, cut.data, tail))
+    parts: list[bytes | memoryview] = [head]
     for k, code in enumerate(shapes.tolist()):
         shape = list(present)
         for bit, i in enumerate(partial):
             shape[i] = not (code >> bit) & 1
         index = np.flatnonzero(inverse == k)
         parts.append(_records(fields, tuple(shape), len(index), index).data)
-    parts.append(_TRAILER)
+    parts.append(tail)
     return b"".join(parts)
