@@ -2,6 +2,7 @@
 
 What a batch does:
 writes.py       what a batch writes in its transaction: rows, dirty marks, dead letters, audit
+streamed.py     a large batch COPYed chunk by chunk as it is decoded (falls back to writes.py)
 state.py        StorageState: the mode and known partitions; what a batch needs prepared
 layout.py       the stored row (scaled integers + exact doubles) and the readers' view
 copybuffer.py   a batch's binary COPY stream in the stored layout (numpy)
