@@ -27,24 +27,30 @@ def test_malformed_setting_is_named() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
+    ("name", "field", "value", "expected"),
     [
-        (None, "5000"),
-        ("20000", "20000"),
-        ("99", "INGESTD_ROLLUP_BATCH must be 100..1000000, got 99"),
-        ("lots", "INGESTD_ROLLUP_BATCH must be an integer, got 'lots'"),
+        ("INGESTD_ROLLUP_BATCH", "rollup_batch", None, "5000"),
+        ("INGESTD_ROLLUP_BATCH", "rollup_batch", "20000", "20000"),
+        ("INGESTD_ROLLUP_BATCH", "rollup_batch", "99", "must be 100..1000000, got 99"),
+        ("INGESTD_ROLLUP_BATCH", "rollup_batch", "lots", "must be an integer, got 'lots'"),
+        ("INGESTD_REFRESH_MAX_RANGES", "refresh_max_ranges", None, "20"),
+        ("INGESTD_REFRESH_MAX_RANGES", "refresh_max_ranges", "200", "200"),
+        ("INGESTD_REFRESH_MAX_RANGES", "refresh_max_ranges", "0", "must be 1..10000, got 0"),
     ],
 )
-def test_rollup_batch_is_read_from_the_environment(value: str | None, expected: str) -> None:
-    """INGESTD_ROLLUP_BATCH sets the housekeeping's device-hours per round (5000 unset); a value
-    out of bounds or not a number is refused with a message naming it."""
+def test_housekeeping_sizes_are_read_from_the_environment(
+    name: str, field: str, value: str | None, expected: str
+) -> None:
+    """INGESTD_ROLLUP_BATCH (device-hours per round, 5000 unset) and INGESTD_REFRESH_MAX_RANGES
+    (TimescaleDB refresh calls per round, 20 unset) size the housekeeping; a value out of bounds
+    or not a number is refused with a message naming the variable."""
     env = {"INGESTD_DATABASE_URL": "postgresql://x@localhost/db"}
     if value is not None:
-        env["INGESTD_ROLLUP_BATCH"] = value
+        env[name] = value
     if expected.isdigit():
-        assert Settings.from_env(env).rollup_batch == int(expected)
+        assert getattr(Settings.from_env(env), field) == int(expected)
     else:
-        with pytest.raises(ConfigError, match=expected):
+        with pytest.raises(ConfigError, match=f"{name} {expected}"):
             Settings.from_env(env)
 
 

@@ -160,14 +160,48 @@ async def test_meter_states_sweep_the_customers_slice_by_slice(central_db: str) 
         )
     sweep = MeterSweep(customers=2)
     classified: list[list[int]] = []
-    async with await psycopg.AsyncConnection.connect(central_db, autocommit=True) as conn:
+    async with (
+        await psycopg.AsyncConnection.connect(central_db, autocommit=True) as conn,
+        await psycopg.AsyncConnection.connect(central_db, autocommit=True) as reader,
+    ):
         for _ in range(3):
             async with conn.transaction():
                 before = await (await conn.execute("SELECT now()")).fetchone()
-                await derive_fleet_states(conn, HealthPolicy(), 300.0, sweep)
+                await derive_fleet_states(conn, reader, HealthPolicy(), 300.0, sweep)
             cur = await conn.execute(
                 "SELECT customer_id FROM fleet.device_states WHERE checked_at >= %s ORDER BY 1",
                 (before[0] if before else None,),
             )
             classified.append([row[0] for row in await cur.fetchall()])
     assert classified == [sorted(ids)[:2], sorted(ids)[2:], sorted(ids)[:2]]
+
+
+async def test_the_meter_inputs_are_read_in_one_snapshot(
+    central_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round reads the meters' inputs in a read-only REPEATABLE READ transaction of their own
+    (a READ COMMITTED read of the aggregate racing its refresh on TimescaleDB can miss the latest
+    hour: tests/ingestd/test_read_snapshot.py), while its writes stay in the turn's transaction."""
+    from ingestd import fleetwatch
+
+    seen: list[tuple[Any, ...]] = []
+    real = fleetwatch.meter_rows
+
+    async def watched(conn: psycopg.AsyncConnection[Any], **kw: Any) -> list[dict[str, Any]]:
+        cur = await conn.execute(
+            "SELECT current_setting('transaction_isolation'), "
+            "current_setting('transaction_read_only'), txid_current_if_assigned() IS NULL"
+        )
+        seen.append(tuple(await cur.fetchone() or ()))
+        return await real(conn, **kw)
+
+    monkeypatch.setattr(fleetwatch, "meter_rows", watched)
+    async with (
+        await psycopg.AsyncConnection.connect(central_db, autocommit=True) as conn,
+        await psycopg.AsyncConnection.connect(central_db, autocommit=True) as reader,
+        conn.transaction(),
+    ):
+        await fleetwatch.derive_fleet_states(conn, reader, HealthPolicy(), 300.0)
+        cur = await conn.execute("SELECT current_setting('transaction_isolation')")
+        assert await cur.fetchone() == ("read committed",)
+    assert seen == [("repeatable read", "on", True)]

@@ -3,7 +3,8 @@
 Every INGESTD_FLEET_STATE_INTERVAL_S (or less often, see `next_round_in`): the gateways this replica heard from since the last round
 get their last contact written (`contacts`); then, in one transaction on a pooled connection, whichever replica
 gets the turn (a transaction-level advisory lock) classifies every gateway (`fleetstate`) and
-every live device, and stores the states (`fleet.gateways.states`, `fleet.device_states`) for the
+every live device (the meters' inputs read on a second pooled connection, in a read-only
+REPEATABLE READ transaction: `derive_fleet_states`), and stores the states (`fleet.gateways.states`, `fleet.device_states`) for the
 dashboard; then every replica reads the stored counts into its Prometheus figures
 (`FleetFigures`, served by `metrics.IngestMetrics`). Counts only — by state and by version —
 never a label per gateway or customer. A failed round is logged and retried at the next.
@@ -48,6 +49,7 @@ from ingestd.storage.meters import (
     meter_rows,
     write_device_states,
 )
+from ingestd.storage.snapshots import read_snapshot
 
 __all__ = [
     "DUTY_FACTOR",
@@ -110,12 +112,21 @@ class MeterSweep:
 
 async def derive_fleet_states(
     conn: AsyncConnection[Any],
+    reader: AsyncConnection[Any],
     policy: HealthPolicy,
     stale_after_s: float,
     sweep: MeterSweep | None = None,
 ) -> tuple[int, int]:
     """Classify and store every gateway's state and the live devices' states (those of the
-    sweep's next slice of customers, or of all without one); (gateways, devices)."""
+    sweep's next slice of customers, or of all without one); (gateways, devices).
+
+    The states are written in `conn`'s transaction (the one holding the turn); the meters'
+    inputs are read on `reader` (autocommit or idle) in a read-only REPEATABLE READ transaction
+    of their own (`storage.snapshots`): under READ COMMITTED a read of the hourly aggregate
+    racing its refresh on TimescaleDB can miss the latest hour, and a meter classified from
+    that would keep the wrong state until its customer's next sweep, hours later at fleet scale.
+    (The round's own transaction stays READ COMMITTED: its writes meet the contacts' updates of
+    the same gateway rows, which would fail a REPEATABLE READ round.)"""
     now = datetime.now(UTC)
     gateways = await gateway_rows(conn)
     states = [(g["token_hash"], gateway_states(g, now, policy)) for g in gateways]
@@ -125,13 +136,14 @@ async def derive_fleet_states(
         live = not {"silent", "retired"} & set(names[1])
         reporting[g["customer_id"]] = reporting.get(g["customer_id"], False) or live
     customers = await sweep.next_slice(conn) if sweep is not None else None
-    meters = await meter_rows(
-        conn,
-        customer=None,
-        frozen_min_kw=policy.meter_frozen_min_kw,
-        rated_kw=policy.meter_rated_kw,
-        customers=customers,
-    )
+    async with read_snapshot(reader):
+        meters = await meter_rows(
+            reader,
+            customer=None,
+            frozen_min_kw=policy.meter_frozen_min_kw,
+            rated_kw=policy.meter_rated_kw,
+            customers=customers,
+        )
     derived = []
     for m in meters:
         known = reporting.get(m["customer_id"])
@@ -176,9 +188,10 @@ async def fleet_state_loop(
             async with pool.connection(timeout=timeout_s) as conn:
                 if await take_state_turn(conn):
                     started = time.perf_counter()
-                    gateways, devices = await derive_fleet_states(
-                        conn, policy, stale_after_s, sweep
-                    )
+                    async with pool.connection(timeout=timeout_s) as reader:
+                        gateways, devices = await derive_fleet_states(
+                            conn, reader, policy, stale_after_s, sweep
+                        )
                     took = time.perf_counter() - started
                     log.debug("fleet_states", gateways=gateways, devices=devices,
                               duration_ms=round(took * 1000, 1))  # fmt: skip

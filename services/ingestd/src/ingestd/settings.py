@@ -228,6 +228,9 @@ class Settings:
             rollup_batch=env_.integer(
                 "INGESTD_ROLLUP_BATCH", 5000, minimum=ROLLUP_BATCH_MIN, maximum=ROLLUP_BATCH_MAX
             ),
+            refresh_max_ranges=env_.integer(
+                "INGESTD_REFRESH_MAX_RANGES", 20, minimum=1, maximum=10_000
+            ),
             max_hourly_range=timedelta(
                 days=env_.integer("INGESTD_MAX_HOURLY_RANGE_DAYS", 93, minimum=1)
             ),

@@ -15,6 +15,7 @@ from psycopg_pool import PoolTimeout
 
 from ingestd.client_address import budget_key, client_address
 from ingestd.keys import POOL, SETTINGS
+from ingestd.storage.snapshots import READ_SNAPSHOT
 
 __all__ = [
     "DB_UNAVAILABLE",
@@ -48,10 +49,6 @@ async def connection(request: web.Request) -> AsyncIterator[AsyncConnection[Any]
     config = request.config_dict
     async with config[POOL].connection(timeout=config[SETTINGS].pool_timeout_s) as conn:
         yield conn
-
-
-READ_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
-"""The first statement of a read: every later statement of the transaction sees its snapshot."""
 
 
 @asynccontextmanager

@@ -23,6 +23,7 @@ conversion.py   converting rows stored before the scaled layout, online (convert
 locks.py        the advisory-lock keys of every deployment-wide turn, each once
 
 What is read:
+snapshots.py    reads that must see one snapshot (read-only REPEATABLE READ)
 reads.py        readiness, customers, sites and devices, hourly/daily energy, completeness
 energy.py       energy per hour / local day and completeness, as SQL functions (docs/ENERGY.md)
 totals.py       energy of a site or a customer per local hour, day or month
