@@ -160,14 +160,10 @@ async def test_meter_states_sweep_the_customers_slice_by_slice(central_db: str) 
         )
     sweep = MeterSweep(customers=2)
     classified: list[list[int]] = []
-    async with (
-        await psycopg.AsyncConnection.connect(central_db, autocommit=True) as conn,
-        await psycopg.AsyncConnection.connect(central_db, autocommit=True) as reader,
-    ):
+    async with await psycopg.AsyncConnection.connect(central_db, autocommit=True) as conn:
         for _ in range(3):
-            async with conn.transaction():
-                before = await (await conn.execute("SELECT now()")).fetchone()
-                await derive_fleet_states(conn, reader, HealthPolicy(), 300.0, sweep)
+            before = await (await conn.execute("SELECT now()")).fetchone()
+            assert await derive_fleet_states(conn, HealthPolicy(), 300.0, sweep) is not None
             cur = await conn.execute(
                 "SELECT customer_id FROM fleet.device_states WHERE checked_at >= %s ORDER BY 1",
                 (before[0] if before else None,),
@@ -176,32 +172,40 @@ async def test_meter_states_sweep_the_customers_slice_by_slice(central_db: str) 
     assert classified == [sorted(ids)[:2], sorted(ids)[2:], sorted(ids)[:2]]
 
 
-async def test_the_meter_inputs_are_read_in_one_snapshot(
+async def test_a_round_reads_in_one_snapshot_and_writes_in_read_committed(
     central_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A round reads the meters' inputs in a read-only REPEATABLE READ transaction of their own
-    (a READ COMMITTED read of the aggregate racing its refresh on TimescaleDB can miss the latest
-    hour: tests/ingestd/test_read_snapshot.py), while its writes stay in the turn's transaction."""
+    """A round reads the meters' inputs in a read-only REPEATABLE READ transaction (a READ
+    COMMITTED read of the aggregate racing its refresh on TimescaleDB can miss the latest hour:
+    tests/ingestd/test_read_snapshot.py) and writes the states in a READ COMMITTED one; while
+    another session holds the turn it does neither."""
     from ingestd import fleetwatch
+    from ingestd.storage.locks import FLEET_STATE_LOCK
 
     seen: list[tuple[Any, ...]] = []
-    real = fleetwatch.meter_rows
+    real_read, real_write = fleetwatch.meter_rows, fleetwatch.write_device_states
 
-    async def watched(conn: psycopg.AsyncConnection[Any], **kw: Any) -> list[dict[str, Any]]:
+    async def isolation(conn: psycopg.AsyncConnection[Any]) -> tuple[Any, ...]:
         cur = await conn.execute(
             "SELECT current_setting('transaction_isolation'), "
-            "current_setting('transaction_read_only'), txid_current_if_assigned() IS NULL"
+            "current_setting('transaction_read_only')"
         )
-        seen.append(tuple(await cur.fetchone() or ()))
-        return await real(conn, **kw)
+        return tuple(await cur.fetchone() or ())
 
-    monkeypatch.setattr(fleetwatch, "meter_rows", watched)
-    async with (
-        await psycopg.AsyncConnection.connect(central_db, autocommit=True) as conn,
-        await psycopg.AsyncConnection.connect(central_db, autocommit=True) as reader,
-        conn.transaction(),
-    ):
-        await fleetwatch.derive_fleet_states(conn, reader, HealthPolicy(), 300.0)
-        cur = await conn.execute("SELECT current_setting('transaction_isolation')")
-        assert await cur.fetchone() == ("read committed",)
-    assert seen == [("repeatable read", "on", True)]
+    async def read(conn: psycopg.AsyncConnection[Any], **kw: Any) -> list[dict[str, Any]]:
+        seen.append(("read", *await isolation(conn)))
+        return await real_read(conn, **kw)
+
+    async def write(conn: psycopg.AsyncConnection[Any], states: Any) -> None:
+        seen.append(("write", *await isolation(conn)))
+        await real_write(conn, states)
+
+    monkeypatch.setattr(fleetwatch, "meter_rows", read)
+    monkeypatch.setattr(fleetwatch, "write_device_states", write)
+    async with await psycopg.AsyncConnection.connect(central_db, autocommit=True) as conn:
+        assert await fleetwatch.derive_fleet_states(conn, HealthPolicy(), 300.0) is not None
+        assert seen == [("read", "repeatable read", "on"), ("write", "read committed", "off")]
+        async with await psycopg.AsyncConnection.connect(central_db, autocommit=True) as other:
+            await other.execute("SELECT pg_advisory_lock(%s)", (FLEET_STATE_LOCK,))
+            assert await fleetwatch.derive_fleet_states(conn, HealthPolicy(), 300.0) is None
+    assert len(seen) == 2

@@ -1,11 +1,10 @@
 """The fleet-state task: derive every gateway's and meter's state, store them, publish the counts.
 
 Every INGESTD_FLEET_STATE_INTERVAL_S (or less often, see `next_round_in`): the gateways this replica heard from since the last round
-get their last contact written (`contacts`); then, in one transaction on a pooled connection, whichever replica
-gets the turn (a transaction-level advisory lock) classifies every gateway (`fleetstate`) and
-every live device (the meters' inputs read on a second pooled connection, in a read-only
-REPEATABLE READ transaction: `derive_fleet_states`), and stores the states (`fleet.gateways.states`, `fleet.device_states`) for the
-dashboard; then every replica reads the stored counts into its Prometheus figures
+get their last contact written (`contacts`); then, on a pooled connection, whichever replica
+gets the turn (a transaction-level advisory lock) reads the inputs in one snapshot, classifies every
+gateway (`fleetstate`) and every live device, and stores the states (`fleet.gateways.states`,
+`fleet.device_states`, in a second transaction: `derive_fleet_states`) for the dashboard; then every replica reads the stored counts into its Prometheus figures
 (`FleetFigures`, served by `metrics.IngestMetrics`). Counts only — by state and by version —
 never a label per gateway or customer. A failed round is logged and retried at the next.
 
@@ -112,38 +111,39 @@ class MeterSweep:
 
 async def derive_fleet_states(
     conn: AsyncConnection[Any],
-    reader: AsyncConnection[Any],
     policy: HealthPolicy,
     stale_after_s: float,
     sweep: MeterSweep | None = None,
-) -> tuple[int, int]:
+) -> tuple[int, int] | None:
     """Classify and store every gateway's state and the live devices' states (those of the
-    sweep's next slice of customers, or of all without one); (gateways, devices).
+    sweep's next slice of customers, or of all without one): (gateways, devices), or None when
+    another replica has the turn. `conn` is autocommit or idle; the round is two transactions.
 
-    The states are written in `conn`'s transaction (the one holding the turn); the meters'
-    inputs are read on `reader` (autocommit or idle) in a read-only REPEATABLE READ transaction
-    of their own (`storage.snapshots`): under READ COMMITTED a read of the hourly aggregate
-    racing its refresh on TimescaleDB can miss the latest hour, and a meter classified from
-    that would keep the wrong state until its customer's next sweep, hours later at fleet scale.
-    (The round's own transaction stays READ COMMITTED: its writes meet the contacts' updates of
-    the same gateway rows, which would fail a REPEATABLE READ round.)"""
+    What the states are derived from is read in a read-only REPEATABLE READ transaction
+    (`storage.snapshots`): under READ COMMITTED a read of the hourly aggregate racing its refresh
+    on TimescaleDB can miss the latest hour, and a meter classified from that keeps the wrong
+    state until its customer's next sweep, hours later at fleet scale. The states are written in
+    a READ COMMITTED transaction of their own: the contacts update the same gateway rows, which
+    would fail a REPEATABLE READ writer. Each takes the turn; a replica that loses it between the
+    two writes nothing (its sweep has moved on: that slice waits for the next time round)."""
     now = datetime.now(UTC)
-    gateways = await gateway_rows(conn)
-    states = [(g["token_hash"], gateway_states(g, now, policy)) for g in gateways]
-    await write_gateway_states(conn, states)
-    reporting: dict[int, bool] = {}
-    for g, names in zip(gateways, states, strict=True):
-        live = not {"silent", "retired"} & set(names[1])
-        reporting[g["customer_id"]] = reporting.get(g["customer_id"], False) or live
-    customers = await sweep.next_slice(conn) if sweep is not None else None
-    async with read_snapshot(reader):
+    async with read_snapshot(conn):
+        if not await take_state_turn(conn):
+            return None
+        gateways = await gateway_rows(conn)
+        customers = await sweep.next_slice(conn) if sweep is not None else None
         meters = await meter_rows(
-            reader,
+            conn,
             customer=None,
             frozen_min_kw=policy.meter_frozen_min_kw,
             rated_kw=policy.meter_rated_kw,
             customers=customers,
         )
+    states = [(g["token_hash"], gateway_states(g, now, policy)) for g in gateways]
+    reporting: dict[int, bool] = {}
+    for g, names in zip(gateways, states, strict=True):
+        live = not {"silent", "retired"} & set(names[1])
+        reporting[g["customer_id"]] = reporting.get(g["customer_id"], False) or live
     derived = []
     for m in meters:
         known = reporting.get(m["customer_id"])
@@ -151,7 +151,11 @@ async def derive_fleet_states(
             seen = m["customer_seen_at"]
             known = seen is not None and (now - seen).total_seconds() <= stale_after_s
         derived.append((m["customer_id"], m["device_id"], meter_state(m, now, known, policy)))
-    await write_device_states(conn, derived)
+    async with conn.transaction():
+        if not await take_state_turn(conn):
+            return None
+        await write_gateway_states(conn, states)
+        await write_device_states(conn, derived)
     return len(gateways), len(derived)
 
 
@@ -186,14 +190,11 @@ async def fleet_state_loop(
             async with pool.connection(timeout=timeout_s) as conn:
                 await record_contacts(conn, contacts.take())
             async with pool.connection(timeout=timeout_s) as conn:
-                if await take_state_turn(conn):
-                    started = time.perf_counter()
-                    async with pool.connection(timeout=timeout_s) as reader:
-                        gateways, devices = await derive_fleet_states(
-                            conn, reader, policy, stale_after_s, sweep
-                        )
+                started = time.perf_counter()
+                derived = await derive_fleet_states(conn, policy, stale_after_s, sweep)
+                if derived is not None:
                     took = time.perf_counter() - started
-                    log.debug("fleet_states", gateways=gateways, devices=devices,
+                    log.debug("fleet_states", gateways=derived[0], devices=derived[1],
                               duration_ms=round(took * 1000, 1))  # fmt: skip
             async with pool.connection(timeout=timeout_s) as conn:
                 await _read_figures(conn, figures)
