@@ -32,9 +32,10 @@ from common import (
     exit_on_sigterm,
     machine_info,
     postgres_cpu_seconds,
+    synthetic_customers_sql,
+    synthetic_fill_sql,
 )
 from fleetdev.pgcluster import PgCluster, temporary_cluster
-from ingestd.storage.copybuffer import COPY_COLUMNS
 from ingestd.storage.rollup import refresh_rollup
 from report import Figure, Target, finish
 
@@ -43,33 +44,14 @@ METERS_PER_GATEWAY = 27.6
 HOUSEKEEPING_INTERVAL_S = 10.0  # ingestd's INGESTD_HOUSEKEEPING_INTERVAL_S default
 TARGET_DRAIN = Target("<", 3600.0, " s", of="an hour's marks drained")  # else marks pile up
 
-CUSTOMERS = """
-INSERT INTO fleet.customers (code, name)
-SELECT 'RC' || lpad(g::text, 6, '0'), 'Rollup ' || g FROM generate_series(1, %s) AS g
-RETURNING id
-"""
-# One ended hour (two hours ago) of one-a-minute samples per device, every value column set:
-# energy registers rising, the rest a plausible wobble.
-_VALUES = {
-    c: (
-        "(1000000 + d.n * 100 + s.k * 3)"
-        if c.startswith("energy_") and c.endswith("_scaled")
-        else "(2300 + (d.n + s.k) %% 17)"
-        if c.endswith("_scaled")
-        else "NULL"
-    )
-    for c in COPY_COLUMNS[3:-1]
-}
-FILL = f"""
-INSERT INTO fleet.power_measurements_scaled ({", ".join(COPY_COLUMNS)})
-SELECT h.hour + s.k * INTERVAL '1 minute', d.device_id, h.hour + s.k * INTERVAL '1 minute',
-       {", ".join(_VALUES[c] for c in COPY_COLUMNS[3:-1])}, d.customer_id
-FROM (SELECT date_bin('1 hour', now(), TIMESTAMPTZ '2000-01-01') - INTERVAL '2 hours' AS hour) h,
-     (SELECT n, (%(ids)s::bigint[])[1 + n %% cardinality(%(ids)s::bigint[])],
-             1 + n / cardinality(%(ids)s::bigint[])
-      FROM generate_series(0, %(devices)s - 1) AS n) AS d(n, customer_id, device_id),
-     generate_series(0, 59) AS s(k)
-"""
+CUSTOMERS = synthetic_customers_sql("RC", "Rollup")
+# One ended hour (two hours ago) of one-a-minute samples per device.
+FILL = synthetic_fill_sql(
+    "h.hour",
+    "60",
+    "3",
+    "(SELECT date_bin('1 hour', now(), TIMESTAMPTZ '2000-01-01') - INTERVAL '2 hours' AS hour) h,",
+)
 MARK = """
 INSERT INTO fleet.hourly_dirty (customer_id, device_id, bucket, marked_at)
 SELECT DISTINCT customer_id, device_id, date_bin('1 hour', time, TIMESTAMPTZ '2000-01-01'),

@@ -40,9 +40,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from common import create_central_database, exit_on_sigterm, machine_info, postgres_cpu_seconds
+from common import (
+    create_central_database,
+    exit_on_sigterm,
+    machine_info,
+    postgres_cpu_seconds,
+    synthetic_customers_sql,
+    synthetic_fill_sql,
+)
 from fleetdev.pgcluster import PgCluster, temporary_cluster, timescaledb_installed
-from ingestd.storage.copybuffer import COPY_COLUMNS
 from ingestd.storage.rollup import refresh_timescale
 from psycopg import AsyncConnection
 from report import Figure, finish
@@ -52,32 +58,9 @@ STORED_ENERGY_PY = "services/ingestd/src/ingestd/storage/stored_energy.py"
 METERS_PER_GATEWAY = 27.6
 HOUR = timedelta(hours=1)
 
-CUSTOMERS = """
-INSERT INTO fleet.customers (code, name)
-SELECT 'SE' || lpad(g::text, 6, '0'), 'Upkeep ' || g FROM generate_series(1, %s) AS g
-RETURNING id
-"""
-_VALUES = {
-    c: (
-        "(1000000 + d.n * 100 + s.k * (3 + d.n %% 5))"
-        if c.startswith("energy_") and c.endswith("_scaled")
-        else "(2300 + (d.n + s.k) %% 17)"
-        if c.endswith("_scaled")
-        else "NULL"
-    )
-    for c in COPY_COLUMNS[3:-1]
-}
-# One-a-minute samples from `start` to `end`, every value column set, registers rising at a rate
-# of each device's own.
-FILL = f"""
-INSERT INTO fleet.power_measurements_scaled ({", ".join(COPY_COLUMNS)})
-SELECT %(start)s + s.k * INTERVAL '1 minute', d.device_id, %(start)s + s.k * INTERVAL '1 minute',
-       {", ".join(_VALUES[c] for c in COPY_COLUMNS[3:-1])}, d.customer_id
-FROM (SELECT n, (%(ids)s::bigint[])[1 + n %% cardinality(%(ids)s::bigint[])],
-             1 + n / cardinality(%(ids)s::bigint[])
-      FROM generate_series(0, %(devices)s - 1) AS n) AS d(n, customer_id, device_id),
-     generate_series(0, %(minutes)s - 1) AS s(k)
-"""
+CUSTOMERS = synthetic_customers_sql("SE", "Upkeep")
+# One-a-minute samples from `start` to `end`, registers rising at a rate of each device's own.
+FILL = synthetic_fill_sql("%(start)s", "%(minutes)s", "(3 + d.n %% 5)")
 REFRESH = "CALL refresh_continuous_aggregate(%s, %s, %s)"
 CHUNKS = "SELECT set_chunk_time_interval('fleet.power_measurements_scaled', %s::interval)"
 NO_JOBS = "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs"
