@@ -24,6 +24,7 @@ from pusher.retry import (
     event_of,
     exponential_delay,
     grow_batch_size,
+    parse_http_date,
     parse_retry_after,
     retry_after_delay,
     shrink_batch_size,
@@ -53,6 +54,18 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after(None, now) is None
     assert parse_retry_after("-5", now) is None
+
+
+def test_http_dates_are_read_in_all_three_forms() -> None:
+    """An HTTP-date reads the same as IMF-fixdate (what servers send), RFC 850 or asctime (the
+    obsolete forms), an impossible date or junk as None."""
+    when = datetime(1994, 11, 6, 8, 49, 37, tzinfo=UTC)
+    assert parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT") == when
+    assert parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT") == when
+    assert parse_http_date("Sun Nov  6 08:49:37 1994") == when
+    assert parse_http_date(format_datetime(when, usegmt=True)) == when
+    for junk in ("Sun, 31 Feb 1994 08:49:37 GMT", "Sun, 06 Nov 1994 25:49:37 GMT", "", "soon"):
+        assert parse_http_date(junk) is None, junk
 
 
 def test_retry_after_is_capped_and_jittered() -> None:

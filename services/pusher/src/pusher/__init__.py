@@ -4,8 +4,12 @@ The public API is what tests and embedding code drive: `run(settings, stop_event
 `Settings.from_env(environ)`. The command line is `pusher run|migrate|status|check`.
 """
 
-from pusher.daemon import Pusher, run
-from pusher.errors import ConfigError, PusherError
-from pusher.settings import Settings
+from pusher.versions import prefill_psycopg_versions
+
+prefill_psycopg_versions()  # before psycopg's first import: pusher/versions.py says why
+
+from pusher.daemon import Pusher, run  # noqa: E402
+from pusher.errors import ConfigError, PusherError  # noqa: E402
+from pusher.settings import Settings  # noqa: E402
 
 __all__ = ["ConfigError", "Pusher", "PusherError", "Settings", "run"]

@@ -30,7 +30,6 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
-from importlib.metadata import version
 
 import psycopg
 import structlog
@@ -60,6 +59,7 @@ from pusher.reconcile import PassFailed, record_of, run_pass
 from pusher.settings import LEGACY_PREFIX, Settings
 from pusher.state import load_states
 from pusher.state.reconcile_state import PassRecord, record_pass
+from pusher.versions import pusher_version
 
 __all__ = ["main"]
 
@@ -76,9 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=every,
         formatter_class=raw,
     )
-    parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {version('fleet-pusher')}"
-    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {pusher_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser(
         "run",

@@ -49,7 +49,6 @@ import random
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -66,6 +65,7 @@ __all__ = [
     "event_of",
     "exponential_delay",
     "grow_batch_size",
+    "parse_http_date",
     "parse_retry_after",
     "retry_after_delay",
     "shrink_batch_size",
@@ -118,14 +118,41 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         return None
     if _DELTA_SECONDS.fullmatch(text):
         return min(float(text), RETRY_AFTER_MAX_S)
+    when = parse_http_date(text)
+    if when is None:
+        return None
     try:
-        when = parsedate_to_datetime(text)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
         seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    except (TypeError, ValueError, IndexError, OverflowError):
+    except OverflowError:
         return None
     return min(max(0.0, seconds), RETRY_AFTER_MAX_S)
+
+
+_IMF_FIXDATE = re.compile(
+    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), ([0-9]{2}) "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([0-9]{4}) "
+    r"([0-9]{2}):([0-9]{2}):([0-9]{2}) GMT"
+)
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def parse_http_date(text: str) -> datetime | None:
+    """An HTTP-date (RFC 9110 5.6.7) as an aware datetime; None if unreadable, never an
+    exception. IMF-fixdate, the one form servers send (ingestd's `Date` on every answer), is read
+    here; the obsolete forms go to email.utils, imported only then (with the email package,
+    ~0.35 MiB a pusher that never sees one does not hold)."""
+    fixed = _IMF_FIXDATE.fullmatch(text.strip())
+    try:
+        if fixed is not None:
+            day, month, year, hour, minute, second = fixed.groups()
+            return datetime(int(year), _MONTHS.index(month) + 1, int(day), int(hour),
+                            int(minute), int(second), tzinfo=UTC)  # fmt: skip
+        from email.utils import parsedate_to_datetime
+
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def retry_after_delay(

@@ -23,7 +23,6 @@ import platform
 import ssl
 import time
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import h11
@@ -51,6 +50,8 @@ from pusher.delivery.http11 import Answer, ConnectionFailed, HttpConnection, Tls
 from pusher.delivery.uploadcap import UploadCap
 from pusher.delivery.wire import Negotiation, WireBody, gzip_body
 from pusher.errors import PermanentDeliveryError, TransientDeliveryError
+from pusher.retry import parse_http_date
+from pusher.versions import dist_version, pusher_version
 
 __all__ = ["IngestClient", "user_agent"]
 
@@ -60,23 +61,17 @@ def user_agent() -> str:
     """What ingestd's access logs and proxies see: this release, and the runtime under it. Sent
     with the full sets (at least every PUSHER_FULL_SET_INTERVAL_S), not with every measurement
     batch: on a metered link it would be ~60 bytes a minute for nothing the protocol needs.
-    Read when first sent (importlib.metadata is ~1.5 MiB the daemon does not need at start)."""
-    from importlib.metadata import version
-
-    return (
-        f"fleet-pusher/{version('fleet-pusher')} h11/{version('h11')} "
-        f"python/{platform.python_version()}"
-    )
+    Versions read without importlib.metadata (`pusher.versions`)."""
+    return f"fleet-pusher/{pusher_version()} h11/{dist_version('h11')} python/{platform.python_version()}"
 
 
 def _server_offset_s(headers: Mapping[str, str], sent: float, received: float) -> float | None:
     """Server clock minus ours from an answer's `Date` (whole seconds: its middle, +0.5 s,
     against the middle of the round trip); None without a readable Date."""
-    try:
-        server = parsedate_to_datetime(headers.get("Date", "")).timestamp() + 0.5
-    except (TypeError, ValueError, IndexError, OverflowError):
+    server = parse_http_date(headers.get("Date", ""))
+    if server is None:
         return None
-    return round(server - (sent + received) / 2, 1)
+    return round(server.timestamp() + 0.5 - (sent + received) / 2, 1)
 
 
 def _ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:

@@ -28,7 +28,6 @@ import re
 import socket
 import time
 from collections.abc import Mapping
-from importlib.metadata import version
 from typing import Any
 
 import msgspec
@@ -43,6 +42,7 @@ from pusher.ops.progress import PushProgress
 from pusher.settings import Settings
 from pusher.source import BlockingTransaction
 from pusher.state import PushState, count_quarantined
+from pusher.versions import pusher_version
 
 __all__ = ["REFRESH_S", "HealthReporter", "signature"]
 
@@ -54,7 +54,7 @@ CHECK_S = 10.0
 """What a report would say is looked at no more often than this (or the push interval, if
 longer): a few cheap reads, not on every pass of a fast loop."""
 
-_VERSION = version("fleet-pusher")
+_VERSION = pusher_version()
 _HOST = socket.gethostname()[:64]
 
 

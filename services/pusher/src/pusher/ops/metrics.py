@@ -59,13 +59,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from importlib.metadata import version
 
 from fleetcore.protocol import BatchType
 from fleetservice import log_output_failures
 
 from pusher.errors import DeliveryError, ForeignAnswer
 from pusher.ops.prom import Counter, Family, Gauge, Info, Registry, process_families
+from pusher.versions import pusher_version
 
 __all__ = ["OUTCOMES", "PusherMetrics", "failure_status", "outcome_of"]
 
@@ -140,7 +140,7 @@ class PusherMetrics:
         r = self.registry
         r.register(process_families)
         Info("fleet_build", "The running Fleet service and its version.", registry=r).info(
-            {"service": "pusher", "version": version("fleet-pusher")}
+            {"service": "pusher", "version": pusher_version()}
         )
         self.rows_shipped = Counter(
             "fleet_pusher_rows_shipped",
