@@ -276,6 +276,35 @@ def test_damaged_bodies_never_fail_otherwise(
     assert parsed.total <= MAX_BATCH_ROWS
 
 
+def _either_decoder(body: bytes, small_rows: int) -> tuple[str, Any]:
+    try:
+        batch = decode_columns(body, small_rows=small_rows)
+    except BatchFormatError as exc:
+        return "error", (exc.code, exc.detail)
+    return "batch", (batch.rows, list(batch.columns), [bits(c) for c in batch.columns.values()])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches(max_rows=64), st.data())
+def test_small_batch_decoder_matches_numpy(batch: MeasurementColumns, data: st.DataObject) -> None:
+    """The small batches' decoder (Python ints) gives the numpy decoder's bits, nulls and
+    column order, and the same error for the same damaged body."""
+    body = bytearray(encode_columns(batch))
+    if body and data.draw(st.booleans()):
+        where = data.draw(st.integers(0, len(body) - 1))
+        body[where] ^= data.draw(st.integers(1, 255))
+    assert _either_decoder(bytes(body), small_rows=64) == _either_decoder(bytes(body), 0)
+
+
+@pytest.mark.parametrize("rows", [1, 27, 64])
+def test_small_batch_decoder_matches_numpy_on_meter_rows(rows: int) -> None:
+    """On meter readings, whose related columns are sent as differences (references), the
+    small batches' decoder gives the numpy decoder's bits."""
+    body = encode_columns(columns_from_rows(meter_rows(rows)))
+    assert _either_decoder(body, 64) == _either_decoder(body, 0)
+    assert _either_decoder(body, 64)[0] == "batch"
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_bytes_are_format_errors(body: bytes) -> None:

@@ -44,12 +44,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from fleetcore import intpack
+from fleetcore import columnar_small, intpack
 from fleetcore.columnar_layout import (
     COLUMN_IDS,
     COLUMN_NAMES,
@@ -65,7 +65,7 @@ from fleetcore.columnar_layout import (
     micros_from_datetime,
     varint,
 )
-from fleetcore.error_codes import ErrorCode
+from fleetcore.columnar_read import Header, Reader, invalid, read_header
 from fleetcore.limits import MAX_BATCH_ROWS
 from fleetcore.schemas import BatchFormatError, too_many_rows
 
@@ -212,111 +212,31 @@ def encode_columns(batch: MeasurementColumns) -> bytes:
 # --- decoding ---------------------------------------------------------------------------------
 
 
-def _invalid(detail: str) -> BatchFormatError:
-    return BatchFormatError(ErrorCode.INVALID_BATCH, detail)
-
-
-class _Reader:
-    """Bounds-checked reads from the body; running off its end is a format error."""
-
-    def __init__(self, body: bytes | bytearray | memoryview) -> None:
-        self.view = memoryview(body).cast("B")
-        self.pos = 0
-
-    def byte(self) -> int:
-        if self.pos >= len(self.view):
-            raise _invalid("body ends early")
-        self.pos += 1
-        return int(self.view[self.pos - 1])
-
-    def varint(self) -> int:
-        value = 0
-        for shift in range(0, 70, 7):
-            byte = self.byte()
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                if value >= 2**64:
-                    break
-                return value
-        raise _invalid("varint longer than 64 bits")
-
-    def take(self, length: int) -> memoryview:
-        if length > len(self.view) - self.pos:
-            raise _invalid("body ends early")
-        self.pos += length
-        return self.view[self.pos - length : self.pos]
-
-
-class _Header(NamedTuple):
-    name: str
-    kind: int
-    scale: int
-    packing: int
-    mode: int
-    width: int
-    has_nulls: bool
-    ref: str | None
-    base: int
-
-
-def _header(reader: _Reader) -> _Header:
-    first, code, width = reader.byte(), reader.byte(), reader.byte()
-    column_id = first & 0x3F
-    ref_id = reader.byte() if first & 0x40 else None
-    zigzag = reader.varint()
-    if column_id >= len(COLUMN_NAMES):
-        raise _invalid(f"unknown column id {column_id}")
-    if ref_id is not None and ref_id >= len(COLUMN_NAMES):
-        raise _invalid(f"unknown reference column id {ref_id}")
-    header = _Header(
-        name=COLUMN_NAMES[column_id],
-        kind=code >> 6,
-        packing=code >> 5 & 1,
-        mode=code >> 4 & 1,
-        scale=code & 0x0F,
-        width=width,
-        has_nulls=bool(first & 0x80),
-        ref=None if ref_id is None else COLUMN_NAMES[ref_id],
-        base=(zigzag >> 1) ^ -(zigzag & 1),
-    )
-    name, kind = header.name, header.kind
-    allowed = (KIND_INT,) if name in KEY_COLUMNS else (KIND_DECIMAL, KIND_FLOAT)
-    if kind not in allowed:
-        raise _invalid(f"column {name}: kind {kind} is not allowed here")
-    if width > 64 or (header.packing == intpack.PACK_BYTES and (width % 8 or not width)):
-        raise _invalid(f"column {name}: width {width} is not allowed with packing {header.packing}")
-    if kind != KIND_DECIMAL and header.scale:
-        raise _invalid(f"column {name}: scale {header.scale} is only for decimal columns")
-    if kind == KIND_FLOAT and (width != 64 or header.mode or header.base or header.ref):
-        raise _invalid(f"column {name}: float64 columns are 64 bits, mode 0, base 0, no reference")
-    return header
-
-
 @dataclass(frozen=True, slots=True)
 class _Decoded:
-    header: _Header
+    header: Header
     nulls: Mask | None
     ints: Int64s | None  # the present values as integers (not for float64 columns)
 
 
-def _reference(header: _Header, nulls: Mask | None, decoded: dict[str, _Decoded]) -> Int64s | None:
+def _reference(header: Header, nulls: Mask | None, decoded: dict[str, _Decoded]) -> Int64s | None:
     if header.ref is None:
         return None
     ref = decoded.get(header.ref)
     if ref is None or ref.ints is None:
-        raise _invalid(f"column {header.name}: reference {header.ref} is not an earlier column")
+        raise invalid(f"column {header.name}: reference {header.ref} is not an earlier column")
     if (ref.header.kind, ref.header.scale) != (header.kind, header.scale):
-        raise _invalid(f"column {header.name}: reference {header.ref} has another kind or scale")
+        raise invalid(f"column {header.name}: reference {header.ref} has another kind or scale")
     same_nulls = (ref.nulls is None and nulls is None) or (
         ref.nulls is not None and nulls is not None and np.array_equal(ref.nulls, nulls)
     )
     if not same_nulls:
-        raise _invalid(f"column {header.name}: reference {header.ref} has other nulls")
+        raise invalid(f"column {header.name}: reference {header.ref} has other nulls")
     return ref.ints
 
 
 def _decode_column(
-    reader: _Reader, rows: int, header: _Header, decoded: dict[str, _Decoded]
+    reader: Reader, rows: int, header: Header, decoded: dict[str, _Decoded]
 ) -> Column:
     nulls: Mask | None = None
     present = rows
@@ -347,7 +267,7 @@ def declared_rows(body: bytes | bytearray | memoryview) -> int | None:
     """The row count a body's header declares (None when the header is unreadable): what
     decoding it will allocate for, known before decoding (`decode_columns` refuses past
     MAX_BATCH_ROWS)."""
-    reader = _Reader(body)
+    reader = Reader(body)
     try:
         reader.byte()
         return reader.varint()
@@ -355,25 +275,33 @@ def declared_rows(body: bytes | bytearray | memoryview) -> int | None:
         return None
 
 
-def decode_columns(body: bytes | bytearray | memoryview) -> MeasurementColumns:
-    """The batch a body carries; `BatchFormatError` when the body does not follow the layout."""
-    reader = _Reader(body)
+def decode_columns(
+    body: bytes | bytearray | memoryview, *, small_rows: int = columnar_small.SMALL_ROWS
+) -> MeasurementColumns:
+    """The batch a body carries; `BatchFormatError` when the body does not follow the layout.
+    Batches of at most `small_rows` rows are decoded with Python ints (`_decode_small`), larger
+    ones with numpy; both give the same bits."""
+    reader = Reader(body)
     version = reader.byte()
     if version != COLUMNAR_VERSION:
-        raise _invalid(f"columnar version {version} is not supported (1 is)")
+        raise invalid(f"columnar version {version} is not supported (1 is)")
     rows = reader.varint()
     if rows > MAX_BATCH_ROWS:  # a column of equal values can take 0 bytes per row
         raise too_many_rows(rows)
-    headers = [_header(reader) for _ in range(reader.byte())]
+    headers = [read_header(reader) for _ in range(reader.byte())]
     names = [h.name for h in headers]
     for name in names:
         if names.count(name) > 1:
-            raise _invalid(f"column {name} appears twice")
+            raise invalid(f"column {name} appears twice")
     missing = [name for name in KEY_COLUMNS if name not in names]
     if missing and rows:
-        raise _invalid(f"key column {missing[0]} is missing")
-    decoded: dict[str, _Decoded] = {}
-    columns = {h.name: _decode_column(reader, rows, h, decoded) for h in headers}
+        raise invalid(f"key column {missing[0]} is missing")
+    small = columnar_small.decode_small(reader, rows, headers) if rows <= small_rows else None
+    if small is not None:
+        columns = {name: Column(values, nulls) for name, (values, nulls) in small.items()}
+    else:
+        decoded: dict[str, _Decoded] = {}
+        columns = {h.name: _decode_column(reader, rows, h, decoded) for h in headers}
     if reader.pos != len(reader.view):
-        raise _invalid(f"{len(reader.view) - reader.pos} bytes after the last column")
+        raise invalid(f"{len(reader.view) - reader.pos} bytes after the last column")
     return MeasurementColumns(rows, columns)

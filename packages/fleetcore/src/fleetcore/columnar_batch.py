@@ -115,15 +115,15 @@ def _bad_rows(batch: MeasurementColumns, window: ValidationWindow) -> npt.NDArra
     bad |= (time < micros_from_datetime(window.earliest)) | (
         time > micros_from_datetime(window.latest)
     )
-    for name, column in batch.columns.items():
-        if name in KEY_COLUMNS:
-            continue
-        values = column.values
+    fields = [c for name, c in batch.columns.items() if name not in KEY_COLUMNS]
+    if fields:  # one matrix: per-column numpy calls are most of a small batch's checks
+        values = np.vstack([c.values for c in fields])
         with np.errstate(invalid="ignore"):
             ok = (values >= -MAX_VALUE) & (values <= MAX_VALUE)  # False for NaN
-        if column.nulls is not None:
-            ok |= column.nulls
-        bad |= ~ok
+        for i, column in enumerate(fields):
+            if column.nulls is not None:
+                ok[i] |= column.nulls
+        bad |= ~ok.all(axis=0)
     return bad
 
 

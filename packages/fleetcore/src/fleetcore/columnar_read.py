@@ -1,0 +1,97 @@
+"""Reading a columnar body's parts (`fleetcore.columnar`'s layout): bounds-checked bytes and
+varints, and the column headers with their checks. Shared by the numpy decoder
+(`fleetcore.columnar`) and the small batches' (`fleetcore.columnar_small`)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from fleetcore import intpack
+from fleetcore.columnar_layout import COLUMN_NAMES, KEY_COLUMNS, KIND_DECIMAL, KIND_FLOAT, KIND_INT
+from fleetcore.error_codes import ErrorCode
+from fleetcore.schemas import BatchFormatError
+
+__all__ = ["Header", "Reader", "invalid", "read_header"]
+
+
+def invalid(detail: str) -> BatchFormatError:
+    return BatchFormatError(ErrorCode.INVALID_BATCH, detail)
+
+
+class Reader:
+    """Bounds-checked reads from the body; running off its end is a format error."""
+
+    def __init__(self, body: bytes | bytearray | memoryview) -> None:
+        self.view = memoryview(body).cast("B")
+        self.pos = 0
+
+    def byte(self) -> int:
+        if self.pos >= len(self.view):
+            raise invalid("body ends early")
+        self.pos += 1
+        return int(self.view[self.pos - 1])
+
+    def varint(self) -> int:
+        if self.pos < len(self.view) and self.view[self.pos] < 0x80:  # one byte: most of them
+            self.pos += 1
+            return int(self.view[self.pos - 1])
+        value = 0
+        for shift in range(0, 70, 7):
+            byte = self.byte()
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                if value >= 2**64:
+                    break
+                return value
+        raise invalid("varint longer than 64 bits")
+
+    def take(self, length: int) -> memoryview:
+        if length > len(self.view) - self.pos:
+            raise invalid("body ends early")
+        self.pos += length
+        return self.view[self.pos - length : self.pos]
+
+
+class Header(NamedTuple):
+    name: str
+    kind: int
+    scale: int
+    packing: int
+    mode: int
+    width: int
+    has_nulls: bool
+    ref: str | None
+    base: int
+
+
+def read_header(reader: Reader) -> Header:
+    first, code, width = reader.take(3)
+    column_id = first & 0x3F
+    ref_id = reader.byte() if first & 0x40 else None
+    zigzag = reader.varint()
+    if column_id >= len(COLUMN_NAMES):
+        raise invalid(f"unknown column id {column_id}")
+    if ref_id is not None and ref_id >= len(COLUMN_NAMES):
+        raise invalid(f"unknown reference column id {ref_id}")
+    header = Header(
+        name=COLUMN_NAMES[column_id],
+        kind=code >> 6,
+        packing=code >> 5 & 1,
+        mode=code >> 4 & 1,
+        scale=code & 0x0F,
+        width=width,
+        has_nulls=bool(first & 0x80),
+        ref=None if ref_id is None else COLUMN_NAMES[ref_id],
+        base=(zigzag >> 1) ^ -(zigzag & 1),
+    )
+    name, kind = header.name, header.kind
+    allowed = (KIND_INT,) if name in KEY_COLUMNS else (KIND_DECIMAL, KIND_FLOAT)
+    if kind not in allowed:
+        raise invalid(f"column {name}: kind {kind} is not allowed here")
+    if width > 64 or (header.packing == intpack.PACK_BYTES and (width % 8 or not width)):
+        raise invalid(f"column {name}: width {width} is not allowed with packing {header.packing}")
+    if kind != KIND_DECIMAL and header.scale:
+        raise invalid(f"column {name}: scale {header.scale} is only for decimal columns")
+    if kind == KIND_FLOAT and (width != 64 or header.mode or header.base or header.ref):
+        raise invalid(f"column {name}: float64 columns are 64 bits, mode 0, base 0, no reference")
+    return header
