@@ -5,6 +5,7 @@ small."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import subprocess
 import sys
@@ -16,16 +17,18 @@ from pusher.ops.memory import (
     release_memory,
     use_bounded_executor,
 )
+from pusher.source.digest import sha256_digest
 
 # Loaded only by the commands or settings that use them (pusher/cli.py's docstring).
 NOT_FOR_RUN = ("yoyo", "sqlparse", "numpy", "aiohttp", "prometheus_client", "pusher.migrate", "fleetcore.columnar",
-               "fleetcore.columnar_batch", "pusher.source.columns_numpy")  # fmt: skip
+               "fleetcore.columnar_batch", "pusher.source.columns_numpy", "hashlib", "secrets",
+               "fleetcore.tokens")  # fmt: skip
 
 
 def test_pusher_run_imports_only_what_it_runs() -> None:
     """Importing the command and the daemon, and choosing the standard-library encoder, loads
-    none of yoyo, sqlparse, numpy, aiohttp (client or server), prometheus_client or the numpy
-    encoder."""
+    none of yoyo, sqlparse, numpy, aiohttp (client or server), prometheus_client, the numpy
+    encoder, hashlib (OpenSSL's digests) or the token functions."""
     code = (
         "import json, sys\n"
         "import pusher.cli, pusher.daemon\n"
@@ -37,6 +40,12 @@ def test_pusher_run_imports_only_what_it_runs() -> None:
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(done.stdout))
     assert [m for m in NOT_FOR_RUN if m in loaded] == []
+
+
+def test_the_full_sets_digest_is_sha256() -> None:
+    """The full set's digest, computed without hashlib, is hashlib's SHA-256 byte for byte."""
+    for body in (b"", b'{"items":[]}', bytes(range(256)) * 300):
+        assert sha256_digest(body) == hashlib.sha256(body).digest()
 
 
 def test_malloc_arenas_are_capped_and_the_worker_pool_is_small() -> None:

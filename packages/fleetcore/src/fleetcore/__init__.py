@@ -6,6 +6,8 @@ cursor, and customer token generation and hashing. Pure Python plus msgspec and 
 numpy is optional (the `numpy` extra; ingestd has it): the pusher encodes the columnar format
 with the standard library (`fleetcore.columnar_stdlib`), so the numpy-based names below (the
 numpy encoder, the decoder and its validation) are imported on first use, not with the package.
+So are the token names: hashlib, hmac and secrets are ~0.7 MiB of a gateway's pusher (hashlib's
+OpenSSL digests), which never handles a token's hash.
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ from fleetcore.schemas import (
     ValidationWindow,
     parse_batch,
 )
-from fleetcore.tokens import TOKEN_PREFIX, generate_token, hash_token, looks_like_token, token_hint
 
 if TYPE_CHECKING:
     from fleetcore.columnar import (
@@ -61,8 +62,15 @@ if TYPE_CHECKING:
     )
     from fleetcore.columnar_batch import ParsedColumns, parse_columnar_batch
     from fleetcore.json_columns import parse_measurement_columns
+    from fleetcore.tokens import (
+        TOKEN_PREFIX,
+        generate_token,
+        hash_token,
+        looks_like_token,
+        token_hint,
+    )
 
-_NUMPY_NAMES = {
+_LAZY_NAMES = {
     "Column": "fleetcore.columnar",
     "MeasurementColumns": "fleetcore.columnar",
     "columns_from_rows": "fleetcore.columnar",
@@ -71,6 +79,11 @@ _NUMPY_NAMES = {
     "ParsedColumns": "fleetcore.columnar_batch",
     "parse_columnar_batch": "fleetcore.columnar_batch",
     "parse_measurement_columns": "fleetcore.json_columns",
+    "TOKEN_PREFIX": "fleetcore.tokens",
+    "generate_token": "fleetcore.tokens",
+    "hash_token": "fleetcore.tokens",
+    "looks_like_token": "fleetcore.tokens",
+    "token_hint": "fleetcore.tokens",
 }
 
 __all__ = [
@@ -127,8 +140,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """The numpy-based names, imported when first asked for (PEP 562)."""
-    module = _NUMPY_NAMES.get(name)
+    """The numpy-based and token names, imported when first asked for (PEP 562)."""
+    module = _LAZY_NAMES.get(name)
     if module is None:
         raise AttributeError(f"module 'fleetcore' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import random
 import time
 from typing import Any
@@ -50,6 +49,7 @@ from pusher.reconcile import ReconcileMetrics, Reconciler
 from pusher.retry import RetryEvent, RetryPolicy
 from pusher.settings import Settings
 from pusher.source import BlockingTransaction, FullSet, MeasurementBatch
+from pusher.source.digest import sha256_digest
 from pusher.state import PushState
 from pusher.state.recovery import recover_restored_database
 
@@ -230,7 +230,7 @@ class Pusher:
         reader = source.read_sites if resource is BatchType.SITES else source.read_devices
         full: FullSet = await reader(conn)
         self.metrics.batch_size.labels(resource.value).set(full.count)
-        digest = hashlib.sha256(full.body).digest()
+        digest = sha256_digest(full.body)
         if self.state[resource].full_set_current(digest, self.settings.full_set_interval_s):
             self.progress.full_set(resource, full, delivered=True)
             self.due[resource] = self._next_tick
