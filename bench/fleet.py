@@ -54,6 +54,7 @@ from common import (
     machine_info,
     peak_rss_bytes,
 )
+from cpu_pinning import parse_pin
 from fleet_capacity import capacity, capacity_figures
 from fleet_probe import Sampler, process_tree
 from fleet_probe import window as probe_window
@@ -362,6 +363,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     capacity_group.add_argument(
         "--encoding-duration", type=float, default=120.0, help="seconds per encoding"
     )
+    capacity_group.add_argument(
+        "--encoding-gateways",
+        type=int,
+        default=None,
+        help="fleet size of the CPU-per-batch windows (default: the largest passing, else 1000)",
+    )
+    capacity_group.add_argument(
+        "--pin",
+        metavar="GEN:SERVICE",
+        help="CPU lists: the generator on GEN, ingestd and PostgreSQL on SERVICE (e.g. 0:1)",
+    )
     capacity_group.add_argument("--sample-s", type=float, default=2.0, help="probe period")
     capacity_group.add_argument(
         "--idle-s", type=float, default=20.0, help="ingestd alone first: its idle CPU share"
@@ -378,6 +390,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.capacity and not (args.search_start >= 1 and args.search_factor > 1):
         print("need --search-start >= 1 and --search-factor > 1", file=sys.stderr)
         return 2
+    if args.pin:
+        try:
+            parse_pin(args.pin)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     exit_on_sigterm()
     if args.capacity:
         return capacity_main(args)

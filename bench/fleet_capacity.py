@@ -10,22 +10,33 @@ the first step that fails, at `--gateways`, or when the next step would end past
 `--search-budget` s. Then, at the largest size that passed (the first step's when none did),
 the fleet runs `--encoding-duration` s sending gzip JSON measurements and as long again sending
 columnar ones (switched in place, one interval apart): ingestd's CPU from /proc (its process
-tree) divided by the batches answered in each window.
+tree) divided by the requests answered in each window. The encodings run at
+`--encoding-gateways` (default: the largest size that passed, else 1,000), after the warm-up and
+one more interval for the warm-up's retried full sets to drain: CPU per batch is the cost of a
+small measurement batch only when nearly every request in the window is one, answered 200 — a
+window with 503s or full sets is marked not clean (an overloaded window's CPU goes to refusals
+and retries too: last session's 10,000-gateway run divided the CPU of 57,659 refusals by 11,653
+answers, 4.14 ms "per batch" for JSON and 7.73 columnar while the generator lagged 7 s).
 
 Before the search ingestd runs alone for `--idle-s` s: its background loops' share of a core
 (housekeeping, fleet states, readiness), so CPU per batch is also given net of it (at a small
 fleet the idle share is most of it). The backlog's slope is taken over the encodings' run (one
 fleet past its warm-up: new gateways' first hours are not a backlog).
 
-The generator shares the machine with what it measures: each step reports its CPU share and its
-loop lag; a step whose loop woke more than 0.1 s late is marked generator-bound (its latencies
-are the generator's, not ingestd's).
+The generator shares the machine with what it measures: each step reports its CPU share, its
+CPU per request and its loop lag; a step whose loop woke more than 0.1 s late is marked
+generator-bound (its latencies are the generator's, not ingestd's). `--pin GEN:SERVICE` (e.g.
+`0:1` on two cores) keeps them apart: the generator's threads on the CPUs before the colon,
+ingestd's and PostgreSQL's processes and threads (and the backends the postmaster forks later)
+on those after it (`os.sched_setaffinity`), so the generator cannot take the measured cores'
+time unnoticed — at the price of giving ingestd and PostgreSQL only the service CPUs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import statistics
 import sys
@@ -35,7 +46,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from common import IngestdProcess
-from fleet_probe import Sampler, window
+from cpu_pinning import parse_pin, pin_tree
+from fleet_probe import Sampler, process_tree, window
 from fleetcore.protocol import INGEST_PATH
 from fleetdev.pgcluster import PgCluster
 from report import Figure, Target, errors
@@ -59,6 +71,8 @@ TARGET_CPU = {
 }
 GENERATOR_LAG_S = 0.1
 DATABASE = "fleet_central"
+CLEAN_SHARE = 0.99  # of a window's requests: measurement batches answered 200
+ENCODING_GATEWAYS = 1000  # when no step passed
 
 
 @dataclass
@@ -70,6 +84,7 @@ class Run:
     pool: ValuePool
     args: Any
     idle_share: float = 0.0
+    pinned: str | None = None  # "generator CPUs 0, ingestd + PostgreSQL 1"
 
     async def drive(
         self, tokens: Sequence[str], plan: Sequence[tuple[str, float, bool | None]]
@@ -108,13 +123,20 @@ class Run:
         records = [r for r in fleet.records if r.phase == phase and t0 <= r.sent_at < t1]
         per_type = {t: latency([r for r in records if r.batch_type == t]) for t in TYPES}
         probe = window(self.sampler.samples, t0, t1)
-        answered = sum(1 for r in records if r.status == "200")
+        ok = sum(1 for r in records if r.status == "200")
+        answered = sum(1 for r in records if r.status.isdigit())
+        small = sum(1 for r in records if r.status == "200" and r.batch_type == "measurements")
         rows = [r.rows for r in records if r.batch_type == "measurements"]
         share = probe.get("ingestd_cpu_share")
-        per_batch = net = None
+        client = probe.get("client_cpu_share")
+        per_batch = net = per_ok = generator = None
         if share is not None and answered:
+            # Per request answered, whatever the answer: a 503 costs CPU too.
             per_batch = 1000 * share * (t1 - t0) / answered
             net = 1000 * max(0.0, share - self.idle_share) * (t1 - t0) / answered
+            per_ok = 1000 * share * (t1 - t0) / ok if ok else None
+        if client is not None and records:
+            generator = 1000 * client * (t1 - t0) / len(records)
         return {
             "window_s": t1 - t0,
             "per_type": per_type,
@@ -123,6 +145,12 @@ class Run:
             "rows_per_batch": statistics.fmean(rows) if rows else None,
             "ingestd_cpu_ms_per_batch": per_batch,
             "ingestd_cpu_ms_per_batch_net_of_idle": net,
+            "ingestd_cpu_ms_per_200": per_ok,
+            "answered": answered,
+            "small_batches_ok": small,
+            "clean": bool(records) and small >= CLEAN_SHARE * len(records),
+            "generator_cpu_ms_per_request": generator,
+            "pinned": self.pinned,
             **probe,
         }
 
@@ -153,6 +181,16 @@ async def capacity(args: Any, cluster: PgCluster, dsn: str, timescale: bool) -> 
         stop = asyncio.Event()
         sampling = asyncio.create_task(sampler.run(stop, every_s=args.sample_s))
         run = Run(ingestd, sampler, pool, args)
+        if args.pin:
+            generator, service = parse_pin(args.pin)
+            postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
+            pin_tree(process_tree(ingestd.pid) + process_tree(postmaster), service)
+            pin_tree([os.getpid()], generator)
+            run.pinned = f"generator on CPUs {sorted(generator)}, ingestd + PostgreSQL on " + str(
+                sorted(service)
+            )
+            result["pinned"] = run.pinned
+            print(f"  pinned: {run.pinned}", file=sys.stderr)
         try:
             t0 = time.monotonic()  # ingestd alone: its background loops' share of a core
             await asyncio.sleep(args.idle_s)
@@ -161,8 +199,8 @@ async def capacity(args: Any, cluster: PgCluster, dsn: str, timescale: bool) -> 
             result["steps"] = steps = await _search(run, tokens, started)
             passing = [s["gateways"] for s in steps if s["passed"]]
             result["largest_passing"] = max(passing, default=None)
-            size = result["largest_passing"] or steps[0]["gateways"]
-            result["encodings"] = await _encodings(run, tokens[:size])
+            size = args.encoding_gateways or result["largest_passing"] or ENCODING_GATEWAYS
+            result["encodings"] = await _encodings(run, tokens[: min(size, len(tokens))])
         finally:
             stop.set()
             await sampling
@@ -212,6 +250,7 @@ async def _encodings(run: Run, tokens: Sequence[str]) -> dict[str, Any]:
     print(f"  encodings: {len(tokens)} gateways", file=sys.stderr)
     plan = [
         ("warmup", args.warmup, False),
+        ("settle", args.interval, None),  # the warm-up's retried full sets drain
         ("json", args.encoding_duration, None),
         ("switch", args.interval, True),
         ("columnar", args.encoding_duration, None),
@@ -270,19 +309,31 @@ def capacity_figures(result: dict[str, Any]) -> list[Figure]:
         st = enc[encoding]
         cpu = st.get("ingestd_cpu_ms_per_batch")
         net = st.get("ingestd_cpu_ms_per_batch_net_of_idle")
-        out.append(
-            Figure.checked(
-                f"fleet ({path}, {enc['gateways']:,} gw): ingestd CPU per batch, {encoding}",
-                cpu,
-                "-" if cpu is None else f"{cpu:.2f} ms",
-                TARGET_CPU[encoding],
-                f"net of idle {'-' if net is None else f'{net:.2f}'} ms; "
-                f"{st['requests_per_s']:.1f} batches/s of "
-                f"{st['rows_per_batch'] or 0:.0f} rows; ingestd "
-                f"{100 * st.get('ingestd_cpu_share', 0):.0f}% of a core; errors "
-                f"{errors(st['all']['statuses'])}",
-            )
+        gen = st.get("generator_cpu_ms_per_request")
+        figure = Figure.checked(
+            f"fleet ({path}, {enc['gateways']:,} gw): ingestd CPU per batch, {encoding}",
+            cpu,
+            "-" if cpu is None else f"{cpu:.2f} ms",
+            TARGET_CPU[encoding],
+            f"net of idle {'-' if net is None else f'{net:.2f}'} ms; "
+            f"{st['requests_per_s']:.1f} requests/s; of {st['all']['requests']:,} requests "
+            f"{st.get('small_batches_ok', 0):,} measurement batches answered 200 (of "
+            f"{st['rows_per_batch'] or 0:.0f} rows); ingestd "
+            f"{100 * st.get('ingestd_cpu_share', 0):.0f}% of a core, PostgreSQL "
+            f"{100 * st.get('pg_cpu_share', 0):.0f}%; errors {errors(st['all']['statuses'])}; "
+            f"generator {'-' if gen is None else f'{gen:.2f}'} ms per request, loop lag max "
+            f"{st.get('generator_loop_lag_max_s', 0):.2f} s"
+            + (f"; {st['pinned']}" if st.get("pinned") else ""),
         )
+        if not st.get("clean", True):
+            figure = Figure(
+                figure.figure,
+                figure.measured,
+                figure.spread,
+                figure.target,
+                "NOT CLEAN (503s or full sets in the window: not a small batch's cost)",
+            )
+        out.append(figure)
     whole = result["whole_run"]
     backlog = enc["backlog"]
     if path == "timescaledb":
