@@ -44,12 +44,18 @@ _LAST = "p_edges[cardinality(p_edges)]"
 
 # One statement for all the devices, not a function call each: a device whose range is stored
 # whole (edges on whole hours and stored up to the last edge: every device of a past range) is
-# read straight from its stored hours — its usual interval the median of their own spacings
-# and of the nearest hour on each side (`usual_hours`; `fleet.usual_interval_s` when no hour
-# has two samples), its energy their sums per interval, estimated where the longest spacing
-# exceeds 1.5 usual intervals: the same rows and rules as `fleet.usual_interval_s` and
-# `fleet.energy_between`, which compute the other devices (tests/ingestd/test_stored_energy.py
-# compares both). A 50-device year: half the CPU of 50 calls of each.
+# read straight from its stored hours, once: one pass over them gives both its energy per
+# interval (sums, reset, longest spacing) and its usual interval (the median of the hours' own
+# spacings with the nearest hour on each side, `usual_hours`; `fleet.usual_interval_s` when no
+# hour has two samples), grouped by interval and over the whole range at once (GROUPING SETS);
+# an interval is estimated where its longest spacing exceeds 1.5 usual intervals: the same rows
+# and rules as `fleet.usual_interval_s` and `fleet.energy_between`, which compute the other
+# devices (tests/ingestd/test_stored_energy.py compares both). A 50-device year: about half
+# the CPU of 50 calls of each; the one pass instead of two took off another ~13 % (563 -> 490 ms).
+_MEAN_SPACING = (
+    "CASE WHEN {a}.samples > 1 THEN date_part('epoch', {a}.last_time - {a}.first_time)"
+    "::float8 / ({a}.samples - 1) END"
+)
 DEVICES_ENERGY = f"""
 CREATE OR REPLACE FUNCTION fleet.devices_energy(
     p_customer bigint, p_devices bigint[], p_edges timestamptz[])
@@ -63,27 +69,39 @@ WITH dev AS (
     SELECT dev.id, dev.live FROM dev
     WHERE dev.live >= {_LAST} AND NOT EXISTS (
         SELECT 1 FROM unnest(p_edges) AS e WHERE date_bin(INTERVAL '1 hour', e, {_EPOCH}) <> e)
-), usual AS MATERIALIZED (
-    SELECT v.p_device AS id,
-           coalesce(w.within, fleet.usual_interval_s(p_customer, v.p_device, v.lo, v.p_to)) AS u
+), stored AS MATERIALIZED (
+    -- per device: a row per interval with energy (whole_range false) and one for the range
+    SELECT v.p_device AS id, g.*
     FROM (SELECT whole.id AS p_device, whole.live, p_edges[1] AS lo, {_LAST} AS p_to
           FROM whole) AS v
     CROSS JOIN LATERAL (
-        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY
-                   date_part('epoch', n.last_time - n.first_time)::float8 / (n.samples - 1)) AS within
-        FROM ({usual_hours()}) AS n
-        WHERE n.samples > 1) AS w
+        SELECT GROUPING(r.j) = 1 AS whole_range, r.j,
+               {", ".join(f"sum(r.{e}) AS {e}" for e in _ENERGY)},
+               bool_or(r.energy_reset) FILTER (WHERE r.has_energy) AS energy_reset,
+               max(r.max_spacing_s) FILTER (WHERE r.has_energy) AS max_spacing_s,
+               bool_or(r.has_energy) AS has_energy,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY r.spacing) AS within
+        FROM (
+            SELECT width_bucket(s.bucket, p_edges) AS j, {", ".join(f"s.{e}" for e in _ENERGY)},
+                   s.energy_reset, s.max_spacing_s,
+                   num_nonnulls({", ".join(f"s.{e}" for e in _ENERGY)}) > 0 AS has_energy,
+                   {_MEAN_SPACING.format(a="s")} AS spacing
+            FROM fleet.energy_hours s
+            WHERE s.customer_id = p_customer AND s.device_id = v.p_device
+              AND s.bucket >= p_edges[1] AND s.bucket < {_LAST}
+            UNION ALL
+            SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, false, {_MEAN_SPACING.format(a="n")}
+            FROM ({usual_hours(stored_range=False)}) AS n
+        ) AS r
+        GROUP BY GROUPING SETS ((r.j), ())) AS g
+), usual AS MATERIALIZED (
+    SELECT s.id, coalesce(s.within, fleet.usual_interval_s(p_customer, s.id, p_edges[1], {_LAST})) AS u
+    FROM stored s WHERE s.whole_range
 ), per_device AS (
-    SELECT s.interval_no, {", ".join(f"s.{e}" for e in _ENERGY)}, s.energy_reset,
+    SELECT s.j AS interval_no, {", ".join(f"s.{e}" for e in _ENERGY)}, s.energy_reset,
            coalesce(s.max_spacing_s > {ESTIMATED_SPACING_FACTOR} * u.u, false) AS energy_estimated
-    FROM usual u CROSS JOIN LATERAL (
-        SELECT width_bucket(s.bucket, p_edges) AS interval_no, {_SUMS},
-               bool_or(s.energy_reset) AS energy_reset, max(s.max_spacing_s) AS max_spacing_s
-        FROM fleet.energy_hours s
-        WHERE s.customer_id = p_customer AND s.device_id = u.id
-          AND s.bucket >= p_edges[1] AND s.bucket < {_LAST}
-          AND num_nonnulls({", ".join(f"s.{e}" for e in _ENERGY)}) > 0
-        GROUP BY 1) AS s
+    FROM stored s JOIN usual u USING (id)
+    WHERE NOT s.whole_range AND s.has_energy
     UNION ALL
     SELECT e.interval_no, {", ".join(f"e.{c}" for c in _ENERGY)}, e.energy_reset, e.energy_estimated
     FROM dev CROSS JOIN LATERAL fleet.usual_interval_s(
