@@ -7,6 +7,7 @@ against the slow reference computed from the raw rows (tests/ingestd/energy_refe
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import random
@@ -17,10 +18,12 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from ingestd.handlers.billing import TOTAL_CSV_FIELDS
+from ingestd.app import SERVER_OPTIONS, create_app
+from ingestd.handlers.billing import SPLIT_MIN_DEVICES, TOTAL_CSV_FIELDS
+from ingestd.keys import POOL
 from ingestd.settings import Settings
 
 from tests.fix_ingestd import PostBatch, ThreadedIngestd
@@ -162,6 +165,51 @@ async def test_a_site_month_is_the_sum_of_its_devices(
         site_row = next(r for r in months["rows"] if r["period"] == row["period"])
         extra = ref.energy_between(device4, "energy_imp_kwh", start, end) or 0.0
         assert math.isclose(row["energy_imp_kwh"], site_row["energy_imp_kwh"] + extra, rel_tol=1e-9)
+
+
+async def test_a_customer_total_on_two_connections(
+    post_batch: PostBatch,
+    customer_token: str,
+    aiohttp_client: Any,
+    central_db: str,
+    ingestd_settings: Settings,
+) -> None:
+    """With a pooled connection idle, a customer's total of four devices is computed on two
+    connections sharing one snapshot (two connections taken from the pool), and its days are the
+    sum of the devices' reference energy (to 1e-9), devices without samples counted missing."""
+    assert SPLIT_MIN_DEVICES <= 4
+    await _setup_sites(post_batch, customer_token)
+    may31 = ref.local_midnight(date(2026, 5, 31), KOLKATA)
+    rows = []
+    for d in (1, 2, 3, 4):
+        rows += _stepping(d, may31 - 10 * HOUR + d * HOUR, may31 + 30 * HOUR - 5 * d * HOUR, d)
+    await _ingest(post_batch, customer_token, rows)
+    await _cycle(ingestd_settings)
+    server = TestServer(create_app(replace(ingestd_settings, pool_min_size=4, pool_max_size=4)))
+    await server.start_server(**SERVER_OPTIONS)
+    client: TestClient[Any, Any] = await aiohttp_client(server)
+    pool = client.app[POOL] if client.app else None
+    assert pool is not None
+    path = CUSTOMER_ENERGY.format(code="DEV0001")
+    params = {"resolution": "day", "from": "2026-05-29", "to": "2026-06-03", "tz": KOLKATA}
+    for _ in range(50):  # the app's start-up reads (fleet states) done: the pool quiet
+        pool.pop_stats()
+        await asyncio.sleep(0.2)
+        if not pool.pop_stats().get("requests_num"):
+            break
+    got = await _fetch(client, CUSTOMER_ENERGY, path, params, 200)
+    assert pool.pop_stats().get("requests_num") == 2
+    assert got["devices"] == [1, 2, 3, 4]
+    samples = {d: _reference_samples(central_db, d) for d in (1, 2, 3, 4)}
+    edges = [ref.local_midnight(date(2026, 5, 29) + timedelta(days=i), KOLKATA) for i in range(6)]
+    for row, start, end in zip(got["rows"], edges[:-1], edges[1:], strict=True):
+        per_device = [ref.energy_between(samples[d], "energy_imp_kwh", start, end) for d in samples]
+        known = [e for e in per_device if e is not None]
+        assert row["devices_missing"] == 4 - len(known), row
+        if known:
+            assert math.isclose(row["energy_imp_kwh"], sum(known), rel_tol=1e-9), (row, known)
+        else:
+            assert row["energy_imp_kwh"] is None
 
 
 @pytest.mark.parametrize(

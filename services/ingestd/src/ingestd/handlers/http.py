@@ -4,7 +4,7 @@ pooled connection within the pool deadline, and one whose reads all see one snap
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import Any
 
 import msgspec
@@ -15,7 +15,7 @@ from psycopg_pool import PoolTimeout
 
 from ingestd.client_address import budget_key, client_address
 from ingestd.keys import POOL, SETTINGS
-from ingestd.storage.snapshots import READ_SNAPSHOT
+from ingestd.storage.snapshots import READ_SNAPSHOT, adopt_snapshot, export_snapshot
 
 __all__ = [
     "DB_UNAVAILABLE",
@@ -25,6 +25,7 @@ __all__ = [
     "connection",
     "json_answer",
     "snapshot",
+    "spare_snapshot",
 ]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -64,6 +65,33 @@ async def snapshot(request: web.Request) -> AsyncIterator[AsyncConnection[Any]]:
     async with connection(request) as conn:
         await conn.execute(READ_SNAPSHOT)
         yield conn
+
+
+SPARE_WAIT_S = 0.05
+"""How long a read waits for a second pooled connection before doing all its work on one."""
+
+
+@asynccontextmanager
+async def spare_snapshot(
+    request: web.Request, conn: AsyncConnection[Any]
+) -> AsyncIterator[AsyncConnection[Any] | None]:
+    """A second pooled connection whose read-only transaction sees the snapshot of `conn` (from
+    `snapshot`; `pg_export_snapshot`), so that a long read can split its work over two backends
+    (two cores) and still answer from one snapshot; None when no pooled connection is idle: the
+    caller does it all on `conn` (a busy pool is not made busier, no connection is opened)."""
+    pool = request.config_dict[POOL]
+    if pool.get_stats().get("pool_available", 0) < 1:
+        yield None
+        return
+    async with AsyncExitStack() as stack:
+        other: AsyncConnection[Any] | None = None
+        snapshot_id = await export_snapshot(conn)
+        with suppress(PoolTimeout):
+            other = await stack.enter_async_context(pool.connection(timeout=SPARE_WAIT_S))
+        if other is not None:
+            await other.execute(READ_SNAPSHOT)
+            await adopt_snapshot(other, snapshot_id)
+        yield other
 
 
 def budget_address(request: web.Request) -> str:

@@ -16,12 +16,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 
-__all__ = ["READ_SNAPSHOT", "read_snapshot"]
+__all__ = ["READ_SNAPSHOT", "adopt_snapshot", "export_snapshot", "read_snapshot"]
 
 READ_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 """The first statement of a read: every later statement of the transaction sees its snapshot."""
+EXPORT_SNAPSHOT = "SELECT pg_export_snapshot()"
+ADOPT_SNAPSHOT = sql.SQL("SET TRANSACTION SNAPSHOT {}")
 
 
 @asynccontextmanager
@@ -30,3 +32,16 @@ async def read_snapshot(conn: AsyncConnection[Any]) -> AsyncIterator[AsyncConnec
     async with conn.transaction():
         await conn.execute(READ_SNAPSHOT)
         yield conn
+
+
+async def export_snapshot(conn: AsyncConnection[Any]) -> str:
+    """The id of the snapshot of `conn`'s transaction (REPEATABLE READ), for `adopt_snapshot` on
+    another connection while this transaction lasts (a read split over two backends)."""
+    cur = await conn.execute(EXPORT_SNAPSHOT)
+    row = await cur.fetchone()
+    return str(row[0]) if row else ""
+
+
+async def adopt_snapshot(conn: AsyncConnection[Any], snapshot_id: str) -> None:
+    """Make `conn`'s transaction (REPEATABLE READ, nothing read yet) see the exported snapshot."""
+    await conn.execute(ADOPT_SNAPSHOT.format(sql.Literal(snapshot_id)))

@@ -28,6 +28,7 @@ __all__ = [
     "TOTAL_FIELDS",
     "create_totals_functions",
     "customer_devices",
+    "merge_totals",
     "site_devices",
     "site_timezone",
     "site_timezones",
@@ -206,3 +207,20 @@ async def total_rows(
               "from": first, "to": end, "tz": tz}  # fmt: skip
     cur = await conn.execute(TOTALS, params)
     return list(await cur.fetchall())
+
+
+def _add(a: Any, b: Any) -> Any:
+    """SQL's sum of two: NULL only when both are."""
+    return b if a is None else a if b is None else a + b
+
+
+def merge_totals(parts: list[list[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
+    """`total_rows` of disjoint sets of devices over the same intervals, as one set's: the energy
+    summed (NULL where every part's is), the devices estimated, reset and missing added."""
+    merged = [list(row) for row in parts[0]]
+    for part in parts[1:]:
+        if len(part) != len(merged):
+            raise ValueError("totals of different intervals")
+        for row, other in zip(merged, part, strict=True):
+            row[3:] = [_add(a, b) for a, b in zip(row[3:], other[3:], strict=True)]
+    return [tuple(row) for row in merged]
