@@ -22,18 +22,20 @@ from pusher.source.digest import sha256_digest
 # Loaded only by the commands or settings that use them (pusher/cli.py's docstring).
 NOT_FOR_RUN = ("yoyo", "sqlparse", "numpy", "aiohttp", "prometheus_client", "pusher.migrate", "fleetcore.columnar",
                "fleetcore.columnar_batch", "pusher.source.columns_numpy", "hashlib", "secrets",
-               "fleetcore.tokens")  # fmt: skip
+               "fleetcore.tokens", "argparse")  # fmt: skip
 
 
 def test_pusher_run_imports_only_what_it_runs() -> None:
     """Importing the command and the daemon, and choosing the standard-library encoder, loads
     none of yoyo, sqlparse, numpy, aiohttp (client or server), prometheus_client, the numpy
-    encoder, hashlib (OpenSSL's digests) or the token functions."""
+    encoder, hashlib (OpenSSL's digests), the token functions, or argparse for `pusher run`
+    alone."""
     code = (
         "import json, sys\n"
         "import pusher.cli, pusher.daemon\n"
         "from pusher.source.columns import columnar_encoder\n"
         "columnar_encoder('stdlib')\n"
+        "assert pusher.cli._command(['run']) == 'run'\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

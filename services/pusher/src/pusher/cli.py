@@ -17,12 +17,12 @@ each time) instead of exiting. No traceback for any of these unless PUSHER_LOG_L
 
 A gateway's memory is small, so `pusher run` imports only what it runs: yoyo (migrate, check)
 and numpy (PUSHER_COLUMNAR_ENCODER) are imported where they are used, and HTTP is h11 over
-asyncio streams, not aiohttp; tests/pusher/test_footprint.py holds it to that.
+asyncio streams, not aiohttp; tests/pusher/test_footprint.py holds it to that. `pusher run` alone
+(systemd's ExecStart) is not parsed: argparse and gettext are ~0.35 MiB; anything else is.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -30,6 +30,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import psycopg
 import structlog
@@ -61,12 +62,17 @@ from pusher.state import load_states
 from pusher.state.reconcile_state import PassRecord, record_pass
 from pusher.versions import pusher_version
 
+if TYPE_CHECKING:
+    import argparse
+
 __all__ = ["main"]
 
 log = structlog.get_logger("pusher")
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse  # not for `pusher run` alone: _command
+
     raw = argparse.RawDescriptionHelpFormatter
     variables = format_variables(Settings.variables(), LEGACY_PREFIX)
     every = f"{EXIT_STATUSES}\n\n{variables}"
@@ -213,8 +219,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return output_closed()
 
 
+def _command(argv: Sequence[str] | None) -> str:
+    """The command asked for: `run` alone as is, anything else (options, --help, another
+    command, a mistake) parsed."""
+    if list(sys.argv[1:] if argv is None else argv) == ["run"]:
+        return "run"
+    command: str = _parser().parse_args(argv).command
+    return command
+
+
 def _main(argv: Sequence[str] | None) -> int:
-    args = _parser().parse_args(argv)
+    command = _command(argv)
     try:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
@@ -224,20 +239,20 @@ def _main(argv: Sequence[str] | None) -> int:
         settings.log_format,
         settings.log_level,
         service="pusher",
-        to_stderr=args.command != "run",  # stdout is the result: a report, OK or FAIL
+        to_stderr=command != "run",  # stdout is the result: a report, OK or FAIL
         secrets=dsn_secrets(settings.database_url) + dsn_secrets(settings.ingest_url),
     )
     debug = settings.log_level == "debug"
     for old, new in settings.deprecated:
         log.warning("deprecated_variable", name=old, use=new, hint=f"rename {old} to {new}")
     try:
-        if args.command == "migrate":
+        if command == "migrate":
             from pusher.migrate import apply_migrations  # yoyo: imported by migrate/check only
 
             applied = apply_migrations(settings.database_url)
             print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
             return EXIT_OK
-        if args.command == "status":
+        if command == "status":
             report = asyncio.run(
                 collect_status(
                     settings.database_url,
@@ -247,19 +262,19 @@ def _main(argv: Sequence[str] | None) -> int:
             )
             print(json.dumps(report, indent=2))
             return EXIT_OK
-        if args.command == "check":
+        if command == "check":
             return asyncio.run(_check(settings))
-        if args.command == "reconcile":
+        if command == "reconcile":
             return asyncio.run(_reconcile(settings))
         limit_arenas()  # before the first thread (ops/memory.py)
         return asyncio.run(_serve(settings))
     except ConfigError as exc:  # found once running, e.g. the metrics port is taken
-        if args.command == "run":
+        if command == "run":
             log.error("start_failed", error=one_line(exc), exc_info=exc if debug else None)
             return EXIT_CONFIG
         return fail("pusher", "configuration error", exc, debug=debug)
     except PusherError as exc:
-        if args.command == "run":
+        if command == "run":
             log.error("run_failed", error=one_line(exc), exc_info=exc if debug else None)
             return EXIT_FAILED
         return fail("pusher", "failed", exc, debug=debug)
