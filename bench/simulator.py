@@ -43,6 +43,8 @@ from fleetcore import (
     token_hint,
     zstd_compress,
 )
+from fleetcore.columnar_layout import micros_from_datetime, varint
+from fleetcore.columnar_read import Reader, read_header
 from fleetcore.protocol import BATCH_TYPE_HEADER, COLUMNAR_MEDIA_TYPE, TOKEN_HEADER
 from pusher.delivery import gzip_body
 from pusher.retry import RetryEvent, RetryPolicy, parse_retry_after
@@ -102,6 +104,14 @@ def register_gateways(dsn: str, count: int) -> list[str]:
     return tokens
 
 
+COLUMNAR_VARIANTS = 16  # value sets per meter count of the columnar one-tick templates
+_TEMPLATE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _zigzag(value: int) -> int:
+    return value * 2 if value >= 0 else -value * 2 - 1
+
+
 JSON_HEADERS = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
 COLUMNAR_HEADERS = {"Content-Type": COLUMNAR_MEDIA_TYPE, "Content-Encoding": "zstd"}
 
@@ -128,6 +138,7 @@ class ValuePool:
         self.fragments = [msgspec.json.encode(v)[1:] for v in self.values]
         self.reject_every = reject_every
         self.columnar = columnar
+        self._templates: dict[tuple[int, int], tuple[bytes, list[tuple[int, int]]]] = {}
 
     @property
     def encoding(self) -> str:
@@ -157,6 +168,10 @@ class ValuePool:
 
     def _columnar(self, gateway: Gateway, ticks: Sequence[Tick]) -> bytes:
         """Meter by meter, in time, as the pusher's columnar reader orders them."""
+        if len(ticks) == 1:
+            body = self._columnar_tick(gateway, *ticks[0])
+            if body is not None:
+                return body
         ahead = timedelta(days=2)
         rows = []
         for meter in range(1, gateway.meters + 1):
@@ -167,6 +182,55 @@ class ValuePool:
                 values = self.values[self._index(gateway.index, meter, tick)]
                 rows.append({"time": stamp, "device_id": meter, "received_at": stamp, **values})
         return zstd_compress(encode_columns(columns_from_rows(rows)))
+
+    def _columnar_tick(self, gateway: Gateway, tick: int, when: datetime) -> bytes | None:
+        """One tick's body from a template of its meters' values (one of `COLUMNAR_VARIANTS`
+        per meter count), its times patched in: encoding a body per request cost the generator
+        ~7 ms of CPU (more than ingestd's decoding), so a 10,000-gateway columnar window was the
+        generator's. None when a row of the tick is to be refused (the full encoder then)."""
+        if self.reject_every and any(
+            (gateway.index * 31 + tick * gateway.meters + meter) % self.reject_every == 0
+            for meter in range(1, gateway.meters + 1)
+        ):
+            return None
+        variant = (gateway.index * 7919 + tick) % COLUMNAR_VARIANTS
+        key = (gateway.meters, variant)
+        template = self._templates.get(key)
+        if template is None:
+            template = self._templates[key] = self._template(gateway.meters, variant)
+        body, spans = template
+        stamp = varint(_zigzag(micros_from_datetime(when)))
+        if any(end - start != len(stamp) for start, end in spans):
+            return None
+        out = bytearray(body)
+        for start, end in spans:
+            out[start:end] = stamp
+        return zstd_compress(bytes(out))
+
+    def _template(self, meters: int, variant: int) -> tuple[bytes, list[tuple[int, int]]]:
+        """A body of `meters` rows at `_TEMPLATE_TIME` and where its key columns' bases (that
+        time) are."""
+        rows = [
+            {
+                "time": _TEMPLATE_TIME,
+                "device_id": meter,
+                "received_at": _TEMPLATE_TIME,
+                **self.values[(variant * 131 + meter * 7) % len(self.values)],
+            }
+            for meter in range(1, meters + 1)
+        ]
+        body = encode_columns(columns_from_rows(rows))
+        reader = Reader(body)
+        reader.byte()
+        reader.varint()
+        spans = []
+        base = micros_from_datetime(_TEMPLATE_TIME)
+        for _ in range(reader.byte()):
+            start = reader.pos
+            header = read_header(reader)
+            if header.name in ("time", "received_at") and header.base == base:
+                spans.append((start + 3 + (header.ref is not None), reader.pos))
+        return body, spans
 
 
 class PreEncoded:
