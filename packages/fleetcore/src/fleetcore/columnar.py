@@ -65,7 +65,7 @@ from fleetcore.columnar_layout import (
     micros_from_datetime,
     varint,
 )
-from fleetcore.columnar_read import Header, Reader, invalid, read_header
+from fleetcore.columnar_read import Header, Reader, invalid, read_headers
 from fleetcore.limits import MAX_BATCH_ROWS
 from fleetcore.schemas import BatchFormatError, too_many_rows
 
@@ -288,9 +288,9 @@ def decode_columns(
     rows = reader.varint()
     if rows > MAX_BATCH_ROWS:  # a column of equal values can take 0 bytes per row
         raise too_many_rows(rows)
-    headers = [read_header(reader) for _ in range(reader.byte())]
+    headers = read_headers(reader, reader.byte())
     names = [h.name for h in headers]
-    for name in names:
+    for name in names if len(set(names)) < len(names) else ():
         if names.count(name) > 1:
             raise invalid(f"column {name} appears twice")
     missing = [name for name in KEY_COLUMNS if name not in names]

@@ -11,7 +11,7 @@ from fleetcore.columnar_layout import COLUMN_NAMES, KEY_COLUMNS, KIND_DECIMAL, K
 from fleetcore.error_codes import ErrorCode
 from fleetcore.schemas import BatchFormatError
 
-__all__ = ["Header", "Reader", "invalid", "read_header"]
+__all__ = ["Header", "Reader", "invalid", "read_header", "read_headers"]
 
 
 def invalid(detail: str) -> BatchFormatError:
@@ -65,24 +65,62 @@ class Header(NamedTuple):
 
 
 def read_header(reader: Reader) -> Header:
-    first, code, width = reader.take(3)
+    """One column header (`read_headers` reads a body's all at once, the same way)."""
+    return read_headers(reader, 1)[0]
+
+
+def read_headers(reader: Reader, count: int) -> list[Header]:
+    """`count` column headers: each one's bytes read (running off the body's end is "body ends
+    early", a varint past 64 bits is refused), then checked. One loop over the bytes with no
+    call per byte: a small batch's ~50 headers were a quarter of its decoding."""
+    view, pos, end = reader.view, reader.pos, len(reader.view)
+    headers = []
+    for _ in range(count):
+        if end - pos < 3:
+            raise invalid("body ends early")
+        first, code, width = view[pos], view[pos + 1], view[pos + 2]
+        pos += 3
+        ref_id = None
+        if first & 0x40:
+            if pos >= end:
+                raise invalid("body ends early")
+            ref_id = view[pos]
+            pos += 1
+        zigzag = shift = 0
+        while True:
+            if pos >= end:
+                raise invalid("body ends early")
+            byte = view[pos]
+            pos += 1
+            zigzag |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+            if shift >= 70:
+                raise invalid("varint longer than 64 bits")
+        if zigzag >= 2**64:
+            raise invalid("varint longer than 64 bits")
+        headers.append(_checked(first, code, width, ref_id, zigzag))
+    reader.pos = pos
+    return headers
+
+
+def _checked(first: int, code: int, width: int, ref_id: int | None, zigzag: int) -> Header:
     column_id = first & 0x3F
-    ref_id = reader.byte() if first & 0x40 else None
-    zigzag = reader.varint()
     if column_id >= len(COLUMN_NAMES):
         raise invalid(f"unknown column id {column_id}")
     if ref_id is not None and ref_id >= len(COLUMN_NAMES):
         raise invalid(f"unknown reference column id {ref_id}")
     header = Header(
-        name=COLUMN_NAMES[column_id],
-        kind=code >> 6,
-        packing=code >> 5 & 1,
-        mode=code >> 4 & 1,
-        scale=code & 0x0F,
-        width=width,
-        has_nulls=bool(first & 0x80),
-        ref=None if ref_id is None else COLUMN_NAMES[ref_id],
-        base=(zigzag >> 1) ^ -(zigzag & 1),
+        COLUMN_NAMES[column_id],
+        code >> 6,
+        code & 0x0F,
+        code >> 5 & 1,
+        code >> 4 & 1,
+        width,
+        bool(first & 0x80),
+        None if ref_id is None else COLUMN_NAMES[ref_id],
+        (zigzag >> 1) ^ -(zigzag & 1),
     )
     name, kind = header.name, header.kind
     allowed = (KIND_INT,) if name in KEY_COLUMNS else (KIND_DECIMAL, KIND_FLOAT)
