@@ -3,9 +3,9 @@ memory budget.
 
 A measurement batch comes out as columns whatever its encoding (`ParsedColumns`; a JSON body's
 rows are turned into columns here, in the decoding thread); sites and devices as rows. A JSON
-measurement body of twice `CHUNK_BYTES` and more decompressed comes out inflated and cut at item
-boundaries (`Chunked`), for `ingestd.ingest.ingest_chunked` to decode chunk by chunk in the pool
-while the chunk before is COPYed (issue 26's large batches: PostgreSQL's work overlaps ingestd's).
+measurement body of twice `CHUNK_BYTES` and more decompressed comes out inflated and cut in two
+at an item boundary (`Chunked`), for `ingestd.ingest.ingest_chunked` to decode the second half in
+the pool while the first is COPYed (issue 26's large batches: PostgreSQL's work overlaps ingestd's).
 
 `decode_batch` runs in the decoding pool (a thread pool with one thread per slot,
 INGESTD_MAX_INFLIGHT, made in `app.py`): inflating and parsing a large body takes CPU for
@@ -78,9 +78,14 @@ INLINE_ROWS = 64
 """...and, columnar, declares at most this many rows (its refusals, if any, are found inline)."""
 
 CHUNK_BYTES = 512 * 1024
-"""A JSON measurement body of at least twice this many bytes decompressed (~1,100 rows a
-chunk) is stored as it is decoded, in chunks of about this size (`Chunked`), when it can be cut."""
-MAX_CHUNKS = 8
+"""A JSON measurement body of at least twice this many bytes decompressed (~2,300 rows) is
+stored as it is decoded, in chunks of at least this size (`Chunked`), when it can be cut..."""
+MAX_CHUNKS = 2
+"""...and in at most this many: the second half is decoded while the first is COPYed. Each
+chunk stored while the next is decoded makes the event loop (feeding COPY) and the decoding
+thread take turns at the GIL; with 4 chunks of a 5,000-row body that cost 1.2-2.0 µs/row more
+of ingestd's CPU than the whole-body way in the same runs (bench/README.md, issue 22), with 2
+about the whole-body way's CPU, and the overlap is still most of what chunks gain."""
 
 Parsed = ParsedBatch[Any] | ParsedColumns
 
