@@ -22,14 +22,15 @@ from pusher.source.digest import sha256_digest
 # Loaded only by the commands or settings that use them (pusher/cli.py's docstring).
 NOT_FOR_RUN = ("yoyo", "sqlparse", "numpy", "aiohttp", "prometheus_client", "pusher.migrate", "fleetcore.columnar",
                "fleetcore.columnar_batch", "pusher.source.columns_numpy", "hashlib", "secrets",
-               "fleetcore.tokens", "argparse")  # fmt: skip
+               "fleetcore.tokens", "argparse", "shutil", "tempfile")  # fmt: skip
 
 
 def test_pusher_run_imports_only_what_it_runs() -> None:
     """Importing the command and the daemon, and choosing the standard-library encoder, loads
     none of yoyo, sqlparse, numpy, aiohttp (client or server), prometheus_client, the numpy
-    encoder, hashlib (OpenSSL's digests), the token functions, or argparse for `pusher run`
-    alone."""
+    encoder, hashlib (OpenSSL's digests), the token functions, argparse for `pusher run`
+    alone, or what ctypes.util brings (shutil, tempfile: psycopg imports it, only to find a system
+    libpq)."""
     code = (
         "import json, sys\n"
         "import pusher.cli, pusher.daemon\n"

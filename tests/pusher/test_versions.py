@@ -1,5 +1,6 @@
 """The pusher reads installed versions without importlib.metadata (pusher/versions.py), and
-they are the ones importlib.metadata reports."""
+they are the ones importlib.metadata reports; what psycopg imports and `pusher run` never uses
+is imported on first use (pusher/deferred.py)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,22 @@ def test_pusher_run_imports_neither_importlib_metadata_nor_email() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [[], True, True]
+
+
+def test_a_deferred_module_answers_as_the_module_once_used() -> None:
+    """After the pusher is imported, ctypes.util is a stand-in; the first use of it (as psycopg
+    would: an attribute of the ctypes package, or a from-import) imports the real module, which
+    then takes its place."""
+    code = (
+        "import json, sys\n"
+        "import pusher, ctypes\n"
+        "deferred = type(sys.modules['ctypes.util']).__name__\n"
+        "found = ctypes.util.find_library('c')\n"
+        "from ctypes.util import find_library\n"
+        "print(json.dumps([deferred, found is not None, find_library('c') == found,\n"
+        "                  ctypes.util is sys.modules['ctypes.util'],\n"
+        "                  type(ctypes.util).__name__, 'shutil' in sys.modules]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == ["_Deferred", True, True, True, "module", True]

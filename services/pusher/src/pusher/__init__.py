@@ -4,9 +4,12 @@ The public API is what tests and embedding code drive: `run(settings, stop_event
 `Settings.from_env(environ)`. The command line is `pusher run|migrate|status|check`.
 """
 
+from pusher.deferred import defer_unused_imports
 from pusher.versions import prefill_psycopg_versions
 
-prefill_psycopg_versions()  # before psycopg's first import: pusher/versions.py says why
+# Both before psycopg's first import: pusher/versions.py and pusher/deferred.py say why.
+prefill_psycopg_versions()
+defer_unused_imports()
 
 from pusher.daemon import Pusher, run  # noqa: E402
 from pusher.errors import ConfigError, PusherError  # noqa: E402
