@@ -109,7 +109,10 @@ class Run:
                         self.pool.columnar = columnar
                     fleet.phase = phase
                     t0 = time.monotonic()
-                    await asyncio.sleep(seconds)
+                    if phase == "settle":
+                        await _settled(fleet, seconds, quiet_s=max(2.0, args.interval / 4))
+                    else:
+                        await asyncio.sleep(seconds)
                     windows[phase] = (t0, time.monotonic())
             finally:
                 for task in tasks:
@@ -153,6 +156,21 @@ class Run:
             "pinned": self.pinned,
             **probe,
         }
+
+
+async def _settled(fleet: Fleet, most_s: float, quiet_s: float) -> None:
+    """Until no full set (sites, devices) has been sent for `quiet_s` s — the warm-up's refused
+    full sets come back after their Retry-After — or `most_s` s (the encodings' end is moved
+    accordingly: the gateways run until cancelled)."""
+    started = time.monotonic()
+    while time.monotonic() - started < most_s:
+        await asyncio.sleep(1.0)
+        last = max(
+            (r.sent_at + r.latency_s for r in fleet.records if r.batch_type != "measurements"),
+            default=0.0,
+        )
+        if time.monotonic() - last >= quiet_s:
+            return
 
 
 def _p99(step: dict[str, Any]) -> float | None:
@@ -248,9 +266,10 @@ async def _encodings(run: Run, tokens: Sequence[str]) -> dict[str, Any]:
     """gzip JSON, then columnar measurements at one fleet size: ingestd CPU per batch each."""
     args = run.args
     print(f"  encodings: {len(tokens)} gateways", file=sys.stderr)
+    run.pool.prepare_columnar(range(args.meters_min, args.meters_max + 1))
     plan = [
         ("warmup", args.warmup, False),
-        ("settle", args.interval, None),  # the warm-up's retried full sets drain
+        ("settle", 3 * args.interval, None),  # the warm-up's retried full sets drain
         ("json", args.encoding_duration, None),
         ("switch", args.interval, True),
         ("columnar", args.encoding_duration, None),

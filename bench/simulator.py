@@ -183,6 +183,14 @@ class ValuePool:
                 rows.append({"time": stamp, "device_id": meter, "received_at": stamp, **values})
         return zstd_compress(encode_columns(columns_from_rows(rows)))
 
+    def prepare_columnar(self, meters: range) -> None:
+        """Every one-tick template of these meter counts, encoded now (before a clock starts:
+        ~4 ms each, 16 per meter count)."""
+        for count in meters:
+            for variant in range(COLUMNAR_VARIANTS):
+                if (count, variant) not in self._templates:
+                    self._templates[count, variant] = self._template(count, variant)
+
     def _columnar_tick(self, gateway: Gateway, tick: int, when: datetime) -> bytes | None:
         """One tick's body from a template of its meters' values (one of `COLUMNAR_VARIANTS`
         per meter count), its times patched in: encoding a body per request cost the generator
