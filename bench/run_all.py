@@ -48,6 +48,7 @@ SCRIPTS = (
     ),
     Script("catchup", "catchup.py", ("--rows", "1000000"), ("--rows", "200000"), 600),
     Script("encoder", "encoder.py", (), ("--batches", "4", "--reps", "3"), 300),
+    Script("request_parts", "request_parts.py", (), ("--reps", "10", "--requests", "50"), 300),
     Script(
         "footprint",
         "footprint.py",
