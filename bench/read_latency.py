@@ -11,11 +11,13 @@ the defaults make 10.7 M rows; a slowly varying load, cumulative registers), the
 quarter-hour aggregates computed set-based (the same aggregate expressions as the housekeeping),
 then the stored energy built by the housekeeping's own function (timed: the backfill's cost).
 
-Then two phases on the same data and the same running ingestd, each with the same random
-devices and windows:
+Then two phases on the same data, each with the same random devices and windows and an ingestd
+of this checkout:
   before   the read functions of `--baseline` (default: the commit before the stored energy),
-           installed from git over the current ones: energy computed from the summaries per read
-  after    the current functions: stored hours, what is not stored yet computed
+           installed from git over the current ones: energy computed from the summaries per read;
+           ingestd with one pooled connection (no read split over two connections)
+  after    the current functions: stored hours, what is not stored yet computed; ingestd with 4
+           pooled connections, so that a long read finds one idle to take half its work
 and p50/p95 of:
 
   hourly_view      the plain hourly view over 93 days (no energy: the floor of any hourly read)
@@ -24,7 +26,10 @@ and p50/p95 of:
   daily_kolkata    fleet.daily_energy over 365 local days in Asia/Kolkata (midnight inside an hour)
   first_call_daily fleet.daily_energy over 365 days as the first call on a new connection
                    (planning included: generic plans, so it does not grow with the range)
-  http_hourly      GET …/hourly over 93 days through ingestd (JSON)
+  http_hourly      GET …/hourly over 93 days through ingestd (JSON): from the request to the
+                   answer's last byte, a new connection each time (urllib); the client's
+                   json.loads of the answer is timed apart (~1 MB for 93 days of hours: 10-20 ms
+                   of the bench's own CPU, printed as client_json)
   http_daily       GET …/daily over 365 days through ingestd (JSON)
   http_customer_year  GET …/{code}/energy?resolution=day over 365 days: every device of the
                    customer summed (all --devices devices are on one site)
@@ -77,7 +82,10 @@ from psycopg import AsyncConnection
 from report import Figure, Target, finish
 
 ADMIN = "bench-admin-" + "x" * 32
-POOL = 4  # ingestd's pool (its default maximum), opened in full so that warming reaches each
+# ingestd's pool in the after phase (its default maximum), opened in full so that warming reaches
+# each connection and a long read finds one idle to split its work over (ingestd.handlers); the
+# before phase's ingestd has one connection: no split, each read on one connection as before
+POOL = 4
 ROOT = Path(__file__).resolve().parent.parent
 STORED_ENERGY_PY = "services/ingestd/src/ingestd/storage/stored_energy.py"
 
@@ -221,19 +229,34 @@ def _current(dsn: str, timescale: bool) -> tuple[str, ...]:
 
 
 def _timed(
-    reps: int, call: Callable[[random.Random], object], warm: int = 1
+    reps: int,
+    call: Callable[[random.Random], object],
+    warm: int = 1,
+    decode: Callable[[Any], object] | None = None,
 ) -> tuple[dict[str, float], list[object]]:
     """p50/p95 of `reps` calls after `warm` calls of the first window (which plan the functions
     on the connection(s) and bring the pages into memory: the first call on a connection is
-    measured apart, `first_call_daily`), and every answer."""
+    measured apart, `first_call_daily`), and every answer. With `decode`, each answer is decoded
+    after its call's time is taken, and the decoding timed apart (`client_json_*`: the bench
+    client's own `json.loads`, not the server's latency)."""
     rnd = random.Random(7)
     answers = [call(random.Random(7)) for _ in range(warm)]
-    samples = []
+    samples, decoding = [], []
     for _ in range(reps):
         started = time.perf_counter()
-        answers.append(call(rnd))
+        answer = call(rnd)
         samples.append(time.perf_counter() - started)
-    return _percentiles(samples), answers
+        if decode is not None:
+            started = time.perf_counter()
+            answer = decode(answer)
+            decoding.append(time.perf_counter() - started)
+        answers.append(answer)
+    figures = _percentiles(samples)
+    if decode is not None:
+        answers[:warm] = [decode(a) for a in answers[:warm]]
+        client = _percentiles(decoding)
+        figures |= {"client_json_p50_ms": client["p50_ms"], "client_json_p95_ms": client["p95_ms"]}
+    return figures, answers
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -315,7 +338,7 @@ def _phase(
                 url, headers={"Authorization": f"Bearer {ADMIN}"}
             )
             with urllib.request.urlopen(request, timeout=300) as resp:  # noqa: S310 - loopback
-                return json.loads(resp.read())
+                return resp.read()  # the whole body: decoded after the time is taken
 
         return run
 
@@ -326,7 +349,7 @@ def _phase(
         ("http_site_demand", http("demand", 31), max(3, args.reps // 5)),
     ):
         # the pool hands its POOL connections out in turn (or the same one again): warm each
-        results[name], answers[name] = _timed(reps, call, warm=POOL + 1)
+        results[name], answers[name] = _timed(reps, call, warm=POOL + 1, decode=json.loads)
     return results, answers
 
 
@@ -383,21 +406,21 @@ def main(argv: list[str] | None = None) -> int:
             ).fetchone() or (0,)
         phases: dict[str, dict[str, dict[str, float]]] = {}
         answers: dict[str, dict[str, list[object]]] = {}
-        env = {
-            "INGESTD_ADMIN_TOKEN": ADMIN,
-            "INGESTD_TIMESCALEDB": "on" if args.timescale else "off",
-            "INGESTD_POOL_MIN_SIZE": str(POOL),
-            "INGESTD_POOL_MAX_SIZE": str(POOL),
-        }
-        with IngestdProcess(dsn, env) as ingestd:
-            for phase, functions in (
-                ("before", before_functions),
-                ("after", _current(dsn, args.timescale)),
-            ):
-                with psycopg.connect(dsn, autocommit=True) as conn:
-                    for statement in functions:
-                        conn.execute(statement)
-                print(f"  {phase} ...", flush=True)
+        for phase, functions, pool in (
+            ("before", before_functions, 1),
+            ("after", _current(dsn, args.timescale), POOL),
+        ):
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                for statement in functions:
+                    conn.execute(statement)
+            env = {
+                "INGESTD_ADMIN_TOKEN": ADMIN,
+                "INGESTD_TIMESCALEDB": "on" if args.timescale else "off",
+                "INGESTD_POOL_MIN_SIZE": str(pool),
+                "INGESTD_POOL_MAX_SIZE": str(pool),
+            }
+            print(f"  {phase} ...", flush=True)
+            with IngestdProcess(dsn, env) as ingestd:
                 phases[phase], answers[phase] = _phase(dsn, customer, args, origin,
                                                        ingestd.base_url)  # fmt: skip
         info = machine_info(dsn)
@@ -409,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
         before = phases["before"][name]
         print(f"{name:<20}{before['p50_ms']:>12.1f}{before['p95_ms']:>10.1f}"
               f"{after['p50_ms']:>12.1f}{after['p95_ms']:>10.1f}")  # fmt: skip
+    for name, after in phases["after"].items():
+        if "client_json_p95_ms" in after:
+            print(f"  {name}: the bench client's json.loads of the answer (not timed above) "
+                  f"p50 {after['client_json_p50_ms']:.1f} / p95 {after['client_json_p95_ms']:.1f} ms")  # fmt: skip
     print(f"\nanswers compared: {compared}, differing queries: {differ or 'none'}")
     print(f"stored energy: {hours:,} device-hours, {size / max(hours, 1):.0f} B each; "
           f"backfill {build['backfill_s']:.0f} s; whole run {time.perf_counter() - wall:.0f} s")  # fmt: skip

@@ -9,8 +9,10 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
+import psycopg
 import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
@@ -192,3 +194,32 @@ def threaded_ingestd(ingestd_settings: Settings) -> Iterator[ThreadedIngestd]:
     server.start()
     yield server
     server.stop()
+
+
+async def pooled_client(aiohttp_client: Any, settings: Settings) -> TestClient[Any, Any]:
+    """A real ingestd whose pool holds 4 connections (a long read finds one idle to split its
+    work over), PL/pgSQL function calls counted by PostgreSQL (`function_calls`)."""
+    async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as c:
+        await c.execute("""DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET track_functions = pl',
+                                                       current_database()); END $$""")
+    server = TestServer(create_app(replace(settings, pool_min_size=4, pool_max_size=4)))
+    await server.start_server(**SERVER_OPTIONS)
+    client: TestClient[Any, Any] = await aiohttp_client(server)
+    return client
+
+
+async def function_calls(dsn: str, name: str, at_least: int) -> int:
+    """Calls of the PL/pgSQL function fleet.`name` counted so far (`pooled_client`), waiting
+    (up to ~15 s) until there are `at_least`: a backend reports its counts once idle."""
+    query = """SELECT coalesce(sum(calls), 0)::int FROM pg_stat_user_functions
+               WHERE schemaname = 'fleet' AND funcname = %s"""
+    calls = 0
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        for _ in range(60):
+            cur = await conn.execute(query, (name,))
+            row = await cur.fetchone()
+            calls = int(row[0]) if row else 0
+            if calls >= at_least:
+                break
+            await asyncio.sleep(0.25)
+    return calls

@@ -7,7 +7,6 @@ against the slow reference computed from the raw rows (tests/ingestd/energy_refe
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import random
@@ -18,15 +17,13 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from ingestd.app import SERVER_OPTIONS, create_app
 from ingestd.handlers.billing import SPLIT_MIN_DEVICES, TOTAL_CSV_FIELDS
-from ingestd.keys import POOL
 from ingestd.settings import Settings
 
-from tests.fix_ingestd import PostBatch, ThreadedIngestd
+from tests.fix_ingestd import PostBatch, ThreadedIngestd, function_calls, pooled_client
 from tests.ingestd import energy_reference as ref
 from tests.ingestd.test_energy import ADMIN, AUTH, _ingest, _reference_samples
 from tests.ingestd.test_storage import _cycle
@@ -175,7 +172,7 @@ async def test_a_customer_total_on_two_connections(
     ingestd_settings: Settings,
 ) -> None:
     """With a pooled connection idle, a customer's total of four devices is computed on two
-    connections sharing one snapshot (two connections taken from the pool), and its days are the
+    connections sharing one snapshot (`fleet.devices_energy` twice), and its days are the
     sum of the devices' reference energy (to 1e-9), devices without samples counted missing."""
     assert SPLIT_MIN_DEVICES <= 4
     await _setup_sites(post_batch, customer_token)
@@ -185,20 +182,11 @@ async def test_a_customer_total_on_two_connections(
         rows += _stepping(d, may31 - 10 * HOUR + d * HOUR, may31 + 30 * HOUR - 5 * d * HOUR, d)
     await _ingest(post_batch, customer_token, rows)
     await _cycle(ingestd_settings)
-    server = TestServer(create_app(replace(ingestd_settings, pool_min_size=4, pool_max_size=4)))
-    await server.start_server(**SERVER_OPTIONS)
-    client: TestClient[Any, Any] = await aiohttp_client(server)
-    pool = client.app[POOL] if client.app else None
-    assert pool is not None
+    client = await pooled_client(aiohttp_client, ingestd_settings)
     path = CUSTOMER_ENERGY.format(code="DEV0001")
     params = {"resolution": "day", "from": "2026-05-29", "to": "2026-06-03", "tz": KOLKATA}
-    for _ in range(50):  # the app's start-up reads (fleet states) done: the pool quiet
-        pool.pop_stats()
-        await asyncio.sleep(0.2)
-        if not pool.pop_stats().get("requests_num"):
-            break
     got = await _fetch(client, CUSTOMER_ENERGY, path, params, 200)
-    assert pool.pop_stats().get("requests_num") == 2
+    assert await function_calls(central_db, "devices_energy", 2) == 2  # half the devices each
     assert got["devices"] == [1, 2, 3, 4]
     samples = {d: _reference_samples(central_db, d) for d in (1, 2, 3, 4)}
     edges = [ref.local_midnight(date(2026, 5, 29) + timedelta(days=i), KOLKATA) for i in range(6)]

@@ -22,9 +22,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
+from ingestd.handlers.energy import SPLIT_DAILY_DAYS, SPLIT_HOURLY
 from ingestd.settings import Settings
 
-from tests.fix_ingestd import PostBatch, ThreadedIngestd
+from tests.fix_ingestd import PostBatch, ThreadedIngestd, function_calls, pooled_client
 from tests.ingestd import energy_reference as ref
 from tests.ingestd.test_storage import _cycle, _rows
 from tests.openapi_check import assert_matches
@@ -357,6 +358,41 @@ async def test_local_days_across_daylight_saving(
         assert sum(r["energy_imp_kwh"] for r in hourly) == pytest.approx(
             target["energy_imp_kwh"], rel=1e-12
         )
+
+
+async def test_long_ranges_are_read_in_halves_on_two_connections(
+    post_batch: PostBatch,
+    customer_token: str,
+    aiohttp_client: Any,
+    central_db: str,
+    ingestd_settings: Settings,
+) -> None:
+    """With a pooled connection idle, 15 days of hours and 62 Kolkata days are read in two halves
+    on two connections sharing one snapshot (`fleet.*_energy_at` twice each), and equal the reference
+    from the raw rows: usual interval, `energy_estimated` and expected samples are the whole
+    range's (30-minute samples, then 15-minute ones, a 3-hour hole in the second half)."""
+    assert timedelta(days=15) >= SPLIT_HOURLY and SPLIT_DAILY_DAYS <= 62
+    first, zone = date(2026, 3, 1), "Asia/Kolkata"
+    start = ref.local_midnight(first, zone) + timedelta(minutes=7)
+    rows = meter(1, start, timedelta(minutes=30), 34 * 48, 10.0)
+    rows += meter(1, start + timedelta(days=34), timedelta(minutes=15), 29 * 96, 30.0,
+                  register=1000.0 + 10.0 * 24 * 34, skip=range(1000, 1012))  # fmt: skip
+    await _ingest(post_batch, customer_token, rows)
+    await _cycle(ingestd_settings)
+    api = Api(await pooled_client(aiohttp_client, ingestd_settings))
+    lo = start + timedelta(days=27, minutes=23)
+    hours = await api.hourly(1, lo, lo + timedelta(days=15))
+    days = await api.daily(1, first, first + timedelta(days=62), zone)
+    # two halves each: the `_at` functions twice, never through the whole range's function
+    assert await function_calls(central_db, "hourly_energy_at", 2) == 2
+    assert await function_calls(central_db, "daily_energy_at", 2) == 2
+    assert await function_calls(central_db, "hourly_energy", 0) == 0
+    assert await function_calls(central_db, "daily_energy", 0) == 0
+    samples = _reference_samples(central_db, 1)
+    _assert_matches(hours, ref.hourly(samples, lo, lo + timedelta(days=15)), "bucket")
+    want = ref.daily(samples, first, first + timedelta(days=62), zone)
+    _assert_matches(days, want, "day_start", averages=False)
+    assert any(r["energy_estimated"] for r in days[31:])
 
 
 async def test_a_register_sent_only_sometimes(

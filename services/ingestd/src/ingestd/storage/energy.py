@@ -16,6 +16,8 @@ Grafana and psql get the same numbers as the read API:
     fleet.energy_intervals(customer, device, edges[], usual)  energy between consecutive edges
     fleet.hourly_energy(customer, device, from, to)           hourly rows (holes included)
     fleet.daily_energy(customer, device, from, to, timezone)  local days (23/24/25 hours)
+    fleet.hourly_energy_at(…, usual), fleet.daily_energy_at(…, usual)
+        the same with the range's usual interval given: a range read in parts
     fleet.sampling_gaps(customer, device, from, to, min_gap_s) silences longer than min_gap_s
     fleet.device_completeness(customer, device, from, to)     samples received vs expected
 
@@ -255,21 +257,24 @@ _FIRST_HOUR = _ceil_hour("p_from")
 _LAST_HOUR = _ceil_hour("p_to")
 
 # Hours [ceil(from), to): every hour that has samples or whose energy is known (holes between
-# two samples get rows with samples 0, null averages and interpolated energy).
-HOURLY_ENERGY = f"""
-CREATE OR REPLACE FUNCTION fleet.hourly_energy(
-    p_customer bigint, p_device bigint, p_from timestamptz, p_to timestamptz)
-RETURNS TABLE (bucket timestamptz, samples bigint,
+# two samples get rows with samples 0, null averages and interpolated energy). `_at`: with the
+# usual interval given (the range's, `fleet.usual_interval_s` over [ceil(from), ceil(to))), so
+# that a range's halves can be read apart, on two connections (`ingestd.handlers.energy`).
+_HOURLY_OUT = f"""RETURNS TABLE (bucket timestamptz, samples bigint,
                p_total_avg double precision, p_total_min double precision, p_total_max double precision,
                {", ".join(f"{c} double precision" for c in _AVERAGES[1:])},
-               {_ENERGY_OUT})
+               {_ENERGY_OUT})"""
+HOURLY_ENERGY_AT = f"""
+CREATE OR REPLACE FUNCTION fleet.hourly_energy_at(
+    p_customer bigint, p_device bigint, p_from timestamptz, p_to timestamptz,
+    p_usual_interval_s double precision)
+{_HOURLY_OUT}
 LANGUAGE sql STABLE SET jit = off AS $$
 WITH hours AS (
     SELECT array_agg(h ORDER BY h) AS edges
     FROM generate_series({_FIRST_HOUR}, {_LAST_HOUR}, INTERVAL '1 hour') AS h
 ), usual AS (
-    SELECT fleet.usual_interval_s(p_customer, p_device, edges[1], edges[cardinality(edges)]) AS u
-    FROM hours WHERE cardinality(edges) > 1
+    SELECT p_usual_interval_s AS u FROM hours WHERE cardinality(edges) > 1
 ), energy AS (
     SELECT {_FIRST_HOUR} + (e.interval_no - 1) * INTERVAL '1 hour' AS bucket, e.*
     FROM usual, fleet.energy_between(p_customer, p_device, (SELECT edges FROM hours), usual.u) AS e
@@ -284,6 +289,15 @@ FROM usual, stored r FULL JOIN energy e ON r.bucket = e.bucket
 ORDER BY 1
 $$
 """
+HOURLY_ENERGY = f"""
+CREATE OR REPLACE FUNCTION fleet.hourly_energy(
+    p_customer bigint, p_device bigint, p_from timestamptz, p_to timestamptz)
+{_HOURLY_OUT}
+LANGUAGE sql STABLE SET jit = off AS $$
+SELECT * FROM fleet.hourly_energy_at(p_customer, p_device, p_from, p_to,
+    fleet.usual_interval_s(p_customer, p_device, {_FIRST_HOUR}, {_LAST_HOUR}))
+$$
+"""
 
 _WEIGHTED = ",\n       ".join(
     f"sum(h.{c} * h.samples) / nullif(sum(h.samples) FILTER (WHERE h.{c} IS NOT NULL), 0) AS {c}"
@@ -292,21 +306,23 @@ _WEIGHTED = ",\n       ".join(
 
 # Local days [from, to) in `timezone`: edges at local midnights, so DST days have 23 or 25 hours.
 # Samples, minima, maxima and sample-weighted averages come from the hours starting in the day.
-DAILY_ENERGY = f"""
-CREATE OR REPLACE FUNCTION fleet.daily_energy(
-    p_customer bigint, p_device bigint, p_from date, p_to date, p_timezone text)
-RETURNS TABLE (day date, day_start timestamptz, day_end timestamptz, samples bigint,
+# `_at`: with the usual interval given (the range's, over its first to its last local midnight).
+_DAILY_OUT = f"""RETURNS TABLE (day date, day_start timestamptz, day_end timestamptz, samples bigint,
                p_total_avg double precision, p_total_min double precision, p_total_max double precision,
                {", ".join(f"{c} double precision" for c in _AVERAGES[1:])},
-               {_ENERGY_OUT})
+               {_ENERGY_OUT})"""
+DAILY_ENERGY_AT = f"""
+CREATE OR REPLACE FUNCTION fleet.daily_energy_at(
+    p_customer bigint, p_device bigint, p_from date, p_to date, p_timezone text,
+    p_usual_interval_s double precision)
+{_DAILY_OUT}
 LANGUAGE sql STABLE SET jit = off AS $$
 WITH days AS (
     SELECT array_agg(d::date ORDER BY d) AS dates,
            array_agg(d AT TIME ZONE p_timezone ORDER BY d) AS edges
     FROM generate_series(p_from::timestamp, p_to::timestamp, INTERVAL '1 day') AS d
 ), usual AS (
-    SELECT fleet.usual_interval_s(p_customer, p_device, edges[1], edges[cardinality(edges)]) AS u
-    FROM days WHERE cardinality(edges) > 1
+    SELECT p_usual_interval_s AS u FROM days WHERE cardinality(edges) > 1
 ), energy AS (
     SELECT e.* FROM days, usual, fleet.energy_between(p_customer, p_device, days.edges, usual.u) AS e
 ), {_split("(SELECT edges FROM days)")}, quarter_samples AS (
@@ -337,6 +353,16 @@ FROM days, usual,
 -- an hour split at the day's start with no sample before it has started in the previous day
 WHERE coalesce(r.whole_samples, 0) + coalesce(qs.split_samples, 0) > 0 OR e.energy_reset IS NOT NULL
 ORDER BY 1
+$$
+"""
+DAILY_ENERGY = f"""
+CREATE OR REPLACE FUNCTION fleet.daily_energy(
+    p_customer bigint, p_device bigint, p_from date, p_to date, p_timezone text)
+{_DAILY_OUT}
+LANGUAGE sql STABLE SET jit = off AS $$
+SELECT * FROM fleet.daily_energy_at(p_customer, p_device, p_from, p_to, p_timezone,
+    fleet.usual_interval_s(p_customer, p_device, p_from::timestamp AT TIME ZONE p_timezone,
+                           p_to::timestamp AT TIME ZONE p_timezone))
 $$
 """
 
@@ -429,7 +455,9 @@ ENERGY_FUNCTIONS: tuple[str, ...] = tuple(
         QUARTERS_AT,
         ENERGY_PARTS,
         ENERGY_INTERVALS,
+        HOURLY_ENERGY_AT,
         HOURLY_ENERGY,
+        DAILY_ENERGY_AT,
         DAILY_ENERGY,
         SAMPLING_GAPS,
         DEVICE_COMPLETENESS,

@@ -26,9 +26,13 @@ __all__ = [
     "customer_id",
     "customer_summaries",
     "daily_rows",
+    "daily_rows_at",
+    "daily_usual",
     "device_timezone",
     "devices_of",
     "hourly_rows",
+    "hourly_rows_at",
+    "hourly_usual",
     "sites_of",
     "timezone_known",
 ]
@@ -73,6 +77,18 @@ DAILY = f"""SELECT day, day_start, day_end, {", ".join(_ROW_FIELDS)}
             FROM fleet.daily_energy(%s, %s, %s, %s, %s)"""
 DAILY_FIELDS = ("day", "day_start", "day_end", *_ROW_FIELDS)
 """The columns of `DAILY`, in order."""
+# A range read in parts (`*_at`: the range's usual interval given, each part's rows as the whole
+# range's): the usual interval over the hours [ceil(from), ceil(to)) or the local days' midnights.
+_CEIL_HOUR = ("date_bin(INTERVAL '1 hour', {t}::timestamptz - INTERVAL '1 microsecond', "
+              "TIMESTAMPTZ '2000-01-01 00:00:00+00') + INTERVAL '1 hour'")  # fmt: skip
+HOURLY_USUAL = (f"SELECT fleet.usual_interval_s(%(c)s, %(d)s, {_CEIL_HOUR.format(t='%(from)s')}, "
+                f"{_CEIL_HOUR.format(t='%(to)s')})")  # fmt: skip
+DAILY_USUAL = """SELECT fleet.usual_interval_s(%(c)s, %(d)s, %(from)s::timestamp AT TIME ZONE %(tz)s,
+                                              %(to)s::timestamp AT TIME ZONE %(tz)s)"""
+HOURLY_AT = HOURLY.replace("hourly_energy(%s, %s, %s, %s)", "hourly_energy_at(%s, %s, %s, %s, %s)")
+DAILY_AT = DAILY.replace(
+    "daily_energy(%s, %s, %s, %s, %s)", "daily_energy_at(%s, %s, %s, %s, %s, %s)"
+)
 
 DEVICE_TIMEZONE = """
 SELECT d.site_id, s.timezone FROM fleet.devices d
@@ -163,6 +179,52 @@ async def daily_rows(
 ) -> Rows:
     """The device's `DAILY_FIELDS` rows for the local days first <= day < end in `tz`, by day."""
     return await _all(conn, DAILY, (customer, device_id, first, end, tz), binary=True)
+
+
+async def hourly_usual(
+    conn: AsyncConnection[Any], customer: int, device_id: int, start: datetime, end: datetime
+) -> float | None:
+    """The usual interval `hourly_rows` of [start, end) uses (None: fewer than two samples)."""
+    params = {"c": customer, "d": device_id, "from": start, "to": end}
+    cur = await conn.execute(HOURLY_USUAL, params)
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+async def hourly_rows_at(
+    conn: AsyncConnection[Any],
+    customer: int,
+    device_id: int,
+    start: datetime,
+    end: datetime,
+    usual: float | None,
+) -> Rows:
+    """`hourly_rows` of [start, end) as part of a longer range whose usual interval is `usual`
+    (`hourly_usual`): a range's parts, whole hours apart, give its rows."""
+    return await _all(conn, HOURLY_AT, (customer, device_id, start, end, usual), binary=True)
+
+
+async def daily_usual(
+    conn: AsyncConnection[Any], customer: int, device_id: int, first: date, end: date, tz: str
+) -> float | None:
+    """The usual interval `daily_rows` of [first, end) uses (None: fewer than two samples)."""
+    params = {"c": customer, "d": device_id, "from": first, "to": end, "tz": tz}
+    cur = await conn.execute(DAILY_USUAL, params)
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+async def daily_rows_at(
+    conn: AsyncConnection[Any],
+    customer: int,
+    device_id: int,
+    first: date,
+    end: date,
+    tz: str,
+    usual: float | None,
+) -> Rows:
+    """`daily_rows` of [first, end) as part of a longer range whose usual interval is `usual`."""
+    return await _all(conn, DAILY_AT, (customer, device_id, first, end, tz, usual), binary=True)
 
 
 async def device_timezone(
