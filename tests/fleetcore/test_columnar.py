@@ -30,7 +30,7 @@ from fleetcore import (
 )
 from fleetcore.columnar import COLUMN_NAMES
 from fleetcore.limits import MAX_BATCH_ROWS
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -305,7 +305,24 @@ def test_small_batch_decoder_matches_numpy_on_meter_rows(rows: int) -> None:
     assert _either_decoder(body, 64)[0] == "batch"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        bytes((1, 0, 0)),  # no rows, no columns
+        bytes((1, 1, 0)),  # a row, no columns: a key column is missing
+        bytes((1, 0, 1, 0, 0x20, 0, 0)),  # no rows, a bit-packed time column of 0 bits
+        bytes((1, 2, 3, 0, 0x20, 0, 0, 1, 0x20, 0, 0, 2, 0x20, 0, 0)),  # 2 rows of zeros
+        bytes((1, 0, 1, 0, 0, 0, 0)),  # byte-shuffled of width 0: refused
+    ],
+)
+def test_bodies_without_columns_decode_alike(body: bytes) -> None:
+    """A body of no rows or no columns (or one column of no bits) decodes, or is refused, the
+    same way by the small batches' decoder and the numpy one — never another exception."""
+    assert _either_decoder(body, 64) == _either_decoder(body, 0)
+
+
 @settings(max_examples=200, deadline=None)
+@example(bytes((1, 0, 0)))
 @given(st.binary(max_size=200))
 def test_random_bytes_are_format_errors(body: bytes) -> None:
     """Arbitrary bytes never raise anything but BatchFormatError."""

@@ -83,7 +83,7 @@ def _integers(
 ) -> npt.NDArray[np.int64]:
     """Every column's present values as integers (float64 columns: their bits), one after
     another, references added."""
-    count = np.array(counts)
+    count = np.array(counts, np.int64)  # typed: a body of no columns gives an empty list
     first = np.cumsum(count) - count
     column = np.repeat(np.arange(len(headers)), count)
     width = np.array([h.width for h in headers], np.int64)[column]
@@ -95,7 +95,7 @@ def _integers(
     stored = (low >> shift) | ((spans[:, 8].astype(_U64) << (_U64(63) - shift)) << _U64(1))
     wide = np.maximum(width, 1).astype(_U64)
     stored &= np.where(width == 0, _U64(0), ((_U64(1) << (wide - _U64(1))) << _U64(1)) - _U64(1))
-    delta = np.array([h.mode == MODE_DELTA for h in headers])[column]
+    delta = np.array([h.mode == MODE_DELTA for h in headers], np.bool_)[column]
     zigzag = (stored >> _U64(1)).view(np.int64) ^ -(stored & _U64(1)).view(np.int64)
     summed = np.cumsum(np.where(delta, zigzag, 0), dtype=np.int64)
     before = np.concatenate((np.zeros(1, np.int64), summed))[first][column]
@@ -143,7 +143,7 @@ def _named(
     """Each column's row of `matrix` by name, as its kind reads it."""
     decimal = [c for c, h in enumerate(headers) if h.kind == KIND_DECIMAL]
     scaled = matrix[decimal].astype(np.float64)
-    scaled /= np.array([POW10[headers[c].scale] for c in decimal])[:, np.newaxis]
+    scaled /= np.array([POW10[headers[c].scale] for c in decimal], np.float64)[:, np.newaxis]
     floats = dict(zip(decimal, scaled, strict=True))
     out: dict[str, tuple[Values, Mask | None]] = {}
     for c, header in enumerate(headers):
