@@ -83,11 +83,13 @@ def _integers(
 ) -> npt.NDArray[np.int64]:
     """Every column's present values as integers (float64 columns: their bits), one after
     another, references added."""
-    count = np.array(counts, np.int64)  # typed: a body of no columns gives an empty list
-    first = np.cumsum(count) - count
+    # Typed: a body of no columns gives an empty list, which numpy would make float64.
+    count: npt.NDArray[np.int64] = np.array(counts, np.int64)
+    first: npt.NDArray[np.int64] = np.cumsum(count, dtype=np.int64) - count
     column = np.repeat(np.arange(len(headers)), count)
     width = np.array([h.width for h in headers], np.int64)[column]
-    bit = np.array(starts, np.int64)[column] * 8 + (np.arange(len(column)) - first[column]) * width
+    offset = np.arange(len(column), dtype=np.int64) - first[column]
+    bit: npt.NDArray[np.int64] = np.array(starts, np.int64)[column] * 8 + offset * width
     padded = np.frombuffer(bytes(view) + bytes(16), np.uint8)
     spans = padded[(bit >> 3)[:, np.newaxis] + _NINE]
     low = np.ascontiguousarray(spans[:, :8]).view("<u8").reshape(-1).astype(_U64, copy=False)
