@@ -192,6 +192,36 @@ def test_a_large_body_of_usual_times_takes_the_text_time_way() -> None:
         assert fast.columns[name].null_mask().tolist() == column.null_mask().tolist()
 
 
+def test_sample_times_shared_by_meters_give_the_typed_rows_micros() -> None:
+    """A body whose 20 meters share each sample time (the way that reads each distinct time once)
+    gives the typed rows' µs; one shared time in a form only msgspec reads (a lowercase t) leaves
+    the whole body to the typed way."""
+    batch: list[dict[str, Any]] = [
+        {
+            "time": (NOW - timedelta(minutes=i // 20)).isoformat(
+                timespec=_TIMESPECS[(i // 20) % 3]
+            ),
+            "device_id": i % 20,
+            "received_at": (NOW + timedelta(microseconds=i)).isoformat(),
+            "v1": 230.0 + i / 10,
+        }
+        for i in range(2000)
+    ]
+    body = msgspec.json.encode({"items": batch})
+    fast = text_time_columns(body)
+    typed = decode_measurement_rows(body)
+    assert fast is not None and typed is not None
+    for name in ("time", "received_at"):
+        assert fast.columns[name].values.tolist() == [
+            micros_from_datetime(getattr(r, name)) for r in typed
+        ]
+    for i in range(100, 120):
+        batch[i]["time"] = batch[i]["time"].replace("T", "t")
+    odd = msgspec.json.encode({"items": batch})
+    assert decode_measurement_rows(odd) is not None
+    assert text_time_columns(odd) is None
+
+
 def test_a_large_body_with_a_bad_row_says_which_and_why() -> None:
     """A large body with one row refused (a value past the bound) and one time only msgspec
     reads (a lowercase t) stores the others and refuses that row as `parse_batch` does."""

@@ -197,6 +197,30 @@ def _text_time_part(
     texts[1] = np.fromiter(map(_RECEIVED_AT, part), object, n)
 
 
+_SAMPLE = 64
+
+
+def _micros_of_repeated(texts: npt.NDArray[Any]) -> Int64s | None:
+    """`micros_of_texts`, each distinct text read once when at most a quarter of them are
+    distinct (a batch's meters share their sample times: 5,000 rows of 20 meters hold 250 times;
+    ~0.1 µs/row less), a column of mostly distinct texts (`received_at`, one meter's times) read
+    whole. Reading a text costs a few dozen array passes per character; finding the distinct
+    ones, a dict pass and a lookup per text — so the first `_SAMPLE` texts decide first whether
+    to look (~0.08 µs/row lost on a column that turns out distinct)."""
+    n = len(texts)
+    if len(set(texts[:_SAMPLE].tolist())) * 4 > min(n, _SAMPLE):
+        return micros_of_texts(texts)
+    listed = texts.tolist()
+    distinct = dict.fromkeys(listed)
+    if len(distinct) * 4 > n:
+        return micros_of_texts(texts)
+    once = micros_of_texts(np.fromiter(distinct, object, len(distinct)))
+    if once is None:
+        return None
+    position = dict(zip(distinct, range(len(distinct)), strict=True))
+    return once[np.fromiter(map(position.__getitem__, listed), np.intp, n)]
+
+
 def text_time_columns(body: bytes | bytearray) -> MeasurementColumns | None:
     """The body's rows as columns when every row is valid and in the forms this way reads
     (see the module docstring); None for any other body. Whole-body limits raise as in
@@ -223,7 +247,7 @@ def text_time_columns(body: bytes | bytearray) -> MeasurementColumns | None:
         _text_time_part(part, values[:, start:end], keys[:, start:end], texts[:, start:end])
     del rows
     for row, column in ((0, 0), (2, 1)):
-        micros = micros_of_texts(texts[column])
+        micros = _micros_of_repeated(texts[column])
         if micros is None:
             return None
         keys[row] = micros
