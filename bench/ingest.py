@@ -160,7 +160,17 @@ class Meters:
 
 
 def _reset(admin: psycopg.Connection[Any]) -> None:
-    admin.execute(RESET_TABLES)
+    """Empty both tables. ingestd's housekeeping may be packing a closed week's index (`REINDEX
+    INDEX CONCURRENTLY`, which waits for older transactions) as the TRUNCATE asks for its lock:
+    PostgreSQL then ends the TRUNCATE as a deadlock, and it is tried again (up to 5 times)."""
+    for attempt in range(5):
+        try:
+            admin.execute(RESET_TABLES)
+            break
+        except psycopg.errors.DeadlockDetected:
+            if attempt == 4:
+                raise
+            time.sleep(1.0)
     admin.execute("CHECKPOINT")
 
 
