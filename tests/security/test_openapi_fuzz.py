@@ -89,6 +89,11 @@ def test_every_operation_conforms_and_never_5xx(
         if response.status_code == 200 and isinstance(items, list):
             answer = response.json()
             assert answer["accepted"] + answer["duplicates"] + answer["rejected"] == len(items)
+    if response.status_code == 413 and checks.negative_data_rejection not in excluded:
+        # A body over the operation's size limit is refused whole before it is read, invalid or
+        # not (seen: a 2,638-byte invalid health report) — a rejection schemathesis's list of
+        # expected statuses (400, 401, 403, 404, 405, 406, 409, 415, 422, 428, 429) leaves out.
+        excluded.append(checks.negative_data_rejection)
     # positive_data_acceptance is left out: OpenAPI cannot say that `Content-Encoding: gzip`
     # requires a gzip body, nor that `from`..`to` spans at most INGESTD_MAX_HOURLY_RANGE_DAYS,
     # so schema-valid requests are rightly refused with a 400 there.
