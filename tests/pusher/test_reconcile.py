@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import psycopg
+import pytest
 from aiohttp.test_utils import TestServer
 from ingestd.keys import IDENTITY
 from pusher.settings import Settings
@@ -168,3 +170,57 @@ async def test_a_changed_central_database_brings_the_next_pass_forward(
     assert central_count(central_db) == total + 20
     assert metric(text, "fleet_pusher_central_identity_changes_total") == 1
     assert metric(text, "fleet_pusher_reconcile_rows_restored_total") == lost
+
+
+def _lose_a_few(central_db: str, cells: list[tuple[int, datetime]]) -> int:
+    """Delete three central rows of the first of `cells` (device, hour); how many went."""
+    device, hour = cells[0]
+    with psycopg.connect(central_db, autocommit=True) as conn:
+        return conn.execute(
+            "DELETE FROM fleet.power_measurements WHERE (device_id, time) IN ("
+            "SELECT device_id, time FROM fleet.power_measurements WHERE device_id = %s "
+            "AND time >= %s AND time < %s + interval '1 hour' ORDER BY time LIMIT 3)",
+            (device, hour, hour),
+        ).rowcount
+
+
+async def test_a_loss_racing_a_repair_is_repaired_by_the_next_pass(
+    pusher_settings: Settings,
+    customer_db: str,
+    central_db: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows lost centrally while a pass re-sends (after its repair batches, before it compares
+    again) are not taken for a known difference, which would never be repaired: the next pass
+    stores them again, and no known difference is left."""
+    from pusher.reconcile import passes
+
+    seed_inventory(customer_db, devices=2)
+    total = seed_measurements(customer_db, devices=2, stop=1800)
+    real = passes._resend
+    raced: list[int] = []
+
+    async def resend_then_lose(run: Any, cells: list[tuple[int, datetime]], *rest: Any) -> None:
+        await real(run, cells, *rest)
+        if not raced:
+            raced.append(await asyncio.to_thread(_lose_a_few, central_db, cells))
+
+    monkeypatch.setattr(passes, "_resend", resend_then_lose)
+    settings = pass_settings(pusher_settings, interval_s=0.3)
+    async with running_pusher(settings):
+        await wait_for(lambda: central_count(central_db) == total, what="the first push")
+        lost = await asyncio.to_thread(lose_rows, central_db)
+        await wait_for(
+            lambda: (
+                bool(raced)
+                and scalar(customer_db, "SELECT rows_restored FROM app.fleet_reconcile_state")
+                == lost + raced[0]
+            ),
+            timeout_s=60,
+            what="the loss and the racing loss repaired",
+        )
+    assert raced == [3]
+    assert keys(central_db, "fleet.power_measurements") == keys(
+        customer_db, "monitoring.power_measurements"
+    )
+    assert scalar(customer_db, "SELECT count(*) FROM app.fleet_reconcile_known") == 0

@@ -2,7 +2,8 @@
 
     check the row hash → read the gateway's buckets → root cell → [digest request → split the
     differing cells] until only leaves (device-hours) differ → re-send their rows as repair
-    batches → compare the leaves again → remember what still differs as known differences
+    batches → compare the leaves again (when the re-send stored nothing new) → remember what
+    still differs as known differences
 
 The pass reads the cursor once: rows after it are the push's, not compared. It uses the
 daemon's `IngestClient` (one connection, the upload cap) and its customer database session;
@@ -265,19 +266,23 @@ async def _resend(
 async def _repair(
     run: _Pass, leaves: list[Cell], cursor: PushCursor, batch_size: int, build: BatchBuilder | None
 ) -> None:
-    """Re-send the leaves' rows as repair batches, compare them again, remember what stays."""
+    """Re-send the leaves' rows as repair batches, compare them again, remember what stays —
+    when the re-send stored nothing new. When it did, what still differs may be a loss that
+    happened meanwhile (a deletion centrally, racing the repair): remembered as a known
+    difference it would never be repaired, so the next pass compares and re-sends it again."""
     report = run.report
+    restored_before = report.restored
     keys = [(c.device, c.start) for c in leaves if c.device is not None]
     to_send = [k for k, c in zip(keys, leaves, strict=True) if run.local.of(c).count > 0]
     report.repaired = len(to_send)
     report.repaired_hours = sorted({f"{k[1]:%Y-%m-%dT%H}Z" for k in to_send})
     for group in _groups(run, to_send, batch_size):
         await _resend(run, group, cursor, batch_size, build)
-    still = await run.differing(leaves, with_known=False)
     deltas: KnownDeltas = {}
-    for cell, central in still:
-        assert cell.device is not None
-        deltas[(cell.device, cell.start)] = central - run.local.of(cell)
+    if report.restored == restored_before:
+        for cell, central in await run.differing(leaves, with_known=False):
+            assert cell.device is not None
+            deltas[(cell.device, cell.start)] = central - run.local.of(cell)
     await remember_known(run.conn, deltas)
     await forget_known(run.conn, [k for k in keys if k not in deltas])
     if deltas:
