@@ -92,7 +92,7 @@ def _parts(meters: int) -> dict[str, Callable[[], Any]]:
 
     def parameters() -> dict[str, Any]:
         params = _event_params(audit, True)
-        params.update(_array_params(parsed.valid, 7))
+        params.update(_array_params(parsed.valid))
         params["rows"] = parsed.valid.rows
         params["dirty_devices"] = binary_array(np.asarray(devices, np.int64), ">i8", None)
         params["dirty_hours"] = binary_array(np.asarray(hours, np.int64), ">i8", None)

@@ -57,28 +57,56 @@ _TYPES: dict[str, tuple[int, type[BinaryArray]]] = {
 }
 
 
+_NULL = struct.pack(">i", -1)  # a null element: its length, no bytes
+_RUNS_AT_MOST = 64  # nulls (or values) laid out by runs up to this many, else by a byte mask
+
+
 def binary_array(
     values: npt.NDArray[np.generic], dtype: str, nulls: npt.NDArray[np.bool_] | None
 ) -> BinaryArray:
     """`values` (NULL where `nulls`; one or two dimensions, row-major) as a binary array of
     `dtype`'s type (">i4", ">i8", ">f8")."""
     element, kind = _TYPES[dtype]
-    size = np.dtype(dtype).itemsize
-    has_nulls = nulls is not None and bool(nulls.any())
+    flat_nulls = None if nulls is None else nulls.reshape(-1)
+    null_count = 0 if flat_nulls is None else int(np.count_nonzero(flat_nulls))
     dims = b"".join(struct.pack(">ii", n, 1) for n in values.shape)
-    header = struct.pack(">iii", values.ndim, int(has_nulls), element) + dims
+    header = struct.pack(">iii", values.ndim, int(null_count > 0), element) + dims
     records = np.empty(values.size, [("len", ">i4"), ("value", dtype)])
-    records["len"] = size
+    records["len"] = records.dtype["value"].itemsize
     records["value"] = values.reshape(-1)
-    if not has_nulls:
+    if not null_count:
         return kind(header + records.tobytes())
-    assert nulls is not None
-    flat_nulls = nulls.reshape(-1)
-    records["len"][flat_nulls] = -1
-    flat = records.view(np.uint8).reshape(values.size, 4 + size)
+    assert flat_nulls is not None
+    return kind(header + _with_nulls(records, flat_nulls, null_count))
+
+
+def _with_nulls(records: npt.NDArray[np.void], nulls: npt.NDArray[np.bool_], count: int) -> bytes:
+    """The elements with each null one's length -1 and its bytes left out. A small batch's
+    matrices have few nulls (integer steps: only values finer than the resolution) or few values
+    (the exact doubles): the bytes are joined by runs between the fewer of the two, a Python
+    step each; many of both take a byte mask (a dozen numpy calls whatever the size)."""
+    width, n = records.itemsize, len(records)
+    pieces: list[bytes] = []
+    start = 0
+    if count <= _RUNS_AT_MOST:
+        data = records.tobytes()
+        for i in np.flatnonzero(nulls).tolist():
+            pieces += (data[start * width : i * width], _NULL)
+            start = i + 1
+        pieces.append(data[start * width :])
+        return b"".join(pieces)
+    if n - count <= _RUNS_AT_MOST:
+        data = records.tobytes()
+        for i in np.flatnonzero(~nulls).tolist():
+            pieces += (_NULL * (i - start), data[i * width : (i + 1) * width])
+            start = i + 1
+        pieces.append(_NULL * (n - start))
+        return b"".join(pieces)
+    records["len"][nulls] = -1
+    flat = records.view(np.uint8).reshape(n, width)
     keep = np.ones(flat.shape, np.bool_)
-    keep[flat_nulls, 4:] = False
-    return kind(header + flat[keep].tobytes())
+    keep[nulls, 4:] = False
+    return flat[keep].tobytes()
 
 
 class _BinaryArrayDumper(Dumper):

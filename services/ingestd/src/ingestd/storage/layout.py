@@ -27,9 +27,11 @@ __all__ = [
     "READERS_VIEW",
     "STORED_TABLE",
     "SplitColumn",
+    "field_bounds",
     "scaled_column",
     "split_column",
     "split_columns",
+    "split_matrix",
     "value_sql",
 ]
 
@@ -102,14 +104,23 @@ class SplitColumn:
     exact_nulls: Mask
 
 
-def split_columns(
-    values: npt.NDArray[np.float64], nulls: Mask, resolutions: Sequence[Resolution]
-) -> tuple[npt.NDArray[np.int64], Mask]:
-    """Several value columns at once (one row of `values`/`nulls` per resolution): the integer
-    steps, and where a value is whole steps (never where null). Checked on the bits of
-    k / 10^decimals, as the view computes it back."""
+def field_bounds(
+    resolutions: Sequence[Resolution],
+) -> tuple[Float64s, Float64s]:
+    """The fields' 10^decimals and largest storable |k|, as column vectors for `split_matrix`
+    (a caller splitting the same fields every batch builds them once)."""
     factors = np.array([r.factor for r in resolutions], np.float64)[:, None]
     limits = np.array([float(r.max_steps) for r in resolutions], np.float64)[:, None]
+    return factors, limits
+
+
+def split_matrix(
+    values: Float64s, nulls: Mask | None, factors: Float64s, limits: Float64s
+) -> tuple[Int64s, Mask]:
+    """Several value columns at once (one row of `values`/`nulls` per field, `field_bounds` of
+    those fields; `nulls` None: none null): the integer steps, and where a value is whole
+    steps (never where null). Checked on the bits of k / 10^decimals, as the view computes it
+    back."""
     with np.errstate(over="ignore", invalid="ignore"):  # in place: ~30 % fewer passes
         steps = np.multiply(values, factors)
         np.rint(steps, out=steps)
@@ -119,8 +130,16 @@ def split_columns(
         back = ints.astype(np.float64)
         back /= factors
     whole &= back.view(np.int64) == values.view(np.int64)
-    whole &= ~nulls
+    if nulls is not None:
+        whole &= ~nulls
     return ints, whole
+
+
+def split_columns(
+    values: npt.NDArray[np.float64], nulls: Mask, resolutions: Sequence[Resolution]
+) -> tuple[npt.NDArray[np.int64], Mask]:
+    """`split_matrix` of the fields of `resolutions`."""
+    return split_matrix(values, nulls, *field_bounds(resolutions))
 
 
 def split_column(values: Float64s, nulls: Mask | None, resolution: Resolution) -> SplitColumn:

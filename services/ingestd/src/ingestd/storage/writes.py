@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import psycopg
 from fleetcore import (
     MEASUREMENT_VALUE_FIELDS,
@@ -44,9 +45,9 @@ from fleetcore.resolution import RESOLUTIONS
 from psycopg import AsyncConnection, sql
 from psycopg.pq import TransactionStatus
 
-from ingestd.storage.binary_arrays import binary_array
+from ingestd.storage.binary_arrays import BinaryArray, binary_array
 from ingestd.storage.copybuffer import COPY_COLUMNS, copy_stream
-from ingestd.storage.layout import STORED_TABLE, scaled_column, split_columns
+from ingestd.storage.layout import STORED_TABLE, field_bounds, scaled_column, split_matrix
 
 __all__ = [
     "SMALL_BATCH_ROWS",
@@ -159,10 +160,12 @@ RECORD_EVENT = f"WITH {_audit_ctes('%(accepted)s', '%(duplicates)s')} SELECT 1"
 # for psycopg to cache its parsing (at most 50 parameters and 4,096 characters).
 _INT4 = tuple(f for f in MEASUREMENT_VALUE_FIELDS if RESOLUTIONS[f].storage_type == "integer")
 _INT8 = tuple(f for f in MEASUREMENT_VALUE_FIELDS if RESOLUTIONS[f].storage_type == "bigint")
+_FIELDS = _INT4 + _INT8  # the matrices' rows: integer steps first, so each kind is a slice
+assert sorted(_FIELDS) == sorted(MEASUREMENT_VALUE_FIELDS)
 _CELLS = {
     **{scaled_column(f): f"s4[{k}][u.i]" for k, f in enumerate(_INT4, 1)},
     **{scaled_column(f): f"s8[{k}][u.i]" for k, f in enumerate(_INT8, 1)},
-    **{f: f"x[{k}][u.i]" for k, f in enumerate(MEASUREMENT_VALUE_FIELDS, 1)},
+    **{f: f"x[{k}][u.i]" for k, f in enumerate(_FIELDS, 1)},
 }
 _MICROS = "TIMESTAMPTZ '1970-01-01 00:00:00+00' + {} * INTERVAL '1 microsecond'"
 _FROM_ARRAYS = ", ".join(
@@ -329,35 +332,45 @@ async def record_event(conn: AsyncConnection[Any], event: AuditRecord, *, seen: 
     await conn.execute(RECORD_EVENT, _event_params(event, seen))
 
 
-_INT4_ROWS = [MEASUREMENT_VALUE_FIELDS.index(f) for f in _INT4]
-_INT8_ROWS = [MEASUREMENT_VALUE_FIELDS.index(f) for f in _INT8]
-_RESOLUTIONS = [RESOLUTIONS[f] for f in MEASUREMENT_VALUE_FIELDS]
+_BOUNDS = field_bounds([RESOLUTIONS[f] for f in _FIELDS])
+_KEYS = ("time", "device_id", "received_at")
 
 
-def _array_params(batch: MeasurementColumns, customer_id: int) -> dict[str, Any]:
+def _array_params(batch: MeasurementColumns) -> dict[str, Any]:
     """The stored row's columns as binary arrays for `unnest`, laid out by numpy
     (`binary_arrays`): the keys one-dimensional, the values as three matrices of one row per
     field (None: null in every cell), split into integer steps and exact doubles all at once —
     per-field numpy calls are most of a small batch's cost (`storage.copybuffer` does the same
     split per field for COPY)."""
-    params: dict[str, Any] = {
-        key: binary_array(batch.columns[key].values, ">i8", None)
-        for key in ("time", "device_id", "received_at")
-    }
-    values = np.zeros((len(MEASUREMENT_VALUE_FIELDS), batch.rows), np.float64)
-    nulls = np.ones(values.shape, np.bool_)
-    for i, name in enumerate(MEASUREMENT_VALUE_FIELDS):
-        column = batch.columns.get(name)
-        if column is not None:
-            values[i] = column.values
-            nulls[i] = False if column.nulls is None else column.nulls
-    ints, whole = split_columns(values, nulls, _RESOLUTIONS)
-    for param, index, dtype in (("scaled4", _INT4_ROWS, ">i4"), ("scaled8", _INT8_ROWS, ">i8")):
-        not_scaled = ~whole[index]
-        params[param] = None if not_scaled.all() else binary_array(ints[index], dtype, not_scaled)
-    not_exact = whole | nulls
-    params["exact"] = None if not_exact.all() else binary_array(values, ">f8", not_exact)
+    columns = batch.columns
+    params: dict[str, Any] = {key: binary_array(columns[key].values, ">i8", None) for key in _KEYS}
+    present = [columns.get(name) for name in _FIELDS]
+    nulls: npt.NDArray[np.bool_] | None = None
+    if all(c is not None and c.nulls is None for c in present):  # the usual batch
+        values = np.stack([c.values for c in present if c is not None]).astype(
+            np.float64, copy=False
+        )
+    else:
+        values = np.zeros((len(_FIELDS), batch.rows), np.float64)
+        nulls = np.ones(values.shape, np.bool_)
+        for i, column in enumerate(present):
+            if column is not None:
+                values[i] = column.values
+                nulls[i] = False if column.nulls is None else column.nulls
+    ints, whole = split_matrix(values, nulls, *_BOUNDS)
+    not_scaled = ~whole
+    n4 = len(_INT4)
+    params["scaled4"] = _nullable(ints[:n4], ">i4", not_scaled[:n4])
+    params["scaled8"] = _nullable(ints[n4:], ">i8", not_scaled[n4:])
+    params["exact"] = _nullable(values, ">f8", whole if nulls is None else whole | nulls)
     return params
+
+
+def _nullable(
+    values: npt.NDArray[np.generic], dtype: str, nulls: npt.NDArray[np.bool_]
+) -> BinaryArray | None:
+    """A matrix as a binary array, or None (a null array) when every cell is null."""
+    return None if nulls.all() else binary_array(values, dtype, nulls)
 
 
 async def store_small_batch(
@@ -371,7 +384,7 @@ async def store_small_batch(
     transaction already open (after the batch's dead letters; the caller commits). The marks are
     sent whether or not a row was new: a bucket without new rows recomputes to what it was."""
     params = _event_params(event, True)
-    params.update(_array_params(columns, event.customer_id))
+    params.update(_array_params(columns))
     params["rows"] = columns.rows
     devices, hours = dirty
     params["dirty_devices"] = binary_array(np.asarray(devices, dtype=np.int64), ">i8", None)
