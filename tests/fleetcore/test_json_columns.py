@@ -16,7 +16,13 @@ from fleetcore import (
     parse_measurement_columns,
 )
 from fleetcore.columnar import micros_from_datetime
-from fleetcore.json_columns import columns_of_rows, text_time_columns
+from fleetcore.json_columns import (
+    chunk_body,
+    columns_of_rows,
+    edge_rows,
+    item_spans,
+    text_time_columns,
+)
 from fleetcore.schemas import decode_measurement_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -243,3 +249,40 @@ def test_a_large_body_with_a_bad_row_says_which_and_why() -> None:
     assert parsed.valid.columns["time"].values.tolist() == [
         micros_from_datetime(r.time) for r in rows.rows
     ]
+
+
+def _item(i: int, moment: datetime) -> dict[str, Any]:
+    return {"time": moment.isoformat(), "device_id": i, "received_at": NOW.isoformat(), "v1": 1.5}
+
+
+def test_chunks_start_small_and_grow_to_their_cap() -> None:
+    """A body is cut into a first run of about `first` bytes, each next one `growth` times
+    larger up to `most`, a short last run joined to the one before; the runs hold every item,
+    in order, once."""
+    items = [_item(i, NOW - timedelta(minutes=i)) for i in range(3000)]
+    body = msgspec.json.encode({"items": items})
+    spans = item_spans(body, 4096, 64 * 1024, 4)
+    assert spans is not None
+    sizes = [end - start for start, end in spans]
+    assert [round(s / 1024) for s in sizes[:3]] == [4, 16, 64]
+    assert all(abs(s - 64 * 1024) < 200 for s in sizes[3:-1])
+    assert 32 * 1024 <= sizes[-1] < 96 * 1024 + 200
+    decoded = [msgspec.json.decode(chunk_body(body, span))["items"] for span in spans]
+    assert [item for chunk in decoded for item in chunk] == items
+    assert item_spans(body, len(body), len(body)) is None  # one run: not cut
+
+
+def test_edge_rows_are_the_first_and_last_items_when_valid_and_inside_the_window() -> None:
+    """The keys a stream probes and makes partitions for: the body's first and last items as
+    rows, or None when either is refused or outside the window (the batch then goes whole)."""
+    items = [_item(i, NOW - timedelta(minutes=i)) for i in range(400)]
+    body = msgspec.json.encode({"items": items})
+    spans = item_spans(body, 2048, 4096)
+    assert spans is not None and len(spans) > 2
+    edges = edge_rows(body, spans, NARROW)
+    assert edges is not None
+    assert [(r.device_id, r.time) for r in edges] == [(0, NOW), (399, NOW - timedelta(minutes=399))]
+    for broken in ({**items[0], "v1": "high"}, {**items[0], "time": "2001-01-01T00:00:00Z"}):
+        body = msgspec.json.encode({"items": [*items[:-1], broken]})
+        spans = item_spans(body, 2048, 4096)
+        assert spans is not None and edge_rows(body, spans, NARROW) is None

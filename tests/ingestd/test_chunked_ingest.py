@@ -3,6 +3,7 @@ bits as any other way, and anything a chunk does not take whole goes the whole-b
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import ingestd.ingest
@@ -11,13 +12,20 @@ import psycopg
 import pytest
 from fleetcore import MEASUREMENT_VALUE_FIELDS
 from fleetcore.json_columns import chunk_body, item_spans
-from ingestd.decoding import CHUNK_BYTES
+from ingestd.decoding import CHUNK_BYTES, CHUNK_GROWTH, FIRST_CHUNK_BYTES
 
 from tests.fix_ingestd import PostBatch
+from tests.fix_pg import scalar
 from tests.ingestd.test_columnar_ingest import COLUMNAR, columnar, stored
-from tests.samples import measurements
+from tests.samples import NOW, measurements
 
-ROWS = 4000  # ~1.8 MB of JSON: three chunks
+ROWS = 4000  # ~1.8 MB of JSON: four chunks
+
+
+@pytest.fixture
+def central_db(storage_db: str) -> str:
+    """Both storage paths: the plain one makes partitions as chunks reach new weeks."""
+    return storage_db
 
 
 def large_batch() -> list[dict[str, Any]]:
@@ -47,7 +55,7 @@ def whole_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def chunks_of(items: list[dict[str, Any]]) -> int:
     body = msgspec.json.encode({"items": items})
-    spans = item_spans(body, len(body) // CHUNK_BYTES)
+    spans = item_spans(body, FIRST_CHUNK_BYTES, CHUNK_BYTES, CHUNK_GROWTH)
     return len(spans) if spans else 0
 
 
@@ -96,9 +104,75 @@ async def test_a_refused_row_in_a_later_chunk_is_dead_lettered_and_the_rest_stor
     assert [r[0] for r in rows] == [ROWS - 10] and '"high"' in rows[0][1]
 
 
+async def test_a_batch_partly_stored_already_rolls_back_and_goes_whole(
+    post_batch: PostBatch, customer_token: str, central_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row in the middle of a large batch stored before (the probe of the batch's ends does not
+    see it): the chunks COPYed until the unique violation are rolled back, and the whole-batch
+    way stores every other row once, with the one duplicate counted, audit row and all."""
+    items = large_batch()
+    first = await post_batch(customer_token, "measurements", [items[ROWS // 2]])
+    assert (await first.json())["accepted"] == 1
+    whole = whole_batches(monkeypatch)
+    resp = await post_batch(customer_token, "measurements", items)
+    answer = await resp.json()
+    assert resp.status == 200 and whole == [1]
+    assert (answer["accepted"], answer["duplicates"]) == (ROWS - 1, 1)
+    assert len(stored(central_db, "DEV0001")) == ROWS
+    events = "SELECT count(*) FROM fleet.ingest_events WHERE accepted = %s AND duplicates = 1"
+    assert scalar(central_db, events, (ROWS - 1,)) == 1
+
+
+async def test_a_streamed_batch_commits_its_audit_row_and_dirty_marks(
+    post_batch: PostBatch, customer_token: str, central_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows, the batch's audit row (count and time range) and the dirty marks of its
+    device-hours are committed together, in one round trip after the COPY."""
+    items = large_batch()
+    whole = whole_batches(monkeypatch)
+    resp = await post_batch(customer_token, "measurements", items)
+    assert resp.status == 200 and whole == []
+    event = scalar(
+        central_db,
+        "SELECT (accepted, duplicates, min_time = %s, max_time = %s)::text "
+        "FROM fleet.ingest_events WHERE batch_type = 'measurements'",
+        (min(i["time"] for i in items), max(i["time"] for i in items)),
+    )
+    assert event == f"({ROWS},0,t,t)"
+    hours = {(i["device_id"], i["time"][:13]) for i in items}
+    marks = scalar(
+        central_db,
+        "SELECT count(*) FROM fleet.hourly_dirty WHERE customer_id = "
+        "(SELECT id FROM fleet.customers WHERE code = 'DEV0001')",
+    )
+    assert marks >= len(hours)
+
+
+async def test_a_chunk_reaching_a_week_without_its_partition_goes_whole(
+    post_batch: PostBatch, customer_token: str, central_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows of three weeks, the middle week's only in middle chunks: the plain path makes the
+    partitions of the batch's first and last rows before the COPY, and a chunk of the other week
+    sends the batch the whole way, which makes its partition and stores every row; TimescaleDB
+    needs no partitions and streams it."""
+    items = []
+    for week in range(3):
+        start = NOW - timedelta(days=30 - 7 * week)
+        items += measurements(ROWS // 3, devices=40, start=start)
+    whole = whole_batches(monkeypatch)
+    resp = await post_batch(customer_token, "measurements", items)
+    assert resp.status == 200 and (await resp.json())["accepted"] == len(items)
+    timescale = scalar(
+        central_db, "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"
+    )
+    assert whole == ([] if timescale else [1])
+    assert len(stored(central_db, "DEV0001")) == len(items)
+
+
 def _cut_items(body: bytes, parts: int) -> list[Any] | None:
     """The items of every chunk of the cut, or None when one does not decode."""
-    spans = item_spans(body, parts)
+    size = len(body) // parts
+    spans = item_spans(body, size, size)
     assert spans is not None
     try:
         pieces = [msgspec.json.decode(chunk_body(body, span))["items"] for span in spans]
@@ -121,5 +195,5 @@ def test_items_are_cut_only_between_items() -> None:
     nested = msgspec.json.encode({"items": [{**items[0], "x": [{"a": 1}, {"b": 2}]}, *items]})
     after = body[:-1] + b',"x":[{},{}]}'
     escaped = body.replace(b'"v1"', b'"v\\u0031"', 1)
-    assert item_spans(nested, 4) is None and item_spans(after, 4) is None
-    assert item_spans(escaped, 4) is None
+    assert item_spans(nested, 999, 999) is None and item_spans(after, 999, 999) is None
+    assert item_spans(escaped, 999, 999) is None

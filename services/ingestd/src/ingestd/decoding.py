@@ -3,9 +3,10 @@ memory budget.
 
 A measurement batch comes out as columns whatever its encoding (`ParsedColumns`; a JSON body's
 rows are turned into columns here, in the decoding thread); sites and devices as rows. A JSON
-measurement body of twice `CHUNK_BYTES` and more decompressed comes out inflated and cut in two
-at an item boundary (`Chunked`), for `ingestd.ingest.ingest_chunked` to decode the second half in
-the pool while the first is COPYed (issue 26's large batches: PostgreSQL's work overlaps ingestd's).
+measurement body of `CHUNKED_MIN_BYTES` and more decompressed comes out inflated and cut at item
+boundaries into a small first chunk and growing ones after it (`Chunked`), for
+`ingestd.ingest.ingest_chunked` to decode them one after the other in the pool while PostgreSQL
+stores the ones before (issue 26's large batches: PostgreSQL's work overlaps ingestd's).
 
 `decode_batch` runs in the decoding pool (a thread pool with one thread per slot,
 INGESTD_MAX_INFLIGHT, made in `app.py`): inflating and parsing a large body takes CPU for
@@ -41,6 +42,7 @@ from typing import Any
 from fleetcore import (
     BatchFormatError,
     BatchType,
+    MeasurementRow,
     ParsedBatch,
     ParsedColumns,
     ValidationWindow,
@@ -50,7 +52,7 @@ from fleetcore import (
 )
 from fleetcore.columnar import declared_rows
 from fleetcore.error_codes import ErrorCode
-from fleetcore.json_columns import chunk_body, clean_measurement_columns, item_spans
+from fleetcore.json_columns import chunk_body, clean_measurement_columns, edge_rows, item_spans
 from fleetcore.protocol import MAX_BATCH_ROWS, MAX_REJECTED_ROWS
 
 from ingestd.body import BodyFormat, decode_body
@@ -77,15 +79,19 @@ INLINE_BODY_BYTES = 32 * 1024
 INLINE_ROWS = 64
 """...and, columnar, declares at most this many rows (its refusals, if any, are found inline)."""
 
-CHUNK_BYTES = 512 * 1024
-"""A JSON measurement body of at least twice this many bytes decompressed (~2,300 rows) is
-stored as it is decoded, in chunks of at least this size (`Chunked`), when it can be cut..."""
-MAX_CHUNKS = 2
-"""...and in at most this many: the second half is decoded while the first is COPYed. Each
-chunk stored while the next is decoded makes the event loop (feeding COPY) and the decoding
-thread take turns at the GIL; with 4 chunks of a 5,000-row body that cost 1.2-2.0 µs/row more
-of ingestd's CPU than the whole-body way in the same runs (bench/README.md, issue 22), with 2
-about the whole-body way's CPU, and the overlap is still most of what chunks gain."""
+CHUNKED_MIN_BYTES = 1024 * 1024
+"""A JSON measurement body of at least this many bytes decompressed (~2,300 rows) is stored as
+it is decoded (`Chunked`), when it can be cut, in chunks of..."""
+FIRST_CHUNK_BYTES = 64 * 1024
+"""...this many bytes first (~145 rows: PostgreSQL gets its first rows ~1 ms after the body is
+inflated, instead of after half the batch is decoded), each next chunk..."""
+CHUNK_GROWTH = 4
+"""...this many times the one before (PostgreSQL stores each chunk while the next, larger one is
+decoded; a chunk costs ~0.3-0.8 ms of fixed numpy work whatever its size, so they grow)..."""
+CHUNK_BYTES = 1024 * 1024
+"""...up to this many bytes: a 5,000-row body (2.2 MB) is cut in 4 (64 KiB, 256 KiB, 1 MiB and
+the rest)."""
+
 
 Parsed = ParsedBatch[Any] | ParsedColumns
 
@@ -100,6 +106,8 @@ class Chunked:
     body: bytes | bytearray
     spans: list[tuple[int, int]]
     window: ValidationWindow
+    edges: tuple[MeasurementRow, MeasurementRow]
+    """The batch's first and last rows (`fleetcore.json_columns.edge_rows`)."""
 
     def parse(self, i: int) -> ParsedColumns | None:
         """Chunk i's columns, or None (CPU-bound: run in the decoding pool)."""
@@ -180,10 +188,14 @@ def decode_batch(
     rows = declared_rows(body.data) if body_format.columnar else None
     memory.hold("parsed", parsed_bytes(body_bytes, columnar=body_format.columnar, rows=rows))
     if kind is BatchType.MEASUREMENTS and not body_format.columnar:
-        parts = min(MAX_CHUNKS, body_bytes // CHUNK_BYTES)
-        spans = item_spans(body.data, parts) if parts >= 2 else None
-        if spans is not None:
-            return Decoded(Chunked(body.data, spans, window), wire_bytes, body_bytes)
+        spans = (
+            item_spans(body.data, FIRST_CHUNK_BYTES, CHUNK_BYTES, CHUNK_GROWTH)
+            if body_bytes >= CHUNKED_MIN_BYTES
+            else None
+        )
+        edges = edge_rows(body.data, spans, window) if spans is not None else None
+        if spans is not None and edges is not None:
+            return Decoded(Chunked(body.data, spans, window, edges), wire_bytes, body_bytes)
     try:
         parsed: Parsed
         if body_format.columnar:

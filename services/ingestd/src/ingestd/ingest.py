@@ -11,18 +11,20 @@ stays in `ingestd.storage`.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import psycopg
 import structlog
 from fleetcore import BatchType, ParsedBatch, ParsedColumns
-from fleetcore.columnar import datetime_from_micros
-from fleetcore.json_columns import concat_columns
+from fleetcore.columnar import Column, MeasurementColumns, datetime_from_micros
 from fleetcore.limits import MAX_BATCH_ROWS
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -47,6 +49,7 @@ from ingestd.storage.writes import (
 __all__ = ["Delivery", "IngestOutcome", "ingest_batch", "ingest_chunked", "record_refusal"]
 
 log = structlog.get_logger("ingestd")
+
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
@@ -155,72 +158,115 @@ async def ingest_batch(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Laid:
+    """A chunk's columns and its COPY tuples."""
+
+    chunk: ParsedColumns
+    tuples: bytes
+
+
+class _ChunkFeed:
+    """A `Chunked` body's chunks decoded and laid out as COPY tuples one after the other by one
+    job in the decoding pool (`run`), each handed to the event loop as soon as it is done: the
+    job never waits for the loop, and the loop only writes what it is handed to PostgreSQL —
+    no numpy or parsing on the loop while the job holds the GIL. A chunk that is not taken
+    whole (None) ends the job, as does `stop`."""
+
+    def __init__(self, chunked: Chunked, customer_id: int) -> None:
+        self._chunked = chunked
+        self._customer_id = customer_id
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[_Laid | BaseException | None] = asyncio.Queue()
+        self._stop = threading.Event()
+
+    @property
+    def chunks(self) -> int:
+        return len(self._chunked.spans)
+
+    def run(self) -> None:
+        """Decode and lay out every chunk in turn (CPU-bound: the decoding pool)."""
+        last = self.chunks - 1
+        try:
+            for i in range(last + 1):
+                if self._stop.is_set():
+                    return
+                chunk = self._chunked.parse(i)
+                laid = None
+                if chunk is not None:
+                    tuples = copy_stream(
+                        chunk.valid, self._customer_id, header=i == 0, trailer=i == last
+                    )
+                    laid = _Laid(chunk, tuples)
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, laid)
+                if laid is None:
+                    return
+        except Exception as exc:  # handed to the loop, which raises it
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, exc)
+
+    async def next(self) -> _Laid | None:
+        """The next chunk, or None: not taken whole."""
+        laid = await self._queue.get()
+        if isinstance(laid, BaseException):
+            raise laid
+        return laid
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def _joined(parts: list[ParsedColumns]) -> ParsedColumns:
-    """Chunks of valid rows as one batch of valid rows."""
-    columns = concat_columns([p.valid for p in parts])
-    times = columns.columns["time"].values
+    """Chunks of valid rows as one batch of their keys (time and device_id: what the dirty
+    marks and the audit row read), inside the window."""
+    times = np.concatenate([p.valid.columns["time"].values for p in parts])
+    devices = np.concatenate([p.valid.columns["device_id"].values for p in parts])
+    columns = MeasurementColumns(len(times), {"time": Column(times), "device_id": Column(devices)})
     first, last = datetime_from_micros(int(times.min())), datetime_from_micros(int(times.max()))
     return ParsedColumns(columns, [], first, last)
 
 
 async def _stream(
     conn: AsyncConnection[Any],
-    decoders: Executor,
     storage: StorageState,
     customer: Customer,
     chunked: Chunked,
-    first: ParsedColumns,
+    feed: _ChunkFeed,
     delivery: Delivery,
 ) -> tuple[StoreResult, ParsedColumns] | None:
-    """The batch COPYed chunk by chunk as the pool decodes them (chunk i+1 while chunk i is
-    stored), `first` being chunk 0's columns, then its dirty marks and audit row; None with
-    nothing stored when a chunk is not taken whole."""
-    loop = asyncio.get_running_loop()
-    parts = [first]
+    """The batch COPYed chunk by chunk as the pool hands them over (PostgreSQL stores chunk i
+    while the pool decodes chunk i+1), then its dirty marks and audit row, committed; None with
+    nothing stored when a chunk is not taken whole. The partitions of the batch's first and
+    last rows are made, and the probe for a re-delivery sent, while the pool decodes the first
+    chunk."""
+    parts: list[ParsedColumns] = []
+    rows = 0
 
-    def laid_out(i: int) -> tuple[ParsedColumns, bytes] | None:
-        """Chunk i's columns and COPY tuples (in the pool), or None: not taken."""
-        chunk = chunked.parse(i)
-        if chunk is None:
-            return None
-        return chunk, copy_stream(chunk.valid, customer.id, header=False, trailer=False)
+    async def tuples() -> AsyncIterator[bytes]:
+        nonlocal rows
+        for _ in range(feed.chunks):
+            laid = await feed.next()
+            if (
+                laid is None
+                or storage.missing_weeks(laid.chunk)
+                or rows + laid.chunk.valid.rows > MAX_BATCH_ROWS
+            ):
+                raise NotWhole  # the whole-batch way refuses what it refuses, with its answer
+            rows += laid.chunk.valid.rows
+            parts.append(laid.chunk)
+            yield laid.tuples
 
-    def decode(i: int) -> asyncio.Future[tuple[ParsedColumns, bytes] | None]:
-        return loop.run_in_executor(decoders, laid_out, i)
-
-    await storage.ensure_weeks(conn, storage.missing_weeks(first))
-    pending = decode(1)
-
-    async def next_chunk() -> bytes:
-        nonlocal pending
-        done = await pending
-        i = len(parts) + 1
-        if i < len(chunked.spans):
-            pending = decode(i)
-        rows = sum(p.valid.rows for p in parts)
-        if (
-            done is None
-            or storage.missing_weeks(done[0])
-            or rows + done[0].valid.rows > MAX_BATCH_ROWS
-        ):
-            raise NotWhole  # the whole-batch way refuses what it refuses, with its answer
-        parts.append(done[0])
-        return done[1]
-
-    try:
-        stored = await copy_chunks(
-            conn, customer.id, first.valid, len(chunked.spans) - 1, next_chunk
-        )
-    finally:
-        await asyncio.wait([pending])  # the pool's last decode, whatever became of the COPY
-    if not stored:
+    first, last = chunked.edges
+    await storage.ensure_weeks(conn, storage.missing_weeks_at(first.time, last.time))
+    ends = ((_utc(first.time), first.device_id), (_utc(last.time), last.device_id))
+    if not await copy_chunks(conn, customer.id, ends, tuples()):
         return None
     parsed = _joined(parts)
     result = StoreResult(parsed.valid.rows, 0)
-    await mark_dirty(conn, customer.id, *storage.buckets(parsed))
-    await record_event(
-        conn, _audit(customer, BatchType.MEASUREMENTS, parsed, delivery, result), seen=True
-    )
+    audit = _audit(customer, BatchType.MEASUREMENTS, parsed, delivery, result)
+    async with conn.pipeline():  # one round trip: marks, audit row, commit
+        await mark_dirty(conn, customer.id, *storage.buckets(parsed))
+        await record_event(conn, audit, seen=True)
+        await conn.commit()
     return result, parsed
 
 
@@ -233,22 +279,32 @@ async def ingest_chunked(
     chunked: Chunked,
     delivery: Delivery,
 ) -> tuple[IngestOutcome, Parsed]:
-    """A large JSON measurement batch stored as it is decoded (`_stream`); a batch the chunks do
-    not take whole (a refused row, a sample outside the window, a key stored already, a week
-    without its partition) is parsed whole and stored as `ingest_batch` stores any other.
-    Returns the outcome and the parsed batch (its rejections are the answer's)."""
+    """A large JSON measurement batch stored as it is decoded (`_stream`, fed by one pool job,
+    `_ChunkFeed`); a batch the chunks do not take whole (a refused row, a sample outside the
+    window, a key stored already, a week without its partition) is parsed whole and stored as
+    `ingest_batch` stores any other. Returns the outcome and the parsed batch (its rejections
+    are the answer's; a streamed batch's holds its keys only)."""
     loop = asyncio.get_running_loop()
-    first = await loop.run_in_executor(decoders, chunked.parse, 0)
-    if first is not None:
+    feed = _ChunkFeed(chunked, customer.id)
+    job = loop.run_in_executor(decoders, feed.run)
+    try:
         async with pool.connection(timeout=timeout_s) as conn:
-            streamed = await _stream(conn, decoders, storage, customer, chunked, first, delivery)
-        if streamed is not None:
-            result, parsed = streamed
-            return IngestOutcome(result.accepted, 0, 0, delivery.elapsed_ms()), parsed
+            streamed = await _stream(conn, storage, customer, chunked, feed, delivery)
+    finally:
+        feed.stop()
+        await asyncio.wait([job])  # the job's last chunk, whatever became of the COPY
+    if streamed is not None:
+        result, parsed = streamed
+        return IngestOutcome(result.accepted, 0, 0, delivery.elapsed_ms()), parsed
+    del feed
     whole = await loop.run_in_executor(decoders, chunked.whole)
     return await ingest_batch(
         pool, timeout_s, storage, customer, BatchType.MEASUREMENTS, whole, delivery
     ), whole
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
 
 
 async def record_refusal(

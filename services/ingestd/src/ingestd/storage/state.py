@@ -114,6 +114,13 @@ class StorageState:
             return {week_start(first), week_start(last)} - self.known_weeks
         return _weeks_of(batch) - self.known_weeks
 
+    def missing_weeks_at(self, *moments: datetime) -> set[datetime]:
+        """The weeks of these sample times that are not known to have a partition (plain path
+        only)."""
+        if self.mode is not StorageMode.POSTGRESQL:
+            return set()
+        return {week_start(m) for m in moments} - self.known_weeks
+
     async def ensure_weeks(self, conn: AsyncConnection[Any], weeks: set[datetime]) -> None:
         if weeks:
             created = await ensure_partitions(conn, weeks)
