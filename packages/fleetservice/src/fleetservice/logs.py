@@ -6,7 +6,10 @@ log through the standard library. Both go to one handler on the root logger whos
 stdout is not a TTY (or `fmt="json"`), the console renderer on a TTY — with the same fields:
 `timestamp`, `level`, `logger`, `service` and, in JSON, an exception as a structured `exception`
 field instead of a raw traceback (frames without local variables, which could hold secrets). An
-exception nobody caught is logged the same way before the process exits. A daemon's lines go to
+exception nobody caught is logged the same way before the process exits. structlog's own lines are
+rendered by structlog's processors and written straight to the stream (`_LineLogger`), not
+through `logging`: a service's one line per request cost ~75 µs through the standard library's
+record, handler and formatter (issue 26), ~25 µs this way. A daemon's lines go to
 stdout, as the structlog docs advise for services; a one-shot command's go to stderr
 (`to_stderr`), so that its stdout carries only its result (a token, a listing, a JSON report).
 
@@ -22,6 +25,7 @@ import contextlib
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from types import TracebackType
 
 import structlog
@@ -102,6 +106,37 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
         _FAILURES.failed(sys.exc_info()[1])
 
 
+class _LineLogger:
+    """structlog's logger: writes each rendered line to the stream, as `_StdoutHandler` does for
+    the standard library's (the stream of the moment, secrets redacted, failures counted)."""
+
+    __slots__ = ("_to_stderr", "name")
+
+    def __init__(self, name: str, to_stderr: bool) -> None:
+        self.name = name  # structlog.stdlib.add_logger_name reads it
+        self._to_stderr = to_stderr
+
+    def msg(self, line: str) -> None:
+        stream = sys.stderr if self._to_stderr else sys.stdout
+        try:
+            stream.write(redact(line) + "\n")
+            stream.flush()
+        except Exception as exc:
+            _FAILURES.failed(exc)
+        else:
+            _FAILURES.written()
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _line_logger_factory(to_stderr: bool) -> Callable[..., _LineLogger]:
+    def factory(*args: object) -> _LineLogger:
+        name = args[0] if args and isinstance(args[0], str) else ""
+        return _LineLogger(name, to_stderr)
+
+    return factory
+
+
 def _add_service(service: str) -> structlog.typing.Processor:
     def add_service(
         _logger: object, _method: str, event_dict: structlog.typing.EventDict
@@ -141,25 +176,24 @@ def configure_logging(
         _add_service(service),
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        cache_logger_on_first_use=False,
-    )
-    final: list[structlog.typing.Processor] = [
-        structlog.stdlib.ProcessorFormatter.remove_processors_meta
-    ]
+    final: list[structlog.typing.Processor] = []
     if use_console:
         final.append(
             structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
         )
     else:
         final += [_STRUCTURED_TRACEBACKS, structlog.processors.JSONRenderer()]
+    structlog.configure(
+        processors=[*shared, *final],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=_line_logger_factory(to_stderr),
+        cache_logger_on_first_use=False,
+    )
     handler = _StdoutHandler(to_stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()], processors=final
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
         )
     )
     root = logging.getLogger()
