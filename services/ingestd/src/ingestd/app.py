@@ -132,9 +132,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         else:
             kind = batch_type_of(request)
             label = kind.value if kind else "invalid"
-        metrics = request.app[METRICS]
-        metrics.requests.labels(label, str(response.status)).inc()
-        metrics.latency.labels(label).observe(time.perf_counter() - started)
+        request.app[METRICS].observe_request(label, response.status, time.perf_counter() - started)
     return response
 
 

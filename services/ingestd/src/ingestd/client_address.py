@@ -15,6 +15,7 @@ client writes. Neither fits, so the walk is done here, over a set of networks.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
@@ -23,6 +24,7 @@ __all__ = ["TrustedProxies", "budget_key", "client_address", "parse_trusted_prox
 Network = IPv4Network | IPv6Network
 TrustedProxies = tuple[Network, ...]
 _MAX_HOPS = 32
+_CACHED = 4096  # addresses parsed once each (every request asks: ~10 µs of ipaddress a time)
 
 
 def parse_trusted_proxies(raw: str) -> TrustedProxies:
@@ -38,6 +40,7 @@ def parse_trusted_proxies(raw: str) -> TrustedProxies:
     return tuple(networks)
 
 
+@functools.lru_cache(maxsize=_CACHED)
 def _address(text: str) -> IPv4Address | IPv6Address | None:
     """An address as proxies write it: bare, `[v6]`, or with a port; None if it is not one."""
     text = text.strip()
@@ -77,6 +80,7 @@ def client_address(peer: str | None, forwarded_for: Iterable[str], trusted: Trus
     return str(current)
 
 
+@functools.lru_cache(maxsize=_CACHED)
 def budget_key(address: str) -> str:
     """The key a client address's failed-authentication budget is kept under: the address for
     IPv4, its /64 for IPv6 (one subscriber gets a /64 at least, and rotating through it must

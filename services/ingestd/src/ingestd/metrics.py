@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -158,6 +158,7 @@ class IngestMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         ProcessCollector(registry=self.registry)
         Info(
             "fleet_build", "The running Fleet service and its version.", registry=self.registry
@@ -220,6 +221,19 @@ class IngestMetrics:
         """Report the pool's state and the rollup backlog at each scrape."""
         self.registry.register(_PoolCollector(pool_stats, dirty_buckets))
 
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once (labels() validates and locks each time: a
+        small batch asked eight times)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def observe_request(self, batch_type: str, status: int, seconds: float) -> None:
+        self._child(self.requests, batch_type, str(status)).inc()
+        self._child(self.latency, batch_type).observe(seconds)
+
     def observe_batch(
         self,
         batch_type: str,
@@ -232,11 +246,11 @@ class IngestMetrics:
         repair: bool = False,
     ) -> None:
         if repair:
-            self.repair_rows.labels("accepted").inc(accepted)
-            self.repair_rows.labels("duplicate").inc(duplicates)
-            self.repair_rows.labels("rejected").inc(rejected)
-        self.rows.labels(batch_type, "accepted").inc(accepted)
-        self.rows.labels(batch_type, "duplicate").inc(duplicates)
-        self.rows.labels(batch_type, "rejected").inc(rejected)
-        self.payload.labels("wire").observe(wire)
-        self.payload.labels("body").observe(body)
+            self._child(self.repair_rows, "accepted").inc(accepted)
+            self._child(self.repair_rows, "duplicate").inc(duplicates)
+            self._child(self.repair_rows, "rejected").inc(rejected)
+        self._child(self.rows, batch_type, "accepted").inc(accepted)
+        self._child(self.rows, batch_type, "duplicate").inc(duplicates)
+        self._child(self.rows, batch_type, "rejected").inc(rejected)
+        self._child(self.payload, "wire").observe(wire)
+        self._child(self.payload, "body").observe(body)
