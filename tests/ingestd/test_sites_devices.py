@@ -5,9 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.fix_ingestd import PostBatch
 from tests.samples import device, encode, site
+
+
+@pytest.fixture
+def central_db(storage_db: str) -> str:
+    """Full sets on both storage paths (plain PostgreSQL and TimescaleDB)."""
+    return storage_db
 
 
 def _rows(dsn: str, sql: str) -> list[tuple[Any, ...]]:
@@ -137,3 +144,26 @@ async def test_lone_surrogate_escape_is_a_bad_body(
     resp = await post_batch(customer_token, "devices", body=raw, gzip=False)
     assert resp.status == 400
     assert (await resp.json())["error"] == "invalid_json"
+
+
+async def test_full_set_writes_its_audit_row_and_leaves_unchanged_rows_alone(
+    post_batch: PostBatch, customer_token: str, central_db: str
+) -> None:
+    """A full set is audited (counts, customer seen) with its rows; sent again unchanged it
+    rewrites no row (received_at kept), changed it rewrites only the changed row."""
+    await post_batch(customer_token, "devices", [device(7, 1), device(8, 1)])
+    first = _rows(central_db, "SELECT id, received_at FROM fleet.devices ORDER BY id")
+    resp = await post_batch(customer_token, "devices", [device(7, 1), device(8, 1)])
+    assert (await resp.json())["accepted"] == 2
+    assert _rows(central_db, "SELECT id, received_at FROM fleet.devices ORDER BY id") == first
+    await post_batch(customer_token, "devices", [device(7, 1), device(8, 1, name="Feeder B")])
+    again = _rows(central_db, "SELECT id, received_at FROM fleet.devices ORDER BY id")
+    assert again[0] == first[0] and again[1][1] > first[1][1]
+    audit = "SELECT batch_type, status, accepted, duplicates, rejected, outcome"
+    events = _rows(central_db, f"{audit} FROM fleet.ingest_events ORDER BY received_at")
+    assert events == [("devices", 200, 2, 0, 0, "ok")] * 3
+    assert _rows(
+        central_db,
+        "SELECT bool_and(c.last_seen_at IS NOT NULL), sum(k.batches)::int FROM fleet.customers c"
+        " JOIN fleet.customer_hourly_counts k ON k.customer_id = c.id",
+    ) == [(True, 3)]

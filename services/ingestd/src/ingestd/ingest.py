@@ -117,9 +117,9 @@ async def _store(
     delivery: Delivery,
 ) -> StoreResult:
     """The batch's writes in the fewest round trips: a small measurement batch in one (one
-    statement: rows, dirty marks and audit row),
-    a full set of sites or devices in one (pipeline), a large measurement batch by COPY (a
-    stream built from its columns)."""
+    statement: rows, dirty marks and audit row), a full set of sites or devices in one (one
+    statement: upsert, soft delete and audit row), a large measurement batch by COPY (a stream
+    built from its columns)."""
     buckets = await storage.prepare(conn, parsed) if isinstance(parsed, ParsedColumns) else None
     if parsed.rejections:  # COPY cannot run in a pipeline; dead letters are rare
         await store_rejections(conn, customer.id, delivery.batch_id, kind, parsed.rejections)
@@ -134,10 +134,8 @@ async def _store(
         await record_event(conn, _audit(customer, kind, parsed, delivery, result), seen=True)
         return result
     result = StoreResult(len(parsed.rows), parsed.duplicates)
-    async with conn.pipeline():
-        await store_full_set(conn, customer.id, kind, parsed.rows, parsed.ids_seen)
-        await record_event(conn, _audit(customer, kind, parsed, delivery, result), seen=True)
-    return result
+    audit = _audit(customer, kind, parsed, delivery, result)
+    return await store_full_set(conn, kind, parsed.rows, parsed.ids_seen, audit)
 
 
 async def ingest_batch(

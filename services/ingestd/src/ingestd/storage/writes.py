@@ -82,7 +82,7 @@ PROBE_EXISTING = sql.SQL(
     "WHERE (time, customer_id, device_id) IN ((%s, %s, %s), (%s, %s, %s)))"
 )
 
-UPSERT_SITES = sql.SQL("""
+_UPSERT_SITES = """
 INSERT INTO fleet.sites AS s (customer_id, id, name, timezone, address, updated_at)
 SELECT %(customer_id)s, * FROM unnest(
     %(id)s::bigint[], %(name)s::text[], %(timezone)s::text[], %(address)s::text[],
@@ -92,8 +92,8 @@ ON CONFLICT (customer_id, id) DO UPDATE SET
     updated_at = EXCLUDED.updated_at, received_at = now(), deleted_at = NULL
 WHERE (s.name, s.timezone, s.address, s.updated_at, s.deleted_at)
       IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.timezone, EXCLUDED.address, EXCLUDED.updated_at, NULL)
-""")
-UPSERT_DEVICES = sql.SQL("""
+"""
+_UPSERT_DEVICES = """
 INSERT INTO fleet.devices AS d (customer_id, id, site_id, serial_number, model, name, updated_at)
 SELECT %(customer_id)s, * FROM unnest(
     %(id)s::bigint[], %(site_id)s::bigint[], %(serial_number)s::text[], %(model)s::text[],
@@ -104,9 +104,13 @@ ON CONFLICT (customer_id, id) DO UPDATE SET
 WHERE (d.site_id, d.serial_number, d.model, d.name, d.updated_at, d.deleted_at)
       IS DISTINCT FROM (EXCLUDED.site_id, EXCLUDED.serial_number, EXCLUDED.model, EXCLUDED.name,
                         EXCLUDED.updated_at, NULL)
-""")
-# Full-set semantics: whatever the customer no longer sends is soft-deleted.
-MARK_DELETED = "UPDATE fleet.{table} SET deleted_at = now() WHERE customer_id = %s AND deleted_at IS NULL AND NOT (id = ANY(%s::bigint[]))"
+"""
+# Full-set semantics: whatever the customer no longer sends is soft-deleted. The upsert touches
+# the ids sent, the soft delete the ids not seen: no row is modified twice in the statement.
+_MARK_DELETED = """UPDATE fleet.{table} SET deleted_at = now()
+    WHERE customer_id = %(customer_id)s AND deleted_at IS NULL
+      AND NOT (id = ANY(%(ids_seen)s::bigint[]))"""
+
 
 # The hourly buckets a measurement batch touched, for the rollup to recompute (see
 # ingestd.storage.rollup, "Marks"): a mark not yet picked by the refresher is left as it is (only
@@ -149,6 +153,20 @@ def _audit_ctes(accepted: str, duplicates: str) -> str:
 
 
 RECORD_EVENT = f"WITH {_audit_ctes('%(accepted)s', '%(duplicates)s')} SELECT 1"
+
+
+def _full_set_statement(upsert: str, table: str) -> str:
+    """A full set in one statement: the upsert (changed rows only), the soft delete of the ids
+    absent from it, the audit row, last-seen and counters — one round trip in autocommit
+    instead of a pipeline of three statements between BEGIN and COMMIT."""
+    return f"""WITH upserted AS ({upsert}), deleted AS (
+    {_MARK_DELETED.format(table=table)}
+), {_audit_ctes("%(accepted)s", "%(duplicates)s")}
+SELECT 1"""
+
+
+STORE_SITES = _full_set_statement(_UPSERT_SITES, "sites")
+STORE_DEVICES = _full_set_statement(_UPSERT_DEVICES, "devices")
 
 # A small measurement batch in one statement: the rows (new keys only: ON CONFLICT DO NOTHING),
 # the hourly buckets they touch marked dirty, then the audit row, last-seen and counters from the
@@ -273,31 +291,41 @@ async def mark_dirty(
         await conn.execute(MARK_DIRTY, (customer_id, devices, hours))
 
 
-_FULL_SETS: dict[BatchType, tuple[sql.SQL, str, tuple[str, ...]]] = {
-    BatchType.SITES: (UPSERT_SITES, "sites", ("id", "name", "timezone", "address")),
-    BatchType.DEVICES: (
-        UPSERT_DEVICES,
-        "devices",
-        ("id", "site_id", "serial_number", "model", "name"),
-    ),
+_FULL_SETS: dict[BatchType, tuple[str, tuple[str, ...]]] = {
+    BatchType.SITES: (STORE_SITES, ("id", "name", "timezone", "address")),
+    BatchType.DEVICES: (STORE_DEVICES, ("id", "site_id", "serial_number", "model", "name")),
 }
+
+
+async def _one_statement(conn: AsyncConnection[Any], query: str, params: dict[str, Any]) -> Any:
+    """Run one statement: in autocommit when the connection is idle (one round trip, no BEGIN
+    or COMMIT), else inside the transaction already open (the caller commits)."""
+    idle = conn.info.transaction_status is TransactionStatus.IDLE
+    if idle:
+        await conn.set_autocommit(True)
+    try:
+        return await conn.execute(query, params)
+    finally:
+        if idle:
+            await conn.set_autocommit(False)
 
 
 async def store_full_set(
     conn: AsyncConnection[Any],
-    customer_id: int,
     kind: BatchType,
     rows: Sequence[SiteRow] | Sequence[DeviceRow],
     ids_seen: set[int],
+    event: AuditRecord,
 ) -> StoreResult:
-    """Upsert the full set of sites or devices and soft-delete the ones absent from it."""
-    upsert, table, columns = _FULL_SETS[kind]
-    params: dict[str, Any] = {column: [getattr(r, column) for r in rows] for column in columns}
+    """Upsert the full set of sites or devices, soft-delete the ones absent from it and write
+    the audit row, in one statement (`_full_set_statement`)."""
+    statement, columns = _FULL_SETS[kind]
+    params = _event_params(event, True)
+    params.update({column: [getattr(r, column) for r in rows] for column in columns})
     params["updated_at"] = [_utc(r.updated_at) for r in rows]
-    params["customer_id"] = customer_id
-    await conn.execute(upsert, params)
-    await conn.execute(MARK_DELETED.format(table=table), (customer_id, sorted(ids_seen)))
-    return StoreResult(len(rows), 0)
+    params["ids_seen"] = sorted(ids_seen)
+    await _one_statement(conn, statement, params)
+    return StoreResult(event.accepted, event.duplicates)
 
 
 async def store_rejections(
