@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import time
 from datetime import timedelta
+from itertools import pairwise
 from typing import Any
 
 import psycopg
@@ -17,6 +18,7 @@ from ingestd.customers import add_customer, revoke_tokens, rotate_token
 from ingestd.settings import Settings
 
 from tests.fix_ingestd import PostBatch
+from tests.fix_pg import scalar, wait_for
 from tests.samples import encode, measurements, site
 
 
@@ -334,5 +336,49 @@ async def test_too_many_batches_in_flight_is_503_with_short_retry_after(
         assert (await resp.json())["error"] == "unavailable"
         blocker.rollback()
     assert (await holder).status == 200
+    resp = await client.post(INGEST_PATH, data=encode(measurements(1), gzip=False), headers=headers)
+    assert resp.status == 200
+
+
+async def test_a_herd_refused_for_capacity_is_told_to_come_back_one_after_another(
+    aiohttp_client: Any, ingestd_settings: Settings, customer_token: str, central_db: str
+) -> None:
+    """Batches refused on arrival while the process is full get Retry-Afters booked in turn
+    (the base first, then one further slot each, at a quarter of the capacity: here one slot
+    and nothing finishing, so 4 s apart), not all the same few seconds; once the slot frees,
+    batches are served again."""
+    from dataclasses import replace
+
+    from aiohttp.test_utils import TestServer
+
+    settings = replace(
+        ingestd_settings, max_inflight=1, max_waiting=0, inflight_wait_s=0.05, busy_retry_after_s=2
+    )
+    server = TestServer(create_app(settings))
+    await server.start_server(**SERVER_OPTIONS)
+    client: TestClient[Any, Any] = await aiohttp_client(server)
+    headers = _headers(customer_token, gz=False)
+    body = encode(measurements(1), gzip=False)
+    with psycopg.connect(central_db) as blocker:
+        # The first batch takes the only slot, then waits on this row lock to mark the customer seen.
+        blocker.execute("SELECT 1 FROM fleet.customers WHERE code = 'DEV0001' FOR UPDATE")
+        holder = asyncio.create_task(
+            client.post(INGEST_PATH, data=encode(measurements(20), gzip=False), headers=headers)
+        )
+        await wait_for(
+            lambda: bool(scalar(central_db, "SELECT count(*) FROM pg_stat_activity"
+                                " WHERE wait_event_type = 'Lock' AND datname = current_database()")),
+            what="the first batch holding the slot, waiting on the lock",
+        )  # fmt: skip
+        waits = []
+        for _ in range(8):
+            resp = await client.post(INGEST_PATH, data=body, headers=headers)
+            assert resp.status == 503
+            assert (await resp.json())["error"] == "unavailable"
+            waits.append(int(resp.headers["Retry-After"]))
+        blocker.rollback()
+    assert (await holder).status == 200
+    assert waits[0] == 2
+    assert all(3 <= b - a <= 5 for a, b in pairwise(waits)), waits
     resp = await client.post(INGEST_PATH, data=encode(measurements(1), gzip=False), headers=headers)
     assert resp.status == 200

@@ -7,10 +7,17 @@ answered 503 at once, before its token is looked up or its body read: past capac
 process spends its CPU on the batches it will store, not on batches it will refuse after the
 work (no pool-timeout storms, goodput stays near capacity).
 
-Every 503 carries a Retry-After spread at random over a window that widens with the overload
-(`spread`): a herd of pushers that all retry after the same delay would arrive together again,
-while spreading them over `base * (1 + load)` seconds turns a spike into a stream the process
-can take. The pushers add their own jitter on top (PUSHER_RETRY_AFTER_JITTER_S).
+A batch refused for capacity (`busy`) is given a time to come back (`ReturnSchedule`): the
+refusals are booked one after another at a quarter (RETURN_SHARE) of the rate this process
+completes batches while every slot is taken, each Retry-After the wait until its booked time (at
+least INGESTD_BUSY_RETRY_AFTER_S, at most INGESTD_BUSY_RETRY_AFTER_MAX_S). A herd refused at once
+(every gateway's first tick, full sets included, after a deployment) thus comes back as a stream
+the process can take beside its regular traffic, instead of all within a few seconds to be
+refused again and again: the last session's 10,000-gateway warm-up, spread over
+`base * (1 + waiting/slots)` s (2-12 s), was refused 72 k times in ten minutes and never drained.
+Other 503s and 429s (the database unreachable, the memory or decode budget, one customer's
+requests) keep the random `spread` over `base * (1 + load)` s. The pushers add their own jitter
+on top (PUSHER_RETRY_AFTER_JITTER_S).
 
 One customer holds at most INGESTD_MAX_INFLIGHT_PER_CUSTOMER requests at once — from its token
 being checked to its answer, waiting lines included (`customer_turn`): past that it is answered
@@ -21,13 +28,66 @@ slot and waiting place while the others are still served. A pusher sends one bat
 from __future__ import annotations
 
 import asyncio
+import math
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ingestd.errors import RateLimited, ServiceUnavailable
 
-__all__ = ["Admission"]
+__all__ = ["RETURN_SHARE", "Admission", "ReturnSchedule"]
+
+RETURN_SHARE = 0.25
+"""Of the process's capacity, the share booked for refused batches coming back: the rest is for
+the regular traffic (a fleet carried at up to ~3/4 of capacity drains a herd without refusing
+its returns again)."""
+_SMOOTHING = 0.05  # weight of one new interval between completions in the moving average
+
+
+class ReturnSchedule:
+    """Booked return times of refused batches, at RETURN_SHARE of the measured capacity.
+
+    Capacity is measured where it shows: while every slot is taken, the interval between two
+    batches finishing (a moving average); until then one slot's worth per second is assumed.
+    A refusal at `now` is booked at the later of `now + base_s` and the last booking plus one
+    interval at the booking rate; past `max_s` the books are full and it is spread at random
+    over [base_s, max_s] instead. Integer Retry-Afters are rounded up or down at random in
+    proportion, so those booked within one second do not all come back at its start."""
+
+    def __init__(
+        self,
+        slots: int,
+        max_s: int,
+        rng: random.Random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_s = max_s
+        self._rng = rng
+        self._clock = clock
+        self._interval = 1.0 / slots  # seconds between completions at capacity: a first guess
+        self._last_done: float | None = None
+        self._next = 0.0
+
+    @property
+    def capacity_per_s(self) -> float:
+        return 1.0 / self._interval
+
+    def completed(self, saturated: bool) -> None:
+        """One batch gave its slot back; `saturated`: every slot was taken until then."""
+        now = self._clock()
+        if saturated and self._last_done is not None:
+            self._interval += _SMOOTHING * (max(now - self._last_done, 1e-6) - self._interval)
+        self._last_done = now if saturated else None
+
+    def book(self, base_s: int) -> int:
+        """Seconds until a batch refused now should come back (its Retry-After)."""
+        now = self._clock()
+        at = max(self._next, now + base_s)
+        if at - now > self.max_s:
+            return self._rng.randint(base_s, max(base_s, self.max_s))
+        self._next = at + self._interval / RETURN_SHARE
+        return max(base_s, math.floor(at - now + self._rng.random()))
 
 
 class Admission:
@@ -39,6 +99,8 @@ class Admission:
         busy_retry_after_s: int,
         rng: random.Random | None = None,
         per_customer: int | None = None,
+        busy_retry_after_max_s: int = 900,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_inflight = inflight
         self.max_waiting = waiting
@@ -50,6 +112,7 @@ class Admission:
         self.shed = 0
         self.per_customer = per_customer or inflight
         self._customers: dict[int, int] = {}
+        self.returns = ReturnSchedule(inflight, busy_retry_after_max_s, self._rng, clock)
 
     @property
     def waiting(self) -> int:
@@ -66,8 +129,9 @@ class Admission:
         return base_s + self._rng.randint(0, max(1, round(base_s * (1.0 + self.load))))
 
     def busy(self) -> ServiceUnavailable:
+        """The 503 of a batch refused for capacity, with its booked return (`ReturnSchedule`)."""
         self.shed += 1
-        return ServiceUnavailable(self.spread(self.busy_retry_after_s), "busy, retry later")
+        return ServiceUnavailable(self.returns.book(self.busy_retry_after_s), "busy, retry later")
 
     def check(self) -> None:
         """Refuse at once (503) when every slot is taken and the waiting line is full."""
@@ -90,6 +154,7 @@ class Admission:
             self._waiting -= 1
 
     def release(self) -> None:
+        self.returns.completed(saturated=self._slots.locked())
         self._slots.release()
 
     @contextmanager

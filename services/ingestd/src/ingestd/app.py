@@ -357,6 +357,7 @@ def create_app(settings: Settings) -> web.Application:
         settings.inflight_wait_s,
         settings.busy_retry_after_s,
         per_customer=settings.max_inflight_per_customer,
+        busy_retry_after_max_s=settings.busy_retry_after_max_s,
     )
     app[MEMORY] = MemoryBudget(settings.memory_budget_bytes)
     app[READINESS] = Readiness()

@@ -99,6 +99,7 @@ class Settings:
     max_inflight: int = 8
     inflight_wait_s: float = 1.0
     busy_retry_after_s: int = 2
+    busy_retry_after_max_s: int = 900
     auth_failures_per_min: float = 30.0
     auth_failure_burst: int = 20
     trusted_proxies: TrustedProxies = ()
@@ -181,6 +182,7 @@ class Settings:
         if admin_token is not None and len(admin_token) < 32:
             raise ConfigError("INGESTD_ADMIN_TOKEN must be at least 32 characters")
         max_inflight = env_.integer("INGESTD_MAX_INFLIGHT", 2 * pool_max, minimum=1)
+        busy_retry_after = env_.integer("INGESTD_BUSY_RETRY_AFTER_S", 2, minimum=1)
         max_wire = env_.integer("INGESTD_MAX_WIRE_BYTES", 16 * _MiB, minimum=1024)
         max_body = env_.integer("INGESTD_MAX_BODY_BYTES", 64 * _MiB, minimum=1024)
         budget = env_.integer("INGESTD_MEMORY_BUDGET_MB", 512, minimum=16) * _MiB
@@ -206,7 +208,12 @@ class Settings:
             decode_budget_s=env_.number("INGESTD_DECODE_BUDGET_S", 10.0, minimum=0.1),
             max_inflight=max_inflight,
             inflight_wait_s=env_.number("INGESTD_INFLIGHT_WAIT_S", 1.0, minimum=0.0),
-            busy_retry_after_s=env_.integer("INGESTD_BUSY_RETRY_AFTER_S", 2, minimum=1),
+            busy_retry_after_s=busy_retry_after,
+            busy_retry_after_max_s=env_.integer(
+                "INGESTD_BUSY_RETRY_AFTER_MAX_S",
+                max(900, busy_retry_after),
+                minimum=busy_retry_after,
+            ),
             auth_failures_per_min=env_.number("INGESTD_AUTH_FAILURES_PER_MIN", 30.0, minimum=0.01),
             auth_failure_burst=env_.integer("INGESTD_AUTH_FAILURE_BURST", 20, minimum=1),
             trusted_proxies=_trusted_proxies(env_),

@@ -1,0 +1,90 @@
+"""Capacity refusals are booked to come back as a stream the process can take (ingestd.admission)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from itertools import pairwise
+
+from ingestd.admission import RETURN_SHARE, Admission
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _admission(clock: Clock, slots: int = 4, max_s: int = 900) -> Admission:
+    return Admission(
+        slots, 16, 1.0, 2, rng=random.Random(5), busy_retry_after_max_s=max_s, clock=clock
+    )
+
+
+async def _saturated_completions(
+    admission: Admission, clock: Clock, every_s: float, n: int
+) -> None:
+    """`n` batches finishing `every_s` apart while every slot stays taken (the next batch takes
+    each freed slot at once)."""
+    for _ in range(admission.max_inflight):
+        await admission.acquire()
+    await _completions(admission, clock, every_s, n)
+
+
+async def _completions(admission: Admission, clock: Clock, every_s: float, n: int) -> None:
+    for _ in range(n):
+        clock.now += every_s
+        admission.release()
+        await admission.acquire()
+
+
+async def test_a_herd_is_booked_at_a_quarter_of_the_measured_capacity() -> None:
+    """After batches finished 10 ms apart with every slot taken (100/s), 1,000 batches refused
+    at one instant are told to come back over ~40 s, ~25 a second (a booking is rounded to the
+    whole second before or after it: never more than two seconds' worth in one), none before
+    the base."""
+    clock = Clock()
+    admission = _admission(clock)
+    await _saturated_completions(admission, clock, 0.010, 200)
+    assert 90 < admission.returns.capacity_per_s < 110
+    waits = [int(admission.busy().headers()["Retry-After"]) for _ in range(1000)]
+    assert min(waits) == 2
+    assert 1000 / (RETURN_SHARE * 110) < max(waits) - 2 < 1000 / (RETURN_SHARE * 90) + 2
+    per_second = Counter(waits)
+    assert max(per_second.values()) <= 2 * RETURN_SHARE * 110
+    inner = [per_second[s] for s in range(min(waits) + 1, max(waits))]
+    assert RETURN_SHARE * 90 < sum(inner) / len(inner) < RETURN_SHARE * 110
+    assert all(b >= a - 1 for a, b in pairwise(waits))  # booked in turn
+
+
+async def test_bookings_start_afresh_once_their_times_have_passed() -> None:
+    """Refusals after the booked returns are over start again at the base Retry-After."""
+    clock = Clock()
+    admission = _admission(clock)
+    await _saturated_completions(admission, clock, 0.010, 200)
+    last = max(int(admission.busy().headers()["Retry-After"]) for _ in range(100))
+    clock.now += last + 1
+    assert int(admission.busy().headers()["Retry-After"]) == 2
+
+
+async def test_past_the_horizon_refusals_are_spread_over_it() -> None:
+    """When the books reach INGESTD_BUSY_RETRY_AFTER_MAX_S, later refusals get a random
+    Retry-After between the base and that maximum instead of growing without bound."""
+    clock = Clock()
+    admission = _admission(clock, slots=1, max_s=30)  # no completions seen: 1 a second assumed
+    waits = [int(admission.busy().headers()["Retry-After"]) for _ in range(200)]
+    assert max(waits) <= 30 and min(waits) == 2
+    assert len(set(waits[20:])) > 10  # spread, not piled up at the maximum
+
+
+async def test_completions_with_free_slots_do_not_count_as_capacity() -> None:
+    """Only intervals between batches finishing while every slot was taken measure capacity: a
+    quiet process's slow trickle of batches does not make it look slow."""
+    clock = Clock()
+    admission = _admission(clock)
+    await _saturated_completions(admission, clock, 0.010, 200)
+    admission.release()  # a slot stays free from now on
+    await _completions(admission, clock, 5.0, 50)
+    assert 90 < admission.returns.capacity_per_s < 110
