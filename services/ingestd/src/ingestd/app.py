@@ -48,6 +48,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ingestd.admission import Admission
+from ingestd.auth import TokenLookups
 from ingestd.contacts import Contacts
 from ingestd.dbidentity import IdentityWatch
 from ingestd.errors import IngestError, NotFound, ServiceUnavailable, StartupError
@@ -80,6 +81,7 @@ from ingestd.keys import (
     READINESS,
     SETTINGS,
     STORAGE,
+    TOKEN_LOOKUPS,
     TOKENS,
 )
 from ingestd.memory import MemoryBudget
@@ -349,6 +351,7 @@ def create_app(settings: Settings) -> web.Application:
         settings.auth_failures_per_min / shares, max(1, settings.auth_failure_burst // shares)
     )
     app[TOKENS] = TokenCache(settings.token_cache_ttl_s)
+    app[TOKEN_LOOKUPS] = TokenLookups(app[TOKENS])
     app[CONTACTS] = Contacts()
     app[METRICS] = IngestMetrics()
     app[ADMISSION] = Admission(

@@ -8,6 +8,7 @@ from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
 from ingestd.admission import Admission
+from ingestd.auth import TokenLookups
 from ingestd.contacts import Contacts
 from ingestd.dbidentity import IdentityWatch
 from ingestd.memory import MemoryBudget
@@ -33,6 +34,7 @@ __all__ = [
     "SETTINGS",
     "STORAGE",
     "TOKENS",
+    "TOKEN_LOOKUPS",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -44,6 +46,7 @@ METRICS = web.AppKey("metrics", IngestMetrics)
 AUTH_LIMITER = web.AppKey("auth_limiter", FailedAuthLimiter)
 ADMISSION = web.AppKey("admission", Admission)
 TOKENS = web.AppKey("tokens", TokenCache)
+TOKEN_LOOKUPS = web.AppKey("token_lookups", TokenLookups)
 IDENTITY = web.AppKey("identity", IdentityWatch)
 CONTACTS = web.AppKey("contacts", Contacts)
 MEMORY = web.AppKey("memory", MemoryBudget)

@@ -33,7 +33,7 @@ from fleetcore.protocol import (
     TOKEN_HEADER,
 )
 
-from ingestd.auth import Customer, customer_of_token
+from ingestd.auth import Customer
 from ingestd.body import check_content_headers, read_wire_body
 from ingestd.decoding import Chunked, DecodeLimits, WireBody, decode
 from ingestd.errors import (
@@ -56,7 +56,7 @@ from ingestd.keys import (
     POOL,
     SETTINGS,
     STORAGE,
-    TOKENS,
+    TOKEN_LOOKUPS,
 )
 from ingestd.memory import BodyMemory
 from ingestd.ratelimit import RateLimiter
@@ -135,8 +135,8 @@ async def authenticate(request: web.Request, settings: Settings) -> Customer:
     try:
         if not token_hash:
             raise Unauthorized()
-        customer = await customer_of_token(
-            token_hash, request.app[TOKENS], request.app[POOL], settings.pool_timeout_s
+        customer = await request.app[TOKEN_LOOKUPS].customer(
+            token_hash, request.app[POOL], settings.pool_timeout_s
         )
     except Unauthorized:
         limiter.failed(address)
