@@ -53,6 +53,7 @@ from fleetdev.pgcluster import PgCluster
 from report import Figure, Target, errors
 from simulator import (
     TYPES,
+    BatchRecord,
     Fleet,
     ValuePool,
     build_gateways,
@@ -173,6 +174,24 @@ async def _settled(fleet: Fleet, most_s: float, quiet_s: float) -> None:
             return
 
 
+def refusals(
+    records: Sequence[BatchRecord], start: float, bucket_s: float = 60.0
+) -> dict[str, Any]:
+    """The 503s of a fleet run per minute from its start, full sets (sites, devices) and
+    measurement batches apart, and when the last one was sent: whether the warm-up's herd
+    drained, and how fast."""
+    refused = [r for r in records if r.status == "503"]
+    end = max((r.sent_at for r in records), default=start)
+    buckets = [[0, 0] for _ in range(int((end - start) // bucket_s) + 1)]
+    for r in refused:
+        buckets[int((r.sent_at - start) // bucket_s)][r.batch_type == "measurements"] += 1
+    last = max((r.sent_at for r in refused), default=None)
+    return {
+        "refused_per_minute": [{"full_sets": f, "measurements": m} for f, m in buckets],
+        "last_503_s": None if last is None else last - start,
+    }
+
+
 def _p99(step: dict[str, Any]) -> float | None:
     """The worst p99 over the batch types that were measured (None: too few answers)."""
     found = [st["p99_ms"] for st in step["per_type"].values() if "p99_ms" in st]
@@ -218,7 +237,8 @@ async def capacity(args: Any, cluster: PgCluster, dsn: str, timescale: bool) -> 
             passing = [s["gateways"] for s in steps if s["passed"]]
             result["largest_passing"] = max(passing, default=None)
             size = args.encoding_gateways or result["largest_passing"] or ENCODING_GATEWAYS
-            result["encodings"] = await _encodings(run, tokens[: min(size, len(tokens))])
+            if args.encoding_duration > 0:
+                result["encodings"] = await _encodings(run, tokens[: min(size, len(tokens))])
         finally:
             stop.set()
             await sampling
@@ -243,6 +263,7 @@ async def _search(run: Run, tokens: Sequence[str], started: float) -> list[dict[
             gateways=size,
             meters=meters,
             warmup=latency(warm),
+            **refusals(fleet.records, windows["warmup"][0]),
             p99_ms=_p99(step),
             passed=_passed(step),
             generator_bound=step.get("generator_loop_lag_max_s", 0.0) > GENERATOR_LAG_S,
@@ -299,11 +320,16 @@ def _step_text(step: dict[str, Any]) -> str:
         cagg += (
             f", stored-energy steps due max {due:,} (at the end {step['frontiers_behind_last']:,})"
         )
+    per_minute = ", ".join(
+        f"{m['full_sets']:,}+{m['measurements']:,}" for m in step.get("refused_per_minute", [])
+    )
+    last = step.get("last_503_s")
     return (
         f"{step['gateways']:,} {verdict} (p99 {'-' if p99 is None else f'{p99:.0f}'} ms, "
         f"errors {errors(step['all']['statuses'])}; warm-up minute: errors {errors(warm)} of "
-        f"{sum(warm.values()):,}; hourly_dirty {step.get('dirty_first')} -> "
-        f"{step.get('dirty_last')}{cagg}{mark})"
+        f"{sum(warm.values()):,}; 503s per minute from the start (full sets+measurements) "
+        f"{per_minute or '-'}, the last {'none' if last is None else f'at {last:.0f} s'}; "
+        f"hourly_dirty {step.get('dirty_first')} -> {step.get('dirty_last')}{cagg}{mark})"
     )
 
 
@@ -323,7 +349,28 @@ def capacity_figures(result: dict[str, Any]) -> list[Figure]:
             + ("; search budget ended it" if steps[-1].get("budget_ended_search") else ""),
         )
     ]
-    enc = result["encodings"]
+    enc = result.get("encodings")
+    if enc is not None:  # not with --encoding-duration 0: the search only
+        out.extend(_encoding_figures(path, enc))
+    whole = result["whole_run"]
+    lags = [s.get("generator_loop_lag_max_s", 0.0) for s in steps]
+    shares = [s.get("client_cpu_share", 0.0) for s in steps]
+    out.append(
+        Figure.of(
+            f"fleet ({path}): what the generator cost",
+            f"{100 * max(shares, default=0):.0f}% of a core (most, at a step)",
+            f"loop lag max {max(lags, default=0):.2f} s (above {GENERATOR_LAG_S:g} s a step is "
+            f"generator-bound); ingestd {100 * whole.get('ingestd_cpu_share', 0):.0f}% (idle "
+            f"{100 * result['idle'].get('ingestd_cpu_share', 0):.1f}%), "
+            f"PostgreSQL {100 * whole.get('pg_cpu_share', 0):.0f}% over the run",
+        )
+    )
+    return out
+
+
+def _encoding_figures(path: str, enc: dict[str, Any]) -> list[Figure]:
+    """CPU per batch by encoding and the backlog's slope over the encodings' run."""
+    out: list[Figure] = []
     for encoding in ("json", "columnar"):
         st = enc[encoding]
         cpu = st.get("ingestd_cpu_ms_per_batch")
@@ -353,7 +400,6 @@ def capacity_figures(result: dict[str, Any]) -> list[Figure]:
                 "NOT CLEAN (503s or full sets in the window: not a small batch's cost)",
             )
         out.append(figure)
-    whole = result["whole_run"]
     backlog = enc["backlog"]
     if path == "timescaledb":
         slope = backlog.get("invalidations_slope_per_min")
@@ -384,16 +430,4 @@ def capacity_figures(result: dict[str, Any]) -> list[Figure]:
                 "flat",
             )
         )
-    lags = [s.get("generator_loop_lag_max_s", 0.0) for s in steps]
-    shares = [s.get("client_cpu_share", 0.0) for s in steps]
-    out.append(
-        Figure.of(
-            f"fleet ({path}): what the generator cost",
-            f"{100 * max(shares, default=0):.0f}% of a core (most, at a step)",
-            f"loop lag max {max(lags, default=0):.2f} s (above {GENERATOR_LAG_S:g} s a step is "
-            f"generator-bound); ingestd {100 * whole.get('ingestd_cpu_share', 0):.0f}% (idle "
-            f"{100 * result['idle'].get('ingestd_cpu_share', 0):.1f}%), "
-            f"PostgreSQL {100 * whole.get('pg_cpu_share', 0):.0f}% over the run",
-        )
-    )
     return out

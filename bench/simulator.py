@@ -5,9 +5,11 @@ A gateway is its own customer with its own token and `meters` meters. Every `int
 random phase) each meter takes one sample; the gateway then sends, in the pusher's order, its
 sites and devices when it has them (full sets: every tick, or only the first tick once the
 pusher skips unchanged sets) and its queued samples in measurement batches of up to
-`batch_rows` rows, one request in flight. A failed request stops the round; the gateway tries
-again when the pusher would: the pusher's own `RetryPolicy` (Retry-After plus jitter for
-429/503, full-jitter exponential backoff otherwise).
+`batch_rows` rows, one request in flight. As in the pusher's tick (`pusher.daemon`), each of the
+three resources has its own schedule: a failed request makes that resource wait, and only it,
+as the pusher's own `RetryPolicy` says (Retry-After plus jitter for 429/503, full-jitter
+exponential backoff otherwise) with its own count of failures in a row; the round goes on to
+the next resource (a refused full set does not hold the measurements back, nor the other way).
 
 Bodies are what the pusher sends: JSON `{"items": [...]}` with the keys of the pusher's push
 item, compressed by `pusher.delivery.gzip_body` at the pusher's default level, from one of two
@@ -374,14 +376,18 @@ class Gateway:
     devices_body: bytes | None = None
     ticks: deque[Tick] = field(default_factory=deque)
     pending: set[str] = field(default_factory=set)
-    failures: int = 0
-    retry_at: float = 0.0
+    failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TYPES, 0))
+    retry_at: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TYPES, 0.0))
     tick_count: int = 0
     _cached: tuple[tuple[int, int, str], bytes] | None = None
 
     def __post_init__(self) -> None:
         if self.sites_body is not None and self.devices_body is not None:
             self.pending = {"sites", "devices"}
+
+    def _waiting(self) -> list[str]:
+        """The resources with something to send (due now or later)."""
+        return [*sorted(self.pending), *(["measurements"] if self.ticks else [])]
 
     def _headers(self, batch_type: str, encoding: str) -> dict[str, str]:
         body = COLUMNAR_HEADERS if encoding == "columnar" else JSON_HEADERS
@@ -414,33 +420,36 @@ class Gateway:
                 if fleet.producing:
                     self._tick(fleet)
                 next_tick += fleet.interval_s
-            if (self.pending or self.ticks) and now >= self.retry_at:
+            waiting = self._waiting()
+            if any(now >= self.retry_at[kind] for kind in waiting):
                 await self._round(session, fleet, policy)
                 continue
-            wake = min(next_tick, end)
-            if self.pending or self.ticks:
-                wake = min(wake, self.retry_at)
+            wake = min([next_tick, end, *(self.retry_at[kind] for kind in waiting)])
             await asyncio.sleep(max(0.001, wake - time.monotonic()))
 
     async def _round(
         self, session: aiohttp.ClientSession, fleet: Fleet, policy: RetryPolicy
     ) -> None:
-        """Sites, devices, then the queued samples; stop at the first failure."""
+        """Sites, devices, then the queued samples, each resource that is due (the pusher's
+        tick); a failure makes that resource wait and the round goes on to the next."""
         for batch_type, body in (("sites", self.sites_body), ("devices", self.devices_body)):
-            if batch_type in self.pending and body is not None:
-                if not await self._send(session, fleet, policy, batch_type, body, 0, "json"):
-                    return
+            if (
+                batch_type in self.pending
+                and body is not None
+                and time.monotonic() >= self.retry_at[batch_type]
+                and await self._send(session, fleet, policy, batch_type, body, 0, "json")
+            ):
                 self.pending.discard(batch_type)
-        while self.ticks:
+        while self.ticks and time.monotonic() >= self.retry_at["measurements"]:
             count = min(len(self.ticks), max(1, fleet.batch_rows // self.meters))
             encoding = fleet.bodies.encoding
             body = self._measurement_body(fleet, count)
             rows = count * self.meters
             if not await self._send(session, fleet, policy, "measurements", body, rows, encoding):
-                return
+                break
             for _ in range(count):
                 self.ticks.popleft()
-        if fleet.restarted_at is not None:
+        if fleet.restarted_at is not None and not self.ticks and not self.pending:
             fleet.caught_up(self.index)
 
     async def _send(
@@ -470,11 +479,12 @@ class Gateway:
             )
         )
         if status == "200":
-            self.failures = 0
+            self.failures[batch_type] = 0
             return True
-        self.failures += 1
+        self.failures[batch_type] += 1
         event = RetryEvent.RETRY_LATER if status in ("429", "503") else RetryEvent.TRANSIENT
-        self.retry_at = done + policy.delay(event, self.failures, retry_after_s=retry_after)
+        delay = policy.delay(event, self.failures[batch_type], retry_after_s=retry_after)
+        self.retry_at[batch_type] = done + delay
         return False
 
 
