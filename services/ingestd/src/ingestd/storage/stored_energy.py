@@ -50,7 +50,13 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from ingestd.storage.aggregate import COUNTER_COLUMNS
-from ingestd.storage.energy import ESTIMATED_SPACING_FACTOR, OF_DEVICE, energy_parts, plan_cached
+from ingestd.storage.energy import (
+    ESTIMATED_SPACING_FACTOR,
+    FLAT_EDGES_FROM,
+    OF_DEVICE,
+    energy_parts,
+    plan_cached,
+)
 from ingestd.storage.layout import STORED_TABLE
 from ingestd.storage.revisions import merged_spans, revised_span
 
@@ -143,11 +149,11 @@ END IF;
 live := fleet.energy_live_from(p_customer, p_device);
 RETURN QUERY
 WITH parts AS (
-    SELECT width_bucket(s.bucket, p_edges) AS j,
+    SELECT width_bucket(s.bucket, flat.e) AS j,
            {", ".join(f"s.{c} AS e{k}" for k, c in enumerate(_ENERGY, 1))},
            s.energy_reset AS reset,
            s.max_spacing_s > {ESTIMATED_SPACING_FACTOR} * p_usual_interval_s AS estimated
-    FROM fleet.energy_hours s
+    FROM fleet.energy_hours s, {FLAT_EDGES_FROM}
     WHERE s.customer_id = p_customer AND s.device_id = p_device
       AND s.bucket >= first_edge AND s.bucket < least(last_edge, live)
       AND num_nonnulls({", ".join(f"s.{c}" for c in _ENERGY)}) > 0

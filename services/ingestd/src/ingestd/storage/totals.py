@@ -20,7 +20,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from ingestd.storage.energy import ESTIMATED_SPACING_FACTOR, plan_cached
+from ingestd.storage.energy import ESTIMATED_SPACING_FACTOR, FLAT_EDGES, plan_cached
 from ingestd.storage.stored_energy import usual_hours
 
 __all__ = [
@@ -83,7 +83,7 @@ WITH dev AS (
                bool_or(r.has_energy) AS has_energy,
                percentile_cont(0.5) WITHIN GROUP (ORDER BY r.spacing) AS within
         FROM (
-            SELECT width_bucket(s.bucket, p_edges) AS j, {", ".join(f"s.{e}" for e in _ENERGY)},
+            SELECT width_bucket(s.bucket, {FLAT_EDGES}) AS j, {", ".join(f"s.{e}" for e in _ENERGY)},
                    s.energy_reset, s.max_spacing_s,
                    num_nonnulls({", ".join(f"s.{e}" for e in _ENERGY)}) > 0 AS has_energy,
                    {_MEAN_SPACING.format(a="s")} AS spacing
