@@ -92,6 +92,30 @@ def test_bootstrap_is_idempotent_and_safe_from_several_replicas(central_db: str)
     assert _mode(central_db) is before
 
 
+COVERED = "SELECT indnatts - indnkeyatts FROM pg_index WHERE indexrelid = %s::regclass"
+
+
+def test_primary_keys_carry_the_reads_columns(central_db: str) -> None:
+    """The stored energy's primary key and (plain PostgreSQL) the rollup's carry the columns the
+    energy reads take, so that they read the index alone; a rollup made with the bare key gets
+    the covering one from the next bootstrap, its rows kept."""
+    assert _rows(central_db, COVERED, "fleet.energy_hours_pkey") == [(9,)]
+    if _mode(central_db) is not StorageMode.POSTGRESQL:
+        return
+    assert _rows(central_db, COVERED, "fleet.hourly_rollup_pkey") == [(12,)]
+    with psycopg.connect(central_db) as conn:
+        conn.execute("""INSERT INTO fleet.hourly_rollup (bucket, customer_id, device_id, samples)
+                        VALUES ('2026-01-01 00:00+00', 1, 987654, 7)""")
+        conn.execute("""ALTER TABLE fleet.hourly_rollup DROP CONSTRAINT hourly_rollup_pkey,
+                        ADD PRIMARY KEY (customer_id, device_id, bucket)""")
+    assert _rows(central_db, COVERED, "fleet.hourly_rollup_pkey") == [(0,)]
+    asyncio.run(bootstrap_database(central_db, StoragePlan(timescaledb="off")))
+    assert _rows(central_db, COVERED, "fleet.hourly_rollup_pkey") == [(12,)]
+    assert _rows(
+        central_db, "SELECT samples FROM fleet.hourly_rollup WHERE device_id = 987654"
+    ) == [(7,)]
+
+
 def test_storage_layout(central_db: str) -> None:
     """Plain PostgreSQL: weekly range partitions with the coming weeks made. TimescaleDB: a
     16-hour-chunk hypertable compressed by (customer_id, device_id) 1 hour after a chunk ends, by
