@@ -143,10 +143,9 @@ async def hourly(request: web.Request) -> web.StreamResponse:
                     )
         if found is None:
             found = await reads.hourly_rows(conn, cid, device_id, start, to)
-    rows = [(r[0].astimezone(UTC), *r[1:]) for r in found]
     return table_answer(
         request,
-        rows,
+        found,
         HOURLY_CSV_FIELDS,
         {"customer": code, "device_id": device_id, "from": iso(start), "to": iso(to)},
     )
