@@ -103,7 +103,8 @@ def _rollup_type(column: str) -> str:
 # the averages, minima and maxima), so that a device's hours are read from the index alone:
 # index-only scans over consecutive leaf pages instead of a ~440-byte heap row per hour (the
 # rows of a device's hours sit far apart, an hour of every device at a time). A rollup made
-# before has its key rebuilt by the bootstrap (`ROLLUP_KEY_COVERS`).
+# before gets the new key from the bootstrap, built CONCURRENTLY (ingest and reads go on), then
+# put in the old one's place in a moment (`ROLLUP_KEY_COVERS`, `ROLLUP_KEY_SWAP`).
 ROLLUP_READ_COLUMNS = ("samples", "p_total_avg", "p_total_min", "p_total_max", "v1_avg", "v2_avg",
                        "v3_avg", "i1_avg", "i2_avg", "i3_avg", "pf_total_avg", "freq_avg")  # fmt: skip
 _ROLLUP_KEY = (
@@ -123,9 +124,13 @@ ROLLUP_KEY_COVERS = """
 SELECT i.indnatts > i.indnkeyatts FROM pg_index i
 WHERE i.indexrelid = to_regclass('fleet.hourly_rollup_pkey')
 """
-ROLLUP_KEY_REBUILD = (
-    f"ALTER TABLE fleet.hourly_rollup DROP CONSTRAINT hourly_rollup_pkey, ADD {_ROLLUP_KEY}"
+ROLLUP_COVERING_DROP = "DROP INDEX CONCURRENTLY IF EXISTS fleet.hourly_rollup_covering"
+ROLLUP_COVERING = (
+    "CREATE UNIQUE INDEX CONCURRENTLY hourly_rollup_covering ON fleet.hourly_rollup "
+    f"(customer_id, device_id, bucket) INCLUDE ({', '.join(ROLLUP_READ_COLUMNS)})"
 )
+ROLLUP_KEY_SWAP = """ALTER TABLE fleet.hourly_rollup DROP CONSTRAINT hourly_rollup_pkey,
+    ADD CONSTRAINT hourly_rollup_pkey PRIMARY KEY USING INDEX hourly_rollup_covering"""
 
 # The aggregate of an older ingestd (energy as last - first per hour) has no counter summaries;
 # it is rebuilt from the raw rows (docs/ENERGY.md, "Upgrading").
@@ -360,9 +365,6 @@ async def _bootstrap_plain(conn: AsyncConnection[Any], plan: StoragePlan) -> Non
             rollup_existed = False
         quarters_existed = bool(await _relkind(conn, "fleet.quarter_rollup"))
         await conn.execute(ROLLUP_TABLE)
-        if not await _scalar(conn, ROLLUP_KEY_COVERS):
-            log.info("hourly_rollup_key_rebuilt", reason="covering the reads' columns")
-            await conn.execute(ROLLUP_KEY_REBUILD)
         await conn.execute(HOURLY_FROM_RAW)
         await conn.execute(PLAIN_VIEW)
         await conn.execute(QUARTER_ROLLUP_TABLE)
@@ -377,6 +379,11 @@ async def _bootstrap_plain(conn: AsyncConnection[Any], plan: StoragePlan) -> Non
         await create_demand_functions(conn)
         await create_totals_functions(conn)
         await create_revision_functions(conn, "fleet.hourly_rollup")
+    if not await _scalar(conn, ROLLUP_KEY_COVERS):  # outside a transaction: CONCURRENTLY
+        log.info("hourly_rollup_key_rebuilt", reason="covering the reads' columns")
+        await conn.execute(ROLLUP_COVERING_DROP)  # one left invalid by a failed build
+        await conn.execute(ROLLUP_COVERING)
+        await conn.execute(ROLLUP_KEY_SWAP)
     now = datetime.now(UTC)
     await ensure_partitions(conn, [now + WEEK * i for i in range(plan.partitions_ahead + 1)])
     log.info("storage_bootstrapped", mode="postgresql")
