@@ -41,6 +41,7 @@ import random
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -188,6 +189,7 @@ def refusals(
     last = max((r.sent_at for r in refused), default=None)
     return {
         "refused_per_minute": [{"full_sets": f, "measurements": m} for f, m in buckets],
+        "refused_by_detail": dict(Counter(r.detail or "-" for r in refused)),
         "last_503_s": None if last is None else last - start,
     }
 
@@ -328,7 +330,8 @@ def _step_text(step: dict[str, Any]) -> str:
         f"{step['gateways']:,} {verdict} (p99 {'-' if p99 is None else f'{p99:.0f}'} ms, "
         f"errors {errors(step['all']['statuses'])}; warm-up minute: errors {errors(warm)} of "
         f"{sum(warm.values()):,}; 503s per minute from the start (full sets+measurements) "
-        f"{per_minute or '-'}, the last {'none' if last is None else f'at {last:.0f} s'}; "
+        f"{per_minute or '-'}, the last {'none' if last is None else f'at {last:.0f} s'} "
+        f"({', '.join(f'{k}: {n:,}' for k, n in step.get('refused_by_detail', {}).items())}); "
         f"hourly_dirty {step.get('dirty_first')} -> {step.get('dirty_last')}{cagg}{mark})"
     )
 

@@ -325,6 +325,7 @@ class BatchRecord:
     rows: int
     wire_bytes: int
     encoding: str = "json"
+    detail: str = ""  # a refusal's reason (the error body's detail)
 
 
 @dataclass
@@ -464,18 +465,29 @@ class Gateway:
     ) -> bool:
         phase, started = fleet.phase, time.monotonic()
         retry_after: float | None = None
+        detail = ""
         headers = self._headers(batch_type, encoding)
         try:
             async with session.post(fleet.url, data=body, headers=headers) as r:
-                await r.read()
+                answer = await r.read()
                 status = str(r.status)
                 retry_after = parse_retry_after(r.headers.get("Retry-After"))
+                if r.status != 200:
+                    detail = _detail(answer)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             status = type(exc).__name__
         done = time.monotonic()
         fleet.records.append(
             BatchRecord(
-                phase, batch_type, started, done - started, status, rows, len(body), encoding
+                phase,
+                batch_type,
+                started,
+                done - started,
+                status,
+                rows,
+                len(body),
+                encoding,
+                detail,
             )
         )
         if status == "200":
@@ -486,6 +498,16 @@ class Gateway:
         delay = policy.delay(event, self.failures[batch_type], retry_after_s=retry_after)
         self.retry_at[batch_type] = done + delay
         return False
+
+
+def _detail(answer: bytes) -> str:
+    """The `detail` of an error answer ("" when it has none or is not ingestd's JSON)."""
+    try:
+        decoded = msgspec.json.decode(answer)
+    except msgspec.DecodeError:
+        return ""
+    detail = decoded.get("detail") if isinstance(decoded, dict) else None
+    return detail[:60] if isinstance(detail, str) else ""
 
 
 def latency(records: Sequence[BatchRecord]) -> dict[str, Any]:
