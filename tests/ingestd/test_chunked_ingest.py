@@ -85,6 +85,32 @@ async def test_a_large_batch_stored_in_chunks_is_stored_bit_for_bit_as_columnar(
     assert whole == [1]
 
 
+async def test_chunks_of_other_columns_are_stored_by_a_copy_of_their_own(
+    post_batch: PostBatch,
+    customer_token: str,
+    other_token: str,
+    central_db: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A column null in every row of the first chunks (left out of their COPY) and present
+    later, and a value finer than its resolution in the last chunk only (its exact-double column
+    appears there): the batch is still streamed, each run of chunks of one set of columns by a
+    COPY of its own, and stored bit for bit as the same rows sent columnar."""
+    items = measurements(ROWS, devices=40)
+    for item in items[: ROWS // 4]:
+        item["thd_v"] = None
+    items[ROWS - 3]["v1"] = 230.123
+    whole = whole_batches(monkeypatch)
+    json_resp = await post_batch(customer_token, "measurements", items)
+    assert json_resp.status == 200 and whole == []
+    assert (await json_resp.json())["accepted"] == ROWS
+    col_resp = await post_batch(
+        other_token, "measurements", body=columnar(items), gzip=False, headers=COLUMNAR
+    )
+    assert col_resp.status == 200
+    assert stored(central_db, "DEV0001") == stored(central_db, "DEV0002")
+
+
 async def test_a_refused_row_in_a_later_chunk_is_dead_lettered_and_the_rest_stored(
     post_batch: PostBatch, customer_token: str, central_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

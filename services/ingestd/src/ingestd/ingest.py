@@ -31,7 +31,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ingestd.auth import Customer
 from ingestd.decoding import Chunked
-from ingestd.storage.copybuffer import copy_stream
+from ingestd.storage.copybuffer import CopyStream, copy_stream
 from ingestd.storage.state import StorageState
 from ingestd.storage.streamed import NotWhole, copy_chunks
 from ingestd.storage.writes import (
@@ -161,7 +161,7 @@ class _Laid:
     """A chunk's columns and its COPY tuples."""
 
     chunk: ParsedColumns
-    tuples: bytes
+    tuples: CopyStream
 
 
 class _ChunkFeed:
@@ -184,16 +184,15 @@ class _ChunkFeed:
 
     def run(self) -> None:
         """Decode and lay out every chunk in turn (CPU-bound: the decoding pool)."""
-        last = self.chunks - 1
         try:
-            for i in range(last + 1):
+            for i in range(self.chunks):
                 if self._stop.is_set():
                     return
                 chunk = self._chunked.parse(i)
                 laid = None
                 if chunk is not None:
                     tuples = copy_stream(
-                        chunk.valid, self._customer_id, header=i == 0, trailer=i == last
+                        chunk.valid, self._customer_id, header=False, trailer=False
                     )
                     laid = _Laid(chunk, tuples)
                 self._loop.call_soon_threadsafe(self._queue.put_nowait, laid)
@@ -239,7 +238,7 @@ async def _stream(
     parts: list[ParsedColumns] = []
     rows = 0
 
-    async def tuples() -> AsyncIterator[bytes]:
+    async def tuples() -> AsyncIterator[CopyStream]:
         nonlocal rows
         for _ in range(feed.chunks):
             laid = await feed.next()

@@ -12,7 +12,8 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
-from ingestd.storage.writes import COPY_MEASUREMENTS, PROBE_EXISTING
+from ingestd.storage.copybuffer import COPY_HEADER, COPY_TRAILER, CopyStream
+from ingestd.storage.writes import PROBE_EXISTING, copy_statement
 
 __all__ = ["Key", "NotWhole", "copy_chunks"]
 
@@ -29,17 +30,18 @@ async def copy_chunks(
     conn: AsyncConnection[Any],
     customer_id: int,
     ends: tuple[Key, Key],
-    tuples: AsyncIterator[bytes],
+    pieces: AsyncIterator[CopyStream],
 ) -> bool:
-    """A batch that comes in chunks COPYed as they come, in the connection's transaction: each
-    piece `tuples` yields (the first one starting with the stream's header, the last one ending
-    in its trailer; laid out where they are decoded, in the pool, while PostgreSQL stores the
-    pieces before; `tuples` raises `NotWhole` for a chunk the stream does not take). False,
-    with nothing stored (the transaction rolled back), when a chunk is not taken or a key exists
-    already: a unique violation, or one of the batch's `ends` found by a probe first (an obvious
-    re-delivery, which then costs no decoding). The caller then stores the batch whole. No
-    savepoint: the transaction holds nothing else yet, and every round trip before the first
-    chunk leaves PostgreSQL idle."""
+    """A batch that comes in chunks COPYed as they come, in the connection's transaction: the
+    tuples of each piece `pieces` yields (laid out where they are decoded, in the pool, while
+    PostgreSQL stores the pieces before; `pieces` raises `NotWhole` for a chunk the stream does
+    not take). Pieces of the same columns share one COPY; a piece of other columns (a value
+    finer than its resolution in some chunk only makes its exact-double column appear there)
+    ends it and starts another. False, with nothing stored (the transaction rolled back), when
+    a chunk is not taken or a key exists already: a unique violation, or one of the batch's
+    `ends` found by a probe first (an obvious re-delivery, which then costs no decoding). The
+    caller then stores the batch whole. No savepoint: the transaction holds nothing else yet,
+    and every round trip before the first chunk leaves PostgreSQL idle."""
     probe = await conn.execute(
         PROBE_EXISTING, [v for moment, device in ends for v in (moment, customer_id, device)]
     )
@@ -47,9 +49,15 @@ async def copy_chunks(
     if seen and seen[0]:
         return False
     try:
-        async with conn.cursor() as cur, cur.copy(COPY_MEASUREMENTS) as copy:
-            async for piece in tuples:
-                await copy.write(piece)
+        piece = await anext(pieces, None)
+        while piece is not None:
+            columns = piece.columns
+            async with conn.cursor() as cur, cur.copy(copy_statement(columns)) as copy:
+                await copy.write(COPY_HEADER)
+                while piece is not None and piece.columns == columns:
+                    await copy.write(piece.data)
+                    piece = await anext(pieces, None)
+                await copy.write(COPY_TRAILER)
     except (NotWhole, psycopg.errors.UniqueViolation):
         await conn.rollback()
         return False

@@ -23,6 +23,7 @@ and last key sends an obvious re-delivery to the staging path without the failed
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ __all__ = [
     "SMALL_BATCH_ROWS",
     "AuditRecord",
     "StoreResult",
+    "copy_statement",
     "mark_dirty",
     "record_event",
     "store_full_set",
@@ -65,14 +67,22 @@ _COPY_COLUMNS = COPY_COLUMNS  # time, device_id, received_at, the values as stor
 _COLUMN_LIST = sql.SQL(", ").join(sql.Identifier(c) for c in _COPY_COLUMNS)
 _STORED = sql.SQL(STORED_TABLE)
 
-COPY_MEASUREMENTS = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(_STORED, _COLUMN_LIST)
+_STAGING = sql.Identifier("measurement_staging")
+
+
+@functools.lru_cache(maxsize=128)
+def copy_statement(columns: tuple[str, ...], *, staging: bool = False) -> sql.Composed:
+    """`COPY … (columns) FROM STDIN (FORMAT BINARY)` into the stored table (or the staging
+    table) for a stream of these columns (`CopyStream.columns`; the others take NULL)."""
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        _STAGING if staging else _STORED, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+
+
 CREATE_STAGING = sql.SQL(
     "CREATE TEMP TABLE IF NOT EXISTS measurement_staging "
     "(LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 ).format(_STORED)
-COPY_STAGING = sql.SQL("COPY measurement_staging ({}) FROM STDIN (FORMAT BINARY)").format(
-    _COLUMN_LIST
-)
 MERGE_STAGING = sql.SQL(
     "INSERT INTO {stored} ({cols}) SELECT {cols} FROM measurement_staging "
     "ON CONFLICT (customer_id, device_id, time) DO NOTHING"
@@ -272,12 +282,12 @@ async def store_measurement_columns(
     if not (seen and seen[0]):
         try:
             async with conn.transaction():
-                await _copy_stream(conn, COPY_MEASUREMENTS, stream)
+                await _copy_stream(conn, copy_statement(stream.columns), stream.data)
             return StoreResult(batch.rows, 0)
         except psycopg.errors.UniqueViolation:
             pass  # some keys exist already: the staging path inserts exactly the new ones
     await conn.execute(CREATE_STAGING)
-    await _copy_stream(conn, COPY_STAGING, stream)
+    await _copy_stream(conn, copy_statement(stream.columns, staging=True), stream.data)
     merged = await conn.execute(MERGE_STAGING)
     inserted = max(merged.rowcount, 0)
     return StoreResult(inserted, batch.rows - inserted)
