@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from fleetdev.pgcluster import free_port
+from fleetservice import configure_logging
 from prometheus_client.parser import text_string_to_metric_families
 from pusher.daemon import Pusher, run
 from pusher.ops.systemd import SystemdNotifier
@@ -45,6 +46,14 @@ def pusher_settings(customer_db: str, ingestd_server: TestServer, customer_token
         backlog_count_interval_s=0.0,
         reconcile_interval_s=0.0,
     )
+
+
+@pytest.fixture
+def pusher_logs() -> None:
+    """Log lines as `pusher run` writes them: JSON on stdout. The CLI configures that; a daemon
+    run in-process inherits whatever the last command run in this process configured (an
+    ingestd command logs to stderr), so tests that read its lines ask for this first."""
+    configure_logging("json", "info", service="pusher")
 
 
 @contextlib.asynccontextmanager

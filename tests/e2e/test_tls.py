@@ -69,6 +69,7 @@ async def test_pusher_delivers_over_https_trusting_the_configured_ca(
     customer_db: str,
     central_db: str,
     capsys: pytest.CaptureFixture[str],
+    pusher_logs: None,
 ) -> None:
     """With PUSHER_CA_BUNDLE naming the test CA, every row arrives over HTTPS, and the token
     appears in neither the logs nor the metrics."""
@@ -103,6 +104,7 @@ async def test_pusher_refuses_a_certificate_it_cannot_verify(
     customer_db: str,
     central_db: str,
     capsys: pytest.CaptureFixture[str],
+    pusher_logs: None,
     hosts: tuple[str, ...],
     with_bundle: bool,
     cause: str,
