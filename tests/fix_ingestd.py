@@ -77,6 +77,16 @@ def ingest_url(server: TestServer) -> str:
     return str(server.make_url(INGEST_PATH))
 
 
+def sites_headers(token: str) -> dict[str, str]:
+    """The headers of a gzip JSON sites batch from the customer holding `token`."""
+    return {
+        "X-Customer-Token": token,
+        "X-Batch-Type": "sites",
+        "Content-Type": "application/json",
+        "Content-Encoding": "gzip",
+    }
+
+
 def central_count(central_dsn: str, table: str = "power_measurements") -> int:
     return int(scalar(central_dsn, f"SELECT count(*) FROM fleet.{table}"))
 

@@ -14,6 +14,7 @@ from ingestd.customers import add_customer
 from ingestd.keys import TOKEN_LOOKUPS
 from ingestd.settings import Settings
 
+from tests.fix_ingestd import sites_headers
 from tests.fix_pg import scalar, wait_for
 from tests.samples import encode, site
 
@@ -21,15 +22,6 @@ LOCK_WAITERS = (
     "SELECT count(*) FROM pg_stat_activity"
     " WHERE wait_event_type = 'Lock' AND datname = current_database()"
 )
-
-
-def _headers(token: str) -> dict[str, str]:
-    return {
-        "X-Customer-Token": token,
-        "X-Batch-Type": "sites",
-        "Content-Type": "application/json",
-        "Content-Encoding": "gzip",
-    }
 
 
 async def test_a_fleets_first_batches_share_their_token_lookups(
@@ -48,7 +40,7 @@ async def test_a_fleets_first_batches_share_their_token_lookups(
     with psycopg.connect(central_db) as blocker:
         blocker.execute("LOCK TABLE fleet.customer_tokens IN ACCESS EXCLUSIVE MODE")
         posts = [
-            asyncio.create_task(client.post(INGEST_PATH, data=body, headers=_headers(token)))
+            asyncio.create_task(client.post(INGEST_PATH, data=body, headers=sites_headers(token)))
             for token in [*tokens, generate_token()]
         ]
         await wait_for(lambda: bool(scalar(central_db, LOCK_WAITERS)), what="a blocked lookup")
