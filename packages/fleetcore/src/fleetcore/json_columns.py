@@ -60,7 +60,6 @@ __all__ = [
     "chunk_body",
     "clean_measurement_columns",
     "columns_of_rows",
-    "concat_columns",
     "edge_rows",
     "item_spans",
     "parse_measurement_columns",
@@ -401,24 +400,3 @@ def edge_rows(
             return None
         rows.append(row)
     return rows[0], rows[1]
-
-
-def concat_columns(parts: Sequence[MeasurementColumns]) -> MeasurementColumns:
-    """Batches of columns one after the other (a column absent from a part is null there)."""
-    names = [n for n in ("time", "device_id", "received_at", *MEASUREMENT_VALUE_FIELDS)
-             if any(n in p.columns for p in parts)]  # fmt: skip
-    columns: dict[str, Column] = {}
-    for name in names:
-        values: list[npt.NDArray[np.generic]] = []
-        nulls: list[npt.NDArray[np.bool_]] = []
-        for p in parts:
-            column = p.columns.get(name)
-            if column is None:
-                values.append(np.zeros(p.rows, np.float64))
-                nulls.append(np.ones(p.rows, np.bool_))
-            else:
-                values.append(column.values)
-                nulls.append(column.null_mask())
-        mask = np.concatenate(nulls)
-        columns[name] = Column(np.concatenate(values), mask if mask.any() else None)
-    return MeasurementColumns(sum(p.rows for p in parts), columns)

@@ -50,7 +50,6 @@ __all__ = ["Delivery", "IngestOutcome", "ingest_batch", "ingest_chunked", "recor
 
 log = structlog.get_logger("ingestd")
 
-
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
 
