@@ -77,11 +77,11 @@ def ingest_url(server: TestServer) -> str:
     return str(server.make_url(INGEST_PATH))
 
 
-def sites_headers(token: str) -> dict[str, str]:
-    """The headers of a gzip JSON sites batch from the customer holding `token`."""
+def gzip_json_headers(token: str, batch_type: str = "sites") -> dict[str, str]:
+    """The headers of a gzip JSON batch of `batch_type` from the customer holding `token`."""
     return {
         "X-Customer-Token": token,
-        "X-Batch-Type": "sites",
+        "X-Batch-Type": batch_type,
         "Content-Type": "application/json",
         "Content-Encoding": "gzip",
     }

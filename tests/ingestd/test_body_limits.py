@@ -16,7 +16,7 @@ from fleetcore import MAX_BATCH_ROWS, MAX_BODY_MEMBERS, MAX_REJECTED_ROWS, zstd_
 from ingestd.app import INGEST_PATH, SERVER_OPTIONS, create_app
 from ingestd.settings import Settings
 
-from tests.fix_ingestd import PostBatch
+from tests.fix_ingestd import PostBatch, gzip_json_headers
 from tests.samples import encode, measurements, site
 
 EMPTY_GZIP = gzip.compress(b"", mtime=0)
@@ -108,15 +108,6 @@ async def tight_client(
     return client
 
 
-def _headers(token: str) -> dict[str, str]:
-    return {
-        "X-Customer-Token": token,
-        "X-Batch-Type": "measurements",
-        "Content-Type": "application/json",
-        "Content-Encoding": "gzip",
-    }
-
-
 @pytest.mark.parametrize("tight_client", [{"memory_budget_bytes": 6 * 1024 * 1024}], indirect=True)
 async def test_a_body_the_memory_budget_cannot_hold_is_503(
     tight_client: TestClient[Any, Any], customer_token: str
@@ -124,12 +115,16 @@ async def test_a_body_the_memory_budget_cannot_hold_is_503(
     """A body whose bytes the memory budget cannot give is refused 503 with Retry-After before
     they are held (here: a 2 MB body inflating to 20 MB in a 6 MiB budget); a small one passes."""
     body = gzip.compress(b'{"items":[' + b" " * (20 * 1024 * 1024) + b"]}")
-    resp = await tight_client.post(INGEST_PATH, data=body, headers=_headers(customer_token))
+    resp = await tight_client.post(
+        INGEST_PATH, data=body, headers=gzip_json_headers(customer_token, "measurements")
+    )
     assert resp.status == 503
     assert int(resp.headers["Retry-After"]) >= 1
     assert "memory budget" in (await resp.json())["detail"]
     resp = await tight_client.post(
-        INGEST_PATH, data=encode(measurements(3)), headers=_headers(customer_token)
+        INGEST_PATH,
+        data=encode(measurements(3)),
+        headers=gzip_json_headers(customer_token, "measurements"),
     )
     assert resp.status == 200
 
@@ -140,7 +135,9 @@ async def test_decoding_past_its_deadline_is_503(
 ) -> None:
     """A body still decoding at INGESTD_DECODE_BUDGET_S is answered 503 with Retry-After."""
     resp = await tight_client.post(
-        INGEST_PATH, data=encode(measurements(3)), headers=_headers(customer_token)
+        INGEST_PATH,
+        data=encode(measurements(3)),
+        headers=gzip_json_headers(customer_token, "measurements"),
     )
     assert resp.status == 503
     assert "took longer" in (await resp.json())["detail"]
@@ -164,7 +161,9 @@ async def test_one_customer_cannot_take_every_slot(
         resp = None
         for _ in range(50):  # bounded wait until the holder is counted
             resp = await tight_client.post(
-                INGEST_PATH, data=encode(measurements(1)), headers=_headers(customer_token)
+                INGEST_PATH,
+                data=encode(measurements(1)),
+                headers=gzip_json_headers(customer_token, "measurements"),
             )
             if resp.status == 429:
                 break
@@ -172,7 +171,9 @@ async def test_one_customer_cannot_take_every_slot(
         assert resp is not None and resp.status == 429
         assert int(resp.headers["Retry-After"]) >= 1
         resp = await tight_client.post(
-            INGEST_PATH, data=encode(measurements(1)), headers=_headers(other_token)
+            INGEST_PATH,
+            data=encode(measurements(1)),
+            headers=gzip_json_headers(other_token, "measurements"),
         )
         assert resp.status == 200
     finally:

@@ -11,7 +11,7 @@ from ingestd.app import INGEST_PATH, SERVER_OPTIONS, create_app
 from ingestd.keys import TOKENS
 from ingestd.settings import Settings
 
-from tests.fix_ingestd import PostBatch, sites_headers
+from tests.fix_ingestd import PostBatch, gzip_json_headers
 from tests.fix_pg import wait_for
 from tests.samples import encode, measurements, site
 
@@ -62,12 +62,12 @@ async def test_token_guessing_is_slowed_but_the_customer_keeps_pushing(
 
     body = encode([site(1)])
     assert (
-        await guarded_client.post(INGEST_PATH, data=body, headers=sites_headers(customer_token))
+        await guarded_client.post(INGEST_PATH, data=body, headers=gzip_json_headers(customer_token))
     ).status == 200
     statuses = []
     for n in range(6):
         resp = await guarded_client.post(
-            INGEST_PATH, data=body, headers=sites_headers(f"flt_guess{n:040d}")
+            INGEST_PATH, data=body, headers=gzip_json_headers(f"flt_guess{n:040d}")
         )
         statuses.append(resp.status)
         if resp.status == 429:
@@ -75,12 +75,12 @@ async def test_token_guessing_is_slowed_but_the_customer_keeps_pushing(
     assert statuses[:3] == [401, 401, 401]
     assert set(statuses[3:]) == {429}
     assert (
-        await guarded_client.post(INGEST_PATH, data=body, headers=sites_headers(customer_token))
+        await guarded_client.post(INGEST_PATH, data=body, headers=gzip_json_headers(customer_token))
     ).status == 200
     # A token never seen working waits out the budget like any guess, even if it is valid.
     fresh = add_customer(central_db, "DEV0042")
     assert (
-        await guarded_client.post(INGEST_PATH, data=body, headers=sites_headers(fresh))
+        await guarded_client.post(INGEST_PATH, data=body, headers=gzip_json_headers(fresh))
     ).status == 429
 
 
@@ -92,7 +92,7 @@ async def test_revoked_token_loses_its_pass(
 
     body = encode([site(1)])
     assert (
-        await guarded_client.post(INGEST_PATH, data=body, headers=sites_headers(customer_token))
+        await guarded_client.post(INGEST_PATH, data=body, headers=gzip_json_headers(customer_token))
     ).status == 200
     cache = guarded_client.app[TOKENS]
     before = cache.generation
@@ -100,7 +100,9 @@ async def test_revoked_token_loses_its_pass(
     await wait_for(lambda: cache.generation != before, timeout_s=10, what="the notification")
     statuses = [
         (
-            await guarded_client.post(INGEST_PATH, data=body, headers=sites_headers(customer_token))
+            await guarded_client.post(
+                INGEST_PATH, data=body, headers=gzip_json_headers(customer_token)
+            )
         ).status
         for _ in range(5)
     ]

@@ -14,7 +14,7 @@ from ingestd.customers import add_customer
 from ingestd.keys import TOKEN_LOOKUPS
 from ingestd.settings import Settings
 
-from tests.fix_ingestd import sites_headers
+from tests.fix_ingestd import gzip_json_headers
 from tests.fix_pg import scalar, wait_for
 from tests.samples import encode, site
 
@@ -40,7 +40,9 @@ async def test_a_fleets_first_batches_share_their_token_lookups(
     with psycopg.connect(central_db) as blocker:
         blocker.execute("LOCK TABLE fleet.customer_tokens IN ACCESS EXCLUSIVE MODE")
         posts = [
-            asyncio.create_task(client.post(INGEST_PATH, data=body, headers=sites_headers(token)))
+            asyncio.create_task(
+                client.post(INGEST_PATH, data=body, headers=gzip_json_headers(token))
+            )
             for token in [*tokens, generate_token()]
         ]
         await wait_for(lambda: bool(scalar(central_db, LOCK_WAITERS)), what="a blocked lookup")
