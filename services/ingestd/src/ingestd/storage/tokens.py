@@ -1,5 +1,5 @@
-"""The token table as ingestd's push path reads it: lookups (one hash, or many in one statement),
-and the change notifications.
+"""The token table as ingestd's push path reads it: the lookup of the hashes waiting
+together (one statement), and the change notifications.
 
 Migration 0003 adds a trigger that announces every update or delete of a token row on the
 `fleet_tokens` channel with the token's SHA-256 in hex; `ingestd.tokencache` listens to it.
@@ -14,28 +14,19 @@ from typing import Any
 from psycopg import AsyncConnection
 
 __all__ = [
-    "LOOKUP_TOKEN",
     "TOKEN_CHANNEL",
     "Customer",
     "TokenRow",
     "listen_token_changes",
-    "lookup_token",
     "lookup_tokens",
     "ping",
 ]
 
 TOKEN_CHANNEL = "fleet_tokens"
 
-# The primary key on token_hash makes this an index lookup; expiry and revocation are checked in
+# The cache misses waiting together (one, or a fleet's first minute), in one statement: the
+# primary key on token_hash makes each hash an index lookup; expiry and revocation are checked in
 # the same statement, and the expiry is returned so a cached entry ends with the token.
-LOOKUP_TOKEN = """
-SELECT c.id, c.code, t.expires_at
-FROM fleet.customer_tokens t JOIN fleet.customers c ON c.id = t.customer_id
-WHERE t.token_hash = %s AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
-"""
-
-# Many at once (the cache misses of a fleet's first minute): one index lookup per hash, in one
-# statement.
 LOOKUP_TOKENS = """
 SELECT t.token_hash, c.id, c.code, t.expires_at
 FROM fleet.customer_tokens t JOIN fleet.customers c ON c.id = t.customer_id
@@ -55,17 +46,11 @@ class Customer:
 TokenRow = tuple[Customer, datetime | None]
 
 
-async def lookup_token(conn: AsyncConnection[Any], token_hash: bytes) -> TokenRow | None:
-    """(the customer, the token's expiry) of a live token; None for any other."""
-    cur = await conn.execute(LOOKUP_TOKEN, (token_hash,), prepare=True)
-    row = await cur.fetchone()
-    return None if row is None else (Customer(int(row[0]), str(row[1])), row[2])
-
-
 async def lookup_tokens(
     conn: AsyncConnection[Any], token_hashes: list[bytes]
 ) -> dict[bytes, TokenRow]:
-    """`lookup_token` for many hashes in one statement: the live ones' rows by hash."""
+    """(the customer, the token's expiry) of each live token among `token_hashes`, by hash;
+    the others are absent."""
     cur = await conn.execute(LOOKUP_TOKENS, (token_hashes,), prepare=True)
     return {
         bytes(row[0]): (Customer(int(row[1]), str(row[2])), row[3]) for row in await cur.fetchall()
