@@ -69,14 +69,11 @@ from ingestd.storage.aggregate import (
     PLAIN_BUCKET,
 )
 from ingestd.storage.energy import ENERGY_FUNCTIONS
+from ingestd.storage.energy_upkeep import advance_stored_energy, timescale_store
 from ingestd.storage.layout import STORED_TABLE
 from ingestd.storage.partitions import WEEK, ensure_partitions
 from ingestd.storage.quarters import QUARTER_COLUMNS
-from ingestd.storage.stored_energy import (
-    advance_stored_energy,
-    stored_energy_functions,
-    timescale_store,
-)
+from ingestd.storage.stored_energy import stored_energy_functions
 from ingestd.storage.totals import TOTALS_FUNCTIONS
 from psycopg import AsyncConnection
 from report import Figure, Target, finish

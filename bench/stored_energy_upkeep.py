@@ -129,6 +129,18 @@ def module_at(ref: str) -> types.ModuleType:
     return module
 
 
+def current_module() -> types.ModuleType:
+    """This tree's store as one module, as `module_at` gives an older one: its functions
+    (`ingestd.storage.stored_energy`) and its upkeep (`ingestd.storage.energy_upkeep`, split
+    from the same file later)."""
+    from ingestd.storage import energy_upkeep, stored_energy
+
+    module = types.ModuleType("stored_energy")
+    for part in (stored_energy, energy_upkeep):
+        module.__dict__.update({name: getattr(part, name) for name in part.__all__})
+    return module
+
+
 async def install(conn: AsyncConnection[Any], module: types.ModuleType) -> None:
     """The store's functions as `module` makes them for the TimescaleDB path."""
     where = (await module.timescale_store(conn) if hasattr(module, "timescale_store")
@@ -243,10 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         runs: dict[str, dict[str, Any]] = {}
         for i, (name, module) in enumerate(variants.items()):
-            from ingestd.storage import stored_energy
-
             dsn = clone(cluster, "upkeep_template", f"upkeep_{i}")
-            runs[name] = asyncio.run(measure(cluster, dsn, module or stored_energy, args, now))
+            runs[name] = asyncio.run(measure(cluster, dsn, module or current_module(), args, now))
             b, r, h = (runs[name][k] for k in ("backfill", "refresh", "steps"))
             print(f"  {name}: backfill {b['device_hours']:,} device-hours, {b['pg_cpu_s']:.1f} s "
                   f"PostgreSQL CPU; hour's end: refresh + store {r['pg_cpu_s']:.1f} s, frontier "

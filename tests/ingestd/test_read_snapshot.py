@@ -6,7 +6,7 @@ refresh committed and that looks the watermark up after it sees the watermark mo
 hour whose materialized rows its own snapshot lacks: the hour is in neither part of the
 real-time view. CI saw it as an hourly row of the read API with energy null. The read API
 (`ingestd.handlers.http.snapshot`) and the stored energy's housekeeping
-(`ingestd.storage.stored_energy.one_snapshot`) read in REPEATABLE READ transactions, where both
+(`ingestd.storage.energy_upkeep.one_snapshot`) read in REPEATABLE READ transactions, where both
 use the transaction's snapshot. These tests pin the race down with a read that sleeps between
 its snapshot and its look-up while a refresh commits.
 """

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from aiohttp.test_utils import TestClient
 from ingestd.settings import Settings
-from ingestd.storage.stored_energy import advance_stored_energy
+from ingestd.storage.energy_upkeep import advance_stored_energy
 
 from tests.fix_ingestd import PostBatch, first_housekeeping_done
 from tests.ingestd import energy_reference as ref

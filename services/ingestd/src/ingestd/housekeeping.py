@@ -7,7 +7,7 @@ round runs at a time across the deployment:
 - every round: recompute marked hourly buckets (plain rollup, or TimescaleDB refresh of old
   buckets; `storage.rollup`), then store the energy of hours not stored yet, about
   INGESTD_ROLLUP_BATCH device-hours, no device started after INGESTD_HOUSEKEEPING_INTERVAL_S
-  (`storage.stored_energy`);
+  (`storage.energy_upkeep`);
 - every minute: give new devices a stored-energy frontier; delete audit rows and dead letters past INGESTD_AUDIT_RETENTION_DAYS /
   INGESTD_REJECTED_RETENTION_DAYS, and gateway health reports past
   INGESTD_GATEWAY_REPORT_RETENTION_DAYS, in short batches (`storage.retention`, `storage.gateways`);
@@ -31,12 +31,12 @@ from psycopg import AsyncConnection
 
 from ingestd.settings import Settings
 from ingestd.storage import StorageMode, detect_mode
+from ingestd.storage.energy_upkeep import advance_stored_energy, seed_frontiers
 from ingestd.storage.gateways import delete_old_reports
 from ingestd.storage.maintenance import housekeeping_turn, maintain
 from ingestd.storage.retention import apply_retention
 from ingestd.storage.rollup import RefreshReport, count_dirty, refresh_rollup, refresh_timescale
 from ingestd.storage.state import StorageState
-from ingestd.storage.stored_energy import advance_stored_energy, seed_frontiers
 
 __all__ = ["MAINTENANCE_EVERY_S", "RETENTION_EVERY_S", "housekeeping_cycle", "housekeeping_loop"]
 

@@ -16,7 +16,8 @@ aggregate.py    the hourly aggregate's columns and SQL, for both paths
 quarters.py     the quarter-hour counter summaries (exact register at 15-minute edges), both paths
 rollup.py       recomputing dirty hourly buckets (plain rollup, TimescaleDB refresh)
 revisions.py    corrections: spans of energy revised after they were final, and their feed
-stored_energy.py the energy per device-hour kept by the housekeeping, and the reads that sum it
+stored_energy.py the energy per device-hour: its SQL functions, and the reads that sum it
+energy_upkeep.py the stored energy's upkeep: frontiers advanced, spans a recompute moved stored again
 maintenance.py  the housekeeping turn, partitions ahead, closed weeks packed, raw-row retention
 retention.py    retention of the operational tables (audit trail, dead letters)
 conversion.py   converting rows stored before the scaled layout, online (convert-storage)

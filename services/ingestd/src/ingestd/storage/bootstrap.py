@@ -40,6 +40,7 @@ from ingestd.storage.aggregate import (
 )
 from ingestd.storage.demand import create_demand_functions
 from ingestd.storage.energy import create_energy_functions
+from ingestd.storage.energy_upkeep import timescale_store
 from ingestd.storage.layout import READERS_VIEW, STORED_TABLE
 from ingestd.storage.locks import BOOTSTRAP_LOCK, session_lock
 from ingestd.storage.partitions import WEEK, ensure_partitions, week_start
@@ -50,7 +51,7 @@ from ingestd.storage.quarters import (
     TIMESCALE_QUARTER_CAGG,
 )
 from ingestd.storage.revisions import create_revision_functions
-from ingestd.storage.stored_energy import create_stored_energy_functions, timescale_store
+from ingestd.storage.stored_energy import create_stored_energy_functions
 from ingestd.storage.totals import create_totals_functions
 
 __all__ = [

@@ -54,9 +54,9 @@ from ingestd.storage.aggregate import (
     PLAIN_BUCKET_VALUES,
     plain_bucket_rows,
 )
+from ingestd.storage.energy_upkeep import one_snapshot, store_spans
 from ingestd.storage.quarters import CLEAR_QUARTERS, RECOMPUTE_QUARTERS
 from ingestd.storage.revisions import record_revisions, stored_counters
-from ingestd.storage.stored_energy import one_snapshot, store_spans
 
 __all__ = ["RefreshReport", "count_dirty", "refresh_rollup", "refresh_timescale"]
 

@@ -23,28 +23,13 @@ changed and no recompute has reached is read live:
         hour, summed; an hour holding an edge (local midnight at UTC+5:30) and everything from
         the live hour on computed by `fleet.energy_intervals`, as before there was a store
 
-The frontier moves with the housekeeping (`advance_stored_energy`): a device's history is
-computed a bounded number of hours per cycle (the backfill after the migration, or for a new
-device: read live meanwhile); afterwards, on TimescaleDB, every hour that ended `settle_s` ago
-is stored once the aggregate's watermark has passed it (samples of the current hour do not
-mark it there; the store reads the materialized hypertable, `timescale_store`); on plain
-PostgreSQL, where every sample marks its hour, the frontier becomes 'infinity' once caught up
-and the marks alone say what is not stored yet. Emptying `fleet.hourly_dirty` (TRUNCATE) forgets the store (migration
-0013's trigger): without the marks, what changed is not known.
-
-One snapshot: on TimescaleDB the stores run in a REPEATABLE READ transaction (`one_snapshot`).
-TimescaleDB reads a continuous aggregate's watermark with `GetTransactionSnapshot()`, under READ
-COMMITTED a snapshot newer than the running statement's: a store racing a refresh (the
-aggregate's policy, or another statement) could see the watermark moved past an hour whose
-materialized rows its snapshot lacks, and store that hour as empty, with no mark left to store
-it again.
+The frontier moves with the housekeeping, and the hours a recompute can move are stored again
+in its transaction: `ingestd.storage.energy_upkeep`. This module makes the SQL functions of both
+(the bootstrap runs `create_stored_energy_functions` after the read-time energy functions).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -57,25 +42,15 @@ from ingestd.storage.energy import (
     energy_parts,
     plan_cached,
 )
-from ingestd.storage.layout import STORED_TABLE
-from ingestd.storage.revisions import merged_spans, revised_span
+from ingestd.storage.revisions import revised_span
 
 __all__ = [
-    "BACKFILL_STEP",
     "STORED_ENERGY_FUNCTIONS",
-    "advance_stored_energy",
     "create_stored_energy_functions",
     "energy_before",
-    "one_snapshot",
-    "seed_frontiers",
-    "store_spans",
     "stored_energy_functions",
-    "timescale_store",
     "usual_hours",
 ]
-
-BACKFILL_STEP = timedelta(days=7)
-"""How far one device's frontier moves at most in one housekeeping step."""
 
 _EPOCH = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
 _ENERGY = ("energy_imp_kwh", "energy_exp_kwh", "energy_q_imp_kvarh", "energy_q_exp_kvarh")
@@ -173,40 +148,6 @@ END
 $$
 """
 
-_VOLATILE = "LANGUAGE plpgsql VOLATILE SET jit = off SET plan_cache_mode = force_generic_plan AS $$"
-
-
-def store_energy(stored_hours: str) -> str:
-    """`fleet.store_energy`: recompute the stored hours [from, to) of a device (hour edges):
-    every hour with samples (in `stored_hours`) or with known energy."""
-    return f"""
-CREATE OR REPLACE FUNCTION fleet.store_energy(
-    p_customer bigint, p_device bigint, p_from timestamptz, p_to timestamptz)
-RETURNS bigint {_VOLATILE}
-DECLARE
-    stored bigint;
-BEGIN
-    DELETE FROM fleet.energy_hours h
-    WHERE h.customer_id = p_customer AND h.device_id = p_device
-      AND h.bucket >= p_from AND h.bucket < p_to;
-    INSERT INTO fleet.energy_hours (customer_id, device_id, bucket, {", ".join(_ENERGY)},
-                                    energy_reset, max_spacing_s, samples, first_time, last_time)
-    SELECT p_customer, p_device, coalesce(p.bucket, h.bucket), {", ".join(f"p.{c}" for c in _ENERGY)},
-           coalesce(p.energy_reset, false), p.max_spacing_s, coalesce(h.samples, 0),
-           h.first_time, h.last_time
-    FROM (SELECT p_from + (e.interval_no - 1) * INTERVAL '1 hour' AS bucket, e.*
-          FROM fleet.energy_hours_parts(p_customer, p_device,
-               ARRAY(SELECT generate_series(p_from, p_to, INTERVAL '1 hour'))) AS e) AS p
-    FULL JOIN (SELECT n.bucket, n.samples, n.first_time, n.last_time FROM {stored_hours} n
-               WHERE {_OF} AND n.bucket >= p_from AND n.bucket < p_to) AS h
-      ON h.bucket = p.bucket;
-    GET DIAGNOSTICS stored = ROW_COUNT;
-    RETURN stored;
-END
-$$
-"""
-
-
 _FIRST_HOUR = f"date_bin(INTERVAL '1 hour', p_from, {_EPOCH})"
 
 
@@ -292,6 +233,40 @@ $$
 """
 
 
+_VOLATILE = "LANGUAGE plpgsql VOLATILE SET jit = off SET plan_cache_mode = force_generic_plan AS $$"
+
+
+def store_energy(stored_hours: str) -> str:
+    """`fleet.store_energy`: recompute the stored hours [from, to) of a device (hour edges):
+    every hour with samples (in `stored_hours`) or with known energy."""
+    return f"""
+CREATE OR REPLACE FUNCTION fleet.store_energy(
+    p_customer bigint, p_device bigint, p_from timestamptz, p_to timestamptz)
+RETURNS bigint {_VOLATILE}
+DECLARE
+    stored bigint;
+BEGIN
+    DELETE FROM fleet.energy_hours h
+    WHERE h.customer_id = p_customer AND h.device_id = p_device
+      AND h.bucket >= p_from AND h.bucket < p_to;
+    INSERT INTO fleet.energy_hours (customer_id, device_id, bucket, {", ".join(_ENERGY)},
+                                    energy_reset, max_spacing_s, samples, first_time, last_time)
+    SELECT p_customer, p_device, coalesce(p.bucket, h.bucket), {", ".join(f"p.{c}" for c in _ENERGY)},
+           coalesce(p.energy_reset, false), p.max_spacing_s, coalesce(h.samples, 0),
+           h.first_time, h.last_time
+    FROM (SELECT p_from + (e.interval_no - 1) * INTERVAL '1 hour' AS bucket, e.*
+          FROM fleet.energy_hours_parts(p_customer, p_device,
+               ARRAY(SELECT generate_series(p_from, p_to, INTERVAL '1 hour'))) AS e) AS p
+    FULL JOIN (SELECT n.bucket, n.samples, n.first_time, n.last_time FROM {stored_hours} n
+               WHERE {_OF} AND n.bucket >= p_from AND n.bucket < p_to) AS h
+      ON h.bucket = p.bucket;
+    GET DIAGNOSTICS stored = ROW_COUNT;
+    RETURN stored;
+END
+$$
+"""
+
+
 def advance_energy(first_hours: str) -> str:
     """`fleet.advance_energy`: move a device's frontier towards `until` by at most `step`, storing
     the hours it passes (and those before it whose crossing segments may end past the old
@@ -332,13 +307,6 @@ $$
 """
 
 
-STORED_ENERGY_FUNCTIONS: tuple[str, ...] = (
-    plan_cached(ENERGY_LIVE_FROM),
-    ENERGY_BETWEEN,
-    USUAL_INTERVAL,
-)
-
-
 def energy_horizon(horizon: str) -> str:
     """`fleet.energy_horizon()`: the hour before which the store's summaries are complete (the
     frontiers stay at or before it); `horizon` an SQL expression."""
@@ -346,6 +314,13 @@ def energy_horizon(horizon: str) -> str:
 CREATE OR REPLACE FUNCTION fleet.energy_horizon()
 RETURNS timestamptz LANGUAGE sql STABLE AS $$ SELECT {horizon} $$
 """
+
+
+STORED_ENERGY_FUNCTIONS: tuple[str, ...] = (
+    plan_cached(ENERGY_LIVE_FROM),
+    ENERGY_BETWEEN,
+    USUAL_INTERVAL,
+)
 
 
 def stored_energy_functions(
@@ -378,105 +353,6 @@ def stored_energy_functions(
     )
 
 
-# TimescaleDB: the hourly aggregate's materialized hypertable, and its watermark as TimescaleDB's
-# own view reads it; nothing materialized yet (the earliest time TimescaleDB knows, 4714 BC, where
-# a week before is out of range) is '-infinity'.
-MATERIALIZATION = """
-SELECT format('%I.%I', h.schema_name, h.table_name), c.mat_hypertable_id
-FROM _timescaledb_catalog.continuous_agg c
-JOIN _timescaledb_catalog.hypertable h ON h.id = c.mat_hypertable_id
-WHERE c.user_view_schema = 'fleet' AND c.user_view_name = 'hourly_per_device'
-"""
-WATERMARK = """coalesce((SELECT m.at FROM (SELECT _timescaledb_functions.to_timestamp(
-    _timescaledb_functions.cagg_watermark({id})) AS at) AS m
-    WHERE m.at >= TIMESTAMPTZ '0001-01-01 00:00:00+00'), TIMESTAMPTZ '-infinity')"""
-
-
-async def timescale_store(conn: AsyncConnection[Any]) -> dict[str, str]:
-    """TimescaleDB: `stored_energy_functions`' keyword arguments and `stored_hours` over the
-    hourly aggregate's materialized hypertable (after the aggregate is made)."""
-    cur = await conn.execute(MATERIALIZATION)
-    row = await cur.fetchone()
-    if row is None:
-        raise LookupError("fleet.hourly_per_device is not a continuous aggregate")
-    table, hypertable_id = str(row[0]), int(row[1])
-    return {"stored_hours": table, "first_hours": table,
-            "horizon": WATERMARK.format(id=hypertable_id)}  # fmt: skip
-
-
-# The recomputed hours' spans (customer ids, device ids, hours), where reads take a device's store:
-# before the nearest hours before its frontier (`fleet.energy_before`); the next frontier step
-# stores from there on, and reads compute it live meanwhile. (At an hour's end, the refresh of
-# each device's last hour stores nothing: the frontier step after it stores both hours it moves.)
-# The spans as `fleet.revised_span` over the store's summaries (`fleet.stored_span`): on
-# TimescaleDB the materialized rows, exact before the frontier: a nearest hour after the
-# watermark, not found there, is after the frontier, which cuts the span the same.
-STORE_SPANS = f"""{merged_spans("fleet.stored_span")}, reached AS (
-    SELECT m.customer_id, m.device_id, m.span_start,
-           least(m.span_end, CASE WHEN f.stored_until = 'infinity' THEN f.stored_until
-                                  ELSE fleet.energy_before(m.customer_id, m.device_id, f.stored_until)
-                             END) AS span_end
-    FROM merged m JOIN fleet.energy_frontier f USING (customer_id, device_id)
-    WHERE m.span_start < f.stored_until
-)
-SELECT coalesce(sum(fleet.store_energy(customer_id, device_id, span_start, span_end)), 0)
-FROM reached WHERE span_start < span_end
-"""
-
-# The devices furthest behind `until` (at most the store's horizon), as many as `budget` hours
-# of work (at least one device), each started before `seconds` have passed.
-ADVANCE = """
-WITH horizon AS (
-    SELECT least(%(until)s::timestamptz, fleet.energy_horizon()) AS until
-), behind AS (
-    SELECT f.customer_id, f.device_id, f.stored_until, h.until,
-           CASE WHEN f.stored_until = '-infinity' THEN %(step_h)s
-                ELSE least(%(step_h)s, date_part('epoch', h.until - f.stored_until) / 3600) END AS hours
-    FROM fleet.energy_frontier f, horizon h WHERE f.stored_until < h.until
-    ORDER BY f.stored_until LIMIT %(devices)s
-), due AS (
-    SELECT *, sum(hours) OVER (ORDER BY stored_until, customer_id, device_id) - hours AS before
-    FROM behind
-)
-SELECT count(fleet.advance_energy(customer_id, device_id, until, %(step)s, %(hold)s))
-FROM due
-WHERE before < %(budget)s
-  AND (before = 0 OR clock_timestamp() < statement_timestamp() + %(seconds)s * INTERVAL '1 second')
-"""
-
-SEED_MARKED = """
-INSERT INTO fleet.energy_frontier (customer_id, device_id)
-SELECT DISTINCT * FROM unnest(%s::bigint[], %s::bigint[])
-ON CONFLICT DO NOTHING
-"""
-# Devices of the full sets, of the marks and (TimescaleDB, where samples of the current hour
-# mark nothing) of the last hour's rows, without a frontier yet (read live until stored).
-SEED = """
-INSERT INTO fleet.energy_frontier (customer_id, device_id)
-SELECT n.customer_id, n.device_id
-FROM (SELECT customer_id, id AS device_id FROM fleet.devices
-      UNION SELECT customer_id, device_id FROM fleet.hourly_dirty {recent}) AS n
-WHERE NOT EXISTS (SELECT 1 FROM fleet.energy_frontier f
-                  WHERE f.customer_id = n.customer_id AND f.device_id = n.device_id)
-ON CONFLICT DO NOTHING
-"""
-RECENT = f"""UNION SELECT customer_id, device_id FROM {STORED_TABLE}
-                  WHERE time >= now() - INTERVAL '1 hour'"""
-
-
-ONE_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
-
-
-@asynccontextmanager
-async def one_snapshot(conn: AsyncConnection[Any]) -> AsyncIterator[None]:
-    """A REPEATABLE READ transaction on the autocommit connection `conn`: every statement in it,
-    and TimescaleDB's watermark look-ups, see the transaction's snapshot. (Only the housekeeping
-    writes the store and the frontiers, one cycle at a time: no serialization failure to expect.)"""
-    async with conn.transaction():
-        await conn.execute(ONE_SNAPSHOT)
-        yield
-
-
 async def create_stored_energy_functions(
     conn: AsyncConnection[Any], stored_hours: str, **where: str
 ) -> None:
@@ -484,50 +360,3 @@ async def create_stored_energy_functions(
     `stored_energy_functions`' keywords."""
     for statement in stored_energy_functions(stored_hours, **where):
         await conn.execute(statement)
-
-
-async def store_spans(conn: AsyncConnection[Any], hours: list[tuple[Any, ...]]) -> int:
-    """Recompute the stored energy of the spans the recomputed `hours` (customer, device, hour)
-    can move; the number of hours stored. A device seen here for the first time gets its
-    frontier (so every marked device has one, whenever the minute's seeding ran)."""
-    if not hours:
-        return 0
-    columns = [list(c) for c in zip(*hours, strict=True)]
-    await conn.execute(SEED_MARKED, columns[:2])
-    cur = await conn.execute(STORE_SPANS, columns)
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
-
-
-async def seed_frontiers(conn: AsyncConnection[Any], *, timescale: bool) -> int:
-    """Give every known device a frontier; the number of devices added. (On plain PostgreSQL
-    every sample marks its hour: the marks know every active device, and the raw table has no
-    index on time alone.)"""
-    cur = await conn.execute(SEED.format(recent=RECENT if timescale else ""))
-    return cur.rowcount
-
-
-async def advance_stored_energy(
-    conn: AsyncConnection[Any],
-    *,
-    settle_s: float,
-    budget_hours: int,
-    hold: bool,
-    now: datetime | None = None,
-    step: timedelta = BACKFILL_STEP,
-    seconds: float = 10.0,
-) -> int:
-    """Move the frontiers of the devices furthest behind towards the start of the hour that
-    ended `settle_s` ago (on TimescaleDB at most the aggregate's watermark), about
-    `budget_hours` device-hours of work and no device started after `seconds` (the first one
-    always is); the devices moved. `conn` in autocommit mode (the step runs in a transaction
-    of its own, `one_snapshot`: the watermark and the summaries in one snapshot)."""
-    moment = (now or datetime.now(UTC)) - timedelta(seconds=settle_s)
-    until = moment.replace(minute=0, second=0, microsecond=0)
-    params = {"until": until, "step": step, "step_h": step / timedelta(hours=1), "hold": hold,
-              "devices": max(1, budget_hours), "budget": budget_hours,
-              "seconds": seconds}  # fmt: skip
-    async with one_snapshot(conn):
-        cur = await conn.execute(ADVANCE, params)
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0

@@ -1,0 +1,190 @@
+"""The stored energy's upkeep: the frontiers' advance, and the recompute of what a change moved.
+
+The store itself (`fleet.energy_hours`, the frontiers, the reads that sum it) and its SQL functions
+are `ingestd.storage.stored_energy`; this module runs them from the housekeeping and the rollup.
+
+The frontier moves with the housekeeping (`advance_stored_energy`): a device's history is
+computed a bounded number of hours per cycle (the backfill after the migration, or for a new
+device: read live meanwhile); afterwards, on TimescaleDB, every hour that ended `settle_s` ago
+is stored once the aggregate's watermark has passed it (samples of the current hour do not
+mark it there; the store reads the materialized hypertable, `timescale_store`); on plain
+PostgreSQL, where every sample marks its hour, the frontier becomes 'infinity' once caught up
+and the marks alone say what is not stored yet. Emptying `fleet.hourly_dirty` (TRUNCATE) forgets the store (migration
+0013's trigger): without the marks, what changed is not known.
+
+One snapshot: on TimescaleDB the stores run in a REPEATABLE READ transaction (`one_snapshot`).
+TimescaleDB reads a continuous aggregate's watermark with `GetTransactionSnapshot()`, under READ
+COMMITTED a snapshot newer than the running statement's: a store racing a refresh (the
+aggregate's policy, or another statement) could see the watermark moved past an hour whose
+materialized rows its snapshot lacks, and store that hour as empty, with no mark left to store
+it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from ingestd.storage.layout import STORED_TABLE
+from ingestd.storage.revisions import merged_spans
+
+__all__ = [
+    "BACKFILL_STEP",
+    "advance_stored_energy",
+    "one_snapshot",
+    "seed_frontiers",
+    "store_spans",
+    "timescale_store",
+]
+
+BACKFILL_STEP = timedelta(days=7)
+"""How far one device's frontier moves at most in one housekeeping step."""
+
+# TimescaleDB: the hourly aggregate's materialized hypertable, and its watermark as TimescaleDB's
+# own view reads it; nothing materialized yet (the earliest time TimescaleDB knows, 4714 BC, where
+# a week before is out of range) is '-infinity'.
+MATERIALIZATION = """
+SELECT format('%I.%I', h.schema_name, h.table_name), c.mat_hypertable_id
+FROM _timescaledb_catalog.continuous_agg c
+JOIN _timescaledb_catalog.hypertable h ON h.id = c.mat_hypertable_id
+WHERE c.user_view_schema = 'fleet' AND c.user_view_name = 'hourly_per_device'
+"""
+WATERMARK = """coalesce((SELECT m.at FROM (SELECT _timescaledb_functions.to_timestamp(
+    _timescaledb_functions.cagg_watermark({id})) AS at) AS m
+    WHERE m.at >= TIMESTAMPTZ '0001-01-01 00:00:00+00'), TIMESTAMPTZ '-infinity')"""
+
+
+async def timescale_store(conn: AsyncConnection[Any]) -> dict[str, str]:
+    """TimescaleDB: `stored_energy_functions`' keyword arguments and `stored_hours` over the
+    hourly aggregate's materialized hypertable (after the aggregate is made)."""
+    cur = await conn.execute(MATERIALIZATION)
+    row = await cur.fetchone()
+    if row is None:
+        raise LookupError("fleet.hourly_per_device is not a continuous aggregate")
+    table, hypertable_id = str(row[0]), int(row[1])
+    return {"stored_hours": table, "first_hours": table,
+            "horizon": WATERMARK.format(id=hypertable_id)}  # fmt: skip
+
+
+# The recomputed hours' spans (customer ids, device ids, hours), where reads take a device's store:
+# before the nearest hours before its frontier (`fleet.energy_before`); the next frontier step
+# stores from there on, and reads compute it live meanwhile. (At an hour's end, the refresh of
+# each device's last hour stores nothing: the frontier step after it stores both hours it moves.)
+# The spans as `fleet.revised_span` over the store's summaries (`fleet.stored_span`): on
+# TimescaleDB the materialized rows, exact before the frontier: a nearest hour after the
+# watermark, not found there, is after the frontier, which cuts the span the same.
+STORE_SPANS = f"""{merged_spans("fleet.stored_span")}, reached AS (
+    SELECT m.customer_id, m.device_id, m.span_start,
+           least(m.span_end, CASE WHEN f.stored_until = 'infinity' THEN f.stored_until
+                                  ELSE fleet.energy_before(m.customer_id, m.device_id, f.stored_until)
+                             END) AS span_end
+    FROM merged m JOIN fleet.energy_frontier f USING (customer_id, device_id)
+    WHERE m.span_start < f.stored_until
+)
+SELECT coalesce(sum(fleet.store_energy(customer_id, device_id, span_start, span_end)), 0)
+FROM reached WHERE span_start < span_end
+"""
+
+# The devices furthest behind `until` (at most the store's horizon), as many as `budget` hours
+# of work (at least one device), each started before `seconds` have passed.
+ADVANCE = """
+WITH horizon AS (
+    SELECT least(%(until)s::timestamptz, fleet.energy_horizon()) AS until
+), behind AS (
+    SELECT f.customer_id, f.device_id, f.stored_until, h.until,
+           CASE WHEN f.stored_until = '-infinity' THEN %(step_h)s
+                ELSE least(%(step_h)s, date_part('epoch', h.until - f.stored_until) / 3600) END AS hours
+    FROM fleet.energy_frontier f, horizon h WHERE f.stored_until < h.until
+    ORDER BY f.stored_until LIMIT %(devices)s
+), due AS (
+    SELECT *, sum(hours) OVER (ORDER BY stored_until, customer_id, device_id) - hours AS before
+    FROM behind
+)
+SELECT count(fleet.advance_energy(customer_id, device_id, until, %(step)s, %(hold)s))
+FROM due
+WHERE before < %(budget)s
+  AND (before = 0 OR clock_timestamp() < statement_timestamp() + %(seconds)s * INTERVAL '1 second')
+"""
+
+SEED_MARKED = """
+INSERT INTO fleet.energy_frontier (customer_id, device_id)
+SELECT DISTINCT * FROM unnest(%s::bigint[], %s::bigint[])
+ON CONFLICT DO NOTHING
+"""
+# Devices of the full sets, of the marks and (TimescaleDB, where samples of the current hour
+# mark nothing) of the last hour's rows, without a frontier yet (read live until stored).
+SEED = """
+INSERT INTO fleet.energy_frontier (customer_id, device_id)
+SELECT n.customer_id, n.device_id
+FROM (SELECT customer_id, id AS device_id FROM fleet.devices
+      UNION SELECT customer_id, device_id FROM fleet.hourly_dirty {recent}) AS n
+WHERE NOT EXISTS (SELECT 1 FROM fleet.energy_frontier f
+                  WHERE f.customer_id = n.customer_id AND f.device_id = n.device_id)
+ON CONFLICT DO NOTHING
+"""
+RECENT = f"""UNION SELECT customer_id, device_id FROM {STORED_TABLE}
+                  WHERE time >= now() - INTERVAL '1 hour'"""
+
+
+ONE_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+
+
+@asynccontextmanager
+async def one_snapshot(conn: AsyncConnection[Any]) -> AsyncIterator[None]:
+    """A REPEATABLE READ transaction on the autocommit connection `conn`: every statement in it,
+    and TimescaleDB's watermark look-ups, see the transaction's snapshot. (Only the housekeeping
+    writes the store and the frontiers, one cycle at a time: no serialization failure to expect.)"""
+    async with conn.transaction():
+        await conn.execute(ONE_SNAPSHOT)
+        yield
+
+
+async def store_spans(conn: AsyncConnection[Any], hours: list[tuple[Any, ...]]) -> int:
+    """Recompute the stored energy of the spans the recomputed `hours` (customer, device, hour)
+    can move; the number of hours stored. A device seen here for the first time gets its
+    frontier (so every marked device has one, whenever the minute's seeding ran)."""
+    if not hours:
+        return 0
+    columns = [list(c) for c in zip(*hours, strict=True)]
+    await conn.execute(SEED_MARKED, columns[:2])
+    cur = await conn.execute(STORE_SPANS, columns)
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def seed_frontiers(conn: AsyncConnection[Any], *, timescale: bool) -> int:
+    """Give every known device a frontier; the number of devices added. (On plain PostgreSQL
+    every sample marks its hour: the marks know every active device, and the raw table has no
+    index on time alone.)"""
+    cur = await conn.execute(SEED.format(recent=RECENT if timescale else ""))
+    return cur.rowcount
+
+
+async def advance_stored_energy(
+    conn: AsyncConnection[Any],
+    *,
+    settle_s: float,
+    budget_hours: int,
+    hold: bool,
+    now: datetime | None = None,
+    step: timedelta = BACKFILL_STEP,
+    seconds: float = 10.0,
+) -> int:
+    """Move the frontiers of the devices furthest behind towards the start of the hour that
+    ended `settle_s` ago (on TimescaleDB at most the aggregate's watermark), about
+    `budget_hours` device-hours of work and no device started after `seconds` (the first one
+    always is); the devices moved. `conn` in autocommit mode (the step runs in a transaction
+    of its own, `one_snapshot`: the watermark and the summaries in one snapshot)."""
+    moment = (now or datetime.now(UTC)) - timedelta(seconds=settle_s)
+    until = moment.replace(minute=0, second=0, microsecond=0)
+    params = {"until": until, "step": step, "step_h": step / timedelta(hours=1), "hold": hold,
+              "devices": max(1, budget_hours), "budget": budget_hours,
+              "seconds": seconds}  # fmt: skip
+    async with one_snapshot(conn):
+        cur = await conn.execute(ADVANCE, params)
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
