@@ -27,6 +27,7 @@ What is read:
 snapshots.py    reads that must see one snapshot (read-only REPEATABLE READ)
 reads.py        readiness, customers, sites and devices, hourly/daily energy, completeness
 energy.py       energy per hour / local day and completeness, as SQL functions (docs/ENERGY.md)
+segments.py     how a register's increase is split over intervals (what energy.py and the totals build on)
 totals.py       energy of a site or a customer per local hour, day or month
 demand.py       peak demand per day or month (docs/ENERGY.md)
 digests.py      reconciliation: digests of what the centre holds, the database's identity

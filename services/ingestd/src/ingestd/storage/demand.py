@@ -22,7 +22,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from ingestd.storage.energy import (
+from ingestd.storage.segments import (
     ESTIMATED_SPACING_FACTOR,
     OF_DEVICE,
     SEGMENT_PIPELINE,

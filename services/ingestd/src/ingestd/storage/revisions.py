@@ -31,7 +31,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from ingestd.storage.aggregate import COUNTER_COLUMNS
-from ingestd.storage.energy import nearest
+from ingestd.storage.segments import nearest
 
 __all__ = [
     "CHANGE_FIELDS",

@@ -5,7 +5,7 @@ split over the hours it overlaps), only its `energy_estimated` flag does (the us
 the range's); so the housekeeping stores, per device-hour with known energy (holes included),
 the energy of the four registers, whether a reset touched it and the longest sample spacing it
 rests on, in `fleet.energy_hours` (migration 0013), computed by `fleet.energy_parts` (the
-read-time computation itself, `ingestd.storage.energy`) from the hourly summaries.
+read-time computation itself, `ingestd.storage.segments`) from the hourly summaries.
 
 What is stored is kept equal to a from-scratch computation by the same recompute that keeps
 the hourly aggregate (`storage.rollup`): the hours of the span a recomputed hour can move
@@ -35,14 +35,14 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from ingestd.storage.aggregate import COUNTER_COLUMNS
-from ingestd.storage.energy import (
+from ingestd.storage.revisions import revised_span
+from ingestd.storage.segments import (
     ESTIMATED_SPACING_FACTOR,
     FLAT_EDGES_FROM,
     OF_DEVICE,
     energy_parts,
     plan_cached,
 )
-from ingestd.storage.revisions import revised_span
 
 __all__ = [
     "STORED_ENERGY_FUNCTIONS",
@@ -154,7 +154,7 @@ _FIRST_HOUR = f"date_bin(INTERVAL '1 hour', p_from, {_EPOCH})"
 def _view_nearest(agg: str, op: str, bound: str, sign: str) -> str:
     """The nearest hour of the summaries before (`max`, `<`) or at/after (`min`, `>=`) `bound`:
     within a week first (a few hundred index entries), the whole history only when that finds
-    nothing, as `ingestd.storage.energy.nearest`."""
+    nothing, as `ingestd.storage.segments.nearest`."""
     where = f"{_OF} AND n.bucket {op} {bound}"
     order = f"ORDER BY n.bucket {'DESC' if agg == 'max' else 'ASC'} LIMIT 1"
     return f"""coalesce(
@@ -167,7 +167,7 @@ def _view_nearest(agg: str, op: str, bound: str, sign: str) -> str:
 _HOURS = "h.bucket, h.samples, h.first_time, h.last_time"
 _STORED_OF = "s.customer_id = p_customer AND s.device_id = p_device AND s.samples > 0"
 
-# The usual interval (docs/ENERGY.md, "The usual sampling interval"; rule in ingestd.storage.energy) from
+# The usual interval (docs/ENERGY.md, "The usual sampling interval"; rule in ingestd.storage.segments) from
 # the stored hours' samples, first and last sample times before the live hour (narrow rows, no
 # marks to merge), and from the hourly summaries from it on. The median of the hours' own mean
 # spacings first (no order needed); the spacings between hours (a window over the hours in

@@ -20,7 +20,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from ingestd.storage.energy import ESTIMATED_SPACING_FACTOR, FLAT_EDGES, plan_cached
+from ingestd.storage.segments import ESTIMATED_SPACING_FACTOR, FLAT_EDGES, plan_cached
 from ingestd.storage.stored_energy import usual_hours
 
 __all__ = [
