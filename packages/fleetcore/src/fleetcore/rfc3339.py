@@ -30,20 +30,23 @@ offset); a 33rd byte marks a longer one."""
 _PAIRS = ("Y1", "Y2", "O", "D", "h", "m", "S", "f1", "f2", "f3", "H", "N")
 """The two-digit numbers a text is read as: the year's two halves, month, day, hour, minute,
 second, the fraction's three pairs (µs), the offset's hours and minutes."""
-_LOW = np.array([0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0], np.int32)[:, None]
-_HIGH = np.array([99, 99, 12, 31, 23, 59, 59, 99, 99, 99, 23, 59], np.int32)[:, None]
+_LOW = np.array([0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0], np.int16)[:, None]
+_SPAN = np.array([99, 99, 11, 30, 23, 59, 59, 99, 99, 99, 23, 59], np.uint16)[:, None]
+"""Each of `_PAIRS`' lowest value and its highest less the lowest."""
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int32)
 _Z, _PLUS, _MINUS = ord("Z"), ord("+"), ord("-")
 
 
 @dataclass(frozen=True, slots=True)
 class _Form:
-    """One accepted form of a given length: which bytes are digits, what the others must be
-    (the sign of an offset is checked apart), and where the tens and ones of each of `_PAIRS`
-    are (`length`: a row of zeros, for a pair the form does not have)."""
+    """One accepted form of a given length: what to subtract from each byte (`base`: "0" where
+    a digit goes, the character itself where a literal does, 0 at an offset's sign, which is
+    checked apart) and below what the difference must be (`limit`: 10 for a digit, 1 for a
+    literal), and where the tens and ones of each of `_PAIRS` are (`length`: a row of zeros,
+    for a pair the form does not have)."""
 
-    digit: npt.NDArray[np.bool_]
-    literal: npt.NDArray[np.uint8]
+    base: npt.NDArray[np.uint8]
+    limit: npt.NDArray[np.uint8]
     sign: int | None
     tens: npt.NDArray[np.intp]
     ones: npt.NDArray[np.intp]
@@ -73,8 +76,8 @@ def _form(length: int, utc: bool) -> _Form | None:
     if pattern is None:
         return None
     letters = "".join(_LETTERS)
-    digit = np.array([c in letters for c in pattern], np.bool_)
-    literal = np.array([0 if c in letters or c == "~" else ord(c) for c in pattern], np.uint8)
+    base = [ord("0") if c in letters else 0 if c == "~" else ord(c) for c in pattern]
+    limit = [10 if c in letters else 255 if c == "~" else 1 for c in pattern]
     tens, ones = [], []
     for pair in _LETTERS:
         places = [i for i, c in enumerate(pattern) if c in pair]
@@ -86,24 +89,59 @@ def _form(length: int, utc: bool) -> _Form | None:
         ones.append(places[1] if len(places) > 1 and places[1] >= 0 else length)
     sign = pattern.find("~")
     return _Form(
-        digit,
-        literal,
+        np.array(base, np.uint8)[:, None],
+        np.array(limit, np.uint8)[:, None],
         sign if sign >= 0 else None,
         np.array(tens, np.intp),
         np.array(ones, np.intp),
     )
 
 
-def _days_from_civil(year: Int64s, month: Int64s, day: Int64s) -> Int64s:
-    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
-    y = year - (month <= 2)
-    era = y // 400
-    yoe = y - era * 400
-    mp = (month + 9) % 12
-    doy = (153 * mp + 2) // 5 + day - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    days: Int64s = era * 146_097 + doe - 719_468
-    return days
+def _calendar() -> tuple[Int64s, npt.NDArray[np.intp], Int64s, Int64s]:
+    """Per year 0-9999: days from 1970-01-01 to its January 1st (proleptic Gregorian) and
+    whether it is a leap year (1 or 0: an index); per leap-or-not and month 1-12: the days
+    before the month's first, less one (a date's days are year's + month's + its day), and
+    the month's length. ~90 KB, looked up instead of a dozen array passes of civil-from-days
+    arithmetic per call."""
+    years = np.arange(10_000, dtype=np.int64)
+    leap = ((years % 4 == 0) & ((years % 100 != 0) | (years % 400 == 0))).astype(np.intp)
+    before = years - 1  # leap days before year y: those of the years 1..y-1 (0 for y = 0, 1)
+    leap_days = np.where(years > 0, before // 4 - before // 100 + before // 400, 0)
+    year_days = (years - 1970) * 365 + leap_days - 477  # 477 leap days in 1..1969
+    lengths = np.tile(_DAYS_IN_MONTH.astype(np.int64), (2, 1))
+    lengths[1, 2] = 29
+    starts = np.cumsum(lengths, axis=1) - lengths - 1
+    return year_days, leap, starts, lengths
+
+
+_YEAR_DAYS, _LEAP, _MONTH_STARTS, _MONTH_LENGTHS = _calendar()
+_MICROS_OF = np.array(
+    [0, 0, 0, 0, 3_600_000_000, 60_000_000, 1_000_000, 10_000, 100, 1, -3_600_000_000, -60_000_000],
+    np.int64,
+)
+"""µs per unit of each of `_PAIRS` (the date's pairs count through `_calendar`'s days; the
+offset is taken off: its pairs are negated first where its sign is `-`)."""
+_MICROS_PER_DAY = 86_400_000_000
+
+
+def _by_kind(b: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int_]) -> npt.NDArray[np.int_]:
+    """Each text's form as a kind: its length * 2, + 1 when it ends in Z."""
+    last = b[np.arange(len(lengths)), np.maximum(lengths - 1, 0)]
+    kinds: npt.NDArray[np.int_] = lengths * 2 + (last == _Z)
+    return kinds
+
+
+def _kinds(b: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int_]) -> list[int]:
+    """The kinds present (`_by_kind`): a column of one form (the usual) in a few passes."""
+    length = int(lengths[0])
+    if length > 0 and (lengths == length).all():
+        utc = b[:, length - 1] == _Z
+        if utc.all():
+            return [length * 2 + 1]
+        if not utc.any():
+            return [length * 2]
+    kinds: list[int] = np.flatnonzero(np.bincount(_by_kind(b, lengths))).tolist()
+    return kinds
 
 
 def micros_of_texts(texts: npt.NDArray[np.object_]) -> Int64s | None:
@@ -123,42 +161,41 @@ def micros_of_texts(texts: npt.NDArray[np.object_]) -> Int64s | None:
     # padding (str_len: a C loop, ~7x cheaper than counting non-zero bytes along the rows); a
     # longer one is cut to 33 and matches no form.
     lengths = np.strings.str_len(raw)
-    kinds = lengths * 2 + (b[np.arange(n), np.maximum(lengths - 1, 0)] == _Z)
-    first = int(kinds[0])
-    groups = [first] if (kinds == first).all() else np.flatnonzero(np.bincount(kinds)).tolist()
-    pairs = np.empty((len(_PAIRS), n), np.int32)
-    negative = np.zeros(n, np.bool_)
+    groups = _kinds(b, lengths)
+    kinds = _by_kind(b, lengths) if len(groups) > 1 else None
+    pairs = np.empty((len(_PAIRS), n), np.int16)
+    negative = None
     for kind in groups:
         length, utc = divmod(kind, 2)
         form = _form(length, bool(utc))
         if form is None:
             return None
-        rows = slice(None) if len(groups) == 1 else np.flatnonzero(kinds == kind)
+        rows = slice(None) if kinds is None else np.flatnonzero(kinds == kind)
         text = np.ascontiguousarray(b[rows, :length].T)  # one row per character position
-        digits = text - np.uint8(ord("0"))  # wraps below '0': only 0-9 are digits
-        matches = np.where(form.digit[:, None], digits < 10, text == form.literal[:, None])
+        digits = text - form.base  # wraps below the base: a digit is 0-9 after it, a literal 0
+        if not (digits < form.limit).all():
+            return None
         if form.sign is not None:
             sign = text[form.sign]
-            matches[form.sign] = (sign == _PLUS) | (sign == _MINUS)
+            if not ((sign == _PLUS) | (sign == _MINUS)).all():
+                return None
+            if negative is None:
+                negative = np.zeros(n, np.bool_)
             negative[rows] = sign == _MINUS
-        if not matches.all():
-            return None
         wide = np.zeros((length + 1, text.shape[1]), np.int16)
         wide[:length] = digits
         pairs[:, rows] = wide[form.tens] * 10 + wide[form.ones]
-    if not ((pairs >= _LOW) & (pairs <= _HIGH)).all():
+    if not ((pairs - _LOW).view(np.uint16) <= _SPAN).all():  # below the lowest wraps high
         return None
-    y1, y2, month, day, hour, minute, second, f1, f2, f3, offset_h, offset_m = pairs
-    year = y1 * 100 + y2
-    if not (year >= 1).all():
+    year = pairs[0].astype(np.intp) * 100 + pairs[1]
+    if not year.all():  # year 0000
         return None
-    if (day > 28).any():
-        leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-        if (day > _DAYS_IN_MONTH[month] + ((month == 2) & leap)).any():
-            return None
-    offset_s = (offset_h * 3600 + offset_m * 60).astype(np.int64)
-    offset_s[negative] *= -1
-    days = _days_from_civil(year.astype(np.int64), month.astype(np.int64), day.astype(np.int64))
-    seconds = days * 86_400 + (hour * 3600 + minute * 60 + second) - offset_s
-    result: Int64s = seconds * 1_000_000 + (f1 * 10_000 + f2 * 100 + f3)
+    month, day = pairs[2], pairs[3]
+    leap = _LEAP[year]
+    if (day > 28).any() and (day > _MONTH_LENGTHS[leap, month]).any():
+        return None
+    days = _YEAR_DAYS[year] + _MONTH_STARTS[leap, month] + day
+    if negative is not None and negative.any():
+        pairs[10:, negative] *= -1
+    result: Int64s = days * _MICROS_PER_DAY + _MICROS_OF @ pairs
     return result
