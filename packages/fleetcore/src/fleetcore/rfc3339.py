@@ -15,6 +15,7 @@ the same text (tests/fleetcore/test_rfc3339.py checks that on generated texts).
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,17 +132,31 @@ def _by_kind(b: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int_]) -> npt.NDA
     return kinds
 
 
-def _kinds(b: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int_]) -> list[int]:
-    """The kinds present (`_by_kind`): a column of one form (the usual) in a few passes."""
+_FEW_RUNS = 8
+"""Up to this many runs of texts of one form (a column of one form, or a few such columns
+joined), each is read as a slice of the rows; past it, each form's rows are gathered."""
+
+
+def _groups(
+    b: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int_]
+) -> list[tuple[int, slice | npt.NDArray[np.intp]]]:
+    """The texts' kinds (`_by_kind`), each with its rows: one slice for a column of one form
+    (the usual, found in a few passes), a slice per run for a few runs (`_FEW_RUNS`: the time
+    and received_at columns joined, which differ in their fractions), else an index per kind."""
     length = int(lengths[0])
     if length > 0 and (lengths == length).all():
         utc = b[:, length - 1] == _Z
         if utc.all():
-            return [length * 2 + 1]
+            return [(length * 2 + 1, slice(None))]
         if not utc.any():
-            return [length * 2]
-    kinds: list[int] = np.flatnonzero(np.bincount(_by_kind(b, lengths))).tolist()
-    return kinds
+            return [(length * 2, slice(None))]
+    kinds = _by_kind(b, lengths)
+    starts: list[int] = (np.flatnonzero(kinds[1:] != kinds[:-1]) + 1).tolist()
+    if len(starts) < _FEW_RUNS:
+        ends = [0, *starts, len(lengths)]
+        return [(int(kinds[a]), slice(a, z)) for a, z in itertools.pairwise(ends)]
+    present: list[int] = np.flatnonzero(np.bincount(kinds)).tolist()
+    return [(kind, np.flatnonzero(kinds == kind)) for kind in present]
 
 
 def micros_of_texts(texts: npt.NDArray[np.object_]) -> Int64s | None:
@@ -161,16 +176,13 @@ def micros_of_texts(texts: npt.NDArray[np.object_]) -> Int64s | None:
     # padding (str_len: a C loop, ~7x cheaper than counting non-zero bytes along the rows); a
     # longer one is cut to 33 and matches no form.
     lengths = np.strings.str_len(raw)
-    groups = _kinds(b, lengths)
-    kinds = _by_kind(b, lengths) if len(groups) > 1 else None
     pairs = np.empty((len(_PAIRS), n), np.int16)
     negative = None
-    for kind in groups:
+    for kind, rows in _groups(b, lengths):
         length, utc = divmod(kind, 2)
         form = _form(length, bool(utc))
         if form is None:
             return None
-        rows = slice(None) if kinds is None else np.flatnonzero(kinds == kind)
         text = np.ascontiguousarray(b[rows, :length].T)  # one row per character position
         digits = text - form.base  # wraps below the base: a digit is 0-9 after it, a literal 0
         if not (digits < form.limit).all():
