@@ -10,6 +10,10 @@ a busy machine slows both alike:
           typed rows then `columns_of_rows` (the way every body took before, and small bodies
           still take), against `text_time_columns` (bodies of 32 KiB and more); then inflate,
           parse and the COPY stream (`decode_batch` + `copy_stream`) as ingestd runs them
+  chunks  the same body's streamed way (issue 26: `ingestd.decoding`'s cut, then each chunk's
+          columns and COPY tuples, as `ingestd.ingest._ChunkFeed` makes them) for each chunk
+          schedule of `SCHEDULES`, alternated `--reps` times: what the chunks' fixed work costs
+          per row against two halves, with the median of the per-alternation differences
   small   a 27-row gzip JSON body (a gateway's minute) through `ingestd.decoding.decode` (on the
           event loop) against `run_in_executor(decode_batch)` (the decoding pool's hand-off)
 
@@ -31,10 +35,23 @@ from typing import Any
 
 from common import encode_batch, generate_measurements, measurement_items
 from fleetcore import BatchType, ValidationWindow
-from fleetcore.json_columns import columns_of_rows, text_time_columns
+from fleetcore.json_columns import (
+    chunk_body,
+    clean_measurement_columns,
+    columns_of_rows,
+    item_spans,
+    text_time_columns,
+)
 from fleetcore.schemas import decode_measurement_rows
 from ingestd.body import BodyFormat, decode_body
-from ingestd.decoding import Chunked, DecodeLimits, WireBody, decode, decode_batch
+from ingestd.decoding import (
+    Chunked,
+    DecodeLimits,
+    WireBody,
+    chunk_schedule,
+    decode,
+    decode_batch,
+)
 from ingestd.memory import BodyMemory, MemoryBudget
 from ingestd.storage.copybuffer import copy_stream
 from report import Figure, finish
@@ -61,6 +78,11 @@ def _alternate(ways: dict[str, Callable[[], Any]], reps: int) -> dict[str, list[
 
 def _quartile(samples: list[float]) -> float:
     return sorted(samples)[len(samples) // 4]
+
+
+def _paired(samples: list[float], against: list[float], rows: int) -> str:
+    """The median of the per-alternation differences, µs/row, signed."""
+    return f"{1e6 * statistics.median(a - b for a, b in zip(samples, against, strict=True)) / rows:+.3f}"
 
 
 def _large(rows: int, reps: int) -> dict[str, list[float]]:
@@ -91,6 +113,52 @@ def _large(rows: int, reps: int) -> dict[str, list[float]]:
         memory.release()
 
     return _alternate({"typed": typed, "text": text, "whole": whole}, reps)
+
+
+KIB = 1024
+Schedule = Callable[[int], tuple[int, int, int]]
+
+
+def _growing(first: int, most: int, growth: int) -> Schedule:
+    return lambda _size: (first, most, growth)
+
+
+SCHEDULES: dict[str, Schedule] = {
+    "halves": lambda size: (size // 2, size // 2, 1),
+    "ingestd's": chunk_schedule,
+    "64 KiB x4 to 1 MiB": _growing(64 * KIB, 1024 * KIB, 4),
+    "256 KiB x4 to 1 MiB": _growing(256 * KIB, 1024 * KIB, 4),
+    "64 KiB x2 to 512 KiB": _growing(64 * KIB, 512 * KIB, 2),
+}
+"""Chunk schedules (a body's size to `item_spans`' first, most, growth) compared by `_chunks`:
+two halves, ingestd's (`ingestd.decoding.chunk_schedule`), growing chunks (64 KiB x4 to 1 MiB
+was ingestd's from 87546ef)."""
+
+
+def _spans(body: bytes, schedule: Schedule) -> list[tuple[int, int]]:
+    spans = item_spans(body, *schedule(len(body)))
+    assert spans is not None
+    return spans
+
+
+def _chunks(rows: int, reps: int) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """CPU seconds of each schedule's chunks (columns and COPY tuples), the schedules taking
+    turns; and each one's number of chunks."""
+    wire = encode_batch(measurement_items(generate_measurements(rows)))
+    body = bytes(decode_body(bytearray(wire), encoding="gzip", max_body_bytes=64 << 20).data)
+    spans = {name: _spans(body, schedule) for name, schedule in SCHEDULES.items()}
+
+    def streamed(cuts: list[tuple[int, int]]) -> Callable[[], None]:
+        def run() -> None:
+            for span in cuts:
+                chunk = clean_measurement_columns(chunk_body(body, span), WINDOW)
+                assert chunk is not None
+                copy_stream(chunk.valid, 1, header=False, trailer=False)
+
+        return run
+
+    times = _alternate({name: streamed(cuts) for name, cuts in spans.items()}, reps)
+    return times, {name: len(cuts) for name, cuts in spans.items()}
 
 
 def _small(reps: int, requests: int) -> dict[str, list[float]]:
@@ -126,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     large = _large(args.rows, args.reps)
+    chunked, counts = _chunks(args.rows, args.reps)
     small = _small(max(args.reps // 4, 3), args.requests)
 
     def per_row(samples: list[float]) -> str:
@@ -141,12 +210,27 @@ def main(argv: list[str] | None = None) -> int:
                   q1_row(large["text"])),
         Figure.of("large: inflate + parse + COPY stream, µs/row", per_row(large["whole"]),
                   q1_row(large["whole"])),
+        *(
+            Figure.of(
+                f"chunks, {name} ({counts[name]}), µs/row",
+                per_row(samples),
+                f"{q1_row(samples)}; vs halves by alternation, median "
+                f"{_paired(samples, chunked['halves'], args.rows)}",
+            )
+            for name, samples in chunked.items()
+        ),
         Figure.of("27-row JSON via the decoding pool, µs/request",
                   f"{1e6 * statistics.median(small['pool']):.0f}"),
         Figure.of("27-row JSON decoded on the event loop, µs/request",
                   f"{1e6 * statistics.median(small['inline']):.0f}"),
     ]  # fmt: skip
-    result = {"rows": args.rows, "reps": args.reps, "large": large, "small": small}
+    result = {
+        "rows": args.rows,
+        "reps": args.reps,
+        "large": large,
+        "chunks": {"cpu_s": chunked, "count": counts},
+        "small": small,
+    }
     finish("decode", result, figures, args.json)
     return 0
 

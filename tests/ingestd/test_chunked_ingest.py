@@ -12,14 +12,14 @@ import psycopg
 import pytest
 from fleetcore import MEASUREMENT_VALUE_FIELDS
 from fleetcore.json_columns import chunk_body, item_spans
-from ingestd.decoding import CHUNK_BYTES, CHUNK_GROWTH, FIRST_CHUNK_BYTES
+from ingestd.decoding import chunk_schedule
 
 from tests.fix_ingestd import PostBatch
 from tests.fix_pg import scalar
 from tests.ingestd.test_columnar_ingest import COLUMNAR, columnar, stored
 from tests.samples import NOW, measurements
 
-ROWS = 4000  # ~1.8 MB of JSON: four chunks
+ROWS = 4000  # ~1.8 MB of JSON: two chunks, of 1,600 and 2,400 rows
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def whole_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def chunks_of(items: list[dict[str, Any]]) -> int:
     body = msgspec.json.encode({"items": items})
-    spans = item_spans(body, FIRST_CHUNK_BYTES, CHUNK_BYTES, CHUNK_GROWTH)
+    spans = item_spans(body, *chunk_schedule(len(body)))
     return len(spans) if spans else 0
 
 
@@ -69,7 +69,7 @@ async def test_a_large_batch_stored_in_chunks_is_stored_bit_for_bit_as_columnar(
     """A JSON batch cut into chunks is stored chunk by chunk with the same rows and bits as the
     same rows sent columnar; its re-delivery goes the whole way and is all duplicates."""
     items = large_batch()
-    assert chunks_of(items) >= 3
+    assert chunks_of(items) >= 2
     whole = whole_batches(monkeypatch)
     json_resp = await post_batch(customer_token, "measurements", items)
     assert whole == []
@@ -92,12 +92,13 @@ async def test_chunks_of_other_columns_are_stored_by_a_copy_of_their_own(
     central_db: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A column null in every row of the first chunks (left out of their COPY) and present
-    later, and a value finer than its resolution in the last chunk only (its exact-double column
+    """A column null in every row of the first chunk (left out of its COPY) and present later,
+    and a value finer than its resolution in the last chunk only (its exact-double column
     appears there): the batch is still streamed, each run of chunks of one set of columns by a
     COPY of its own, and stored bit for bit as the same rows sent columnar."""
     items = measurements(ROWS, devices=40)
-    for item in items[: ROWS // 4]:
+    assert chunks_of(items) >= 2
+    for item in items[: ROWS // 2]:  # the first chunk's rows and some of the next
         item["thd_v"] = None
     items[ROWS - 3]["v1"] = 230.123
     whole = whole_batches(monkeypatch)
@@ -177,10 +178,10 @@ async def test_a_streamed_batch_commits_its_audit_row_and_dirty_marks(
 async def test_a_chunk_reaching_a_week_without_its_partition_goes_whole(
     post_batch: PostBatch, customer_token: str, central_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Rows of three weeks, the middle week's only in middle chunks: the plain path makes the
-    partitions of the batch's first and last rows before the COPY, and a chunk of the other week
-    sends the batch the whole way, which makes its partition and stores every row; TimescaleDB
-    needs no partitions and streams it."""
+    """Rows of three weeks, the middle week's in neither the first nor the last row: the plain
+    path makes the partitions of the batch's first and last rows before the COPY, and a chunk of
+    the other week sends the batch the whole way, which makes its partition and stores every
+    row; TimescaleDB needs no partitions and streams it."""
     items = []
     for week in range(3):
         start = NOW - timedelta(days=30 - 7 * week)

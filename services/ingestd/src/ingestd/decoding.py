@@ -4,9 +4,10 @@ memory budget.
 A measurement batch comes out as columns whatever its encoding (`ParsedColumns`; a JSON body's
 rows are turned into columns here, in the decoding thread); sites and devices as rows. A JSON
 measurement body of `CHUNKED_MIN_BYTES` and more decompressed comes out inflated and cut at item
-boundaries into a small first chunk and growing ones after it (`Chunked`), for
-`ingestd.ingest.ingest_chunked` to decode them one after the other in the pool while PostgreSQL
-stores the ones before (issue 26's large batches: PostgreSQL's work overlaps ingestd's).
+boundaries into a few chunks (a pusher's 5,000-row batch: two, the first the smaller; `Chunked`,
+`chunk_schedule`), for `ingestd.ingest.ingest_chunked` to decode them one after the other in the
+pool while PostgreSQL stores the ones before (issue 26's large batches: PostgreSQL's work
+overlaps ingestd's).
 
 `decode_batch` runs in the decoding pool (a thread pool with one thread per slot,
 INGESTD_MAX_INFLIGHT, made in `app.py`): inflating and parsing a large body takes CPU for
@@ -60,13 +61,16 @@ from ingestd.errors import BadRequest, BatchTooLarge, IngestError, ServiceUnavai
 from ingestd.memory import BodyMemory, parsed_bytes
 
 __all__ = [
+    "CHUNKED_MIN_BYTES",
     "CHUNK_BYTES",
+    "FIRST_CHUNK_SHARE",
     "INLINE_BODY_BYTES",
     "INLINE_ROWS",
     "INLINE_WIRE_BYTES",
     "Chunked",
     "Decoded",
     "WireBody",
+    "chunk_schedule",
     "decode",
     "decode_batch",
 ]
@@ -81,16 +85,27 @@ INLINE_ROWS = 64
 
 CHUNKED_MIN_BYTES = 1024 * 1024
 """A JSON measurement body of at least this many bytes decompressed (~2,300 rows) is stored as
-it is decoded (`Chunked`), when it can be cut, in chunks of..."""
-FIRST_CHUNK_BYTES = 64 * 1024
-"""...this many bytes first (~145 rows: PostgreSQL gets its first rows ~1 ms after the body is
-inflated, instead of after half the batch is decoded), each next chunk..."""
-CHUNK_GROWTH = 4
-"""...this many times the one before (PostgreSQL stores each chunk while the next, larger one is
-decoded; a chunk costs ~0.3-0.8 ms of fixed numpy work whatever its size, so they grow)..."""
+it is decoded (`Chunked`), when it can be cut, in chunks (`chunk_schedule`)..."""
+FIRST_CHUNK_SHARE = 0.4
+"""...the first this share of the body (a pusher's 5,000-row batch: two fifths, then the rest)...
+
+Why so few, and why the first smaller: PostgreSQL starts storing when the first chunk is decoded
+and stores it while the next is decoded. Its COPY takes longer per row (~4.1-4.5 µs here) than
+decoding one (~3 µs), so the second chunk's decode hides behind the first's COPY as long as it
+is at most ~1.5 times as long: two fifths then three leave PostgreSQL waiting only for the
+first (2,000 rows of 5,000), against 2,500 for halves. More chunks would start it sooner, but
+each costs fixed work (~0.15-0.25 ms of numpy calls and objects), and in one process, alternated,
+every schedule of 3-6 growing chunks cost more CPU per row than two (bench/decode.py;
+bench/README.md, issue 26) — the CPU issue 22's guard counts."""
 CHUNK_BYTES = 1024 * 1024
-"""...up to this many bytes: a 5,000-row body (2.2 MB) is cut in 4 (64 KiB, 256 KiB, 1 MiB and
-the rest)."""
+"""...and no chunk larger than this (~2,300 rows), but for a last one of under half more: a
+body of 10,000 rows and more goes in chunks of 1 MiB, each one's fixed work a small share of it."""
+
+
+def chunk_schedule(body_bytes: int) -> tuple[int, int, int]:
+    """`item_spans`' first, most and growth for a body of `body_bytes` (see `FIRST_CHUNK_SHARE`)."""
+    first = min(int(body_bytes * FIRST_CHUNK_SHARE), CHUNK_BYTES)
+    return first, CHUNK_BYTES, 1
 
 
 Parsed = ParsedBatch[Any] | ParsedColumns
@@ -189,7 +204,7 @@ def decode_batch(
     memory.hold("parsed", parsed_bytes(body_bytes, columnar=body_format.columnar, rows=rows))
     if kind is BatchType.MEASUREMENTS and not body_format.columnar:
         spans = (
-            item_spans(body.data, FIRST_CHUNK_BYTES, CHUNK_BYTES, CHUNK_GROWTH)
+            item_spans(body.data, *chunk_schedule(body_bytes))
             if body_bytes >= CHUNKED_MIN_BYTES
             else None
         )
