@@ -133,4 +133,4 @@ def test_decimal_scale_is_numpys_for_any_floats(values: list[float]) -> None:
         assert found is None
     else:
         assert found is not None
-        assert found[0] == expected[0] and found[1] == expected[1].tolist()
+        assert found[0] == expected[0] and found[1].tolist() == expected[1].tolist()

@@ -78,6 +78,27 @@ def test_both_encoders_make_the_same_batch(customer_db: str, rows: int) -> None:
     assert plain.sent == rows and plain.format is WireFormat.COLUMNAR
 
 
+def test_rows_from_many_transactions_are_reordered_alike(customer_db: str) -> None:
+    """Rows written a tick at a time (one transaction per minute of all meters, as a meter stack
+    writes them: cursor order is not meter order) are reordered meter by meter in both encoders
+    to the same body, a batch whose last slice of rows is a single row included."""
+    seed_inventory(customer_db, devices=5)
+    with psycopg.connect(customer_db, autocommit=True) as conn:
+        for minute in range(206):  # 1,030 rows; the batch below takes 1,025 = STEP + 1
+            conn.execute(
+                "INSERT INTO monitoring.power_measurements (device_id, time, received_at, v1, i1)"
+                " SELECT d, timestamptz '2026-11-01 00:00+00' + make_interval(mins => %(m)s),"
+                " now(), 230 + d * 0.1 + %(m)s * 0.01, CASE WHEN d = 2 THEN NULL ELSE 12.5 END"
+                " FROM generate_series(5, 1, -1) AS d",
+                {"m": minute},
+            )
+    after = PushCursor.start()
+    data, count = _records(customer_db, after, 1025)
+    plain, fast = with_stdlib(data, count, after, 1025), with_numpy(data, count, after, 1025)
+    assert plain == fast
+    assert plain.sent == 1025
+
+
 async def test_records_stream_in_chunks_in_cursor_order(customer_db: str) -> None:
     """A batch of several chunks comes back whole — `limit` records, each once, in cursor order,
     the bytes of the same rows selected one by one — and the next batch holds the rest."""

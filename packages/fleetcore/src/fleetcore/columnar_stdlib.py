@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import compress
 from operator import not_
+from typing import TypeVar
 
 from fleetcore import intpack_stdlib
 from fleetcore.columnar_layout import (
@@ -31,6 +32,7 @@ from fleetcore.columnar_layout import (
     column_header,
     varint,
 )
+from fleetcore.intpack_stdlib import STEP
 
 __all__ = ["PlainColumn", "encode_plain_columns"]
 
@@ -57,6 +59,26 @@ class _Encoded:
 
 
 _DIGITS = bytes.maketrans(b"\x00\x01", b"01")
+_N = TypeVar("_N", int, float)
+
+
+def _present(
+    column: PlainColumn, nulls: Sequence[bool] | None, code: str, kind: type[_N]
+) -> array[_N]:
+    """The column's values where not null, as an array of `code` (the values themselves when
+    they are one and none is null: the pusher's columns are), made `STEP` values at a time."""
+    values = column.values
+    if nulls is None:
+        if isinstance(values, array) and values.typecode == code:
+            return values
+        return intpack_stdlib.mapped(code, kind, values)
+    out: array[_N] = array(code)
+    for start in range(0, len(values), STEP):
+        end = start + STEP
+        out += array(
+            code, list(map(kind, compress(values[start:end], map(not_, nulls[start:end]))))
+        )
+    return out
 
 
 def _null_bitmap(nulls: Sequence[bool]) -> bytes:
@@ -71,17 +93,12 @@ def _encode_column(
 ) -> tuple[bytes, bytes, _Encoded | None]:
     """(header, payload, what later columns may reference) of one column."""
     nulls = column.nulls if column.nulls is not None and any(column.nulls) else None
-    if nulls is None:
-        present: list[int] | list[float] = list(column.values)
-        null_bits = b""
-    else:
-        present = list(compress(column.values, map(not_, nulls)))
-        null_bits = _null_bitmap(nulls)
+    null_bits = b"" if nulls is None else _null_bitmap(nulls)
     kind, scale, ints = KIND_INT, 0, None
     if name in KEY_COLUMNS:
-        ints = list(map(int, present))
+        ints = _present(column, nulls, "q", int)
     else:
-        floats = list(map(float, present))
+        floats = _present(column, nulls, "d", float)
         found = intpack_stdlib.decimal_scale(floats)
         if found is None:
             kind = KIND_FLOAT
@@ -98,7 +115,7 @@ def _encode_column(
             if (e.kind, e.scale, e.null_bits) == (kind, scale, null_bits)
         ]
         packed = intpack_stdlib.pack_ints(ints, refs)
-        reference = _Encoded(column_id, kind, scale, null_bits, array("q", ints))
+        reference = _Encoded(column_id, kind, scale, null_bits, ints)
     header = column_header(
         column_id, bool(null_bits), kind, scale, packed.packing, packed.mode, packed.width,
         packed.ref, packed.base,
