@@ -32,7 +32,8 @@ this path; larger ones take numpy's per-column decoding, whose cost is then spre
 rows."""
 
 _U64 = np.uint64
-_NINE = np.arange(9)
+_WIDTH_MASKS = np.array([(1 << width) - 1 for width in range(65)], _U64)
+"""The low `width` bits, for widths 0-64."""
 
 
 def _check_reference(header: Header, nulls: int, ref: tuple[Header, int] | None) -> None:
@@ -82,27 +83,44 @@ def _integers(
     view: memoryview, headers: list[Header], starts: list[int], counts: list[int]
 ) -> npt.NDArray[np.int64]:
     """Every column's present values as integers (float64 columns: their bits), one after
-    another, references added."""
-    # Typed: a body of no columns gives an empty list, which numpy would make float64.
-    count: npt.NDArray[np.int64] = np.array(counts, np.int64)
-    first: npt.NDArray[np.int64] = np.cumsum(count, dtype=np.int64) - count
+    another, references added. Each value is read from the two little-endian words at the byte
+    its bits start in and 8 bytes on (the bits past the first come from the second), shifted,
+    masked by a table of widths; zigzag and the running sum only where a column is in delta
+    mode. A batch without nulls (every column as long: the usual) is read as a matrix, a column
+    a row; any other as one run of values with each one's column."""
+    if not headers:
+        return np.empty(0, np.int64)
+    per_column = np.array([(h.width, h.mode == MODE_DELTA, h.base) for h in headers], np.int64)
+    width, delta, base = per_column.T
+    start = starts[0]
+    data = bytes(view[start:]) + bytes(16)
+    # every byte's 8-byte little-endian word (unaligned: numpy reads it byte by byte)
+    words = np.ndarray((len(data) - 7,), "<u8", data, strides=(1,))
+    relative = (np.array(starts, np.int64) - start) * 8
+    length = counts[0]
+    if counts.count(length) == len(counts):
+        bit = relative[:, np.newaxis] + width[:, np.newaxis] * np.arange(length)
+        stored = _unpack(words, bit, _WIDTH_MASKS[width][:, np.newaxis])
+        ints: npt.NDArray[np.int64] = stored.view(np.int64)
+        if delta.any():
+            rows = np.flatnonzero(delta)
+            ints[rows] = np.cumsum(_zigzag(stored[rows]), axis=1, dtype=np.int64)
+        ints += base[:, np.newaxis]
+        _add_references(ints, headers)
+        return ints.reshape(-1)
+    count = np.array(counts, np.intp)
+    first = np.cumsum(count) - count
     column = np.repeat(np.arange(len(headers)), count)
-    width = np.array([h.width for h in headers], np.int64)[column]
     offset = np.arange(len(column), dtype=np.int64) - first[column]
-    bit: npt.NDArray[np.int64] = np.array(starts, np.int64)[column] * 8 + offset * width
-    padded = np.frombuffer(bytes(view) + bytes(16), np.uint8)
-    spans = padded[(bit >> 3)[:, np.newaxis] + _NINE]
-    low = np.ascontiguousarray(spans[:, :8]).view("<u8").reshape(-1).astype(_U64, copy=False)
-    shift = (bit & 7).astype(_U64)
-    stored = (low >> shift) | ((spans[:, 8].astype(_U64) << (_U64(63) - shift)) << _U64(1))
-    wide = np.maximum(width, 1).astype(_U64)
-    stored &= np.where(width == 0, _U64(0), ((_U64(1) << (wide - _U64(1))) << _U64(1)) - _U64(1))
-    delta = np.array([h.mode == MODE_DELTA for h in headers], np.bool_)[column]
-    zigzag = (stored >> _U64(1)).view(np.int64) ^ -(stored & _U64(1)).view(np.int64)
-    summed = np.cumsum(np.where(delta, zigzag, 0), dtype=np.int64)
-    before = np.concatenate((np.zeros(1, np.int64), summed))[first][column]
-    ints: npt.NDArray[np.int64] = np.where(delta, summed - before, stored.view(np.int64))
-    ints += np.array([h.base for h in headers], np.int64)[column]
+    bit = relative[column] + offset * width[column]
+    stored = _unpack(words, bit, _WIDTH_MASKS[width[column]])
+    ints = stored.view(np.int64)
+    if delta.any():
+        each = delta.astype(np.bool_)[column]
+        summed = np.zeros(len(column) + 1, np.int64)
+        np.cumsum(np.where(each, _zigzag(stored), 0), dtype=np.int64, out=summed[1:])
+        ints = np.where(each, summed[1:] - summed[first[column]], ints)
+    ints += base[column]
     index = {h.name: c for c, h in enumerate(headers)}
     at = first.tolist()  # Python ints: slicing with numpy scalars costs ~10 µs a slice
     for c, header in enumerate(headers):
@@ -110,6 +128,44 @@ def _integers(
             r = index[header.ref]
             ints[at[c] : at[c] + counts[c]] += ints[at[r] : at[r] + counts[r]]
     return ints
+
+
+def _unpack(
+    words: npt.NDArray[np.uint64], bit: npt.NDArray[np.int64], mask: npt.NDArray[np.uint64]
+) -> npt.NDArray[np.uint64]:
+    """The values whose bits start at `bit`, masked to their widths."""
+    at = bit >> 3
+    shift = (bit & 7).astype(_U64)
+    stored: npt.NDArray[np.uint64] = (words[at] >> shift) | (
+        (words[at + 8] << (_U64(63) - shift)) << _U64(1)
+    )
+    stored &= mask
+    return stored
+
+
+def _zigzag(stored: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+    zigzag: npt.NDArray[np.int64] = (stored >> _U64(1)).view(np.int64) ^ -(stored & _U64(1)).view(
+        np.int64
+    )
+    return zigzag
+
+
+def _add_references(matrix: npt.NDArray[np.int64], headers: list[Header]) -> None:
+    """Each referencing column's row plus its reference's, in header order (a reference may
+    itself reference: such chains are added a link at a time, each link's rows at once)."""
+    index = {h.name: c for c, h in enumerate(headers)}
+    level: dict[int, int] = {}
+    links: dict[int, tuple[list[int], list[int]]] = {}
+    for c, header in enumerate(headers):
+        if header.ref is not None and header.kind != KIND_FLOAT:
+            r = index[header.ref]
+            level[c] = level.get(r, 0) + 1
+            targets, sources = links.setdefault(level[c], ([], []))
+            targets.append(c)
+            sources.append(r)
+    for step in sorted(links):
+        targets, sources = links[step]
+        matrix[targets] += matrix[sources]
 
 
 def _columns(
