@@ -49,7 +49,7 @@ async def test_a_herd_is_booked_at_a_quarter_of_the_measured_capacity() -> None:
     admission = _admission(clock)
     await _saturated_completions(admission, clock, 0.010, 200)
     assert 90 < admission.returns.capacity_per_s < 110
-    waits = [int(admission.busy().headers()["Retry-After"]) for _ in range(1000)]
+    waits = [int(admission.busy("line_full").headers()["Retry-After"]) for _ in range(1000)]
     assert min(waits) == 2
     assert 1000 / (RETURN_SHARE * 110) < max(waits) - 2 < 1000 / (RETURN_SHARE * 90) + 2
     per_second = Counter(waits)
@@ -64,9 +64,9 @@ async def test_bookings_start_afresh_once_their_times_have_passed() -> None:
     clock = Clock()
     admission = _admission(clock)
     await _saturated_completions(admission, clock, 0.010, 200)
-    last = max(int(admission.busy().headers()["Retry-After"]) for _ in range(100))
+    last = max(int(admission.busy("line_full").headers()["Retry-After"]) for _ in range(100))
     clock.now += last + 1
-    assert int(admission.busy().headers()["Retry-After"]) == 2
+    assert int(admission.busy("line_full").headers()["Retry-After"]) == 2
 
 
 async def test_past_the_horizon_refusals_are_spread_over_it() -> None:
@@ -74,7 +74,7 @@ async def test_past_the_horizon_refusals_are_spread_over_it() -> None:
     Retry-After between the base and that maximum instead of growing without bound."""
     clock = Clock()
     admission = _admission(clock, slots=1, max_s=30)  # no completions seen: 1 a second assumed
-    waits = [int(admission.busy().headers()["Retry-After"]) for _ in range(200)]
+    waits = [int(admission.busy("line_full").headers()["Retry-After"]) for _ in range(200)]
     assert max(waits) <= 30 and min(waits) == 2
     assert len(set(waits[20:])) > 10  # spread, not piled up at the maximum
 

@@ -19,7 +19,8 @@ from tests.samples import encode, measurements, site
 async def test_metrics_count_batches_rows_and_refusals(
     post_batch: PostBatch, customer_token: str, ingestd_client: TestClient[Any, Any]
 ) -> None:
-    """/metrics counts requests by type and status, rows by outcome, latency and pool state — and never shows the token."""
+    """/metrics counts requests by type and status, rows by outcome, latency, pool and admission
+    state and the event loop's lag — and never shows the token."""
     rows = measurements(10)
     rows[3]["v1"] = "bad"
     await post_batch(customer_token, "measurements", rows)
@@ -38,6 +39,9 @@ async def test_metrics_count_batches_rows_and_refusals(
     assert "fleet_ingest_request_duration_seconds_bucket" in text
     assert 'fleet_ingest_db_pool_connections{state="idle"}' in text
     assert "fleet_ingest_db_pool_waiting_requests 0.0" in text
+    assert "fleet_ingest_admission_waiting 0.0" in text
+    assert 'fleet_ingest_admission_refusals_total{reason="line_full"} 0.0' in text
+    assert 'fleet_ingest_event_loop_lag_seconds_bucket{le="0.1"}' in text
     assert "fleet_ingest_auth_failures_total 1.0" in text
     assert customer_token not in text
     assert customer_token[4:20] not in text

@@ -345,7 +345,8 @@ async def test_a_herd_refused_for_capacity_is_told_to_come_back_one_after_anothe
 ) -> None:
     """Batches refused on arrival while the process is full get Retry-Afters booked in turn
     (the base first, then one further slot each, at a quarter of the capacity: here one slot
-    and nothing finishing, so 4 s apart), not all the same few seconds; once the slot frees,
+    and nothing finishing, so 4 s apart), not all the same few seconds; /metrics shows the slot
+    taken, the refusals by reason and how far ahead returns are booked; once the slot frees,
     batches are served again."""
     from dataclasses import replace
 
@@ -376,9 +377,25 @@ async def test_a_herd_refused_for_capacity_is_told_to_come_back_one_after_anothe
             assert resp.status == 503
             assert (await resp.json())["error"] == "unavailable"
             waits.append(int(resp.headers["Retry-After"]))
+        page = await (await client.get("/metrics")).text()
         blocker.rollback()
+    figures = _figures(page)
+    assert figures["fleet_ingest_admission_slots_in_use"] == 1
+    assert figures['fleet_ingest_admission_refusals_total{reason="line_full"}'] == 8
+    assert figures['fleet_ingest_admission_refusals_total{reason="wait_timeout"}'] == 0
+    assert waits[-1] - 5 <= figures["fleet_ingest_admission_booked_ahead_seconds"] <= waits[-1] + 5
     assert (await holder).status == 200
     assert waits[0] == 2
     assert all(3 <= b - a <= 5 for a, b in pairwise(waits)), waits
     resp = await client.post(INGEST_PATH, data=encode(measurements(1), gzip=False), headers=headers)
     assert resp.status == 200
+
+
+def _figures(page: str) -> dict[str, float]:
+    """A Prometheus text page's samples by name and labels."""
+    out = {}
+    for line in page.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out

@@ -36,7 +36,11 @@ from contextlib import contextmanager
 
 from ingestd.errors import RateLimited, ServiceUnavailable
 
-__all__ = ["RETURN_SHARE", "Admission", "ReturnSchedule"]
+__all__ = ["REFUSAL_REASONS", "RETURN_SHARE", "Admission", "ReturnSchedule"]
+
+REFUSAL_REASONS = ("line_full", "wait_timeout")
+"""Why a batch was refused for capacity: the waiting line was full when it arrived, or it waited
+INGESTD_INFLIGHT_WAIT_S for a slot in vain."""
 
 RETURN_SHARE = 0.25
 """Of the process's capacity, the share booked for refused batches coming back: the rest is for
@@ -72,6 +76,10 @@ class ReturnSchedule:
     @property
     def capacity_per_s(self) -> float:
         return 1.0 / self._interval
+
+    def booked_ahead_s(self) -> float:
+        """How far ahead of now the next free return time is (0: nothing booked ahead)."""
+        return max(0.0, self._next - self._clock())
 
     def completed(self, saturated: bool) -> None:
         """One batch gave its slot back; `saturated`: every slot was taken until then."""
@@ -113,6 +121,9 @@ class Admission:
         self.per_customer = per_customer or inflight
         self._customers: dict[int, int] = {}
         self.returns = ReturnSchedule(inflight, busy_retry_after_max_s, self._rng, clock)
+        self.refused = dict.fromkeys(REFUSAL_REASONS, 0)
+
+        self.in_use = 0  # slots taken now
 
     @property
     def waiting(self) -> int:
@@ -128,20 +139,23 @@ class Admission:
         grows with the load (up to `base_s * (1 + load)`)."""
         return base_s + self._rng.randint(0, max(1, round(base_s * (1.0 + self.load))))
 
-    def busy(self) -> ServiceUnavailable:
-        """The 503 of a batch refused for capacity, with its booked return (`ReturnSchedule`)."""
+    def busy(self, reason: str) -> ServiceUnavailable:
+        """The 503 of a batch refused for capacity, with its booked return (`ReturnSchedule`);
+        `reason` (one of REFUSAL_REASONS) is counted for the metrics."""
         self.shed += 1
+        self.refused[reason] += 1
         return ServiceUnavailable(self.returns.book(self.busy_retry_after_s), "busy, retry later")
 
     def check(self) -> None:
         """Refuse at once (503) when every slot is taken and the waiting line is full."""
         if self._slots.locked() and self._waiting >= self.max_waiting:
-            raise self.busy()
+            raise self.busy("line_full")
 
     async def acquire(self) -> None:
         """Take a slot, waiting at most `wait_s` in a line of at most `max_waiting`; 503 past it."""
         if not self._slots.locked():
             await self._slots.acquire()
+            self.in_use += 1
             return
         self.check()
         self._waiting += 1
@@ -149,12 +163,14 @@ class Admission:
             async with asyncio.timeout(self.wait_s):
                 await self._slots.acquire()
         except TimeoutError:
-            raise self.busy() from None
+            raise self.busy("wait_timeout") from None
         finally:
             self._waiting -= 1
+        self.in_use += 1
 
     def release(self) -> None:
         self.returns.completed(saturated=self._slots.locked())
+        self.in_use -= 1
         self._slots.release()
 
     @contextmanager

@@ -84,6 +84,7 @@ from ingestd.keys import (
     TOKEN_LOOKUPS,
     TOKENS,
 )
+from ingestd.looplag import watch_loop
 from ingestd.memory import MemoryBudget
 from ingestd.metrics import IngestMetrics
 from ingestd.migrate import apply_migrations, migration_ids
@@ -263,6 +264,11 @@ async def _stop(task: asyncio.Task[None]) -> None:
     log.error("background_task_stuck", task=task.get_name(), waited_s=STOP_ROUNDS * STOP_ROUND_S)
 
 
+async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with _background(watch_loop(app[METRICS].loop_lag.observe), "loop-lag"):
+        yield
+
+
 async def _readiness_ctx(app: web.Application) -> AsyncIterator[None]:
     app[READINESS].status, app[READINESS].body = await check_readiness(app)
     async with _background(readiness_loop(app), "readiness"):
@@ -362,6 +368,7 @@ def create_app(settings: Settings) -> web.Application:
         per_customer=settings.max_inflight_per_customer,
         busy_retry_after_max_s=settings.busy_retry_after_max_s,
     )
+    app[METRICS].watch_admission(app[ADMISSION])
     app[MEMORY] = MemoryBudget(settings.memory_budget_bytes)
     app[READINESS] = Readiness()
     app[EXPECTED_MIGRATIONS] = frozenset(migration_ids())
@@ -376,6 +383,7 @@ def create_app(settings: Settings) -> web.Application:
             _readiness_ctx,
             _housekeeping_ctx(settings),
             _fleet_state_ctx(settings),
+            _loop_lag_ctx,
         ]
     )
     app.router.add_post(INGEST_PATH, ingest)

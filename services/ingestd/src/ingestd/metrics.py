@@ -22,6 +22,14 @@ conventions (checked by tests/ingestd/test_metrics_conventions.py): no `_created
     fleet_ingest_db_pool_max_connections               the pool's ceiling (INGESTD_POOL_MAX_SIZE)
     fleet_ingest_db_pool_waiting_requests              requests waiting for a connection
     fleet_ingest_hourly_dirty_buckets                  hours waiting for the rollup (at scrape)
+    fleet_ingest_admission_slots_in_use                batches holding a slot now (INGESTD_MAX_INFLIGHT)
+    fleet_ingest_admission_waiting                     received batches waiting for a slot now
+    fleet_ingest_admission_capacity_per_second         batches a second the process completes while
+                                                       every slot is taken (measured, ingestd.admission)
+    fleet_ingest_admission_booked_ahead_seconds        how far ahead the next free return time of a
+                                                       refused batch is (its Retry-After, about)
+    fleet_ingest_admission_refusals_total{reason}      503 busy: line_full | wait_timeout
+    fleet_ingest_event_loop_lag_seconds                how late the event loop woke (ingestd.looplag)
     fleet_health_reports_total{outcome}                gateway health reports: stored | flagged | invalid
     fleet_gateways{state}                              gateways in each state (ingestd.fleetstate);
                                                        one gateway counts in each state it is in
@@ -50,7 +58,7 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ingestd.fleetstate import GATEWAY_STATES, METER_STATES
@@ -58,12 +66,52 @@ from ingestd.fleetstate import GATEWAY_STATES, METER_STATES
 __all__ = ["IngestMetrics"]
 
 if TYPE_CHECKING:
+    from ingestd.admission import Admission
     from ingestd.fleetwatch import FleetFigures
 
 # A `_created` twin of every counter doubles the page, and nothing here reads it.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _SIZE_BUCKETS = (1e3, 1e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3e7, 1e8)
+_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class _AdmissionCollector(Collector):
+    """The admission's state at each scrape (`ingestd.admission`)."""
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        a = self._admission
+        yield GaugeMetricFamily(
+            "fleet_ingest_admission_slots_in_use",
+            "Batches holding an admission slot now.",
+            value=a.in_use,
+        )
+        yield GaugeMetricFamily(
+            "fleet_ingest_admission_waiting",
+            "Received batches waiting for an admission slot now.",
+            value=a.waiting,
+        )
+        yield GaugeMetricFamily(
+            "fleet_ingest_admission_capacity_per_second",
+            "Batches a second this process completes while every slot is taken (measured).",
+            value=a.returns.capacity_per_s,
+        )
+        yield GaugeMetricFamily(
+            "fleet_ingest_admission_booked_ahead_seconds",
+            "How far ahead the next free return time of a batch refused for capacity is.",
+            value=a.returns.booked_ahead_s(),
+        )
+        refusals = CounterMetricFamily(
+            "fleet_ingest_admission_refusals",
+            "Batches refused for capacity (503 busy), by reason.",
+            labels=["reason"],
+        )
+        for reason, count in a.refused.items():
+            refusals.add_metric([reason], count)
+        yield refusals
 
 
 class _PoolCollector(Collector):
@@ -204,12 +252,22 @@ class IngestMetrics:
             ["result"],
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            "fleet_ingest_event_loop_lag_seconds",
+            "How much later than asked the event loop woke (every 50 ms).",
+            buckets=_LAG_BUCKETS,
+            registry=self.registry,
+        )
         self.health_reports = Counter(
             "fleet_health_reports",
             "gateway health reports by outcome",
             ["outcome"],
             registry=self.registry,
         )
+
+    def watch_admission(self, admission: Admission) -> None:
+        """Serve the admission's state (slots, waiting line, capacity, bookings, refusals)."""
+        self.registry.register(_AdmissionCollector(admission))
 
     def watch_fleet(self, figures: FleetFigures) -> None:
         """Serve the fleet's figures (updated in place by `ingestd.fleetwatch`)."""
