@@ -297,6 +297,10 @@ class ChildService:
         self.stop()
 
 
+KEEP_LOG_ENV = "FLEET_BENCH_KEEP_LOG"
+"""Set (to anything) in a bench's environment: ingestd's log file is kept, not deleted, at the end."""
+
+
 @dataclass
 class IngestdProcess(ChildService):
     """`python -m ingestd serve` as a child process on a free loopback port."""
@@ -367,7 +371,10 @@ class IngestdProcess(ChildService):
         proc, self.process = self.process, None
         terminate(proc, timeout_s)
         if self.log_path is not None:
-            self.log_path.unlink(missing_ok=True)
+            if os.environ.get(KEEP_LOG_ENV):
+                print(f"  ingestd's log kept: {self.log_path}", file=sys.stderr)
+            else:
+                self.log_path.unlink(missing_ok=True)
             self.log_path = None
 
 

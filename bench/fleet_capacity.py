@@ -41,20 +41,19 @@ import random
 import statistics
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from common import IngestdProcess
 from cpu_pinning import parse_pin, pin_tree
+from fleet_minutes import minute_lines, per_minute, refusals
 from fleet_probe import Sampler, process_tree, window
 from fleetcore.protocol import INGEST_PATH
 from fleetdev.pgcluster import PgCluster
 from report import Figure, Target, errors
 from simulator import (
     TYPES,
-    BatchRecord,
     Fleet,
     ValuePool,
     build_gateways,
@@ -175,25 +174,6 @@ async def _settled(fleet: Fleet, most_s: float, quiet_s: float) -> None:
             return
 
 
-def refusals(
-    records: Sequence[BatchRecord], start: float, bucket_s: float = 60.0
-) -> dict[str, Any]:
-    """The 503s of a fleet run per minute from its start, full sets (sites, devices) and
-    measurement batches apart, and when the last one was sent: whether the warm-up's herd
-    drained, and how fast."""
-    refused = [r for r in records if r.status == "503"]
-    end = max((r.sent_at for r in records), default=start)
-    buckets = [[0, 0] for _ in range(int((end - start) // bucket_s) + 1)]
-    for r in refused:
-        buckets[int((r.sent_at - start) // bucket_s)][r.batch_type == "measurements"] += 1
-    last = max((r.sent_at for r in refused), default=None)
-    return {
-        "refused_per_minute": [{"full_sets": f, "measurements": m} for f, m in buckets],
-        "refused_by_detail": dict(Counter(r.detail or "-" for r in refused)),
-        "last_503_s": None if last is None else last - start,
-    }
-
-
 def _p99(step: dict[str, Any]) -> float | None:
     """The worst p99 over the batch types that were measured (None: too few answers)."""
     found = [st["p99_ms"] for st in step["per_type"].values() if "p99_ms" in st]
@@ -216,7 +196,15 @@ async def capacity(args: Any, cluster: PgCluster, dsn: str, timescale: bool) -> 
     started = time.monotonic()
     with IngestdProcess(dsn, extra_env=env) as ingestd:
         probe_fleet = Fleet("", pool, args.interval)
-        sampler = Sampler(cluster, dsn, DATABASE, ingestd.pid, probe_fleet, timescale)
+        sampler = Sampler(
+            cluster,
+            dsn,
+            DATABASE,
+            ingestd.pid,
+            probe_fleet,
+            timescale,
+            metrics_url=ingestd.base_url + "/metrics",
+        )
         stop = asyncio.Event()
         sampling = asyncio.create_task(sampler.run(stop, every_s=args.sample_s))
         run = Run(ingestd, sampler, pool, args)
@@ -266,11 +254,15 @@ async def _search(run: Run, tokens: Sequence[str], started: float) -> list[dict[
             meters=meters,
             warmup=latency(warm),
             **refusals(fleet.records, windows["warmup"][0]),
+            minutes=per_minute(
+                fleet.records, run.sampler.samples, windows["warmup"][0], windows["steady"][1]
+            ),
             p99_ms=_p99(step),
             passed=_passed(step),
             generator_bound=step.get("generator_loop_lag_max_s", 0.0) > GENERATOR_LAG_S,
         )
         steps.append(step)
+        print("\n".join(minute_lines(step["minutes"])), file=sys.stderr)
         print(
             f"    p99 {step['p99_ms'] or float('nan'):.0f} ms, statuses {step['all']['statuses']}"
             f", {'passed' if step['passed'] else 'failed'}",

@@ -11,6 +11,11 @@ The backlog is what the hourly aggregate still owes:
 - both: the devices whose stored energy's frontier step is due and not done (after an hour's
   end every device's, until the housekeeping's rounds have moved them all).
 
+With `metrics_url` (ingestd's /metrics) each sample also takes ingestd's own view (`admission`):
+its admission (slots in use, the waiting line, the measured capacity, how far ahead returns are
+booked, the capacity refusals by reason so far), how many of its event loop's 50 ms wakes came
+over 0.1 s and 0.25 s late so far, and the requests waiting for a pool connection.
+
 `window` turns the samples of a time window into shares of a core and the backlog's slope (a
 least-squares line over the samples, per minute): a rollup that keeps up has a slope near 0.
 """
@@ -24,9 +29,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psycopg
 from common import cpu_seconds, postgres_cpu_seconds, rss_bytes
 from fleetdev.pgcluster import PgCluster
+from prometheus_client.parser import text_string_to_metric_families
 from simulator import Fleet
 
 __all__ = ["Sampler", "process_tree", "slope_per_min", "tree_cpu_and_rss", "window"]
@@ -58,7 +65,37 @@ SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_b
         WHERE j.proc_name = 'policy_refresh_continuous_aggregate'),
        {FRONTIERS_BEHIND}
 """
+_GAUGES = {
+    "fleet_ingest_admission_slots_in_use": "slots_in_use",
+    "fleet_ingest_admission_waiting": "waiting",
+    "fleet_ingest_admission_capacity_per_second": "capacity_per_s",
+    "fleet_ingest_admission_booked_ahead_seconds": "booked_ahead_s",
+    "fleet_ingest_db_pool_waiting_requests": "pool_waiting",
+}
+_LAG_OVER = {"0.1": "lag_over_100ms", "0.25": "lag_over_250ms"}
 _NO_WATERMARK = -(10**16)  # below (the year ~1653): -infinity, nothing materialized yet
+
+
+def admission(text: str) -> dict[str, Any]:
+    """ingestd's admission, refusals and event-loop lag from its /metrics page (see the module
+    docstring); counters are totals since ingestd started."""
+    out: dict[str, Any] = {}
+    lag_total = 0.0
+    under: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in _GAUGES:
+                out[_GAUGES[sample.name]] = sample.value
+            elif sample.name == "fleet_ingest_admission_refusals_total":
+                out[f"refused_{sample.labels['reason']}"] = int(sample.value)
+            elif sample.name == "fleet_ingest_event_loop_lag_seconds_count":
+                lag_total = sample.value
+            elif sample.name == "fleet_ingest_event_loop_lag_seconds_bucket":
+                under[sample.labels["le"]] = sample.value
+    for le, key in _LAG_OVER.items():
+        if le in under:
+            out[key] = int(lag_total - under[le])
+    return out
 
 
 def process_tree(pid: int) -> list[int]:
@@ -88,11 +125,28 @@ class Sampler:
     it is down)."""
 
     def __init__(
-        self, cluster: PgCluster, dsn: str, database: str, pid: int, fleet: Fleet, timescale: bool
+        self,
+        cluster: PgCluster,
+        dsn: str,
+        database: str,
+        pid: int,
+        fleet: Fleet,
+        timescale: bool,
+        metrics_url: str | None = None,
     ) -> None:
         self.cluster, self.dsn, self.database, self.pid = cluster, dsn, database, pid
         self.fleet, self.timescale = fleet, timescale
+        self.metrics_url = metrics_url
         self.samples: list[dict[str, Any]] = []
+
+    async def _metrics(self, client: aiohttp.ClientSession) -> dict[str, Any]:
+        if self.metrics_url is None:
+            return {}
+        try:
+            async with client.get(self.metrics_url) as r:
+                return admission(await r.text()) if r.status == 200 else {}
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return {}
 
     def _cpu(self) -> dict[str, float]:
         pg = float("nan")
@@ -132,6 +186,13 @@ class Sampler:
         return out
 
     async def run(self, stop: asyncio.Event, every_s: float = 2.0) -> None:
+        timeout = aiohttp.ClientTimeout(total=max(1.0, every_s))
+        async with aiohttp.ClientSession(timeout=timeout) as client:
+            await self._run(stop, every_s, client)
+
+    async def _run(
+        self, stop: asyncio.Event, every_s: float, client: aiohttp.ClientSession
+    ) -> None:
         conn: psycopg.AsyncConnection[Any] | None = None
         expected = time.monotonic()
         while not stop.is_set():
@@ -140,6 +201,7 @@ class Sampler:
                 "phase": self.fleet.phase,
                 "loop_lag_s": max(0.0, time.monotonic() - expected),
                 **self._cpu(),
+                **await self._metrics(client),
             }
             try:
                 if conn is None or conn.closed:

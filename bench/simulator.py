@@ -326,6 +326,7 @@ class BatchRecord:
     wire_bytes: int
     encoding: str = "json"
     detail: str = ""  # a refusal's reason (the error body's detail)
+    attempt: int = 0  # failures of this resource in a row before it (0: a first try)
 
 
 @dataclass
@@ -464,6 +465,7 @@ class Gateway:
         encoding: str,
     ) -> bool:
         phase, started = fleet.phase, time.monotonic()
+        attempt = self.failures[batch_type]
         retry_after: float | None = None
         detail = ""
         headers = self._headers(batch_type, encoding)
@@ -488,6 +490,7 @@ class Gateway:
                 len(body),
                 encoding,
                 detail,
+                attempt,
             )
         )
         if status == "200":
