@@ -108,18 +108,16 @@ def _bad_rows(batch: MeasurementColumns, window: ValidationWindow) -> npt.NDArra
             bad |= column.nulls
     device = batch.columns["device_id"].values
     bad |= (device < 0) | (device > MAX_ID)
-    for name in ("time", "received_at"):
-        micros = batch.columns[name].values
-        bad |= (micros < _MIN_MICROS) | (micros > _MAX_MICROS)
-    time = batch.columns["time"].values
+    received = batch.columns["received_at"].values
+    bad |= (received < _MIN_MICROS) | (received > _MAX_MICROS)
+    time = batch.columns["time"].values  # the window lies within years 1-9999
     bad |= (time < micros_from_datetime(window.earliest)) | (
         time > micros_from_datetime(window.latest)
     )
     fields = [c for name, c in batch.columns.items() if name not in KEY_COLUMNS]
     if fields:  # one matrix: per-column numpy calls are most of a small batch's checks
-        values = np.vstack([c.values for c in fields])
-        with np.errstate(invalid="ignore"):
-            ok = (values >= -MAX_VALUE) & (values <= MAX_VALUE)  # False for NaN
+        values = np.array([c.values for c in fields], np.float64)
+        ok = np.abs(values) <= MAX_VALUE  # False for NaN
         for i, column in enumerate(fields):
             if column.nulls is not None:
                 ok[i] |= column.nulls

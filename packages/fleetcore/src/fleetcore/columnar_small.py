@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from fleetcore import intpack
 from fleetcore.columnar_layout import KIND_DECIMAL, KIND_FLOAT, MODE_DELTA, PACK_BITS, POW10
 from fleetcore.columnar_read import Header, Reader, invalid
 
@@ -32,6 +31,7 @@ this path; larger ones take numpy's per-column decoding, whose cost is then spre
 rows."""
 
 _U64 = np.uint64
+_POW10 = np.array(POW10, np.float64)
 _WIDTH_MASKS = np.array([(1 << width) - 1 for width in range(65)], _U64)
 """The low `width` bits, for widths 0-64."""
 
@@ -60,22 +60,32 @@ def decode_small(
     starts: list[int] = []
     counts: list[int] = []
     every = (1 << rows) - 1
-    for c, header in enumerate(headers):
+    view, pos, end = reader.view, reader.pos, len(reader.view)
+    bitmap_bytes = (rows + 7) // 8
+    for c, header in enumerate(headers):  # `Reader.take`'s bounds, without a call per part
         nulls = 0
+        present = rows
         if header.has_nulls:
-            bitmap = reader.take((rows + 7) // 8)
+            if bitmap_bytes > end - pos:
+                raise invalid("body ends early")
+            bitmap = view[pos : pos + bitmap_bytes]
+            pos += bitmap_bytes
             nulls = int.from_bytes(bitmap, "little") & every
             if nulls:
                 bitmaps[c] = bitmap
-        present = rows - nulls.bit_count()
-        starts.append(reader.pos)
-        reader.take(intpack.data_length(PACK_BITS, header.width, present))
+                present -= nulls.bit_count()
+        starts.append(pos)
+        length = (present * header.width + 7) // 8  # `intpack.data_length` of PACK_BITS
+        if length > end - pos:
+            raise invalid("body ends early")
+        pos += length
         if header.ref is not None and header.kind != KIND_FLOAT:
             _check_reference(header, nulls, seen.get(header.ref))
         seen[header.name] = (header, nulls)
         nulls_of.append(nulls)
         counts.append(present)
-    ints = _integers(reader.view, headers, starts, counts)
+    reader.pos = pos
+    ints = _integers(view, headers, starts, counts)
     return _columns(ints, rows, headers, counts, nulls_of, bitmaps)
 
 
@@ -200,8 +210,8 @@ def _named(
 ) -> dict[str, tuple[Values, Mask | None]]:
     """Each column's row of `matrix` by name, as its kind reads it."""
     decimal = [c for c, h in enumerate(headers) if h.kind == KIND_DECIMAL]
-    scaled = matrix[decimal].astype(np.float64)
-    scaled /= np.array([POW10[headers[c].scale] for c in decimal], np.float64)[:, np.newaxis]
+    scales = [headers[c].scale for c in decimal]
+    scaled = np.divide(matrix[decimal], _POW10[scales][:, np.newaxis], dtype=np.float64)
     floats = dict(zip(decimal, scaled, strict=True))
     out: dict[str, tuple[Values, Mask | None]] = {}
     for c, header in enumerate(headers):
