@@ -9,6 +9,7 @@ functions with the store ignored (every frontier at '-infinity', in a transactio
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 from aiohttp.test_utils import TestClient
 from ingestd.settings import Settings
-from ingestd.storage.energy_upkeep import advance_stored_energy
+from ingestd.storage.energy_upkeep import advance_stored_energy, seed_frontiers
 
 from tests.fix_ingestd import PostBatch, first_housekeeping_done
 from tests.ingestd import energy_reference as ref
@@ -280,3 +281,28 @@ def test_emptying_the_marks_forgets_the_store(central_db: str) -> None:
     assert _rows(central_db, "SELECT stored_until::text FROM fleet.energy_frontier") == [
         ("-infinity",)
     ]
+
+
+async def test_new_devices_get_frontiers_from_the_rows_sampled_since_the_last_seed(
+    post_batch: PostBatch,
+    customer_token: str,
+    central_db: str,
+    ingestd_client: TestClient[Any, Any],
+) -> None:
+    """A device known only by its samples gets a frontier from a seed whose window holds them;
+    on TimescaleDB (samples of the current hour mark nothing) one sampled before the window waits
+    for the next whole-hour seed, on plain PostgreSQL its marks seed it at once."""
+    await first_housekeeping_done(ingestd_client)  # its next seed is a minute away
+    now = datetime.now(NOW.tzinfo)
+    if now - ref.floor_hour(now) < timedelta(seconds=10):  # both samples in the current hour
+        await asyncio.sleep(10.5 - (now - ref.floor_hour(now)).total_seconds())
+        now = datetime.now(NOW.tzinfo)
+    before, recent = now - timedelta(seconds=8), now - timedelta(seconds=1)
+    await _ingest(post_batch, customer_token, [measurement(7, before), measurement(8, recent)])
+    timescale = not _rows(central_db, "SELECT to_regclass('fleet.hourly_rollup') IS NOT NULL")[0][0]
+    seeded = "SELECT device_id FROM fleet.energy_frontier WHERE device_id IN (7, 8) ORDER BY 1"
+    async with await psycopg.AsyncConnection.connect(central_db, autocommit=True) as conn:
+        await seed_frontiers(conn, timescale=timescale, since=now - timedelta(seconds=4))
+        assert _rows(central_db, seeded) == ([(8,)] if timescale else [(7,), (8,)])
+        await seed_frontiers(conn, timescale=timescale)  # the last hour's rows
+    assert _rows(central_db, seeded) == [(7,), (8,)]

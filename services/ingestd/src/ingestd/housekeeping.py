@@ -8,7 +8,8 @@ round runs at a time across the deployment:
   buckets; `storage.rollup`), then store the energy of hours not stored yet, about
   INGESTD_ROLLUP_BATCH device-hours, no device started after INGESTD_HOUSEKEEPING_INTERVAL_S
   (`storage.energy_upkeep`);
-- every minute: give new devices a stored-energy frontier; delete audit rows and dead letters past INGESTD_AUDIT_RETENTION_DAYS /
+- every minute: give new devices a stored-energy frontier (on TimescaleDB those of the rows
+  sampled since the previous minute's; of the last hour's once an hour); delete audit rows and dead letters past INGESTD_AUDIT_RETENTION_DAYS /
   INGESTD_REJECTED_RETENTION_DAYS, and gateway health reports past
   INGESTD_GATEWAY_REPORT_RETENTION_DAYS, in short batches (`storage.retention`, `storage.gateways`);
 - every hour: create the weekly partitions ahead (plain) and apply raw-data retention
@@ -44,6 +45,21 @@ log = structlog.get_logger("ingestd.housekeeping")
 
 MAINTENANCE_EVERY_S = 3600.0
 RETENTION_EVERY_S = 60.0
+SEED_FULL_EVERY = timedelta(hours=1)
+SEED_MARGIN = timedelta(minutes=2)
+
+
+async def _seed(conn: AsyncConnection[Any], state: StorageState) -> None:
+    """New devices' frontiers: on TimescaleDB from the rows sampled since the previous seed less
+    SEED_MARGIN (a tick's samples arrive within seconds; later ones of past hours are marked),
+    and from the whole last hour every SEED_FULL_EVERY (`seed_frontiers`)."""
+    now = datetime.now(UTC)
+    full = state.last_full_seed is None or now - state.last_full_seed >= SEED_FULL_EVERY
+    since = None if full or state.last_seed is None else state.last_seed - SEED_MARGIN
+    await seed_frontiers(conn, timescale=state.mode is StorageMode.TIMESCALEDB, since=since)
+    state.last_seed = now
+    if full:
+        state.last_full_seed = now
 
 
 async def housekeeping_cycle(
@@ -71,7 +87,7 @@ async def housekeeping_cycle(
                 rejected_days=settings.rejected_retention_days,
             )
             state.last_retention = time.monotonic()
-            await seed_frontiers(conn, timescale=state.mode is StorageMode.TIMESCALEDB)
+            await _seed(conn, state)
             reports = await delete_old_reports(
                 conn, datetime.now(UTC) - timedelta(days=settings.health.report_retention_days)
             )

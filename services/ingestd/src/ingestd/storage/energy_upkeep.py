@@ -116,7 +116,8 @@ SELECT DISTINCT * FROM unnest(%s::bigint[], %s::bigint[])
 ON CONFLICT DO NOTHING
 """
 # Devices of the full sets, of the marks and (TimescaleDB, where samples of the current hour
-# mark nothing) of the last hour's rows, without a frontier yet (read live until stored).
+# mark nothing) of the rows sampled since %(since)s, without a frontier yet (read live until
+# stored).
 SEED = """
 INSERT INTO fleet.energy_frontier (customer_id, device_id)
 SELECT n.customer_id, n.device_id
@@ -127,7 +128,7 @@ WHERE NOT EXISTS (SELECT 1 FROM fleet.energy_frontier f
 ON CONFLICT DO NOTHING
 """
 RECENT = f"""UNION SELECT customer_id, device_id FROM {STORED_TABLE}
-                  WHERE time >= now() - INTERVAL '1 hour'"""
+                  WHERE time >= %(since)s"""
 
 
 ONE_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
@@ -156,11 +157,24 @@ async def store_spans(conn: AsyncConnection[Any], hours: list[tuple[Any, ...]]) 
     return int(row[0]) if row else 0
 
 
-async def seed_frontiers(conn: AsyncConnection[Any], *, timescale: bool) -> int:
-    """Give every known device a frontier; the number of devices added. (On plain PostgreSQL
-    every sample marks its hour: the marks know every active device, and the raw table has no
-    index on time alone.)"""
-    cur = await conn.execute(SEED.format(recent=RECENT if timescale else ""))
+async def seed_frontiers(
+    conn: AsyncConnection[Any], *, timescale: bool, since: datetime | None = None
+) -> int:
+    """Give every known device a frontier; the number of devices added. On TimescaleDB the
+    devices of the rows sampled since `since` (default: the last hour) count too — samples of
+    the current hour mark nothing there. (On plain PostgreSQL every sample marks its hour: the
+    marks know every active device, and the raw table has no index on time alone.)
+
+    The raw rows are the costly part: a fleet's last hour is millions of rows (10,000 gateways:
+    ~16 M), and scanning them every minute took a database core for seconds each time, growing
+    through the hour — bursts in which the ingest path's batches queued and were refused
+    (issue 26). The housekeeping passes the time of its previous seed (less a margin) instead,
+    and the whole last hour once an hour (`housekeeping.SEED_FULL_EVERY`)."""
+    if not timescale:
+        cur = await conn.execute(SEED.format(recent=""))
+        return cur.rowcount
+    start = since if since is not None else datetime.now(UTC) - timedelta(hours=1)
+    cur = await conn.execute(SEED.format(recent=RECENT), {"since": start})
     return cur.rowcount
 
 

@@ -81,6 +81,8 @@ class StorageState:
     known_weeks: set[datetime] = field(default_factory=set)
     last_maintenance: float = float("-inf")
     last_retention: float = float("-inf")
+    last_seed: datetime | None = None  # the housekeeping's last frontier seed
+    last_full_seed: datetime | None = None  # ... over the whole last hour's rows
     dirty_buckets: int | None = None  # hours waiting for the rollup, as of the last round
 
     def dirty_horizon(self) -> datetime | None:
