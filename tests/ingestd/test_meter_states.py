@@ -139,10 +139,33 @@ def test_a_long_state_round_spaces_out_the_next() -> None:
     assert next_round_in(30.0, 60.0) == 540.0
 
 
+def test_meter_slices_are_sized_to_be_read_in_a_quarter_second() -> None:
+    """A slice whose meters took longer than SLICE_TARGET_S to read makes the next one smaller
+    (at most a quarter at once), a quicker one larger (at most double), never under one customer
+    nor over MAX_SLICE_CUSTOMERS: a pool connection and a database core are never held for long."""
+    from ingestd.fleetwatch import MAX_SLICE_CUSTOMERS, SLICE_TARGET_S, MeterSweep
+
+    sweep = MeterSweep(customers=200)
+    sweep.measured(12.0)  # 200 customers' ~5,500 meters read in 12 s
+    assert sweep.customers == 50
+    sweep.measured(1.0)
+    assert sweep.customers == 12
+    sweep.measured(SLICE_TARGET_S / 2)
+    assert sweep.customers == 24
+    sweep.measured(SLICE_TARGET_S)
+    assert sweep.customers == 24
+    for _ in range(20):
+        sweep.measured(0.0)
+    assert sweep.customers == MAX_SLICE_CUSTOMERS
+    for _ in range(20):
+        sweep.measured(60.0)
+    assert sweep.customers == 1
+
+
 async def test_meter_states_sweep_the_customers_slice_by_slice(central_db: str) -> None:
     """Each fleet-state round classifies the meters of the next slice of customers only, so a
     round stays short however large the fleet; the rounds go round every customer, then start
-    over from the first."""
+    over from the first; a slice between two gateways' rounds reads no gateway."""
     from ingestd.fleetwatch import MeterSweep, derive_fleet_states
 
     with psycopg.connect(central_db, autocommit=True) as conn:
@@ -158,7 +181,7 @@ async def test_meter_states_sweep_the_customers_slice_by_slice(central_db: str) 
             "SELECT c, 1, 1, 'SN' || c, 'Acuvim', now() FROM unnest(%s::bigint[]) AS c",
             (ids,),
         )
-    sweep = MeterSweep(customers=2)
+    sweep = MeterSweep(customers=2, target_s=None)
     classified: list[list[int]] = []
     async with await psycopg.AsyncConnection.connect(central_db, autocommit=True) as conn:
         for _ in range(3):
@@ -170,6 +193,10 @@ async def test_meter_states_sweep_the_customers_slice_by_slice(central_db: str) 
             )
             classified.append([row[0] for row in await cur.fetchall()])
     assert classified == [sorted(ids)[:2], sorted(ids)[2:], sorted(ids)[:2]]
+    async with await psycopg.AsyncConnection.connect(central_db, autocommit=True) as conn:
+        between = await derive_fleet_states(conn, HealthPolicy(), 300.0, sweep, gateways=False)
+    assert between is not None and between[0] == 0  # a slice between gateways' rounds
+    assert sweep.wrapped
 
 
 async def test_a_round_reads_in_one_snapshot_and_writes_in_read_committed(
