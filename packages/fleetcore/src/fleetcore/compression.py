@@ -26,6 +26,7 @@ else:
 __all__ = [
     "MAX_WINDOW_LOG",
     "STEP_OUTPUT",
+    "TABLE_LOG",
     "ZSTD_LEVEL",
     "DecompressedTooLarge",
     "InvalidCompressedBody",
@@ -35,6 +36,10 @@ __all__ = [
 ]
 
 ZSTD_LEVEL = 3
+TABLE_LOG = 14
+"""Hash and chain tables of 2**14 entries each (level 3 sizes them 2**17 and 2**16 for a
+5,000-row batch's ~220 KiB body): the compressor of a batch takes ~0.6 MiB less while it runs
+(a gateway's pusher peaks as it compresses) for a body 0.1 % larger, in about the same time."""
 MAX_WINDOW_LOG = 23
 """Largest window a frame may ask for, 8 MiB (level 3 on a batch of a few MB uses ≤ 2 MiB)."""
 
@@ -67,10 +72,13 @@ class DecompressedTooLarge(ValueError):
 
 
 def zstd_compress(data: bytes | bytearray | memoryview, level: int = ZSTD_LEVEL) -> bytes:
-    """One frame with its content size and a checksum (corruption is detected, not stored)."""
+    """One frame with its content size and a checksum (corruption is detected, not stored),
+    with small tables (`TABLE_LOG`)."""
     options: dict[int, int] = {
         zstd.CompressionParameter.compression_level: level,
         zstd.CompressionParameter.checksum_flag: 1,
+        zstd.CompressionParameter.hash_log: TABLE_LOG,
+        zstd.CompressionParameter.chain_log: TABLE_LOG,
     }
     return zstd.compress(data, options=options)
 
