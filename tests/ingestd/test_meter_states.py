@@ -142,23 +142,26 @@ def test_a_long_state_round_spaces_out_the_next() -> None:
 def test_meter_slices_are_sized_to_be_read_in_a_quarter_second() -> None:
     """A slice whose meters took longer than SLICE_TARGET_S to read makes the next one smaller
     (at most a quarter at once), a quicker one larger (at most double), never under one customer
-    nor over MAX_SLICE_CUSTOMERS: a pool connection and a database core are never held for long."""
+    nor over MAX_SLICE_CUSTOMERS, and a slice without meters changes nothing: a pool connection
+    and a database core are never held for long."""
     from ingestd.fleetwatch import MAX_SLICE_CUSTOMERS, SLICE_TARGET_S, MeterSweep
 
     sweep = MeterSweep(customers=200)
-    sweep.measured(12.0)  # 200 customers' ~5,500 meters read in 12 s
+    sweep.measured(12.0, 5500)  # 200 customers' meters read in 12 s
     assert sweep.customers == 50
-    sweep.measured(1.0)
+    sweep.measured(1.0, 1400)
     assert sweep.customers == 12
-    sweep.measured(SLICE_TARGET_S / 2)
+    sweep.measured(SLICE_TARGET_S / 2, 330)
     assert sweep.customers == 24
-    sweep.measured(SLICE_TARGET_S)
+    sweep.measured(SLICE_TARGET_S, 660)
+    assert sweep.customers == 24
+    sweep.measured(0.0, 0)  # customers without meters yet
     assert sweep.customers == 24
     for _ in range(20):
-        sweep.measured(0.0)
+        sweep.measured(0.0, 1)
     assert sweep.customers == MAX_SLICE_CUSTOMERS
     for _ in range(20):
-        sweep.measured(60.0)
+        sweep.measured(60.0, 1)
     assert sweep.customers == 1
 
 

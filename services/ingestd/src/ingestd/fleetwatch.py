@@ -75,7 +75,7 @@ MAX_VERSIONS = 20
 
 METER_SLICE_CUSTOMERS = 10
 """Customers of the first slice (then sized to `SLICE_TARGET_S`: ~275 meters at 27.5 a customer)."""
-MAX_SLICE_CUSTOMERS = 2000
+MAX_SLICE_CUSTOMERS = 200
 SLICE_TARGET_S = 0.25
 """How long reading a slice's meters should take: a pool connection and a database core held no
 longer than that at once."""
@@ -118,10 +118,10 @@ class MeterSweep:
     reporting: dict[int, bool] | None = None
     wrapped: bool = False
 
-    def measured(self, seconds: float) -> None:
-        """The last slice's meters took `seconds` to read: the next slice's size follows (at most
-        doubled or quartered at once)."""
-        if self.target_s is not None:
+    def measured(self, seconds: float, meters: int) -> None:
+        """The last slice's `meters` took `seconds` to read: the next slice's size follows (at
+        most doubled or quartered at once; a slice without meters says nothing of their cost)."""
+        if self.target_s is not None and meters:
             ratio = min(2.0, max(0.25, self.target_s / max(seconds, 1e-3)))
             self.customers = max(1, min(MAX_SLICE_CUSTOMERS, round(self.customers * ratio)))
 
@@ -173,7 +173,7 @@ async def derive_fleet_states(
             customers=customers,
         )
         if sweep is not None:
-            sweep.measured(time.perf_counter() - started)
+            sweep.measured(time.perf_counter() - started, len(meters))
     states = [(g["token_hash"], gateway_states(g, now, policy)) for g in rows]
     reporting: dict[int, bool] = {}
     for g, names in zip(rows, states, strict=True):
