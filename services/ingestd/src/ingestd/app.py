@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -338,6 +339,15 @@ def _token_listener_ctx(settings: Settings) -> Context:
     return token_listener_ctx
 
 
+async def _freeze_startup_objects(app: web.Application) -> None:
+    """Move every object alive once started (modules, numpy, psycopg, aiohttp, the pool: most
+    of the process's objects) out of the collector's view (`gc.freeze`): they live as long as
+    the process, and each full collection walked all of them with the event loop stopped (the
+    longest seen under 33 requests/s of 27-row batches: 50-125 ms before, 1.5 ms after)."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the application; the database pool opens (and fails fast) at startup.
 
@@ -386,6 +396,7 @@ def create_app(settings: Settings) -> web.Application:
             _loop_lag_ctx,
         ]
     )
+    app.on_startup.append(_freeze_startup_objects)  # after the contexts above have entered
     app.router.add_post(INGEST_PATH, ingest)
     app.router.add_post(RECONCILE_PATH, reconcile)
     app.router.add_post(HEALTH_PATH, health_report)
