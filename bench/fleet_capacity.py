@@ -19,8 +19,10 @@ and retries too: last session's 10,000-gateway run divided the CPU of 57,659 ref
 answers, 4.14 ms "per batch" for JSON and 7.73 columnar while the generator lagged 7 s).
 
 Before the search ingestd runs alone for `--idle-s` s: its background loops' share of a core
-(housekeeping, fleet states, readiness), so CPU per batch is also given net of it (at a small
-fleet the idle share is most of it). The backlog's slope is taken over the encodings' run (one
+(housekeeping, fleet states, readiness) on an empty database; after the encodings once more,
+with the fleet's gateways and rows (the fleet-state rounds then classify them). CPU per batch
+is all of ingestd's CPU over the window divided by the requests answered (the figure the
+targets are taken from); beside it, the idle rate after the fleet and CPU per batch net of it. The backlog's slope is taken over the encodings' run (one
 fleet past its warm-up: new gateways' first hours are not a backlog).
 
 The generator shares the machine with what it measures: each step reports its CPU share, its
@@ -229,6 +231,9 @@ async def capacity(args: Any, cluster: PgCluster, dsn: str, timescale: bool) -> 
             size = args.encoding_gateways or result["largest_passing"] or ENCODING_GATEWAYS
             if args.encoding_duration > 0:
                 result["encodings"] = await _encodings(run, tokens[: min(size, len(tokens))])
+                t0 = time.monotonic()  # alone again, with the fleet's gateways and rows
+                await asyncio.sleep(args.idle_s)
+                result["idle_after"] = window(sampler.samples, t0, time.monotonic())
         finally:
             stop.set()
             await sampling
@@ -346,7 +351,7 @@ def capacity_figures(result: dict[str, Any]) -> list[Figure]:
     ]
     enc = result.get("encodings")
     if enc is not None:  # not with --encoding-duration 0: the search only
-        out.extend(_encoding_figures(path, enc))
+        out.extend(_encoding_figures(path, enc, result.get("idle_after", {})))
     whole = result["whole_run"]
     lags = [s.get("generator_loop_lag_max_s", 0.0) for s in steps]
     shares = [s.get("client_cpu_share", 0.0) for s in steps]
@@ -356,27 +361,40 @@ def capacity_figures(result: dict[str, Any]) -> list[Figure]:
             f"{100 * max(shares, default=0):.0f}% of a core (most, at a step)",
             f"loop lag max {max(lags, default=0):.2f} s (above {GENERATOR_LAG_S:g} s a step is "
             f"generator-bound); ingestd {100 * whole.get('ingestd_cpu_share', 0):.0f}% (idle "
-            f"{100 * result['idle'].get('ingestd_cpu_share', 0):.1f}%), "
+            f"{100 * result['idle'].get('ingestd_cpu_share', 0):.1f}% empty, "
+            f"{100 * result.get('idle_after', {}).get('ingestd_cpu_share', 0):.1f}% after the "
+            "fleet), "
             f"PostgreSQL {100 * whole.get('pg_cpu_share', 0):.0f}% over the run",
         )
     )
     return out
 
 
-def _encoding_figures(path: str, enc: dict[str, Any]) -> list[Figure]:
-    """CPU per batch by encoding and the backlog's slope over the encodings' run."""
+def _encoding_figures(path: str, enc: dict[str, Any], idle: dict[str, Any]) -> list[Figure]:
+    """CPU per batch by encoding (all of ingestd's CPU per request answered; beside it the idle
+    rate after the fleet, `idle`, and the figure net of it) and the backlog's slope."""
     out: list[Figure] = []
+    idle_share = idle.get("ingestd_cpu_share")
     for encoding in ("json", "columnar"):
         st = enc[encoding]
         cpu = st.get("ingestd_cpu_ms_per_batch")
-        net = st.get("ingestd_cpu_ms_per_batch_net_of_idle")
+        net = None
+        if cpu is not None and idle_share is not None and st["requests_per_s"]:
+            net = max(0.0, cpu - 1000 * idle_share / st["requests_per_s"])
+        idle_text = (
+            "-"
+            if idle_share is None
+            else f"{1000 * idle_share:.1f} ms/s = {1000 * idle_share / st['requests_per_s']:.2f} "
+            f"ms per batch at this rate"
+        )
         gen = st.get("generator_cpu_ms_per_request")
         figure = Figure.checked(
             f"fleet ({path}, {enc['gateways']:,} gw): ingestd CPU per batch, {encoding}",
             cpu,
             "-" if cpu is None else f"{cpu:.2f} ms",
             TARGET_CPU[encoding],
-            f"net of idle {'-' if net is None else f'{net:.2f}'} ms; "
+            f"all of ingestd's CPU / requests answered; its idle rate after the fleet "
+            f"{idle_text}, net of it {'-' if net is None else f'{net:.2f}'} ms; "
             f"{st['requests_per_s']:.1f} requests/s; of {st['all']['requests']:,} requests "
             f"{st.get('small_batches_ok', 0):,} measurement batches answered 200 (of "
             f"{st['rows_per_batch'] or 0:.0f} rows); ingestd "
