@@ -6,7 +6,8 @@ import random
 from collections import Counter
 from itertools import pairwise
 
-from ingestd.admission import RETURN_SHARE, Admission
+from ingestd.admission import MAX_LINE, RETURN_SHARE, Admission
+from ingestd.errors import ServiceUnavailable
 
 
 class Clock:
@@ -88,3 +89,27 @@ async def test_completions_with_free_slots_do_not_count_as_capacity() -> None:
     admission.release()  # a slot stays free from now on
     await _completions(admission, clock, 5.0, 50)
     assert 90 < admission.returns.capacity_per_s < 110
+
+
+async def test_the_waiting_line_holds_what_the_measured_capacity_completes_in_the_wait() -> None:
+    """At 100 batches/s measured and a 1 s wait, 100 received batches may wait for a slot (not
+    INGESTD_MAX_WAITING's 16): a burst the process clears within the wait is not refused; the
+    101st is, at once; the line never passes MAX_LINE."""
+    clock = Clock()
+    admission = _admission(clock)
+    assert admission.line == 16  # nothing measured yet: 4 slots' first guess, 4/s
+    await _saturated_completions(admission, clock, 0.010, 200)
+    assert 90 <= admission.line <= 110
+    admission._waiting = admission.line - 1
+    admission.check()  # one more may wait
+    admission._waiting += 1
+    try:
+        admission.check()
+    except ServiceUnavailable:
+        pass
+    else:
+        raise AssertionError("a batch behind a full line was not refused")
+    assert admission.refused["line_full"] == 1
+    admission._waiting = 0
+    await _completions(admission, clock, 0.0001, 400)  # 10,000/s
+    assert admission.line == MAX_LINE

@@ -1,11 +1,15 @@
 """Admission of batches past capacity: shed early and cheaply, and spread the retries.
 
 At most INGESTD_MAX_INFLIGHT batches are inflated, parsed and stored at once (each holds one of
-these slots while it does), and at most INGESTD_MAX_WAITING received bodies wait for a slot, each
-for at most INGESTD_INFLIGHT_WAIT_S. A request that arrives while the waiting line is full is
-answered 503 at once, before its token is looked up or its body read: past capacity, the
-process spends its CPU on the batches it will store, not on batches it will refuse after the
-work (no pool-timeout storms, goodput stays near capacity).
+these slots while it does), and received bodies wait for a slot in a line, each for at most
+INGESTD_INFLIGHT_WAIT_S. The line holds as many batches as the process completes in that time at
+its measured capacity (below), at least INGESTD_MAX_WAITING and at most MAX_LINE: a batch
+arriving behind a full line would not get a slot in time anyway, so it is answered 503 at once,
+before its token is looked up or its body read — past capacity, the process spends its CPU on
+the batches it will store, not on batches it will refuse after the work (no pool-timeout storms,
+goodput stays near capacity). A line of a fixed 32 (4 x 8 slots) was a fifth of a second of a
+10,000-gateway fleet's arrivals: any stall that long (a collection, a database burst) refused
+batches that would have been served within the wait, and booked them minutes ahead (issue 26).
 
 A batch refused for capacity (`busy`) is given a time to come back (`ReturnSchedule`): the
 refusals are booked one after another at a quarter (RETURN_SHARE) of the rate this process
@@ -36,7 +40,7 @@ from contextlib import contextmanager
 
 from ingestd.errors import RateLimited, ServiceUnavailable
 
-__all__ = ["REFUSAL_REASONS", "RETURN_SHARE", "Admission", "ReturnSchedule"]
+__all__ = ["MAX_LINE", "REFUSAL_REASONS", "RETURN_SHARE", "Admission", "ReturnSchedule"]
 
 REFUSAL_REASONS = ("line_full", "wait_timeout")
 """Why a batch was refused for capacity: the waiting line was full when it arrived, or it waited
@@ -46,6 +50,9 @@ RETURN_SHARE = 0.25
 """Of the process's capacity, the share booked for refused batches coming back: the rest is for
 the regular traffic (a fleet carried at up to ~3/4 of capacity drains a herd without refusing
 its returns again)."""
+MAX_LINE = 1024
+"""The longest waiting line whatever the measured capacity (the memory budget bounds the bodies'
+bytes on its own)."""
 _SMOOTHING = 0.05  # weight of one new interval between completions in the moving average
 
 
@@ -130,6 +137,13 @@ class Admission:
         return self._waiting
 
     @property
+    def line(self) -> int:
+        """How many received batches may wait for a slot now: what the measured capacity completes
+        in `wait_s`, at least `max_waiting`, at most MAX_LINE."""
+        fits = int(self.returns.capacity_per_s * self.wait_s)
+        return max(self.max_waiting, min(MAX_LINE, fits))
+
+    @property
     def load(self) -> float:
         """Waiting batches per slot: 0 when nothing waits."""
         return self._waiting / self.max_inflight
@@ -148,7 +162,7 @@ class Admission:
 
     def check(self) -> None:
         """Refuse at once (503) when every slot is taken and the waiting line is full."""
-        if self._slots.locked() and self._waiting >= self.max_waiting:
+        if self._slots.locked() and self._waiting >= self.line:
             raise self.busy("line_full")
 
     async def acquire(self) -> None:
