@@ -12,13 +12,14 @@ import pytest
 from fleetcore import PushCursor
 from fleetcore.protocol import WireFormat
 from psycopg.rows import tuple_row
-from pusher.errors import ConfigError
+from pusher.errors import ConfigError, SourceError
 from pusher.settings import Settings
 from pusher.source.columns import (
     CHUNK_ROWS,
     READ_MEASUREMENT_COLUMNS,
     RECORD_SQL,
     columnar_encoder,
+    read_record_chunks,
     read_records,
 )
 from pusher.source.columns_numpy import batch_from_records as with_numpy
@@ -120,6 +121,29 @@ async def test_records_stream_in_chunks_in_cursor_order(customer_db: str) -> Non
     assert data + rest == b"".join(row[0] for row in one_by_one)
 
 
+async def test_records_read_in_chunks_are_parsed_chunk_by_chunk(customer_db: str) -> None:
+    """The records as read (a list of chunks, each dropped from the list once parsed) give both
+    encoders the batch that the same records in one buffer give; a chunk cut inside a record is
+    refused."""
+    seed_inventory(customer_db, devices=5)
+    with psycopg.connect(customer_db, autocommit=True) as conn:
+        conn.execute(SEED, {"rows": 2 * CHUNK_ROWS + 77})
+    limit = 2 * CHUNK_ROWS + 50
+    async with await psycopg.AsyncConnection.connect(customer_db, autocommit=True) as conn:
+        chunks, count = await read_record_chunks(conn, PushCursor.start(), limit)
+    assert len(chunks) == 3 and count == limit
+    whole = b"".join(chunks)
+    for build in (with_stdlib, with_numpy):
+        taken = list(chunks)
+        assert build(taken, count, PushCursor.start(), limit) == build(
+            whole, count, PushCursor.start(), limit
+        )
+        assert taken == []
+    cut = [whole[: RECORD.size + 1], whole[RECORD.size + 1 :]]
+    with pytest.raises(SourceError, match="bytes of records"):
+        with_stdlib(cut, count, PushCursor.start(), limit)
+
+
 def test_the_encoder_is_a_setting() -> None:
     """PUSHER_COLUMNAR_ENCODER picks one ("auto" is numpy where installed); an unknown name, or
     numpy where it cannot be imported, is a configuration error naming the variable."""
@@ -135,7 +159,7 @@ def test_the_encoder_is_a_setting() -> None:
         Settings.from_env({**base, "PUSHER_COLUMNAR_ENCODER": "fortran"})
     code = (
         "import sys; sys.modules['numpy'] = None\n"
-        "from pusher.settings import Settings\nfrom pusher.errors import ConfigError\n"
+        "from pusher.settings import Settings\nfrom pusher.errors import ConfigError, SourceError\n"
         "from pusher.source.columns import columnar_encoder\n"
         "env = {'PUSHER_DATABASE_URL': 'postgresql://gateway/meters'}\n"
         "assert columnar_encoder('auto').__module__ == 'pusher.source.columns_stdlib'\n"

@@ -30,6 +30,7 @@ from pusher.errors import ConfigError
 from pusher.settings import COLUMNAR_ENCODERS, numpy_installed
 from pusher.source.cursor import SELECTION, order_by, selection_params
 from pusher.source.reads import MeasurementBatch
+from pusher.source.records import Records
 
 __all__ = [
     "CHUNK_ROWS",
@@ -39,11 +40,13 @@ __all__ = [
     "BatchBuilder",
     "columnar_encoder",
     "read_measurement_columns",
+    "read_record_chunks",
     "read_records",
 ]
 
-BatchBuilder = Callable[[bytes | bytearray, int, PushCursor, int], MeasurementBatch]
-"""(records, their count, the cursor they follow, the limit asked) -> the batch."""
+BatchBuilder = Callable[[Records, int, PushCursor, int], MeasurementBatch]
+"""(records, their count, the cursor they follow, the limit asked) -> the batch; records given
+as a list of chunks are taken out of it as they are parsed."""
 
 _NULL_MASK = " | ".join(
     f"((m.{name} IS NULL)::int4 << {bit})" for bit, name in enumerate(MEASUREMENT_VALUE_FIELDS)
@@ -96,18 +99,27 @@ def columnar_encoder(choice: str = "auto") -> BatchBuilder:
     return with_stdlib
 
 
+async def read_record_chunks(
+    conn: psycopg.AsyncConnection[Any], after: PushCursor, limit: int
+) -> tuple[list[bytes], int]:
+    """The records of the next batch after `after` (at most `limit`), in the chunks they come in
+    (libpq's single-row mode), and their count."""
+    chunks: list[bytes] = []
+    count = 0
+    async with conn.cursor(row_factory=tuple_row, binary=True) as cur:
+        async for n, chunk in cur.stream(READ_MEASUREMENT_COLUMNS, selection_params(after, limit)):
+            chunks.append(chunk)
+            count += int(n)
+            del chunk
+    return chunks, count
+
+
 async def read_records(
     conn: psycopg.AsyncConnection[Any], after: PushCursor, limit: int
 ) -> tuple[bytearray, int]:
-    """The records of the next batch after `after` (at most `limit`) and their count, streamed
-    chunk by chunk (libpq's single-row mode) into one buffer: the batch is held once."""
-    data, count = bytearray(), 0
-    async with conn.cursor(row_factory=tuple_row, binary=True) as cur:
-        async for n, chunk in cur.stream(READ_MEASUREMENT_COLUMNS, selection_params(after, limit)):
-            data += chunk
-            count += int(n)
-            del chunk
-    return data, count
+    """`read_record_chunks` in one buffer."""
+    chunks, count = await read_record_chunks(conn, after, limit)
+    return bytearray(b"".join(chunks)), count
 
 
 async def read_measurement_columns(
@@ -120,5 +132,5 @@ async def read_measurement_columns(
     made by `build` (`columnar_encoder("auto")` when not given) in a worker thread, off the
     event loop (numpy releases the GIL for most of it; the standard library's share of it is
     taken in turns with the loop)."""
-    data, count = await read_records(conn, after, limit)
-    return await asyncio.to_thread(build or columnar_encoder(), data, count, after, limit)
+    chunks, count = await read_record_chunks(conn, after, limit)
+    return await asyncio.to_thread(build or columnar_encoder(), chunks, count, after, limit)

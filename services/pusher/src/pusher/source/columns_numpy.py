@@ -20,6 +20,7 @@ from pusher.source.records import (
     LOW_PG,
     POSTGRES_EPOCH_US,
     RECORD,
+    Records,
     check_length,
     first_row_json,
 )
@@ -48,14 +49,18 @@ def _first_item(columns: MeasurementColumns, index: int) -> dict[str, Any]:
 
 
 def batch_from_records(
-    data: bytes | bytearray, count: int, after: PushCursor, limit: int
+    data: Records, count: int, after: PushCursor, limit: int
 ) -> MeasurementBatch:
-    """The batch in the stream: rows whose times the protocol can carry go in the body (meter
+    """The batch in the stream (a list of chunks is joined and emptied): rows whose times the protocol can carry go in the body (meter
     by meter, in time: neighbouring values differ least), the others are only passed by the
     cursor (and quarantined then, like the JSON path's)."""
     check_length(data, count)
     if not count:
         return MeasurementBatch(after, after, b"", 0, limit, None, None, 0, WireFormat.COLUMNAR)
+    if isinstance(data, list):
+        joined = b"".join(data)
+        data.clear()
+        data = joined
     records = np.frombuffer(data, _RECORD, count=count)
     pg_time = records["time"].astype(np.int64)
     pg_received = records["received_at"].astype(np.int64)

@@ -4,11 +4,13 @@ as `columns_numpy`.
 
 The records are never unpacked row by row: every field sits at the same offset of each
 fixed-size record, so a column is gathered with a few strided byte slices (one per byte of the
-field, in C), reordered into native byte order and read as an `array`. Columns are built one at
-a time as the encoder asks for them and dropped once encoded, so a 5,000-row batch holds its
-record bytes and a few columns, not 5,000 tuples of 29 Python objects (~6 MiB, and the CPU of
-making them). Rows go meter by meter in time (neighbouring values differ least): one sort of
-the row indices, applied to each column.
+field, in C), reordered into native byte order and read as an `array` — not 5,000 tuples of 29
+Python objects (~6 MiB, and the CPU of making them). The records come in the chunks they were
+read in (`columns.read_record_chunks`, ~110 KiB each): each chunk is gathered into the columns
+and dropped, and each value column is dropped once encoded, so the batch's 1.1 MiB (5,000 rows)
+is held once, and less and less of it while the batch is encoded (a draining pusher's RSS
+follows: it holds a batch being read or encoded most of the time). Rows go meter by meter in
+time (neighbouring values differ least): one sort of the row indices, applied to each column.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from functools import reduce
 from operator import itemgetter, le, or_
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fleetcore import MEASUREMENT_VALUE_FIELDS, PushCursor
 from fleetcore.columnar_layout import datetime_from_micros
@@ -32,13 +34,13 @@ from pusher.source.records import (
     LOW_PG,
     POSTGRES_EPOCH_US,
     RECORD,
+    Records,
     check_length,
     first_row_json,
 )
 
 __all__ = ["batch_from_records"]
 
-_FIRST_VALUE = 5  # xid, device_id, time, received_at, mask, then the values
 # Offsets in a record (see `records.py`): device_id, time, received_at, mask, the values.
 _DEVICE, _TIME, _RECEIVED, _MASK, _VALUES = 8, 16, 24, 32, 36
 _LITTLE = sys.byteorder == "little"
@@ -53,39 +55,70 @@ def _gathered(data: bytes | bytearray, count: int, offset: int, width: int) -> b
     return native
 
 
-def _ints(data: bytes | bytearray, count: int, offset: int, code: str = "q") -> array[int]:
-    return array(code, _gathered(data, count, offset, array(code).itemsize))
+_FIELDS = (
+    (_DEVICE, "q"),
+    (_TIME, "q"),
+    (_RECEIVED, "q"),
+    (_MASK, "I"),
+    *((_VALUES + 8 * bit, "d") for bit in range(len(MEASUREMENT_VALUE_FIELDS))),
+)
 
 
-def _floats(data: bytes | bytearray, count: int, offset: int) -> array[float]:
-    return array("d", _gathered(data, count, offset, 8))
+def _gather(data: Records, count: int) -> tuple[dict[int, array[Any]], tuple[Any, ...]]:
+    """Every field but the xid as a column (by its offset), and the last record. A list of
+    chunks is emptied as it is gathered, each chunk dropped once its fields are taken. Each
+    column is made at its full size at once (5,000 values: 20-40 KiB, past glibc's mmap
+    threshold, `ops/memory.py`), so it goes back to the system as soon as it is dropped."""
+    chunks = data if isinstance(data, list) else [data]
+    last_chunk = next(c for c in reversed(chunks) if c)
+    last = RECORD.unpack_from(last_chunk, len(last_chunk) - RECORD.size)
+    del last_chunk
+    columns: dict[int, array[Any]] = {}
+    for offset, code in _FIELDS:
+        columns[offset] = array(code, [0]) * count
+    start = 0
+    while chunks:
+        chunk = chunks.pop(0)
+        rows = len(chunk) // RECORD.size
+        for offset, column in columns.items():
+            width = column.itemsize
+            with memoryview(column).cast("B") as view:
+                view[start * width : (start + rows) * width] = _gathered(chunk, rows, offset, width)
+        start += rows
+        del chunk
+    return columns, last
 
 
-def _first_item(record: tuple[int | float, ...]) -> dict[str, int | float]:
+def _first_item(
+    row: int, keys: tuple[array[int], array[int], array[int]], masks: array[int],
+    values: dict[int, array[float]],
+) -> dict[str, int | float]:  # fmt: skip
+    devices, times, received = keys
     item: dict[str, int | float] = {
-        "time": int(record[2]) + POSTGRES_EPOCH_US,
-        "device_id": record[1],
-        "received_at": int(record[3]) + POSTGRES_EPOCH_US,
+        "time": times[row] + POSTGRES_EPOCH_US,
+        "device_id": devices[row],
+        "received_at": received[row] + POSTGRES_EPOCH_US,
     }
-    mask = int(record[4])
+    mask = masks[row]
     for bit, name in enumerate(MEASUREMENT_VALUE_FIELDS):
         if not mask >> bit & 1:
-            item[name] = record[_FIRST_VALUE + bit]
+            item[name] = values[_VALUES + 8 * bit][row]
     return item
 
 
 class _Columns(Mapping[str, PlainColumn]):
-    """The batch's columns, each gathered from the records when asked for, rows in `order`."""
+    """The batch's columns, rows in `order`; each value column is handed over once (as
+    `encode_plain_columns` asks for it) and dropped from here then."""
 
     def __init__(
         self,
-        data: bytes | bytearray,
-        count: int,
+        values: dict[int, array[float]],
+        masks: array[int],
         order: _Reorder | None,
         keys: dict[str, array[int]],
     ) -> None:
-        self._data, self._count, self._order, self._keys = data, count, order, keys
-        masks = self._take(_ints(self._data, count, _MASK, "I"))
+        self._values, self._order, self._keys = values, order, keys
+        masks = self._take(masks)
         self._any_null = reduce(or_, masks, 0)
         self._masks = masks if self._any_null else array("I")
         self._names = [*keys, *MEASUREMENT_VALUE_FIELDS]
@@ -99,7 +132,7 @@ class _Columns(Mapping[str, PlainColumn]):
         if name in self._keys:
             return PlainColumn(self._keys[name])
         bit = MEASUREMENT_VALUE_FIELDS.index(name)
-        values = self._take(_floats(self._data, self._count, _VALUES + 8 * bit))
+        values = self._take(self._values.pop(_VALUES + 8 * bit))
         nulls = None
         if self._any_null >> bit & 1:
             nulls = [bool(m >> bit & 1) for m in self._masks]
@@ -151,18 +184,17 @@ def _carriable(times: array[int]) -> bool:
 
 
 def batch_from_records(
-    data: bytes | bytearray, count: int, after: PushCursor, limit: int
+    data: Records, count: int, after: PushCursor, limit: int
 ) -> MeasurementBatch:
-    """The batch in the stream: rows whose times the protocol can carry go in the body (meter
+    """The batch in the stream (a list of chunks is emptied as it is read): rows whose times the protocol can carry go in the body (meter
     by meter, in time: neighbouring values differ least), the others are only passed by the
     cursor (and quarantined then, like the JSON path's)."""
     check_length(data, count)
     if not count:
         return MeasurementBatch(after, after, b"", 0, limit, None, None, 0, WireFormat.COLUMNAR)
-    times = _ints(data, count, _TIME)
-    received = _ints(data, count, _RECEIVED)
-    devices = _ints(data, count, _DEVICE)
-    last = RECORD.unpack_from(data, (count - 1) * RECORD.size)
+    columns, last = _gather(data, count)
+    times, received = columns.pop(_TIME), columns.pop(_RECEIVED)
+    devices, masks = columns.pop(_DEVICE), columns.pop(_MASK)
     rows: Sequence[int] = range(count)
     if not (_carriable(times) and _carriable(received)):
         rows = [
@@ -171,11 +203,10 @@ def batch_from_records(
             if LOW_PG < t < HIGH_PG and LOW_PG < r < HIGH_PG
         ]
     sent = len(rows)
-    first = (
-        first_row_json(_first_item(RECORD.unpack_from(data, rows[0] * RECORD.size)))
-        if sent
-        else None
-    )
+    first = None
+    if sent:
+        item = _first_item(rows[0], (devices, times, received), masks, columns)
+        first = first_row_json(item)
     # None: all carriable and already meter by meter in time
     order = None
     if sent < count or not _in_order(devices, times):
@@ -188,7 +219,7 @@ def batch_from_records(
         )
     del times, received, devices
     newest = datetime_from_micros(max(keys["received_at"])) if sent else None
-    body = encode_plain_columns(sent, _Columns(data, count, order, keys))
+    body = encode_plain_columns(sent, _Columns(columns, masks, order, keys))
     last_time = min(max(int(last[2]), LOW_PG), HIGH_PG) + POSTGRES_EPOCH_US
     end = PushCursor(int(last[0]), int(last[1]), datetime_from_micros(last_time))
     return MeasurementBatch(

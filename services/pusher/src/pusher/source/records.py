@@ -23,6 +23,7 @@ __all__ = [
     "LOW_PG",
     "POSTGRES_EPOCH_US",
     "RECORD",
+    "Records",
     "check_length",
     "first_row_json",
 ]
@@ -35,10 +36,17 @@ LOW_PG = micros_from_datetime(LOW) - POSTGRES_EPOCH_US
 HIGH_PG = micros_from_datetime(HIGH) - POSTGRES_EPOCH_US
 
 
-def check_length(data: bytes | bytearray, count: int) -> None:
-    """Data of another size than `count` records is refused."""
-    if len(data) != count * RECORD.size:
-        raise SourceError(f"{len(data)} bytes of records for {count} rows")
+Records = bytes | bytearray | list[bytes]
+"""A batch's records: in one buffer, or in the chunks they were read in (a list the parsers
+empty as they go, so a chunk's memory goes once it is parsed)."""
+
+
+def check_length(data: Records, count: int) -> None:
+    """Data of another size than `count` records, or a chunk of part of a record, is refused."""
+    chunks = data if isinstance(data, list) else [data]
+    size = sum(map(len, chunks))
+    if size != count * RECORD.size or any(len(c) % RECORD.size for c in chunks):
+        raise SourceError(f"{size} bytes of records for {count} rows")
 
 
 def first_row_json(item: dict[str, Any]) -> str:
