@@ -13,6 +13,7 @@ a sequence of booleans.
 
 from __future__ import annotations
 
+import contextlib
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -71,6 +72,9 @@ def _present(
     if nulls is None:
         if isinstance(values, array) and values.typecode == code:
             return values
+        if isinstance(values, list):
+            with contextlib.suppress(TypeError):  # floats in an int column: int() below
+                return array(code, values)  # in C
         return intpack_stdlib.mapped(code, kind, values)
     out: array[_N] = array(code)
     for start in range(0, len(values), STEP):
