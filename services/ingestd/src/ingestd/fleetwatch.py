@@ -227,7 +227,7 @@ async def fleet_state_loop(
     sweep = MeterSweep()
     next_gateways = 0.0
     while True:
-        took, failed = 0.0, False
+        took, waiting = 0.0, True  # waiting: until the next gateways' round (failed, not our turn)
         gateways = time.monotonic() >= next_gateways
         try:
             if gateways:
@@ -239,7 +239,7 @@ async def fleet_state_loop(
                     conn, policy, stale_after_s, sweep, gateways=gateways
                 )
                 if derived is not None:
-                    took = time.perf_counter() - started
+                    took, waiting = time.perf_counter() - started, False
                     log.debug("fleet_states", gateways=derived[0], devices=derived[1],
                               duration_ms=round(took * 1000, 1))  # fmt: skip
             if gateways:
@@ -247,11 +247,11 @@ async def fleet_state_loop(
                     await _read_figures(conn, figures)
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("fleet_states_failed", error=type(exc).__name__, detail=str(exc)[:200])
-            failed = True
+            waiting = True
         now = time.monotonic()
         if gateways:
             next_gateways = now + next_round_in(policy.state_interval_s, took)
-        if failed or sweep.wrapped:
+        if waiting or sweep.wrapped:
             await asyncio.sleep(max(0.0, next_gateways - now))
         else:
             pause = max(SLICE_PAUSE_MIN_S, DUTY_FACTOR * took)
