@@ -28,6 +28,7 @@ __all__ = [
     "FLAT_EDGES",
     "FLAT_EDGES_FROM",
     "FROM_HOUR",
+    "INTERVAL_ENERGY",
     "OF_DEVICE",
     "QUARTERS_AT",
     "QUARTERS_OF_SPLIT",
@@ -220,14 +221,18 @@ $$
 
 ENERGY_PARTS = energy_parts("fleet.energy_parts", "fleet.hourly_per_device")
 
-# The same with `energy_estimated`: a spacing longer than 1.5 usual intervals.
-ENERGY_INTERVALS = f"""
-CREATE OR REPLACE FUNCTION fleet.energy_intervals(
-    p_customer bigint, p_device bigint, p_edges timestamptz[], p_usual_interval_s double precision)
+# The parameters and rows of a function giving energy between consecutive edges, flagged estimated
+# (`fleet.energy_intervals`, and `fleet.energy_between`, which takes the stored hours first).
+INTERVAL_ENERGY = """    p_customer bigint, p_device bigint, p_edges timestamptz[], p_usual_interval_s double precision)
 RETURNS TABLE (interval_no integer,
                energy_imp_kwh double precision, energy_exp_kwh double precision,
                energy_q_imp_kvarh double precision, energy_q_exp_kvarh double precision,
-               energy_reset boolean, energy_estimated boolean)
+               energy_reset boolean, energy_estimated boolean)"""
+
+# The same with `energy_estimated`: a spacing longer than 1.5 usual intervals.
+ENERGY_INTERVALS = f"""
+CREATE OR REPLACE FUNCTION fleet.energy_intervals(
+{INTERVAL_ENERGY}
 LANGUAGE sql STABLE SET jit = off AS $$
 SELECT p.interval_no, p.energy_imp_kwh, p.energy_exp_kwh, p.energy_q_imp_kvarh,
        p.energy_q_exp_kvarh, p.energy_reset,

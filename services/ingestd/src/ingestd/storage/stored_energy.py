@@ -39,6 +39,7 @@ from ingestd.storage.revisions import revised_span
 from ingestd.storage.segments import (
     ESTIMATED_SPACING_FACTOR,
     FLAT_EDGES_FROM,
+    INTERVAL_ENERGY,
     OF_DEVICE,
     energy_parts,
     plan_cached,
@@ -106,11 +107,7 @@ _HEAD = """LANGUAGE plpgsql STABLE SET jit = off SET plan_cache_mode = force_gen
 # summaries (the quarter-hour ones of those hours), as before there was a store.
 ENERGY_BETWEEN = f"""
 CREATE OR REPLACE FUNCTION fleet.energy_between(
-    p_customer bigint, p_device bigint, p_edges timestamptz[], p_usual_interval_s double precision)
-RETURNS TABLE (interval_no integer,
-               energy_imp_kwh double precision, energy_exp_kwh double precision,
-               energy_q_imp_kvarh double precision, energy_q_exp_kvarh double precision,
-               energy_reset boolean, energy_estimated boolean)
+{INTERVAL_ENERGY}
 {_HEAD}
 DECLARE
     live timestamptz;
