@@ -49,7 +49,7 @@ from typing import Any
 
 from common import IngestdProcess
 from cpu_pinning import parse_pin, pin_tree
-from fleet_minutes import minute_lines, per_minute, refusals
+from fleet_minutes import clean_cpu, minute_lines, per_minute, refusals
 from fleet_probe import Sampler, process_tree, window
 from fleetcore.protocol import INGEST_PATH
 from fleetdev.pgcluster import PgCluster
@@ -266,6 +266,7 @@ async def _search(run: Run, tokens: Sequence[str], started: float) -> list[dict[
             passed=_passed(step),
             generator_bound=step.get("generator_loop_lag_max_s", 0.0) > GENERATOR_LAG_S,
         )
+        step.update(clean_cpu(step["minutes"]))
         steps.append(step)
         print("\n".join(minute_lines(step["minutes"])), file=sys.stderr)
         print(
@@ -349,6 +350,7 @@ def capacity_figures(result: dict[str, Any]) -> list[Figure]:
             + ("; search budget ended it" if steps[-1].get("budget_ended_search") else ""),
         )
     ]
+    out.extend(_step_cpu_figure(path, steps[-1]))
     enc = result.get("encodings")
     if enc is not None:  # not with --encoding-duration 0: the search only
         out.extend(_encoding_figures(path, enc, result.get("idle_after", {})))
@@ -368,6 +370,25 @@ def capacity_figures(result: dict[str, Any]) -> list[Figure]:
         )
     )
     return out
+
+
+def _step_cpu_figure(path: str, step: dict[str, Any]) -> list[Figure]:
+    """CPU per batch at the last step's own rate (gzip JSON), over its clean minutes: the
+    fleet's real cadence, where the encodings' windows run a smaller fleet."""
+    cpu = step.get("clean_cpu_ms_per_batch")
+    if cpu is None:
+        return []
+    return [
+        Figure.checked(
+            f"fleet ({path}, {step['gateways']:,} gw step): ingestd CPU per batch, json",
+            cpu,
+            f"{cpu:.2f} ms",
+            TARGET_CPU["json"],
+            f"over the step's clean minutes {step['clean_minutes']} (0: the warm-up; a minute is "
+            f"clean when {CLEAN_SHARE:.0%} of its answers are measurement batches answered 200): "
+            f"all of ingestd's CPU over them / their {step['clean_answers']:,} answers",
+        )
+    ]
 
 
 def _encoding_figures(path: str, enc: dict[str, Any], idle: dict[str, Any]) -> list[Figure]:

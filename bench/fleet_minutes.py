@@ -8,6 +8,13 @@ are told apart), and what ingestd said of itself meanwhile (`fleet_probe.admissi
 capacity refusals by reason, how often its event loop woke over 0.1 s / 0.25 s late, the measured
 capacity, how far ahead returns were booked, the longest waiting line and pool queue sampled, and
 its and PostgreSQL's share of a core.
+
+Each minute also gives ingestd's CPU per request answered in it (its process tree's CPU from
+/proc over the minute, divided by the answers of any status that arrived in it), marked clean
+when nearly every answer (CLEAN_SHARE) was a measurement batch's 200: a clean minute of a large
+fleet is the CPU per batch at that fleet's own rate, where the background loops' share is spread
+over many more batches than at `--encoding-gateways` and the caches stay warmer between
+requests.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ from typing import Any
 
 from simulator import BatchRecord
 
-__all__ = ["minute_lines", "per_minute", "refusals"]
+__all__ = ["clean_cpu", "minute_lines", "per_minute", "refusals"]
 
+CLEAN_SHARE = 0.99  # of a minute's answers: measurement batches answered 200
 _COUNTERS = ("refused_line_full", "refused_wait_timeout", "lag_over_100ms", "lag_over_250ms")
 
 
@@ -63,6 +71,7 @@ def per_minute(
     while t0 < end - 1.0:
         t1 = min(end, t0 + bucket_s)
         inside = [r for r in records if t0 <= r.sent_at < t1]
+        answered = [r for r in records if t0 <= r.sent_at + r.latency_s < t1]
         first = [1000 * r.latency_s for r in inside if r.status == "200" and not r.attempt]
         again = [1000 * r.latency_s for r in inside if r.status == "200" and r.attempt]
         minute: dict[str, Any] = {
@@ -78,6 +87,10 @@ def per_minute(
             "other_errors": sum(1 for r in inside if r.status not in ("200", "503")),
             "first_tries": _percentiles(first),
             "retried": _percentiles(again),
+            "answered": len(answered),
+            "clean": bool(answered)
+            and sum(1 for r in answered if r.status == "200" and r.batch_type == "measurements")
+            >= CLEAN_SHARE * len(answered),
         }
         seen = [s for s in samples if t0 <= s["t"] <= t1]
         before = [s for s in samples if s["t"] < t0]
@@ -90,6 +103,10 @@ def per_minute(
                 span = b["t"] - a["t"]
                 minute["ingestd_cpu_share"] = (b["ingestd_cpu_s"] - a["ingestd_cpu_s"]) / span
                 minute["pg_cpu_share"] = (b["pg_cpu_s"] - a["pg_cpu_s"]) / span
+                if answered:  # the samples' span, scaled to the minute's answers
+                    minute["cpu_ms_per_answer"] = (
+                        1000 * minute["ingestd_cpu_share"] * (t1 - t0) / len(answered)
+                    )
             for key in ("waiting", "pool_waiting", "booked_ahead_s", "slots_in_use"):
                 values = [s[key] for s in seen if key in s]
                 if values:
@@ -101,8 +118,30 @@ def per_minute(
     return out
 
 
+def clean_cpu(minutes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """ingestd's CPU per answer over a step's clean minutes together (their CPU over their
+    answers), and which minutes they were (from 0: the warm-up)."""
+    clean = [m for m in minutes if m["clean"] and "cpu_ms_per_answer" in m]
+    answers = sum(m["answered"] for m in clean)
+    if not answers:
+        return {"clean_minutes": []}
+    cpu_ms = sum(m["cpu_ms_per_answer"] * m["answered"] for m in clean)
+    return {
+        "clean_minutes": [round(m["from_s"] / 60) for m in clean],
+        "clean_answers": answers,
+        "clean_cpu_ms_per_batch": cpu_ms / answers,
+    }
+
+
 def _ms(stats: dict[str, float], key: str) -> str:
     return f"{stats[key]:.0f}" if key in stats else "-"
+
+
+def _cpu(minute: dict[str, Any]) -> str:
+    if "cpu_ms_per_answer" not in minute:
+        return "-"
+    clean = "clean" if minute["clean"] else "not clean"
+    return f"{minute['cpu_ms_per_answer']:.2f} ms ({minute['answered']:,} answers, {clean})"
 
 
 def minute_lines(minutes: Sequence[dict[str, Any]]) -> list[str]:
@@ -123,6 +162,7 @@ def minute_lines(minutes: Sequence[dict[str, Any]]) -> list[str]:
             f"{m.get('booked_ahead_s_max', 0):.0f} s, waiting max {m.get('waiting_max', '-')}, "
             f"pool queue max {m.get('pool_waiting_max', '-')}; ingestd "
             f"{'-' if share is None else f'{100 * share:.0f}%'}, PostgreSQL "
-            f"{'-' if pg is None else f'{100 * pg:.0f}%'}"
+            f"{'-' if pg is None else f'{100 * pg:.0f}%'}; "
+            f"CPU per answer {_cpu(m)}"
         )
     return lines
