@@ -188,6 +188,7 @@ def _pool_ctx(settings: Settings) -> Context:
             open=False,
             kwargs={
                 "application_name": "ingestd",
+                "autocommit": True,  # between uses; `ingestd.pooled.transaction` where one is needed
                 "connect_timeout": max(1, int(settings.connect_timeout_s)),
             },
             name="ingestd",

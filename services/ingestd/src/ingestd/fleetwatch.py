@@ -40,6 +40,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ingestd.contacts import Contacts
 from ingestd.fleetstate import HealthPolicy, gateway_states, meter_state
+from ingestd.pooled import pooled_transaction
 from ingestd.storage.gateways import (
     fleet_totals,
     gateway_rows,
@@ -243,7 +244,7 @@ async def fleet_state_loop(
                     log.debug("fleet_states", gateways=derived[0], devices=derived[1],
                               duration_ms=round(took * 1000, 1))  # fmt: skip
             if gateways:
-                async with pool.connection(timeout=timeout_s) as conn:
+                async with pooled_transaction(pool, timeout_s) as conn:
                     await _read_figures(conn, figures)
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("fleet_states_failed", error=type(exc).__name__, detail=str(exc)[:200])

@@ -31,6 +31,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ingestd.auth import Customer
 from ingestd.decoding import Chunked
+from ingestd.pooled import connection, pooled_transaction, transaction
 from ingestd.storage.copybuffer import CopyStream, copy_stream
 from ingestd.storage.state import StorageState
 from ingestd.storage.streamed import NotWhole, copy_chunks
@@ -117,11 +118,30 @@ async def _store(
 ) -> StoreResult:
     """The batch's writes in the fewest round trips: a small measurement batch in one (one
     statement: rows, dirty marks and audit row), a full set of sites or devices in one (one
-    statement: upsert, soft delete and audit row), a large measurement batch by COPY (a stream
-    built from its columns)."""
-    buckets = await storage.prepare(conn, parsed) if isinstance(parsed, ParsedColumns) else None
-    if parsed.rejections:  # COPY cannot run in a pipeline; dead letters are rare
-        await store_rejections(conn, customer.id, delivery.batch_id, kind, parsed.rejections)
+    statement: upsert, soft delete and audit row), both in autocommit on the pool's connections;
+    a large measurement batch by COPY (a stream built from its columns), and a batch with dead
+    letters, in a transaction (`ingestd.pooled.transaction`)."""
+    buckets = None
+    one_statement = True
+    if isinstance(parsed, ParsedColumns):
+        buckets = await storage.prepare(conn, parsed)
+        one_statement = 0 < parsed.valid.rows <= SMALL_BATCH_ROWS
+    if one_statement and not parsed.rejections:  # nearly every batch: no transaction block
+        return await _store_rows(conn, customer, kind, parsed, delivery, buckets)
+    async with transaction(conn):
+        if parsed.rejections:  # COPY cannot run in a pipeline; dead letters are rare
+            await store_rejections(conn, customer.id, delivery.batch_id, kind, parsed.rejections)
+        return await _store_rows(conn, customer, kind, parsed, delivery, buckets)
+
+
+async def _store_rows(
+    conn: AsyncConnection[Any],
+    customer: Customer,
+    kind: BatchType,
+    parsed: Parsed,
+    delivery: Delivery,
+    buckets: tuple[list[int], list[int]] | None,
+) -> StoreResult:
     if isinstance(parsed, ParsedColumns):
         assert buckets is not None
         if 0 < parsed.valid.rows <= SMALL_BATCH_ROWS:
@@ -148,7 +168,7 @@ async def ingest_batch(
 ) -> IngestOutcome:
     """Store the batch, its dead letters and its audit row in one transaction; the connection
     comes from `pool` within `timeout_s` (PoolTimeout past it)."""
-    async with pool.connection(timeout=timeout_s) as conn:
+    async with connection(pool, timeout_s) as conn:
         result = await _store(conn, storage, customer, kind, parsed, delivery)
     return IngestOutcome(
         result.accepted, result.duplicates, len(parsed.rejections), delivery.elapsed_ms()
@@ -284,7 +304,7 @@ async def ingest_chunked(
     feed = _ChunkFeed(chunked, customer.id)
     job = loop.run_in_executor(decoders, feed.run)
     try:
-        async with pool.connection(timeout=timeout_s) as conn:
+        async with pooled_transaction(pool, timeout_s) as conn:  # _stream commits, or rolls back
             streamed = await _stream(conn, storage, customer, chunked, feed, delivery)
     finally:
         feed.stop()

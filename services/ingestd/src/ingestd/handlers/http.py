@@ -15,6 +15,7 @@ from psycopg_pool import PoolTimeout
 
 from ingestd.client_address import budget_key, client_address
 from ingestd.keys import POOL, SETTINGS
+from ingestd.pooled import pooled_transaction
 from ingestd.storage.snapshots import READ_SNAPSHOT, adopt_snapshot, export_snapshot
 
 __all__ = [
@@ -46,9 +47,10 @@ def json_answer(
 
 @asynccontextmanager
 async def connection(request: web.Request) -> AsyncIterator[AsyncConnection[Any]]:
-    """A pooled connection (PoolTimeout past INGESTD_POOL_TIMEOUT_S); commits on success."""
+    """A pooled connection in a transaction (PoolTimeout past INGESTD_POOL_TIMEOUT_S); commits
+    on success (`ingestd.pooled`: the pool's connections are in autocommit between uses)."""
     config = request.config_dict
-    async with config[POOL].connection(timeout=config[SETTINGS].pool_timeout_s) as conn:
+    async with pooled_transaction(config[POOL], config[SETTINGS].pool_timeout_s) as conn:
         yield conn
 
 
@@ -87,7 +89,7 @@ async def spare_snapshot(
         other: AsyncConnection[Any] | None = None
         snapshot_id = await export_snapshot(conn)
         with suppress(PoolTimeout):
-            other = await stack.enter_async_context(pool.connection(timeout=SPARE_WAIT_S))
+            other = await stack.enter_async_context(pooled_transaction(pool, SPARE_WAIT_S))
         if other is not None:
             await other.execute(READ_SNAPSHOT)
             await adopt_snapshot(other, snapshot_id)

@@ -309,14 +309,15 @@ _FULL_SETS: dict[BatchType, tuple[str, tuple[str, ...]]] = {
 
 async def _one_statement(conn: AsyncConnection[Any], query: str, params: dict[str, Any]) -> Any:
     """Run one statement: in autocommit when the connection is idle (one round trip, no BEGIN
-    or COMMIT), else inside the transaction already open (the caller commits)."""
-    idle = conn.info.transaction_status is TransactionStatus.IDLE
-    if idle:
+    or COMMIT; the pool's connections are in autocommit already, others are switched for it),
+    else inside the transaction already open (the caller commits)."""
+    switch = not conn.autocommit and conn.info.transaction_status is TransactionStatus.IDLE
+    if switch:
         await conn.set_autocommit(True)
     try:
         return await conn.execute(query, params)
     finally:
-        if idle:
+        if switch:
             await conn.set_autocommit(False)
 
 
@@ -418,8 +419,9 @@ async def store_small_batch(
     dirty: tuple[list[int], list[int]],
 ) -> StoreResult:
     """A measurement batch of at most SMALL_BATCH_ROWS rows, its dirty marks and its audit row in
-    one statement: in autocommit when the connection is idle (one round trip), else inside the
-    transaction already open (after the batch's dead letters; the caller commits). The marks are
+    one statement: in autocommit when the connection is idle (one round trip; the pool's
+    connections are in autocommit already, `ingestd.pooled`), else inside the transaction already
+    open (after the batch's dead letters; the caller commits). The marks are
     sent whether or not a row was new: a bucket without new rows recomputes to what it was."""
     params = _event_params(event, True)
     params.update(_array_params(columns))
@@ -427,13 +429,13 @@ async def store_small_batch(
     devices, hours = dirty
     params["dirty_devices"] = binary_array(np.asarray(devices, dtype=np.int64), ">i8", None)
     params["dirty_hours"] = binary_array(np.asarray(hours, dtype=np.int64), ">i8", None)
-    idle = conn.info.transaction_status is TransactionStatus.IDLE
-    if idle:
+    switch = not conn.autocommit and conn.info.transaction_status is TransactionStatus.IDLE
+    if switch:
         await conn.set_autocommit(True)
     try:
         cur = await conn.execute(INSERT_SMALL_BATCH, params)
     finally:
-        if idle:
+        if switch:
             await conn.set_autocommit(False)
     row = await cur.fetchone()
     accepted = int(row[0]) if row else 0
