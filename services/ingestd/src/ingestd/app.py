@@ -80,6 +80,7 @@ from ingestd.keys import (
     METRICS,
     POOL,
     READINESS,
+    REQUEST_ID,
     SETTINGS,
     STORAGE,
     TOKEN_LOOKUPS,
@@ -122,7 +123,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     ingest answers and their latency, and say on each what bodies the endpoint accepts and which
     database answered."""
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=str(uuid.uuid4()))
+    request[REQUEST_ID] = request_id = uuid.uuid4()  # a push's batch id too
+    structlog.contextvars.bind_contextvars(request_id=str(request_id))
     started = time.perf_counter()
     response = await _answer(request, handler)
     if request.path in (INGEST_PATH, RECONCILE_PATH):

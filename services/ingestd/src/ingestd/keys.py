@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -31,6 +32,7 @@ __all__ = [
     "METRICS",
     "POOL",
     "READINESS",
+    "REQUEST_ID",
     "SETTINGS",
     "STORAGE",
     "TOKENS",
@@ -52,3 +54,5 @@ CONTACTS = web.AppKey("contacts", Contacts)
 MEMORY = web.AppKey("memory", MemoryBudget)
 READINESS = web.AppKey("readiness", Readiness)
 DECODERS = web.AppKey("decoders", ThreadPoolExecutor)
+REQUEST_ID: web.RequestKey[uuid.UUID] = web.RequestKey("request_id")
+"""The request's id (the error middleware's; a push's batch id is the same, one uuid4 each)."""

@@ -54,6 +54,7 @@ from ingestd.keys import (
     MEMORY,
     METRICS,
     POOL,
+    REQUEST_ID,
     SETTINGS,
     STORAGE,
     TOKEN_LOOKUPS,
@@ -155,7 +156,9 @@ async def ingest(request: web.Request) -> web.Response:
     admission.check()  # past capacity: refused before any work is spent on it
     customer = await authenticate(request, settings)
     structlog.contextvars.bind_contextvars(customer=customer.code)
-    delivery = Delivery(uuid.uuid4(), started, request.content_length or 0)
+    batch_id = request.get(REQUEST_ID) or uuid.uuid4()  # the request's id (the middleware's)
+    batch_text = str(batch_id)
+    delivery = Delivery(batch_id, started, request.content_length or 0)
     known_kind = batch_type_of(request)
     kind_label = known_kind.value if known_kind else "invalid"
     memory = BodyMemory(request.app[MEMORY], admission.spread(settings.busy_retry_after_s))
@@ -234,7 +237,7 @@ async def ingest(request: web.Request) -> web.Response:
             )
         log.info(
             "batch",
-            batch_id=str(delivery.batch_id),
+            batch_id=batch_text,
             batch_type=kind_label,
             status=exc.status,
             error=exc.code,
@@ -259,7 +262,7 @@ async def ingest(request: web.Request) -> web.Response:
     )
     log.info(
         "batch",
-        batch_id=str(delivery.batch_id),
+        batch_id=batch_text,
         batch_type=kind.value,
         status=200,
         accepted=outcome.accepted,
@@ -273,7 +276,7 @@ async def ingest(request: web.Request) -> web.Response:
     return json_answer(
         IngestAnswer(
             batch_type=kind.value,
-            batch_id=str(delivery.batch_id),
+            batch_id=batch_text,
             accepted=outcome.accepted,
             duplicates=outcome.duplicates,
             rejected=outcome.rejected,
