@@ -80,6 +80,7 @@ __all__ = [
     "datetime_from_micros",
     "declared_rows",
     "decode_columns",
+    "decode_with_extremes",
     "encode_columns",
     "micros_from_datetime",
 ]
@@ -279,8 +280,16 @@ def decode_columns(
     body: bytes | bytearray | memoryview, *, small_rows: int = columnar_small.SMALL_ROWS
 ) -> MeasurementColumns:
     """The batch a body carries; `BatchFormatError` when the body does not follow the layout.
-    Batches of at most `small_rows` rows are decoded with Python ints (`_decode_small`), larger
-    ones with numpy; both give the same bits."""
+    Batches of at most `small_rows` rows are decoded all columns at once
+    (`fleetcore.columnar_small`), larger ones a column at a time; both give the same bits."""
+    return decode_with_extremes(body, small_rows=small_rows)[0]
+
+
+def decode_with_extremes(
+    body: bytes | bytearray | memoryview, *, small_rows: int = columnar_small.SMALL_ROWS
+) -> tuple[MeasurementColumns, columnar_small.Extremes | None]:
+    """`decode_columns`' batch and, for a small batch, its extremes (`columnar_small.Extremes`:
+    what the row checks need, from the matrices; None: the checks look row by row)."""
     reader = Reader(body)
     version = reader.byte()
     if version != COLUMNAR_VERSION:
@@ -297,11 +306,13 @@ def decode_columns(
     if missing and rows:
         raise invalid(f"key column {missing[0]} is missing")
     small = columnar_small.decode_small(reader, rows, headers) if rows <= small_rows else None
+    extremes = None
     if small is not None:
-        columns = {name: Column(values, nulls) for name, (values, nulls) in small.items()}
+        columns = {name: Column(values, nulls) for name, (values, nulls) in small.columns.items()}
+        extremes = small.extremes
     else:
         decoded: dict[str, _Decoded] = {}
         columns = {h.name: _decode_column(reader, rows, h, decoded) for h in headers}
     if reader.pos != len(reader.view):
         raise invalid(f"{len(reader.view) - reader.pos} bytes after the last column")
-    return MeasurementColumns(rows, columns)
+    return MeasurementColumns(rows, columns), extremes

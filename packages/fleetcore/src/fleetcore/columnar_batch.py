@@ -23,9 +23,10 @@ from fleetcore.columnar import (
     KEY_COLUMNS,
     MeasurementColumns,
     datetime_from_micros,
-    decode_columns,
+    decode_with_extremes,
     micros_from_datetime,
 )
+from fleetcore.columnar_small import Extremes
 from fleetcore.limits import MAX_REJECTED_ROWS
 from fleetcore.schemas import (
     MAX_ID,
@@ -37,7 +38,7 @@ from fleetcore.schemas import (
     window_reason,
 )
 
-__all__ = ["ParsedColumns", "parse_columnar_batch"]
+__all__ = ["ParsedColumns", "check_rows", "parse_columnar_batch"]
 
 _MIN_MICROS = micros_from_datetime(datetime.min.replace(tzinfo=UTC))
 _MAX_MICROS = micros_from_datetime(datetime.max.replace(tzinfo=UTC))
@@ -125,11 +126,44 @@ def _bad_rows(batch: MeasurementColumns, window: ValidationWindow) -> npt.NDArra
     return bad
 
 
+def _clean(extremes: Extremes, window: ValidationWindow) -> bool:
+    """Whether a batch with these extremes has no refused row (`_bad_rows` would find none)."""
+    (time_low, device_low, received_low), (time_high, device_high, received_high) = (
+        extremes.low,
+        extremes.high,
+    )
+    return (
+        extremes.values_within
+        and device_low >= 0
+        and device_high <= MAX_ID
+        and received_low >= _MIN_MICROS
+        and received_high <= _MAX_MICROS
+        and time_low >= micros_from_datetime(window.earliest)
+        and time_high <= micros_from_datetime(window.latest)
+    )
+
+
 def parse_columnar_batch(
     body: bytes | bytearray | memoryview, window: ValidationWindow
 ) -> ParsedColumns:
-    """Decode and validate a columnar body; `BatchFormatError` only for whole-body problems."""
-    batch = decode_columns(body)
+    """Decode and validate a columnar body; `BatchFormatError` only for whole-body problems.
+    A small batch whose extremes pass (nearly every one) skips the row checks."""
+    batch, extremes = decode_with_extremes(body)
+    if not batch.rows:
+        return ParsedColumns(batch)
+    if extremes is not None and _clean(extremes, window):
+        return ParsedColumns(
+            batch,
+            [],
+            first_time=datetime_from_micros(extremes.low[0]),
+            last_time=datetime_from_micros(extremes.high[0]),
+        )
+    return check_rows(batch, window)
+
+
+def check_rows(batch: MeasurementColumns, window: ValidationWindow) -> ParsedColumns:
+    """A decoded batch validated row by row (on whole columns): the valid rows, and a
+    `Rejection` for each refused one."""
     if not batch.rows:
         return ParsedColumns(batch)
     bad = _bad_rows(batch, window)

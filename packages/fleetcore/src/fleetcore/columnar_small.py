@@ -14,16 +14,44 @@ both to the same bits and errors, damaged bodies included).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import numpy.typing as npt
 
-from fleetcore.columnar_layout import KIND_DECIMAL, KIND_FLOAT, MODE_DELTA, PACK_BITS, POW10
+from fleetcore.columnar_layout import (
+    KEY_COLUMNS,
+    KIND_DECIMAL,
+    KIND_FLOAT,
+    MODE_DELTA,
+    PACK_BITS,
+    POW10,
+)
 from fleetcore.columnar_read import Header, Reader, invalid
+from fleetcore.schemas import MAX_VALUE
 
-__all__ = ["SMALL_ROWS", "decode_small"]
+__all__ = ["SMALL_ROWS", "Extremes", "Small", "decode_small"]
 
 Values = npt.NDArray[np.int64] | npt.NDArray[np.float64]
 Mask = npt.NDArray[np.bool_]
+
+
+class Extremes(NamedTuple):
+    """What a small batch's row checks need, taken from its matrices in a few numpy calls
+    (`fleetcore.columnar_batch`: a batch whose extremes pass has no refused row): the smallest
+    and the largest time, device_id and received_at (`KEY_COLUMNS`' order; none is null), and
+    whether every value is within ±`MAX_VALUE` (NaN is not; a null is)."""
+
+    low: list[int]
+    high: list[int]
+    values_within: bool
+
+
+class Small(NamedTuple):
+    columns: dict[str, tuple[Values, Mask | None]]
+    extremes: Extremes | None
+    """None: a key column has a null, or the batch has no rows (the row checks decide)."""
+
 
 SMALL_ROWS = 64
 """Batches of at most this many rows, bit-packed (as senders pack batches under 256 rows), take
@@ -34,6 +62,7 @@ _U64 = np.uint64
 _POW10 = np.array(POW10, np.float64)
 _WIDTH_MASKS = np.array([(1 << width) - 1 for width in range(65)], _U64)
 """The low `width` bits, for widths 0-64."""
+_STEPS = np.arange(SMALL_ROWS, dtype=_U64)
 
 
 def _check_reference(header: Header, nulls: int, ref: tuple[Header, int] | None) -> None:
@@ -46,12 +75,10 @@ def _check_reference(header: Header, nulls: int, ref: tuple[Header, int] | None)
         raise invalid(f"column {header.name}: reference {header.ref} has other nulls")
 
 
-def decode_small(
-    reader: Reader, rows: int, headers: list[Header]
-) -> dict[str, tuple[Values, Mask | None]] | None:
+def decode_small(reader: Reader, rows: int, headers: list[Header]) -> Small | None:
     """Every column's values (0 where null) and null mask (None: none is null) of a batch of at
-    most SMALL_ROWS rows, read from `reader` in header order; None (nothing read) when a column
-    is byte-shuffled, for the numpy path."""
+    most SMALL_ROWS rows, read from `reader` in header order, with their `Extremes`; None
+    (nothing read) when a column is byte-shuffled, for the numpy path."""
     if any(h.packing != PACK_BITS for h in headers):
         return None
     seen: dict[str, tuple[Header, int]] = {}
@@ -100,6 +127,9 @@ def _integers(
     a row; any other as one run of values with each one's column."""
     if not headers:
         return np.empty(0, np.int64)
+    length = counts[0]
+    if counts.count(length) == len(counts):
+        return _matrix(view, headers, starts, length).reshape(-1)
     per_column = np.array([(h.width, h.mode == MODE_DELTA, h.base) for h in headers], np.int64)
     width, delta, base = per_column.T
     start = starts[0]
@@ -107,17 +137,6 @@ def _integers(
     # every byte's 8-byte little-endian word (unaligned: numpy reads it byte by byte)
     words = np.ndarray((len(data) - 7,), "<u8", data, strides=(1,))
     relative = (np.array(starts, np.int64) - start) * 8
-    length = counts[0]
-    if counts.count(length) == len(counts):
-        bit = relative[:, np.newaxis] + width[:, np.newaxis] * np.arange(length)
-        stored = _unpack(words, bit, _WIDTH_MASKS[width][:, np.newaxis])
-        ints: npt.NDArray[np.int64] = stored.view(np.int64)
-        if delta.any():
-            rows = np.flatnonzero(delta)
-            ints[rows] = np.cumsum(_zigzag(stored[rows]), axis=1, dtype=np.int64)
-        ints += base[:, np.newaxis]
-        _add_references(ints, headers)
-        return ints.reshape(-1)
     count = np.array(counts, np.intp)
     first = np.cumsum(count) - count
     column = np.repeat(np.arange(len(headers)), count)
@@ -137,6 +156,40 @@ def _integers(
         if header.ref is not None and header.kind != KIND_FLOAT:
             r = index[header.ref]
             ints[at[c] : at[c] + counts[c]] += ints[at[r] : at[r] + counts[r]]
+    return ints
+
+
+def _matrix(
+    view: memoryview, headers: list[Header], starts: list[int], length: int
+) -> npt.NDArray[np.int64]:
+    """`_integers` of a batch without nulls: a (columns, rows) matrix, in about 25 numpy calls
+    (each costs 5-20 µs inside a running ingestd, whatever its length): the bit offsets as
+    uint64 from the start (no cast), one word per value when no width passes 57 bits (a value
+    then lies within the 8 bytes from its first: the usual, float64 columns aside), the zigzag
+    in uint64, the bases added in the same pass for every column."""
+    start = starts[0]
+    data = bytes(view[start:]) + bytes(16)
+    # every byte's 8-byte little-endian word (unaligned: numpy reads it byte by byte)
+    words = np.ndarray((len(data) - 7,), "<u8", data, strides=(1,))
+    widths = [h.width for h in headers]
+    layout = np.array([[(at - start) * 8 for at in starts], widths], _U64)[:, :, np.newaxis]
+    bit = layout[1] * _STEPS[:length]
+    bit += layout[0]
+    at = bit >> _U64(3)
+    bit &= _U64(7)  # now each value's shift within its first byte
+    stored = words[at]
+    stored >>= bit
+    if max(widths) > 57:
+        stored |= (words[at + _U64(8)] << (_U64(63) - bit)) << _U64(1)
+    stored &= _WIDTH_MASKS[widths][:, np.newaxis]
+    ints: npt.NDArray[np.int64] = stored.view(np.int64)
+    delta = [c for c, h in enumerate(headers) if h.mode == MODE_DELTA]
+    if delta:
+        zigzag = stored[delta]
+        zigzag = (zigzag >> _U64(1)) ^ (_U64(0) - (zigzag & _U64(1)))
+        ints[delta] = np.cumsum(zigzag.view(np.int64), axis=1)
+    ints += np.array([h.base for h in headers], np.int64)[:, np.newaxis]
+    _add_references(ints, headers)
     return ints
 
 
@@ -185,7 +238,7 @@ def _columns(
     counts: list[int],
     nulls_of: list[int],
     bitmaps: dict[int, memoryview],
-) -> dict[str, tuple[Values, Mask | None]]:
+) -> Small:
     """The values one row per column (0 where null), the decimal columns scaled as a matrix."""
     masks: dict[int, Mask] = {}
     if not bitmaps and not any(nulls_of):  # no nulls: the values are the matrix already
@@ -205,22 +258,33 @@ def _columns(
     return _named(matrix, headers, masks)
 
 
-def _named(
-    matrix: npt.NDArray[np.int64], headers: list[Header], masks: dict[int, Mask]
-) -> dict[str, tuple[Values, Mask | None]]:
-    """Each column's row of `matrix` by name, as its kind reads it."""
+def _named(matrix: npt.NDArray[np.int64], headers: list[Header], masks: dict[int, Mask]) -> Small:
+    """Each column's row of `matrix` by name, as its kind reads it, and the batch's extremes."""
     decimal = [c for c, h in enumerate(headers) if h.kind == KIND_DECIMAL]
     scales = [headers[c].scale for c in decimal]
     scaled = np.divide(matrix[decimal], _POW10[scales][:, np.newaxis], dtype=np.float64)
     floats = dict(zip(decimal, scaled, strict=True))
     out: dict[str, tuple[Values, Mask | None]] = {}
+    keys: dict[str, int] = {}
+    within = True  # the decimal columns' and each float64 column's largest |value| (NaN: not)
     for c, header in enumerate(headers):
         values: Values
         if header.kind == KIND_DECIMAL:
             values = floats[c]
         elif header.kind == KIND_FLOAT:
             values = matrix[c].view(np.float64)
+            within = within and bool(np.abs(values).max(initial=0.0) <= MAX_VALUE)
         else:
             values = matrix[c]
+            keys[header.name] = c
         out[header.name] = (values, masks.get(c))
-    return out
+    if (
+        not matrix.shape[1]
+        or len(keys) != len(KEY_COLUMNS)
+        or not keys.keys().isdisjoint(headers[c].name for c in masks)
+    ):
+        return Small(out, None)
+    key_rows = matrix[[keys[name] for name in KEY_COLUMNS]]
+    within = within and bool(np.abs(scaled).max(initial=0.0) <= MAX_VALUE)
+    extremes = Extremes(key_rows.min(axis=1).tolist(), key_rows.max(axis=1).tolist(), within)
+    return Small(out, extremes)
