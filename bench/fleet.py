@@ -361,6 +361,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--step-duration", type=float, default=120.0, help="seconds measured per step"
     )
     capacity_group.add_argument(
+        "--step-encoding",
+        choices=("json", "columnar"),
+        default="json",
+        help="the steps' measurement batches: gzip JSON (as issue 26's outside run) or columnar "
+        "(today's pusher once ingestd offers it)",
+    )
+    capacity_group.add_argument(
         "--encoding-duration", type=float, default=120.0, help="seconds per encoding"
     )
     capacity_group.add_argument(

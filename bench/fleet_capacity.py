@@ -247,15 +247,19 @@ async def _search(run: Run, tokens: Sequence[str], started: float) -> list[dict[
     steps: list[dict[str, Any]] = []
     size = min(args.search_start, args.gateways)
     step_s = args.warmup + args.step_duration
+    columnar = args.step_encoding == "columnar"
+    if columnar:
+        run.pool.prepare_columnar(range(args.meters_min, args.meters_max + 1))
     while True:
         print(f"  step: {size} gateways", file=sys.stderr)
         fleet, windows, meters = await run.drive(
-            tokens[:size], [("warmup", args.warmup, False), ("steady", args.step_duration, None)]
+            tokens[:size], [("warmup", args.warmup, columnar), ("steady", args.step_duration, None)]
         )
         step = run.measured(fleet, "steady", *windows["steady"])
         warm = [r for r in fleet.records if r.phase == "warmup"]
         step.update(
             gateways=size,
+            encoding=args.step_encoding,
             meters=meters,
             warmup=latency(warm),
             **refusals(fleet.records, windows["warmup"][0]),
@@ -373,17 +377,18 @@ def capacity_figures(result: dict[str, Any]) -> list[Figure]:
 
 
 def _step_cpu_figure(path: str, step: dict[str, Any]) -> list[Figure]:
-    """CPU per batch at the last step's own rate (gzip JSON), over its clean minutes: the
-    fleet's real cadence, where the encodings' windows run a smaller fleet."""
+    """CPU per batch at the last step's own rate (its encoding, `--step-encoding`), over its
+    clean minutes: the fleet's real cadence, where the encodings' windows run a smaller fleet."""
     cpu = step.get("clean_cpu_ms_per_batch")
     if cpu is None:
         return []
+    encoding = step.get("encoding", "json")
     return [
         Figure.checked(
-            f"fleet ({path}, {step['gateways']:,} gw step): ingestd CPU per batch, json",
+            f"fleet ({path}, {step['gateways']:,} gw step): ingestd CPU per batch, {encoding}",
             cpu,
             f"{cpu:.2f} ms",
-            TARGET_CPU["json"],
+            TARGET_CPU[encoding],
             f"over the step's clean minutes {step['clean_minutes']} (0: the warm-up; a minute is "
             f"clean when {CLEAN_SHARE:.0%} of its answers are measurement batches answered 200): "
             f"all of ingestd's CPU over them / their {step['clean_answers']:,} answers",
