@@ -39,7 +39,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fleetcore import BatchType, ParsedColumns, ValidationWindow, generate_token, hash_token
 from fleetcore.answers import IngestAnswer
 from fleetservice import configure_logging
@@ -47,7 +46,7 @@ from ingestd.body import BodyFormat
 from ingestd.decoding import DecodeLimits, WireBody, _decode_small
 from ingestd.handlers.http import json_answer
 from ingestd.metrics import IngestMetrics
-from ingestd.storage.binary_arrays import binary_array
+from ingestd.storage.binary_arrays import bigint_array
 from ingestd.storage.bootstrap import StorageMode, StoragePlan
 from ingestd.storage.state import StorageState
 from ingestd.storage.writes import INSERT_SMALL_BATCH, AuditRecord, _array_params, _event_params
@@ -94,8 +93,8 @@ def _parts(meters: int) -> dict[str, Callable[[], Any]]:
         params = _event_params(audit, True)
         params.update(_array_params(parsed.valid))
         params["rows"] = parsed.valid.rows
-        params["dirty_devices"] = binary_array(np.asarray(devices, np.int64), ">i8", None)
-        params["dirty_hours"] = binary_array(np.asarray(hours, np.int64), ">i8", None)
+        params["dirty_devices"] = bigint_array(devices)
+        params["dirty_hours"] = bigint_array(hours)
         return params
 
     params = parameters()

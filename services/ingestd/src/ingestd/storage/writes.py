@@ -46,7 +46,7 @@ from fleetcore.resolution import RESOLUTIONS
 from psycopg import AsyncConnection, sql
 from psycopg.pq import TransactionStatus
 
-from ingestd.storage.binary_arrays import BinaryArray, binary_array
+from ingestd.storage.binary_arrays import BinaryArray, bigint_array, bigint_arrays, binary_array
 from ingestd.storage.copybuffer import COPY_COLUMNS, copy_stream
 from ingestd.storage.layout import STORED_TABLE, field_bounds, scaled_column, split_matrix
 
@@ -382,7 +382,8 @@ def _array_params(batch: MeasurementColumns) -> dict[str, Any]:
     per-field numpy calls are most of a small batch's cost (`storage.copybuffer` does the same
     split per field for COPY)."""
     columns = batch.columns
-    params: dict[str, Any] = {key: binary_array(columns[key].values, ">i8", None) for key in _KEYS}
+    keys = bigint_arrays([columns[key].values for key in _KEYS])
+    params: dict[str, Any] = dict(zip(_KEYS, keys, strict=True))
     present = [columns.get(name) for name in _FIELDS]
     nulls: npt.NDArray[np.bool_] | None = None
     if all(c is not None and c.nulls is None for c in present):  # the usual batch
@@ -408,8 +409,12 @@ def _array_params(batch: MeasurementColumns) -> dict[str, Any]:
 def _nullable(
     values: npt.NDArray[np.generic], dtype: str, nulls: npt.NDArray[np.bool_]
 ) -> BinaryArray | None:
-    """A matrix as a binary array, or None (a null array) when every cell is null."""
-    return None if nulls.all() else binary_array(values, dtype, nulls)
+    """A matrix as a binary array, or None (a null array) when every cell is null (the nulls
+    counted once: none, the usual integer steps, need no mask)."""
+    count = int(np.count_nonzero(nulls))
+    if count == nulls.size:
+        return None
+    return binary_array(values, dtype, nulls if count else None)
 
 
 async def store_small_batch(
@@ -427,8 +432,8 @@ async def store_small_batch(
     params.update(_array_params(columns))
     params["rows"] = columns.rows
     devices, hours = dirty
-    params["dirty_devices"] = binary_array(np.asarray(devices, dtype=np.int64), ">i8", None)
-    params["dirty_hours"] = binary_array(np.asarray(hours, dtype=np.int64), ">i8", None)
+    params["dirty_devices"] = bigint_array(devices)
+    params["dirty_hours"] = bigint_array(hours)
     switch = not conn.autocommit and conn.info.transaction_status is TransactionStatus.IDLE
     if switch:
         await conn.set_autocommit(True)
