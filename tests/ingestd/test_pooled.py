@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from ingestd.pooled import pooled_transaction, transaction
+from ingestd.pooled import PooledConnection, pooled_transaction, transaction
 from psycopg import AsyncConnection
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
@@ -97,3 +97,15 @@ async def test_pooled_transaction_returns_the_connection_in_autocommit(central_d
             await conn.execute(INSERT, (2,))
             assert conn.info.transaction_status is TransactionStatus.IDLE  # committed already
         assert await _count(central_db) == 2
+
+
+async def test_a_pooled_connection_keeps_one_cursor(central_db: str) -> None:
+    async with await PooledConnection.connect(central_db, autocommit=True) as conn:
+        cur = conn.kept_cursor()
+        assert conn.kept_cursor() is cur
+        for n in (1, 2):  # one statement after another, each result read before the next
+            await cur.execute("SELECT %s::integer + 1", (n,))
+            assert await cur.fetchone() == (n + 1,)
+        await cur.close()
+        again = conn.kept_cursor()
+        assert again is not cur and not again.closed

@@ -288,6 +288,13 @@ class IngestMetrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
+    @staticmethod
+    def _count(child: Any, n: int) -> None:
+        """`child.inc(n)`, skipped for 0 (a batch's duplicates and rejections, nearly always):
+        the series exists already (`_child`), and a locked add of nothing changes nothing."""
+        if n:
+            child.inc(n)
+
     def observe_request(self, batch_type: str, status: int, seconds: float) -> None:
         self._child(self.requests, batch_type, str(status)).inc()
         self._child(self.latency, batch_type).observe(seconds)
@@ -304,11 +311,11 @@ class IngestMetrics:
         repair: bool = False,
     ) -> None:
         if repair:
-            self._child(self.repair_rows, "accepted").inc(accepted)
-            self._child(self.repair_rows, "duplicate").inc(duplicates)
-            self._child(self.repair_rows, "rejected").inc(rejected)
-        self._child(self.rows, batch_type, "accepted").inc(accepted)
-        self._child(self.rows, batch_type, "duplicate").inc(duplicates)
-        self._child(self.rows, batch_type, "rejected").inc(rejected)
+            self._count(self._child(self.repair_rows, "accepted"), accepted)
+            self._count(self._child(self.repair_rows, "duplicate"), duplicates)
+            self._count(self._child(self.repair_rows, "rejected"), rejected)
+        self._count(self._child(self.rows, batch_type, "accepted"), accepted)
+        self._count(self._child(self.rows, batch_type, "duplicate"), duplicates)
+        self._count(self._child(self.rows, batch_type, "rejected"), rejected)
         self._child(self.payload, "wire").observe(wire)
         self._child(self.payload, "body").observe(body)

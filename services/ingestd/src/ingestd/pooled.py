@@ -19,11 +19,29 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
-__all__ = ["connection", "pooled_transaction", "transaction"]
+__all__ = ["PooledConnection", "connection", "pooled_transaction", "transaction"]
+
+
+class PooledConnection(AsyncConnection[Any]):
+    """The pool's connections: a psycopg connection that keeps one cursor for the statements run
+    on it over and over (a small batch's). psycopg's `execute` makes a new cursor each time, and
+    with it a new adaptation context whose look-ups (a dumper per parameter type, a loader per
+    result column) are made again: ~12 µs of CPU per statement in one process, more inside a
+    running ingestd."""
+
+    _kept: AsyncCursor[Any] | None = None
+
+    def kept_cursor(self) -> AsyncCursor[Any]:
+        """The connection's kept cursor (made on first use, again once closed). One statement
+        at a time: its result is the last statement's, read before the next runs."""
+        cur = self._kept
+        if cur is None or cur.closed:
+            cur = self._kept = self.cursor()
+        return cur
 
 
 @asynccontextmanager

@@ -46,6 +46,7 @@ from fleetcore.resolution import RESOLUTIONS
 from psycopg import AsyncConnection, sql
 from psycopg.pq import TransactionStatus
 
+from ingestd.pooled import PooledConnection
 from ingestd.storage.binary_arrays import BinaryArray, bigint_array, bigint_arrays, binary_array
 from ingestd.storage.copybuffer import COPY_COLUMNS, copy_stream
 from ingestd.storage.layout import STORED_TABLE, field_bounds, scaled_column, split_matrix
@@ -437,8 +438,9 @@ async def store_small_batch(
     switch = not conn.autocommit and conn.info.transaction_status is TransactionStatus.IDLE
     if switch:
         await conn.set_autocommit(True)
+    cur = conn.kept_cursor() if isinstance(conn, PooledConnection) else conn.cursor()
     try:
-        cur = await conn.execute(INSERT_SMALL_BATCH, params)
+        await cur.execute(INSERT_SMALL_BATCH, params)
     finally:
         if switch:
             await conn.set_autocommit(False)
