@@ -6,7 +6,8 @@ import random
 from collections import Counter
 from itertools import pairwise
 
-from ingestd.admission import MAX_LINE, RETURN_SHARE, Admission
+import pytest
+from ingestd.admission import MAX_LINE, RETURN_SHARE, Admission, ReturnSchedule
 from ingestd.errors import ServiceUnavailable
 
 
@@ -18,9 +19,18 @@ class Clock:
         return self.now
 
 
-def _admission(clock: Clock, slots: int = 4, max_s: int = 900) -> Admission:
+def _admission(
+    clock: Clock, slots: int = 4, max_s: int = 900, share: float = RETURN_SHARE
+) -> Admission:
     return Admission(
-        slots, 16, 1.0, 2, rng=random.Random(5), busy_retry_after_max_s=max_s, clock=clock
+        slots,
+        16,
+        1.0,
+        2,
+        rng=random.Random(5),
+        busy_retry_after_max_s=max_s,
+        clock=clock,
+        return_share=share,
     )
 
 
@@ -41,23 +51,48 @@ async def _completions(admission: Admission, clock: Clock, every_s: float, n: in
         await admission.acquire()
 
 
-async def test_a_herd_is_booked_at_a_quarter_of_the_measured_capacity() -> None:
+@pytest.mark.parametrize("share", [RETURN_SHARE, 0.1, 0.5])
+async def test_a_herd_is_booked_at_the_share_of_the_measured_capacity(share: float) -> None:
     """After batches finished 10 ms apart with every slot taken (100/s), 1,000 batches refused
-    at one instant are told to come back over ~40 s, ~25 a second (a booking is rounded to the
-    whole second before or after it: never more than two seconds' worth in one), none before
-    the base."""
+    at one instant are told to come back at `share` of that (at a quarter over ~40 s, ~25 a
+    second; a booking is rounded to the whole second before or after it: never more than
+    two seconds' worth in one), none before the base."""
     clock = Clock()
-    admission = _admission(clock)
+    admission = _admission(clock, share=share)
     await _saturated_completions(admission, clock, 0.010, 200)
     assert 90 < admission.returns.capacity_per_s < 110
     waits = [int(admission.busy("line_full").headers()["Retry-After"]) for _ in range(1000)]
     assert min(waits) == 2
-    assert 1000 / (RETURN_SHARE * 110) < max(waits) - 2 < 1000 / (RETURN_SHARE * 90) + 2
+    assert 1000 / (share * 110) < max(waits) - 2 < 1000 / (share * 90) + 2
     per_second = Counter(waits)
-    assert max(per_second.values()) <= 2 * RETURN_SHARE * 110
+    assert max(per_second.values()) <= 2 * share * 110
     inner = [per_second[s] for s in range(min(waits) + 1, max(waits))]
-    assert RETURN_SHARE * 90 < sum(inner) / len(inner) < RETURN_SHARE * 110
+    assert share * 90 < sum(inner) / len(inner) < share * 110
     assert all(b >= a - 1 for a, b in pairwise(waits))  # booked in turn
+
+
+@pytest.mark.parametrize("share", [0.0, -0.1, 1.01])
+def test_a_share_outside_zero_to_one_is_refused(share: float) -> None:
+    with pytest.raises(ValueError, match="return share must be in"):
+        ReturnSchedule(4, 900, random.Random(1), share=share)
+
+
+async def test_room_found_as_capacity_is_measured_is_booked_first() -> None:
+    """A herd refused before the capacity is known is booked at the first guess (one slot's
+    worth a second: 4/s here, 1 return a second at a quarter); once 100/s is measured, later
+    refusals fill the room the early seconds have at 25/s instead of queueing behind those
+    bookings."""
+    clock = Clock()
+    admission = _admission(clock, share=0.25)
+    early = [int(admission.busy("line_full").headers()["Retry-After"]) for _ in range(100)]
+    assert early == list(range(2, 102))  # one a second at the first guess
+    await _saturated_completions(admission, clock, 0.010, 200)  # 2 s later, 100/s measured
+    later = [int(admission.busy("line_full").headers()["Retry-After"]) for _ in range(230)]
+    assert min(later) == 2 and max(later) <= 2 + 230 / (0.25 * 90 - 1) + 1
+    returns = Counter(w + 2 for w in later)  # seconds from the first refusal
+    for second, n in Counter(w for w in early).items():
+        returns[second] += n
+    assert max(returns.values()) <= 0.25 * 110 + 1  # no second over its share
 
 
 async def test_bookings_start_afresh_once_their_times_have_passed() -> None:

@@ -36,19 +36,25 @@ def test_malformed_setting_is_named() -> None:
         ("INGESTD_REFRESH_MAX_RANGES", "refresh_max_ranges", None, "20"),
         ("INGESTD_REFRESH_MAX_RANGES", "refresh_max_ranges", "200", "200"),
         ("INGESTD_REFRESH_MAX_RANGES", "refresh_max_ranges", "0", "must be 1..10000, got 0"),
+        ("INGESTD_BUSY_RETURN_SHARE", "busy_return_share", None, "0.1"),
+        ("INGESTD_BUSY_RETURN_SHARE", "busy_return_share", "0.25", "0.25"),
+        ("INGESTD_BUSY_RETURN_SHARE", "busy_return_share", "0.1", "0.1"),
+        ("INGESTD_BUSY_RETURN_SHARE", "busy_return_share", "0", "must be in \\(0, 1\\], got 0"),
+        ("INGESTD_BUSY_RETURN_SHARE", "busy_return_share", "2", "must be in \\(0, 1\\], got 2"),
     ],
 )
 def test_housekeeping_sizes_are_read_from_the_environment(
     name: str, field: str, value: str | None, expected: str
 ) -> None:
     """INGESTD_ROLLUP_BATCH (device-hours per round, 5000 unset) and INGESTD_REFRESH_MAX_RANGES
-    (TimescaleDB refresh calls per round, 20 unset) size the housekeeping; a value out of bounds
-    or not a number is refused with a message naming the variable."""
+    (TimescaleDB refresh calls per round, 20 unset) size the housekeeping, INGESTD_BUSY_RETURN_SHARE
+    the returns' booking; a value out of bounds or not a number is refused with a message naming
+    the variable."""
     env = {"INGESTD_DATABASE_URL": "postgresql://x@localhost/db"}
     if value is not None:
         env[name] = value
-    if expected.isdigit():
-        assert getattr(Settings.from_env(env), field) == int(expected)
+    if expected.replace(".", "", 1).isdigit():
+        assert getattr(Settings.from_env(env), field) == float(expected)
     else:
         with pytest.raises(ConfigError, match=f"{name} {expected}"):
             Settings.from_env(env)

@@ -12,13 +12,16 @@ goodput stays near capacity). A line of a fixed 32 (4 x 8 slots) was a fifth of 
 batches that would have been served within the wait, and booked them minutes ahead (issue 26).
 
 A batch refused for capacity (`busy`) is given a time to come back (`ReturnSchedule`): the
-refusals are booked one after another at a quarter (RETURN_SHARE) of the rate this process
-completes batches while every slot is taken, each Retry-After the wait until its booked time (at
-least INGESTD_BUSY_RETRY_AFTER_S, at most INGESTD_BUSY_RETRY_AFTER_MAX_S). A herd refused at once
-(every gateway's first tick, full sets included, after a deployment) thus comes back as a stream
-the process can take beside its regular traffic, instead of all within a few seconds to be
-refused again and again: the last session's 10,000-gateway warm-up, spread over
+refusals are booked into the seconds ahead at a share (INGESTD_BUSY_RETURN_SHARE) of the rate
+this process completes batches while every slot is taken, each Retry-After the wait until its
+booked second (at least INGESTD_BUSY_RETRY_AFTER_S, at most INGESTD_BUSY_RETRY_AFTER_MAX_S). A
+herd refused at once (every gateway's first tick, full sets included, after a deployment) thus
+comes back as a stream the process can take beside its regular traffic, instead of all within a
+few seconds to be refused again and again: an earlier 10,000-gateway warm-up, spread over
 `base * (1 + waiting/slots)` s (2-12 s), was refused 72 k times in ten minutes and never drained.
+The share is what the herd's drain costs the regular traffic: at a quarter, a 10,000-gateway
+warm-up's returns (~2,300 a minute beside 10,000 batches) held the p99 at 275-429 ms for nine
+minutes, against 35 ms without them (issue 26).
 Other 503s and 429s (the database unreachable, the memory or decode budget, one customer's
 requests) keep the random `spread` over `base * (1 + load)` s. The pushers add their own jitter
 on top (PUSHER_RETRY_AFTER_JITTER_S).
@@ -46,10 +49,11 @@ REFUSAL_REASONS = ("line_full", "wait_timeout")
 """Why a batch was refused for capacity: the waiting line was full when it arrived, or it waited
 INGESTD_INFLIGHT_WAIT_S for a slot in vain."""
 
-RETURN_SHARE = 0.25
-"""Of the process's capacity, the share booked for refused batches coming back: the rest is for
-the regular traffic (a fleet carried at up to ~3/4 of capacity drains a herd without refusing
-its returns again)."""
+RETURN_SHARE = 0.1
+"""Of the process's capacity, the share booked for refused batches coming back by default
+(INGESTD_BUSY_RETURN_SHARE): the rest is for the regular traffic (a fleet carried at up to ~9/10
+of capacity drains a herd without refusing its returns again). A herd of H refusals takes
+H / (share x capacity) s to come back."""
 MAX_LINE = 1024
 """The longest waiting line whatever the measured capacity (the memory budget bounds the bodies'
 bytes on its own)."""
@@ -57,14 +61,23 @@ _SMOOTHING = 0.05  # weight of one new interval between completions in the movin
 
 
 class ReturnSchedule:
-    """Booked return times of refused batches, at RETURN_SHARE of the measured capacity.
+    """Booked return times of refused batches, at `share` of the measured capacity.
 
     Capacity is measured where it shows: while every slot is taken, the interval between two
     batches finishing (a moving average); until then one slot's worth per second is assumed.
-    A refusal at `now` is booked at the later of `now + base_s` and the last booking plus one
-    interval at the booking rate; past `max_s` the books are full and it is spread at random
-    over [base_s, max_s] instead. Integer Retry-Afters are rounded up or down at random in
-    proportion, so those booked within one second do not all come back at its start."""
+    The books are a calendar of whole seconds, each holding its share of the booking rate (`share`
+    x capacity a second, the fractions carried from second to second): a refusal at `now` is
+    booked into the first second from `now + base_s` with room left, and its Retry-After is the
+    whole seconds until then (returns booked into one second come back at the fractions of the
+    seconds they were refused at). A second's room is counted at the capacity measured when a
+    refusal is booked, so when the measure grows — the first guess is low, and a herd refused at
+    a process's start is booked while it is measured — later refusals fill the room the early
+    seconds were left with, instead of queueing behind bookings made at the first guess (a
+    3,000-gateway warm-up at a share of 0.1 was booked up to 800 s ahead, returns trickling at
+    65 a minute while capacity for 1,400 was free). Past `max_s` the books are full and a
+    refusal is spread at random over [base_s, max_s] instead."""
+
+    _RESCAN = 1.1  # the booking rate grown by this factor since the earliest room was found: look again
 
     def __init__(
         self,
@@ -72,21 +85,47 @@ class ReturnSchedule:
         max_s: int,
         rng: random.Random,
         clock: Callable[[], float] = time.monotonic,
+        share: float = RETURN_SHARE,
     ) -> None:
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"the return share must be in (0, 1], got {share}")
         self.max_s = max_s
+        self.share = share
         self._rng = rng
         self._clock = clock
         self._interval = 1.0 / slots  # seconds between completions at capacity: a first guess
         self._last_done: float | None = None
-        self._next = 0.0
+        self._booked: dict[int, int] = {}  # second (of the clock) -> returns booked into it
+        self._earliest = 0  # no second before this one has room (at `_earliest_rate`)
+        self._earliest_rate = 0.0
 
     @property
     def capacity_per_s(self) -> float:
         return 1.0 / self._interval
 
+    def _room(self, second: int, rate: float) -> int:
+        """Returns second `second` holds at `rate` a second: the whole bookings between
+        `second * rate` and `(second + 1) * rate`, so that fractions add up over the seconds."""
+        return math.floor((second + 1) * rate) - math.floor(second * rate)
+
+    def _first_free(self, now: float, base_s: int) -> int:
+        """The first second from `now + base_s` with room at the current rate."""
+        rate = self.share * self.capacity_per_s
+        if rate > self._earliest_rate * self._RESCAN:
+            self._earliest, self._earliest_rate = 0, rate  # more room everywhere: look again
+        elif rate < self._earliest_rate:
+            self._earliest_rate = rate
+        second = max(self._earliest, math.floor(now) + base_s)
+        limit = math.floor(now) + self.max_s + 1
+        while second < limit and self._booked.get(second, 0) >= self._room(second, rate):
+            second += 1
+        self._earliest = second
+        return second
+
     def booked_ahead_s(self) -> float:
         """How far ahead of now the next free return time is (0: nothing booked ahead)."""
-        return max(0.0, self._next - self._clock())
+        now = self._clock()
+        return float(max(0, self._first_free(now, 0) - math.floor(now)))
 
     def completed(self, saturated: bool) -> None:
         """One batch gave its slot back; `saturated`: every slot was taken until then."""
@@ -98,11 +137,15 @@ class ReturnSchedule:
     def book(self, base_s: int) -> int:
         """Seconds until a batch refused now should come back (its Retry-After)."""
         now = self._clock()
-        at = max(self._next, now + base_s)
-        if at - now > self.max_s:
+        second = self._first_free(now, base_s)
+        wait = second - math.floor(now)
+        if wait > self.max_s:
             return self._rng.randint(base_s, max(base_s, self.max_s))
-        self._next = at + self._interval / RETURN_SHARE
-        return max(base_s, math.floor(at - now + self._rng.random()))
+        self._booked[second] = self._booked.get(second, 0) + 1
+        if len(self._booked) > 2 * (self.max_s + 1):  # forget the seconds gone by
+            past = math.floor(now)
+            self._booked = {k: v for k, v in self._booked.items() if k >= past}
+        return wait
 
 
 class Admission:
@@ -116,6 +159,7 @@ class Admission:
         per_customer: int | None = None,
         busy_retry_after_max_s: int = 900,
         clock: Callable[[], float] = time.monotonic,
+        return_share: float = RETURN_SHARE,
     ) -> None:
         self.max_inflight = inflight
         self.max_waiting = waiting
@@ -127,7 +171,9 @@ class Admission:
         self.shed = 0
         self.per_customer = per_customer or inflight
         self._customers: dict[int, int] = {}
-        self.returns = ReturnSchedule(inflight, busy_retry_after_max_s, self._rng, clock)
+        self.returns = ReturnSchedule(
+            inflight, busy_retry_after_max_s, self._rng, clock, share=return_share
+        )
         self.refused = dict.fromkeys(REFUSAL_REASONS, 0)
 
         self.in_use = 0  # slots taken now

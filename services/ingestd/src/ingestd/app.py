@@ -389,6 +389,7 @@ def create_app(settings: Settings) -> web.Application:
         settings.busy_retry_after_s,
         per_customer=settings.max_inflight_per_customer,
         busy_retry_after_max_s=settings.busy_retry_after_max_s,
+        return_share=settings.busy_return_share,
     )
     app[METRICS].watch_admission(app[ADMISSION])
     app[MEMORY] = MemoryBudget(settings.memory_budget_bytes)

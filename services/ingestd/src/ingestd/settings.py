@@ -10,6 +10,7 @@ from fleetservice import EnvReader
 from fleetservice.envconfig import Variable, record_variables
 from fleetservice.logs import LOG_FORMATS, LOG_LEVELS
 
+from ingestd.admission import RETURN_SHARE
 from ingestd.client_address import TrustedProxies, parse_trusted_proxies
 from ingestd.fleetstate import HealthPolicy, version_key
 from ingestd.memory import worst_case_bytes
@@ -38,6 +39,15 @@ def _trusted_proxies(env_: EnvReader) -> TrustedProxies:
             "INGESTD_TRUSTED_PROXIES to your proxies' networks (CIDRs, comma-separated) instead"
         )
     return trusted
+
+
+def _return_share(env_: EnvReader) -> float:
+    """INGESTD_BUSY_RETURN_SHARE: of the measured capacity, the share a refused herd's returns are
+    booked at (ingestd.admission.ReturnSchedule), in (0, 1]."""
+    share = env_.number("INGESTD_BUSY_RETURN_SHARE", RETURN_SHARE, minimum=0.0)
+    if not 0.0 < share <= 1.0:
+        raise ConfigError(f"INGESTD_BUSY_RETURN_SHARE must be in (0, 1], got {share:g}")
+    return share
 
 
 def _health_policy(env_: EnvReader) -> HealthPolicy:
@@ -100,6 +110,7 @@ class Settings:
     inflight_wait_s: float = 1.0
     busy_retry_after_s: int = 2
     busy_retry_after_max_s: int = 900
+    busy_return_share: float = RETURN_SHARE
     auth_failures_per_min: float = 30.0
     auth_failure_burst: int = 20
     trusted_proxies: TrustedProxies = ()
@@ -214,6 +225,7 @@ class Settings:
                 max(900, busy_retry_after),
                 minimum=busy_retry_after,
             ),
+            busy_return_share=_return_share(env_),
             auth_failures_per_min=env_.number("INGESTD_AUTH_FAILURES_PER_MIN", 30.0, minimum=0.01),
             auth_failure_burst=env_.integer("INGESTD_AUTH_FAILURE_BURST", 20, minimum=1),
             trusted_proxies=_trusted_proxies(env_),
