@@ -171,7 +171,9 @@ def _figures(rounds: list[dict[str, Any]]) -> list[Figure]:
                 f"CPU per {kind} request, ingestd + PostgreSQL",
                 f"{own:.2f} + {pg:.2f} ms",
                 "per round: "
-                + ", ".join(f"{r[kind]['ingestd_ms']:.2f}+{r[kind]['postgres_ms']:.2f}" for r in rounds),
+                + ", ".join(
+                    f"{r[kind]['ingestd_ms']:.2f}+{r[kind]['postgres_ms']:.2f}" for r in rounds
+                ),
             )
         )
     return figures

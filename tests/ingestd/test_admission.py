@@ -95,6 +95,17 @@ async def test_room_found_as_capacity_is_measured_is_booked_first() -> None:
     assert max(returns.values()) <= 0.25 * 110 + 1  # no second over its share
 
 
+def test_the_first_refusal_comes_back_at_the_base_whatever_the_rate() -> None:
+    """Below one return a second (one slot, its first guess of 1/s, a tenth of it), the books'
+    first second still has room: the first refusal is told the base, the next ones ~10 s apart."""
+    clock = Clock()
+    schedule = ReturnSchedule(1, 900, random.Random(1), clock=clock, share=0.1)
+    assert schedule.booked_ahead_s() == 0.0
+    waits = [schedule.book(3) for _ in range(4)]
+    assert waits == [3, 13, 23, 33]
+    assert schedule.booked_ahead_s() == 43.0
+
+
 async def test_bookings_start_afresh_once_their_times_have_passed() -> None:
     """Refusals after the booked returns are over start again at the base Retry-After."""
     clock = Clock()

@@ -344,8 +344,8 @@ async def test_a_herd_refused_for_capacity_is_told_to_come_back_one_after_anothe
     aiohttp_client: Any, ingestd_settings: Settings, customer_token: str, central_db: str
 ) -> None:
     """Batches refused on arrival while the process is full get Retry-Afters booked in turn
-    (the base first, then one further slot each, at a quarter of the capacity: here one slot
-    and nothing finishing, so 4 s apart), not all the same few seconds; /metrics shows the slot
+    (the base first, then one further slot each, at INGESTD_BUSY_RETURN_SHARE of the capacity:
+    here a quarter, one slot and nothing finishing, so 4 s apart), not all the same few seconds; /metrics shows the slot
     taken, the refusals by reason and how far ahead returns are booked; once the slot frees,
     batches are served again."""
     from dataclasses import replace
@@ -353,7 +353,12 @@ async def test_a_herd_refused_for_capacity_is_told_to_come_back_one_after_anothe
     from aiohttp.test_utils import TestServer
 
     settings = replace(
-        ingestd_settings, max_inflight=1, max_waiting=0, inflight_wait_s=0.05, busy_retry_after_s=2
+        ingestd_settings,
+        max_inflight=1,
+        max_waiting=0,
+        inflight_wait_s=0.05,
+        busy_retry_after_s=2,
+        busy_return_share=0.25,
     )
     server = TestServer(create_app(settings))
     await server.start_server(**SERVER_OPTIONS)
@@ -386,7 +391,7 @@ async def test_a_herd_refused_for_capacity_is_told_to_come_back_one_after_anothe
     assert waits[-1] - 5 <= figures["fleet_ingest_admission_booked_ahead_seconds"] <= waits[-1] + 5
     assert (await holder).status == 200
     assert waits[0] == 2
-    assert all(3 <= b - a <= 5 for a, b in pairwise(waits)), waits
+    assert all(b - a == 4 for a, b in pairwise(waits)), waits
     resp = await client.post(INGEST_PATH, data=encode(measurements(1), gzip=False), headers=headers)
     assert resp.status == 200
 

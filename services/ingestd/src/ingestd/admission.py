@@ -77,7 +77,8 @@ class ReturnSchedule:
     65 a minute while capacity for 1,400 was free). Past `max_s` the books are full and a
     refusal is spread at random over [base_s, max_s] instead."""
 
-    _RESCAN = 1.1  # the booking rate grown by this factor since the earliest room was found: look again
+    # The booking rate grown by this factor since the earliest room was found: look again.
+    _RESCAN = 1.1
 
     def __init__(
         self,
@@ -98,6 +99,8 @@ class ReturnSchedule:
         self._booked: dict[int, int] = {}  # second (of the clock) -> returns booked into it
         self._earliest = 0  # no second before this one has room (at `_earliest_rate`)
         self._earliest_rate = 0.0
+        self._origin = 0  # the second the books (re)started at, when nothing was booked ahead
+        self._last = -1  # the last second booked into
 
     @property
     def capacity_per_s(self) -> float:
@@ -105,8 +108,10 @@ class ReturnSchedule:
 
     def _room(self, second: int, rate: float) -> int:
         """Returns second `second` holds at `rate` a second: the whole bookings between
-        `second * rate` and `(second + 1) * rate`, so that fractions add up over the seconds."""
-        return math.floor((second + 1) * rate) - math.floor(second * rate)
+        `(second - origin) * rate` and the next second's, rounded up, so that fractions add up
+        over the seconds and the books' first second has room whatever the rate."""
+        offset = second - self._origin
+        return math.ceil((offset + 1) * rate) - math.ceil(offset * rate)
 
     def _first_free(self, now: float, base_s: int) -> int:
         """The first second from `now + base_s` with room at the current rate."""
@@ -125,6 +130,8 @@ class ReturnSchedule:
     def booked_ahead_s(self) -> float:
         """How far ahead of now the next free return time is (0: nothing booked ahead)."""
         now = self._clock()
+        if self._last < math.floor(now):
+            return 0.0
         return float(max(0, self._first_free(now, 0) - math.floor(now)))
 
     def completed(self, saturated: bool) -> None:
@@ -137,11 +144,14 @@ class ReturnSchedule:
     def book(self, base_s: int) -> int:
         """Seconds until a batch refused now should come back (its Retry-After)."""
         now = self._clock()
+        if self._last < math.floor(now):  # nothing booked ahead: the books start afresh
+            self._origin, self._earliest = math.floor(now) + base_s, 0
         second = self._first_free(now, base_s)
         wait = second - math.floor(now)
         if wait > self.max_s:
             return self._rng.randint(base_s, max(base_s, self.max_s))
         self._booked[second] = self._booked.get(second, 0) + 1
+        self._last = max(self._last, second)
         if len(self._booked) > 2 * (self.max_s + 1):  # forget the seconds gone by
             past = math.floor(now)
             self._booked = {k: v for k, v in self._booked.items() if k >= past}
