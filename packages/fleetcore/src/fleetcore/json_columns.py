@@ -44,7 +44,7 @@ from fleetcore.columnar import (
     micros_from_datetime,
 )
 from fleetcore.columnar_batch import ParsedColumns
-from fleetcore.json_small import RECORD, RECORD_DTYPE, small_clean_columns
+from fleetcore.json_small import RECORD, RECORD_DTYPE, small_clean_columns, small_rows
 from fleetcore.limits import MAX_BATCH_ROWS
 from fleetcore.rfc3339 import micros_of_texts
 from fleetcore.schemas import (
@@ -240,9 +240,10 @@ def _micros_of_columns(texts: npt.NDArray[Any]) -> Int64s | None:
     return out
 
 
-def _text_time_rows(body: bytes | bytearray) -> list[Any] | None:
-    """The body's items as `_TextTimeRow`s, or None: a backslash in the body, or an item that
-    is not one. Whole-body limits raise as in `parse_batch`."""
+def text_time_columns(body: bytes | bytearray) -> MeasurementColumns | None:
+    """The body's rows as columns when every row is valid and in the forms this way reads
+    (see the module docstring); None for any other body. Whole-body limits raise as in
+    `parse_batch`."""
     if body.find(b"\\") >= 0:
         return None
     if len(body) >= _MIN_ITEM_BYTES * MAX_BATCH_ROWS:
@@ -251,19 +252,9 @@ def _text_time_rows(body: bytes | bytearray) -> list[Any] | None:
         rows: list[Any] = _TEXT_TIME_DECODER.decode(body).items
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
-    if len(rows) > MAX_BATCH_ROWS:
-        raise too_many_rows(len(rows))
-    return rows
-
-
-def text_time_columns(body: bytes | bytearray) -> MeasurementColumns | None:
-    """The body's rows as columns when every row is valid and in the forms this way reads
-    (see the module docstring); None for any other body. Whole-body limits raise as in
-    `parse_batch`."""
-    rows = _text_time_rows(body)
-    if rows is None:
-        return None
     n = len(rows)
+    if n > MAX_BATCH_ROWS:
+        raise too_many_rows(n)
     if not n:
         return MeasurementColumns(0, {})
     values = np.empty((len(MEASUREMENT_VALUE_FIELDS), n), np.float64)
@@ -312,7 +303,7 @@ def clean_measurement_columns(
     per-row work `parse_measurement_columns` then does). Raises `BatchFormatError` only for a
     body over the row limit."""
     if len(body) < _TEXT_TIME_MIN_BYTES:
-        rows = _text_time_rows(body)
+        rows = small_rows(body)
         if rows is not None:
             if not rows:
                 return ParsedColumns(MeasurementColumns(0, {}))

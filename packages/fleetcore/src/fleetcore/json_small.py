@@ -4,19 +4,19 @@ handful of numpy calls (`small_clean_columns`, `fleetcore.json_columns`' small p
 Inside a running ingestd every numpy call costs 5-20 µs (between two requests PostgreSQL and
 the event loop evict the caches), so a 27-row batch pays per call, not per row: the typed rows'
 conversion (`json_columns.columns_of_rows`) made ~40 calls, two dozen of them turning the two
-time columns' `datetime`s into µs. Here the rows are decoded with their times as text (msgspec,
-`json_columns`' text-time row: no `datetime` per time, no bound check per value), the ids and
-values packed into one binary matrix (`struct`, as the large bodies' way does), and each
-*distinct* time text read once by msgspec itself as the typed rows read it (`AwareTime`: the
-same parser, so the same texts accepted and the same instants) — a gateway's minute holds one
-or a few distinct texts. The window, the time span and the bounds are checked on those few µs
-counts in Python, the values' bounds in one numpy pass.
+time columns' `datetime`s into µs. Here the rows are decoded with their times as text
+(`_SmallRow`: no `datetime` per time; the id and values typed and bounded as `MeasurementRow`'s,
+checked by msgspec as it decodes), the ids and values packed into binary records (`struct`, as
+the large bodies' way does) read as one matrix in one copy, and each *distinct* time text read
+once by msgspec itself as the typed rows read it (`AwareTime`: the same parser, so the same
+texts accepted and the same instants) — a gateway's minute holds one or a few distinct texts.
+The window and the time span are checked on those few µs counts in Python.
 
 The answer is the typed way's, bit for bit: a body this way decodes whole is one the typed way
-decodes whole, with the same columns; one it refuses for a value out of bounds, a time that is
-not an aware time or a time outside the window is one the typed way leaves to the row-by-row
-path too (a body it cannot decode whole, or with a backslash, `json_columns` gives the typed
-way; tests/fleetcore/test_small_json.py holds both to the same columns and verdicts).
+decodes whole, with the same columns; one with a time that is not an aware time or outside the
+window is one the typed way leaves to the row-by-row path too (a body it cannot decode whole,
+or with a backslash, `json_columns` gives the typed way; tests/fleetcore/test_small_json.py
+holds both to the same columns and verdicts).
 """
 
 from __future__ import annotations
@@ -36,9 +36,17 @@ from msgspec.structs import astuple
 from fleetcore.columnar import Column, MeasurementColumns, datetime_from_micros
 from fleetcore.columnar_batch import ParsedColumns
 from fleetcore.columnar_layout import micros_from_datetime
-from fleetcore.schemas import MAX_VALUE, MEASUREMENT_VALUE_FIELDS, AwareTime, ValidationWindow
+from fleetcore.limits import MAX_BATCH_ROWS
+from fleetcore.schemas import (
+    MEASUREMENT_VALUE_FIELDS,
+    AwareTime,
+    Id,
+    ValidationWindow,
+    Value,
+    too_many_rows,
+)
 
-__all__ = ["RECORD", "RECORD_DTYPE", "small_clean_columns"]
+__all__ = ["RECORD", "RECORD_DTYPE", "small_clean_columns", "small_rows"]
 
 _VALUES = len(MEASUREMENT_VALUE_FIELDS)
 RECORD = struct.Struct(f"=q{_VALUES}d??")
@@ -50,6 +58,22 @@ _TIME, _RECEIVED_AT, _DEVICE_ID = (
     attrgetter("time"),
     attrgetter("received_at"),
     attrgetter("device_id"),
+)
+_SmallRow = msgspec.defstruct(
+    "_SmallRow",
+    [
+        ("device_id", Id),
+        *((name, Value | None, None) for name in MEASUREMENT_VALUE_FIELDS),
+        ("time", str),
+        ("received_at", str),
+    ],
+    kw_only=True,  # the required times after the values' defaults
+    gc=False,
+)
+"""`MeasurementRow` with its times as text, in `RECORD`'s order: the id and the values (bounded
+as `MeasurementRow`'s: msgspec checks them as it decodes, no numpy pass), the two texts last."""
+_SMALL_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
+    msgspec.defstruct("_SmallBatch", [("items", list[_SmallRow])])  # type: ignore[valid-type]
 )
 _AWARE_TIMES: msgspec.json.Decoder[list[datetime]] = msgspec.json.Decoder(list[AwareTime])
 _MIN_MICROS = micros_from_datetime(datetime.min.replace(tzinfo=UTC))
@@ -69,8 +93,8 @@ def _micros_of_texts(texts: list[str]) -> dict[str, int] | None:
 
 def _values(rows: Sequence[Any]) -> tuple[npt.NDArray[np.float64], bool]:
     """The rows' values as a (fields, rows) float64 matrix, NaN where null, and whether any is:
-    packed as binary records in C when none is (`struct` packs no None), else through an object
-    array of every cell."""
+    packed as binary records in C when none is (`struct` packs no None) and read as the matrix
+    in one copy, else through an object array of every cell."""
     n = len(rows)
     try:
         packed = b"".join(starmap(RECORD.pack, map(astuple, rows)))
@@ -78,8 +102,9 @@ def _values(rows: Sequence[Any]) -> tuple[npt.NDArray[np.float64], bool]:
         cells = np.fromiter(chain.from_iterable(map(astuple, rows)), object, n * (3 + _VALUES))
         matrix = cells.reshape(n, 3 + _VALUES)[:, 1 : 1 + _VALUES].T.astype(np.float64)
         return matrix, True
-    records = np.frombuffer(packed, RECORD_DTYPE)
-    return np.ascontiguousarray(records["values"].T), False
+    # the records' values, a field a row: 8 bytes into each record, a record apart
+    fields = np.ndarray((_VALUES, n), np.float64, packed, 8, (8, RECORD.size))
+    return fields.copy(), False
 
 
 def _columns(
@@ -94,8 +119,8 @@ def _columns(
         "received_at": Column(keys[2]),
     }
     if not nullable:
-        for i, name in enumerate(MEASUREMENT_VALUE_FIELDS):
-            columns[name] = Column(values[i])
+        for name, row in zip(MEASUREMENT_VALUE_FIELDS, values, strict=True):
+            columns[name] = Column(row)
         return MeasurementColumns(n, columns)
     nulls: npt.NDArray[np.bool_] = np.isnan(values)
     counts: list[int] = np.count_nonzero(nulls, axis=1).tolist()
@@ -110,11 +135,24 @@ def _columns(
     return MeasurementColumns(n, columns)
 
 
+def small_rows(body: bytes | bytearray) -> list[Any] | None:
+    """A small body's items as text-time rows (`_SmallRow`), or None: a backslash in the body
+    (its texts would need unescaping), or an item that is not one (the typed way then says
+    which and why). Raises as `parse_batch` past `MAX_BATCH_ROWS` rows."""
+    if body.find(b"\\") >= 0:
+        return None
+    try:
+        rows: list[Any] = _SMALL_DECODER.decode(body).items
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    if len(rows) > MAX_BATCH_ROWS:
+        raise too_many_rows(len(rows))
+    return rows
+
+
 def small_clean_columns(rows: Sequence[Any], window: ValidationWindow) -> ParsedColumns | None:
-    """Text-time rows (`json_columns`' `_TextTimeRow`s, at least one, decoded whole from a body
-    without a backslash) as the batch's columns when every row is valid and inside the window;
-    None when one is not (a value out of bounds, a time that is not an aware time, a time outside
-    the window: the typed way says the same)."""
+    """`small_rows`' rows (at least one) as the batch's columns when every row is inside the
+    window; None when one is not, or a time is not an aware time (the typed way says the same)."""
     times = list(map(_TIME, rows))
     received = list(map(_RECEIVED_AT, rows))
     micros = _micros_of_texts(times + received)
@@ -131,8 +169,6 @@ def small_clean_columns(rows: Sequence[Any], window: ValidationWindow) -> Parsed
     ):
         return None
     values, nullable = _values(rows)
-    if (np.abs(values) > MAX_VALUE).any():  # NaN (a null) compares false
-        return None
     keys = np.array([time_micros, list(map(_DEVICE_ID, rows)), received_micros], np.int64)
     columns = _columns(keys, values, nullable)
     return ParsedColumns(columns, [], datetime_from_micros(first), datetime_from_micros(last))
