@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pytest
 from fleetcore import (
     MEASUREMENT_VALUE_FIELDS,
     ValidationWindow,
@@ -28,31 +29,40 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 WINDOW = ValidationWindow(NOW, timedelta(days=365), timedelta(days=1))
 
 
-row_values = st.one_of(
+good_values = st.one_of(
     st.none(),
     st.builds(lambda k, s: k / 10**s, st.integers(-(10**9), 10**9), st.integers(0, 4)),
-    st.sampled_from([0.0, -0.0, 1e15, -1e15, 1e16, -2e15, math.nan, math.inf, -math.inf]),
-    st.floats(-1e16, 1e16),
+    st.sampled_from([0.0, -0.0, 1e15, -1e15, 999999999999999.9, -1e15 + 0.125]),
+    st.floats(-1e15, 1e15),
 )
+BAD_VALUES = [1e15 + 1, -1e15 - 1, 1e15 + 0.125, -1e15 - 0.25, 2e15, -9e15, 1e16]
+"""Past ±10^15: as decimal columns (those under 2^53 / 10^scale) and as float64 ones."""
+bad_values = st.sampled_from([*BAD_VALUES, math.nan, math.inf, -math.inf])
 
 
 @st.composite
 def meter_minutes(draw: st.DrawFn) -> list[dict[str, Any]]:
-    """Rows as a gateway sends them, mostly valid: times around now (some outside the window),
-    ids sometimes negative, values sometimes out of bounds or not finite, sometimes null."""
+    """Rows as a gateway sends them, valid but for at most a few flaws: a time outside the
+    window or the batch's times spread, an id out of range, a value out of bounds (just past
+    ±10^15 too) or not finite; nulls anywhere."""
     rows = []
     when = NOW + timedelta(seconds=draw(st.integers(-400 * 86400, 2 * 86400)))
+    spread = draw(st.sampled_from([0, 0, 1, 3600, 86400 * 500]))
     for i in range(draw(st.integers(1, 64))):
-        spread = draw(st.sampled_from([0, 0, 0, 1, 86400 * 500]))
         row: dict[str, Any] = {
             "time": when - timedelta(seconds=draw(st.integers(0, spread))),
-            "device_id": draw(st.sampled_from([i + 1, i + 1, i + 1, -1, 2**63 - 1])),
+            "device_id": i + 1,
             "received_at": NOW,
         }
         for name in draw(st.lists(st.sampled_from(MEASUREMENT_VALUE_FIELDS), max_size=6)):
-            row[name] = draw(row_values)
-        rows.append({name: row[name] for name in COLUMN_NAMES if name in row})
-    return rows
+            row[name] = draw(good_values)
+        rows.append(row)
+    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):
+        row = rows[draw(st.integers(0, len(rows) - 1))]
+        if draw(st.booleans()):
+            row["device_id"] = draw(st.sampled_from([-1, -(2**63), 2**63 - 1]))
+        row[draw(st.sampled_from(MEASUREMENT_VALUE_FIELDS))] = draw(bad_values)
+    return [{name: row[name] for name in COLUMN_NAMES if name in row} for row in rows]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -73,3 +83,18 @@ def test_a_small_columnar_batch_gives_the_row_checksanswer(
     fast = parse_columnar_batch(body, WINDOW)
     slow = check_rows(decode_columns(body, small_rows=0), WINDOW)
     assert answer(fast) == answer(slow)
+
+
+@pytest.mark.parametrize("bad", BAD_VALUES)
+@pytest.mark.parametrize("others", [[], [1.5], [123.45, -7.0], [1e15, -1e15]])
+def test_a_value_just_past_the_bounds_is_refused(bad: float, others: list[float]) -> None:
+    """A value past ±10^15, alone in its column or beside others (whatever the column's scale
+    and width), refuses its row as the row checks do."""
+    rows = [
+        {"time": NOW, "device_id": i + 1, "received_at": NOW, "v1": value}
+        for i, value in enumerate([*others, bad])
+    ]
+    body = encode_columns(columns_from_rows(rows))
+    fast = parse_columnar_batch(body, WINDOW)
+    assert [r.index for r in fast.rejections] == [len(others)]
+    assert answer(fast) == answer(check_rows(decode_columns(body, small_rows=0), WINDOW))
