@@ -34,10 +34,10 @@ from fleetcore.protocol import BATCH_TYPE_HEADER, INGEST_PATH, TOKEN_HEADER
 from fleetdev.pgcluster import temporary_cluster
 from report import Figure, finish
 from simulator import (
-    COLUMNAR_HEADERS,
     JSON_HEADERS,
     Gateway,
     ValuePool,
+    body_headers,
     build_gateways,
     register_gateways,
 )
@@ -85,7 +85,7 @@ class Sides:
         tick = self.ticks[side][gateway.index]
         self.ticks[side][gateway.index] += 1
         body = pool.measurements(gateway, [(tick, self.base + timedelta(minutes=tick))])
-        headers = COLUMNAR_HEADERS if pool.columnar else JSON_HEADERS
+        headers = body_headers(pool.encoding, body)
         return {TOKEN_HEADER: gateway.token, BATCH_TYPE_HEADER: "measurements", **headers}, body
 
 

@@ -9,7 +9,8 @@ database, on a gateway's minute as the fleet bench's generator sends it (27 mete
 `simulator.ValuePool`), the parts taking turns so a busy machine slows them alike:
 
   decode json        a gzip JSON body to validated columns on the event loop (`_decode_small`)
-  decode columnar    the same samples as a zstd columnar body (`fleetcore.columnar_small`)
+  decode columnar    the same samples as a columnar body as the pusher sends it (raw when zstd
+                     would not make it smaller, as for a 27-row minute; `fleetcore.columnar_small`)
   dirty buckets      the hours the batch marks (`StorageState.buckets`, plain PostgreSQL)
   parameters         the one statement's parameters: the audit row's, the columns as binary
                      arrays split into integer steps (`writes._array_params`), the marks
@@ -53,10 +54,9 @@ from ingestd.storage.writes import INSERT_SMALL_BATCH, AuditRecord, _array_param
 from psycopg._queries import PostgresQuery
 from psycopg.adapt import Transformer
 from report import Figure, finish
-from simulator import ValuePool, build_gateways
+from simulator import ValuePool, body_headers, build_gateways
 
 WINDOW = ValidationWindow(datetime.now(UTC), timedelta(days=3650), timedelta(days=1))
-FORMATS = {"json": BodyFormat(False, "gzip"), "columnar": BodyFormat(True, "zstd")}
 
 
 def _bodies(meters: int) -> dict[str, bytes]:
@@ -70,8 +70,13 @@ def _bodies(meters: int) -> dict[str, bytes]:
 
 def _decode(body: bytes, encoding: str) -> ParsedColumns:
     limits = DecodeLimits(64 << 20, time.monotonic() + 600, 60, 1)
+    coding = body_headers(encoding, body).get("Content-Encoding", "identity")
     decoded = _decode_small(
-        WireBody(bytearray(body)), FORMATS[encoding], BatchType.MEASUREMENTS, WINDOW, limits
+        WireBody(bytearray(body)),
+        BodyFormat(encoding == "columnar", coding),
+        BatchType.MEASUREMENTS,
+        WINDOW,
+        limits,
     )
     assert decoded is not None and isinstance(decoded.parsed, ParsedColumns)
     return decoded.parsed

@@ -34,7 +34,7 @@ from common import IngestdProcess, create_central_database, exit_on_sigterm
 from fleetcore.protocol import BATCH_TYPE_HEADER, INGEST_PATH, TOKEN_HEADER
 from fleetdev.pgcluster import temporary_cluster
 from report import Figure, finish
-from simulator import COLUMNAR_HEADERS, JSON_HEADERS, ValuePool, build_gateways, register_gateways
+from simulator import JSON_HEADERS, ValuePool, body_headers, build_gateways, register_gateways
 
 METERS = 27
 _CLK_TCK = 100
@@ -134,7 +134,7 @@ async def _drive(
                     g, [(ticks[g.index], base + timedelta(minutes=ticks[g.index]))]
                 )
                 ticks[g.index] += 1
-                headers = COLUMNAR_HEADERS if pool.columnar else JSON_HEADERS
+                headers = body_headers(pool.encoding, body)
                 headers = {TOKEN_HEADER: g.token, BATCH_TYPE_HEADER: "measurements", **headers}
                 tasks.append(asyncio.create_task(post(headers, body)))
             await asyncio.gather(*tasks)
