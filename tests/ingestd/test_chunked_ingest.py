@@ -19,7 +19,7 @@ from tests.fix_pg import scalar
 from tests.ingestd.test_columnar_ingest import COLUMNAR, columnar, stored
 from tests.samples import NOW, measurements
 
-ROWS = 4000  # ~1.8 MB of JSON: two chunks, of 1,600 and 2,400 rows
+ROWS = 4000  # ~1.8 MB of JSON: three chunks, of 800, 1,600 and 1,600 rows
 
 
 @pytest.fixture

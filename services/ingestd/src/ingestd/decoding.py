@@ -4,7 +4,7 @@ memory budget.
 A measurement batch comes out as columns whatever its encoding (`ParsedColumns`; a JSON body's
 rows are turned into columns here, in the decoding thread); sites and devices as rows. A JSON
 measurement body of `CHUNKED_MIN_BYTES` and more decompressed comes out inflated and cut at item
-boundaries into a few chunks (a pusher's 5,000-row batch: two, the first the smaller; `Chunked`,
+boundaries into a few chunks (a pusher's 5,000-row batch: three, the first the smaller; `Chunked`,
 `chunk_schedule`), for `ingestd.ingest.ingest_chunked` to decode them one after the other in the
 pool while PostgreSQL stores the ones before (issue 26's large batches: PostgreSQL's work
 overlaps ingestd's).
@@ -63,6 +63,7 @@ from ingestd.memory import BodyMemory, parsed_bytes
 __all__ = [
     "CHUNKED_MIN_BYTES",
     "CHUNK_BYTES",
+    "CHUNK_GROWTH",
     "FIRST_CHUNK_SHARE",
     "INLINE_BODY_BYTES",
     "INLINE_ROWS",
@@ -86,26 +87,30 @@ INLINE_ROWS = 64
 CHUNKED_MIN_BYTES = 1024 * 1024
 """A JSON measurement body of at least this many bytes decompressed (~2,300 rows) is stored as
 it is decoded (`Chunked`), when it can be cut, in chunks (`chunk_schedule`)..."""
-FIRST_CHUNK_SHARE = 0.4
-"""...the first this share of the body (a pusher's 5,000-row batch: two fifths, then the rest)...
+FIRST_CHUNK_SHARE = 0.2
+"""...the first this share of the body, each next one twice the one before (a pusher's
+5,000-row batch: 1,000 rows, then 2,000 and 2,000)...
 
-Why so few, and why the first smaller: PostgreSQL starts storing when the first chunk is decoded
-and stores it while the next is decoded. Its COPY takes longer per row (~4.1-4.5 µs here) than
-decoding one (~3 µs), so the second chunk's decode hides behind the first's COPY as long as it
-is at most ~1.5 times as long: two fifths then three leave PostgreSQL waiting only for the
-first (2,000 rows of 5,000), against 2,500 for halves. More chunks would start it sooner, but
-each costs fixed work (~0.15-0.25 ms of numpy calls and objects), and in one process, alternated,
-every schedule of 3-6 growing chunks cost more CPU per row than two (bench/decode.py;
-bench/README.md, issue 26) — the CPU issue 22's guard counts."""
+Why the first small: the request's critical path is the decode up to the first chunk, then
+PostgreSQL's COPY of the whole batch (it stores 5,000 rows in about the time the pool decodes
+them, ~3.5 µs/row here: a chunk decoded while the one before is stored), then the commit. A
+small first chunk starts PostgreSQL sooner; the later ones, twice as large, are decoded before
+PostgreSQL is done with the one before. In a running ingestd (bench/README.md, issue 26's
+seventh pass) two fifths then the rest had PostgreSQL begin ~12 ms into the request and finish
+~10 ms after the last chunk was handed over; these three ~9 ms and ~8 ms. Few chunks still: each
+costs fixed work (~0.15-0.25 ms of numpy calls and objects), though in one process these three
+cost +0.01 µs/row over two fifths (bench/decode.py) — the CPU issue 22's guard counts."""
+CHUNK_GROWTH = 2
 CHUNK_BYTES = 1024 * 1024
 """...and no chunk larger than this (~2,300 rows), but for a last one of under half more: a
-body of 10,000 rows and more goes in chunks of 1 MiB, each one's fixed work a small share of it."""
+body of 10,000 rows and more goes in chunks of 1 MiB after its first, each one's fixed work a
+small share of it."""
 
 
 def chunk_schedule(body_bytes: int) -> tuple[int, int, int]:
     """`item_spans`' first, most and growth for a body of `body_bytes` (see `FIRST_CHUNK_SHARE`)."""
     first = min(int(body_bytes * FIRST_CHUNK_SHARE), CHUNK_BYTES)
-    return first, CHUNK_BYTES, 1
+    return first, CHUNK_BYTES, CHUNK_GROWTH
 
 
 Parsed = ParsedBatch[Any] | ParsedColumns

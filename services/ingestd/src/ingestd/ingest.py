@@ -47,7 +47,14 @@ from ingestd.storage.writes import (
     store_small_batch,
 )
 
-__all__ = ["Delivery", "IngestOutcome", "ingest_batch", "ingest_chunked", "record_refusal"]
+__all__ = [
+    "HANDOVER_WAIT_S",
+    "Delivery",
+    "IngestOutcome",
+    "ingest_batch",
+    "ingest_chunked",
+    "record_refusal",
+]
 
 log = structlog.get_logger("ingestd")
 
@@ -183,12 +190,21 @@ class _Laid:
     tuples: CopyStream
 
 
+HANDOVER_WAIT_S = 0.005
+"""How long the decoding job waits, at most, for the event loop to take a chunk it handed over
+before it decodes the next (`_ChunkFeed`)."""
+
+
 class _ChunkFeed:
     """A `Chunked` body's chunks decoded and laid out as COPY tuples one after the other by one
-    job in the decoding pool (`run`), each handed to the event loop as soon as it is done: the
-    job never waits for the loop, and the loop only writes what it is handed to PostgreSQL —
-    no numpy or parsing on the loop while the job holds the GIL. A chunk that is not taken
-    whole (None) ends the job, as does `stop`."""
+    job in the decoding pool (`run`), each handed to the event loop as soon as it is done, and
+    the loop only writes what it is handed to PostgreSQL — no numpy or parsing on the loop while
+    the job holds the GIL. Before decoding the next chunk the job waits (at most
+    `HANDOVER_WAIT_S`) for the loop to take the one it handed over: the next chunk's decode holds
+    the GIL for milliseconds at a time (msgspec's decode is one C call), so the loop, woken to
+    take a chunk, waited for it, and PostgreSQL with it — ~2.4 ms between the first chunk laid
+    out and its COPY begun, ~0.1 ms with the wait (bench/README.md, issue 26's large batches).
+    A chunk that is not taken whole (None) ends the job, as does `stop`."""
 
     def __init__(self, chunked: Chunked, customer_id: int) -> None:
         self._chunked = chunked
@@ -196,6 +212,7 @@ class _ChunkFeed:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[_Laid | BaseException | None] = asyncio.Queue()
         self._stop = threading.Event()
+        self._taken = threading.Event()
 
     @property
     def chunks(self) -> int:
@@ -214,21 +231,26 @@ class _ChunkFeed:
                         chunk.valid, self._customer_id, header=False, trailer=False
                     )
                     laid = _Laid(chunk, tuples)
+                self._taken.clear()
                 self._loop.call_soon_threadsafe(self._queue.put_nowait, laid)
                 if laid is None:
                     return
+                if i + 1 < self.chunks:
+                    self._taken.wait(HANDOVER_WAIT_S)
         except Exception as exc:  # handed to the loop, which raises it
             self._loop.call_soon_threadsafe(self._queue.put_nowait, exc)
 
     async def next(self) -> _Laid | None:
         """The next chunk, or None: not taken whole."""
         laid = await self._queue.get()
+        self._taken.set()
         if isinstance(laid, BaseException):
             raise laid
         return laid
 
     def stop(self) -> None:
         self._stop.set()
+        self._taken.set()  # a job waiting for the loop to take its chunk stops now
 
 
 def _joined(parts: list[ParsedColumns]) -> ParsedColumns:
