@@ -126,13 +126,14 @@ def _growing(first: int, most: int, growth: int) -> Schedule:
 SCHEDULES: dict[str, Schedule] = {
     "halves": lambda size: (size // 2, size // 2, 1),
     "ingestd's": chunk_schedule,
+    "two fifths, then the rest": lambda size: (min(size * 2 // 5, 1024 * KIB), 1024 * KIB, 1),
     "64 KiB x4 to 1 MiB": _growing(64 * KIB, 1024 * KIB, 4),
     "256 KiB x4 to 1 MiB": _growing(256 * KIB, 1024 * KIB, 4),
     "64 KiB x2 to 512 KiB": _growing(64 * KIB, 512 * KIB, 2),
 }
 """Chunk schedules (a body's size to `item_spans`' first, most, growth) compared by `_chunks`:
-two halves, ingestd's (`ingestd.decoding.chunk_schedule`), growing chunks (64 KiB x4 to 1 MiB
-was ingestd's from 87546ef)."""
+two halves, ingestd's (`ingestd.decoding.chunk_schedule`), two fifths then the rest (ingestd's
+until issue 26's seventh pass), growing chunks (64 KiB x4 to 1 MiB was ingestd's from 87546ef)."""
 
 
 def _spans(body: bytes, schedule: Schedule) -> list[tuple[int, int]]:
