@@ -44,7 +44,14 @@ from fleetcore.columnar import (
     micros_from_datetime,
 )
 from fleetcore.columnar_batch import ParsedColumns
-from fleetcore.json_small import RECORD, RECORD_DTYPE, small_clean_columns, small_rows
+from fleetcore.json_small import (
+    RECORD,
+    RECORD_DTYPE,
+    small_clean_columns,
+    small_rows,
+    text_time_row,
+    with_values,
+)
 from fleetcore.limits import MAX_BATCH_ROWS
 from fleetcore.rfc3339 import micros_of_texts
 from fleetcore.schemas import (
@@ -52,7 +59,6 @@ from fleetcore.schemas import (
     MEASUREMENT_VALUE_FIELDS,
     BatchFormatError,
     BatchType,
-    Id,
     MeasurementRow,
     ValidationWindow,
     check_item_bound,
@@ -125,23 +131,12 @@ def columns_of_rows(rows: Sequence[MeasurementRow]) -> MeasurementColumns:
 
 def _columns(keys: Int64s, values: npt.NDArray[np.float64]) -> MeasurementColumns:
     """The batch of key rows (time, device_id, received_at) and value rows (NaN: null)."""
-    n = keys.shape[1]
-    nulls: npt.NDArray[np.bool_] = np.isnan(values)
     columns: dict[str, Column] = {
         "time": Column(keys[0]),
         "device_id": Column(keys[1]),
         "received_at": Column(keys[2]),
     }
-    counts: list[int] = np.count_nonzero(nulls, axis=1).tolist()
-    for i, name in enumerate(MEASUREMENT_VALUE_FIELDS):
-        if counts[i] == n:
-            continue
-        if counts[i]:
-            values[i][nulls[i]] = 0.0
-            columns[name] = Column(values[i], nulls[i])
-        else:
-            columns[name] = Column(values[i])
-    return MeasurementColumns(n, columns)
+    return with_values(columns, values, keys.shape[1])
 
 
 _TEXT_TIME_MIN_BYTES = 32 * 1024
@@ -149,17 +144,7 @@ _TEXT_TIME_MIN_BYTES = 32 * 1024
 (`fleetcore.rfc3339`: a few dozen calls whatever a column's length); smaller ones read each
 distinct time text once (`fleetcore.json_small`)."""
 _VALUES = len(MEASUREMENT_VALUE_FIELDS)
-_TextTimeRow = msgspec.defstruct(
-    "_TextTimeRow",
-    [
-        ("device_id", Id),
-        *((name, float | None, None) for name in MEASUREMENT_VALUE_FIELDS),
-        ("time", str),
-        ("received_at", str),
-    ],
-    kw_only=True,  # the required times after the values' defaults
-    gc=False,
-)
+_TextTimeRow = text_time_row("_TextTimeRow", float)
 """`MeasurementRow` with its times as text and its values unbounded, the fields ordered for
 `_text_time_part`: the id and the values first (one binary record), the two texts last."""
 _TEXT_TIME_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(

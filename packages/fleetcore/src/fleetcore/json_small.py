@@ -59,17 +59,25 @@ _TIME, _RECEIVED_AT, _DEVICE_ID = (
     attrgetter("received_at"),
     attrgetter("device_id"),
 )
-_SmallRow = msgspec.defstruct(
-    "_SmallRow",
-    [
-        ("device_id", Id),
-        *((name, Value | None, None) for name in MEASUREMENT_VALUE_FIELDS),
-        ("time", str),
-        ("received_at", str),
-    ],
-    kw_only=True,  # the required times after the values' defaults
-    gc=False,
-)
+
+
+def text_time_row(name: str, value: Any) -> type[msgspec.Struct]:
+    """`MeasurementRow` with its times as text, in `RECORD`'s order: the id, the values (of type
+    `value`, null by default), the two texts last."""
+    return msgspec.defstruct(
+        name,
+        [
+            ("device_id", Id),
+            *((field, value | None, None) for field in MEASUREMENT_VALUE_FIELDS),
+            ("time", str),
+            ("received_at", str),
+        ],
+        kw_only=True,  # the required times after the values' defaults
+        gc=False,
+    )
+
+
+_SmallRow = text_time_row("_SmallRow", Value)
 """`MeasurementRow` with its times as text, in `RECORD`'s order: the id and the values (bounded
 as `MeasurementRow`'s: msgspec checks them as it decodes, no numpy pass), the two texts last."""
 _SMALL_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
@@ -122,6 +130,15 @@ def _columns(
         for name, row in zip(MEASUREMENT_VALUE_FIELDS, values, strict=True):
             columns[name] = Column(row)
         return MeasurementColumns(n, columns)
+    return with_values(columns, values, n)
+
+
+def with_values(
+    columns: dict[str, Column], values: npt.NDArray[np.float64], n: int
+) -> MeasurementColumns:
+    """The batch of `n` rows: `columns` (its keys') and the value rows of `values` (a field a row,
+    NaN where null: set to 0 under the column's null mask); a field null in every row is left
+    out."""
     nulls: npt.NDArray[np.bool_] = np.isnan(values)
     counts: list[int] = np.count_nonzero(nulls, axis=1).tolist()
     for i, name in enumerate(MEASUREMENT_VALUE_FIELDS):
