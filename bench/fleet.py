@@ -55,7 +55,8 @@ from common import (
     peak_rss_bytes,
 )
 from cpu_pinning import parse_pin
-from fleet_capacity import capacity, capacity_figures
+from fleet_capacity import capacity
+from fleet_figures import capacity_figures
 from fleet_probe import Sampler, process_tree
 from fleet_probe import window as probe_window
 from fleetcore.protocol import INGEST_PATH
