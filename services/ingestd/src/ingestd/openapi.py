@@ -3,9 +3,12 @@
 The document is built from what the code itself uses: the wire contract's paths, headers and
 limits from `fleetcore.protocol`, the row schemas, the 200 answer (`IngestResult`) and the error
 bodies generated from fleetcore's msgspec structs and error codes (`fleetcore.answers`), so a
-changed field, code or limit changes the document. It is one
-declarative structure, long because the API has many answers, kept in one module on purpose but
-for the energy answers (`ingestd.openapi_energy`).
+changed field, code or limit changes the document. This module assembles it: the row and error
+schemas, the answers every operators' path shares, the probes; each area's paths and answers
+come from its own module — the push ingest (`ingestd.openapi_ingest`), the customer list and
+devices (`ingestd.openapi_admin`), energy (`ingestd.openapi_energy`), billing
+(`ingestd.openapi_billing`), reconciliation (`ingestd.openapi_reconcile`), health reports and the
+fleet view (`ingestd.openapi_fleet`).
 A copy is kept in the repository as docs/openapi.json (`python -m ingestd.openapi > docs/openapi.json`);
 a test fails when the two differ, and the tests validate real responses against this document.
 """
@@ -20,25 +23,15 @@ from typing import Any
 import msgspec
 from fleetcore import DeviceRow, ErrorCode, MeasurementRow, SiteRow
 from fleetcore.answers import BAD_REQUEST_CODES, answer_schemas, error_schema
-from fleetcore.protocol import (
-    BATCH_TYPE_HEADER,
-    COLUMNAR_MEDIA_TYPE,
-    CURSOR_HEADER,
-    INGEST_PATH,
-    MAX_BATCH_ROWS,
-    MAX_BODY_MEMBERS,
-    MAX_CURSOR_LENGTH,
-    MAX_REJECTED_ROWS,
-    OPENAPI_PATH,
-    TOKEN_HEADER,
-    BatchType,
-)
+from fleetcore.protocol import MAX_BATCH_ROWS, MAX_REJECTED_ROWS, OPENAPI_PATH, TOKEN_HEADER
 
 from ingestd.handlers.admin import ADMIN_PREFIX, FLEET_PREFIX
+from ingestd.openapi_admin import ADMIN_SCHEMAS, admin_paths
 from ingestd.openapi_billing import BILLING_SCHEMAS, billing_paths
 from ingestd.openapi_energy import ENERGY_SCHEMAS, energy_paths
 from ingestd.openapi_fleet import FLEET_SCHEMAS, fleet_paths, report_schemas
-from ingestd.openapi_reconcile import RECONCILE_SCHEMAS, reconcile_paths, repair_header
+from ingestd.openapi_ingest import BATCH_SCHEMA, ingest_paths
+from ingestd.openapi_reconcile import RECONCILE_SCHEMAS, reconcile_paths
 
 __all__ = ["OPENAPI_PATH", "ROW_STRUCTS", "openapi_document", "row_schemas"]
 
@@ -54,10 +47,6 @@ _REF = "#/components/schemas/"
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": _REF + name}
-
-
-_TIME = {"type": "string", "format": "date-time"}
-_ID = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 
 
 def _batch_too_large() -> dict[str, Any]:
@@ -83,14 +72,6 @@ def _json_response(
     return response
 
 
-_DELETED_MARK = {
-    "type": "object",
-    "required": ["deleted", "deleted_at"],
-    "properties": {
-        "deleted": {"type": "boolean"},
-        "deleted_at": {"type": ["string", "null"], "format": "date-time"},
-    },
-}
 _RETRY_AFTER = {
     "Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}
 }
@@ -116,21 +97,7 @@ def _schemas() -> dict[str, Any]:
         **RECONCILE_SCHEMAS,
         **report_schemas(),
         **FLEET_SCHEMAS,
-        "Batch": {
-            "type": "object",
-            "required": ["items"],
-            "description": "Rows are validated one by one: a bad row is rejected alone (see "
-            f"IngestResult); a batch with more than {MAX_REJECTED_ROWS} rejected rows is refused "
-            f"whole (413 too_many_rejections). At most {MAX_BATCH_ROWS} items, in the columnar "
-            "encoding too (413 too_many_rows).",
-            "properties": {
-                "items": {
-                    "type": "array",
-                    "maxItems": MAX_BATCH_ROWS,
-                    "items": {"anyOf": [_ref("Site"), _ref("Device"), _ref("Measurement")]},
-                }
-            },
-        },
+        "Batch": BATCH_SCHEMA,
         **answer_schemas(_REF + "{name}"),
         "BadRequest": error_schema(BAD_REQUEST_CODES, optional=["parameter"]),
         "Unauthorized": {
@@ -163,84 +130,7 @@ def _schemas() -> dict[str, Any]:
                 "pending": {"type": "array", "items": {"type": "string"}},
             },
         },
-        "CustomerSummary": {
-            "type": "object",
-            "required": [
-                "code",
-                "name",
-                "created_at",
-                "first_seen_at",
-                "last_seen_at",
-                "seconds_since_last_batch",
-                "rows_24h",
-                "rejected_24h",
-                "devices",
-                "stale_devices",
-            ],
-            "properties": {
-                "code": {"type": "string"},
-                "name": {"type": ["string", "null"]},
-                "created_at": _TIME,
-                "first_seen_at": {"type": ["string", "null"], "format": "date-time"},
-                "last_seen_at": {"type": ["string", "null"], "format": "date-time"},
-                "seconds_since_last_batch": {"type": ["number", "null"]},
-                "rows_24h": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "description": "measurement rows accepted in the current hour and the 24 before it "
-                    "(UTC hours: at least the last 24 h)",
-                },
-                "rejected_24h": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "description": "rows dead-lettered in the current hour and the 24 before it",
-                },
-                "devices": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "description": "devices in the customer's devices full set (not deleted)",
-                },
-                "stale_devices": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "description": "of those, devices with no sample in the last "
-                    "INGESTD_STALE_DEVICE_MINUTES",
-                },
-            },
-        },
-        "CustomerList": {
-            "type": "object",
-            "required": ["stale_after_minutes", "customers"],
-            "properties": {
-                "stale_after_minutes": {"type": "number"},
-                "customers": {"type": "array", "items": _ref("CustomerSummary")},
-            },
-        },
-        "DeviceList": {
-            "type": "object",
-            "required": ["customer", "sites", "devices"],
-            "properties": {
-                "customer": {"type": "string"},
-                "sites": {
-                    "type": "array",
-                    "items": {
-                        "allOf": [
-                            _ref("Site"),
-                            _DELETED_MARK,
-                        ]
-                    },
-                },
-                "devices": {
-                    "type": "array",
-                    "items": {
-                        "allOf": [
-                            _ref("Device"),
-                            _DELETED_MARK,
-                        ]
-                    },
-                },
-            },
-        },
+        **ADMIN_SCHEMAS,
     }
 
 
@@ -262,17 +152,6 @@ def _admin_responses(extra: dict[str, Any]) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     code_param = {"name": "code", "in": "path", "required": True, "schema": {"type": "string"}}
 
-    def header(
-        name: str, schema: dict[str, Any], required: bool = False, description: str = ""
-    ) -> dict[str, Any]:
-        return {
-            "name": name,
-            "in": "header",
-            "required": required,
-            "schema": schema,
-            "description": description,
-        }
-
     return {
         "openapi": "3.1.0",
         "info": {
@@ -292,88 +171,7 @@ def openapi_document() -> dict[str, Any]:
             },
         },
         "paths": {
-            INGEST_PATH: {
-                "post": {
-                    "operationId": "ingest",
-                    "summary": "Push one batch of sites, devices or measurements",
-                    "security": [{"customerToken": []}],
-                    "parameters": [
-                        header(
-                            BATCH_TYPE_HEADER,
-                            {"type": "string", "enum": [t.value for t in BatchType]},
-                            True,
-                        ),
-                        header(
-                            CURSOR_HEADER,
-                            {"type": "string", "maxLength": MAX_CURSOR_LENGTH},
-                            False,
-                            "client cursor, stored in the audit row",
-                        ),
-                        repair_header(),
-                        header(
-                            "Content-Encoding",
-                            {"type": "string", "enum": ["gzip", "zstd", "identity"]},
-                            False,
-                            f"at most {MAX_BODY_MEMBERS} gzip members or zstd frames per body "
-                            "(400 too_many_members)",
-                        ),
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {"schema": _ref("Batch")},
-                            COLUMNAR_MEDIA_TYPE: {
-                                "schema": {
-                                    "type": "string",
-                                    "format": "binary",
-                                    "description": "measurements only; layout in docs/PROTOCOL.md",
-                                }
-                            },
-                        },
-                    },
-                    "responses": {
-                        "200": _json_response(
-                            "batch processed (some rows may be rejected)", "IngestResult"
-                        ),
-                        "400": _json_response(
-                            "bad batch type, body not JSON or not columnar v1, no items list, "
-                            "bad gzip or zstd, bad cursor",
-                            "BadRequest",
-                        ),
-                        "401": _json_response(
-                            "token missing, unknown, revoked or expired", "Unauthorized"
-                        ),
-                        "408": _json_response("body not received in time", "RequestTimeout"),
-                        "413": {
-                            "description": "body over the limit, compressed or decompressed; "
-                            f"more than {MAX_BATCH_ROWS} rows, or more than {MAX_REJECTED_ROWS} "
-                            "rejected rows (send fewer rows at a time)",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "oneOf": [_ref("PayloadTooLarge"), _ref("BatchTooLarge")]
-                                    }
-                                }
-                            },
-                        },
-                        "415": _json_response(
-                            "unsupported Content-Type or Content-Encoding", "UnsupportedMediaType"
-                        ),
-                        "429": _json_response(
-                            "customer over its rate limit or its concurrent requests, or the "
-                            "client address over its failed-authentication budget",
-                            "RetryLater",
-                            _RETRY_AFTER,
-                        ),
-                        "503": _json_response(
-                            "database unavailable, past capacity, memory budget spent, or "
-                            "decoding past its deadline",
-                            "RetryLater",
-                            _RETRY_AFTER,
-                        ),
-                    },
-                }
-            },
+            **ingest_paths(_json_response, _RETRY_AFTER),
             "/healthz": {
                 "get": {
                     "operationId": "healthz",
@@ -419,30 +217,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
-            ADMIN_PREFIX: {
-                "get": {
-                    "operationId": "listCustomers",
-                    "summary": "customers with first/last seen and 24-hour counts",
-                    "security": [{"adminToken": []}],
-                    "responses": _admin_responses(
-                        {"200": _json_response("customers", "CustomerList")}
-                    ),
-                }
-            },
-            f"{ADMIN_PREFIX}/{{code}}/devices": {
-                "get": {
-                    "operationId": "listDevices",
-                    "summary": "a customer's sites and devices, deleted ones marked",
-                    "security": [{"adminToken": []}],
-                    "parameters": [code_param],
-                    "responses": _admin_responses(
-                        {
-                            "200": _json_response("sites and devices", "DeviceList"),
-                            "404": _json_response("unknown customer", "NotFound"),
-                        }
-                    ),
-                }
-            },
+            **admin_paths(ADMIN_PREFIX, code_param, _admin_responses, _json_response),
             **energy_paths(ADMIN_PREFIX, code_param, _admin_responses, _json_response),
             **billing_paths(ADMIN_PREFIX, code_param, _admin_responses, _json_response),
             **reconcile_paths(ADMIN_PREFIX, code_param, _admin_responses, _json_response),
