@@ -35,6 +35,7 @@ from typing import Any
 
 from common import encode_batch, generate_measurements, measurement_items
 from fleetcore import BatchType, ValidationWindow
+from fleetcore.json_batch import decode_measurement_rows
 from fleetcore.json_columns import (
     chunk_body,
     clean_measurement_columns,
@@ -42,7 +43,6 @@ from fleetcore.json_columns import (
     item_spans,
     text_time_columns,
 )
-from fleetcore.schemas import decode_measurement_rows
 from ingestd.body import BodyFormat, decode_body
 from ingestd.decoding import (
     Chunked,

@@ -16,6 +16,7 @@ from fleetcore import (
     parse_measurement_columns,
 )
 from fleetcore.columnar import micros_from_datetime
+from fleetcore.json_batch import decode_measurement_rows
 from fleetcore.json_columns import (
     chunk_body,
     columns_of_rows,
@@ -23,7 +24,6 @@ from fleetcore.json_columns import (
     item_spans,
     text_time_columns,
 )
-from fleetcore.schemas import decode_measurement_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

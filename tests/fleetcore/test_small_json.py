@@ -10,13 +10,13 @@ from typing import Any
 
 import msgspec
 from fleetcore import MEASUREMENT_VALUE_FIELDS, ParsedColumns, ValidationWindow
+from fleetcore.json_batch import decode_measurement_rows
 from fleetcore.json_columns import (
     _inside,
     _within,
     clean_measurement_columns,
     columns_of_rows,
 )
-from fleetcore.schemas import decode_measurement_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -37,6 +37,7 @@ from fleetcore.health import (
     implausible_fields,
     report_fields,
 )
+from fleetcore.json_batch import parse_batch
 from fleetcore.limits import MAX_BATCH_ROWS, MAX_BODY_MEMBERS, MAX_REJECTED_ROWS
 from fleetcore.protocol import WireFormat
 from fleetcore.schemas import (
@@ -49,7 +50,6 @@ from fleetcore.schemas import (
     Rejection,
     SiteRow,
     ValidationWindow,
-    parse_batch,
 )
 
 if TYPE_CHECKING:

@@ -44,6 +44,7 @@ from fleetcore.columnar import (
     micros_from_datetime,
 )
 from fleetcore.columnar_batch import ParsedColumns
+from fleetcore.json_batch import check_item_bound, decode_measurement_rows, parse_batch
 from fleetcore.json_small import (
     RECORD,
     RECORD_DTYPE,
@@ -61,9 +62,6 @@ from fleetcore.schemas import (
     BatchType,
     MeasurementRow,
     ValidationWindow,
-    check_item_bound,
-    decode_measurement_rows,
-    parse_batch,
     too_many_rows,
 )
 
