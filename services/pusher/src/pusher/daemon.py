@@ -3,15 +3,15 @@
 Every resource has a due time. A tick (every `push_interval_s`) makes all three due, in the
 protocol's order. A full measurement batch makes measurements due again at once, so a backlog
 drains back to back at the ingest rate instead of N batches per interval; while one batch is on
-the wire the next is already read and compressed (`readahead.py`). A failure makes only its
-resource wait (per-resource backoff, `retry.py`); what each answer changes in the push state,
-the metrics and the log is kept by `outcomes.py`, a restored customer database is repaired
-once per tick by `state/recovery.py`, and the centre hears how this gateway is doing from
-`ops/health.py`. Between pushes a reconciliation pass runs when due (`reconcile/schedule.py`:
-at start, hourly, soon after the central database changed). The stop event is checked between
-batches; `run` gives
-an in-flight batch until the shutdown deadline and then cancels it, which abandons the batch
-without advancing the cursor.
+the wire the next is already read and compressed (`readahead.py`); each resource's batches are
+sent by `shipping.py`. A failure makes only its resource wait (per-resource backoff,
+`retry.py`); what each answer changes in the push state, the metrics and the log is kept by
+`outcomes.py`, a restored customer database is repaired once per tick by `state/recovery.py`,
+and the centre hears how this gateway is doing from `ops/health.py`. Between pushes a
+reconciliation pass runs when due (`reconcile/schedule.py`: at start, hourly, soon after the
+central database changed). The stop event is checked between batches; `run` gives an in-flight
+batch until the shutdown deadline and then cancels it, which abandons the batch without
+advancing the cursor.
 
 Progress is kept in Prometheus metrics (`ops/metrics.py`), served when PUSHER_METRICS_PORT is set,
 and told to systemd when run under it (`ops/systemd.py`): READY=1 once the customer database is
@@ -28,28 +28,26 @@ from typing import Any
 
 import psycopg
 import structlog
-from fleetcore.answers import IngestAnswer
-from fleetcore.protocol import BatchType, WireFormat
+from fleetcore.protocol import BatchType
 from fleetservice.commands import one_line
 
 from pusher import source
-from pusher.delivery import IngestClient, WireBody, encode
+from pusher.delivery import IngestClient
 from pusher.delivery.answers import printable
 from pusher.delivery.uploadcap import UploadCap
-from pusher.errors import DeliveryError, SourceError
+from pusher.errors import SourceError
 from pusher.ops.health import HealthReporter
-from pusher.ops.memory import BacklogRelease
 from pusher.ops.metrics import PusherMetrics
 from pusher.ops.progress import PushProgress
 from pusher.ops.scrape import serve_metrics
 from pusher.ops.systemd import SystemdNotifier
 from pusher.outcomes import Outcomes
-from pusher.readahead import PreparedBatch, ReadAhead, discard
+from pusher.readahead import ReadAhead
 from pusher.reconcile import ReconcileMetrics, Reconciler
 from pusher.retry import RetryEvent, RetryPolicy
 from pusher.settings import Settings
-from pusher.source import BlockingTransaction, FullSet, MeasurementBatch
-from pusher.source.digest import sha256_digest
+from pusher.shipping import Shipper
+from pusher.source import BlockingTransaction
 from pusher.state import PushState
 from pusher.state.recovery import recover_restored_database
 
@@ -77,10 +75,10 @@ class Pusher:
         self.blocker: BlockingTransaction | None = None
         self._next_tick = 0.0
         self._db_failures = 0
-        self.memory = BacklogRelease()
         self.progress = PushProgress(self.metrics, settings.backlog_count_interval_s)
         self.policy = RetryPolicy.from_settings(settings, self.rng)
         self.outcomes = Outcomes(settings, self.state, self.metrics, self.progress, self.policy)
+        self.shipper = Shipper(settings, self.state, self.metrics, self.progress, self.outcomes)
         self.health = HealthReporter(settings)
         self.reconciler = Reconciler(settings, ReconcileMetrics(self.metrics.registry), self.policy)
 
@@ -180,19 +178,24 @@ class Pusher:
     ) -> None:
         """One round, top to bottom: every push interval the restore check, the backlog count
         and STATUS=; then each resource that is due, in the protocol's order (sites, devices,
-        measurements); then the health report when one is due (`ops/health.py`). Collaborators
-        return what they found; none calls back into the tick."""
+        measurements, shipped by `shipping.py`, which says when each is due next); then the health
+        report when one is due (`ops/health.py`). Collaborators return what they found; none
+        calls back into the tick."""
         now = time.monotonic()
         if now >= self._next_tick:
             self._next_tick = now + self.settings.push_interval_s
             await self._check_horizon(conn)
             await self._observe_backlog(conn)
             self.notifier.status(self.outcomes.status_text())
+        ship = self.shipper
         for resource in (BatchType.SITES, BatchType.DEVICES):
             if time.monotonic() >= self.due[resource] and not stop.is_set():
-                await self._push_full_set(conn, client, resource)
-        if time.monotonic() >= self.due[BatchType.MEASUREMENTS] and not stop.is_set():
-            await self._push_measurements(conn, client, read_ahead, stop)
+                self.due[resource] = await ship.full_set(conn, client, resource, self._next_tick)
+        resource = BatchType.MEASUREMENTS
+        if time.monotonic() >= self.due[resource] and not stop.is_set():
+            self.due[resource] = await ship.measurements(
+                conn, client, read_ahead, stop, self._next_tick
+            )
         await self.health.tick(conn, client, self.state, self.progress,
                                self.outcomes.last_failure, self.blocker)  # fmt: skip
 
@@ -220,136 +223,6 @@ class Pusher:
                 snapshot_xmin=recovery.horizon.xmin,
                 **self.blocker.as_log(),
             )
-
-    async def _push_full_set(
-        self, conn: psycopg.AsyncConnection[Any], client: IngestClient, resource: BatchType
-    ) -> None:
-        """Send the full set when it differs from the one ingestd last accepted, or when that one
-        is older than PUSHER_FULL_SET_INTERVAL_S (so soft-deletes and last-seen stay right even
-        if the centre lost something); otherwise nothing goes on the wire."""
-        reader = source.read_sites if resource is BatchType.SITES else source.read_devices
-        full: FullSet = await reader(conn)
-        self.metrics.batch_size.labels(resource.value).set(full.count)
-        digest = sha256_digest(full.body)
-        if self.state[resource].full_set_current(digest, self.settings.full_set_interval_s):
-            self.progress.full_set(resource, full, delivered=True)
-            self.due[resource] = self._next_tick
-            return
-        started = time.perf_counter()
-        wire = await encode(full.body, WireFormat.JSON, self.settings.gzip_level)
-        label = full.cursor_label(resource.value)
-        answer = await self._deliver(conn, client, resource, wire, label, full.count, full=full)
-        if answer is not None:
-            await self.outcomes.delivered(
-                conn,
-                resource,
-                answer,
-                rows=full.count,
-                cursor=None,
-                newest=None,
-                wire=len(wire.data),
-                raw=len(full.body),
-                started=started,
-                sent_bytes=client.sent_bytes,
-                full=full,
-                digest=digest,
-            )
-            self.due[resource] = self._next_tick
-
-    async def _push_measurements(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        client: IngestClient,
-        read_ahead: ReadAhead,
-        stop: asyncio.Event,
-    ) -> None:
-        """Up to N batches from the cursor; leaves measurements due now when the backlog goes on."""
-        resource = BatchType.MEASUREMENTS
-        n = self.settings.max_batches_per_tick
-        state = self.state[resource]
-        pending: asyncio.Task[PreparedBatch] | None = await read_ahead.next(
-            conn, state.cursor, state.batch_size, client.format
-        )
-        try:
-            for index in range(n):
-                assert pending is not None
-                prepared = await pending
-                pending = None
-                batch = prepared.batch
-                self.memory.batch_read(batch.full)
-                if batch.count == 0:
-                    self.due[resource] = self._next_tick
-                    return
-                if batch.full and not stop.is_set():
-                    size = self.state[resource].batch_size
-                    pending = read_ahead.start(conn, batch.end, size, client.format)
-                if batch.sent == 0:
-                    await self.outcomes.only_uncarriable(conn, batch)
-                elif not await self._send(conn, client, prepared):
-                    return
-                if not batch.full:
-                    self.due[resource] = self._next_tick
-                    return
-                if stop.is_set() or index + 1 == n:
-                    break
-            # A backlog: measurements stay due, and the batch read ahead carries over.
-            self.due[resource] = time.monotonic()
-            if pending is not None:
-                read_ahead.hold(pending)
-                pending = None
-        finally:
-            if pending is not None:
-                await discard(pending)
-
-    async def _send(
-        self, conn: psycopg.AsyncConnection[Any], client: IngestClient, prepared: PreparedBatch
-    ) -> bool:
-        """Send one measurements batch and keep the books of the answer; True if delivered."""
-        resource = BatchType.MEASUREMENTS
-        batch = prepared.batch
-        started = time.perf_counter()
-        answer = await self._deliver(
-            conn, client, resource, prepared.wire, batch.end.encode(), batch.sent, batch=batch
-        )
-        if answer is None:
-            return False
-        await self.outcomes.delivered(
-            conn,
-            resource,
-            answer,
-            rows=batch.sent,
-            cursor=batch.end,
-            newest=batch.newest_received_at,
-            wire=len(prepared.wire.data),
-            raw=batch.body_bytes,
-            started=started,
-            sent_bytes=client.sent_bytes,
-            batch=batch,
-            media_type=batch.format,
-        )
-        return True
-
-    async def _deliver(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        client: IngestClient,
-        resource: BatchType,
-        wire: WireBody,
-        cursor: str,
-        rows: int,
-        *,
-        batch: MeasurementBatch | None = None,
-        full: FullSet | None = None,
-    ) -> IngestAnswer | None:
-        """Send one batch: ingestd's answer, or None when it was not delivered (the books kept
-        and the resource's next due time set by `Outcomes.not_delivered`)."""
-        try:
-            return await client.send(resource.value, wire, cursor, rows=rows)
-        except DeliveryError as exc:
-            self.due[resource] = await self.outcomes.not_delivered(
-                conn, resource, exc, batch=batch, full=full, wire_bytes=len(wire.data)
-            )
-            return None
 
 
 async def run(
