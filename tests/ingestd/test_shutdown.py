@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ingestd.app import _background
+from ingestd.lifecycle import background
 
 
 async def test_a_loop_that_lost_its_cancel_is_cancelled_again() -> None:
@@ -21,7 +21,7 @@ async def test_a_loop_that_lost_its_cancel_is_cancelled_again() -> None:
         await asyncio.sleep(3600)
 
     started = time.monotonic()
-    async with _background(loop(), "swallower"):
+    async with background(loop(), "swallower"):
         await asyncio.sleep(0)
     assert rounds == ["first cancel lost"]
     assert time.monotonic() - started < 5
@@ -34,7 +34,7 @@ async def test_a_loop_that_failed_still_raises_at_shutdown() -> None:
         raise RuntimeError("broken loop")
 
     try:
-        async with _background(loop(), "broken"):
+        async with background(loop(), "broken"):
             await asyncio.sleep(0.01)
     except RuntimeError as exc:
         assert str(exc) == "broken loop"

@@ -10,7 +10,7 @@ pool while PostgreSQL stores the ones before (issue 26's large batches: PostgreS
 overlaps ingestd's).
 
 `decode_batch` runs in the decoding pool (a thread pool with one thread per slot,
-INGESTD_MAX_INFLIGHT, made in `app.py`): inflating and parsing a large body takes CPU for
+INGESTD_MAX_INFLIGHT, made in `lifecycle.py`): inflating and parsing a large body takes CPU for
 milliseconds to a second, and on the event loop that would hold every other request, `/healthz`
 included. A small clean measurement batch is the exception (`decode`, `_decode_small`): at most
 `INLINE_WIRE_BYTES` on the wire, `INLINE_BODY_BYTES` decompressed and, columnar, `INLINE_ROWS`

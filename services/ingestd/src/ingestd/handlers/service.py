@@ -1,7 +1,7 @@
 """The service's own endpoints: liveness, readiness, Prometheus metrics, the OpenAPI document.
 
 `/readyz` answers from state refreshed in the background every READY_REFRESH_S
-(`readiness_loop`, started by `app.py`), never with a query per request: the probe is
+(`readiness_loop`, started by `lifecycle.py`), never with a query per request: the probe is
 unauthenticated, and a query each on a 4-connection pool let anyone who can reach it take the
 pool's connections."""
 
