@@ -9,7 +9,7 @@ that follows it (`ingestd.storage.rollup.refresh_timescale`). This bench fills `
 hours (and the current one up to now) of one-a-minute samples for `--devices` meters on a
 TimescaleDB central database (written straight into the stored table, the aggregates refreshed
 up to the last ended hour, as the policy leaves them), then, for the functions of `--baseline`
-(default: the commit before the store read the aggregate's materialized hypertable) and of this
+(default: the commit before the store became set-based, `fleet.store_energy_set`) and of this
 checkout, each on a copy of that database:
 
 - the backfill: every device's history stored by the housekeeping's own `advance_stored_energy`
@@ -49,12 +49,13 @@ from common import (
     synthetic_fill_sql,
 )
 from fleetdev.pgcluster import PgCluster, temporary_cluster, timescaledb_installed
-from ingestd.storage.rollup import refresh_timescale
+from ingestd.storage import rollup
 from psycopg import AsyncConnection
 from report import Figure, finish
 
 ROOT = Path(__file__).resolve().parents[1]
 STORED_ENERGY_PY = "services/ingestd/src/ingestd/storage/stored_energy.py"
+ENERGY_UPKEEP_PY = "services/ingestd/src/ingestd/storage/energy_upkeep.py"
 METERS_PER_GATEWAY = 27.6
 HOUR = timedelta(hours=1)
 
@@ -77,6 +78,8 @@ STORED = """SELECT customer_id, device_id, bucket, energy_imp_kwh, energy_exp_kw
                    energy_q_imp_kvarh, energy_q_exp_kvarh, energy_reset, max_spacing_s, samples
             FROM fleet.energy_hours WHERE bucket < fleet.energy_live_from(customer_id, device_id)
             ORDER BY 1, 2, 3"""
+TERMINATE = """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+               WHERE datname = %s AND pid <> pg_backend_pid()"""
 FRONTIERS = "SELECT min(stored_until), max(stored_until) FROM fleet.energy_frontier"
 
 
@@ -101,19 +104,29 @@ def fill(
 
 
 def clone(cluster: PgCluster, template: str, name: str) -> str:
+    """A copy of `template`; TimescaleDB's scheduler may still be connected to it: its sessions
+    are ended first (a few tries, then the error)."""
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        for attempt in range(5):
+            conn.execute(TERMINATE, (template,))
+            try:
+                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+                break
+            except psycopg.errors.ObjectInUse:
+                if attempt == 4:
+                    raise
+                time.sleep(0.5)
     return cluster.dsn(name)
 
 
 def baseline_ref(given: str | None) -> str:
-    """`given`, or the parent of the commit that made the store read the materialized hypertable
-    (HEAD while that is not committed)."""
+    """`given`, or the parent of the commit that made the store set-based
+    (`fleet.store_energy_set`; HEAD while that is not committed)."""
     if given:
         return given
     made = subprocess.run(
-        ["git", "log", "-S", "fleet.energy_horizon", "--reverse", "--format=%H", "--",
+        ["git", "log", "-S", "store_energy_set", "--reverse", "--format=%H", "--",
          STORED_ENERGY_PY],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
@@ -121,11 +134,14 @@ def baseline_ref(given: str | None) -> str:
 
 
 def module_at(ref: str) -> types.ModuleType:
-    """`ingestd.storage.stored_energy` as `ref` had it."""
-    source = subprocess.run(["git", "show", f"{ref}:{STORED_ENERGY_PY}"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    """The store as `ref` had it, one module: `ingestd.storage.stored_energy` and, where `ref`
+    has it, the upkeep split from it later (`ingestd.storage.energy_upkeep`)."""
     module = types.ModuleType("baseline_stored_energy")
-    exec(compile(source, f"{ref}:{STORED_ENERGY_PY}", "exec"), module.__dict__)  # noqa: S102 - our own git history
+    for path in (STORED_ENERGY_PY, ENERGY_UPKEEP_PY):
+        shown = subprocess.run(["git", "show", f"{ref}:{path}"], cwd=ROOT, capture_output=True,
+                               text=True, check=path == STORED_ENERGY_PY)  # fmt: skip
+        if shown.returncode == 0:
+            exec(compile(shown.stdout, f"{ref}:{path}", "exec"), module.__dict__)  # noqa: S102 - our own git history
     return module
 
 
@@ -188,7 +204,14 @@ async def measure(
         await conn.execute(MARK, (last_ended,))
 
         async def refresh() -> int:
-            return (await refresh_timescale(conn, settle_s=0.0, limit=args.batch)).buckets
+            # the refresh's store of the spans as `module` has it (its SQL functions installed)
+            kept = rollup.store_spans
+            rollup.store_spans = getattr(module, "store_spans", kept)
+            try:
+                report = await rollup.refresh_timescale(conn, settle_s=0.0, limit=args.batch)
+                return report.buckets
+            finally:
+                rollup.store_spans = kept
 
         async def advance() -> int:
             moved: int = await module.advance_stored_energy(

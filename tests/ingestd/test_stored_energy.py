@@ -233,7 +233,7 @@ async def test_a_frontier_step_waits_for_the_summaries_and_its_time_budget(
     """A frontier step moves no further than the store's summaries are complete: on TimescaleDB
     exactly to the continuous aggregate's watermark (the hours after it, in the aggregate's
     real-time part, wait for their refresh), on plain PostgreSQL at once; and a step whose time
-    budget is spent starts its first device only."""  # fmt: skip
+    budget is spent starts its first slice of devices only (a slice of one device here)."""  # fmt: skip
     await first_housekeeping_done(ingestd_client)  # its cycle cannot race ours
     now = datetime.now(NOW.tzinfo)
     start = ref.floor_hour(now) - 3 * HOUR
@@ -250,7 +250,8 @@ async def test_a_frontier_step_waits_for_the_summaries_and_its_time_budget(
     async def step(seconds: float) -> int:
         async with await psycopg.AsyncConnection.connect(central_db, autocommit=True) as conn:
             return await advance_stored_energy(conn, settle_s=0.0, budget_hours=5000,
-                                               hold=not timescale, seconds=seconds)  # fmt: skip
+                                               hold=not timescale, seconds=seconds,
+                                               slice_devices=1)  # fmt: skip
 
     off_horizon = """SELECT count(*) FROM fleet.energy_frontier
                      WHERE stored_until <> fleet.energy_horizon()"""

@@ -18,6 +18,7 @@ rollup.py       recomputing dirty hourly buckets (plain rollup, TimescaleDB refr
 revisions.py    corrections: spans of energy revised after they were final, and their feed
 stored_energy.py the energy per device-hour: its SQL functions, and the reads that sum it
 energy_upkeep.py the stored energy's upkeep: frontiers advanced, spans a recompute moved stored again
+energy_sets.py  the stored energy of many devices in one statement (a round's steps, a recompute's spans)
 maintenance.py  the housekeeping turn, partitions ahead, closed weeks packed, raw-row retention
 retention.py    retention of the operational tables (audit trail, dead letters)
 conversion.py   converting rows stored before the scaled layout, online (convert-storage)

@@ -36,9 +36,9 @@ from ingestd.storage.segments import nearest
 __all__ = [
     "CHANGE_FIELDS",
     "MERGED_SPANS",
+    "MERGE_SPANS",
     "changes_since",
     "create_revision_functions",
-    "merged_spans",
     "record_revisions",
     "revised_span",
     "site_zones",
@@ -75,20 +75,10 @@ $$
 
 
 # Spans of the changed hours (customer ids, device ids, hours), overlapping ones of a device
-# merged: `merged` (customer_id, device_id, span_start, span_end). The stored energy is
-# recomputed over the same spans (storage.stored_energy).
-def merged_spans(function: str = "fleet.revised_span") -> str:
-    """`MERGED_SPANS` with the spans of `function` (as `revised_span` makes it)."""
-    return MERGED_SPANS.replace("fleet.revised_span(", f"{function}(")
-
-
-MERGED_SPANS = """
-WITH spans AS (
-    SELECT c.customer_id, c.device_id, s.span_start, s.span_end
-    FROM (SELECT DISTINCT * FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[])
-          AS u(customer_id, device_id, bucket)) AS c
-    CROSS JOIN LATERAL fleet.revised_span(c.customer_id, c.device_id, c.bucket) AS s
-), ordered AS (
+# merged: `merged` (customer_id, device_id, span_start, span_end), from the CTE `spans` by
+# `MERGE_SPANS`. The stored energy is recomputed over spans merged the same way
+# (`storage.energy_sets`, which looks the spans up inline).
+MERGE_SPANS = """, ordered AS (
     SELECT *, max(span_end) OVER (PARTITION BY customer_id, device_id ORDER BY span_start
                                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_end
     FROM spans
@@ -100,6 +90,13 @@ WITH spans AS (
     SELECT customer_id, device_id, min(span_start) AS span_start, max(span_end) AS span_end
     FROM islands GROUP BY customer_id, device_id, island
 )"""
+MERGED_SPANS = f"""
+WITH spans AS (
+    SELECT c.customer_id, c.device_id, s.span_start, s.span_end
+    FROM (SELECT DISTINCT * FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[])
+          AS u(customer_id, device_id, bucket)) AS c
+    CROSS JOIN LATERAL fleet.revised_span(c.customer_id, c.device_id, c.bucket) AS s
+){MERGE_SPANS}"""
 # The spans, recorded at now().
 RECORD_REVISIONS = f"""{MERGED_SPANS}
 INSERT INTO fleet.energy_revisions (customer_id, device_id, span_start, span_end)

@@ -35,7 +35,12 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from ingestd.storage.aggregate import COUNTER_COLUMNS
-from ingestd.storage.revisions import revised_span
+from ingestd.storage.energy_sets import (
+    advance_energy_set,
+    energy_steps,
+    store_energy_set,
+    store_spans_set,
+)
 from ingestd.storage.segments import (
     ESTIMATED_SPACING_FACTOR,
     FLAT_EDGES_FROM,
@@ -230,80 +235,6 @@ $$
 """
 
 
-_VOLATILE = "LANGUAGE plpgsql VOLATILE SET jit = off SET plan_cache_mode = force_generic_plan AS $$"
-
-
-def store_energy(stored_hours: str) -> str:
-    """`fleet.store_energy`: recompute the stored hours [from, to) of a device (hour edges):
-    every hour with samples (in `stored_hours`) or with known energy."""
-    return f"""
-CREATE OR REPLACE FUNCTION fleet.store_energy(
-    p_customer bigint, p_device bigint, p_from timestamptz, p_to timestamptz)
-RETURNS bigint {_VOLATILE}
-DECLARE
-    stored bigint;
-BEGIN
-    DELETE FROM fleet.energy_hours h
-    WHERE h.customer_id = p_customer AND h.device_id = p_device
-      AND h.bucket >= p_from AND h.bucket < p_to;
-    INSERT INTO fleet.energy_hours (customer_id, device_id, bucket, {", ".join(_ENERGY)},
-                                    energy_reset, max_spacing_s, samples, first_time, last_time)
-    SELECT p_customer, p_device, coalesce(p.bucket, h.bucket), {", ".join(f"p.{c}" for c in _ENERGY)},
-           coalesce(p.energy_reset, false), p.max_spacing_s, coalesce(h.samples, 0),
-           h.first_time, h.last_time
-    FROM (SELECT p_from + (e.interval_no - 1) * INTERVAL '1 hour' AS bucket, e.*
-          FROM fleet.energy_hours_parts(p_customer, p_device,
-               ARRAY(SELECT generate_series(p_from, p_to, INTERVAL '1 hour'))) AS e) AS p
-    FULL JOIN (SELECT n.bucket, n.samples, n.first_time, n.last_time FROM {stored_hours} n
-               WHERE {_OF} AND n.bucket >= p_from AND n.bucket < p_to) AS h
-      ON h.bucket = p.bucket;
-    GET DIAGNOSTICS stored = ROW_COUNT;
-    RETURN stored;
-END
-$$
-"""
-
-
-def advance_energy(first_hours: str) -> str:
-    """`fleet.advance_energy`: move a device's frontier towards `until` by at most `step`, storing
-    the hours it passes (and those before it whose crossing segments may end past the old
-    frontier); with `hold`, a frontier that reaches `until` becomes 'infinity' (plain
-    PostgreSQL: marks say the rest). A device's first hour is looked up in `first_hours`."""
-    return f"""
-CREATE OR REPLACE FUNCTION fleet.advance_energy(
-    p_customer bigint, p_device bigint, p_until timestamptz, p_step interval, p_hold boolean)
-RETURNS timestamptz {_VOLATILE}
-DECLARE
-    frontier timestamptz;
-    lo timestamptz;
-    hi timestamptz;
-BEGIN
-    SELECT f.stored_until INTO frontier FROM fleet.energy_frontier f
-    WHERE f.customer_id = p_customer AND f.device_id = p_device FOR UPDATE;
-    IF NOT FOUND OR frontier >= p_until THEN
-        RETURN frontier;
-    END IF;
-    IF frontier = '-infinity' THEN
-        SELECT min(h.bucket) INTO lo FROM {first_hours} h
-        WHERE h.customer_id = p_customer AND h.device_id = p_device;
-        lo := least(coalesce(lo, p_until), p_until);
-        hi := least(p_until, lo + p_step);
-    ELSE
-        lo := fleet.energy_before(p_customer, p_device, frontier);
-        hi := least(p_until, frontier + p_step);
-    END IF;
-    IF hi > lo THEN
-        PERFORM fleet.store_energy(p_customer, p_device, lo, hi);
-    END IF;
-    frontier := CASE WHEN p_hold AND hi >= p_until THEN TIMESTAMPTZ 'infinity' ELSE hi END;
-    UPDATE fleet.energy_frontier f SET stored_until = frontier
-    WHERE f.customer_id = p_customer AND f.device_id = p_device;
-    RETURN frontier;
-END
-$$
-"""
-
-
 def energy_horizon(horizon: str) -> str:
     """`fleet.energy_horizon()`: the hour before which the store's summaries are complete (the
     frontiers stay at or before it); `horizon` an SQL expression."""
@@ -342,10 +273,11 @@ def stored_energy_functions(
     return (
         plan_cached(energy_before(stored_hours)),
         plan_cached(energy_parts("fleet.energy_hours_parts", stored_hours)),
-        store_energy(stored_hours),
-        revised_span(stored_hours, "fleet.stored_span"),
+        store_energy_set(stored_hours),
+        store_spans_set(stored_hours),
         energy_horizon(horizon),
-        advance_energy(first_hours),
+        energy_steps(stored_hours, first_hours),
+        advance_energy_set(),
         *STORED_ENERGY_FUNCTIONS,
     )
 
