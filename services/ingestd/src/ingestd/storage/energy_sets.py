@@ -175,16 +175,22 @@ $$
 """
 
 
-def energy_steps(stored_hours: str, first_hours: str) -> str:
+def energy_steps(stored_hours: str, first_hours: tuple[str, ...]) -> str:
     """`fleet.energy_steps(until, step, devices, budget, hold)`: a round of frontier steps. The
     devices furthest behind `until` (at most the store's horizon), at most `devices`, as many as
     `budget` hours of work (the first always; a device's hours are those past its frontier, or
-    of its history from its first hour in `first_hours` when it has none yet, at least one),
+    of its history from its first hour in the tables `first_hours` when it has none yet, at
+    least one),
     each with the hours to store, [lo, hi) — from the nearest hour before its frontier holding
     each register (`fleet.energy_before`, looked up in `stored_hours`), its crossing segments
     may end past the frontier — to at most `step` past it, and whether the frontier then
     becomes 'infinity' (`hold`, plain PostgreSQL: the marks say the rest)."""
     before = holder_before(stored_hours, "b.customer_id", "b.device_id", "b.stored_until")
+    first = ", ".join(
+        f"""(SELECT min(n.bucket) FROM {table} n
+             WHERE n.customer_id = b.customer_id AND n.device_id = b.device_id)"""
+        for table in first_hours
+    )
     return f"""
 CREATE OR REPLACE FUNCTION fleet.energy_steps(
     p_until timestamptz, p_step interval, p_devices integer, p_budget double precision,
@@ -205,13 +211,9 @@ WITH behind AS (
 ), ranged AS (
     SELECT b.customer_id, b.device_id, b.stored_until, b.until,
            CASE WHEN b.stored_until = '-infinity'
-                THEN least(coalesce(first.bucket, b.until), b.until)
+                THEN least(coalesce(least({first}), b.until), b.until)
                 ELSE {before} END AS lo
     FROM behind b
-    LEFT JOIN LATERAL (
-        SELECT min(n.bucket) AS bucket FROM {first_hours} n
-        WHERE b.stored_until = '-infinity'
-          AND n.customer_id = b.customer_id AND n.device_id = b.device_id) AS first ON true
 ), due AS (
     SELECT r.*, least(r.until, CASE WHEN r.stored_until = '-infinity' THEN r.lo
                                     ELSE r.stored_until END + p_step) AS hi

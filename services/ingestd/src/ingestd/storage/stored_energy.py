@@ -4,8 +4,9 @@ An hour's energy does not depend on the range it is read in (docs/ENERGY.md: eac
 split over the hours it overlaps), only its `energy_estimated` flag does (the usual interval is
 the range's); so the housekeeping stores, per device-hour with known energy (holes included),
 the energy of the four registers, whether a reset touched it and the longest sample spacing it
-rests on, in `fleet.energy_hours` (migration 0013), computed by `fleet.energy_parts` (the
-read-time computation itself, `ingestd.storage.segments`) from the hourly summaries.
+rests on, in `fleet.energy_hours` (migration 0013), computed from the hourly summaries as
+`fleet.energy_parts` computes it at read time (`ingestd.storage.segments`), for many devices in
+one statement (`ingestd.storage.energy_sets`).
 
 What is stored is kept equal to a from-scratch computation by the same recompute that keeps
 the hourly aggregate (`storage.rollup`): the hours of the span a recomputed hour can move
@@ -46,7 +47,6 @@ from ingestd.storage.segments import (
     FLAT_EDGES_FROM,
     INTERVAL_ENERGY,
     OF_DEVICE,
-    energy_parts,
     plan_cached,
 )
 
@@ -253,11 +253,13 @@ STORED_ENERGY_FUNCTIONS: tuple[str, ...] = (
 
 def stored_energy_functions(
     stored_hours: str, *, horizon: str = "TIMESTAMPTZ 'infinity'",
-    first_hours: str = "fleet.hourly_per_device",
+    first_hours: str = "fleet.hourly_rollup, fleet.hourly_dirty",
 ) -> tuple[str, ...]:  # fmt: skip
     """The functions of the store; `stored_hours` where the nearest hours before a change and
     the summaries the recompute reads come from, complete before `horizon`; a new device's first
-    hour from `first_hours`.
+    hour, the earliest in the tables `first_hours` (comma-separated; each an index look-up).
+    On plain PostgreSQL the rollup table and the marks (an hour not rolled up is marked), not
+    the view: its earliest hour computed the marked hours' summaries from their raw rows first.
 
     On plain PostgreSQL the rollup table itself, not the view (`horizon` 'infinity'): an hour
     still marked is missing there, so the hours whose energy it moves are stored without it —
@@ -272,11 +274,10 @@ def stored_energy_functions(
     the raw rows above the watermark, aggregated): 0.2-0.28 s per device and hour's end."""
     return (
         plan_cached(energy_before(stored_hours)),
-        plan_cached(energy_parts("fleet.energy_hours_parts", stored_hours)),
         store_energy_set(stored_hours),
         store_spans_set(stored_hours),
         energy_horizon(horizon),
-        energy_steps(stored_hours, first_hours),
+        energy_steps(stored_hours, tuple(t.strip() for t in first_hours.split(","))),
         advance_energy_set(),
         *STORED_ENERGY_FUNCTIONS,
     )
