@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from bodies import ValuePool
 from common import (
     IngestdProcess,
     create_central_database,
@@ -65,7 +66,6 @@ from report import Figure, Target, errors, finish
 from simulator import (
     TYPES,
     Fleet,
-    ValuePool,
     build_gateways,
     latency,
     register_gateways,

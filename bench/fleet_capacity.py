@@ -47,6 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bodies import ValuePool
 from common import IngestdProcess
 from cpu_pinning import parse_pin, pin_tree
 from fleet_figures import CLEAN_SHARE, GENERATOR_LAG_S, TARGET_P99_MS
@@ -57,7 +58,6 @@ from fleetdev.pgcluster import PgCluster
 from simulator import (
     TYPES,
     Fleet,
-    ValuePool,
     build_gateways,
     latency,
     register_gateways,

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from bodies import JSON_HEADERS, ValuePool
 from common import (
     IngestdProcess,
     cpu_seconds,
@@ -43,7 +44,7 @@ from common import (
 from fleetcore.protocol import BATCH_TYPE_HEADER, INGEST_PATH, TOKEN_HEADER
 from fleetdev.pgcluster import PgCluster, temporary_cluster
 from report import Figure, finish
-from simulator import JSON_HEADERS, Gateway, ValuePool, build_gateways, register_gateways
+from simulator import Gateway, build_gateways, register_gateways
 
 KINDS = ("sites", "devices", "devices again", "measurements")
 METERS = (5, 50)

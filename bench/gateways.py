@@ -41,6 +41,7 @@ from typing import Any
 
 import aiohttp
 import psycopg
+from bodies import PreEncoded
 from common import (
     IngestdProcess,
     cpu_seconds,
@@ -52,7 +53,7 @@ from common import (
 from fleetcore.protocol import INGEST_PATH
 from fleetdev.pgcluster import PgCluster, temporary_cluster
 from report import Figure, Target, errors, finish
-from simulator import Fleet, Gateway, PreEncoded, latency, register_gateways
+from simulator import Fleet, Gateway, latency, register_gateways
 
 ROWS_PER_BATCH = 100
 TARGET_P99 = Target("<", 250.0, " ms")

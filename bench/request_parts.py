@@ -6,7 +6,7 @@
 of it count a thread preempted by PostgreSQL on a shared core as busy. This times, with
 `time.process_time()`, the parts of `POST /api/fleet/ingest` that run without the network or the
 database, on a gateway's minute as the fleet bench's generator sends it (27 meters, one tick;
-`simulator.ValuePool`), the parts taking turns so a busy machine slows them alike:
+`bodies.ValuePool`), the parts taking turns so a busy machine slows them alike:
 
   decode json        a gzip JSON body to validated columns on the event loop (`_decode_small`)
   decode columnar    the same samples as a columnar body as the pusher sends it (raw when zstd
@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bodies import ValuePool, body_headers
 from fleetcore import BatchType, ParsedColumns, ValidationWindow, generate_token, hash_token
 from fleetcore.answers import IngestAnswer
 from fleetservice import configure_logging
@@ -54,7 +55,7 @@ from ingestd.storage.writes import INSERT_SMALL_BATCH, AuditRecord, _array_param
 from psycopg._queries import PostgresQuery
 from psycopg.adapt import Transformer
 from report import Figure, finish
-from simulator import ValuePool, body_headers, build_gateways
+from simulator import build_gateways
 
 WINDOW = ValidationWindow(datetime.now(UTC), timedelta(days=3650), timedelta(days=1))
 

@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from bodies import JSON_HEADERS, ValuePool, body_headers
 from common import IngestdProcess, create_central_database, exit_on_sigterm
 from fleetcore.protocol import BATCH_TYPE_HEADER, INGEST_PATH, TOKEN_HEADER
 from fleetdev.pgcluster import temporary_cluster
 from report import Figure, finish
-from simulator import JSON_HEADERS, ValuePool, body_headers, build_gateways, register_gateways
+from simulator import build_gateways, register_gateways
 
 METERS = 27
 _CLK_TCK = 100
