@@ -44,6 +44,7 @@ from common import (
     machine_info,
     postgres_cpu_seconds,
 )
+from counting_proxy import CountingProxy
 from fleetcore import PushCursor
 from fleetcore.protocol import INGEST_PATH, WireFormat
 from fleetdev.pgcluster import PgCluster, temporary_cluster
@@ -54,7 +55,6 @@ from pusher.migrate import apply_migrations
 from pusher.reconcile import PassReport, run_pass
 from pusher.state import load_states
 from report import Figure, Target, finish
-from wire import CountingProxy
 
 CUSTOMER = "BENCH_RECON"
 TARGET_SHARE = Target("<=", 2.0, " %", of="reconciliation / measurement bytes")

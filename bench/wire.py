@@ -6,8 +6,8 @@
 20 meters (fleetdev.simulator's `Meter`: daily load curve, counting energy registers) write
 readings at meter resolution (V 0.1, A/kW/kvar/kVA/pf 0.001, Hz 0.01, kWh 0.1, THD 0.01) into a
 meter stack's database; a real `pusher run` sends them to a real `ingestd serve` through a
-counting TCP proxy on loopback that counts every byte the pusher sends (request lines, headers,
-bodies) and splits them per request and batch type.
+counting TCP proxy on loopback (`counting_proxy.py`) that counts every byte the pusher sends
+(request lines, headers, bodies) and splits them per request and batch type.
 
 For each pusher wire mode (`PUSHER_WIRE_FORMAT`):
 
@@ -27,36 +27,33 @@ meters, `--sites 3 --devices-per-site 9`).
 
 Next to them, the same rows encoded as bodies alone (no HTTP): gzip-1 JSON (the pusher's JSON
 body), InfluxDB line protocol gzip-6, Prometheus remote-write 1.0 (protobuf `WriteRequest`, one
-series per meter and field, snappy block format via cramjam) and the columnar encoding. Plain
-HTTP on loopback: TLS would add ~22-29 bytes per request record and a handshake per connection.
+series per meter and field, snappy block format via cramjam) and the columnar encoding
+(`peer_bodies.py`). Plain HTTP on loopback: TLS would add ~22-29 bytes per request record and
+a handshake per connection.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import gzip
 import os
 import random
-import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import cramjam
 import msgspec
 import psycopg
 from common import IngestdProcess, exit_on_sigterm, machine_info, terminate
-from fleetcore import MEASUREMENT_VALUE_FIELDS, columns_from_rows, encode_columns, zstd_compress
-from fleetdev.pgcluster import free_port, temporary_cluster
+from counting_proxy import CountingProxy, Request
+from fleetcore import MEASUREMENT_VALUE_FIELDS
+from fleetdev.pgcluster import temporary_cluster
 from fleetdev.simulator import INSERT_SAMPLE, Meter, MeterStack
+from peer_bodies import Row, body_sizes
 from pusher.migrate import apply_migrations
 from pusher.ops.health import REFRESH_S
 from report import Figure, Target, finish
@@ -74,113 +71,6 @@ RESOLUTION: dict[str, int] = {
 }
 DEVICES_PER_SITE = 10
 SITES = 2
-Row = dict[str, Any]
-
-
-# --- the counting proxy -----------------------------------------------------------------------
-
-
-@dataclass
-class Request:
-    batch_type: str
-    head_bytes: int
-    body_bytes: int
-
-    @property
-    def total(self) -> int:
-        return self.head_bytes + self.body_bytes
-
-
-@dataclass
-class _Parser:
-    """Splits one connection's client→server stream into requests (Content-Length bodies)."""
-
-    sink: list[Request]
-    buffer: bytearray = field(default_factory=bytearray)
-    body_left: int = 0
-    current: Request | None = None
-
-    def feed(self, data: bytes) -> None:
-        self.buffer += data
-        while self.buffer:
-            if self.current is not None:
-                take = min(self.body_left, len(self.buffer))
-                self.body_left -= take
-                del self.buffer[:take]
-                if self.body_left == 0:
-                    self.sink.append(self.current)
-                    self.current = None
-                continue
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(self.buffer[: end + 4])
-            del self.buffer[: end + 4]
-            headers = {
-                k.strip().lower(): v.strip()
-                for k, _, v in (
-                    line.decode("latin-1").partition(":") for line in head.split(b"\r\n")[1:]
-                )
-            }
-            self.body_left = int(headers.get("content-length", "0") or 0)
-            self.current = Request(headers.get("x-batch-type", "-"), len(head), self.body_left)
-            if self.body_left == 0:
-                self.sink.append(self.current)
-                self.current = None
-
-
-class CountingProxy:
-    """TCP proxy on 127.0.0.1 in a thread of its own; counts and splits the upstream bytes."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = free_port()
-        self.requests: list[Request] = []
-        self.connections = 0
-        self.upstream_bytes = 0
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(
-            asyncio.start_server(self._client, "127.0.0.1", self.port)
-        )
-        self._started.set()
-        try:
-            self._loop.run_forever()
-        finally:
-            server.close()
-            self._loop.run_until_complete(server.wait_closed())
-            self._loop.close()
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        parser = _Parser(self.requests)
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, count: bool) -> None:
-            with contextlib.suppress(ConnectionError):
-                while data := await src.read(65536):
-                    if count:
-                        self.upstream_bytes += len(data)
-                        parser.feed(data)
-                    dst.write(data)
-                    await dst.drain()
-            with contextlib.suppress(OSError):
-                dst.close()
-
-        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
-
-    def __enter__(self) -> CountingProxy:
-        self._thread.start()
-        self._started.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 # --- meters -----------------------------------------------------------------------------------
@@ -232,78 +122,6 @@ def pusher_running(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[
             yield proc
         finally:
             terminate(proc)
-
-
-# --- peers: the same rows as other protocols' bodies ------------------------------------------
-
-
-def json_body(rows: Sequence[Row], received: datetime) -> bytes:
-    items = [{**r, "received_at": received} for r in rows]
-    return gzip.compress(msgspec.json.encode({"items": items}), 1, mtime=0)
-
-
-def influx_body(rows: Sequence[Row]) -> bytes:
-    lines = (
-        f"power_measurements,customer=BENCH,device_id={r['device_id']} "
-        + ",".join(f"{n}={float(r[n])!r}" for n in MEASUREMENT_VALUE_FIELDS)
-        + f" {int(r['time'].timestamp())}"
-        for r in rows
-    )
-    return gzip.compress("\n".join(lines).encode(), 6, mtime=0)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def remote_write_body(rows: Sequence[Row]) -> bytes:
-    """prometheus.WriteRequest{timeseries: [TimeSeries{labels, samples}]}, snappy block format:
-    one series per (meter, field) with labels __name__, customer, device_id; samples in ms."""
-    series: dict[tuple[str, int], list[tuple[float, int]]] = {}
-    for r in rows:
-        millis = int(r["time"].timestamp() * 1000)
-        for name in MEASUREMENT_VALUE_FIELDS:
-            series.setdefault((name, r["device_id"]), []).append((float(r[name]), millis))
-    out = bytearray()
-    for (name, device), samples in series.items():
-        labels = [("__name__", f"fleet_{name}"), ("customer", "BENCH"), ("device_id", str(device))]
-        ts = b"".join(_field(1, _field(1, k.encode()) + _field(2, v.encode())) for k, v in labels)
-        for value, millis in samples:
-            sample = b"\x09" + struct.pack("<d", value) + b"\x10" + _varint(millis)
-            ts += _field(2, sample)
-        out += _field(1, ts)
-    return bytes(cramjam.snappy.compress_raw(bytes(out)))
-
-
-def columnar_body(rows: Sequence[Row], received: datetime) -> bytes:
-    ordered = sorted(rows, key=lambda r: (r["device_id"], r["time"]))
-    raw = encode_columns(columns_from_rows([{**r, "received_at": received} for r in ordered]))
-    packed = zstd_compress(raw)
-    return packed if len(packed) < len(raw) else raw
-
-
-def body_sizes(batches: Sequence[Sequence[Row]], received: datetime) -> dict[str, float]:
-    rows = sum(len(b) for b in batches)
-    encoders = {
-        "gzip1_json": lambda b: json_body(b, received),
-        "influx_line_protocol_gzip6": influx_body,
-        "prometheus_remote_write_snappy": remote_write_body,
-        "columnar_zstd": lambda b: columnar_body(b, received),
-    }
-    return {
-        name: round(sum(len(encode(b)) for b in batches) / rows, 1)
-        for name, encode in encoders.items()
-    }
 
 
 # --- the run ----------------------------------------------------------------------------------
