@@ -34,8 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from catchup import (
-    RESULTS_DIR,
+from common import RESULTS_DIR, exit_on_sigterm, rss_bytes
+from fleetdev.pgcluster import free_port, temporary_cluster
+from gateway_venv import pusher_python
+from pusher.migrate import apply_migrations
+from pusher_stack import (
     SEED_DEVICES,
     SEED_ROUNDING,
     SEED_SITES,
@@ -43,10 +46,6 @@ from catchup import (
     scalar,
     start_ingestd,
 )
-from common import exit_on_sigterm, rss_bytes
-from fleetdev.pgcluster import free_port, temporary_cluster
-from gateway_venv import pusher_python
-from pusher.migrate import apply_migrations
 from report import Figure, Target, finish
 
 TARGET_START = Target("<=", 0.5, " s")
