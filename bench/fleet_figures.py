@@ -1,15 +1,21 @@
-"""The figures of `bench/fleet.py --capacity` (`bench/fleet_capacity.py`) against issue 26's
-targets, for one storage path: the largest fleet with p99 under 100 ms and no 503, with each step's
-warm-up and backlog in words; CPU per batch at the last step's own rate and by encoding in the
-encodings' windows; the rollup's or the continuous aggregate's backlog slope; what the generator
-cost.
+"""The figures of `bench/fleet.py` against their targets.
+
+The default run's (`print_run`, `run_figures`): latency per batch type in the steady phase,
+ingestd's CPU per request, the dirty hours, the database's growth, the catch-up after the
+outage, ingestd's peak RSS. `--capacity`'s (`bench/fleet_capacity.py`), for one storage path,
+against issue 26's targets (`capacity_figures`): the largest fleet with p99 under 100 ms and no
+503, with each step's warm-up and backlog in words; CPU per batch at the last step's own rate
+and by encoding in the encodings' windows; the rollup's or the continuous aggregate's backlog
+slope; what the generator cost.
 """
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from report import Figure, Target, errors
+from simulator import TYPES
 
 __all__ = [
     "CLEAN_SHARE",
@@ -18,8 +24,14 @@ __all__ = [
     "TARGET_GATEWAYS",
     "TARGET_P99_MS",
     "capacity_figures",
+    "print_run",
+    "run_figures",
 ]
 
+TARGET_P99 = Target("<", 100.0, " ms", also="0 errors", of="p99")  # per batch type, steady
+TARGET_CPU_PER_REQUEST = Target("<=", 2.0, " ms")
+TARGET_CATCH_UP = Target("<=", 180.0, " s")
+TARGET_RSS = Target("<", 300.0, " MB")
 TARGET_P99_MS = 100.0
 TARGET_GATEWAYS = Target(">=", 10_000, " gateways", also="p99 < 100 ms, no 503")
 TARGET_CPU = {
@@ -188,3 +200,115 @@ def _encoding_figures(path: str, enc: dict[str, Any], idle: dict[str, Any]) -> l
             )
         )
     return out
+
+
+def _ms(stats: dict[str, Any], key: str) -> str:
+    return f"{stats[key]:.0f}" if key in stats else "-"
+
+
+def print_run(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    s, rec, out = result["steady"], result["recovery"], result["outage"]
+    print()
+    print(
+        f"{args.gateways:,} gateways ({result['meters']:,} meters), a tick every "
+        f"{args.interval:g} s, full sets {args.full_sets}, one ingestd; steady {s['window_s']:.0f} s"
+    )
+    header = (
+        f"{'batch type':<14} {'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6} {'max':>7}  statuses"
+    )
+    print(header)
+    print("-" * len(header))
+    for t in (*TYPES, "all"):
+        st = s["per_type"][t] if t != "all" else s["all"]
+        print(
+            f"{t:<14} {st['requests'] / s['window_s']:>7.1f} {_ms(st, 'p50_ms'):>6} "
+            f"{_ms(st, 'p95_ms'):>6} {_ms(st, 'p99_ms'):>6} {_ms(st, 'max_ms'):>7}  {st['statuses']}"
+        )
+    print(
+        f"rows/s {s['rows_per_s']:,.0f}; ingestd {100 * s.get('ingestd_cpu_share', 0):.0f}% of a "
+        f"core ({s['ingestd_cpu_ms_per_request']:.2f} ms CPU per request), RSS max "
+        f"{s.get('ingestd_rss_max_mib', 0):.0f} MiB; PostgreSQL {100 * s.get('pg_cpu_share', 0):.0f}%; "
+        f"generator {100 * s.get('client_cpu_share', 0):.0f}%; DB connections max "
+        f"{s.get('connections_max')}; dirty hours {s.get('dirty_first')} -> {s.get('dirty_last')} "
+        f"(max {s.get('dirty_max')}, {s.get('dirty_writes_per_s') or 0:,.0f} mark writes/s); stored-energy steps due "
+        f"max {s.get('frontiers_behind_max')} (at the end {s.get('frontiers_behind_last')}); generator loop lag max {s.get('generator_loop_lag_max_s', 0):.1f} s"
+        " (above ~0.1 s the generator, not ingestd, sets the latencies)"
+    )
+    growth = result["growth_per_day_bytes"]
+    print(
+        "growth per day (GiB): "
+        + ", ".join(f"{k} {v / 2**30:.2f}" for k, v in growth.items() if not k.endswith("rows"))
+    )
+    print(
+        f"outage {args.outage:g} s: {out['requests']} requests {out['statuses']}; backlog "
+        f"{out['backlog_rows_at_restart']:,} rows; recovery: all caught up in "
+        f"{rec['time_to_all_caught_up_s'] or float('nan'):.1f} s ({rec['gateways_caught_up']}/"
+        f"{args.gateways}), statuses {rec['statuses']}, ingestd peak RSS "
+        f"{result['ingestd_peak_rss_mib']:.0f} MiB"
+    )
+    share = s.get("ingestd_cpu_share") or 0.0
+    result["gateways_per_core_at_50pct"] = args.gateways * 0.5 / share if share else None
+    return result
+
+
+def run_figures(result: dict[str, Any]) -> list[Figure]:
+    s, rec = result["steady"], result["recovery"]
+    n = result["config"]["gateways"]
+    out = [
+        Figure.checked(
+            f"fleet {n:,} gw: {kind} p50 / p95 / p99",
+            st.get("p99_ms", float("inf")),
+            f"{st.get('p50_ms', 0):.0f} / {st.get('p95_ms', 0):.0f} / {st.get('p99_ms', 0):.0f} ms",
+            TARGET_P99,
+            f"{st['requests'] / s['window_s']:.0f} req/s; errors {errors(st['statuses'])}",
+            also=not set(st["statuses"]) - {"200"},
+        )
+        for kind, st in s["per_type"].items()
+    ]
+    per_core = result.get("gateways_per_core_at_50pct")
+    growth = result["growth_per_day_bytes"]
+    parts = (
+        "measurements",
+        "measurement_indexes",
+        "ingest_events",
+        "rejected_rows",
+        "hourly_rollup",
+    )
+    caught = rec["time_to_all_caught_up_s"]
+    rss_mb = result["ingestd_peak_rss_mib"] * 1.048576
+    return [
+        *out,
+        Figure.checked(
+            f"fleet {n:,} gw: ingestd CPU per request",
+            s["ingestd_cpu_ms_per_request"],
+            f"{s['ingestd_cpu_ms_per_request']:.2f} ms",
+            TARGET_CPU_PER_REQUEST,
+            f"{100 * s.get('ingestd_cpu_share', 0):.0f}% of a core; PostgreSQL "
+            f"{100 * s.get('pg_cpu_share', 0):.0f}%; generator "
+            f"{100 * s.get('client_cpu_share', 0):.0f}%",
+        ),
+        Figure.of(
+            "fleet: gateways per ingestd core at 50% CPU",
+            f"{per_core:,.0f}" if per_core else "-",
+            f"rows/s {s['rows_per_s']:,.0f}",
+        ),
+        Figure.of(
+            f"fleet {n:,} gw: dirty hours first -> last (max)",
+            f"{s.get('dirty_first')} -> {s.get('dirty_last')}",
+            f"max {s.get('dirty_max')}; mark writes/s {s.get('dirty_writes_per_s') or 0:,.0f}",
+            "flat",
+        ),
+        Figure.of(
+            f"fleet {n:,} gw: DB growth per day",
+            f"{growth['database'] / 2**30:.1f} GiB",
+            ", ".join(f"{k} {growth[k] / 2**30:.1f}" for k in parts),
+        ),
+        Figure.checked(
+            f"fleet: all caught up after a {result['config']['outage']:g} s outage",
+            caught,
+            "never" if caught is None else f"{caught:.0f} s",
+            TARGET_CATCH_UP,
+            f"503s {rec['statuses'].get('503', 0)}, 429s {rec['statuses'].get('429', 0)}",
+        ),
+        Figure.checked("fleet: ingestd peak RSS", rss_mb, f"{rss_mb:.0f} MB", TARGET_RSS),
+    ]
