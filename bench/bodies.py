@@ -17,12 +17,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
-from common import generate_measurements, measurement_items
 from fleetcore import MEASUREMENT_VALUE_FIELDS, columns_from_rows, encode_columns, zstd_compress
 from fleetcore.columnar_layout import micros_from_datetime, varint
 from fleetcore.columnar_read import Reader, read_header
 from fleetcore.protocol import COLUMNAR_MEDIA_TYPE
 from pusher.delivery import gzip_body
+from rows import generate_measurements, measurement_items
 
 if TYPE_CHECKING:
     from simulator import Gateway

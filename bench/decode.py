@@ -33,7 +33,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from common import encode_batch, generate_measurements, measurement_items
 from fleetcore import BatchType, ValidationWindow
 from fleetcore.json_batch import decode_measurement_rows
 from fleetcore.json_columns import (
@@ -55,6 +54,7 @@ from ingestd.decoding import (
 from ingestd.memory import BodyMemory, MemoryBudget
 from ingestd.storage.copybuffer import copy_stream
 from report import Figure, finish
+from rows import encode_batch, generate_measurements, measurement_items
 
 WINDOW = ValidationWindow(datetime.now(UTC), timedelta(days=3650), timedelta(days=1))
 GZIP_JSON = BodyFormat(False, "gzip")

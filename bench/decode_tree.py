@@ -25,8 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path.cwd() / "bench"))
 
-from common import encode_batch, generate_measurements, measurement_items
 from fleetcore import BatchType, ValidationWindow
+from rows import encode_batch, generate_measurements, measurement_items
 
 WINDOW = ValidationWindow(datetime.now(UTC), timedelta(days=3650), timedelta(days=1))
 

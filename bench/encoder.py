@@ -32,7 +32,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from common import MeasurementTuple, generate_measurements, measurement_items
 from fleetcore import PushCursor, zstd_compress
 from fleetcore.columnar import MeasurementColumns, columns_from_rows, encode_columns
 from fleetcore.columnar_stdlib import PlainColumn, encode_plain_columns
@@ -41,6 +40,7 @@ from pusher.source.columns_numpy import batch_from_records as pusher_numpy
 from pusher.source.columns_stdlib import batch_from_records as pusher_stdlib
 from pusher.source.records import RECORD
 from report import Figure, finish
+from rows import MeasurementTuple, generate_measurements, measurement_items
 
 
 def _plain(batch: MeasurementColumns) -> dict[str, PlainColumn]:

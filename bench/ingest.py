@@ -50,17 +50,12 @@ import msgspec
 import psycopg
 from common import (
     IngestdProcess,
-    MeasurementTuple,
     Summary,
-    chunks,
     cpu_seconds,
     create_central_database,
     customer_id,
-    encode_batch,
     exit_on_sigterm,
-    generate_measurements,
     machine_info,
-    measurement_items,
     peak_rss_bytes,
     postgres_cpu_seconds,
     summarize,
@@ -73,6 +68,7 @@ from ingestd.storage.copybuffer import COPY_COLUMNS as STORED_COLUMNS
 from peer_influx import InfluxdProcess, influxd_binary, line_protocol_bodies, write_lines
 from psycopg import sql
 from report import Figure, Target, finish
+from rows import MeasurementTuple, chunks, encode_batch, generate_measurements, measurement_items
 
 INGEST_PATH = "/api/fleet/ingest"
 CUSTOMER_CODE = "BENCH01"

@@ -31,20 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from common import (
-    COPY_COLUMNS,
-    COPY_TYPES,
-    MeasurementTuple,
-    chunks,
-    create_central_database,
-    exit_on_sigterm,
-    generate_measurements,
-    machine_info,
-    summarize,
-)
+from common import create_central_database, exit_on_sigterm, machine_info, summarize
 from fleetdev.pgcluster import temporary_cluster
 from psycopg import AsyncConnection, sql
 from report import Figure, finish
+from rows import COPY_COLUMNS, COPY_TYPES, MeasurementTuple, chunks, generate_measurements
 
 CUSTOMER_ID = 1
 TABLE = sql.SQL("fleet.power_measurements_scaled")

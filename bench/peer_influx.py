@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-from common import ChildService, MeasurementTuple, chunks, terminate
+from common import ChildService, terminate
 from fleetcore import MEASUREMENT_VALUE_FIELDS
 from fleetdev.pgcluster import free_port
+from rows import MeasurementTuple, chunks
 
 __all__ = [
     "InfluxdProcess",

@@ -29,19 +29,11 @@ from typing import Any
 
 import aiohttp
 import psycopg
-from common import (
-    IngestdProcess,
-    chunks,
-    create_central_database,
-    encode_batch,
-    exit_on_sigterm,
-    generate_measurements,
-    machine_info,
-    measurement_items,
-)
+from common import IngestdProcess, create_central_database, exit_on_sigterm, machine_info
 from fleetdev.pgcluster import temporary_cluster
 from ingestd.customers import add_customer
 from report import Figure, Target, finish
+from rows import chunks, encode_batch, generate_measurements, measurement_items
 
 INGEST_PATH = "/api/fleet/ingest"
 TARGET_COST = Target("<", 20.0, "%")  # of ingest throughput
