@@ -388,9 +388,8 @@ def _array_params(batch: MeasurementColumns) -> dict[str, Any]:
     present = [columns.get(name) for name in _FIELDS]
     nulls: npt.NDArray[np.bool_] | None = None
     if all(c is not None and c.nulls is None for c in present):  # the usual batch
-        values = np.stack([c.values for c in present if c is not None]).astype(
-            np.float64, copy=False
-        )
+        # one C call (np.stack is Python over every row: ~10 µs warm, ~50 in a running ingestd)
+        values = np.array([c.values for c in present if c is not None], np.float64)
     else:
         values = np.zeros((len(_FIELDS), batch.rows), np.float64)
         nulls = np.ones(values.shape, np.bool_)
