@@ -161,7 +161,10 @@ async def ingest(request: web.Request) -> web.Response:
     delivery = Delivery(batch_id, started, request.content_length or 0)
     known_kind = batch_type_of(request)
     kind_label = known_kind.value if known_kind else "invalid"
-    memory = BodyMemory(request.app[MEMORY], admission.spread(settings.busy_retry_after_s))
+    # one jittered Retry-After for the request's own overload refusals (its memory, its decode
+    # deadline: at most one of them answers)
+    busy_retry_after = admission.spread(settings.busy_retry_after_s)
+    memory = BodyMemory(request.app[MEMORY], busy_retry_after)
     holding_slot = False
     try:
         with admission.customer_turn(customer.id):
@@ -189,7 +192,7 @@ async def ingest(request: web.Request) -> web.Response:
                 settings.max_body_bytes,
                 time.monotonic() + settings.decode_budget_s,
                 settings.decode_budget_s,
-                admission.spread(settings.busy_retry_after_s),
+                busy_retry_after,
             )
             window = ValidationWindow(
                 datetime.now(UTC), settings.effective_max_sample_age, settings.max_sample_ahead
