@@ -5,6 +5,7 @@ reference is the numpy decoder's batch checked row by row (`check_rows`)."""
 from __future__ import annotations
 
 import math
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,14 +13,16 @@ import numpy as np
 import pytest
 from fleetcore import (
     MEASUREMENT_VALUE_FIELDS,
+    BatchFormatError,
     ValidationWindow,
     columns_from_rows,
     decode_columns,
     encode_columns,
     parse_columnar_batch,
 )
-from fleetcore.columnar import COLUMN_NAMES, Column, MeasurementColumns
+from fleetcore.columnar import COLUMN_NAMES, Column, MeasurementColumns, declared_rows
 from fleetcore.columnar_batch import check_rows
+from fleetcore.columnar_read import Reader
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -66,12 +69,13 @@ def meter_minutes(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(meter_minutes(), st.booleans())
+@given(meter_minutes(), st.booleans(), st.randoms(use_true_random=False), st.booleans())
 def test_a_small_columnar_batch_gives_the_row_checksanswer(
-    rows: list[dict[str, Any]], null_key: bool
+    rows: list[dict[str, Any]], null_key: bool, rng: random.Random, shuffled: bool
 ) -> None:
     """The same valid rows (bits, nulls), rejections (indexes, reasons, payloads) and time span
-    as the numpy decoder's batch checked row by row."""
+    as the numpy decoder's batch checked row by row, whatever the order of the body's columns
+    (senders put the key columns first; a body may not)."""
     batch = columns_from_rows(rows)
     if null_key:  # a row without a device: refused
         columns = dict(batch.columns)
@@ -79,6 +83,10 @@ def test_a_small_columnar_batch_gives_the_row_checksanswer(
         nulls[-1] = True
         columns["device_id"] = Column(batch.columns["device_id"].values, nulls)
         batch = MeasurementColumns(batch.rows, columns)
+    if shuffled:
+        names = list(batch.columns)
+        rng.shuffle(names)
+        batch = MeasurementColumns(batch.rows, {name: batch.columns[name] for name in names})
     body = encode_columns(batch)
     fast = parse_columnar_batch(body, WINDOW)
     slow = check_rows(decode_columns(body, small_rows=0), WINDOW)
@@ -98,3 +106,22 @@ def test_a_value_just_past_the_bounds_is_refused(bad: float, others: list[float]
     fast = parse_columnar_batch(body, WINDOW)
     assert [r.index for r in fast.rejections] == [len(others)]
     assert answer(fast) == answer(check_rows(decode_columns(body, small_rows=0), WINDOW))
+
+
+def _declared_by_reader(body: bytes | bytearray | memoryview) -> int | None:
+    reader = Reader(body)
+    try:
+        reader.byte()
+        return reader.varint()
+    except BatchFormatError:
+        return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=12), st.sampled_from([bytes, bytearray, memoryview]))
+def test_declared_rows_reads_the_header_as_a_reader_does(
+    data: bytes, kind: type[bytes] | type[bytearray] | type[memoryview]
+) -> None:
+    """The declared row count (its one-byte shortcut included) is what reading the version and
+    the varint gives, or None where they cannot be read."""
+    assert declared_rows(kind(data)) == _declared_by_reader(kind(data))

@@ -268,6 +268,8 @@ def declared_rows(body: bytes | bytearray | memoryview) -> int | None:
     """The row count a body's header declares (None when the header is unreadable): what
     decoding it will allocate for, known before decoding (`decode_columns` refuses past
     MAX_BATCH_ROWS)."""
+    if isinstance(body, bytes | bytearray) and len(body) > 1 and body[1] < 0x80:
+        return body[1]  # a one-byte count (under 128 rows): no Reader
     reader = Reader(body)
     try:
         reader.byte()
