@@ -12,7 +12,10 @@ which side gets each request first, for `--rounds` windows of `--window` s. Each
 figure per side is that process's CPU (user + system, from /proc) divided by the requests it
 answered, so whatever else loads the machine loads both alike; the paired differences per
 round are the result, the medians the summary. `fleet.py --capacity` gives the absolute
-figure; this says what a change did to it. Results go to bench/results/request_ab-<time>.json.
+figure; this says what a change did to it. `--encoding apart` sends gzip JSON to the `--before`
+side and columnar to this checkout's (with `--before .`: the same code, so the paired differences
+are what the columnar encoding costs over JSON, both processes loaded alike). Results go to
+bench/results/request_ab-<time>.json.
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ class Sides:
 async def _window(
     sides: Sides,
     sessions: dict[str, aiohttp.ClientSession],
-    pool: ValuePool,
+    pools: dict[str, ValuePool],
     seconds: float,
     rate: float,
 ) -> dict[str, dict[str, Any]]:
@@ -102,7 +105,7 @@ async def _window(
         if delay > 0:
             await asyncio.sleep(delay)
         for side in SIDES if i % 2 == 0 else SIDES[::-1]:
-            headers, body = sides.next_batch(side, i, pool)
+            headers, body = sides.next_batch(side, i, pools[side])
             tasks.append(asyncio.create_task(sides.post(sessions[side], side, headers, body)))
     await asyncio.gather(*tasks)
     out = {}
@@ -120,6 +123,11 @@ async def _window(
     return out
 
 
+def _columnar(encoding: str, side: str) -> bool:
+    """Whether `side` gets columnar bodies (`apart`: the after side columnar, the before JSON)."""
+    return encoding == "columnar" or (encoding == "apart" and side == "after")
+
+
 async def drive(args: argparse.Namespace, sides: Sides) -> dict[str, Any]:
     sessions = {s: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32)) for s in SIDES}
     try:
@@ -131,13 +139,14 @@ async def drive(args: argparse.Namespace, sides: Sides) -> dict[str, Any]:
                     await sides.post(sessions[side], side, headers, body)
         results: dict[str, Any] = {}
         for encoding in ("json", "columnar") if args.encoding == "both" else (args.encoding,):
-            pool = ValuePool(columnar=encoding == "columnar")
-            if pool.columnar:
-                pool.prepare_columnar(range(METERS, METERS + 1))
-            await _window(sides, sessions, pool, 5.0, args.rate)  # warm both
+            pools = {s: ValuePool(columnar=_columnar(encoding, s)) for s in SIDES}
+            for pool in pools.values():
+                if pool.columnar:
+                    pool.prepare_columnar(range(METERS, METERS + 1))
+            await _window(sides, sessions, pools, 5.0, args.rate)  # warm both
             rounds = []
             for r in range(args.rounds):
-                window = await _window(sides, sessions, pool, args.window, args.rate)
+                window = await _window(sides, sessions, pools, args.window, args.rate)
                 window["loadavg"] = f"{os.getloadavg()[0]:.2f}"
                 rounds.append(window)
                 print(
@@ -172,7 +181,12 @@ def _figures(results: dict[str, Any]) -> list[Figure]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", type=Path, required=True, help="the other tree")
-    parser.add_argument("--encoding", choices=("json", "columnar", "both"), default="both")
+    parser.add_argument(
+        "--encoding",
+        choices=("json", "columnar", "both", "apart"),
+        default="both",
+        help="apart: gzip JSON to the before side, columnar to this checkout's",
+    )
     parser.add_argument("--gateways", type=int, default=200, help="per side")
     parser.add_argument("--rate", type=float, default=30.0, help="requests/s per side")
     parser.add_argument("--window", type=float, default=20.0, help="seconds per round")
