@@ -56,6 +56,7 @@ from report import Figure, finish
 ROOT = Path(__file__).resolve().parents[1]
 STORED_ENERGY_PY = "services/ingestd/src/ingestd/storage/stored_energy.py"
 ENERGY_UPKEEP_PY = "services/ingestd/src/ingestd/storage/energy_upkeep.py"
+REVISIONS_PY = "services/ingestd/src/ingestd/storage/revisions.py"
 METERS_PER_GATEWAY = 27.6
 HOUR = timedelta(hours=1)
 
@@ -133,15 +134,31 @@ def baseline_ref(given: str | None) -> str:
     return f"{made[0]}^" if made else "HEAD"
 
 
+def _source_at(ref: str, path: str) -> str | None:
+    shown = subprocess.run(["git", "show", f"{ref}:{path}"], cwd=ROOT, capture_output=True,
+                           text=True, check=False)  # fmt: skip
+    return shown.stdout if shown.returncode == 0 else None
+
+
 def module_at(ref: str) -> types.ModuleType:
     """The store as `ref` had it, one module: `ingestd.storage.stored_energy` and, where `ref`
-    has it, the upkeep split from it later (`ingestd.storage.energy_upkeep`)."""
+    has it, the upkeep split from it later (`ingestd.storage.energy_upkeep`), which imports
+    `ingestd.storage.revisions` as `ref` had it too."""
     module = types.ModuleType("baseline_stored_energy")
-    for path in (STORED_ENERGY_PY, ENERGY_UPKEEP_PY):
-        shown = subprocess.run(["git", "show", f"{ref}:{path}"], cwd=ROOT, capture_output=True,
-                               text=True, check=path == STORED_ENERGY_PY)  # fmt: skip
-        if shown.returncode == 0:
-            exec(compile(shown.stdout, f"{ref}:{path}", "exec"), module.__dict__)  # noqa: S102 - our own git history
+    source = _source_at(ref, STORED_ENERGY_PY)
+    if source is None:
+        raise SystemExit(f"{ref} has no {STORED_ENERGY_PY}")
+    exec(compile(source, f"{ref}:{STORED_ENERGY_PY}", "exec"), module.__dict__)  # noqa: S102 - our own git history
+    upkeep, revisions = _source_at(ref, ENERGY_UPKEEP_PY), _source_at(ref, REVISIONS_PY)
+    if upkeep is not None and revisions is not None:
+        old = types.ModuleType("ingestd.storage.revisions")
+        exec(compile(revisions, f"{ref}:{REVISIONS_PY}", "exec"), old.__dict__)  # noqa: S102
+        kept = sys.modules["ingestd.storage.revisions"]
+        sys.modules["ingestd.storage.revisions"] = old
+        try:
+            exec(compile(upkeep, f"{ref}:{ENERGY_UPKEEP_PY}", "exec"), module.__dict__)  # noqa: S102
+        finally:
+            sys.modules["ingestd.storage.revisions"] = kept
     return module
 
 

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from aiohttp.test_utils import TestClient
 from ingestd.settings import Settings
-from ingestd.storage.energy_upkeep import advance_stored_energy, seed_frontiers
+from ingestd.storage.energy_upkeep import advance_stored_energy, energy_slices, seed_frontiers
 
 from tests.fix_ingestd import PostBatch, first_housekeeping_done
 from tests.ingestd import energy_reference as ref
@@ -307,3 +307,16 @@ async def test_new_devices_get_frontiers_from_the_rows_sampled_since_the_last_se
         assert _rows(central_db, seeded) == ([(8,)] if timescale else [(7,), (8,)])
         await seed_frontiers(conn, timescale=timescale)  # the last hour's rows
     assert _rows(central_db, seeded) == [(7,), (8,)]
+
+
+def test_a_round_is_stored_in_bounded_slices() -> None:
+    """A round's devices go to the database in slices of at most so many devices and, past a
+    slice's first device, so many hours to store (a backfill's week counts 168)."""
+    at = START
+    hour_end = [(1, d, at - HOUR, at + HOUR) for d in range(5)]
+    assert [len(s) for s in energy_slices(hour_end, 2, 5000)] == [2, 2, 1]
+    assert [len(s) for s in energy_slices(hour_end, 10, 4)] == [2, 2, 1]
+    weeks = [(1, d, at, at + 168 * HOUR) for d in range(3)]
+    assert [len(s) for s in energy_slices(weeks, 1000, 100)] == [1, 1, 1]
+    assert [len(s) for s in energy_slices(weeks, 1000, 400)] == [2, 1]
+    assert energy_slices([], 10, 10) == []

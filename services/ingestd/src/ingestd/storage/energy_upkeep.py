@@ -35,7 +35,10 @@ from ingestd.storage.layout import STORED_TABLE
 
 __all__ = [
     "BACKFILL_STEP",
+    "SLICE_DEVICES",
+    "SLICE_HOURS",
     "advance_stored_energy",
+    "energy_slices",
     "one_snapshot",
     "seed_frontiers",
     "store_spans",
@@ -80,8 +83,29 @@ STORE_SPANS = "SELECT fleet.store_spans_set(%s, %s, %s)"
 STEPS = "SELECT * FROM fleet.energy_steps(%(until)s, %(step)s, %(devices)s, %(budget)s, %(hold)s)"
 ADVANCE = "SELECT fleet.advance_energy_set(%s, %s, %s, %s, %s)"
 SLICE_DEVICES = 1000
-"""Devices stored and moved per statement: ~0.3 s of one database core at an hour's end (each
-statement a bounded stretch, the time budget checked between them)."""
+SLICE_HOURS = 5000
+"""A statement stores and moves at most `SLICE_DEVICES` devices and, past its first device, at
+most `SLICE_HOURS` device-hours (a backfill's devices store up to a week each): a bounded
+stretch of one database core (an hour's end: ~1,000 devices, ~0.2 s), the round's time budget
+checked between statements."""
+
+
+def energy_slices(
+    due: list[tuple[Any, ...]], devices: int, hours: int
+) -> list[list[tuple[Any, ...]]]:
+    """`due` (customer, device, lo, hi, …) cut into consecutive slices of at most `devices`
+    devices and, past a slice's first device, `hours` hours to store."""
+    slices: list[list[tuple[Any, ...]]] = []
+    held = 0.0
+    for row in due:
+        stored = max(0.0, (row[3] - row[2]) / timedelta(hours=1))
+        if not slices or len(slices[-1]) >= devices or held + stored > hours:
+            slices.append([])
+            held = 0.0
+        slices[-1].append(row)
+        held += stored
+    return slices
+
 
 SEED_MARKED = """
 INSERT INTO fleet.energy_frontier (customer_id, device_id)
@@ -161,13 +185,14 @@ async def advance_stored_energy(
     step: timedelta = BACKFILL_STEP,
     seconds: float = 10.0,
     slice_devices: int = SLICE_DEVICES,
+    slice_hours: int = SLICE_HOURS,
 ) -> int:
     """Move the frontiers of the devices furthest behind towards the start of the hour that
     ended `settle_s` ago (on TimescaleDB at most the aggregate's watermark), about
-    `budget_hours` device-hours of work, `slice_devices` devices per statement and no slice
-    started after `seconds` (the first one always is); the devices moved. `conn` in autocommit
-    mode (the round runs in a transaction of its own, `one_snapshot`: the watermark and the
-    summaries in one snapshot)."""
+    `budget_hours` device-hours of work, `slice_devices` devices (`slice_hours` hours to store)
+    per statement and no statement started after `seconds` (the first one always is); the
+    devices moved. `conn` in autocommit mode (the round runs in a transaction of its own,
+    `one_snapshot`: the watermark and the summaries in one snapshot)."""
     moment = (now or datetime.now(UTC)) - timedelta(seconds=settle_s)
     until = moment.replace(minute=0, second=0, microsecond=0)
     params = {"until": until, "step": step, "hold": hold, "devices": max(1, budget_hours),
@@ -177,10 +202,9 @@ async def advance_stored_energy(
     async with one_snapshot(conn):
         cur = await conn.execute(STEPS, params)
         due = await cur.fetchall()
-        for first in range(0, len(due), max(1, slice_devices)):
-            if first and time.monotonic() - started >= seconds:
+        for i, part in enumerate(energy_slices(due, max(1, slice_devices), slice_hours)):
+            if i and time.monotonic() - started >= seconds:
                 break
-            part = due[first : first + max(1, slice_devices)]
             await conn.execute(ADVANCE, [list(c) for c in zip(*part, strict=True)])
             moved += len(part)
     return moved
