@@ -1,12 +1,14 @@
 """What the plain path's rollup costs per device-hour, and whether housekeeping keeps up with a fleet.
 
-    uv run python bench/rollup_recompute.py [--devices 20000] [--limits 1000,5000,20000]
+    uv run python bench/rollup_recompute.py [--devices 20000] [--limits 1000,5000,20000] [--hours 1]
 
 At fleet scale every device-hour is marked once while it is being written and recomputed once
 after it ends (`ingestd.storage.rollup`): 10,000 gateways of 27.6 meters leave ~276,000
 device-hours to recompute every hour. This bench fills one ended hour of one-a-minute samples for
 `--devices` meters (spread over `--customers` customers, written straight into the stored table
-with every value column set, so the aggregates do their full work), marks every device-hour
+with every value column set, so the aggregates do their full work; with `--hours` more, the
+hours before it rolled up and stored first, untimed, so that the measured hour's stored energy
+spans it and the hour before, as at a real hour's end), marks every device-hour
 dirty as the batches would, and drains the marks with ingestd's own `refresh_rollup` in rounds
 of each `--limits` size (the marks are set again before each size), timing each round by the
 clock and by PostgreSQL's CPU from /proc. It then says what one hour of a fleet costs at the
@@ -23,6 +25,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,26 +48,37 @@ HOUSEKEEPING_INTERVAL_S = 10.0  # ingestd's INGESTD_HOUSEKEEPING_INTERVAL_S defa
 TARGET_DRAIN = Target("<", 3600.0, " s", of="an hour's marks drained")  # else marks pile up
 
 CUSTOMERS = synthetic_customers_sql("RC", "Rollup")
-# One ended hour (two hours ago) of one-a-minute samples per device.
+# `--hours` ended hours of one-a-minute samples per device, the last one two hours ago.
 FILL = synthetic_fill_sql(
     "h.hour",
-    "60",
+    "60 * %(hours)s",
     "3",
-    "(SELECT date_bin('1 hour', now(), TIMESTAMPTZ '2000-01-01') - INTERVAL '2 hours' AS hour) h,",
+    "(SELECT date_bin('1 hour', now(), TIMESTAMPTZ '2000-01-01') - INTERVAL '1 hour'"
+    " - %(hours)s * INTERVAL '1 hour' AS hour) h,",
 )
+# Every stored device-hour before `%(before)s` marked ('infinity': all of them).
 MARK = """
 INSERT INTO fleet.hourly_dirty (customer_id, device_id, bucket, marked_at)
 SELECT DISTINCT customer_id, device_id, date_bin('1 hour', time, TIMESTAMPTZ '2000-01-01'),
        now() - INTERVAL '1 hour'
+FROM fleet.power_measurements_scaled WHERE time < %(before)s
+ON CONFLICT DO NOTHING
+"""
+# Every device's last hour marked (the measured one, after the hours before it are rolled up).
+MARK_LAST = """
+INSERT INTO fleet.hourly_dirty (customer_id, device_id, bucket, marked_at)
+SELECT DISTINCT customer_id, device_id, date_bin('1 hour', time, TIMESTAMPTZ '2000-01-01'),
+       now() - INTERVAL '1 hour'
 FROM fleet.power_measurements_scaled
+WHERE time >= date_bin('1 hour', now(), TIMESTAMPTZ '2000-01-01') - INTERVAL '2 hours'
 ON CONFLICT DO NOTHING
 """
 
 
-def fill(dsn: str, customers: int, devices: int) -> int:
+def fill(dsn: str, customers: int, devices: int, hours: int = 1) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         ids = [row[0] for row in conn.execute(CUSTOMERS, (customers,)).fetchall()]
-        conn.execute(FILL, {"ids": ids, "devices": devices})
+        conn.execute(FILL, {"ids": ids, "devices": devices, "hours": hours})
         conn.execute("VACUUM ANALYZE fleet.power_measurements_scaled")
         row = conn.execute("SELECT count(*) FROM fleet.power_measurements_scaled").fetchone()
         assert row is not None
@@ -81,15 +95,27 @@ ON CONFLICT (customer_id, device_id) DO UPDATE SET stored_until = EXCLUDED.store
 
 
 async def drain(
-    cluster: PgCluster, dsn: str, limit: int, stored_energy: bool = True
+    cluster: PgCluster, dsn: str, limit: int, stored_energy: bool = True, history: bool = False
 ) -> dict[str, Any]:
-    """Mark every stored device-hour, then refresh in rounds of `limit` until none is left."""
+    """Mark every stored device-hour, then refresh in rounds of `limit` until none is left; with
+    `history`, the hours before each device's last one rolled up first (untimed), so that its
+    last hour is measured as an hour's end finds it: the hour before it stored, its span two
+    hours."""
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         await conn.execute("TRUNCATE fleet.hourly_rollup, fleet.quarter_rollup")
         await conn.execute("DELETE FROM fleet.energy_frontier")
         if stored_energy:
             await conn.execute(STORED_ENERGY)
-        cur = await conn.execute(MARK)
+        if history:
+            cur = await conn.execute("SELECT max(time) FROM fleet.power_measurements_scaled")
+            last = await cur.fetchone()
+            assert last is not None
+            await conn.execute(MARK, {"before": last[0].replace(minute=0, second=0, microsecond=0)})
+            while (await refresh_rollup(conn, settle_s=0.0, limit=max(limit, 20_000))).buckets:
+                pass
+            cur = await conn.execute(MARK_LAST)
+        else:
+            cur = await conn.execute(MARK, {"before": datetime.max.replace(tzinfo=UTC)})
         marked = cur.rowcount
         await conn.execute("VACUUM ANALYZE fleet.hourly_dirty")
         rounds: list[tuple[int, float, float]] = []
@@ -136,7 +162,10 @@ def at_fleet(run: dict[str, Any], gateways: int) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--devices", type=int, default=20_000, help="meters, one hour each")
+    parser.add_argument("--devices", type=int, default=20_000, help="meters")
+    parser.add_argument("--hours", type=int, default=1,
+                        help="ended hours per meter; only the last is measured (the ones before "
+                        "rolled up and stored first, as at an hour's end)")  # fmt: skip
     parser.add_argument("--customers", type=int, default=700)
     parser.add_argument("--limits", default="1000,5000,20000", help="marks per round, each run")
     parser.add_argument("--gateways", type=int, default=10_000, help="the fleet to extrapolate to")
@@ -145,19 +174,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     limits = [int(x) for x in args.limits.split(",") if x]
-    if not (1 <= args.customers <= args.devices and limits and min(limits) >= 1):
-        print("need 1 <= customers <= devices and positive --limits", file=sys.stderr)
+    if not (1 <= args.customers <= args.devices and limits and min(limits) >= 1
+            and args.hours >= 1):  # fmt: skip
+        print("need 1 <= customers <= devices, positive --limits and --hours", file=sys.stderr)
         return 2
     exit_on_sigterm()
     started = time.monotonic()
     with temporary_cluster(prefix="fleet-bench-rollup-") as cluster:
         dsn = create_central_database(cluster, DATABASE)
         machine = machine_info(dsn)
-        rows = fill(dsn, args.customers, args.devices)
-        print(f"  {rows:,} rows: {args.devices:,} meters x one hour", file=sys.stderr)
+        rows = fill(dsn, args.customers, args.devices, args.hours)
+        print(f"  {rows:,} rows: {args.devices:,} meters x {args.hours} hours", file=sys.stderr)
         runs = []
         for limit in limits:
-            run = asyncio.run(drain(cluster, dsn, limit, args.stored_energy == "on"))
+            run = asyncio.run(
+                drain(cluster, dsn, limit, args.stored_energy == "on", history=args.hours > 1)
+            )
             run["fleet"] = at_fleet(run, args.gateways)
             runs.append(run)
             print(
