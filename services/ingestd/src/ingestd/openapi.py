@@ -4,11 +4,12 @@ The document is built from what the code itself uses: the wire contract's paths,
 limits from `fleetcore.protocol`, the row schemas, the 200 answer (`IngestResult`) and the error
 bodies generated from fleetcore's msgspec structs and error codes (`fleetcore.answers`), so a
 changed field, code or limit changes the document. This module assembles it: the row and error
-schemas, the answers every operators' path shares, the probes; each area's paths and answers
-come from its own module — the push ingest (`ingestd.openapi_ingest`), the customer list and
-devices (`ingestd.openapi_admin`), energy (`ingestd.openapi_energy`), billing
-(`ingestd.openapi_billing`), reconciliation (`ingestd.openapi_reconcile`), health reports and the
-fleet view (`ingestd.openapi_fleet`).
+schemas, the probes; each area's paths and answers come from its own module — the push ingest
+(`ingestd.openapi_ingest`), the customer list and devices (`ingestd.openapi_admin`), energy
+(`ingestd.openapi_energy`), billing (`ingestd.openapi_billing`), reconciliation
+(`ingestd.openapi_reconcile`), health reports and the fleet view (`ingestd.openapi_fleet`) — and
+what they all build with (references, JSON answers, the answers every operators' path shares)
+from `ingestd.openapi_blocks`.
 A copy is kept in the repository as docs/openapi.json (`python -m ingestd.openapi > docs/openapi.json`);
 a test fails when the two differ, and the tests validate real responses against this document.
 """
@@ -28,6 +29,7 @@ from fleetcore.protocol import MAX_BATCH_ROWS, MAX_REJECTED_ROWS, OPENAPI_PATH, 
 from ingestd.handlers.admin import ADMIN_PREFIX, FLEET_PREFIX
 from ingestd.openapi_admin import ADMIN_SCHEMAS, admin_paths
 from ingestd.openapi_billing import BILLING_SCHEMAS, billing_paths
+from ingestd.openapi_blocks import REF, json_response
 from ingestd.openapi_energy import ENERGY_SCHEMAS, energy_paths
 from ingestd.openapi_fleet import FLEET_SCHEMAS, fleet_paths, report_schemas
 from ingestd.openapi_ingest import BATCH_SCHEMA, ingest_paths
@@ -42,12 +44,6 @@ ROW_STRUCTS: dict[str, type[msgspec.Struct]] = {
 }
 """The document's name for each row schema, and the fleetcore struct it is generated from."""
 
-_REF = "#/components/schemas/"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF + name}
-
 
 def _batch_too_large() -> dict[str, Any]:
     """413 for a batch of too many rows or too many invalid ones: the limit is a constant."""
@@ -60,27 +56,10 @@ def _batch_too_large() -> dict[str, Any]:
     return schema
 
 
-def _json_response(
-    description: str, schema: str, headers: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    response: dict[str, Any] = {
-        "description": description,
-        "content": {"application/json": {"schema": _ref(schema)}},
-    }
-    if headers:
-        response["headers"] = headers
-    return response
-
-
-_RETRY_AFTER = {
-    "Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}
-}
-
-
 def row_schemas(structs: Mapping[str, type[msgspec.Struct]] = ROW_STRUCTS) -> dict[str, Any]:
     """JSON Schemas of the row structs, as msgspec validates them, under the document's names."""
     types = list(structs.values())
-    _, components = msgspec.json.schema_components(types, ref_template=_REF + "{name}")
+    _, components = msgspec.json.schema_components(types, ref_template=REF + "{name}")
     schemas: dict[str, Any] = {}
     for name, struct in structs.items():
         schema = dict(components[struct.__name__])
@@ -98,7 +77,7 @@ def _schemas() -> dict[str, Any]:
         **report_schemas(),
         **FLEET_SCHEMAS,
         "Batch": BATCH_SCHEMA,
-        **answer_schemas(_REF + "{name}"),
+        **answer_schemas(REF + "{name}"),
         "BadRequest": error_schema(BAD_REQUEST_CODES, optional=["parameter"]),
         "Unauthorized": {
             "type": "object",
@@ -134,24 +113,7 @@ def _schemas() -> dict[str, Any]:
     }
 
 
-def _admin_responses(extra: dict[str, Any]) -> dict[str, Any]:
-    return {
-        **extra,
-        "401": _json_response("missing or wrong admin token", "Unauthorized"),
-        "403": _json_response("INGESTD_ADMIN_TOKEN is not set", "AdminDisabled"),
-        "429": _json_response(
-            "the client address over its failed-authentication budget (wrong admin tokens "
-            "spend it like wrong push tokens)",
-            "RetryLater",
-            _RETRY_AFTER,
-        ),
-        "503": _json_response("database unavailable", "RetryLater", _RETRY_AFTER),
-    }
-
-
 def openapi_document() -> dict[str, Any]:
-    code_param = {"name": "code", "in": "path", "required": True, "schema": {"type": "string"}}
-
     return {
         "openapi": "3.1.0",
         "info": {
@@ -171,12 +133,12 @@ def openapi_document() -> dict[str, Any]:
             },
         },
         "paths": {
-            **ingest_paths(_json_response, _RETRY_AFTER),
+            **ingest_paths(),
             "/healthz": {
                 "get": {
                     "operationId": "healthz",
                     "summary": "process up",
-                    "responses": {"200": _json_response("up", "Health")},
+                    "responses": {"200": json_response("up", "Health")},
                 }
             },
             "/readyz": {
@@ -184,8 +146,8 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "readyz",
                     "summary": "database reachable, migrations applied, storage bootstrapped",
                     "responses": {
-                        "200": _json_response("ready", "Ready"),
-                        "503": _json_response("not ready", "Ready"),
+                        "200": json_response("ready", "Ready"),
+                        "503": json_response("not ready", "Ready"),
                     },
                 }
             },
@@ -217,11 +179,11 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
-            **admin_paths(ADMIN_PREFIX, code_param, _admin_responses, _json_response),
-            **energy_paths(ADMIN_PREFIX, code_param, _admin_responses, _json_response),
-            **billing_paths(ADMIN_PREFIX, code_param, _admin_responses, _json_response),
-            **reconcile_paths(ADMIN_PREFIX, code_param, _admin_responses, _json_response),
-            **fleet_paths(ADMIN_PREFIX, FLEET_PREFIX, code_param, _admin_responses, _json_response),
+            **admin_paths(ADMIN_PREFIX),
+            **energy_paths(ADMIN_PREFIX),
+            **billing_paths(ADMIN_PREFIX),
+            **reconcile_paths(ADMIN_PREFIX),
+            **fleet_paths(ADMIN_PREFIX, FLEET_PREFIX),
         },
     }
 

@@ -3,17 +3,11 @@ the OpenAPI document. Merged into the one document by `ingestd.openapi`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
+from ingestd.openapi_blocks import TIME, admin_responses, customer_code_param, json_response, ref
+
 __all__ = ["ADMIN_SCHEMAS", "admin_paths"]
-
-_REF = "#/components/schemas/"
-_TIME = {"type": "string", "format": "date-time"}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF + name}
 
 
 _DELETED_MARK = {
@@ -43,7 +37,7 @@ ADMIN_SCHEMAS: dict[str, Any] = {
         "properties": {
             "code": {"type": "string"},
             "name": {"type": ["string", "null"]},
-            "created_at": _TIME,
+            "created_at": TIME,
             "first_seen_at": {"type": ["string", "null"], "format": "date-time"},
             "last_seen_at": {"type": ["string", "null"], "format": "date-time"},
             "seconds_since_last_batch": {"type": ["number", "null"]},
@@ -76,7 +70,7 @@ ADMIN_SCHEMAS: dict[str, Any] = {
         "required": ["stale_after_minutes", "customers"],
         "properties": {
             "stale_after_minutes": {"type": "number"},
-            "customers": {"type": "array", "items": _ref("CustomerSummary")},
+            "customers": {"type": "array", "items": ref("CustomerSummary")},
         },
     },
     "DeviceList": {
@@ -88,7 +82,7 @@ ADMIN_SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {
                     "allOf": [
-                        _ref("Site"),
+                        ref("Site"),
                         _DELETED_MARK,
                     ]
                 },
@@ -97,7 +91,7 @@ ADMIN_SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {
                     "allOf": [
-                        _ref("Device"),
+                        ref("Device"),
                         _DELETED_MARK,
                     ]
                 },
@@ -107,13 +101,9 @@ ADMIN_SCHEMAS: dict[str, Any] = {
 }
 
 
-def admin_paths(
-    admin_prefix: str,
-    code_param: dict[str, Any],
-    admin_responses: Callable[[dict[str, Any]], dict[str, Any]],
-    json_response: Callable[..., dict[str, Any]],
-) -> dict[str, Any]:
+def admin_paths(admin_prefix: str) -> dict[str, Any]:
     """GET the customer list and one customer's sites and devices."""
+    code_param = customer_code_param()
     return {
         admin_prefix: {
             "get": {

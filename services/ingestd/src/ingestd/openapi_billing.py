@@ -4,20 +4,26 @@ the handlers' own constants, so a new column changes the document."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ingestd.handlers.billing import DEMAND_CSV_FIELDS, MAX_MONTHS, TOTAL_CSV_FIELDS
 from ingestd.handlers.corrections import CHANGES_MAX_LIMIT
+from ingestd.openapi_blocks import (
+    ID,
+    TIME,
+    admin_responses,
+    customer_code_param,
+    json_response,
+    query_param,
+    ref,
+    rows_response,
+)
 from ingestd.storage.demand import DEMAND_MINUTES
 from ingestd.storage.revisions import CHANGE_FIELDS
 from ingestd.storage.totals import RESOLUTIONS
 
 __all__ = ["BILLING_SCHEMAS", "billing_paths"]
 
-_REF = "#/components/schemas/"
-_TIME = {"type": "string", "format": "date-time"}
-_ID = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 _COUNT = {"type": "integer", "minimum": 0}
 _ENERGY = ("energy_imp_kwh", "energy_exp_kwh", "energy_q_imp_kvarh", "energy_q_exp_kvarh")
 _PERIOD = {
@@ -37,19 +43,15 @@ _DEVICE_COUNTS = {
 }
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF + name}
-
-
 def _head(extra: dict[str, Any], row: str) -> dict[str, Any]:
     return {
         "customer": {"type": "string"},
         **extra,
-        "devices": {"type": "array", "items": _ID, "description": "the devices summed"},
+        "devices": {"type": "array", "items": ID, "description": "the devices summed"},
         "timezone": {"type": "string"},
         "from": {"type": "string", "description": "first day (YYYY-MM-DD) or month (YYYY-MM)"},
         "to": {"type": "string", "description": "excluded"},
-        "rows": {"type": "array", "items": _ref(row)},
+        "rows": {"type": "array", "items": ref(row)},
     }
 
 
@@ -59,8 +61,8 @@ BILLING_SCHEMAS: dict[str, Any] = {
         "required": list(TOTAL_CSV_FIELDS),
         "properties": {
             "period": _PERIOD,
-            "start": {**_TIME, "description": "the period's local start, in UTC"},
-            "end": {**_TIME, "description": "the next period's local start, in UTC"},
+            "start": {**TIME, "description": "the period's local start, in UTC"},
+            "end": {**TIME, "description": "the next period's local start, in UTC"},
             **{
                 name: {
                     "type": ["number", "null"],
@@ -88,7 +90,7 @@ BILLING_SCHEMAS: dict[str, Any] = {
         "properties": {
             **_head(
                 {
-                    "site_id": _ID,
+                    "site_id": ID,
                     "resolution": {"type": "string", "enum": list(RESOLUTIONS)},
                     "timezone_source": {
                         "type": "string",
@@ -106,8 +108,8 @@ BILLING_SCHEMAS: dict[str, Any] = {
         "required": list(DEMAND_CSV_FIELDS),
         "properties": {
             "period": {"type": "string", "description": "the local day or month (YYYY-MM)"},
-            "interval_start": {**_TIME, "description": "start of the interval of highest demand"},
-            "interval_end": _TIME,
+            "interval_start": {**TIME, "description": "start of the interval of highest demand"},
+            "interval_end": TIME,
             "demand_kw": {
                 "type": ["number", "null"],
                 "description": "import energy of the interval / its length; null when nothing "
@@ -123,8 +125,8 @@ BILLING_SCHEMAS: dict[str, Any] = {
         "properties": {
             **_head(
                 {
-                    "site_id": _ID,
-                    "device_id": _ID,
+                    "site_id": ID,
+                    "device_id": ID,
                     "period": {"type": "string", "enum": ["day", "month"]},
                     "minutes": {"type": "integer", "enum": list(DEMAND_MINUTES)},
                 },
@@ -136,14 +138,14 @@ BILLING_SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": list(CHANGE_FIELDS),
         "properties": {
-            "device_id": _ID,
-            "site_id": {**_ID, "type": ["integer", "null"]},
+            "device_id": ID,
+            "site_id": {**ID, "type": ["integer", "null"]},
             "from": {
-                **_TIME,
+                **TIME,
                 "description": "start of the span whose energy was revised (an hour)",
             },
-            "to": {**_TIME, "description": "its end, excluded (an hour)"},
-            "revised_at": {**_TIME, "description": "when the recompute changed it"},
+            "to": {**TIME, "description": "its end, excluded (an hour)"},
+            "revised_at": {**TIME, "description": "when the recompute changed it"},
             "zone": {"type": "string", "description": "the site's zone (UTC without one)"},
             "days": {
                 "type": "array",
@@ -157,36 +159,20 @@ BILLING_SCHEMAS: dict[str, Any] = {
         "required": ["customer", "since", "next_since", "more", "rows"],
         "properties": {
             "customer": {"type": "string"},
-            "since": _TIME,
-            "next_since": {**_TIME, "description": "`since` for the next page or poll"},
+            "since": TIME,
+            "next_since": {**TIME, "description": "`since` for the next page or poll"},
             "more": {"type": "boolean", "description": "more revisions follow this page"},
-            "rows": {"type": "array", "items": _ref("ChangeRow")},
+            "rows": {"type": "array", "items": ref("ChangeRow")},
         },
     },
 }
 
 
-def billing_paths(
-    prefix: str,
-    code_param: dict[str, Any],
-    responses: Callable[[dict[str, Any]], dict[str, Any]],
-    json_response: Callable[[str, str], dict[str, Any]],
-) -> dict[str, Any]:
+def billing_paths(prefix: str) -> dict[str, Any]:
     """The totals and demand paths under the read API's `prefix`."""
-    device = {"name": "device_id", "in": "path", "required": True, "schema": _ID}
-    site = {"name": "site_id", "in": "path", "required": True, "schema": _ID}
-
-    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-        return {"name": name, "in": "query", "schema": schema, "description": description}
-
-    def rows(description: str, schema: str) -> dict[str, Any]:
-        return {
-            "description": description,
-            "content": {
-                "application/json": {"schema": _ref(schema)},
-                "text/csv": {"schema": {"type": "string"}},
-            },
-        }
+    code_param = customer_code_param()
+    device = {"name": "device_id", "in": "path", "required": True, "schema": ID}
+    site = {"name": "site_id", "in": "path", "required": True, "schema": ID}
 
     errors = {
         "400": json_response(
@@ -197,27 +183,27 @@ def billing_paths(
         "404": json_response("unknown customer or site (named in `parameter`)", "NotFound"),
     }
     span = [
-        query(
+        query_param(
             "from",
             {"type": "string"},
             "first day YYYY-MM-DD, or month YYYY-MM for months; "
             "default: 31 days (12 months) before `to`",
         ),
-        query("to", {"type": "string"}, "excluded; default: tomorrow (next month), local"),
-        query("tz", {"type": "string"}, "time zone; default: the site's"),
+        query_param("to", {"type": "string"}, "excluded; default: tomorrow (next month), local"),
+        query_param("tz", {"type": "string"}, "time zone; default: the site's"),
     ]
-    resolution = query(
+    resolution = query_param(
         "resolution",
         {"type": "string", "enum": list(RESOLUTIONS), "default": "day"},
         f"local hours (at most the hourly range), days, or calendar months (at most {MAX_MONTHS})",
     )
     demand = [
-        query(
+        query_param(
             "period",
             {"type": "string", "enum": ["day", "month"], "default": "month"},
             "the peak per local day or per calendar month",
         ),
-        query(
+        query_param(
             "minutes",
             {"type": "integer", "enum": list(DEMAND_MINUTES), "default": 15},
             "length of the fixed intervals, from local midnight",
@@ -231,16 +217,16 @@ def billing_paths(
                 "summary": summary,
                 "security": [{"adminToken": []}],
                 "parameters": parameters,
-                "responses": responses({"200": ok, **errors}),
+                "responses": admin_responses({"200": ok, **errors}),
             }
         }
 
     changes = [
-        {**query("since", _TIME, "revisions after this time (the last answer's next_since)"),
+        {**query_param("since", TIME, "revisions after this time (the last answer's next_since)"),
          "required": True},
-        query("device_id", _ID, "only this device's"),
-        query("site_id", _ID, "only those of this site's devices"),
-        query(
+        query_param("device_id", ID, "only this device's"),
+        query_param("site_id", ID, "only those of this site's devices"),
+        query_param(
             "limit",
             {"type": "integer", "minimum": 1, "maximum": CHANGES_MAX_LIMIT, "default": 1000},
             "rows per page (a page also holds every other row of its last revised_at)",
@@ -252,30 +238,30 @@ def billing_paths(
             "spans of energy revised after they were final (late back-fills), oldest first, "
             "with the local days they touch, for a billing export to re-issue (JSON or CSV)",
             [code_param, *changes],
-            rows("revisions", "Changes"),
+            rows_response("revisions", "Changes"),
         ),
         f"{prefix}/{{code}}/energy": get(
             "customerEnergy",
             "energy of all the customer's devices per local hour, day or month (JSON or CSV)",
             [code_param, resolution, *span],
-            rows("summed rows", "Totals"),
+            rows_response("summed rows", "Totals"),
         ),
         f"{prefix}/{{code}}/sites/{{site_id}}/energy": get(
             "siteEnergy",
             "energy of a site's devices per local hour, day or month (JSON or CSV)",
             [code_param, site, resolution, *span],
-            rows("summed rows", "Totals"),
+            rows_response("summed rows", "Totals"),
         ),
         f"{prefix}/{{code}}/devices/{{device_id}}/demand": get(
             "deviceDemand",
             "peak demand of a device per local day or month (JSON or CSV)",
             [code_param, device, *demand, *span],
-            rows("one row per period", "Demand"),
+            rows_response("one row per period", "Demand"),
         ),
         f"{prefix}/{{code}}/sites/{{site_id}}/demand": get(
             "siteDemand",
             "peak demand of a site's summed import register per local day or month (JSON or CSV)",
             [code_param, site, *demand, *span],
-            rows("one row per period", "Demand"),
+            rows_response("one row per period", "Demand"),
         ),
     }

@@ -6,23 +6,25 @@ field lists come from the queries' own column constants, so a new column changes
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ingestd.fleetstate import METER_STATES
 from ingestd.handlers.energy import DAILY_CSV_FIELDS, HOURLY_CSV_FIELDS, MAX_GAPS
+from ingestd.openapi_blocks import (
+    ID,
+    TIME,
+    admin_responses,
+    customer_code_param,
+    json_response,
+    query_param,
+    ref,
+    rows_response,
+)
 
 __all__ = ["ENERGY_SCHEMAS", "energy_paths"]
 
-_REF = "#/components/schemas/"
-_TIME = {"type": "string", "format": "date-time"}
-_ID = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 _NUMBER = {"type": ["number", "null"]}
 _ENERGY = ("energy_imp_kwh", "energy_exp_kwh", "energy_q_imp_kvarh", "energy_q_exp_kvarh")
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF + name}
 
 
 def _energy_fields(what: str) -> dict[str, Any]:
@@ -60,7 +62,7 @@ ENERGY_SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": list(HOURLY_CSV_FIELDS),
         "properties": {
-            "bucket": _TIME,
+            "bucket": TIME,
             "samples": {
                 "type": "integer",
                 "minimum": 0,
@@ -75,10 +77,10 @@ ENERGY_SCHEMAS: dict[str, Any] = {
         "required": ["customer", "device_id", "from", "to", "rows"],
         "properties": {
             "customer": {"type": "string"},
-            "device_id": _ID,
-            "from": _TIME,
-            "to": _TIME,
-            "rows": {"type": "array", "items": _ref("HourlyRow")},
+            "device_id": ID,
+            "from": TIME,
+            "to": TIME,
+            "rows": {"type": "array", "items": ref("HourlyRow")},
         },
     },
     "DailyRow": {
@@ -86,8 +88,8 @@ ENERGY_SCHEMAS: dict[str, Any] = {
         "required": list(DAILY_CSV_FIELDS),
         "properties": {
             "day": {"type": "string", "format": "date"},
-            "day_start": {**_TIME, "description": "local midnight, in UTC"},
-            "day_end": {**_TIME, "description": "the next local midnight, in UTC"},
+            "day_start": {**TIME, "description": "local midnight, in UTC"},
+            "day_end": {**TIME, "description": "the next local midnight, in UTC"},
             "hours": {"type": "number", "description": "23 or 25 on daylight-saving days"},
             "samples": {"type": "integer", "minimum": 0},
             **_AVERAGES,
@@ -99,7 +101,7 @@ ENERGY_SCHEMAS: dict[str, Any] = {
         "required": ["customer", "device_id", "timezone", "timezone_source", "from", "to", "rows"],
         "properties": {
             "customer": {"type": "string"},
-            "device_id": _ID,
+            "device_id": ID,
             "timezone": {"type": "string"},
             "timezone_source": {
                 "type": "string",
@@ -108,7 +110,7 @@ ENERGY_SCHEMAS: dict[str, Any] = {
             },
             "from": {"type": "string", "format": "date"},
             "to": {"type": "string", "format": "date", "description": "excluded"},
-            "rows": {"type": "array", "items": _ref("DailyRow")},
+            "rows": {"type": "array", "items": ref("DailyRow")},
         },
     },
     "DeviceCompleteness": {
@@ -130,7 +132,7 @@ ENERGY_SCHEMAS: dict[str, Any] = {
             "state",
         ],
         "properties": {
-            "device_id": _ID,
+            "device_id": ID,
             "site_id": {"type": ["integer", "null"]},
             "name": {"type": ["string", "null"]},
             "deleted": {"type": "boolean"},
@@ -165,8 +167,8 @@ ENERGY_SCHEMAS: dict[str, Any] = {
                     "type": "object",
                     "required": ["from", "to", "seconds", "ongoing"],
                     "properties": {
-                        "from": _TIME,
-                        "to": _TIME,
+                        "from": TIME,
+                        "to": TIME,
                         "seconds": {"type": "number"},
                         "ongoing": {
                             "type": "boolean",
@@ -182,38 +184,22 @@ ENERGY_SCHEMAS: dict[str, Any] = {
         "required": ["customer", "from", "to", "gap_factor", "devices"],
         "properties": {
             "customer": {"type": "string"},
-            "from": _TIME,
-            "to": _TIME,
+            "from": TIME,
+            "to": TIME,
             "gap_factor": {
                 "type": "number",
                 "description": "gaps listed: silences longer than this many usual intervals",
             },
-            "devices": {"type": "array", "items": _ref("DeviceCompleteness")},
+            "devices": {"type": "array", "items": ref("DeviceCompleteness")},
         },
     },
 }
 
 
-def energy_paths(
-    prefix: str,
-    code_param: dict[str, Any],
-    responses: Callable[[dict[str, Any]], dict[str, Any]],
-    json_response: Callable[[str, str], dict[str, Any]],
-) -> dict[str, Any]:
+def energy_paths(prefix: str) -> dict[str, Any]:
     """The hourly, daily and completeness paths under the read API's `prefix`."""
-    device = {"name": "device_id", "in": "path", "required": True, "schema": _ID}
-
-    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-        return {"name": name, "in": "query", "schema": schema, "description": description}
-
-    def rows(description: str, schema: str) -> dict[str, Any]:
-        return {
-            "description": description,
-            "content": {
-                "application/json": {"schema": _ref(schema)},
-                "text/csv": {"schema": {"type": "string"}},
-            },
-        }
+    code_param = customer_code_param()
+    device = {"name": "device_id", "in": "path", "required": True, "schema": ID}
 
     errors = {
         "400": json_response("bad device id, parameter, time zone or range", "BadRequest"),
@@ -229,10 +215,14 @@ def energy_paths(
                 "parameters": [
                     code_param,
                     device,
-                    query("from", _TIME, "hours starting at or after; default: `to` minus 24 h"),
-                    query("to", _TIME, "exclusive; default: now"),
+                    query_param(
+                        "from", TIME, "hours starting at or after; default: `to` minus 24 h"
+                    ),
+                    query_param("to", TIME, "exclusive; default: now"),
                 ],
-                "responses": responses({"200": rows("hourly rows", "HourlyRows"), **errors}),
+                "responses": admin_responses(
+                    {"200": rows_response("hourly rows", "HourlyRows"), **errors}
+                ),
             }
         },
         f"{prefix}/{{code}}/devices/{{device_id}}/daily": {
@@ -243,11 +233,15 @@ def energy_paths(
                 "parameters": [
                     code_param,
                     device,
-                    query("from", date, "first day; default: `to` minus 31 days"),
-                    query("to", date, "day after the last; default: tomorrow"),
-                    query("tz", {"type": "string"}, "time zone; default: the device's site's"),
+                    query_param("from", date, "first day; default: `to` minus 31 days"),
+                    query_param("to", date, "day after the last; default: tomorrow"),
+                    query_param(
+                        "tz", {"type": "string"}, "time zone; default: the device's site's"
+                    ),
                 ],
-                "responses": responses({"200": rows("daily rows", "DailyRows"), **errors}),
+                "responses": admin_responses(
+                    {"200": rows_response("daily rows", "DailyRows"), **errors}
+                ),
             }
         },
         f"{prefix}/{{code}}/completeness": {
@@ -257,10 +251,10 @@ def energy_paths(
                 "security": [{"adminToken": []}],
                 "parameters": [
                     code_param,
-                    query("from", _TIME, "widened to the hour; default: `to` minus 24 h"),
-                    query("to", _TIME, "widened to the hour; default: now"),
+                    query_param("from", TIME, "widened to the hour; default: `to` minus 24 h"),
+                    query_param("to", TIME, "widened to the hour; default: now"),
                 ],
-                "responses": responses(
+                "responses": admin_responses(
                     {"200": json_response("completeness per device", "Completeness"), **errors}
                 ),
             }

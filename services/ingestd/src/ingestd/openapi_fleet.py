@@ -6,7 +6,6 @@ optional fields as msgspec checks them); the fleet view's answers are described 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -14,23 +13,25 @@ from fleetcore import MAX_REPORT_BYTES, HealthReport
 from fleetcore.protocol import HEALTH_HEADER, HEALTH_PATH, HEALTH_VERSION
 
 from ingestd.fleetstate import GATEWAY_STATES, METER_STATES
+from ingestd.openapi_blocks import (
+    REF,
+    TIME,
+    admin_responses,
+    customer_code_param,
+    json_response,
+    ref,
+)
 
 __all__ = ["FLEET_SCHEMAS", "fleet_paths", "report_schemas"]
 
-_REF = "#/components/schemas/"
-_TIME = {"type": "string", "format": "date-time"}
 _OPT_TIME = {"type": ["string", "null"], "format": "date-time"}
 _OPT_NUMBER = {"type": ["number", "null"]}
 _OPT_INT = {"type": ["integer", "null"], "minimum": 0}
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF + name}
-
-
 def report_schemas() -> dict[str, Any]:
     """`HealthReport` and `ResourceHealth` as msgspec validates them (wire names)."""
-    _, components = msgspec.json.schema_components([HealthReport], ref_template=_REF + "{name}")
+    _, components = msgspec.json.schema_components([HealthReport], ref_template=REF + "{name}")
     schemas = {name: dict(schema) for name, schema in components.items()}
     for schema in schemas.values():
         schema.pop("title", None)
@@ -50,11 +51,11 @@ _GATEWAY_FIELDS: dict[str, Any] = {
     "customer": {"type": "string"},
     "token_hint": {"type": "string", "description": "the token's first characters"},
     "states": {**_STATES, "description": 'docs/OPERATIONS.md, Fleet; ["ok"] when none holds'},
-    "last_report_at": _TIME,
-    "last_contact_at": {**_TIME, "description": "the last request of any kind with this token"},
+    "last_report_at": TIME,
+    "last_contact_at": {**TIME, "description": "the last request of any kind with this token"},
     "seconds_since_report": {"type": "number"},
     "silent_after_s": {"type": "number", "description": "silent past this many seconds"},
-    "first_report_at": _TIME,
+    "first_report_at": TIME,
     "started_at": _OPT_TIME,
     "host": {"type": ["string", "null"]},
     "version": {"type": "string"},
@@ -100,7 +101,7 @@ FLEET_SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["generated_at", "counts", "gateways"],
         "properties": {
-            "generated_at": _TIME,
+            "generated_at": TIME,
             "counts": {
                 "type": "object",
                 "description": "gateways per state, over all gateways (before the filter)",
@@ -110,7 +111,7 @@ FLEET_SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {
                     "allOf": [
-                        _ref("Gateway"),
+                        ref("Gateway"),
                         {
                             "type": "object",
                             "required": ["meters_not_ok"],
@@ -125,7 +126,7 @@ FLEET_SCHEMAS: dict[str, Any] = {
                                         "properties": {
                                             "device_id": {"type": "integer"},
                                             "state": _METER_STATE,
-                                            "since": _TIME,
+                                            "since": TIME,
                                         },
                                     },
                                 }
@@ -141,8 +142,8 @@ FLEET_SCHEMAS: dict[str, Any] = {
         "required": ["customer", "generated_at", "gateways", "meters"],
         "properties": {
             "customer": {"type": "string"},
-            "generated_at": _TIME,
-            "gateways": {"type": "array", "items": _ref("Gateway")},
+            "generated_at": TIME,
+            "gateways": {"type": "array", "items": ref("Gateway")},
             "meters": {
                 "type": "array",
                 "items": {
@@ -164,11 +165,9 @@ FLEET_SCHEMAS: dict[str, Any] = {
 def fleet_paths(
     admin_prefix: str,
     fleet_prefix: str,
-    code_param: dict[str, Any],
-    admin_responses: Callable[[dict[str, Any]], dict[str, Any]],
-    json_response: Callable[..., dict[str, Any]],
 ) -> dict[str, Any]:
     """POST the health report; GET the fleet view and one customer's gateways."""
+    code_param = customer_code_param()
     advertised = {
         HEALTH_HEADER: {
             "description": f"`{HEALTH_VERSION}`: this server takes health reports",
@@ -184,7 +183,7 @@ def fleet_paths(
                 "security": [{"customerToken": []}],
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("HealthReport")}},
+                    "content": {"application/json": {"schema": ref("HealthReport")}},
                 },
                 "responses": {
                     "200": json_response("stored", "HealthStored", advertised),

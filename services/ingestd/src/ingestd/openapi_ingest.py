@@ -3,7 +3,6 @@ its headers and its answers. Merged into the one document by `ingestd.openapi`."
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from fleetcore.protocol import (
@@ -18,15 +17,10 @@ from fleetcore.protocol import (
     BatchType,
 )
 
+from ingestd.openapi_blocks import RETRY_AFTER, json_response, ref
 from ingestd.openapi_reconcile import repair_header
 
 __all__ = ["BATCH_SCHEMA", "ingest_paths"]
-
-_REF = "#/components/schemas/"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF + name}
 
 
 def _header(
@@ -52,15 +46,13 @@ BATCH_SCHEMA: dict[str, Any] = {
         "items": {
             "type": "array",
             "maxItems": MAX_BATCH_ROWS,
-            "items": {"anyOf": [_ref("Site"), _ref("Device"), _ref("Measurement")]},
+            "items": {"anyOf": [ref("Site"), ref("Device"), ref("Measurement")]},
         }
     },
 }
 
 
-def ingest_paths(
-    json_response: Callable[..., dict[str, Any]], retry_after: dict[str, Any]
-) -> dict[str, Any]:
+def ingest_paths() -> dict[str, Any]:
     """POST one batch of sites, devices or measurements."""
     return {
         INGEST_PATH: {
@@ -92,7 +84,7 @@ def ingest_paths(
                 "requestBody": {
                     "required": True,
                     "content": {
-                        "application/json": {"schema": _ref("Batch")},
+                        "application/json": {"schema": ref("Batch")},
                         COLUMNAR_MEDIA_TYPE: {
                             "schema": {
                                 "type": "string",
@@ -121,9 +113,7 @@ def ingest_paths(
                         "rejected rows (send fewer rows at a time)",
                         "content": {
                             "application/json": {
-                                "schema": {
-                                    "oneOf": [_ref("PayloadTooLarge"), _ref("BatchTooLarge")]
-                                }
+                                "schema": {"oneOf": [ref("PayloadTooLarge"), ref("BatchTooLarge")]}
                             }
                         },
                     },
@@ -134,13 +124,13 @@ def ingest_paths(
                         "customer over its rate limit or its concurrent requests, or the "
                         "client address over its failed-authentication budget",
                         "RetryLater",
-                        retry_after,
+                        RETRY_AFTER,
                     ),
                     "503": json_response(
                         "database unavailable, past capacity, memory budget spent, or "
                         "decoding past its deadline",
                         "RetryLater",
-                        retry_after,
+                        RETRY_AFTER,
                     ),
                 },
             }

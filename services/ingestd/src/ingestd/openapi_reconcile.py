@@ -4,7 +4,6 @@ reconciliation summary. Merged into the one document by `ingestd.openapi`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -16,20 +15,24 @@ from fleetcore.protocol import (
 )
 from fleetcore.reconcile import DigestAnswer, DigestRequest
 
+from ingestd.openapi_blocks import (
+    REF,
+    RETRY_AFTER,
+    admin_responses,
+    customer_code_param,
+    json_response,
+    ref,
+)
+
 __all__ = ["RECONCILE_SCHEMAS", "reconcile_paths", "repair_header"]
 
-_REF = "#/components/schemas/"
 _NULL_TIME = {"type": ["string", "null"], "format": "date-time"}
 _NULL_COUNT = {"type": ["integer", "null"], "minimum": 0}
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF + name}
-
-
 def _struct_schemas() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        [DigestRequest, DigestAnswer], ref_template=_REF + "{name}"
+        [DigestRequest, DigestAnswer], ref_template=REF + "{name}"
     )
     for schema in components.values():
         schema.pop("title", None)
@@ -86,19 +89,9 @@ def repair_header() -> dict[str, Any]:
     }
 
 
-def reconcile_paths(
-    prefix: str,
-    code_param: dict[str, Any],
-    responses: Callable[[dict[str, Any]], dict[str, Any]],
-    json_response: Callable[..., dict[str, Any]],
-) -> dict[str, Any]:
+def reconcile_paths(prefix: str) -> dict[str, Any]:
     """The digest endpoint, and the summary under the read API's `prefix`."""
-    retry_after = {
-        "Retry-After": {
-            "description": "seconds to wait",
-            "schema": {"type": "integer", "minimum": 1},
-        }
-    }
+    code_param = customer_code_param()
     return {
         RECONCILE_PATH: {
             "post": {
@@ -107,7 +100,7 @@ def reconcile_paths(
                 "security": [{"customerToken": []}],
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("DigestRequest")}},
+                    "content": {"application/json": {"schema": ref("DigestRequest")}},
                 },
                 "responses": {
                     "200": json_response("the cells that differ", "DigestAnswer", _IDENTITY),
@@ -124,11 +117,11 @@ def reconcile_paths(
                     "415": json_response(
                         "not JSON, or an unknown encoding", "UnsupportedMediaType"
                     ),
-                    "429": json_response("customer over its rate limit", "RetryLater", retry_after),
+                    "429": json_response("customer over its rate limit", "RetryLater", RETRY_AFTER),
                     "503": json_response(
                         "database unavailable, or the digests took too long",
                         "RetryLater",
-                        retry_after,
+                        RETRY_AFTER,
                     ),
                 },
             }
@@ -139,7 +132,7 @@ def reconcile_paths(
                 "summary": "a customer's last digest exchange and the rows its pusher re-sent",
                 "security": [{"adminToken": []}],
                 "parameters": [code_param],
-                "responses": responses(
+                "responses": admin_responses(
                     {
                         "200": json_response("the summary", "ReconciliationSummary"),
                         "404": json_response("unknown customer", "NotFound"),
