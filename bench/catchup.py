@@ -44,7 +44,7 @@ from common import RESULTS_DIR, cpu_seconds, exit_on_sigterm, rss_bytes
 from fleetcore import PushCursor, zstd_compress
 from fleetcore.protocol import COLUMNAR_MEDIA_TYPE
 from fleetdev.pgcluster import free_port, temporary_cluster
-from gateway_venv import pusher_python
+from gateway_venv import add_pusher_python_argument, pusher_python
 from pusher import source
 from pusher.delivery import gzip_body
 from pusher.migrate import apply_migrations
@@ -158,13 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         default="stdlib",
         help="PUSHER_COLUMNAR_ENCODER (stdlib: a gateway's, installed from the .deb)",
     )
-    parser.add_argument(
-        "--pusher-python",
-        default="gateway",
-        help="the pusher's interpreter: `gateway` (default: a virtualenv like the .deb's, "
-        "bench/gateway_venv.py), `checkout` (this one; its dev tools add imports), or a path, "
-        "e.g. /opt/fleet-pusher/bin/python of an installed .deb",
-    )
+    add_pusher_python_argument(parser)
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up on the drain")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(

@@ -36,7 +36,7 @@ from typing import Any
 import psycopg
 from common import RESULTS_DIR, exit_on_sigterm, rss_bytes
 from fleetdev.pgcluster import free_port, temporary_cluster
-from gateway_venv import pusher_python
+from gateway_venv import add_pusher_python_argument, pusher_python
 from pusher.migrate import apply_migrations
 from pusher_stack import (
     SEED_DEVICES,
@@ -142,13 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=5.0, help="PUSHER_PUSH_INTERVAL_S")
     parser.add_argument("--encoder", choices=("stdlib", "numpy", "auto"), default="stdlib")
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument(
-        "--pusher-python",
-        default="gateway",
-        help="the pusher's interpreter: `gateway` (default: a virtualenv like the .deb's, "
-        "bench/gateway_venv.py), `checkout` (this one; its dev tools add imports), or a path, "
-        "e.g. /opt/fleet-pusher/bin/python of an installed .deb",
-    )
+    add_pusher_python_argument(parser)
     args = parser.parse_args(argv)
     args.pusher_python = pusher_python(args.pusher_python)
     exit_on_sigterm()

@@ -15,13 +15,14 @@ reinstalled at every call (a few seconds), so it always runs the checkout's code
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["gateway_python", "pusher_python"]
+__all__ = ["add_pusher_python_argument", "gateway_python", "pusher_python"]
 
 REPO = Path(__file__).resolve().parent.parent
 VENV = REPO / ".state/bench-gateway-venv"
@@ -59,6 +60,17 @@ def gateway_python() -> str:
          *FLEET)  # fmt: skip
     _run(venv_python, "-m", "compileall", "-q", "-j", "0", VENV / "lib")
     return str(venv_python)
+
+
+def add_pusher_python_argument(parser: argparse.ArgumentParser) -> None:
+    """The benches' --pusher-python option (`pusher_python` reads it)."""
+    parser.add_argument(
+        "--pusher-python",
+        default="gateway",
+        help="the pusher's interpreter: `gateway` (default: a virtualenv like the .deb's, "
+        "bench/gateway_venv.py), `checkout` (this one; its dev tools add imports), or a path, "
+        "e.g. /opt/fleet-pusher/bin/python of an installed .deb",
+    )
 
 
 def pusher_python(choice: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import cramjam
 import msgspec
 from fleetcore import MEASUREMENT_VALUE_FIELDS, columns_from_rows, encode_columns, zstd_compress
+from fleetcore.columnar_layout import varint  # unsigned LEB128: protobuf's varint too
 
 __all__ = ["Row", "body_sizes", "columnar_body", "influx_body", "json_body", "remote_write_body"]
 
@@ -35,18 +36,9 @@ def influx_body(rows: Sequence[Row]) -> bytes:
     return gzip.compress("\n".join(lines).encode(), 6, mtime=0)
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited protobuf field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def remote_write_body(rows: Sequence[Row]) -> bytes:
@@ -62,7 +54,7 @@ def remote_write_body(rows: Sequence[Row]) -> bytes:
         labels = [("__name__", f"fleet_{name}"), ("customer", "BENCH"), ("device_id", str(device))]
         ts = b"".join(_field(1, _field(1, k.encode()) + _field(2, v.encode())) for k, v in labels)
         for value, millis in samples:
-            sample = b"\x09" + struct.pack("<d", value) + b"\x10" + _varint(millis)
+            sample = b"\x09" + struct.pack("<d", value) + b"\x10" + varint(millis)
             ts += _field(2, sample)
         out += _field(1, ts)
     return bytes(cramjam.snappy.compress_raw(bytes(out)))
