@@ -8,7 +8,8 @@ This tree: `decode_batch` (inflate, JSON to columns; a body it cuts in chunks, e
 columns as ingestd stores it) then `copy_stream` (the scaled layout). A
 tree before the scaled layout (no `fleetcore.json_columns`, be68c29^): `decode_body`, msgspec's
 typed rows (`parse_batch`), then psycopg's binary row formatter on each row as its
-`store_measurements` fed COPY (`write_row`), without a connection. Prints one JSON line: the
+`store_measurements` fed COPY (`write_row`), without a connection. glibc's malloc is set as
+that tree's `ingestd serve` sets it (`ingestd.heap`, where there is one). Prints one JSON line: the
 way, and the CPU µs per row (`time.process_time`) of each repetition.
 """
 
@@ -108,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--reps", type=int, default=20)
     args = parser.parse_args(argv)
+    try:  # glibc kept from handing a batch's buffers back, as `ingestd serve` does
+        from ingestd.heap import keep_freed_memory
+
+        keep_freed_memory()
+    except ImportError:  # a tree from before it
+        pass
     wire = encode_batch(measurement_items(generate_measurements(args.rows)))
     try:
         import fleetcore.json_columns  # noqa: F401
