@@ -33,8 +33,8 @@ from ingestd.handlers.params import (
     customer_of,
     date_param,
     device_param,
+    hours_param,
     iso,
-    time_param,
     timezone_param,
 )
 from ingestd.keys import SETTINGS
@@ -119,16 +119,7 @@ async def hourly(request: web.Request) -> web.StreamResponse:
     settings = request.config_dict[SETTINGS]
     code = request.match_info["code"]
     device_id = device_param(request)
-    to = time_param(request, "to", datetime.now(UTC))
-    start = time_param(request, "from", to - timedelta(hours=24))
-    if start >= to:
-        raise BadRequest(ErrorCode.BAD_PARAMETER, "'from' must be before 'to'", parameter="from")
-    if to - start > settings.max_hourly_range:
-        raise BadRequest(
-            ErrorCode.RANGE_TOO_LARGE,
-            f"at most {settings.max_hourly_range.days} days per request",
-            parameter="from",
-        )
+    start, to = hours_param(request, settings.max_hourly_range)
     async with snapshot(request) as conn:
         cid = await customer_of(conn, code)
         found = None
@@ -253,16 +244,7 @@ def _floor_hour(moment: datetime) -> datetime:
 async def completeness(request: web.Request) -> web.Response:
     settings = request.config_dict[SETTINGS]
     code = request.match_info["code"]
-    to = time_param(request, "to", datetime.now(UTC))
-    start = time_param(request, "from", to - timedelta(hours=24))
-    if start >= to:
-        raise BadRequest(ErrorCode.BAD_PARAMETER, "'from' must be before 'to'", parameter="from")
-    if to - start > settings.max_hourly_range:
-        raise BadRequest(
-            ErrorCode.RANGE_TOO_LARGE,
-            f"at most {settings.max_hourly_range.days} days per request",
-            parameter="from",
-        )
+    start, to = hours_param(request, settings.max_hourly_range)
     start, to = _floor_hour(start), -(-(to - _EPOCH) // _HOUR) * _HOUR + _EPOCH
     async with snapshot(request) as conn:
         cid = await customer_of(conn, code)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +19,7 @@ __all__ = [
     "customer_of",
     "date_param",
     "device_param",
+    "hours_param",
     "iso",
     "month_param",
     "site_param",
@@ -137,26 +138,37 @@ async def timezone_param(conn: AsyncConnection[Any], request: web.Request) -> st
 
 
 def device_param(request: web.Request) -> int:
-    raw = request.match_info["device_id"]
+    return _id_param(request, "device_id")
+
+
+def site_param(request: web.Request) -> int:
+    return _id_param(request, "site_id")
+
+
+def _id_param(request: web.Request, name: str) -> int:
+    raw = request.match_info[name]
     # ASCII digits only: str.isdigit() also takes '²' and other digits int() refuses.
     if not (raw.isascii() and raw.isdigit()) or int(raw) >= 2**63:
         raise BadRequest(
             ErrorCode.BAD_PARAMETER,
-            f"device_id must be a non-negative integer, got {raw!r}",
-            parameter="device_id",
+            f"{name} must be a non-negative integer, got {raw!r}",
+            parameter=name,
         )
     return int(raw)
 
 
-def site_param(request: web.Request) -> int:
-    raw = request.match_info["site_id"]
-    if not (raw.isascii() and raw.isdigit()) or int(raw) >= 2**63:
+def hours_param(request: web.Request, limit: timedelta) -> tuple[datetime, datetime]:
+    """`from` and `to` of an hourly read (`to` now and `from` a day before it by default):
+    'from' before 'to', at most `limit` apart."""
+    to = time_param(request, "to", datetime.now(UTC))
+    start = time_param(request, "from", to - timedelta(hours=24))
+    if start >= to:
+        raise BadRequest(ErrorCode.BAD_PARAMETER, "'from' must be before 'to'", parameter="from")
+    if to - start > limit:
         raise BadRequest(
-            ErrorCode.BAD_PARAMETER,
-            f"site_id must be a non-negative integer, got {raw!r}",
-            parameter="site_id",
+            ErrorCode.RANGE_TOO_LARGE, f"at most {limit.days} days per request", parameter="from"
         )
-    return int(raw)
+    return start, to
 
 
 def customer_filter(request: web.Request) -> str | None:
