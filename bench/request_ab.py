@@ -170,7 +170,9 @@ def _figures(results: dict[str, Any]) -> list[Figure]:
         diffs = [r["after"]["ms_per_request"] - r["before"]["ms_per_request"] for r in rounds]
         figures.append(
             Figure.of(
-                f"ingestd CPU per 27-row {encoding} batch, before -> after",
+                f"ingestd CPU per 27-row {encoding} batch, before -> after"
+                if encoding != "apart"
+                else "ingestd CPU per 27-row batch, gzip JSON (before) -> columnar (after)",
                 f"{medians['before']:.2f} -> {medians['after']:.2f} ms",
                 "after - before per round: " + ", ".join(f"{d:+.2f}" for d in diffs),
             )
