@@ -10,9 +10,9 @@ binary_arrays.py a small batch's columns as binary array parameters (numpy)
 tokens.py       the push token lookup (the `Customer` it names) and its change notifications
 
 The storage itself:
-bootstrap.py    TimescaleDB or native partitioning, and the hourly aggregate
-partitions.py   weekly partitions (plain PostgreSQL)
-aggregate.py    the hourly aggregate's columns and SQL, for both paths
+bootstrap.py    TimescaleDB or native partitioning, and the aggregates made (their SQL is theirs)
+partitions.py   weekly partitions (plain PostgreSQL), and an unpartitioned table moved into them
+aggregate.py    the hourly aggregate's columns and SQL, its rollup table and views, for both paths
 quarters.py     the quarter-hour counter summaries (exact register at 15-minute edges), both paths
 rollup.py       recomputing dirty hourly buckets (plain rollup, TimescaleDB refresh)
 revisions.py    corrections: spans of energy revised after they were final, and their feed

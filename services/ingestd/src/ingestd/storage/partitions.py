@@ -22,6 +22,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
+from ingestd.storage.layout import READERS_VIEW, STORED_TABLE
 from ingestd.storage.locks import PARTITION_LOCK, transaction_lock
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "ensure_partitions",
     "existing_partition_weeks",
     "pack_closed_week",
+    "partition_existing_table",
     "partition_name",
     "week_start",
 ]
@@ -133,3 +135,37 @@ async def pack_closed_week(conn: AsyncConnection[Any], now: datetime) -> str | N
     await conn.execute(sql.SQL("ALTER INDEX {} SET (fillfactor = 100)").format(index))
     await conn.execute(sql.SQL("REINDEX INDEX CONCURRENTLY {}").format(index))
     return closed[0][1]
+
+
+async def partition_existing_table(conn: AsyncConnection[Any]) -> None:
+    """Replace the plain table by a partitioned one with the same columns, keys and rows (the
+    readers' view is dropped and made again over the new table)."""
+    await conn.execute("DROP VIEW fleet.power_measurements")
+    await conn.execute(f"ALTER TABLE {STORED_TABLE} RENAME TO power_measurements_unpartitioned")
+    await conn.execute(
+        "ALTER TABLE fleet.power_measurements_unpartitioned RENAME CONSTRAINT power_measurements_pkey "
+        "TO power_measurements_unpartitioned_pkey"
+    )
+    await conn.execute(
+        f"""CREATE TABLE {STORED_TABLE}
+               (LIKE fleet.power_measurements_unpartitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS
+                INCLUDING COMMENTS)
+           PARTITION BY RANGE (time)"""
+    )
+    await conn.execute(
+        f"ALTER TABLE {STORED_TABLE} ADD CONSTRAINT power_measurements_pkey "
+        "PRIMARY KEY (customer_id, device_id, time)"
+    )
+    cur = await conn.execute(
+        "SELECT DISTINCT date_bin(INTERVAL '7 days', time, TIMESTAMPTZ '2000-01-03 00:00:00+00') "
+        "FROM fleet.power_measurements_unpartitioned"
+    )
+    weeks = [week_start(row[0]) for row in await cur.fetchall()]
+    if weeks:
+        await ensure_partitions(conn, weeks)
+        await conn.execute(
+            f"INSERT INTO {STORED_TABLE} SELECT * FROM fleet.power_measurements_unpartitioned"
+        )
+    await conn.execute("DROP TABLE fleet.power_measurements_unpartitioned")
+    for statement in READERS_VIEW:
+        await conn.execute(statement)
