@@ -48,10 +48,11 @@ from ingestd.body import BodyFormat
 from ingestd.decoding import DecodeLimits, WireBody, _decode_small
 from ingestd.handlers.http import json_answer
 from ingestd.metrics import IngestMetrics
+from ingestd.storage.audit import AuditRecord, event_params
 from ingestd.storage.binary_arrays import bigint_array
 from ingestd.storage.bootstrap import StorageMode, StoragePlan
 from ingestd.storage.state import StorageState
-from ingestd.storage.writes import INSERT_SMALL_BATCH, AuditRecord, _array_params, _event_params
+from ingestd.storage.writes import INSERT_SMALL_BATCH, _array_params
 from psycopg._queries import PostgresQuery
 from psycopg.adapt import Transformer
 from report import Figure, finish
@@ -96,7 +97,7 @@ def _parts(meters: int) -> dict[str, Callable[[], Any]]:
     devices, hours = storage.buckets(parsed)
 
     def parameters() -> dict[str, Any]:
-        params = _event_params(audit, True)
+        params = event_params(audit, True)
         params.update(_array_params(parsed.valid))
         params["rows"] = parsed.valid.rows
         params["dirty_devices"] = bigint_array(devices)

@@ -32,18 +32,16 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from ingestd.auth import Customer
 from ingestd.decoding import Chunked
 from ingestd.pooled import connection, pooled_transaction, transaction
+from ingestd.storage.audit import AuditRecord, record_event, store_rejections
 from ingestd.storage.copybuffer import CopyStream, copy_stream
+from ingestd.storage.full_sets import store_full_set
 from ingestd.storage.state import StorageState
 from ingestd.storage.streamed import NotWhole, copy_chunks
 from ingestd.storage.writes import (
     SMALL_BATCH_ROWS,
-    AuditRecord,
     StoreResult,
     mark_dirty,
-    record_event,
-    store_full_set,
     store_measurement_columns,
-    store_rejections,
     store_small_batch,
 )
 

@@ -1,7 +1,9 @@
 """All of ingestd's SQL (besides the migrations), as named constants next to the code that runs it.
 
 What a batch does:
-writes.py       what a batch writes in its transaction: rows, dirty marks, dead letters, audit
+writes.py       what a measurement batch writes in its transaction: rows, dirty marks
+full_sets.py    a full set of sites or devices in one statement: upsert, soft delete, audit row
+audit.py        a batch's audit row (last seen, hourly counters) and its dead letters
 streamed.py     a large batch COPYed chunk by chunk as it is decoded (falls back to writes.py)
 state.py        StorageState: the mode and known partitions; what a batch needs prepared
 layout.py       the stored row (scaled integers + exact doubles) and the readers' view

@@ -1,5 +1,6 @@
-"""Everything a batch writes, in the batch's own transaction: its rows, the hourly buckets it
-dirties, its dead letters and its audit row (the ingest use case, `ingestd.ingest`, calls these).
+"""What a measurement batch writes, in the batch's own transaction: its rows and the hourly
+buckets it dirties (the ingest use case, `ingestd.ingest`, calls these; a batch's audit row and
+dead letters are `storage.audit`'s, a full set of sites or devices `storage.full_sets`').
 
 Measurements take the fastest correct path, measured with `bench/insert_paths.py` (5,000-row
 batches of 24 values, async psycopg, PostgreSQL 15 on the 2-core dev machine; see bench/README.md):
@@ -22,12 +23,8 @@ and last key sends an obvious re-delivery to the staging path without the failed
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -35,11 +32,7 @@ import numpy.typing as npt
 import psycopg
 from fleetcore import (
     MEASUREMENT_VALUE_FIELDS,
-    BatchType,
-    DeviceRow,
     MeasurementColumns,
-    Rejection,
-    SiteRow,
 )
 from fleetcore.columnar import datetime_from_micros
 from fleetcore.resolution import RESOLUTIONS
@@ -47,20 +40,17 @@ from psycopg import AsyncConnection, sql
 from psycopg.pq import TransactionStatus
 
 from ingestd.pooled import PooledConnection
+from ingestd.storage.audit import AuditRecord, audit_ctes, event_params
 from ingestd.storage.binary_arrays import BinaryArray, bigint_array, bigint_arrays, binary_array
 from ingestd.storage.copybuffer import COPY_COLUMNS, copy_stream
 from ingestd.storage.layout import STORED_TABLE, field_bounds, scaled_column, split_matrix
 
 __all__ = [
     "SMALL_BATCH_ROWS",
-    "AuditRecord",
     "StoreResult",
     "copy_statement",
     "mark_dirty",
-    "record_event",
-    "store_full_set",
     "store_measurement_columns",
-    "store_rejections",
     "store_small_batch",
 ]
 
@@ -93,36 +83,6 @@ PROBE_EXISTING = sql.SQL(
     "WHERE (time, customer_id, device_id) IN ((%s, %s, %s), (%s, %s, %s)))"
 )
 
-_UPSERT_SITES = """
-INSERT INTO fleet.sites AS s (customer_id, id, name, timezone, address, updated_at)
-SELECT %(customer_id)s, * FROM unnest(
-    %(id)s::bigint[], %(name)s::text[], %(timezone)s::text[], %(address)s::text[],
-    %(updated_at)s::timestamptz[])
-ON CONFLICT (customer_id, id) DO UPDATE SET
-    name = EXCLUDED.name, timezone = EXCLUDED.timezone, address = EXCLUDED.address,
-    updated_at = EXCLUDED.updated_at, received_at = now(), deleted_at = NULL
-WHERE (s.name, s.timezone, s.address, s.updated_at, s.deleted_at)
-      IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.timezone, EXCLUDED.address, EXCLUDED.updated_at, NULL)
-"""
-_UPSERT_DEVICES = """
-INSERT INTO fleet.devices AS d (customer_id, id, site_id, serial_number, model, name, updated_at)
-SELECT %(customer_id)s, * FROM unnest(
-    %(id)s::bigint[], %(site_id)s::bigint[], %(serial_number)s::text[], %(model)s::text[],
-    %(name)s::text[], %(updated_at)s::timestamptz[])
-ON CONFLICT (customer_id, id) DO UPDATE SET
-    site_id = EXCLUDED.site_id, serial_number = EXCLUDED.serial_number, model = EXCLUDED.model,
-    name = EXCLUDED.name, updated_at = EXCLUDED.updated_at, received_at = now(), deleted_at = NULL
-WHERE (d.site_id, d.serial_number, d.model, d.name, d.updated_at, d.deleted_at)
-      IS DISTINCT FROM (EXCLUDED.site_id, EXCLUDED.serial_number, EXCLUDED.model, EXCLUDED.name,
-                        EXCLUDED.updated_at, NULL)
-"""
-# Full-set semantics: whatever the customer no longer sends is soft-deleted. The upsert touches
-# the ids sent, the soft delete the ids not seen: no row is modified twice in the statement.
-_MARK_DELETED = """UPDATE fleet.{table} SET deleted_at = now()
-    WHERE customer_id = %(customer_id)s AND deleted_at IS NULL
-      AND NOT (id = ANY(%(ids_seen)s::bigint[]))"""
-
-
 # The hourly buckets a measurement batch touched, for the rollup to recompute (see
 # ingestd.storage.rollup, "Marks"): a mark not yet picked by the refresher is left as it is (only
 # locked until the batch commits), a picked one gets a new version. Sorted, so concurrent batches
@@ -134,50 +94,6 @@ ORDER BY 2, 3
 ON CONFLICT (customer_id, device_id, bucket)
 DO UPDATE SET version = d.version + 1, picked = false WHERE d.picked"""
 MARK_DIRTY = _MARK_DIRTY.format(customer="%s", devices="%s", hours="%s")
-
-COPY_REJECTIONS = "COPY fleet.rejected_rows (customer_id, batch_id, batch_type, row_index, reason, payload) FROM STDIN"
-
-
-def _audit_ctes(accepted: str, duplicates: str) -> str:
-    """The audit row, the customer's last-seen mark and its hourly counters, as CTEs of one
-    statement (one round trip instead of three); `accepted`/`duplicates` are SQL expressions.
-    With `seen` false (a refused batch) only the audit row is written."""
-    return f"""event AS (
-    INSERT INTO fleet.ingest_events (batch_id, customer_id, batch_type, accepted, duplicates,
-        rejected, wire_bytes, body_bytes, client_cursor, min_time, max_time, duration_ms, outcome,
-        status, error, repair)
-    VALUES (%(batch_id)s, %(customer_id)s, %(batch_type)s, {accepted}, {duplicates}, %(rejected)s,
-        %(wire_bytes)s, %(body_bytes)s, %(client_cursor)s, %(min_time)s, %(max_time)s,
-        %(duration_ms)s + 1000 * extract(epoch FROM clock_timestamp() - statement_timestamp()),
-        %(outcome)s, %(status)s, %(error)s, %(repair)s)
-), seen AS (
-    UPDATE fleet.customers SET first_seen_at = coalesce(first_seen_at, now()), last_seen_at = now()
-    WHERE id = %(customer_id)s AND %(seen)s
-), counted AS (
-    INSERT INTO fleet.customer_hourly_counts AS k (customer_id, hour, batches, accepted, rejected)
-    SELECT %(customer_id)s, date_bin('1 hour', now(), timestamptz 'epoch'), 1,
-           CASE WHEN %(batch_type)s = 'measurements' THEN {accepted} ELSE 0 END, %(rejected)s
-    WHERE %(seen)s
-    ON CONFLICT (customer_id, hour) DO UPDATE SET batches = k.batches + 1,
-        accepted = k.accepted + EXCLUDED.accepted, rejected = k.rejected + EXCLUDED.rejected
-)"""
-
-
-RECORD_EVENT = f"WITH {_audit_ctes('%(accepted)s', '%(duplicates)s')} SELECT 1"
-
-
-def _full_set_statement(upsert: str, table: str) -> str:
-    """A full set in one statement: the upsert (changed rows only), the soft delete of the ids
-    absent from it, the audit row, last-seen and counters — one round trip in autocommit
-    instead of a pipeline of three statements between BEGIN and COMMIT."""
-    return f"""WITH upserted AS ({upsert}), deleted AS (
-    {_MARK_DELETED.format(table=table)}
-), {_audit_ctes("%(accepted)s", "%(duplicates)s")}
-SELECT 1"""
-
-
-STORE_SITES = _full_set_statement(_UPSERT_SITES, "sites")
-STORE_DEVICES = _full_set_statement(_UPSERT_DEVICES, "devices")
 
 # A small measurement batch in one statement: the rows (new keys only: ON CONFLICT DO NOTHING),
 # the hourly buckets they touch marked dirty, then the audit row, last-seen and counters from the
@@ -216,44 +132,16 @@ WITH inserted AS (
 ), marked AS (
     {_MARK_DIRTY.format(customer="%(customer_id)s", devices="%(dirty_devices)b", hours="%(dirty_hours)b")}
 ), stored AS (SELECT count(*)::integer AS n FROM inserted),
-{_audit_ctes("(SELECT n FROM stored)", "%(rows)s - (SELECT n FROM stored)")}
+{audit_ctes("(SELECT n FROM stored)", "%(rows)s - (SELECT n FROM stored)")}
 SELECT n FROM stored
 """
 SMALL_BATCH_ROWS = 200
-
-
-def _utc(moment: datetime) -> datetime:
-    """RFC 3339 allows offsets up to ±23:59, PostgreSQL's text input only ±15:59: times that travel
-    as text parameters go in UTC. (COPY sends binary timestamps, which carry no offset.)"""
-    return moment.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)
 class StoreResult:
     accepted: int
     duplicates: int
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    """One `fleet.ingest_events` row."""
-
-    batch_id: uuid.UUID
-    customer_id: int
-    batch_type: str
-    wire_bytes: int
-    duration_ms: float
-    outcome: str
-    status: int
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    body_bytes: int | None = None
-    client_cursor: str | None = None
-    min_time: datetime | None = None
-    max_time: datetime | None = None
-    error: str | None = None
-    repair: bool = False  # re-sent by reconciliation (X-Push-Repair)
 
 
 async def _copy_stream(conn: AsyncConnection[Any], statement: sql.Composed, stream: bytes) -> None:
@@ -300,76 +188,6 @@ async def mark_dirty(
     """Mark buckets for recomputation, inside the batch's transaction (sorted: no deadlocks)."""
     if devices:
         await conn.execute(MARK_DIRTY, (customer_id, devices, hours))
-
-
-_FULL_SETS: dict[BatchType, tuple[str, tuple[str, ...]]] = {
-    BatchType.SITES: (STORE_SITES, ("id", "name", "timezone", "address")),
-    BatchType.DEVICES: (STORE_DEVICES, ("id", "site_id", "serial_number", "model", "name")),
-}
-
-
-async def _one_statement(conn: AsyncConnection[Any], query: str, params: dict[str, Any]) -> Any:
-    """Run one statement: in autocommit when the connection is idle (one round trip, no BEGIN
-    or COMMIT; the pool's connections are in autocommit already, others are switched for it),
-    else inside the transaction already open (the caller commits)."""
-    switch = not conn.autocommit and conn.info.transaction_status is TransactionStatus.IDLE
-    if switch:
-        await conn.set_autocommit(True)
-    try:
-        return await conn.execute(query, params)
-    finally:
-        if switch:
-            await conn.set_autocommit(False)
-
-
-async def store_full_set(
-    conn: AsyncConnection[Any],
-    kind: BatchType,
-    rows: Sequence[SiteRow] | Sequence[DeviceRow],
-    ids_seen: set[int],
-    event: AuditRecord,
-) -> StoreResult:
-    """Upsert the full set of sites or devices, soft-delete the ones absent from it and write
-    the audit row, in one statement (`_full_set_statement`)."""
-    statement, columns = _FULL_SETS[kind]
-    params = _event_params(event, True)
-    params.update({column: [getattr(r, column) for r in rows] for column in columns})
-    params["updated_at"] = [_utc(r.updated_at) for r in rows]
-    params["ids_seen"] = sorted(ids_seen)
-    await _one_statement(conn, statement, params)
-    return StoreResult(event.accepted, event.duplicates)
-
-
-async def store_rejections(
-    conn: AsyncConnection[Any],
-    customer_id: int,
-    batch_id: uuid.UUID,
-    batch_type: BatchType,
-    rejections: Sequence[Rejection],
-) -> None:
-    """Keep every rejected row, verbatim, with its reason (the dead-letter table)."""
-    if not rejections:
-        return
-    async with conn.cursor() as cur, cur.copy(COPY_REJECTIONS) as copy:
-        for r in rejections:
-            await copy.write_row(
-                (customer_id, batch_id, batch_type.value, r.index, r.reason, r.payload)
-            )
-
-
-_AUDIT_FIELDS = tuple(f.name for f in dataclasses.fields(AuditRecord))
-
-
-def _event_params(event: AuditRecord, seen: bool) -> dict[str, Any]:
-    params = {name: getattr(event, name) for name in _AUDIT_FIELDS}  # asdict deep-copies
-    params["seen"] = seen
-    return params
-
-
-async def record_event(conn: AsyncConnection[Any], event: AuditRecord, *, seen: bool) -> None:
-    """Write the batch's audit row; a successful batch also marks the customer as seen and counts
-    in its hourly counters. One statement."""
-    await conn.execute(RECORD_EVENT, _event_params(event, seen))
 
 
 _BOUNDS = field_bounds([RESOLUTIONS[f] for f in _FIELDS])
@@ -428,7 +246,7 @@ async def store_small_batch(
     connections are in autocommit already, `ingestd.pooled`), else inside the transaction already
     open (after the batch's dead letters; the caller commits). The marks are
     sent whether or not a row was new: a bucket without new rows recomputes to what it was."""
-    params = _event_params(event, True)
+    params = event_params(event, True)
     params.update(_array_params(columns))
     params["rows"] = columns.rows
     devices, hours = dirty
