@@ -179,12 +179,11 @@ def energy_steps(stored_hours: str, first_hours: tuple[str, ...]) -> str:
     """`fleet.energy_steps(until, step, devices, budget, hold)`: a round of frontier steps. The
     devices furthest behind `until` (at most the store's horizon), at most `devices`, as many as
     `budget` hours of work (the first always; a device's hours are those past its frontier, or
-    of its history from its first hour in the tables `first_hours` when it has none yet, at
-    least one),
-    each with the hours to store, [lo, hi) — from the nearest hour before its frontier holding
-    each register (`fleet.energy_before`, looked up in `stored_hours`), its crossing segments
-    may end past the frontier — to at most `step` past it, and whether the frontier then
-    becomes 'infinity' (`hold`, plain PostgreSQL: the marks say the rest)."""
+    of its history from its first hour in the tables `first_hours` when it has none yet; at
+    least one), each with the hours to store, [lo, hi) — from the nearest hour before its
+    frontier holding each register (`fleet.energy_before`, looked up in `stored_hours`: its
+    crossing segments may end past the frontier) to at most `step` past it — and whether the
+    frontier then becomes 'infinity' (`hold`, plain PostgreSQL: the marks say the rest)."""
     before = holder_before(stored_hours, "b.customer_id", "b.device_id", "b.stored_until")
     first = ", ".join(
         f"""(SELECT min(n.bucket) FROM {table} n
