@@ -24,7 +24,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import aiohttp
@@ -88,13 +88,18 @@ def register_gateways(dsn: str, count: int) -> list[str]:
 def build_gateways(
     tokens: Sequence[str], interval_s: float, meters: tuple[int, int], rng: random.Random
 ) -> list[Gateway]:
-    """A gateway per token, each with meters in the `meters` range (a site per 20) and a random
-    phase within the interval; full sets included."""
+    """A gateway per token, each with meters in the `meters` range (a site per 20), a random
+    phase within the interval, and a random sample lag within it (`Gateway.sample_lag_s`, drawn
+    from its own generator so the fleet's meters and phases stay as `rng` makes them); full sets
+    included."""
     out = []
+    lags = random.Random(len(tokens))
     for i, token in enumerate(tokens):
         count = rng.randint(*meters)
         sites_body, devices_body = full_set_bodies(i, count, 1 + count // 20)
-        out.append(Gateway(i, token, count, rng.uniform(0, interval_s), sites_body, devices_body))
+        gateway = Gateway(i, token, count, rng.uniform(0, interval_s), sites_body, devices_body)
+        gateway.sample_lag_s = lags.uniform(0, interval_s)
+        out.append(gateway)
     return out
 
 
@@ -165,6 +170,11 @@ class Gateway:
     retry_at: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TYPES, 0.0))
     tick_count: int = 0
     _cached: tuple[tuple[int, int, str], bytes] | None = None
+    sample_lag_s: float = 0.0
+    """How long before its tick the gateway's meters were sampled (one poll of all its meters):
+    a tick ships the samples taken since the last, as the pusher does, so a tick in an hour's
+    first minute can carry samples of the hour before, which marks that hour (on TimescaleDB
+    only such late samples mark an ended hour: the hour's-end work a real fleet causes)."""
 
     def __post_init__(self) -> None:
         if self.sites_body is not None and self.devices_body is not None:
@@ -179,7 +189,8 @@ class Gateway:
         return {TOKEN_HEADER: self.token, BATCH_TYPE_HEADER: batch_type, **content}
 
     def _tick(self, fleet: Fleet) -> None:
-        self.ticks.append((self.tick_count, datetime.now(UTC).replace(microsecond=0)))
+        sampled = datetime.now(UTC) - timedelta(seconds=self.sample_lag_s)
+        self.ticks.append((self.tick_count, sampled.replace(microsecond=0)))
         self.tick_count += 1
         fleet.rows_sampled += self.meters
         if fleet.full_sets == "every-tick" and self.sites_body is not None:
