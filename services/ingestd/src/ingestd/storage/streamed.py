@@ -47,7 +47,7 @@ async def copy_chunks(
     Each piece is flushed to the socket as it is written (`flush_threshold=0`): psycopg's
     writer otherwise leaves up to 1 MiB in libpq's buffer, sent only with the next write, so
     PostgreSQL stored what the socket took of a chunk and then waited, idle, for the rest until
-    the pool had decoded the next chunk (0.7-0.9 ms of a 5,000-row batch's ~26, bench/README.md,
+    the pool had decoded the next chunk (0.7-0.9 ms of a 5,000-row batch's ~26, bench/HISTORY.md,
     issue 26's tenth pass)."""
     probe = await conn.execute(
         PROBE_EXISTING, [v for moment, device in ends for v in (moment, customer_id, device)]
