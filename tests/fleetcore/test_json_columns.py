@@ -199,8 +199,9 @@ def test_a_large_body_of_usual_times_takes_the_text_time_way() -> None:
 
 
 def test_sample_times_shared_by_meters_give_the_typed_rows_micros() -> None:
-    """A body whose 20 meters share each sample time (the way that reads each distinct time once)
-    gives the typed rows' µs; one shared time in a form only msgspec reads (a lowercase t) leaves
+    """A body whose 20 meters share each sample time (the way that reads each run of one text
+    once), and the same rows by meter or scattered (each distinct text once), give the typed
+    rows' µs; one shared time in a form only msgspec reads (a lowercase t) leaves
     the whole body to the typed way."""
     batch: list[dict[str, Any]] = [
         {
@@ -221,6 +222,17 @@ def test_sample_times_shared_by_meters_give_the_typed_rows_micros() -> None:
         assert fast.columns[name].values.tolist() == [
             micros_from_datetime(getattr(r, name)) for r in typed
         ]
+    by_meter = sorted(batch, key=lambda item: (item["device_id"], item["time"]))
+    scattered = [batch[(i * 7) % len(batch)] for i in range(len(batch))]
+    for order in (by_meter, scattered):  # repeated times apart (no runs): each distinct once
+        other = msgspec.json.encode({"items": order})
+        fast = text_time_columns(other)
+        typed = decode_measurement_rows(other)
+        assert fast is not None and typed is not None
+        for name in ("time", "received_at"):
+            assert fast.columns[name].values.tolist() == [
+                micros_from_datetime(getattr(r, name)) for r in typed
+            ]
     for i in range(100, 120):
         batch[i]["time"] = batch[i]["time"].replace("T", "t")
     odd = msgspec.json.encode({"items": batch})

@@ -13,7 +13,6 @@ from fleetcore import MEASUREMENT_VALUE_FIELDS, ParsedColumns, ValidationWindow
 from fleetcore.json_batch import decode_measurement_rows
 from fleetcore.json_columns import (
     _inside,
-    _within,
     clean_measurement_columns,
     columns_of_rows,
 )
@@ -35,7 +34,7 @@ def _typed_reference(body: bytes, window: ValidationWindow) -> ParsedColumns | N
     columns = columns_of_rows(rows)
     if not columns.rows:
         return ParsedColumns(columns)
-    return _inside(columns) if _within(columns, window) else None
+    return _inside(columns, window)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

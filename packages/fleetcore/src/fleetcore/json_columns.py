@@ -9,14 +9,10 @@ and window), then turned into columns in a few C-level passes per chunk of rows
 (`columns_of_rows`).
 
 A large body (32 KiB and more, ~100 rows) of valid rows (nearly every one) takes a shorter way
-first (`text_time_columns`): msgspec decodes the rows with their times as text and their values
-without bounds — one object fewer per time and no constraint check per value, a quarter of what
-a row costs to decode — each row's id and values are packed into a binary record by `struct`
-(C, no object per cell) and read by numpy as one matrix, the times are read a column at a time
-(`fleetcore.rfc3339`), the bounds checked on the value matrix. Anything that way does not take whole (a time in another
-form, a value out of bounds, an escape anywhere in the body, a row msgspec refuses) goes the
-typed way, whose rows say what is refused and why; where both take a body they give the same
-columns, bit for bit (tests/fleetcore/test_json_columns.py).
+first (`fleetcore.json_text_time.text_time_columns`: times as text, values packed by `struct`,
+the times read a column at a time); anything that way does not take whole goes the typed way,
+whose rows say what is refused and why; where both take a body they give the same columns, bit
+for bit (tests/fleetcore/test_json_columns.py).
 
 A small body (under 32 KiB: a gateway's minute) decodes its rows the same way, times as text,
 but reads each distinct time text once with msgspec (`fleetcore.json_small`): ~40 numpy calls
@@ -25,38 +21,28 @@ fewer than the typed rows' conversion, which cost 5-20 µs each inside a running
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from itertools import chain, starmap
-from operator import attrgetter
-from typing import Any
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
-from msgspec.structs import astuple
 
-from fleetcore.columnar import (
-    Column,
-    MeasurementColumns,
-    datetime_from_micros,
-    micros_from_datetime,
-)
+from fleetcore.columnar import MeasurementColumns, datetime_from_micros, micros_from_datetime
 from fleetcore.columnar_batch import ParsedColumns
-from fleetcore.json_batch import check_item_bound, decode_measurement_rows, parse_batch
-from fleetcore.json_small import small_clean_columns, small_rows, with_values
-from fleetcore.limits import MAX_BATCH_ROWS
-from fleetcore.rfc3339 import micros_of_texts
+from fleetcore.json_batch import decode_measurement_rows, parse_batch
+from fleetcore.json_small import small_clean_columns, small_rows
+from fleetcore.json_text_time import (
+    TEXT_TIME_MIN_BYTES,
+    key_value_columns,
+    text_time_columns,
+)
+from fleetcore.json_text_time import cells as text_cells
 from fleetcore.schemas import (
-    MAX_VALUE,
     MEASUREMENT_VALUE_FIELDS,
     BatchFormatError,
     BatchType,
-    Id,
     MeasurementRow,
     ValidationWindow,
-    too_many_rows,
 )
 
 __all__ = [
@@ -71,7 +57,6 @@ __all__ = [
 
 Int64s = npt.NDArray[np.int64]
 
-_WIDTH = 3 + len(MEASUREMENT_VALUE_FIELDS)  # MeasurementRow: time, device_id, received_at, values
 _CHUNK = 1024
 """Rows turned into cells at a time: the object array of one chunk's cells (8 bytes per field)
 is the only extra memory the conversion holds besides the columns themselves."""
@@ -94,12 +79,6 @@ def _micros(times: npt.NDArray[np.object_]) -> Int64s:
     return micros
 
 
-def _cells(part: Sequence[Any]) -> npt.NDArray[np.object_]:
-    """One chunk of rows as a (rows, fields) object array, in `MeasurementRow`'s field order."""
-    cells = np.fromiter(chain.from_iterable(map(astuple, part)), object, len(part) * _WIDTH)
-    return cells.reshape(len(part), _WIDTH)
-
-
 def columns_of_rows(rows: Sequence[MeasurementRow]) -> MeasurementColumns:
     """Validated rows as columns (keys as µs and ints, values as float64): per chunk, every
     field of every row into one object array (`astuple`, in `MeasurementRow`'s field order),
@@ -113,179 +92,28 @@ def columns_of_rows(rows: Sequence[MeasurementRow]) -> MeasurementColumns:
     for start in range(0, n, _CHUNK):
         part = rows[start : start + _CHUNK]
         end = start + len(part)
-        cells = _cells(part)
+        cells = text_cells(part)
         values[:, start:end] = cells[:, 3:].T
         keys[0, start:end] = _micros(cells[:, 0])
         keys[1, start:end] = cells[:, 1]
         keys[2, start:end] = _micros(cells[:, 2])
-    return _columns(keys, values)
+    return key_value_columns(keys, values)
 
 
-def _columns(keys: Int64s, values: npt.NDArray[np.float64]) -> MeasurementColumns:
-    """The batch of key rows (time, device_id, received_at) and value rows (NaN: null)."""
-    columns: dict[str, Column] = {
-        "time": Column(keys[0]),
-        "device_id": Column(keys[1]),
-        "received_at": Column(keys[2]),
-    }
-    return with_values(columns, values, keys.shape[1])
-
-
-_TEXT_TIME_MIN_BYTES = 32 * 1024
-"""Bodies from this size (~100 rows) read their time columns as text in numpy
-(`fleetcore.rfc3339`: a few dozen calls whatever a column's length); smaller ones read each
-distinct time text once (`fleetcore.json_small`)."""
-_VALUES = len(MEASUREMENT_VALUE_FIELDS)
-_TextTimeRow = msgspec.defstruct(
-    "_TextTimeRow",
-    [
-        ("time", str),
-        ("device_id", Id),
-        ("received_at", str),
-        *((field, float | None, None) for field in MEASUREMENT_VALUE_FIELDS),
-    ],
-    gc=False,
-)
-"""`MeasurementRow` with its times as text and its values unbounded, its fields in
-`MeasurementRow`'s order — the order a pusher writes an item's keys, so msgspec finds each key
-where it looks first (~0.04 µs/row less than the id and values first, bench/README.md's eighth
-pass)."""
-_RECORD = struct.Struct(f"=?q?{_VALUES}d")
-"""A `_TextTimeRow`'s tuple as one native binary record: the texts as one byte of their truth
-each, which is not read — so `struct` packs the tuple as it is, without a slice of it per row."""
-_RECORD_DTYPE = np.dtype(
-    [("time", "V1"), ("id", "=i8"), ("received_at", "V1"), ("values", "=f8", (_VALUES,))]
-)
-_TEXT_TIME_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
-    msgspec.defstruct("_TextTimeBatch", [("items", list[_TextTimeRow])])  # type: ignore[valid-type]
-)
-_MIN_ITEM_BYTES = len(b'{"time":"","device_id":0,"received_at":""},')
-"""The fewest bytes a `_TextTimeRow` can be decoded from (its three required fields; no
-backslash, so no escapes): a body shorter than `MAX_BATCH_ROWS` of them cannot decode into more
-rows than a batch may carry, and needs no item count (`check_item_bound`, a pass over the body
-that cost ~0.17 µs per row of a 5,000-row batch) before the decode."""
-_TIME, _RECEIVED_AT = attrgetter("time"), attrgetter("received_at")
-
-
-def _text_time_part(
-    part: Sequence[Any], values: npt.NDArray[np.float64], keys: Int64s, texts: npt.NDArray[Any]
-) -> None:
-    """One chunk of `_TextTimeRow`s into the columns (already sliced to the chunk): each row's
-    id and values packed into one binary record in C (`struct`, from the row's `astuple`), the
-    records read by numpy as one matrix — no Python-level object array of every cell, which took
-    ~0.3 µs per row more — and the texts one attribute at a time. The tuples live one at a time:
-    a chunk's worth held at once set off the garbage collector's passes. A chunk with a null
-    (None, which `struct` does not pack) goes through the object array."""
-    n = len(part)
-    try:
-        packed = b"".join(starmap(_RECORD.pack, map(astuple, part)))
-    except (struct.error, OverflowError):
-        cells = _cells(part)
-        values[...] = cells[:, 3:].T
-        keys[1] = cells[:, 1]
-        texts[0] = cells[:, 0]
-        texts[1] = cells[:, 2]
-        return
-    records = np.frombuffer(packed, _RECORD_DTYPE)
-    values[...] = records["values"].T
-    keys[1] = records["id"]
-    texts[0] = np.fromiter(map(_TIME, part), object, n)
-    texts[1] = np.fromiter(map(_RECEIVED_AT, part), object, n)
-
-
-_SAMPLE = 64
-
-
-def _distinct(texts: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp] | None]:
-    """The texts to read for a column, and where each row's text is among them (None: one
-    each, in order): each distinct text once when at most a quarter of them are distinct (a
-    batch's meters share their sample times: 5,000 rows of 20 meters hold 250 times; ~0.1
-    µs/row less), a column of mostly distinct texts (`received_at`, one meter's times) whole.
-    Reading a text costs a few dozen array passes per character; finding the distinct ones, a
-    dict pass and a lookup per text — so the first `_SAMPLE` texts decide first whether to look
-    (~0.08 µs/row lost on a column that turns out distinct)."""
-    n = len(texts)
-    if len(set(texts[:_SAMPLE].tolist())) * 4 > min(n, _SAMPLE):
-        return texts, None
-    listed = texts.tolist()
-    distinct = dict.fromkeys(listed)
-    if len(distinct) * 4 > n:
-        return texts, None
-    position = dict(zip(distinct, range(len(distinct)), strict=True))
-    at = np.fromiter(map(position.__getitem__, listed), np.intp, n)
-    return np.fromiter(distinct, object, len(distinct)), at
-
-
-def _micros_of_columns(texts: npt.NDArray[Any]) -> Int64s | None:
-    """`micros_of_texts` of each row of `texts` (the time and received_at columns), all read
-    in one call (its few dozen array passes cost the same for a few texts as for thousands:
-    one call instead of two is ~0.1 ms less per chunk of a streamed batch), each column's
-    distinct texts once (`_distinct`)."""
-    read = [_distinct(column) for column in texts]
-    micros = micros_of_texts(np.concatenate([once for once, _ in read]))
-    if micros is None:
-        return None
-    out = np.empty(texts.shape, np.int64)
-    start = 0
-    for row, (once, at) in enumerate(read):
-        part = micros[start : start + len(once)]
-        out[row] = part if at is None else part[at]
-        start += len(once)
-    return out
-
-
-def text_time_columns(body: bytes | bytearray) -> MeasurementColumns | None:
-    """The body's rows as columns when every row is valid and in the forms this way reads
-    (see the module docstring); None for any other body. Whole-body limits raise as in
-    `parse_batch`."""
-    if body.find(b"\\") >= 0:
-        return None
-    if len(body) >= _MIN_ITEM_BYTES * MAX_BATCH_ROWS:
-        check_item_bound(body)
-    try:
-        rows: list[Any] = _TEXT_TIME_DECODER.decode(body).items
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return None
-    n = len(rows)
-    if n > MAX_BATCH_ROWS:
-        raise too_many_rows(n)
-    if not n:
-        return MeasurementColumns(0, {})
-    values = np.empty((len(MEASUREMENT_VALUE_FIELDS), n), np.float64)
-    keys = np.empty((3, n), np.int64)
-    texts = np.empty((2, n), object)
-    for start in range(0, n, _CHUNK):
-        end = min(start + _CHUNK, n)
-        part = rows[start:end]
-        _text_time_part(part, values[:, start:end], keys[:, start:end], texts[:, start:end])
-    del rows
-    micros = _micros_of_columns(texts)
-    if micros is None:
-        return None
-    keys[0], keys[2] = micros
-    del texts, micros
-    if (np.abs(values) > MAX_VALUE).any():  # NaN (a null) compares false
-        return None
-    return _columns(keys, values)
-
-
-def _within(columns: MeasurementColumns, window: ValidationWindow) -> bool:
-    """Every sample time inside the window and every `received_at` inside UTC's years 1-9999
-    (what `parse_batch` checks row by row), on the µs columns."""
+def _inside(columns: MeasurementColumns, window: ValidationWindow) -> ParsedColumns | None:
+    """The batch, when every sample time is inside the window and every `received_at` inside
+    UTC's years 1-9999 (what `parse_batch` checks row by row, here on the µs columns); None
+    when one is not."""
     times = columns.columns["time"].values
     received = columns.columns["received_at"].values
-    return bool(
-        times.min() >= micros_from_datetime(window.earliest)
-        and times.max() <= micros_from_datetime(window.latest)
+    first, last = int(times.min()), int(times.max())
+    if not (
+        first >= micros_from_datetime(window.earliest)
+        and last <= micros_from_datetime(window.latest)
         and received.min() >= _MIN_MICROS
         and received.max() <= _MAX_MICROS
-    )
-
-
-def _inside(columns: MeasurementColumns) -> ParsedColumns:
-    """A batch whose rows are all valid and inside the window."""
-    times = columns.columns["time"].values
-    first, last = int(times.min()), int(times.max())
+    ):
+        return None
     return ParsedColumns(columns, [], datetime_from_micros(first), datetime_from_micros(last))
 
 
@@ -296,7 +124,7 @@ def clean_measurement_columns(
     every batch); None for any other body, without finding out which rows are refused (the
     per-row work `parse_measurement_columns` then does). Raises `BatchFormatError` only for a
     body over the row limit."""
-    if len(body) < _TEXT_TIME_MIN_BYTES:
+    if len(body) < TEXT_TIME_MIN_BYTES:
         rows = small_rows(body)
         if rows is not None:
             if not rows:
@@ -313,7 +141,7 @@ def clean_measurement_columns(
         del valid
     if not columns.rows:
         return ParsedColumns(columns)
-    return _inside(columns) if _within(columns, window) else None
+    return _inside(columns, window)
 
 
 def parse_measurement_columns(body: bytes | bytearray, window: ValidationWindow) -> ParsedColumns:

@@ -118,8 +118,8 @@ def _values(rows: Sequence[Any]) -> tuple[npt.NDArray[np.float64], bool]:
 def _columns(
     keys: npt.NDArray[np.int64], values: npt.NDArray[np.float64], nullable: bool
 ) -> MeasurementColumns:
-    """`json_columns._columns`' columns: the keys, then each value field present in a row at
-    least, its nulls where it has some (values 0 there)."""
+    """`json_text_time.key_value_columns`' columns: the keys, then each value field present in a
+    row at least, its nulls where it has some (values 0 there)."""
     n = keys.shape[1]
     columns: dict[str, Column] = {
         "time": Column(keys[0]),

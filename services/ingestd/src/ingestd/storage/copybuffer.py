@@ -92,10 +92,35 @@ class CopyStream:
     data: bytes
 
 
+Bounds = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
+
+
 @functools.lru_cache(maxsize=256)
-def _bounds(present: tuple[str, ...]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+def _column_bounds(present: tuple[str, ...]) -> Bounds:
     """`field_bounds` of the value columns `present` (a fleet's batches come in a few sets)."""
     return field_bounds([RESOLUTIONS[name] for name in present])
+
+
+_WIDE_ROWS = 2560
+"""Batches (and a streamed batch's chunks, up to ~2,300 rows) of at most this many rows are
+split against bounds laid out as wide as the values (`_wide_bounds`)..."""
+
+
+@functools.lru_cache(maxsize=4)
+def _wide_bounds(present: tuple[str, ...]) -> Bounds:
+    """...`_column_bounds` repeated along `_WIDE_ROWS` columns (~1 MB for 24 fields, a few sets
+    kept): numpy's multiply, divide and compare of a matrix by a column vector broadcast along
+    its rows cost 1.5-3x what the same operation costs with a matrix as large."""
+    factors, limits = _column_bounds(present)
+    return np.repeat(factors, _WIDE_ROWS, axis=1), np.repeat(limits, _WIDE_ROWS, axis=1)
+
+
+def _bounds(present: tuple[str, ...], rows: int) -> Bounds:
+    """`split_matrix`'s bounds of the value columns `present` for a batch of `rows` rows."""
+    if rows > _WIDE_ROWS:
+        return _column_bounds(present)
+    factors, limits = _wide_bounds(present)
+    return factors[:, :rows], limits[:, :rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +181,7 @@ def _records(
     """The records of the rows `index` (all when None), every one with the fields `present`:
     each run's values from its kind's matrix (one row per field) in one assignment."""
     layout = _layout(kinds, present)
-    records = np.tile(np.frombuffer(layout.template, np.uint8), rows).view(layout.dtype)
+    records = np.frombuffer(bytearray(layout.template) * rows, layout.dtype)  # writable
     for name, kind, first, last in layout.runs:
         values = matrices[kind][first:last]
         records[name]["value"] = (values if index is None else values[:, index]).T
@@ -184,6 +209,59 @@ def _cut_nulls(
     return flat[keep]
 
 
+_NOWHERE, _SOMEWHERE, _EVERYWHERE = 0, 1, 2
+
+
+def _where(counts: list[int], rows: int) -> tuple[int, ...]:
+    """Each field's count of rows as where it is: nowhere, in some rows, in every row."""
+    return tuple(_NOWHERE if not c else _EVERYWHERE if c == rows else _SOMEWHERE for c in counts)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A stream's fields for one set of value columns and where their halves are (`_plan`):
+    the columns and each one's kind, in the stream's order; the value rows of the bigint and
+    integer steps and of the exact doubles; the fields null in some rows only, as (position in
+    the stream, value row, whether it is the exact double)."""
+
+    columns: tuple[str, ...]
+    kinds: tuple[int, ...]
+    steps: tuple[list[int], list[int]]
+    doubles: list[int]
+    partial: tuple[tuple[int, int, bool], ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(present: tuple[str, ...], scaled: tuple[int, ...], exact: tuple[int, ...]) -> _Plan:
+    """The `_Plan` of the value columns `present` whose integer steps and exact doubles are
+    where `scaled` and `exact` say (`_where`): a field is carried when it holds a value in some
+    row. Made once per combination: a fleet's batches come in a few."""
+    names: list[list[str]] = [list(_KEYS), [], []]
+    partial: list[list[int | None]] = [[None] * len(_KEYS), [], []]  # the value row, when partial
+    steps: tuple[list[int], list[int]] = ([], [])
+    for i, name in enumerate(present):
+        if scaled[i] != _NOWHERE:
+            kind = _STEPS_KIND[name]
+            steps[kind].append(i)
+            names[kind].append(scaled_column(name))
+            partial[kind].append(i if scaled[i] == _SOMEWHERE else None)
+    doubles = [i for i in range(len(present)) if exact[i] != _NOWHERE]
+    names[2] = [present[i] for i in doubles]
+    partial[2] = [i if exact[i] == _SOMEWHERE else None for i in doubles]
+    kinds = tuple(kind for kind in range(len(_KINDS)) for _ in names[kind])
+    rows = [(row, kind == 2) for kind, group in enumerate(partial) for row in group]
+    return _Plan(
+        tuple(name for group in names for name in group),
+        kinds,
+        steps,
+        doubles,
+        tuple((at, row, exact) for at, (row, exact) in enumerate(rows) if row is not None),
+    )
+
+
+_KEYS_ONLY = _plan((), (), ())
+
+
 def copy_stream(
     batch: MeasurementColumns, customer_id: int, *, header: bool = True, trailer: bool = True
 ) -> CopyStream:
@@ -206,14 +284,12 @@ def copy_stream(
     keys[1] = given["device_id"].values
     np.subtract(given["received_at"].values, _POSTGRES_EPOCH_US, out=keys[2])
     keys[3] = customer_id
-    names: list[list[str]] = [list(_KEYS), [], []]
-    partial: list[list[Mask | None]] = [[None] * len(_KEYS), [], []]  # where present, per field
-    matrices: tuple[npt.NDArray[np.generic], ...] = (keys,)
     present = tuple(
         name
         for name in MEASUREMENT_VALUE_FIELDS
         if (c := given.get(name)) is not None and not (c.nulls is not None and c.nulls.all())
     )
+    absent: list[tuple[int, Mask]] = []
     if present:
         values = np.array([given[name].values for name in present], np.float64)
         nulls = None
@@ -222,29 +298,26 @@ def copy_stream(
                 if nulls is None:
                     nulls = np.zeros(values.shape, np.bool_)
                 nulls[i] = column_nulls
-        ints, scaled = split_matrix(values, nulls, *_bounds(present))
-        exact = ~scaled if nulls is None else ~(scaled | nulls)
+        ints, scaled = split_matrix(values, nulls, *_bounds(present, rows))
         scaled_counts: list[int] = np.count_nonzero(scaled, axis=1).tolist()
-        exact_counts: list[int] = np.count_nonzero(exact, axis=1).tolist()
-        steps: list[list[int]] = [[], []]
-        for i, name in enumerate(present):
-            if scaled_counts[i]:
-                kind = _STEPS_KIND[name]
-                steps[kind].append(i)
-                names[kind].append(scaled_column(name))
-                partial[kind].append(scaled[i] if scaled_counts[i] < rows else None)
-        doubles = [i for i in range(len(present)) if exact_counts[i]]
-        names[2] = [present[i] for i in doubles]
-        partial[2] = [exact[i] if exact_counts[i] < rows else None for i in doubles]
-        matrices = (
-            np.concatenate((keys, ints[steps[0]])) if steps[0] else keys,
-            ints[steps[1]],
-            values[doubles],
+        if nulls is None:  # every value not whole steps is an exact double
+            exact_counts = [rows - count for count in scaled_counts]
+        else:
+            exact_counts = np.count_nonzero(~(scaled | nulls), axis=1).tolist()
+        plan = _plan(present, _where(scaled_counts, rows), _where(exact_counts, rows))
+        matrices: tuple[npt.NDArray[np.generic], ...] = (
+            np.concatenate((keys, ints[plan.steps[0]])) if plan.steps[0] else keys,
+            ints[plan.steps[1]],
+            values[plan.doubles],
         )
-    kinds = tuple(kind for kind in range(len(_KINDS)) for _ in names[kind])
-    columns = tuple(name for group in names for name in group)
-    wheres = [where for group in partial for where in group]
-    absent = [(i, ~where) for i, where in enumerate(wheres) if where is not None]
+        for at, i, exact in plan.partial:  # where each partly-null field is null
+            if not exact:
+                absent.append((at, ~scaled[i]))
+            else:  # where the value is whole steps (or null)
+                absent.append((at, scaled[i] if nulls is None else scaled[i] | nulls[i]))
+    else:
+        plan, matrices = _KEYS_ONLY, (keys,)
+    kinds, columns = plan.kinds, plan.columns
     everywhere = (True,) * len(kinds)
     if not absent:
         records = _records(matrices, kinds, everywhere, rows, None)
@@ -253,8 +326,8 @@ def copy_stream(
         cut = _cut_nulls(matrices, kinds, absent, rows)
         return CopyStream(columns, b"".join((head, cut.data, tail)))
     codes = np.zeros(rows, np.int64)
-    for bit, (_, nulls) in enumerate(absent):
-        codes |= nulls.astype(np.int64) << bit
+    for bit, (_, nulls_here) in enumerate(absent):
+        codes |= nulls_here.astype(np.int64) << bit
     if len(absent) <= _FEW_PARTIAL:  # the codes index a count of each (no sort)
         shapes = np.flatnonzero(np.bincount(codes, minlength=1 << len(absent)))
     else:

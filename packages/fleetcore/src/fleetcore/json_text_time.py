@@ -1,0 +1,224 @@
+"""A large JSON measurement body (32 KiB and more, ~100 rows) of valid rows as columns, its times
+read as text a column at a time (`text_time_columns`: `fleetcore.json_columns`' first way for
+such a body).
+
+msgspec decodes the rows with their times as text and their values without bounds — one object
+fewer per time and no constraint check per value, a quarter of what a typed row costs to decode
+— each row's id and values are packed into a binary record by `struct` (C, no object per cell)
+and read by numpy as one matrix, the times are read a column at a time (`fleetcore.rfc3339`),
+each distinct sample time once, the bounds checked on the value matrix. Anything this way does
+not take whole (a time in another form, a value out of bounds, an escape anywhere in the body,
+a row msgspec refuses) answers None, and `json_columns` takes the typed way, whose rows say what
+is refused and why; where both take a body they give the same columns, bit for bit
+(tests/fleetcore/test_json_columns.py).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from itertools import chain, starmap
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+from msgspec.structs import astuple
+
+from fleetcore.columnar import Column, MeasurementColumns
+from fleetcore.json_batch import check_item_bound
+from fleetcore.json_small import with_values
+from fleetcore.limits import MAX_BATCH_ROWS
+from fleetcore.rfc3339 import micros_of_texts
+from fleetcore.schemas import MAX_VALUE, MEASUREMENT_VALUE_FIELDS, Id, too_many_rows
+
+__all__ = ["TEXT_TIME_MIN_BYTES", "cells", "key_value_columns", "text_time_columns"]
+
+Int64s = npt.NDArray[np.int64]
+
+TEXT_TIME_MIN_BYTES = 32 * 1024
+"""Bodies from this size (~100 rows) read their time columns as text in numpy
+(`fleetcore.rfc3339`: a few dozen calls whatever a column's length); smaller ones read each
+distinct time text once (`fleetcore.json_small`)."""
+_VALUES = len(MEASUREMENT_VALUE_FIELDS)
+_WIDTH = 3 + _VALUES  # a row's fields: time, device_id, received_at, the values
+_CHUNK = 1024
+"""Rows packed at a time: one chunk's records (or, for a chunk with a null, its object array of
+every cell, 8 bytes per field) is the only extra memory the conversion holds besides the columns
+themselves."""
+_TextTimeRow = msgspec.defstruct(
+    "_TextTimeRow",
+    [
+        ("time", str),
+        ("device_id", Id),
+        ("received_at", str),
+        *((field, float | None, None) for field in MEASUREMENT_VALUE_FIELDS),
+    ],
+    gc=False,
+)
+"""`MeasurementRow` with its times as text and its values unbounded, its fields in
+`MeasurementRow`'s order — the order a pusher writes an item's keys, so msgspec finds each key
+where it looks first (~0.04 µs/row less than the id and values first, bench/README.md's eighth
+pass)."""
+_RECORD = struct.Struct(f"=?q?{_VALUES}d")
+"""A `_TextTimeRow`'s tuple as one native binary record: the texts as one byte of their truth
+each, which is not read — so `struct` packs the tuple as it is, without a slice of it per row."""
+_RECORD_DTYPE = np.dtype(
+    [("time", "V1"), ("id", "=i8"), ("received_at", "V1"), ("values", "=f8", (_VALUES,))]
+)
+_TEXT_TIME_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
+    msgspec.defstruct("_TextTimeBatch", [("items", list[_TextTimeRow])])  # type: ignore[valid-type]
+)
+_MIN_ITEM_BYTES = len(b'{"time":"","device_id":0,"received_at":""},')
+"""The fewest bytes a `_TextTimeRow` can be decoded from (its three required fields; no
+backslash, so no escapes): a body shorter than `MAX_BATCH_ROWS` of them cannot decode into more
+rows than a batch may carry, and needs no item count (`check_item_bound`, a pass over the body
+that cost ~0.17 µs per row of a 5,000-row batch) before the decode."""
+_TIME, _RECEIVED_AT = attrgetter("time"), attrgetter("received_at")
+
+
+def cells(part: Sequence[Any]) -> npt.NDArray[np.object_]:
+    """Rows (`MeasurementRow`s or `_TextTimeRow`s: the same fields in the same order) as a
+    (rows, fields) object array."""
+    flat = np.fromiter(chain.from_iterable(map(astuple, part)), object, len(part) * _WIDTH)
+    return flat.reshape(len(part), _WIDTH)
+
+
+def key_value_columns(
+    keys: Int64s, values: npt.NDArray[np.float64], nullable: bool = True
+) -> MeasurementColumns:
+    """The batch of key rows (time, device_id, received_at) and value rows (NaN: null; with
+    `nullable` False none is, so the nulls are not looked for)."""
+    columns: dict[str, Column] = {
+        "time": Column(keys[0]),
+        "device_id": Column(keys[1]),
+        "received_at": Column(keys[2]),
+    }
+    n = keys.shape[1]
+    if nullable:
+        return with_values(columns, values, n)
+    for name, row in zip(MEASUREMENT_VALUE_FIELDS, values, strict=True):
+        columns[name] = Column(row)
+    return MeasurementColumns(n, columns)
+
+
+def _text_time_part(
+    part: Sequence[Any], values: npt.NDArray[np.float64], keys: Int64s, texts: npt.NDArray[Any]
+) -> bool:
+    """One chunk of `_TextTimeRow`s into the columns (already sliced to the chunk): each row's
+    id and values packed into one binary record in C (`struct`, from the row's `astuple`), the
+    records read by numpy as one matrix — no Python-level object array of every cell, which took
+    ~0.3 µs per row more — and the texts one attribute at a time. The tuples live one at a time:
+    a chunk's worth held at once set off the garbage collector's passes. A chunk with a null
+    (None, which `struct` does not pack) goes through the object array: True then (a value may
+    be NaN, a null), else False."""
+    n = len(part)
+    try:
+        packed = b"".join(starmap(_RECORD.pack, map(astuple, part)))
+    except (struct.error, OverflowError):
+        matrix = cells(part)
+        values[...] = matrix[:, 3:].T
+        keys[1] = matrix[:, 1]
+        texts[0] = matrix[:, 0]
+        texts[1] = matrix[:, 2]
+        return True
+    records = np.frombuffer(packed, _RECORD_DTYPE)
+    values[...] = records["values"].T
+    keys[1] = records["id"]
+    texts[0] = np.fromiter(map(_TIME, part), object, n)
+    texts[1] = np.fromiter(map(_RECEIVED_AT, part), object, n)
+    return False
+
+
+_SAMPLE = 64
+
+
+def _distinct(texts: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp] | None]:
+    """The texts to read for a column, and where each row's text is among them (None: one
+    each, in order): when at most a quarter of the rows start a run of one text (a batch in
+    time order: 5,000 rows of 20 meters hold 250 runs), each run's text once, found by one
+    comparison of neighbours in C; else each distinct text once when at most a quarter of them
+    are distinct (~0.1 µs/row less than reading every one); a column of mostly distinct texts
+    (`received_at`, one meter's times) whole. Reading a text costs a few dozen array passes per
+    character; finding the distinct ones, a dict pass and a lookup per text — so the first
+    `_SAMPLE` texts decide first whether to look (~0.08 µs/row lost on a column that turns out
+    distinct)."""
+    n = len(texts)
+    sample = min(n, _SAMPLE)
+    if n > 1 and np.count_nonzero(texts[1:sample] != texts[: sample - 1]) * 4 < sample:
+        starts = np.empty(n, np.bool_)
+        starts[0] = True
+        np.not_equal(texts[1:], texts[:-1], out=starts[1:])
+        runs = np.flatnonzero(starts)
+        if len(runs) * 4 <= n:
+            at = np.cumsum(starts, dtype=np.intp)
+            at -= 1
+            return texts[runs], at
+    if len(set(texts[:sample].tolist())) * 4 > sample:
+        return texts, None
+    listed = texts.tolist()
+    distinct = dict.fromkeys(listed)
+    if len(distinct) * 4 > n:
+        return texts, None
+    position = dict(zip(distinct, range(len(distinct)), strict=True))
+    at = np.fromiter(map(position.__getitem__, listed), np.intp, n)
+    return np.fromiter(distinct, object, len(distinct)), at
+
+
+def _micros_of_columns(texts: npt.NDArray[Any]) -> Int64s | None:
+    """`micros_of_texts` of each row of `texts` (the time and received_at columns), all read
+    in one call (its few dozen array passes cost the same for a few texts as for thousands:
+    one call instead of two is ~0.1 ms less per chunk of a streamed batch), each column's
+    distinct texts once (`_distinct`)."""
+    read = [_distinct(column) for column in texts]
+    micros = micros_of_texts(np.concatenate([once for once, _ in read]))
+    if micros is None:
+        return None
+    out = np.empty(texts.shape, np.int64)
+    start = 0
+    for row, (once, at) in enumerate(read):
+        part = micros[start : start + len(once)]
+        out[row] = part if at is None else part[at]
+        start += len(once)
+    return out
+
+
+def text_time_columns(body: bytes | bytearray) -> MeasurementColumns | None:
+    """The body's rows as columns when every row is valid and in the forms this way reads
+    (see the module docstring); None for any other body. Whole-body limits raise as in
+    `parse_batch`."""
+    if body.find(b"\\") >= 0:
+        return None
+    if len(body) >= _MIN_ITEM_BYTES * MAX_BATCH_ROWS:
+        check_item_bound(body)
+    try:
+        rows: list[Any] = _TEXT_TIME_DECODER.decode(body).items
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    n = len(rows)
+    if n > MAX_BATCH_ROWS:
+        raise too_many_rows(n)
+    if not n:
+        return MeasurementColumns(0, {})
+    values = np.empty((_VALUES, n), np.float64)
+    keys = np.empty((3, n), np.int64)
+    texts = np.empty((2, n), object)
+    nullable = False
+    for start in range(0, n, _CHUNK):
+        end = min(start + _CHUNK, n)
+        part = rows[start:end]
+        slices = (values[:, start:end], keys[:, start:end], texts[:, start:end])
+        nullable |= _text_time_part(part, *slices)
+    del rows, part
+    micros = _micros_of_columns(texts)
+    if micros is None:
+        return None
+    keys[0], keys[2] = micros
+    del texts, micros
+    if nullable:
+        if (np.abs(values) > MAX_VALUE).any():  # NaN (a null) compares false
+            return None
+    elif values.max() > MAX_VALUE or values.min() < -MAX_VALUE:  # no NaN: two reductions
+        return None
+    return key_value_columns(keys, values, nullable)
