@@ -53,6 +53,8 @@ def _step_text(step: dict[str, Any]) -> str:
     if due is not None:
         cagg += (
             f", stored-energy steps due max {due:,} (at the end {step['frontiers_behind_last']:,})"
+            f", new devices none stored yet max {step.get('frontiers_new_max') or 0:,}"
+            f" (at the end {step.get('frontiers_new_last') or 0:,})"
         )
     per_minute = ", ".join(
         f"{m['full_sets']:,}+{m['measurements']:,}" for m in step.get("refused_per_minute", [])
@@ -231,7 +233,9 @@ def print_run(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
         f"generator {100 * s.get('client_cpu_share', 0):.0f}%; DB connections max "
         f"{s.get('connections_max')}; dirty hours {s.get('dirty_first')} -> {s.get('dirty_last')} "
         f"(max {s.get('dirty_max')}, {s.get('dirty_writes_per_s') or 0:,.0f} mark writes/s); stored-energy steps due "
-        f"max {s.get('frontiers_behind_max')} (at the end {s.get('frontiers_behind_last')}); generator loop lag max {s.get('generator_loop_lag_max_s', 0):.1f} s"
+        f"max {s.get('frontiers_behind_max')} (at the end {s.get('frontiers_behind_last')}), new devices none stored "
+        f"yet max {s.get('frontiers_new_max')} (at the end {s.get('frontiers_new_last')}); generator loop lag max "
+        f"{s.get('generator_loop_lag_max_s', 0):.1f} s"
         " (above ~0.1 s the generator, not ingestd, sets the latencies)"
     )
     growth = result["growth_per_day_bytes"]

@@ -40,10 +40,14 @@ __all__ = ["Sampler", "process_tree", "slope_per_min", "tree_cpu_and_rss", "wind
 
 # Devices whose stored energy (docs/ENERGY.md) is behind the hour that ended 90 s ago (the
 # default INGESTD_ROLLUP_SETTLE_S), as far as the store's summaries reach (TimescaleDB: the
-# aggregate's watermark): the frontier steps due and not yet done.
-FRONTIERS_BEHIND = """(SELECT count(*) FROM fleet.energy_frontier
+# aggregate's watermark): the frontier steps due and not yet done — apart, the devices with
+# energy stored before (a backlog) and the new ones, none stored yet (a fleet's first minutes
+# bring every device; on TimescaleDB a new device's first hour waits for the watermark).
+_BEHIND = """(SELECT count(*) FROM fleet.energy_frontier
         WHERE stored_until < least(fleet.energy_horizon(),
-                                   date_bin('1 hour', now() - INTERVAL '90 seconds', 'epoch')))"""
+                                   date_bin('1 hour', now() - INTERVAL '90 seconds', 'epoch'))
+          AND stored_until {} '-infinity')"""
+FRONTIERS_BEHIND = f"{_BEHIND.format('>')},\n       {_BEHIND.format('=')}"
 SAMPLE_PLAIN = f"""
 SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()),
        (SELECT count(*) FROM fleet.hourly_dirty),
@@ -171,7 +175,8 @@ class Sampler:
             "connections": int(row[0]),
             "dirty": int(row[1]),
             "dirty_writes": int(row[2]),
-            "frontiers_behind": int(row[-1]),
+            "frontiers_behind": int(row[-2]),
+            "frontiers_new": int(row[-1]),
         }
         if self.timescale:
             watermark = row[4]
@@ -245,6 +250,7 @@ def window(samples: list[dict[str, Any]], t0: float, t1: float) -> dict[str, Any
     dirty = [(s["t"], s["dirty"]) for s in inside if "dirty" in s]
     writes = [(s["t"], s["dirty_writes"]) for s in inside if "dirty_writes" in s]
     frontiers = [s["frontiers_behind"] for s in inside if "frontiers_behind" in s]
+    new = [s["frontiers_new"] for s in inside if "frontiers_new" in s]
     out: dict[str, Any] = {
         "span_s": span,
         "ingestd_cpu_s": b["ingestd_cpu_s"] - a["ingestd_cpu_s"],
@@ -264,6 +270,8 @@ def window(samples: list[dict[str, Any]], t0: float, t1: float) -> dict[str, Any
         "generator_loop_lag_max_s": max(s.get("loop_lag_s", 0.0) for s in inside),
         "frontiers_behind_max": max(frontiers, default=None),
         "frontiers_behind_last": frontiers[-1] if frontiers else None,
+        "frontiers_new_max": max(new, default=None),
+        "frontiers_new_last": new[-1] if new else None,
     }
     invalidations = [(s["t"], s["invalidations"]) for s in inside if "invalidations" in s]
     if invalidations:
