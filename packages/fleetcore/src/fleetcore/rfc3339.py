@@ -122,6 +122,9 @@ _MICROS_OF = np.array(
 )
 """µs per unit of each of `_PAIRS` (the date's pairs count through `_calendar`'s days; the
 offset is taken off: its pairs are negated first where its sign is `-`)."""
+_MICROS_OF_DOUBLES = _MICROS_OF.astype(np.float64)
+"""The same as doubles: a text's clock and offset in µs (at most ~9 * 10^10) sum exactly in
+float64, and numpy's product of doubles is BLAS's (its integer product a loop of its own)."""
 _MICROS_PER_DAY = 86_400_000_000
 
 
@@ -183,9 +186,14 @@ def micros_of_texts(texts: npt.NDArray[np.object_]) -> Int64s | None:
         form = _form(length, bool(utc))
         if form is None:
             return None
-        text = np.ascontiguousarray(b[rows, :length].T)  # one row per character position
-        digits = text - form.base  # wraps below the base: a digit is 0-9 after it, a literal 0
-        if not (digits < form.limit).all():
+        text = b[rows, :length].T  # one row per character position
+        # each byte less its base, one row per character position, and a row of zeros (the
+        # digits of a pair the form does not have): wraps below the base, so a digit is 0-9
+        # after it and a literal 0
+        digits = np.empty((length + 1, text.shape[1]), np.uint8)
+        np.subtract(text, form.base, out=digits[:length])
+        digits[length] = 0
+        if not (digits[:length] < form.limit).all():
             return None
         if form.sign is not None:
             sign = text[form.sign]
@@ -194,9 +202,7 @@ def micros_of_texts(texts: npt.NDArray[np.object_]) -> Int64s | None:
             if negative is None:
                 negative = np.zeros(n, np.bool_)
             negative[rows] = sign == _MINUS
-        wide = np.zeros((length + 1, text.shape[1]), np.int16)
-        wide[:length] = digits
-        pairs[:, rows] = wide[form.tens] * 10 + wide[form.ones]
+        pairs[:, rows] = digits[form.tens] * 10 + digits[form.ones]  # at most 99: one byte
     if not ((pairs - _LOW).view(np.uint16) <= _SPAN).all():  # below the lowest wraps high
         return None
     year = pairs[0].astype(np.intp) * 100 + pairs[1]
@@ -209,5 +215,6 @@ def micros_of_texts(texts: npt.NDArray[np.object_]) -> Int64s | None:
     days = _YEAR_DAYS[year] + _MONTH_STARTS[leap, month] + day
     if negative is not None and negative.any():
         pairs[10:, negative] *= -1
-    result: Int64s = days * _MICROS_PER_DAY + _MICROS_OF @ pairs
+    clock = (_MICROS_OF_DOUBLES @ pairs).astype(np.int64)  # BLAS; every sum exact (< 2^53)
+    result: Int64s = days * _MICROS_PER_DAY + clock
     return result

@@ -33,7 +33,7 @@ import numpy.typing as npt
 from fleetcore import MEASUREMENT_VALUE_FIELDS, MeasurementColumns
 from fleetcore.resolution import RESOLUTIONS
 
-from ingestd.storage.layout import field_bounds, scaled_column, split_matrix
+from ingestd.storage.layout import field_bounds, scaled_column, split_steps
 
 __all__ = [
     "COPY_COLUMNS",
@@ -179,13 +179,22 @@ def _records(
     index: Index | None,
 ) -> npt.NDArray[np.void]:
     """The records of the rows `index` (all when None), every one with the fields `present`:
-    each run's values from its kind's matrix (one row per field) in one assignment."""
+    each run's values from its kind's matrix (one row per field) in one assignment (the integer
+    steps' cast from their doubles as they are written)."""
     layout = _layout(kinds, present)
     records = np.frombuffer(bytearray(layout.template) * rows, layout.dtype)  # writable
-    for name, kind, first, last in layout.runs:
-        values = matrices[kind][first:last]
-        records[name]["value"] = (values if index is None else values[:, index]).T
+    with np.errstate(invalid="ignore"):  # the integer steps' doubles where a cell is null: cut
+        for name, kind, first, last in layout.runs:
+            values = matrices[kind][first:last]
+            records[name]["value"] = (values if index is None else values[:, index]).T
     return records
+
+
+def _integers(steps: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """Steps as integers (exact where whole; whatever a null cell's double casts to elsewhere,
+    which no stream carries)."""
+    with np.errstate(invalid="ignore"):
+        return steps.astype(np.int64)
 
 
 def _cut_nulls(
@@ -298,7 +307,7 @@ def copy_stream(
                 if nulls is None:
                     nulls = np.zeros(values.shape, np.bool_)
                 nulls[i] = column_nulls
-        ints, scaled = split_matrix(values, nulls, *_bounds(present, rows))
+        steps, scaled = split_steps(values, nulls, *_bounds(present, rows))
         scaled_counts: list[int] = np.count_nonzero(scaled, axis=1).tolist()
         if nulls is None:  # every value not whole steps is an exact double
             exact_counts = [rows - count for count in scaled_counts]
@@ -306,8 +315,8 @@ def copy_stream(
             exact_counts = np.count_nonzero(~(scaled | nulls), axis=1).tolist()
         plan = _plan(present, _where(scaled_counts, rows), _where(exact_counts, rows))
         matrices: tuple[npt.NDArray[np.generic], ...] = (
-            np.concatenate((keys, ints[plan.steps[0]])) if plan.steps[0] else keys,
-            ints[plan.steps[1]],
+            np.concatenate((keys, _integers(steps[plan.steps[0]]))) if plan.steps[0] else keys,
+            steps[plan.steps[1]],  # doubles, cast as they are written
             values[plan.doubles],
         )
         for at, i, exact in plan.partial:  # where each partly-null field is null

@@ -32,6 +32,7 @@ __all__ = [
     "split_column",
     "split_columns",
     "split_matrix",
+    "split_steps",
     "value_sql",
 ]
 
@@ -133,6 +134,26 @@ def split_matrix(
     if nulls is not None:
         whole &= ~nulls
     return ints, whole
+
+
+def split_steps(
+    values: Float64s, nulls: Mask | None, factors: Float64s, limits: Float64s
+) -> tuple[Float64s, Mask]:
+    """`split_matrix` with the steps left as doubles (whole numbers wherever the mask is True;
+    anything, NaN included, elsewhere) for a caller that casts them as it writes them (the COPY
+    stream): no pass to integers and back. The check is the same: k / 10^decimals has the bits
+    of the value, k from the +0.0 of the rounded product, so -0.0 (whose k is 0, back +0.0) is
+    not whole steps, as in `split_matrix`."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        steps = np.multiply(values, factors)
+        np.rint(steps, out=steps)
+        steps += 0.0  # -0.0 -> +0.0, as through an integer
+        whole = np.abs(steps) <= limits  # False for NaN and infinities
+        back = steps / factors
+    whole &= back.view(np.int64) == values.view(np.int64)
+    if nulls is not None:
+        whole &= ~nulls
+    return steps, whole
 
 
 def split_columns(
