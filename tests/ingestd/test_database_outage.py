@@ -23,8 +23,11 @@ from tests.samples import encode, measurements
 
 @pytest.fixture
 def own_cluster() -> Iterator[PgCluster]:
-    """A cluster of this test's own, since the test stops it."""
-    with temporary_cluster(prefix="fleet-outage-") as cluster:
+    """A cluster of this test's own, since the test stops it — hard, so with its commits made
+    durable first (the throwaway clusters' `synchronous_commit=off` let an immediate stop lose
+    the customer's token committed a moment before: the recovered database answered 401, once
+    in a loaded CI run)."""
+    with temporary_cluster(prefix="fleet-outage-", synchronous_commit="on") as cluster:
         yield cluster
 
 
