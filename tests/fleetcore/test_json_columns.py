@@ -240,6 +240,39 @@ def test_sample_times_shared_by_meters_give_the_typed_rows_micros() -> None:
     assert text_time_columns(odd) is None
 
 
+def test_received_times_of_many_lengths_give_the_typed_rows_micros() -> None:
+    """`received_at` texts of one length, of a few runs of lengths (a time without a fraction
+    now and then), of a length each row (each fraction's digits in turn) give the typed rows'
+    µs; one longer than any form, or not ASCII, leaves the body to the typed way."""
+
+    def received(i: int, kind: str) -> str:
+        when = NOW + timedelta(seconds=i, microseconds=i % 997)
+        if kind == "one":
+            return when.isoformat(timespec="microseconds")
+        if kind == "few":
+            return when.isoformat(timespec="seconds" if i % 500 == 7 else "milliseconds")
+        return when.isoformat(timespec=_TIMESPECS[i % 3]).replace(
+            "+00:00", "Z" if i % 2 else "+00:00"
+        )
+
+    for kind in ("one", "few", "each"):
+        batch: list[dict[str, Any]] = [
+            {"time": NOW.isoformat(), "device_id": i % 20, "received_at": received(i, kind)}
+            for i in range(1500)
+        ]
+        body = msgspec.json.encode({"items": batch})
+        fast = text_time_columns(body)
+        typed = decode_measurement_rows(body)
+        assert fast is not None and typed is not None, kind
+        assert fast.columns["received_at"].values.tolist() == [
+            micros_from_datetime(r.received_at) for r in typed
+        ], kind
+        for odd in ("2026-11-27T12:00:00.000000000000+00:00", "2026-11-27T12:00:00.5éZ"):
+            changed = [dict(item) for item in batch]
+            changed[900]["received_at"] = odd
+            assert text_time_columns(msgspec.json.encode({"items": changed})) is None, (kind, odd)
+
+
 def test_a_large_body_with_a_bad_row_says_which_and_why() -> None:
     """A large body with one row refused (a value past the bound) and one time only msgspec
     reads (a lowercase t) stores the others and refuses that row as `parse_batch` does."""

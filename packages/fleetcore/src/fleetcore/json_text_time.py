@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from itertools import chain, starmap
-from operator import attrgetter
+from itertools import chain, pairwise, starmap
 from typing import Any
 
 import msgspec
@@ -30,7 +29,7 @@ from fleetcore.columnar import Column, MeasurementColumns
 from fleetcore.json_batch import check_item_bound
 from fleetcore.json_small import with_values
 from fleetcore.limits import MAX_BATCH_ROWS
-from fleetcore.rfc3339 import micros_of_texts
+from fleetcore.rfc3339 import micros_of_bytes
 from fleetcore.schemas import MAX_VALUE, MEASUREMENT_VALUE_FIELDS, Id, too_many_rows
 
 __all__ = ["TEXT_TIME_MIN_BYTES", "cells", "key_value_columns", "text_time_columns"]
@@ -75,7 +74,6 @@ _MIN_ITEM_BYTES = len(b'{"time":"","device_id":0,"received_at":""},')
 backslash, so no escapes): a body shorter than `MAX_BATCH_ROWS` of them cannot decode into more
 rows than a batch may carry, and needs no item count (`check_item_bound`, a pass over the body
 that cost ~0.17 µs per row of a 5,000-row batch) before the decode."""
-_TIME, _RECEIVED_AT = attrgetter("time"), attrgetter("received_at")
 
 
 def cells(part: Sequence[Any]) -> npt.NDArray[np.object_]:
@@ -103,31 +101,24 @@ def key_value_columns(
     return MeasurementColumns(n, columns)
 
 
-def _text_time_part(
-    part: Sequence[Any], values: npt.NDArray[np.float64], keys: Int64s, texts: npt.NDArray[Any]
-) -> bool:
-    """One chunk of `_TextTimeRow`s into the columns (already sliced to the chunk): each row's
-    id and values packed into one binary record in C (`struct`, from the row's `astuple`), the
-    records read by numpy as one matrix — no Python-level object array of every cell, which took
-    ~0.3 µs per row more — and the texts one attribute at a time. The tuples live one at a time:
-    a chunk's worth held at once set off the garbage collector's passes. A chunk with a null
-    (None, which `struct` does not pack) goes through the object array: True then (a value may
-    be NaN, a null), else False."""
-    n = len(part)
+def _text_time_part(part: Sequence[Any], values: npt.NDArray[np.float64], ids: Int64s) -> bool:
+    """One chunk of `_TextTimeRow`s' ids and values into the columns (already sliced to the
+    chunk): each row's id and values packed into one binary record in C (`struct`, from the
+    row's `astuple`), the records read by numpy as one matrix — no Python-level object array of
+    every cell, which took ~0.3 µs per row more. The tuples live one at a time: a chunk's worth
+    held at once set off the garbage collector's passes. A chunk with a null (None, which
+    `struct` does not pack) goes through the object array: True then (a value may be NaN, a
+    null), else False."""
     try:
         packed = b"".join(starmap(_RECORD.pack, map(astuple, part)))
     except (struct.error, OverflowError):
         matrix = cells(part)
         values[...] = matrix[:, 3:].T
-        keys[1] = matrix[:, 1]
-        texts[0] = matrix[:, 0]
-        texts[1] = matrix[:, 2]
+        ids[...] = matrix[:, 1]
         return True
     records = np.frombuffer(packed, _RECORD_DTYPE)
     values[...] = records["values"].T
-    keys[1] = records["id"]
-    texts[0] = np.fromiter(map(_TIME, part), object, n)
-    texts[1] = np.fromiter(map(_RECEIVED_AT, part), object, n)
+    ids[...] = records["id"]
     return False
 
 
@@ -166,21 +157,79 @@ def _distinct(texts: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np
     return np.fromiter(distinct, object, len(distinct)), at
 
 
-def _micros_of_columns(texts: npt.NDArray[Any]) -> Int64s | None:
-    """`micros_of_texts` of each row of `texts` (the time and received_at columns), all read
-    in one call (its few dozen array passes cost the same for a few texts as for thousands:
-    one call instead of two is ~0.1 ms less per chunk of a streamed batch), each column's
-    distinct texts once (`_distinct`)."""
-    read = [_distinct(column) for column in texts]
-    micros = micros_of_texts(np.concatenate([once for once, _ in read]))
+_TEXT_WIDTH = 33
+"""The longest accepted time text is 32 characters (`fleetcore.rfc3339`); a 33rd marks a
+longer one."""
+_FEW_RUNS = 16
+"""Up to this many runs of texts of one length, each run is copied as one strided view."""
+
+
+def _joined_texts(joined: str, out: npt.NDArray[np.uint8]) -> Int64s | None:
+    """Texts joined by NULs (which no JSON text holds: msgspec refuses a raw control character
+    in a string, and a body with a backslash has no escapes read here) written into `out` (a row
+    per text, `_TEXT_WIDTH` wide, zeros), each from the row's first column; their lengths (a
+    longer one's cut to the width: no accepted form is that long), or None when a text is not
+    ASCII (no accepted form is). The lengths come from where the NULs are; each run of texts of
+    one length is one strided copy (the usual column is one run, or a few where a time has no
+    fraction), many runs one gather. No object per text, no conversion of each text (`astype`)
+    as an object array of them took."""
+    try:
+        encoded = joined.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    data = np.frombuffer(encoded, np.uint8)
+    n = len(out)
+    breaks = np.flatnonzero(data == 0)
+    if len(breaks) != n - 1:  # a NUL in a text after all: no accepted form holds one
+        return None
+    ends = np.empty(n, np.int64)
+    ends[:-1] = breaks
+    ends[-1] = len(data)
+    starts = np.empty(n, np.int64)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    lengths = ends - starts
+    runs: list[int] = (np.flatnonzero(lengths[1:] != lengths[:-1]) + 1).tolist()
+    if len(runs) < _FEW_RUNS:
+        for first, end in pairwise([0, *runs, n]):
+            length = int(lengths[first])
+            width = min(length, _TEXT_WIDTH)
+            texts = np.ndarray(  # rows a text and its NUL apart
+                (end - first, width), np.uint8, encoded, int(starts[first]), (length + 1, 1)
+            )
+            out[first:end, :width] = texts
+    else:
+        padded = np.zeros(len(data) + _TEXT_WIDTH, np.uint8)
+        padded[: len(data)] = data
+        out[...] = np.lib.stride_tricks.sliding_window_view(padded, _TEXT_WIDTH)[starts]
+    cut: Int64s = np.minimum(lengths, _TEXT_WIDTH)
+    return cut
+
+
+def _micros_of_columns(times: list[str], received: str, n: int) -> Int64s | None:
+    """The µs of the sample times (`times`, each distinct text once: `_distinct`) and of the
+    `received_at` texts (`received`: joined by NULs, `_joined_texts`), all read in one call of
+    `micros_of_bytes` (its few dozen array passes cost the same for a few texts as for
+    thousands: one call instead of two is ~0.1 ms less per chunk of a streamed batch), as the
+    rows (time, received_at) of one matrix; None when a text is not in an accepted form."""
+    once, at = _distinct(np.fromiter(times, object, n))
+    try:
+        raw = once.astype(f"S{_TEXT_WIDTH}")  # a longer text is cut to 33: no form
+    except (UnicodeEncodeError, TypeError, ValueError):
+        return None
+    k = len(once)
+    texts = np.zeros((k + n, _TEXT_WIDTH), np.uint8)
+    texts[:k] = raw.view(np.uint8).reshape(k, _TEXT_WIDTH)
+    lengths = _joined_texts(received, texts[k:])
+    if lengths is None:
+        return None
+    # no NUL in a text (see `_joined_texts`): its length is its bytes up to the padding
+    micros = micros_of_bytes(texts, np.concatenate((np.strings.str_len(raw), lengths)))
     if micros is None:
         return None
-    out = np.empty(texts.shape, np.int64)
-    start = 0
-    for row, (once, at) in enumerate(read):
-        part = micros[start : start + len(once)]
-        out[row] = part if at is None else part[at]
-        start += len(once)
+    out = np.empty((2, n), np.int64)
+    out[0] = micros[:k] if at is None else micros[:k][at]
+    out[1] = micros[k:]
     return out
 
 
@@ -203,19 +252,19 @@ def text_time_columns(body: bytes | bytearray) -> MeasurementColumns | None:
         return MeasurementColumns(0, {})
     values = np.empty((_VALUES, n), np.float64)
     keys = np.empty((3, n), np.int64)
-    texts = np.empty((2, n), object)
     nullable = False
     for start in range(0, n, _CHUNK):
         end = min(start + _CHUNK, n)
         part = rows[start:end]
-        slices = (values[:, start:end], keys[:, start:end], texts[:, start:end])
-        nullable |= _text_time_part(part, *slices)
+        nullable |= _text_time_part(part, values[:, start:end], keys[1, start:end])
+    times = [row.time for row in rows]
+    received = "\0".join([row.received_at for row in rows])
     del rows, part
-    micros = _micros_of_columns(texts)
+    micros = _micros_of_columns(times, received, n)
     if micros is None:
         return None
     keys[0], keys[2] = micros
-    del texts, micros
+    del times, received, micros
     if nullable:
         if (np.abs(values) > MAX_VALUE).any():  # NaN (a null) compares false
             return None

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["micros_of_texts"]
+__all__ = ["micros_of_bytes", "micros_of_texts"]
 
 Int64s = npt.NDArray[np.int64]
 
@@ -179,6 +179,16 @@ def micros_of_texts(texts: npt.NDArray[np.object_]) -> Int64s | None:
     # padding (str_len: a C loop, ~7x cheaper than counting non-zero bytes along the rows); a
     # longer one is cut to 33 and matches no form.
     lengths = np.strings.str_len(raw)
+    return micros_of_bytes(b, lengths)
+
+
+def micros_of_bytes(b: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int_]) -> Int64s | None:
+    """`micros_of_texts` of texts given as bytes: row i of `b` holds text i from its first
+    column, `lengths[i]` bytes long (what follows in the row is not read; no length is over
+    `b`'s width, and one over 32 matches no form: none is that long)."""
+    n = len(lengths)
+    if n == 0:
+        return np.empty(0, np.int64)
     pairs = np.empty((len(_PAIRS), n), np.int16)
     negative = None
     for kind, rows in _groups(b, lengths):
