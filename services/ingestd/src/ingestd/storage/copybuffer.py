@@ -92,35 +92,13 @@ class CopyStream:
     data: bytes
 
 
-Bounds = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
-
-
 @functools.lru_cache(maxsize=256)
-def _column_bounds(present: tuple[str, ...]) -> Bounds:
-    """`field_bounds` of the value columns `present` (a fleet's batches come in a few sets)."""
+def _bounds(present: tuple[str, ...]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """`field_bounds` of the value columns `present` (a fleet's batches come in a few sets), as
+    column vectors: bounds laid out as wide as the values cost numpy's multiply, divide and
+    compare less in a loop over the same batch, but ~0.03 µs/row more in a chunk's whole way
+    (their ~1 MB read from memory again after the decode; bench/HISTORY.md, the jsoncpu pass)."""
     return field_bounds([RESOLUTIONS[name] for name in present])
-
-
-_WIDE_ROWS = 2560
-"""Batches (and a streamed batch's chunks, up to ~2,300 rows) of at most this many rows are
-split against bounds laid out as wide as the values (`_wide_bounds`)..."""
-
-
-@functools.lru_cache(maxsize=4)
-def _wide_bounds(present: tuple[str, ...]) -> Bounds:
-    """...`_column_bounds` repeated along `_WIDE_ROWS` columns (~1 MB for 24 fields, a few sets
-    kept): numpy's multiply, divide and compare of a matrix by a column vector broadcast along
-    its rows cost 1.5-3x what the same operation costs with a matrix as large."""
-    factors, limits = _column_bounds(present)
-    return np.repeat(factors, _WIDE_ROWS, axis=1), np.repeat(limits, _WIDE_ROWS, axis=1)
-
-
-def _bounds(present: tuple[str, ...], rows: int) -> Bounds:
-    """`split_matrix`'s bounds of the value columns `present` for a batch of `rows` rows."""
-    if rows > _WIDE_ROWS:
-        return _column_bounds(present)
-    factors, limits = _wide_bounds(present)
-    return factors[:, :rows], limits[:, :rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +285,7 @@ def copy_stream(
                 if nulls is None:
                     nulls = np.zeros(values.shape, np.bool_)
                 nulls[i] = column_nulls
-        steps, scaled = split_steps(values, nulls, *_bounds(present, rows))
+        steps, scaled = split_steps(values, nulls, *_bounds(present))
         scaled_counts: list[int] = np.count_nonzero(scaled, axis=1).tolist()
         if nulls is None:  # every value not whole steps is an exact double
             exact_counts = [rows - count for count in scaled_counts]
