@@ -31,6 +31,16 @@ COPY services/pusher/pyproject.toml services/pusher/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package fleet-ingestd
 
+# A C compiler (and Python's headers where the base lacks them, as Debian's python3 does) for
+# ingestd's C extension (services/ingestd/src/ingestd/_rowscan.c), in this stage only.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev \
+    && if ! python3.11 -c 'import os, sys, sysconfig; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then \
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3.11-dev; \
+    fi \
+    && rm -rf /var/lib/apt/lists/*
+
 # Code layer: the workspace members ingestd needs, installed as wheels (non-editable), so the
 # final image needs the virtualenv only, not the sources.
 COPY packages/fleetcore packages/fleetcore

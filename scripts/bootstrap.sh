@@ -3,6 +3,7 @@
 #   - uv (into .tools/, a private virtualenv, at the version the Dockerfiles use) unless it is
 #     already on PATH,
 #   - PostgreSQL server binaries (Debian's package) when none are installed,
+#   - a C compiler and Python's headers when missing (ingestd's C extension, src/ingestd/_rowscan.c),
 #   - the workspace's Python packages into .venv (exactly as pinned in uv.lock): the commands
 #     `ingestd` and `pusher` are then .venv/bin/ingestd and .venv/bin/pusher.
 # Prints the path of uv on stdout (the Makefile's targets run it).
@@ -50,6 +51,23 @@ fi
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
     log "running as root needs a 'postgres' user for the throwaway clusters; creating it"
     useradd --system --no-create-home --shell /usr/sbin/nologin postgres
+fi
+
+have_cc() {
+    command -v "${CC:-cc}" >/dev/null 2>&1 &&
+        "$python" -c 'import os, sys, sysconfig
+sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'
+}
+if ! have_cc; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing a C compiler and Python's headers for ingestd's C extension (apt-get install gcc python3-dev)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends gcc libc6-dev python3-dev >/dev/null
+    else
+        log "ingestd's C extension needs a C compiler and Python's headers: install gcc and python3-dev"
+        exit 1
+    fi
 fi
 
 "$UV" sync --frozen --quiet

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -44,8 +45,13 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+PLATFORM_WHEELS = {"fleet-ingestd"}
+"""Members with a C extension (ingestd's `_rowscan`): their wheel is tagged for this platform."""
+
+
 def _wheel(dist: Path, name: str) -> Path:
-    (found,) = dist.glob(f"{name.replace('-', '_')}-{VERSION}-py3-none-any.whl")
+    tag = "cp*-cp*-*" if name in PLATFORM_WHEELS else "py3-none-any"
+    (found,) = dist.glob(f"{name.replace('-', '_')}-{VERSION}-{tag}.whl")
     return found
 
 
@@ -73,6 +79,21 @@ def test_every_member_builds_a_wheel_at_the_one_version(dist: Path) -> None:
         assert f"{package}/__init__.py" in names and f"{package}/py.typed" in names
     ingestd = _metadata(_wheel(dist, "fleet-ingestd")).get_all("Requires-Dist") or []
     assert {f"fleet-core=={VERSION}", f"fleet-service=={VERSION}"} <= set(ingestd)
+
+
+def test_ingestd_wheel_holds_its_c_extension_built(dist: Path) -> None:
+    """The ingestd wheel (built from its sdist, as pip would) holds the compiled scanner, and
+    the sdist its C source."""
+    with zipfile.ZipFile(_wheel(dist, "fleet-ingestd")) as zf:
+        names = zf.namelist()
+    assert [n for n in names if n.startswith("ingestd/_rowscan.") and n.endswith(".so")], names
+    assert "ingestd/_rowscan.pyi" in names and "ingestd/_rowscan.c" not in names
+    sdist = dist / f"fleet_ingestd-{VERSION}.tar.gz"
+    with tarfile.open(sdist) as tf:
+        members = tf.getnames()
+    assert any(m.endswith("src/ingestd/_rowscan.c") for m in members)
+    assert any(m.endswith("hatch_extension.py") for m in members)
+    assert not any(m.endswith(".so") for m in members), members
 
 
 def test_migrations_ship_inside_the_service_wheels(dist: Path) -> None:

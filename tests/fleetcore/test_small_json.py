@@ -12,9 +12,9 @@ import msgspec
 from fleetcore import MEASUREMENT_VALUE_FIELDS, ParsedColumns, ValidationWindow
 from fleetcore.json_batch import decode_measurement_rows
 from fleetcore.json_columns import (
-    _inside,
     clean_measurement_columns,
     columns_of_rows,
+    inside_window,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -34,7 +34,7 @@ def _typed_reference(body: bytes, window: ValidationWindow) -> ParsedColumns | N
     columns = columns_of_rows(rows)
     if not columns.rows:
         return ParsedColumns(columns)
-    return _inside(columns, window)
+    return inside_window(columns, window)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

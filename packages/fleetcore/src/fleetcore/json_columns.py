@@ -50,6 +50,7 @@ __all__ = [
     "clean_measurement_columns",
     "columns_of_rows",
     "edge_rows",
+    "inside_window",
     "item_spans",
     "parse_measurement_columns",
     "text_time_columns",
@@ -100,7 +101,7 @@ def columns_of_rows(rows: Sequence[MeasurementRow]) -> MeasurementColumns:
     return key_value_columns(keys, values)
 
 
-def _inside(columns: MeasurementColumns, window: ValidationWindow) -> ParsedColumns | None:
+def inside_window(columns: MeasurementColumns, window: ValidationWindow) -> ParsedColumns | None:
     """The batch, when every sample time is inside the window and every `received_at` inside
     UTC's years 1-9999 (what `parse_batch` checks row by row, here on the µs columns); None
     when one is not."""
@@ -141,7 +142,7 @@ def clean_measurement_columns(
         del valid
     if not columns.rows:
         return ParsedColumns(columns)
-    return _inside(columns, window)
+    return inside_window(columns, window)
 
 
 def parse_measurement_columns(body: bytes | bytearray, window: ValidationWindow) -> ParsedColumns:
