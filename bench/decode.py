@@ -8,8 +8,9 @@ a busy machine slows both alike:
 
   large   a `--rows` gzip JSON body (`common.generate_measurements`) into columns: msgspec's
           typed rows then `columns_of_rows` (the way every body took before, and small bodies
-          still take), against `text_time_columns` (bodies of 32 KiB and more); then inflate,
-          parse and the COPY stream (`decode_batch` + `copy_stream`) as ingestd runs them
+          still take), against `text_time_columns` (msgspec's way for bodies of 32 KiB and more)
+          and the C scanner (`ingestd.rowscan.scan_columns`, ingestd's first way for them); then
+          inflate, parse and the COPY stream (`decode_batch` + `copy_stream`) as ingestd runs them
   chunks  the same body's streamed way (issue 26: `ingestd.decoding`'s cut, then each chunk's
           columns and COPY tuples, as `ingestd.ingest._ChunkFeed` makes them) for each chunk
           schedule of `SCHEDULES`, alternated `--reps` times: what the chunks' fixed work costs
@@ -52,6 +53,7 @@ from ingestd.decoding import (
     decode_batch,
 )
 from ingestd.memory import BodyMemory, MemoryBudget
+from ingestd.rowscan import items_span, scan_columns
 from ingestd.storage.copybuffer import copy_stream
 from report import Figure, finish
 from rows import encode_batch, generate_measurements, measurement_items
@@ -97,6 +99,12 @@ def _large(rows: int, reps: int) -> dict[str, list[float]]:
     def text() -> None:
         assert text_time_columns(body) is not None
 
+    span = items_span(body)
+    assert span is not None
+
+    def scanned() -> None:
+        assert scan_columns(body, span) is not None
+
     def whole() -> None:
         memory = BodyMemory(_BUDGET, 1)
         decoded = decode_batch(
@@ -112,7 +120,7 @@ def _large(rows: int, reps: int) -> dict[str, list[float]]:
             copy_stream(parsed.valid, 1)
         memory.release()
 
-    return _alternate({"typed": typed, "text": text, "whole": whole}, reps)
+    return _alternate({"typed": typed, "text": text, "scanned": scanned, "whole": whole}, reps)
 
 
 KIB = 1024
@@ -209,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                   q1_row(large["typed"])),
         Figure.of("large JSON to columns, times as text, µs/row", per_row(large["text"]),
                   q1_row(large["text"])),
+        Figure.of("large JSON to columns, the C scanner, µs/row", per_row(large["scanned"]),
+                  q1_row(large["scanned"])),
         Figure.of("large: inflate + parse + COPY stream, µs/row", per_row(large["whole"]),
                   q1_row(large["whole"])),
         *(

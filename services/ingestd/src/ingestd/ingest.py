@@ -35,7 +35,7 @@ from ingestd.pooled import connection, pooled_transaction, transaction
 from ingestd.storage.audit import AuditRecord, record_event, store_rejections
 from ingestd.storage.copybuffer import CopyStream, copy_stream
 from ingestd.storage.full_sets import store_full_set
-from ingestd.storage.state import StorageState
+from ingestd.storage.state import DirtyBuckets, StorageState
 from ingestd.storage.streamed import NotWhole, copy_chunks
 from ingestd.storage.writes import (
     SMALL_BATCH_ROWS,
@@ -276,6 +276,7 @@ async def _stream(
     chunk."""
     parts: list[ParsedColumns] = []
     rows = 0
+    whole: list[tuple[ParsedColumns, DirtyBuckets]] = []
 
     async def tuples() -> AsyncIterator[CopyStream]:
         nonlocal rows
@@ -290,17 +291,22 @@ async def _stream(
             rows += laid.chunk.valid.rows
             parts.append(laid.chunk)
             yield laid.tuples
+        # The last chunk is written and PostgreSQL is still storing the ones before (~9 ms of a
+        # 5,000-row batch): the batch's columns and dirty buckets are made now, before the COPY
+        # is ended, not after it while PostgreSQL waits (~0.5 ms of the request).
+        parsed = _joined(parts)
+        whole.append((parsed, storage.buckets(parsed)))
 
     first, last = chunked.edges
     await storage.ensure_weeks(conn, storage.missing_weeks_at(first.time, last.time))
     ends = ((_utc(first.time), first.device_id), (_utc(last.time), last.device_id))
     if not await copy_chunks(conn, customer.id, ends, tuples()):
         return None
-    parsed = _joined(parts)
+    ((parsed, buckets),) = whole
     result = StoreResult(parsed.valid.rows, 0)
     audit = _audit(customer, BatchType.MEASUREMENTS, parsed, delivery, result)
     async with conn.pipeline():  # one round trip: marks, audit row, commit
-        await mark_dirty(conn, customer.id, *storage.buckets(parsed))
+        await mark_dirty(conn, customer.id, *buckets)
         await record_event(conn, audit, seen=True)
         await conn.commit()
     return result, parsed
