@@ -53,10 +53,12 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
     useradd --system --no-create-home --shell /usr/sbin/nologin postgres
 fi
 
+# The compiler setuptools calls (this Python's CC, or $CC) and this Python's headers.
 have_cc() {
-    command -v "${CC:-cc}" >/dev/null 2>&1 &&
-        "$python" -c 'import os, sys, sysconfig
-sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'
+    "$python" -c 'import os, shutil, sys, sysconfig
+cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+headers = os.path.join(sysconfig.get_paths()["include"], "Python.h")
+sys.exit(shutil.which(cc) is None or not os.path.isfile(headers))'
 }
 if ! have_cc; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -71,4 +73,10 @@ if ! have_cc; then
 fi
 
 "$UV" sync --frozen --quiet
+# An editable install builds the extension into the source tree; uv does not notice when that
+# file is gone (git clean -X): build it again then.
+if ! .venv/bin/python -c 'import ingestd._rowscan' 2>/dev/null; then
+    log "building ingestd's C extension again"
+    "$UV" sync --frozen --quiet --reinstall-package fleet-ingestd
+fi
 echo "$UV"

@@ -10,6 +10,7 @@ ignores it); uv rebuilds it when the C file changes (`cache-keys` in pyproject.t
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -39,7 +40,12 @@ class RowscanBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             built = Path(command.get_ext_fullpath(_MODULE))
             name = built.name
             if version == "editable":
-                shutil.copy2(built, root / "src" / "ingestd" / name)
+                # a new file put in place, not the loaded one written over: a process that has
+                # the module loaded (make dev beside a test run) keeps its copy
+                target = root / "src" / "ingestd" / name
+                staged = target.with_name(f".{name}.new")
+                shutil.copy2(built, staged)
+                os.replace(staged, target)
             else:
                 kept = Path(self.directory) / f".rowscan-{name}"
                 shutil.copy2(built, kept)

@@ -200,6 +200,10 @@ REFUSED_FORMS = {
     "an item unclosed": GOOD.replace(b"}]}", b"]}"),
     "an empty item": GOOD.replace(b"]}", b",{}]}"),
     "a long number": GOOD.replace(b"230.1", b"230." + b"1" * 80),
+    # msgspec reads these as 0.0 (an exponent of 100000 and more), the true values are 1.0 and
+    # infinity: left to msgspec's way, as any number of 64 characters or more
+    "zeros then a large exponent": GOOD.replace(b"230.1", b"0." + b"0" * 99_999 + b"1e100000"),
+    "an exponent past 100000": GOOD.replace(b"230.1", b"0." + b"0" * 100_004 + b"15e1000005"),
     "a time with a brace": GOOD.replace(b"Z", b"{", 1),
     "an hour past 23": GOOD.replace(b"T", b"T9", 1),
     "out of bounds": GOOD.replace(b"230.1", b"1e16"),
@@ -264,6 +268,8 @@ def test_buffers_too_small_or_a_span_outside_are_errors_not_writes() -> None:
         )
     with pytest.raises(ValueError, match="span"):
         _rowscan.count_items(body, 0, len(body) + 1)
+    with pytest.raises(ValueError, match="cap"):  # its buffers' sizes would overflow
+        _rowscan.scan(body, 10, 20, 2**62, keys, small, ids, texts, lengths, texts, lengths)
     values = np.empty((len(keys), 1), np.float64)  # room for one row: the second is refused
     one = (np.empty(1, np.int64), np.zeros((1, 33), np.uint8), np.empty(1, np.int64))
     got = _rowscan.scan(

@@ -29,7 +29,7 @@ it: "-0" is 0.0.
 #define TEXT_WIDTH 33 /* a time's row: the longest accepted text is 32; a 33rd marks a longer */
 #define MAX_VALUES 64  /* value keys at most */
 #define MAX_KEY 32     /* bytes of a value key at most */
-#define MAX_TOKEN 64   /* a number's text at most, for strtod (no accepted value is near it) */
+#define MAX_TOKEN 64   /* a number's text is shorter (a pusher's: ~24 at most); longer: msgspec's */
 
 static locale_t c_locale;
 
@@ -66,8 +66,8 @@ static int scan_number(const char **pp, const char *end, double *out) {
     if (p >= end) return 0;
     uint64_t w = 0;
     int nd = 0;          /* significant digits in w */
-    int dropped = 0;     /* significant digits past 19 */
-    int frac_digits = 0; /* digits after the point taken into w */
+    Py_ssize_t dropped = 0;     /* significant digits past 19 */
+    Py_ssize_t frac_digits = 0; /* digits after the point taken into w */
     if (*p == '0') {
         p++;
     } else if (*p >= '1' && *p <= '9') {
@@ -118,6 +118,12 @@ static int scan_number(const char **pp, const char *end, double *out) {
         if (eneg) exp10 = -exp10;
     }
     *pp = p;
+    /* A longer text is not a pusher's (~24 characters at most): msgspec's way takes it. Checked
+       first, so neither path below sees one: the digit and exponent counts stay small (an
+       exponent of 100000 or more, which msgspec reads otherwise, needs a longer text to bring
+       the value back within bounds). */
+    Py_ssize_t len = p - start;
+    if (len >= MAX_TOKEN) return 0;
     if (is_int) {
         /* an integer literal is an int converted to float: "-0" is 0.0 */
         if (dropped == 0 && w <= (UINT64_C(1) << 53)) {
@@ -126,7 +132,7 @@ static int scan_number(const char **pp, const char *end, double *out) {
             return 1;
         }
     } else if (dropped == 0 && w <= (UINT64_C(1) << 53)) {
-        int e = exp10 - frac_digits;
+        int e = exp10 - (int)frac_digits; /* fewer than MAX_TOKEN */
         if (w == 0) {
             *out = neg ? -0.0 : 0.0;
             return 1;
@@ -138,15 +144,12 @@ static int scan_number(const char **pp, const char *end, double *out) {
         }
     }
     /* the rest: correctly rounded by the C library, in the C locale */
-    Py_ssize_t len = p - start;
-    if (len >= MAX_TOKEN) return 0;
     char buf[MAX_TOKEN];
     memcpy(buf, start, (size_t)len);
     buf[len] = '\0';
     char *stop;
     double v = strtod_l(buf, &stop, c_locale);
     if (stop != buf + len) return 0;
-    if (is_int && v == 0.0) v = 0.0;
     *out = v;
     return 1;
 }
@@ -303,9 +306,14 @@ static PyObject *scan(PyObject *Py_UNUSED(self), PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "span outside the body");
         goto done;
     }
-    o.nkeys = (int)PyTuple_GET_SIZE(keys);
-    if (o.nkeys > MAX_VALUES) {
+    if (PyTuple_GET_SIZE(keys) > MAX_VALUES) {
         PyErr_SetString(PyExc_ValueError, "too many value keys");
+        goto done;
+    }
+    o.nkeys = (int)PyTuple_GET_SIZE(keys);
+    /* the buffers' sizes below must not overflow */
+    if (cap > PY_SSIZE_T_MAX / (Py_ssize_t)(sizeof(double) * MAX_VALUES + 2 * TEXT_WIDTH + 24)) {
+        PyErr_SetString(PyExc_ValueError, "cap too large");
         goto done;
     }
     for (int k = 0; k < o.nkeys; k++) {
