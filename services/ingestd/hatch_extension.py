@@ -52,3 +52,9 @@ class RowscanBuildHook(BuildHookInterface):  # type: ignore[type-arg]
                 build_data["force_include"][str(kept)] = f"ingestd/{name}"
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
+
+    def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
+        """The module copied beside the wheel for it to take is not left in the output folder."""
+        for kept in build_data.get("force_include", {}):
+            if Path(kept).name.startswith(".rowscan-"):
+                Path(kept).unlink(missing_ok=True)

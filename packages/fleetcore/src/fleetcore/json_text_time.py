@@ -32,7 +32,13 @@ from fleetcore.limits import MAX_BATCH_ROWS
 from fleetcore.rfc3339 import micros_of_bytes
 from fleetcore.schemas import MAX_VALUE, MEASUREMENT_VALUE_FIELDS, Id, too_many_rows
 
-__all__ = ["TEXT_TIME_MIN_BYTES", "cells", "key_value_columns", "text_time_columns"]
+__all__ = [
+    "TEXT_TIME_MIN_BYTES",
+    "cells",
+    "key_value_columns",
+    "text_time_columns",
+    "values_in_bounds",
+]
 
 Int64s = npt.NDArray[np.int64]
 
@@ -265,9 +271,14 @@ def text_time_columns(body: bytes | bytearray) -> MeasurementColumns | None:
         return None
     keys[0], keys[2] = micros
     del times, received, micros
-    if nullable:
-        if (np.abs(values) > MAX_VALUE).any():  # NaN (a null) compares false
-            return None
-    elif values.max() > MAX_VALUE or values.min() < -MAX_VALUE:  # no NaN: two reductions
+    if not values_in_bounds(values, nullable):
         return None
     return key_value_columns(keys, values, nullable)
+
+
+def values_in_bounds(values: npt.NDArray[np.float64], nullable: bool) -> bool:
+    """Every value of the matrix within ±`MAX_VALUE` (NaN, a null, counts as within; with
+    `nullable` False there is none, and two reductions do)."""
+    if nullable:
+        return not (np.abs(values) > MAX_VALUE).any()  # NaN compares false
+    return bool(values.max() <= MAX_VALUE and values.min() >= -MAX_VALUE)

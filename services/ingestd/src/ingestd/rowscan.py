@@ -22,10 +22,10 @@ import numpy.typing as npt
 from fleetcore.columnar import MeasurementColumns
 from fleetcore.columnar_batch import ParsedColumns
 from fleetcore.json_columns import inside_window
-from fleetcore.json_text_time import key_value_columns
+from fleetcore.json_text_time import key_value_columns, values_in_bounds
 from fleetcore.limits import MAX_BATCH_ROWS
 from fleetcore.rfc3339 import micros_of_bytes
-from fleetcore.schemas import MAX_VALUE, MEASUREMENT_VALUE_FIELDS, ValidationWindow
+from fleetcore.schemas import MEASUREMENT_VALUE_FIELDS, ValidationWindow
 
 from ingestd import _rowscan
 
@@ -106,10 +106,7 @@ def scan_columns(body: bytes | bytearray, span: tuple[int, int]) -> MeasurementC
     micros = _time_micros(texts, lengths, n)
     if micros is None:
         return None
-    if nullable:
-        if (np.abs(values) > MAX_VALUE).any():  # NaN (a null) compares false
-            return None
-    elif values.max() > MAX_VALUE or values.min() < -MAX_VALUE:  # no NaN: two reductions
+    if not values_in_bounds(values, nullable):
         return None
     keys = np.empty((3, n), np.int64)
     keys[0], keys[2] = micros
